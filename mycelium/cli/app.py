@@ -1,0 +1,30 @@
+"""The Typer application object and the options every command shares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mycelium.home import Home, resolve_home
+
+__all__ = ["HomeOption", "app", "home_of"]
+
+app = typer.Typer(
+    name="mycelium",
+    help="Mycelium Mesh: signed workloads on an OTP-style supervision tree of Pykka actors.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option("--home", envvar="MYCELIUM_HOME", help="Mesh home directory [default: ./.mycelium]"),
+]
+
+
+def home_of(option: Path | None) -> Home:
+    """Resolve the ``--home`` option to a :class:`Home`."""
+    return resolve_home(option)
