@@ -1,0 +1,485 @@
+"""Workload OS processes: spawn, notice the exit at once, signal, stop, reap (SPEC §5, Flow E).
+
+A workload runs in its own session and process group, so that one ``killpg`` reaches everything
+it started. Exits are noticed without a polling period: one shared reaper thread waits on a pidfd
+per workload with epoll and reaps the child the moment its pidfd becomes readable (one thread and
+one fd per workload instead of one thread each; kernels without pidfds get a thread each).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import selectors
+import shutil
+import signal as _signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from mycelium.errors import MyceliumError
+from mycelium.node.health import free_port, probe_health
+
+__all__ = [
+    "ProcessError",
+    "ProcessRecord",
+    "Workload",
+    "describe_exit",
+    "free_port",
+    "probe_health",
+    "reap_leftovers",
+    "spawn",
+]
+
+log = logging.getLogger(__name__)
+
+#: How often a stop re-checks whether the process group is empty (no event exists for that).
+_GROUP_POLL = 0.005
+#: How long a stop waits for the group to vanish after SIGKILL before giving up.
+_KILL_WAIT = 5.0
+
+
+class ProcessError(MyceliumError):
+    """A workload process could not be started or controlled; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRecord:
+    """What the next mesh needs to find a workload a dead mesh left behind.
+
+    ``create_time`` (psutil's, seconds since the epoch) tells the original process from a later
+    one that reused its pid.
+    """
+
+    pid: int
+    pgid: int
+    create_time: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (orjson/json)."""
+        return {"pid": self.pid, "pgid": self.pgid, "create_time": self.create_time}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProcessRecord:
+        """The inverse of :meth:`to_dict`.
+
+        Raises:
+            ProcessError: a field is missing or has the wrong type.
+        """
+        try:
+            return cls(int(data["pid"]), int(data["pgid"]), float(data["create_time"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProcessError(f"bad process record {dict(data)!r}: {exc}") from exc
+
+
+def describe_exit(returncode: int) -> str:
+    """A return code in words: ``"exit code 1"``, ``"killed by SIGKILL"``.
+
+    Negative codes are signals (subprocess's convention); ``128+N`` from a shell stays an exit code.
+    """
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        name = _signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"killed by {name}"
+
+
+ExitCallback = Callable[[int], object]
+
+
+class Workload:
+    """One spawned workload process and its process group; made by :func:`spawn`.
+
+    Thread-safe. The exit is learnt from the shared reaper; :meth:`terminate` and :meth:`signal`
+    may be called from any thread, any number of times.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], argv: Sequence[str]) -> None:
+        self._popen = popen
+        self.argv: tuple[str, ...] = tuple(argv)
+        self.pid: int = popen.pid
+        self.pgid: int = popen.pid  # start_new_session: the leader of its own session and group
+        try:
+            self._ps: psutil.Process | None = psutil.Process(self.pid)
+            self.create_time: float = self._ps.create_time()
+        except psutil.Error:  # it died already; still a real record of what ran
+            self._ps = None
+            self.create_time = time.time()
+        self._lock = threading.Lock()
+        self._exited = threading.Event()
+        self._returncode: int | None = None
+        self._callbacks: list[ExitCallback] = []
+        self._members: dict[int, psutil.Process] = {}
+        self._group_gone = False
+
+    # -- exit ---------------------------------------------------------------------------------
+
+    @property
+    def returncode(self) -> int | None:
+        """The return code once the main process was reaped (negative = signal), else None."""
+        return self._returncode
+
+    @property
+    def exited(self) -> bool:
+        """True once the main process exited and was reaped."""
+        return self._exited.is_set()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Block until the main process exited; its return code, or None on timeout."""
+        self._exited.wait(timeout)
+        return self._returncode
+
+    def on_exit(self, callback: ExitCallback) -> None:
+        """Call ``callback(returncode)`` exactly once when the main process exits.
+
+        Called from the reaper thread, so it must not block (tell an actor, set an event). If the
+        process already exited, it is called right away in the caller's thread.
+        """
+        with self._lock:
+            if self._returncode is None:
+                self._callbacks.append(callback)
+                return
+            returncode = self._returncode
+        _run_callback(callback, returncode, self.pid)
+
+    def _reap(self) -> None:
+        """Reaper side: the pidfd is readable, so the child is a zombie; collect it."""
+        with self._lock:  # signal() holds the lock too: the pid is never signalled once freed
+            returncode = self._popen.wait()
+            self._returncode = returncode
+            callbacks, self._callbacks = self._callbacks, []
+        self._exited.set()
+        for callback in callbacks:
+            _run_callback(callback, returncode, self.pid)
+
+    # -- control ------------------------------------------------------------------------------
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the main process (not the group); a no-op once it exited."""
+        with self._lock:
+            if self._returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, sig)
+
+    def terminate(self, grace: float = 5.0) -> int | None:
+        """Stop the whole group: SIGTERM, then SIGKILL after ``grace``; idempotent.
+
+        Blocks until the main process is reaped and no process is left in the group (bounded by
+        ``grace`` plus a few seconds for SIGKILL to land).
+
+        Returns:
+            The main process's return code (None only if it could not be reaped in time).
+        """
+        if not self._group_gone:
+            self._killpg(_signal.SIGTERM)
+            deadline = time.monotonic() + max(grace, 0.0)
+            if not self._wait_gone(deadline):
+                self._killpg(_signal.SIGKILL)
+                if not self._wait_gone(time.monotonic() + _KILL_WAIT):
+                    log.warning("workload pid %s: group %s still alive after SIGKILL",
+                                self.pid, self.pgid)
+                    return self._returncode
+            self._group_gone = True
+        return self._returncode
+
+    def _killpg(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, sig)
+
+    def _wait_gone(self, deadline: float) -> bool:
+        """Wait for the reap (an event) and then for the group to empty (polled); True if gone."""
+        if not self._exited.wait(max(0.0, deadline - time.monotonic())):
+            return False
+        return _wait_group_gone(self.pgid, deadline)
+
+    # -- resources ----------------------------------------------------------------------------
+
+    def _group(self) -> list[psutil.Process]:
+        """The live processes of the group that descend from the main process (cached objects,
+        so that ``cpu_percent`` has a previous sample to compare with)."""
+        if self._ps is None or self._returncode is not None:
+            return []
+        found: dict[int, psutil.Process] = {}
+        stack = [self._ps]
+        while stack:
+            proc = stack.pop()
+            known = self._members.get(proc.pid)
+            proc = known if known is not None and known.create_time() == proc.create_time() \
+                else proc
+            found[proc.pid] = proc
+            stack.extend(_children(proc.pid))
+        self._members = found
+        members = []
+        for proc in found.values():
+            with contextlib.suppress(psutil.Error):
+                if proc.pid == self.pid or os.getpgid(proc.pid) == self.pgid:
+                    members.append(proc)
+        return members
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the main process and its descendants in the group, in bytes."""
+        total = 0
+        for proc in self._group():
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total
+
+    def cpu_percent(self) -> float:
+        """CPU use of the group since the previous call (100.0 = one core; 0.0 on the first)."""
+        total = 0.0
+        for proc in self._group():
+            with contextlib.suppress(psutil.Error):
+                total += proc.cpu_percent(interval=None)
+        return total
+
+    def record(self) -> ProcessRecord:
+        """What :func:`reap_leftovers` needs should this mesh die without stopping the workload."""
+        return ProcessRecord(self.pid, self.pgid, self.create_time)
+
+    def __repr__(self) -> str:
+        state = "running" if self._returncode is None else describe_exit(self._returncode)
+        return f"<Workload pid={self.pid} {state} {' '.join(self.argv)!r}>"
+
+
+def _run_callback(callback: ExitCallback, returncode: int, pid: int) -> None:
+    try:
+        callback(returncode)
+    except Exception:  # a broken callback must not kill the reaper thread
+        log.exception("exit callback for pid %s failed", pid)
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    """Direct children, read from /proc/PID/task/*/children (cheap: no scan of every process)."""
+    pids: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                pids.extend(int(p) for p in fh.read().split())
+    except OSError:
+        with contextlib.suppress(psutil.Error):
+            return psutil.Process(pid).children()
+        return []
+    result = []
+    for child in pids:
+        with contextlib.suppress(psutil.Error):
+            result.append(psutil.Process(child))
+    return result
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a process that is not a zombie is in the group.
+
+    ``killpg(pgid, 0)`` answers first and cheaply; it also succeeds on zombies, which stay around
+    when PID 1 does not reap orphans (common in containers), so a yes is confirmed from /proc.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def _wait_group_gone(pgid: int, deadline: float) -> bool:
+    """Poll (no event exists for it) until the group is empty; False if the deadline passed."""
+    delay = _GROUP_POLL
+    while _group_alive(pgid):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.05)
+    return True
+
+class _Reaper:
+    """One daemon thread that reaps every workload the moment it exits.
+
+    Each workload's pidfd (Linux >= 5.3) is registered with epoll; a readable pidfd means the
+    child exited, so the reap never blocks. A pipe wakes the thread to register new pidfds (the
+    selector is only ever touched by its own thread).
+    """
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._pending: list[tuple[int, Callable[[], None]]] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="mycelium-reaper", daemon=True)
+        self._thread.start()
+
+    def watch(self, pid: int, on_exit: Callable[[], None]) -> None:
+        """Call ``on_exit()`` from the reaper thread once child ``pid`` exited (not yet reaped)."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # no pidfd support: a thread that waits without reaping
+            threading.Thread(target=_wait_then, args=(pid, on_exit),
+                             name=f"mycelium-wait-{pid}", daemon=True).start()
+            return
+        with self._lock:
+            self._pending.append((pidfd, on_exit))
+        os.write(self._wake_w, b"x")
+
+    def _run(self) -> None:
+        while True:
+            for key, _events in self._selector.select():
+                if key.data is None:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 4096)
+                    with self._lock:
+                        pending, self._pending = self._pending, []
+                    for pidfd, on_exit in pending:
+                        self._selector.register(pidfd, selectors.EVENT_READ, on_exit)
+                    continue
+                self._selector.unregister(key.fd)
+                os.close(key.fd)
+                try:
+                    key.data()
+                except Exception:  # the reaper must outlive any one workload
+                    log.exception("reaping a workload failed")
+
+
+def _wait_then(pid: int, on_exit: Callable[[], None]) -> None:
+    """Fallback watcher: block until ``pid`` exited, leaving the zombie for ``on_exit`` to reap."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    on_exit()
+
+
+_reaper: _Reaper | None = None
+_reaper_lock = threading.Lock()
+
+
+def shared_reaper() -> _Reaper:
+    """The process-wide reaper, started on first use."""
+    global _reaper
+    with _reaper_lock:
+        if _reaper is None:
+            _reaper = _Reaper()
+        return _reaper
+
+
+def _check_spawnable(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> str:
+    """The binary's path, or a ProcessError that says precisely what is wrong."""
+    if not argv:
+        raise ProcessError("cannot spawn a workload: empty command line")
+    if not cwd.is_dir():
+        raise ProcessError(f"cannot spawn {argv[0]}: working directory {cwd} does not exist")
+    binary = argv[0]
+    if "/" not in binary:
+        found = shutil.which(binary, path=env.get("PATH", os.defpath))
+        if found is None:
+            raise ProcessError(f"cannot spawn {binary}: not found on PATH")
+        return found
+    path = Path(binary) if Path(binary).is_absolute() else cwd / binary
+    if not path.exists():
+        raise ProcessError(f"cannot spawn {binary}: binary missing ({path})")
+    if not path.is_file():
+        raise ProcessError(f"cannot spawn {binary}: not a regular file ({path})")
+    if not os.access(path, os.X_OK):
+        raise ProcessError(f"cannot spawn {binary}: not executable ({path})")
+    return str(path)
+
+
+def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path,
+          *, inherit_env: bool = True) -> Workload:
+    """Start a workload in its own session and process group (SPEC §5).
+
+    stdin is /dev/null; stdout and stderr are appended to ``log_path`` (created with its parent
+    directory); no other descriptor is inherited. The exit is watched from the moment it starts.
+
+    Args:
+        argv: The binary and its arguments; a relative binary path is taken from ``cwd``.
+        cwd: The working directory (must exist).
+        env: Variables for the workload, on top of the mesh's own environment.
+        log_path: The per-instance stdout/stderr log.
+        inherit_env: False gives the workload ``env`` alone.
+
+    Raises:
+        ProcessError: the working directory or binary is missing, the binary is not executable
+            or not a valid executable, or the log cannot be opened.
+    """
+    cwd = Path(cwd)
+    full_env = {**os.environ, **env} if inherit_env else dict(env)
+    binary = _check_spawnable(argv, cwd, full_env)
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+    except OSError as exc:
+        raise ProcessError(f"cannot open workload log {log_path}: {exc.strerror}") from exc
+    try:
+        popen = subprocess.Popen(
+            [binary, *argv[1:]], cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
+            stdout=log_file, stderr=subprocess.STDOUT, close_fds=True, start_new_session=True)
+    except OSError as exc:
+        reasons: dict[int, str] = {errno.ENOEXEC: "not a valid executable",
+                                   errno.EACCES: "permission denied",
+                                   errno.ENOENT: "binary or interpreter missing"}
+        reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
+        raise ProcessError(f"cannot spawn {argv[0]}: {reason}") from exc
+    finally:
+        log_file.close()
+    workload = Workload(popen, argv)
+    shared_reaper().watch(workload.pid, workload._reap)
+    return workload
+
+
+def reap_leftovers(records: Iterable[ProcessRecord], grace: float = 2.0) -> list[int]:
+    """Stop the process groups a dead mesh left running (the next ``up`` calls this).
+
+    A group is stopped (SIGTERM, ``grace``, SIGKILL) only if its leader still exists with the
+    recorded create time, so a pid reused by an unrelated process is never touched.
+
+    Returns:
+        The leader pids that were stopped.
+    """
+    victims: list[tuple[ProcessRecord, psutil.Process]] = []
+    for record in records:
+        try:
+            proc = psutil.Process(record.pid)
+            if abs(proc.create_time() - record.create_time) > 0.005:
+                continue
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.Error:
+            continue
+        victims.append((record, proc))
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(record.pgid, _signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for record, _proc in victims:
+        if not _wait_group_gone(record.pgid, deadline):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(record.pgid, _signal.SIGKILL)
+    kill_deadline = time.monotonic() + _KILL_WAIT
+    for record, _proc in victims:
+        _wait_group_gone(record.pgid, kill_deadline)
+    return [record.pid for record, _proc in victims]
