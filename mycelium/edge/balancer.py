@@ -1,0 +1,98 @@
+"""Round-robin with passive health: pure decisions, a clock injected, no I/O.
+
+An endpoint that refuses connections ``max_fails`` times within ``fail_timeout`` seconds is
+skipped for ``fail_timeout`` seconds (nginx ``max_fails``/``fail_timeout``), before the fabric
+has even noticed that its instance died. When every endpoint of an app is skipped they are all
+tried anyway: a guess is better than a certain 502.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from mycelium.edge.routes import Endpoint, Route
+
+__all__ = ["Balancer"]
+
+_Key = tuple[str, int]
+
+
+class Balancer:
+    """Chooses the order in which a request tries an app's endpoints.
+
+    Not thread-safe: it lives on the edge's event loop.
+
+    Args:
+        max_fails: Failures within the window that take an endpoint out of rotation.
+        fail_timeout: The window, and how long the endpoint then stays out.
+        clock: Monotonic seconds; injected for tests.
+    """
+
+    def __init__(self, max_fails: int = 1, fail_timeout: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._max_fails = max_fails
+        self._fail_timeout = fail_timeout
+        self._clock = clock
+        self._next: dict[str, int] = {}
+        self._fails: dict[_Key, tuple[int, float]] = {}
+        self._down_until: dict[_Key, float] = {}
+
+    def order(self, route: Route) -> Sequence[Endpoint]:
+        """Return the endpoints to try, first choice first.
+
+        Round-robin over the app's endpoints; endpoints passively marked down come last
+        (they are still tried when nothing else is left).
+
+        Args:
+            route: The app's route; its endpoints must not be empty.
+        """
+        eps = route.endpoints
+        n = len(eps)
+        i = self._next.get(route.app, 0)
+        self._next[route.app] = (i + 1) % n if n else 0
+        rotated = eps if n <= 1 or i % n == 0 else eps[i % n:] + eps[: i % n]
+        if not self._down_until:
+            return rotated
+        now = self._clock()
+        up: list[Endpoint] = []
+        down: list[Endpoint] = []
+        for ep in rotated:
+            until = self._down_until.get((ep.host, ep.port))
+            if until is None or until <= now:
+                up.append(ep)
+            else:
+                down.append(ep)
+        return up + down
+
+    def is_down(self, endpoint: Endpoint) -> bool:
+        """Tell whether ``endpoint`` is currently skipped."""
+        until = self._down_until.get((endpoint.host, endpoint.port))
+        return until is not None and until > self._clock()
+
+    def failed(self, endpoint: Endpoint) -> None:
+        """Record a connection failure (refused, reset before a byte, connect timeout)."""
+        key = (endpoint.host, endpoint.port)
+        now = self._clock()
+        count, since = self._fails.get(key, (0, now))
+        if now - since > self._fail_timeout:
+            count, since = 0, now
+        count += 1
+        if count >= self._max_fails:
+            self._down_until[key] = now + self._fail_timeout
+            self._fails.pop(key, None)
+        else:
+            self._fails[key] = (count, since)
+
+    def succeeded(self, endpoint: Endpoint) -> None:
+        """Record a success: the endpoint is back in rotation with a clean slate."""
+        key = (endpoint.host, endpoint.port)
+        if self._down_until or self._fails:
+            self._down_until.pop(key, None)
+            self._fails.pop(key, None)
+
+    def forget(self, keep: set[_Key]) -> None:
+        """Drop state about endpoints that left the routing table (bounded memory)."""
+        for table in (self._fails, self._down_until):
+            for key in [k for k in table if k not in keep]:
+                del table[key]

@@ -1,0 +1,76 @@
+"""Every tunable of the edge, with its default, validated once at the boundary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mycelium.edge.errors import EdgeConfigError
+
+__all__ = ["EdgeConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeConfig:
+    """How the edge listens, whom it names itself, and how patient it is.
+
+    Attributes:
+        host: Address to listen on (SPEC §3: default 127.0.0.1).
+        port: TCP port; 0 picks a free one (read it back from ``EdgeServer.port``).
+        edge_id: Sent as ``X-Mycelium-Edge`` on every response, the edge's own errors included.
+        connect_timeout: Seconds to open a TCP connection to an upstream; on expiry the next
+            endpoint is tried, and 504 is answered if every try timed out.
+        read_timeout: Seconds the upstream may stay silent (for its response head, or between
+            two body reads) before the request fails with 504.
+        send_timeout: Seconds a client or upstream may refuse to accept our writes.
+        header_timeout: Seconds a client has to deliver a whole request head once it started
+            one (slowloris guard).
+        body_timeout: Seconds a client may stay silent while sending a request body.
+        keepalive_timeout: Seconds an idle client connection is kept open between requests.
+        max_header_bytes: Largest request head accepted (431 beyond).
+        max_body_bytes: Largest request body accepted (413 beyond); ``None`` means unlimited.
+        max_fails: Connection failures within ``fail_timeout`` that take an endpoint out of
+            rotation (nginx ``max_fails``).
+        fail_timeout: Seconds the failures are counted over, and how long the endpoint is then
+            skipped (nginx ``fail_timeout``).
+        upstream_keepalive: Idle upstream connections kept per endpoint for reuse.
+        forwarded_proto: Value of ``X-Forwarded-Proto`` (the edge speaks plain HTTP).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    edge_id: str = "edge"
+    connect_timeout: float = 2.0
+    read_timeout: float = 30.0
+    send_timeout: float = 30.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keepalive_timeout: float = 75.0
+    max_header_bytes: int = 32 * 1024
+    max_body_bytes: int | None = 64 * 1024 * 1024
+    max_fails: int = 1
+    fail_timeout: float = 10.0
+    upstream_keepalive: int = 64
+    forwarded_proto: str = "http"
+
+    def __post_init__(self) -> None:
+        """Reject values that would make the edge hang or refuse everything.
+
+        Raises:
+            EdgeConfigError: A value is out of range; the message names the field.
+        """
+        if not 0 <= self.port <= 65535:
+            raise EdgeConfigError(f"edge port {self.port} is not in 0..65535")
+        if not self.edge_id or any(c in self.edge_id for c in "\r\n"):
+            raise EdgeConfigError("edge_id must be a non-empty single-line string")
+        for name in ("connect_timeout", "read_timeout", "send_timeout", "header_timeout",
+                     "body_timeout", "keepalive_timeout", "fail_timeout"):
+            if not getattr(self, name) > 0:
+                raise EdgeConfigError(f"edge {name} must be > 0, got {getattr(self, name)!r}")
+        if self.max_header_bytes < 1024:
+            raise EdgeConfigError("edge max_header_bytes must be >= 1024")
+        if self.max_body_bytes is not None and self.max_body_bytes < 0:
+            raise EdgeConfigError("edge max_body_bytes must be >= 0 or None")
+        if self.max_fails < 1:
+            raise EdgeConfigError("edge max_fails must be >= 1")
+        if self.upstream_keepalive < 0:
+            raise EdgeConfigError("edge upstream_keepalive must be >= 0")

@@ -1,0 +1,278 @@
+"""A small, strict HTTP/1.1 parser for a proxy: pure functions over bytes, no I/O.
+
+Strict where laxness lets one message be read two ways (request smuggling): no whitespace
+before a header's colon, no obsolete line folding, one Content-Length, ``chunked`` last when
+Transfer-Encoding is present, never both. Header lines a proxy passes on are kept as the raw
+bytes received, so forwarding costs a join, not a re-serialisation.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "HOP_BY_HOP",
+    "ChunkedReader",
+    "ProtocolError",
+    "RequestHead",
+    "ResponseHead",
+    "parse_request_head",
+    "parse_response_head",
+]
+
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding",
+    b"upgrade", b"trailer",
+})
+"""RFC 9110 §7.6.1 hop-by-hop fields, plus ``Trailer`` (describes the hop's chunked framing)."""
+
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_MAX_CHUNK_LINE = 4096
+
+
+class ProtocolError(Exception):
+    """The peer broke HTTP/1.1; ``status`` is what to answer a client (400, 413, 431, 501)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Head:
+    """What requests and responses share: header lines and the framing of the body."""
+
+    __slots__ = ("chunked", "connection_tokens", "content_length", "keep_alive", "lines",
+                 "minor")
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[bytes, bytes]] = []  # (lower-case name, raw line)
+        self.minor = 1
+        self.content_length: int | None = None
+        self.chunked = False
+        self.connection_tokens: frozenset[bytes] = frozenset()
+        self.keep_alive = True
+
+    def get(self, name: bytes) -> bytes | None:
+        """Return the value of the last ``name`` header (lower-case name), or ``None``."""
+        for lname, line in reversed(self.lines):
+            if lname == name:
+                return line[line.index(b":") + 1:].strip()
+        return None
+
+    def end_to_end(self, drop: frozenset[bytes] = frozenset()) -> list[bytes]:
+        """Return the raw lines to forward: all but hop-by-hop, Connection-named and ``drop``."""
+        named = self.connection_tokens
+        out = []
+        for lname, line in self.lines:
+            if lname in HOP_BY_HOP or lname in named or lname in drop:
+                continue
+            out.append(line)
+        return out
+
+
+class RequestHead(_Head):
+    """A parsed request head. ``target`` is the decoded request target."""
+
+    __slots__ = ("expect_continue", "method", "target")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.method = ""
+        self.target = ""
+        self.expect_continue = False
+
+
+class ResponseHead(_Head):
+    """A parsed response head: ``status`` and its ``status_line`` (reason phrase kept)."""
+
+    __slots__ = ("status", "status_line")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status = 0
+        self.status_line = b""
+
+
+def _parse_fields(head: _Head, lines: list[bytes]) -> None:
+    """Fill ``head`` from header lines; decide framing and keep-alive.
+
+    Raises:
+        ProtocolError: A malformed line, conflicting lengths, or an unknown coding.
+    """
+    lengths: set[bytes] = set()
+    codings: list[bytes] = []
+    conn: list[bytes] = []
+    append = head.lines.append
+    for line in lines:
+        colon = line.find(b":")
+        if colon <= 0:
+            raise ProtocolError("malformed header line")
+        name = line[:colon]
+        if not _TOKEN.match(name):  # also rejects "Name :" and obsolete folding
+            raise ProtocolError("malformed header name")
+        lname = name.lower()
+        append((lname, line))
+        if lname in HOP_BY_HOP or lname == b"content-length":
+            value = line[colon + 1:].strip()
+            if lname == b"content-length":
+                lengths.update(v.strip() for v in value.split(b","))
+            elif lname == b"transfer-encoding":
+                codings.extend(v.strip().lower() for v in value.split(b",") if v.strip())
+            elif lname == b"connection":
+                conn.extend(v.strip().lower() for v in value.split(b",") if v.strip())
+        elif _BAD_VALUE.search(line, colon):
+            raise ProtocolError("control character in a header value")
+    if codings:
+        if lengths:
+            raise ProtocolError("both Content-Length and Transfer-Encoding")
+        if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
+            raise ProtocolError("unsupported transfer coding", 501)
+        head.chunked = True
+    elif lengths:
+        if len(lengths) != 1:
+            raise ProtocolError("conflicting Content-Length values")
+        value = next(iter(lengths))
+        if not value.isdigit() or len(value) > 18:
+            raise ProtocolError("bad Content-Length")
+        head.content_length = int(value)
+    tokens = frozenset(conn)
+    head.connection_tokens = tokens
+    if head.minor == 0:
+        head.keep_alive = b"keep-alive" in tokens
+    else:
+        head.keep_alive = b"close" not in tokens
+
+
+def parse_request_head(data: bytes) -> RequestHead:
+    """Parse a request head (without the final blank line).
+
+    Args:
+        data: Bytes from the request line up to, excluding, ``\\r\\n\\r\\n``.
+
+    Raises:
+        ProtocolError: Not a well-formed HTTP/1.0 or HTTP/1.1 request head.
+    """
+    lines = data.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        raise ProtocolError("malformed request line")
+    method, target, version = parts
+    if version == b"HTTP/1.1":
+        minor = 1
+    elif version == b"HTTP/1.0":
+        minor = 0
+    else:
+        status = 505 if version.startswith(b"HTTP/") else 400
+        raise ProtocolError("unsupported HTTP version", status)
+    if not _TOKEN.match(method) or not target or _BAD_VALUE.search(target):
+        raise ProtocolError("malformed request line")
+    head = RequestHead()
+    head.minor = minor
+    head.method = method.decode("ascii")
+    head.target = target.decode("latin-1")
+    _parse_fields(head, lines[1:])
+    expect = head.get(b"expect")
+    if expect is not None:
+        if expect.lower() != b"100-continue":
+            raise ProtocolError("unsupported Expect", 417)
+        head.expect_continue = minor == 1
+    return head
+
+
+def parse_response_head(data: bytes) -> ResponseHead:
+    """Parse an upstream's response head (without the final blank line).
+
+    Raises:
+        ProtocolError: Not a well-formed HTTP/1.x status line and header block.
+    """
+    lines = data.split(b"\r\n")
+    status_line = lines[0]
+    if not status_line.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")) or len(status_line) < 12:
+        raise ProtocolError("malformed status line")
+    code = status_line[9:12]
+    if not code.isdigit() or (len(status_line) > 12 and status_line[12:13] != b" "):
+        raise ProtocolError("malformed status line")
+    head = ResponseHead()
+    head.minor = 1 if status_line[7:8] == b"1" else 0
+    head.status = int(code)
+    head.status_line = status_line
+    _parse_fields(head, lines[1:])
+    return head
+
+
+class ChunkedReader:
+    """Walks a chunked body incrementally, passing it on raw or decoded.
+
+    Args:
+        decode: Pass on only the payload (for an HTTP/1.0 peer) instead of the raw framing.
+    """
+
+    __slots__ = ("decode", "done", "remaining", "state", "total")
+
+    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+
+    def __init__(self, decode: bool = False) -> None:
+        self.decode = decode
+        self.state = self._SIZE
+        self.remaining = 0
+        self.total = 0
+        self.done = False
+
+    def feed(self, buf: bytearray) -> bytes:
+        """Consume what can be consumed from the front of ``buf``.
+
+        Returns:
+            The bytes to pass on (raw framing, or payload when decoding). ``done`` turns true
+            once the last chunk and the trailers were consumed; bytes after that stay in
+            ``buf``.
+
+        Raises:
+            ProtocolError: Malformed chunk framing.
+        """
+        out: list[bytes] = []
+        pos = 0
+        n = len(buf)
+        while pos < n and not self.done:
+            if self.state == self._DATA:
+                take = min(self.remaining, n - pos)
+                out.append(bytes(buf[pos:pos + take]))
+                pos += take
+                self.remaining -= take
+                if not self.remaining:
+                    self.state = self._DATA_END
+            else:
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    if n - pos > _MAX_CHUNK_LINE:
+                        raise ProtocolError("chunk line too long")
+                    break
+                line = bytes(buf[pos:eol])
+                if self.state == self._SIZE:
+                    size_text = line.split(b";", 1)[0].strip()
+                    if not size_text or len(size_text) > 15 or any(
+                            c not in b"0123456789abcdefABCDEF" for c in size_text):
+                        raise ProtocolError("bad chunk size")
+                    size = int(size_text, 16)
+                    self.total += size
+                    if size:
+                        self.state, self.remaining = self._DATA, size
+                        if self.decode:
+                            pos = eol + 2
+                            continue
+                    else:
+                        self.state = self._TRAILER
+                elif self.state == self._DATA_END:
+                    if line:
+                        raise ProtocolError("missing CRLF after chunk data")
+                    self.state = self._SIZE
+                    if self.decode:
+                        pos = eol + 2
+                        continue
+                elif not line:  # blank line closes the trailers
+                    self.done = True
+                if not self.decode:
+                    out.append(bytes(buf[pos:eol + 2]))
+                pos = eol + 2
+        del buf[:pos]
+        return b"".join(out)

@@ -1,0 +1,99 @@
+"""The edge's counters and their Prometheus text exposition.
+
+Hand-written rather than prometheus-client: the edge needs three families and one histogram,
+updated on its own event loop thread only, and the exposition format is a few lines. A client
+library would add a dependency and a lock on the hot path for nothing.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Mapping
+
+__all__ = ["BUCKETS", "EdgeMetrics"]
+
+BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                              2.5, 5.0, 10.0)
+"""Upper bounds (seconds) of the upstream latency histogram; ``+Inf`` is implied."""
+
+
+def _label(value: str) -> str:
+    """Escape a label value per the exposition format."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class EdgeMetrics:
+    """Counts requests, retries and upstream latency; renders them for ``/_mycelium/metrics``.
+
+    Mutated only on the edge's event loop; ``set_restarts`` may replace the restart map from
+    any thread (one attribute store).
+    """
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        self.retries: dict[str, int] = {}
+        self.upstream_failures: dict[str, int] = {}
+        self._hist: dict[str, list[float]] = {}  # app → bucket counts + [sum, count]
+        self.restarts: Mapping[str, int] = {}
+        self.active = 0
+
+    def request(self, app: str, status: int) -> None:
+        """Count one answered request of ``app`` (``""`` for the edge's own paths)."""
+        key = (app, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+    def retry(self, app: str) -> None:
+        """Count one retry of a request on another endpoint."""
+        self.retries[app] = self.retries.get(app, 0) + 1
+
+    def upstream_failure(self, app: str) -> None:
+        """Count one failed attempt to reach an upstream (refused, reset, timed out)."""
+        self.upstream_failures[app] = self.upstream_failures.get(app, 0) + 1
+
+    def observe(self, app: str, seconds: float) -> None:
+        """Record the time from sending a request upstream to its response head."""
+        hist = self._hist.get(app)
+        if hist is None:
+            hist = self._hist[app] = [0.0] * (len(BUCKETS) + 3)
+        hist[bisect_left(BUCKETS, seconds)] += 1
+        hist[-2] += seconds
+        hist[-1] += 1
+
+    def render(self) -> str:
+        """Return the Prometheus text exposition (format 0.0.4)."""
+        out = [
+            "# HELP mycelium_edge_requests_total Requests answered by the edge, by app and status.",
+            "# TYPE mycelium_edge_requests_total counter",
+        ]
+        for (app, code), n in sorted(self.requests.items()):
+            out.append(f'mycelium_edge_requests_total{{app="{_label(app)}",code="{code}"}} {n}')
+        out += ["# HELP mycelium_edge_retries_total Requests retried on another endpoint.",
+                "# TYPE mycelium_edge_retries_total counter"]
+        for app, n in sorted(self.retries.items()):
+            out.append(f'mycelium_edge_retries_total{{app="{_label(app)}"}} {n}')
+        out += ["# HELP mycelium_edge_upstream_failures_total Failed upstream attempts.",
+                "# TYPE mycelium_edge_upstream_failures_total counter"]
+        for app, n in sorted(self.upstream_failures.items()):
+            out.append(f'mycelium_edge_upstream_failures_total{{app="{_label(app)}"}} {n}')
+        out += ["# HELP mycelium_edge_upstream_latency_seconds Time to response head.",
+                "# TYPE mycelium_edge_upstream_latency_seconds histogram"]
+        for app, hist in sorted(self._hist.items()):
+            label = _label(app)
+            cumulative = 0.0
+            for bound, count in zip(BUCKETS, hist, strict=False):
+                cumulative += count
+                out.append(f'mycelium_edge_upstream_latency_seconds_bucket{{app="{label}",'
+                           f'le="{bound}"}} {int(cumulative)}')
+            out.append(f'mycelium_edge_upstream_latency_seconds_bucket{{app="{label}",le="+Inf"}} '
+                       f"{int(hist[-1])}")
+            out.append(f'mycelium_edge_upstream_latency_seconds_sum{{app="{label}"}} {hist[-2]}')
+            out.append(f'mycelium_edge_upstream_latency_seconds_count{{app="{label}"}} '
+                       f"{int(hist[-1])}")
+        out += ["# HELP mycelium_app_restarts Respawns of the app's instances (all nodes).",
+                "# TYPE mycelium_app_restarts gauge"]
+        for app, n in sorted(self.restarts.items()):
+            out.append(f'mycelium_app_restarts{{app="{_label(app)}"}} {n}')
+        out += ["# HELP mycelium_edge_active_requests Requests in flight.",
+                "# TYPE mycelium_edge_active_requests gauge",
+                f"mycelium_edge_active_requests {self.active}"]
+        return "\n".join(out) + "\n"

@@ -1,0 +1,137 @@
+"""The edge's routing table: an immutable snapshot swapped whole, never edited in place.
+
+The fabric pushes a new :class:`RouteTable` whenever endpoints change; the proxy reads the
+current one once per request without a lock (one attribute read is atomic), so a swap under
+load never shows a request half of an old table and half of a new one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from urllib.parse import urlsplit
+
+from mycelium.edge.errors import EdgeConfigError
+
+__all__ = ["APP_NAME", "Endpoint", "Route", "RouteTable", "split_target"]
+
+APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+"""What an app name may look like (SPEC §4); anything else in a path is answered 400."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One Ready instance of an app, reachable over plain HTTP.
+
+    Attributes:
+        url: ``http://host:port`` of the workload.
+        instance: The instance id, for logs and metrics only.
+        host: Parsed from ``url``.
+        port: Parsed from ``url``.
+    """
+
+    url: str
+    instance: str = ""
+    host: str = field(init=False, compare=False, repr=False)
+    port: int = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        """Parse the URL once, so the proxy never parses it per request.
+
+        Raises:
+            EdgeConfigError: The URL is not ``http://host:port``.
+        """
+        try:
+            parts = urlsplit(self.url)
+            port = parts.port
+        except ValueError as exc:
+            raise EdgeConfigError(f"bad endpoint url {self.url!r}: {exc}") from None
+        if parts.scheme != "http" or not parts.hostname or port is None:
+            raise EdgeConfigError(f"bad endpoint url {self.url!r}: want http://host:port")
+        object.__setattr__(self, "host", parts.hostname)
+        object.__setattr__(self, "port", port)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """An app and its Ready endpoints; no endpoints means the edge answers 503.
+
+    Attributes:
+        app: The app name (``^[a-z0-9][a-z0-9-]{0,62}$``).
+        endpoints: The Ready endpoints, in a stable order (round-robin walks it).
+    """
+
+    app: str
+    endpoints: tuple[Endpoint, ...] = ()
+
+    def __post_init__(self) -> None:
+        """Refuse a bad app name or a list where a tuple is needed (immutability).
+
+        Raises:
+            EdgeConfigError: Bad app name.
+        """
+        if not APP_NAME.match(self.app):
+            raise EdgeConfigError(f"bad app name {self.app!r}")
+        if not isinstance(self.endpoints, tuple):
+            object.__setattr__(self, "endpoints", tuple(self.endpoints))
+
+
+class RouteTable(Mapping[str, Route]):
+    """A read-only mapping app → :class:`Route`.
+
+    Args:
+        routes: The routes by app name; copied, so later changes to it are not seen.
+
+    Raises:
+        EdgeConfigError: A key differs from its route's app name.
+    """
+
+    __slots__ = ("_routes",)
+
+    def __init__(self, routes: Mapping[str, Route] | None = None) -> None:
+        copied = dict(routes or {})
+        for name, route in copied.items():
+            if name != route.app:
+                raise EdgeConfigError(f"route key {name!r} differs from its app {route.app!r}")
+        self._routes: Mapping[str, Route] = MappingProxyType(copied)
+
+    def __getitem__(self, app: str) -> Route:
+        return self._routes[app]
+
+    def get(self, app: str, default: Route | None = None) -> Route | None:  # type: ignore[override]  # hot path: skip Mapping's generic get
+        """Return the route of ``app``, or ``default``."""
+        return self._routes.get(app, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._routes)
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    def __repr__(self) -> str:
+        return f"RouteTable({dict(self._routes)!r})"
+
+
+def split_target(target: str) -> tuple[str, str] | None:
+    """Split an edge request target into the app and the upstream target.
+
+    ``/hello/a/b?x=1`` → ``("hello", "/a/b?x=1")``; ``/hello`` → ``("hello", "/")``;
+    ``/hello?x=1`` → ``("hello", "/?x=1")``. The app part is returned unvalidated.
+
+    Args:
+        target: The request target as received (origin form, starting with ``/``).
+
+    Returns:
+        ``(app, upstream_target)``, or ``None`` when the target is not in origin form.
+    """
+    if not target.startswith("/"):
+        return None
+    path, sep, query = target.partition("?")
+    slash = path.find("/", 1)
+    if slash < 0:
+        app, rest = path[1:], "/"
+    else:
+        app, rest = path[1:slash], path[slash:]
+    return app, (rest + "?" + query) if sep else rest
