@@ -1,0 +1,300 @@
+"""Every tunable of the mesh, with its default, loaded once and validated at the boundary.
+
+Precedence, lowest first: the defaults below < the TOML file (``--config FILE``, else
+``<home>/mycelium.toml`` if present) < environment variables ``MYCELIUM_<SECTION>_<KEY>``
+(e.g. ``MYCELIUM_EDGE_PORT=9090``). ``config/mycelium.toml`` documents every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from mycelium.errors import BadInput
+from mycelium.home import Home
+
+__all__ = [
+    "ConfigError",
+    "EdgeSection",
+    "InstanceSection",
+    "LogsSection",
+    "MeshConfig",
+    "MeshSection",
+    "NodeSection",
+    "RestartSection",
+    "RolloutSection",
+    "SporesSection",
+    "load_config",
+]
+
+ENV_PREFIX = "MYCELIUM_"
+CONFIG_FILE = "mycelium.toml"
+_MIB = 1024 * 1024
+
+
+class ConfigError(BadInput):
+    """The configuration is wrong; the message names the key (exit 2, nothing started)."""
+
+
+def _key(default: Any, lo: float | None = None, hi: float | None = None,
+         *, lo_open: bool = False) -> Any:
+    """A config field: its default and inclusive range (``lo_open``: strictly above ``lo``)."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open})
+
+
+def _computed(factory: Any, lo: float | None = None, hi: float | None = None) -> Any:
+    """A config field whose default depends on the machine."""
+    return field(default_factory=factory, metadata={"lo": lo, "hi": hi, "lo_open": True})
+
+
+def _cpu_count() -> float:
+    return float(os.cpu_count() or 1)
+
+
+def _total_mem_mb() -> int:
+    return int(psutil.virtual_memory().total // _MIB)
+
+
+@dataclass(frozen=True, slots=True)
+class MeshSection:
+    """``[mesh]``: how many node agents ``mycelium up`` starts (``--nodes``)."""
+
+    nodes: int = _key(3, 1, 256)
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeSection:
+    """``[edge]``: the reverse proxy (SPEC §5) and the dashboard port (0 = off)."""
+
+    host: str = _key("127.0.0.1")
+    port: int = _key(8080, 1, 65535)
+    connect_timeout: float = _key(2.0, 0, 3600, lo_open=True)
+    read_timeout: float = _key(30.0, 0, 3600, lo_open=True)
+    max_body: int = _key(64 * _MIB, 0, 2**40)
+    ui_port: int = _key(0, 0, 65535)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSection:
+    """``[node]``: the capacity each node agent offers to budgets (defaults: this machine)."""
+
+    cpu: float = _computed(_cpu_count, 0, 4096)
+    mem_mb: int = _computed(_total_mem_mb, 0, 2**32)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSection:
+    """``[instance]``: how one app instance is started, probed, sampled and stopped."""
+
+    startup_deadline: float = _key(30.0, 0, 3600, lo_open=True)
+    health_interval: float = _key(1.0, 0, 3600, lo_open=True)
+    health_timeout: float = _key(1.0, 0, 3600, lo_open=True)
+    health_failures: int = _key(3, 1, 1000)
+    stop_grace: float = _key(5.0, 0, 3600)
+    mem_sample_interval: float = _key(1.0, 0, 3600, lo_open=True)
+
+
+@dataclass(frozen=True, slots=True)
+class RestartSection:
+    """``[restart]``: an app supervisor's patience and its backoff between respawns."""
+
+    intensity: int = _key(5, 0, 10_000)
+    period: float = _key(30.0, 0, 86_400, lo_open=True)
+    backoff_base: float = _key(0.1, 0, 3600)
+    backoff_cap: float = _key(30.0, 0, 86_400)
+    backoff_jitter: float = _key(0.1, 0, 1)
+    reset_after: float = _key(10.0, 0, 86_400)
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutSection:
+    """``[rollout]``: blue/green updates (Flow D)."""
+
+    parallel: int = _key(1, 1, 1000)
+    timeout: float = _key(60.0, 0, 86_400, lo_open=True)
+
+
+@dataclass(frozen=True, slots=True)
+class SporesSection:
+    """``[spores]``: size limits checked before a spore is extracted (SPEC §4)."""
+
+    max_archive_mb: int = _key(1024, 1, 4095)
+    max_binary_mb: int = _key(1024, 1, 4095)
+
+
+@dataclass(frozen=True, slots=True)
+class LogsSection:
+    """``[logs]``: rotation of the supervision log (SPEC §7)."""
+
+    rotate_bytes: int = _key(10 * _MIB, 1024, 2**40)
+    keep: int = _key(5, 0, 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class MeshConfig:
+    """The whole configuration: one frozen section per TOML table."""
+
+    mesh: MeshSection = field(default_factory=MeshSection)
+    edge: EdgeSection = field(default_factory=EdgeSection)
+    node: NodeSection = field(default_factory=NodeSection)
+    instance: InstanceSection = field(default_factory=InstanceSection)
+    restart: RestartSection = field(default_factory=RestartSection)
+    rollout: RolloutSection = field(default_factory=RolloutSection)
+    spores: SporesSection = field(default_factory=SporesSection)
+    logs: LogsSection = field(default_factory=LogsSection)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """``{section: {key: value}}``, as the TOML file spells it."""
+        return dataclasses.asdict(self)
+
+
+_SECTIONS: dict[str, type[Any]] = {f.name: f.default_factory  # type: ignore[misc]
+                                   for f in dataclasses.fields(MeshConfig)}
+
+
+def _describe(kind: str, meta: Mapping[str, Any]) -> str:
+    """``"an integer 1-65535"``, ``"a number > 0"``: what a key accepts, for error messages."""
+    noun = {"int": "an integer", "float": "a number", "str": "a string"}[kind]
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is None:
+        return noun
+    if meta.get("lo_open"):
+        return f"{noun} > {lo:g}" + (f" and <= {hi:g}" if hi is not None else "")
+    return f"{noun} {lo:g}-{hi:g}" if hi is not None else f"{noun} >= {lo:g}"
+
+
+def _check(where: str, kind: str, meta: Mapping[str, Any], value: Any) -> Any:
+    """The value converted to the key's type, or a ConfigError naming the key."""
+    bad = ConfigError(f"config: {where} must be {_describe(kind, meta)}, got {value!r}")
+    if kind == "str":
+        if not isinstance(value, str) or not value:
+            raise bad
+        return value
+    if isinstance(value, str):  # from the environment
+        try:
+            value = int(value) if kind == "int" else float(value)
+        except ValueError:
+            raise bad from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad
+    if kind == "int":
+        if not isinstance(value, int):
+            raise bad
+    else:
+        value = float(value)
+        if not math.isfinite(value):
+            raise bad
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and (value <= lo if meta.get("lo_open") else value < lo):
+        raise bad
+    if hi is not None and value > hi:
+        raise bad
+    return value
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config: file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from None
+
+
+def _layer_from_env(env: Mapping[str, str]) -> dict[str, dict[str, tuple[str, Any]]]:
+    """``MYCELIUM_<SECTION>_<KEY>`` variables, by section and key.
+
+    Only variables whose section is known are read, so ``MYCELIUM_HOME`` or a workload's
+    ``MYCELIUM_NODE`` are left alone; an unknown key in a known section is a typo and an error.
+    """
+    layer: dict[str, dict[str, tuple[str, Any]]] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        section, sep, key = name[len(ENV_PREFIX):].partition("_")
+        section, key = section.lower(), key.lower()
+        if section not in _SECTIONS or not sep:
+            continue
+        known = {f.name for f in dataclasses.fields(_SECTIONS[section])}
+        if key not in known:
+            raise ConfigError(f"config: unknown setting {name} (no key {section}.{key}; "
+                              f"known: {', '.join(sorted(known))})")
+        layer.setdefault(section, {})[key] = (f"{name} ({section}.{key})", value)
+    return layer
+
+
+def _layer_from_file(data: Mapping[str, Any], path: Path
+                     ) -> dict[str, dict[str, tuple[str, Any]]]:
+    layer: dict[str, dict[str, tuple[str, Any]]] = {}
+    for section, table in data.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"config: unknown section [{section}] in {path} "
+                              f"(known: {', '.join(_SECTIONS)})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"config: {section} in {path} must be a table [{section}]")
+        known = {f.name for f in dataclasses.fields(_SECTIONS[section])}
+        for key, value in table.items():
+            if key not in known:
+                raise ConfigError(f"config: unknown key {section}.{key} in {path} "
+                                  f"(known: {', '.join(sorted(known))})")
+            layer.setdefault(section, {})[key] = (f"{section}.{key}", value)
+    return layer
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, *,
+                home: Home | Path | None = None) -> MeshConfig:
+    """Build the configuration: defaults < file < environment.
+
+    Args:
+        path: ``--config FILE``; it must exist. None: ``<home>/mycelium.toml`` if present.
+        env: The environment to read ``MYCELIUM_<SECTION>_<KEY>`` from (None: ``os.environ``).
+        home: The mesh home (or its root) whose ``mycelium.toml`` is used when ``path`` is None.
+
+    Raises:
+        ConfigError: the file is missing or not TOML; an unknown section or key; a value of the
+            wrong type or out of range; ``restart.backoff_cap`` below ``restart.backoff_base``;
+            ``edge.ui_port`` equal to ``edge.port``.
+    """
+    env = os.environ if env is None else env
+    if path is None and home is not None:
+        root = home.root if isinstance(home, Home) else Path(home)
+        candidate = root / CONFIG_FILE
+        path = candidate if candidate.is_file() else None
+    layers = []
+    if path is not None:
+        layers.append(_layer_from_file(_read_file(Path(path)), Path(path)))
+    layers.append(_layer_from_env(env))
+
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        values: dict[str, Any] = {}
+        kinds = {f.name: f for f in dataclasses.fields(cls)}
+        for layer in layers:
+            for key, (where, raw) in layer.get(name, {}).items():
+                spec = kinds[key]
+                values[key] = _check(where, str(spec.type), spec.metadata, raw)
+        sections[name] = cls(**values)
+    config = MeshConfig(**sections)
+    _check_coherent(config)
+    return config
+
+
+def _check_coherent(config: MeshConfig) -> None:
+    """Rules between keys: each key alone was already checked."""
+    if config.restart.backoff_cap < config.restart.backoff_base:
+        raise ConfigError(f"config: restart.backoff_cap ({config.restart.backoff_cap:g}) must "
+                          f"be >= restart.backoff_base ({config.restart.backoff_base:g})")
+    if config.edge.ui_port and config.edge.ui_port == config.edge.port:
+        raise ConfigError(f"config: edge.ui_port must differ from edge.port "
+                          f"(both {config.edge.port})")

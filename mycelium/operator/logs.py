@@ -1,0 +1,291 @@
+"""The supervision log (SPEC §7): one JSON object per line, rotated, readable while written.
+
+Records are supervisor events (OTP's progress, crash and supervisor reports) with at least
+``ts`` (RFC 3339), ``event``, ``supervisor`` (path in the tree), ``child``, ``app`` (null for
+mesh actors), ``reason`` (may be null) and ``delay`` (seconds, for ``backoff``). The log lives in
+``<home>/logs/supervision.jsonl`` so it survives a restart of the mesh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from mycelium.errors import MyceliumError
+from mycelium.home import Home
+
+__all__ = ["LOG_NAME", "LogError", "SupervisionLog", "format_record", "normalise_record"]
+
+LOG_NAME = "supervision.jsonl"
+
+#: Seconds between two looks at the file while following it (``tail -f`` polls too).
+FOLLOW_POLL = 0.1
+
+_COLORS = {
+    "started": "\x1b[32m",
+    "child_restarted": "\x1b[32m",
+    "child_terminated": "\x1b[33m",
+    "backoff": "\x1b[36m",
+    "shutdown": "\x1b[2m",
+    "start_error": "\x1b[31m",
+    "reached_max_restart_intensity": "\x1b[1;31m",
+}
+_DIM, _RED, _RESET = "\x1b[2m", "\x1b[31m", "\x1b[0m"
+
+
+class LogError(MyceliumError):
+    """The supervision log cannot be written (disk full, permissions)."""
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def normalise_record(record: Mapping[str, Any] | Any) -> dict[str, Any]:
+    """A log record from a dict or anything with ``to_dict()`` (e.g. ``supervisors.Report``).
+
+    Guarantees the SPEC §7 keys: ``ts`` becomes RFC 3339 (an epoch float is converted, a missing
+    one is now), ``app`` is taken from ``extra["app"]`` when not given, and ``supervisor``,
+    ``child``, ``reason``, ``delay`` default to null.
+
+    Raises:
+        LogError: the record has no ``event``.
+    """
+    data = dict(record.to_dict() if hasattr(record, "to_dict") else record)
+    if not data.get("event"):
+        raise LogError(f"supervision log record without an event: {data!r}")
+    ts = data.get("ts")
+    if ts is None:
+        data["ts"] = _rfc3339(time.time())
+    elif isinstance(ts, int | float):
+        data["ts"] = _rfc3339(float(ts))
+    extra = data.get("extra")
+    if "app" not in data:
+        data["app"] = extra.get("app") if isinstance(extra, Mapping) else None
+    for key in ("supervisor", "child", "reason", "delay"):
+        data.setdefault(key, None)
+    return data
+
+
+class SupervisionLog:
+    """Append-only JSON-lines log with size-based rotation; thread-safe.
+
+    ``supervision.jsonl`` rotates to ``supervision.jsonl.1`` (then ``.2`` …, ``keep`` files) once
+    the next record would push it over ``rotate_bytes``.
+    """
+
+    def __init__(self, home: Home | Path, rotate_bytes: int = 10 * 1024 * 1024,
+                 keep: int = 5) -> None:
+        """Open (lazily) the log of ``home``.
+
+        Raises:
+            LogError: ``rotate_bytes`` < 1 or ``keep`` < 0.
+        """
+        if rotate_bytes < 1 or keep < 0:
+            raise LogError(f"supervision log: rotate_bytes must be >= 1 and keep >= 0, "
+                           f"got {rotate_bytes} and {keep}")
+        home = home if isinstance(home, Home) else Home(Path(home))
+        self.path: Path = home.logs / LOG_NAME
+        self.rotate_bytes = rotate_bytes
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._file: IO[bytes] | None = None
+        self._size = 0
+
+    def files(self) -> list[Path]:
+        """The log's files, oldest first (rotated ones, then the current one), existing only."""
+        rotated = [self.path.with_name(f"{LOG_NAME}.{n}") for n in range(self.keep, 0, -1)]
+        return [p for p in [*rotated, self.path] if p.exists()]
+
+    def write(self, record: Mapping[str, Any] | Any) -> None:
+        """Append one record (a dict, or a ``supervisors.Report``) as one line, flushed.
+
+        Raises:
+            LogError: the record has no event, or the file cannot be written.
+        """
+        line = orjson.dumps(normalise_record(record), default=str) + b"\n"
+        with self._lock:
+            try:
+                if self._file is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for appends
+                    self._size = self._file.tell()
+                if self._size and self._size + len(line) > self.rotate_bytes:
+                    self._rotate()
+                assert self._file is not None
+                self._file.write(line)
+                self._file.flush()
+                self._size += len(line)
+            except OSError as exc:
+                raise LogError(f"cannot write the supervision log {self.path}: {exc}") from exc
+
+    def _rotate(self) -> None:
+        """Shift .N-1 → .N … current → .1 (lock held), dropping what falls beyond ``keep``."""
+        assert self._file is not None
+        self._file.close()
+        self._file = None
+        if self.keep == 0:
+            self.path.unlink(missing_ok=True)
+        else:
+            self.path.with_name(f"{LOG_NAME}.{self.keep}").unlink(missing_ok=True)
+            for n in range(self.keep - 1, 0, -1):
+                older = self.path.with_name(f"{LOG_NAME}.{n}")
+                if older.exists():
+                    older.rename(self.path.with_name(f"{LOG_NAME}.{n + 1}"))
+            self.path.rename(self.path.with_name(f"{LOG_NAME}.1"))
+        self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for appends
+        self._size = 0
+
+    def close(self) -> None:
+        """Close the file; a later :meth:`write` opens it again."""
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def read(self, app: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every record, oldest first across rotated files; only ``app``'s if given.
+
+        Lines that are not JSON objects (a torn last line) are skipped.
+        """
+        for path in self.files():
+            with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
+                for line in fh:
+                    record = _parse(line)
+                    if record is not None and _matches(record, app):
+                        yield record
+
+    def follow(self, app: str | None = None, stop: threading.Event | None = None, *,
+               history: bool = True, poll: float = FOLLOW_POLL) -> Iterator[dict[str, Any]]:
+        """Like ``tail -f``: the records so far (``history``), then each new one as it lands.
+
+        Survives rotation: when the file is renamed away, the rest of the old file is read and
+        the new one is followed from its start. Returns once ``stop`` is set (checked every
+        ``poll`` seconds while idle); without ``stop`` it runs until the caller stops iterating.
+        """
+        stop = stop or threading.Event()
+        skip_existing = not history
+        if history:
+            for path in [p for p in self.files() if p != self.path]:
+                with contextlib.suppress(FileNotFoundError), open(path, "rb") as old:
+                    for line in old:
+                        record = _parse(line)
+                        if record is not None and _matches(record, app):
+                            yield record
+        fh: IO[bytes] | None = None
+        inode: int | None = None
+        partial = b""
+        try:
+            while not stop.is_set():
+                if fh is None:
+                    try:
+                        fh = open(self.path, "rb")  # noqa: SIM115 - closed in finally
+                    except FileNotFoundError:
+                        stop.wait(poll)
+                        continue
+                    inode = os.fstat(fh.fileno()).st_ino
+                    if skip_existing:  # only the very first open skips what is there
+                        fh.seek(0, os.SEEK_END)
+                        skip_existing = False
+                chunk = fh.read()
+                if chunk:
+                    lines = (partial + chunk).split(b"\n")
+                    partial = lines.pop()
+                    for line in lines:
+                        record = _parse(line)
+                        if record is not None and _matches(record, app):
+                            yield record
+                    continue
+                try:
+                    rotated = os.stat(self.path).st_ino != inode
+                except FileNotFoundError:
+                    rotated = True
+                if rotated:  # the old file was fully read just now: move on to the new one
+                    fh.close()
+                    fh, partial = None, b""
+                    continue
+                stop.wait(poll)
+        finally:
+            if fh is not None:
+                fh.close()
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _matches(record: Mapping[str, Any], app: str | None) -> bool:
+    return app is None or record.get("app") == app
+
+
+def _clock(ts: Any) -> str:
+    """``HH:MM:SS.mmm`` in local time from an RFC 3339 string or epoch seconds."""
+    try:
+        if isinstance(ts, int | float):
+            moment = datetime.fromtimestamp(float(ts), tz=UTC)
+        else:
+            moment = datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
+        return moment.astimezone().strftime("%H:%M:%S.%f")[:-3]
+    except (TypeError, ValueError, OverflowError, OSError):
+        return str(ts)
+
+
+def format_record(rec: Mapping[str, Any], color: bool = False) -> str:
+    """One short human line per record, OTP-report style.
+
+    E.g. ``02:41:07.123 mesh/nodes/node-1/apps/hello child_terminated hello@node-1#3
+    app=hello reason="killed by SIGKILL" pid=4242 restarts=2`` and, for backoff, ``delay=0.400s``.
+
+    Args:
+        rec: A record as written by :class:`SupervisionLog` (``extra`` keys are looked at too).
+        color: ANSI colours (event by kind, failure reasons in red) for a terminal.
+    """
+    extra = rec.get("extra") if isinstance(rec.get("extra"), Mapping) else {}
+    assert isinstance(extra, Mapping)
+
+    def pick(key: str) -> Any:
+        value = rec.get(key)
+        return extra.get(key) if value is None else value
+
+    event = str(rec.get("event", "?"))
+    parts = [_clock(rec.get("ts")), str(rec.get("supervisor") or "-")]
+    parts.append(f"{_COLORS.get(event, '')}{event}{_RESET}" if color else event)
+    if rec.get("child") is not None:
+        parts.append(str(rec["child"]))
+    if pick("app") is not None:
+        parts.append(f"app={pick('app')}")
+    reason = rec.get("reason")
+    if reason is not None:
+        text = f"reason={_quote(str(reason))}"
+        failed = event in ("child_terminated", "start_error", "reached_max_restart_intensity")
+        parts.append(f"{_RED}{text}{_RESET}" if color and failed and reason != "normal"
+                     else text)
+    if pick("pid") is not None:
+        parts.append(f"pid={pick('pid')}")
+    if pick("restarts") is not None:
+        parts.append(f"restarts={pick('restarts')}")
+    delay = rec.get("delay")
+    if isinstance(delay, int | float) and not isinstance(delay, bool):
+        parts.append(f"delay={delay:.3f}s")
+    line = " ".join(parts)
+    if color:
+        return f"{_DIM}{parts[0]}{_RESET}{line[len(parts[0]):]}"
+    return line
+
+
+def _quote(text: str) -> str:
+    """Quote a value with spaces so that the line stays splittable by eye (and by shlex)."""
+    return f'"{text}"' if " " in text or not text else text
