@@ -1,0 +1,176 @@
+"""SupervisedActor: a Pykka actor whose every death reaches its supervisor once, after cleanup.
+
+Pykka has no links or monitors. It sets ``actor_stopped`` *before* ``on_failure`` runs, and an
+exception in ``on_start`` calls neither ``on_failure`` nor ``on_stop``, so waiting on
+``actor_stopped`` would let a replacement race the dead actor's cleanup (e.g. for a port).
+Instead the actor's own thread calls its watcher in a ``finally`` around Pykka's whole actor
+loop (setup, running, teardown): every way of dying ends there, after cleanup, exactly once,
+and no extra thread per child is needed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import pykka
+
+__all__ = ["NORMAL_REASONS", "Exit", "SupervisedActor", "actor_of", "exit_of"]
+
+NORMAL_REASONS = frozenset({"normal", "shutdown"})
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """How an actor ended.
+
+    Attributes:
+        reason: ``normal`` after a plain stop, else the exception's ``reason`` attribute or
+            ``"<Type>: <message>"``; a supervisor gives up with ``reached_max_restart_intensity``.
+        normal: ``True`` for ``normal``/``shutdown``: transient children are not restarted.
+        in_start: The actor died in ``on_start`` (it never ran).
+        details: The exception's ``details`` attribute (a dict), for the report's extra.
+    """
+
+    reason: str
+    normal: bool
+    in_start: bool = False
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+def exit_of(exc: BaseException, in_start: bool = False) -> Exit:
+    """The :class:`Exit` for an exception, using its ``reason``/``details`` attributes."""
+    reason = getattr(exc, "reason", None)
+    if not isinstance(reason, str) or not reason:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    details = getattr(exc, "details", None)
+    return Exit(
+        reason=reason,
+        normal=reason in NORMAL_REASONS,
+        in_start=in_start,
+        details=dict(details) if isinstance(details, Mapping) else {},
+    )
+
+
+Watcher = Callable[[Exit], None]
+
+
+class SupervisedActor(pykka.ThreadingActor):
+    """A ``pykka.ThreadingActor`` that a supervisor can watch.
+
+    Subclass it instead of ``ThreadingActor`` and call ``super().__init__()``. Raise in a
+    ``tell`` handler (or ``on_start``) to crash; give the exception ``reason: str`` and
+    ``details: dict`` attributes to control the report. ``self.stop()`` exits ``normal``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sv_lock = threading.Lock()
+        self._sv_watcher: Watcher | None = None
+        self._sv_failure: Exit | None = None
+        self._sv_exit_reason: Exit | None = None
+        self._sv_result: Exit | None = None
+        self._sv_in_start = True
+        self.sv_started = threading.Event()
+        """Set once ``on_start`` returned or failed."""
+        self.sv_done = threading.Event()
+        """Set once the actor is gone and its cleanup (``on_failure``/``on_stop``) finished."""
+
+    # -- Pykka hooks ---------------------------------------------------------------------
+
+    def _actor_loop(self) -> None:
+        crash: BaseException | None = None
+        try:
+            super()._actor_loop()
+        except BaseException as exc:  # re-raised: only recorded as the exit reason
+            crash = exc
+            raise
+        finally:
+            self._sv_finish(crash)
+
+    def _actor_loop_setup(self) -> None:
+        try:
+            super()._actor_loop_setup()
+        finally:
+            self._sv_in_start = False
+            self.sv_started.set()
+
+    def _handle_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._sv_failure is None and exception_value is not None:
+            self._sv_failure = exit_of(exception_value, in_start=self._sv_in_start)
+        super()._handle_failure(exception_type, exception_value, traceback)
+
+    # -- supervision -----------------------------------------------------------------------
+
+    @property
+    def start_failure(self) -> Exit | None:
+        """Why ``on_start`` failed, or ``None``; meaningful once ``sv_started`` is set."""
+        failure = self._sv_failure
+        return failure if failure is not None and failure.in_start else None
+
+    @property
+    def exit(self) -> Exit | None:
+        """How the actor ended, or ``None`` while it runs or cleans up."""
+        return self._sv_result
+
+    def exit_with(self, reason: str, details: Mapping[str, Any] | None = None) -> None:
+        """Stop now, from inside the actor's own thread, with an abnormal exit reason.
+
+        The rest of the mailbox is not processed; ``on_stop`` runs. Used by supervisors that
+        give up (``reached_max_restart_intensity``) so that their parent sees that reason.
+
+        Args:
+            reason: The exit reason the watcher receives.
+            details: Extra facts for the report.
+        """
+        self._sv_exit_reason = Exit(
+            reason=reason, normal=reason in NORMAL_REASONS, details=dict(details or {})
+        )
+        self._stop()
+
+    def watch(self, watcher: Watcher) -> None:
+        """Call ``watcher(exit)`` once when the actor is gone (at once if it already is).
+
+        The watcher runs in the dying actor's thread (or the caller's, if already dead) and
+        must not block: a supervisor's watcher only ``tell``s it a message.
+        """
+        with self._sv_lock:
+            result = self._sv_result
+            if result is None:
+                self._sv_watcher = watcher
+                return
+        watcher(result)
+
+    def _sv_finish(self, crash: BaseException | None) -> None:
+        if self._sv_failure is not None:
+            result = self._sv_failure
+        elif self._sv_exit_reason is not None:
+            result = self._sv_exit_reason
+        elif crash is not None:
+            result = exit_of(crash)
+        else:
+            result = Exit(reason="normal", normal=True)
+        with self._sv_lock:
+            self._sv_result = result
+            watcher, self._sv_watcher = self._sv_watcher, None
+        self.sv_done.set()
+        if watcher is not None:
+            watcher(result)
+
+
+def actor_of(ref: pykka.ActorRef[Any]) -> pykka.Actor | None:
+    """The actor object behind a ref, or ``None`` once it was garbage-collected.
+
+    Pykka keeps only a weak reference in the ref; a supervisor needs the object itself to
+    :meth:`SupervisedActor.watch` it and wait on :attr:`SupervisedActor.sv_done`.
+    """
+    actor = ref._actor_weakref()  # Pykka has no public accessor
+    return actor if isinstance(actor, pykka.Actor) else None

@@ -1,0 +1,164 @@
+"""Functions to talk to a running supervisor by its ref (OTP's ``supervisor:*`` calls).
+
+Each one is an ``ask`` with a timeout; OTP's error outcomes are raised as exceptions
+(:class:`NotFound`, :class:`Running`…), and a dead or unresponsive supervisor raises
+:class:`SupervisorNotRunning` instead of hanging.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pykka
+
+from supervisors.actor import actor_of
+from supervisors.errors import SupervisorError, SupervisorNotRunning
+from supervisors.messages import (
+    ChildInfo,
+    CountChildren,
+    DeleteChild,
+    Describe,
+    GetChildSpec,
+    RestartChild,
+    StartChild,
+    TerminateChild,
+    WhichChildren,
+)
+from supervisors.spec import ChildSpec
+from supervisors.supervisor import Supervisor
+
+__all__ = [
+    "count_children",
+    "delete_child",
+    "describe",
+    "get_childspec",
+    "restart_child",
+    "start_child",
+    "terminate_child",
+    "which_children",
+]
+
+DEFAULT_TIMEOUT = 5.0
+
+
+def call(ref: pykka.ActorRef[Any], message: object, timeout: float | None) -> Any:
+    """Ask a supervisor; turn a dead or silent one into :class:`SupervisorNotRunning`.
+
+    Raises:
+        SupervisorError: If ``ref`` is not a supervisor's ref.
+        SupervisorNotRunning: If it is dead or did not answer within ``timeout``.
+    """
+    if not isinstance(ref, pykka.ActorRef):
+        raise SupervisorError(f"expected a supervisor's ActorRef; got {ref!r}")
+    actor = actor_of(ref)
+    if actor is not None and not isinstance(actor, Supervisor):
+        raise SupervisorError(f"{ref} is not a supervisor")
+    try:
+        return ref.ask(message, timeout=timeout)
+    except pykka.ActorDeadError as exc:
+        raise SupervisorNotRunning(f"supervisor {ref} is not running") from exc
+    except pykka.Timeout as exc:
+        raise SupervisorNotRunning(f"supervisor {ref} did not answer within {timeout} s") from exc
+
+
+def which_children(ref: pykka.ActorRef[Any], timeout: float = DEFAULT_TIMEOUT) -> list[ChildInfo]:
+    """The children in start order.
+
+    Raises:
+        SupervisorNotRunning: If the supervisor is dead or does not answer.
+    """
+    result: list[ChildInfo] = call(ref, WhichChildren(), timeout)
+    return result
+
+
+def count_children(ref: pykka.ActorRef[Any], timeout: float = DEFAULT_TIMEOUT) -> dict[str, int]:
+    """OTP's counters: ``specs``, ``active``, ``supervisors``, ``workers``.
+
+    Raises:
+        SupervisorNotRunning: If the supervisor is dead or does not answer.
+    """
+    result: dict[str, int] = call(ref, CountChildren(), timeout)
+    return result
+
+
+def start_child(
+    ref: pykka.ActorRef[Any], spec: ChildSpec, timeout: float | None = DEFAULT_TIMEOUT
+) -> pykka.ActorRef[Any]:
+    """Add a child and start it; returns its ref once its ``on_start`` finished.
+
+    Raises:
+        AlreadyStarted: A child with that id runs (``.ref`` is it).
+        AlreadyPresent: A child with that id exists, stopped.
+        MaxChildren: A DynamicSupervisor is full.
+        SpecError: The spec is invalid for this supervisor.
+        StartError: The child failed to start (it is not kept).
+        SupervisorNotRunning: If the supervisor is dead or does not answer.
+    """
+    result: pykka.ActorRef[Any] = call(ref, StartChild(spec), timeout)
+    return result
+
+
+def terminate_child(
+    ref: pykka.ActorRef[Any], child_id: str, timeout: float | None = DEFAULT_TIMEOUT
+) -> None:
+    """Stop a child by its shutdown policy; its spec is kept (not for temporary children,
+    nor under a DynamicSupervisor).
+
+    Raises:
+        NotFound: No such child.
+        SupervisorNotRunning: If the supervisor is dead or does not answer.
+    """
+    call(ref, TerminateChild(child_id), timeout)
+
+
+def restart_child(
+    ref: pykka.ActorRef[Any], child_id: str, timeout: float | None = DEFAULT_TIMEOUT
+) -> pykka.ActorRef[Any]:
+    """Start a stopped child again from its kept spec.
+
+    Raises:
+        NotFound: No such child.
+        Running: It is running.
+        Restarting: It waits for a backoff restart.
+        StartError: It failed to start.
+        SupervisorNotRunning: If the supervisor is dead or does not answer.
+    """
+    result: pykka.ActorRef[Any] = call(ref, RestartChild(child_id), timeout)
+    return result
+
+
+def delete_child(
+    ref: pykka.ActorRef[Any], child_id: str, timeout: float | None = DEFAULT_TIMEOUT
+) -> None:
+    """Forget a stopped child's spec.
+
+    Raises:
+        NotFound: No such child.
+        Running: It is running.
+        Restarting: It waits for a backoff restart.
+        SupervisorNotRunning: If the supervisor is dead or does not answer.
+    """
+    call(ref, DeleteChild(child_id), timeout)
+
+
+def get_childspec(
+    ref: pykka.ActorRef[Any], child_id: str, timeout: float = DEFAULT_TIMEOUT
+) -> ChildSpec:
+    """A child's spec.
+
+    Raises:
+        NotFound: No such child.
+        SupervisorNotRunning: If the supervisor is dead or does not answer.
+    """
+    result: ChildSpec = call(ref, GetChildSpec(child_id), timeout)
+    return result
+
+
+def describe(ref: pykka.ActorRef[Any], timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+    """One supervisor's own description: path, kind, flags and its children's ChildInfo.
+
+    Raises:
+        SupervisorNotRunning: If the supervisor is dead or does not answer.
+    """
+    result: dict[str, Any] = call(ref, Describe(), timeout)
+    return result
