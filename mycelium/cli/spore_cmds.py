@@ -1,3 +1,171 @@
-"""Flow A commands: keygen, pack, publish, verify, inspect (owned by the spores work)."""
+"""Flow A commands: keygen, trust, pack, publish, verify, inspect (owned by the spores work).
+
+Each command parses, calls :mod:`mycelium.spores`, and renders; every failure is a
+:class:`~mycelium.errors.MyceliumError` that the entry point prints as one ``error:`` line.
+"""
 
 from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mycelium.home import Home
+from mycelium.spores import (
+    Limits,
+    Repo,
+    SporeInputError,
+    Verified,
+    inspect,
+    keygen,
+    load_signing_key,
+    load_trusted,
+    pack,
+    publish,
+    trust,
+    verify,
+)
+
+from .app import HomeOption, app, home_of
+
+__all__ = ["inspect_cmd", "keygen_cmd", "pack_cmd", "publish_cmd", "trust_cmd", "verify_cmd"]
+
+KeyOption = Annotated[str, typer.Option("--key", help="Signing key name in <home>/keys")]
+ManifestOption = Annotated[
+    Path | None, typer.Option("--manifest", help="Input manifest (JSON)", show_default=False)]
+
+
+def _limits(home: Home) -> Limits:
+    """The spore limits from the home's config (``spores.max_archive_mb``/``max_binary_mb``)."""
+    try:
+        from mycelium.operator.config import load_config
+    except ImportError:  # the operator package is optional for Flow A
+        return Limits()
+    cfg = load_config(None, os.environ, home=home)
+    spores = getattr(cfg, "spores", None)
+    if spores is None:
+        return Limits()
+    return Limits.from_mb(spores.max_archive_mb, spores.max_binary_mb)
+
+
+def _is_digest_like(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text) and 4 <= len(text) <= 64
+
+
+def _locate(home: Home, target: str) -> tuple[Path, str | None]:
+    """A spore file path and, for a repo spore, the digest its name claims."""
+    path = Path(target)
+    if path.is_file():
+        return path, None
+    if _is_digest_like(target):
+        digest = Repo(home.repo).resolve(target)
+        return home.repo / f"{digest}.spore", digest
+    raise SporeInputError(f"no spore file or repo digest {target!r}")
+
+
+@app.command("keygen")
+def keygen_cmd(
+    name: Annotated[str, typer.Option("--name", help="Key name")] = "default",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Create an Ed25519 signing key pair; its public key joins the trusted set."""
+    typer.echo(keygen(home_of(home), name, force=force))
+
+
+@app.command("trust")
+def trust_cmd(
+    pubkey: Annotated[str, typer.Argument(help="Public key (64 hex characters)")],
+    name: Annotated[str | None, typer.Option("--name", help="Name of the trusted key")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Add a trusted signer to this home (trust is always local)."""
+    typer.echo(trust(home_of(home), pubkey, name))
+
+
+@app.command("pack")
+def pack_cmd(
+    binary: Annotated[Path, typer.Argument(help="The workload executable")],
+    manifest: ManifestOption = None,
+    key: KeyOption = "default",
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Spore file to write")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Pack BINARY and its manifest into a signed spore; print the spore's path."""
+    h = home_of(home)
+    if manifest is None:
+        raise SporeInputError("pack needs --manifest FILE")
+    limits = _limits(h)
+    signing_key = load_signing_key(h, key)
+    if out is None:
+        from mycelium.spores.spore import _load_manifest
+
+        m = _load_manifest(manifest)
+        out = Path(f"{m.name}-{m.version}.spore")
+    if out.is_dir():
+        raise SporeInputError(f"output {out} is a directory")
+    if not out.parent.is_dir():
+        raise SporeInputError(f"output directory {out.parent} does not exist")
+    packed = pack(binary, manifest, signing_key, out, limits=limits)
+    typer.echo(str(packed.path))
+
+
+@app.command("publish")
+def publish_cmd(
+    binary: Annotated[Path | None, typer.Argument(help="The workload executable")] = None,
+    manifest: ManifestOption = None,
+    key: KeyOption = "default",
+    spore: Annotated[Path | None, typer.Option("--spore", help="A spore file to publish")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Pack (if needed), verify and put a spore into the repo; print its digest."""
+    h = home_of(home)
+    digest = publish(h, binary=binary, manifest=manifest, key=key, spore=spore,
+                     limits=_limits(h))
+    typer.echo(digest)
+
+
+@app.command("verify")
+def verify_cmd(
+    target: Annotated[str, typer.Argument(metavar="DIGEST|FILE", help="Repo digest or file")],
+    home: HomeOption = None,
+) -> None:
+    """Check signature, hashes, archive safety and signer; print ``ok <digest> <app> <ver>``."""
+    h = home_of(home)
+    path, digest = _locate(h, target)
+    result: Verified = verify(path, load_trusted(h), _limits(h), expected_digest=digest)
+    typer.echo(f"ok {result.digest} {result.manifest.name} {result.manifest.version}")
+
+
+@app.command("inspect")
+def inspect_cmd(
+    target: Annotated[str, typer.Argument(metavar="DIGEST|FILE", help="Repo digest or file")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Show a spore's manifest (the container and signature are checked, not the signer)."""
+    h = home_of(home)
+    path, _ = _locate(h, target)
+    digest, manifest, trusted = inspect(path, load_trusted(h), _limits(h))
+    if as_json:
+        typer.echo(json.dumps(manifest.to_dict(), sort_keys=True))
+        return
+    rows = [
+        ("digest", digest),
+        ("name", manifest.name),
+        ("version", manifest.version),
+        ("health", manifest.health),
+        ("args", json.dumps(list(manifest.args))),
+        ("env", json.dumps(dict(manifest.env), sort_keys=True)),
+        ("warmup", f"{manifest.warmup:g}s"),
+        ("binary", f"sha256 {manifest.binary_sha256} ({manifest.binary_size} bytes)"),
+        ("created_at", manifest.created_at),
+        ("signer", f"{manifest.signer} ({'trusted' if trusted else 'NOT trusted'})"),
+    ]
+    for label, value in rows:
+        typer.echo(f"{label:<11} {value}")
+
+
