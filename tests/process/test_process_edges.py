@@ -1,0 +1,171 @@
+"""Spawn errors say why; leftovers of a dead mesh are reaped safely; probes and ports work."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from process_helpers import PY, Spawner, gone, wait_for
+
+from mycelium.errors import MyceliumError
+from mycelium.node.process import (
+    ProcessError,
+    ProcessRecord,
+    describe_exit,
+    free_port,
+    probe_health,
+    reap_leftovers,
+    spawn,
+)
+
+
+def spawn_error(argv: list[str], cwd: Path, tmp_path: Path) -> str:
+    with pytest.raises(ProcessError) as info:
+        spawn(argv, cwd, {}, tmp_path / "out.log")
+    assert isinstance(info.value, MyceliumError)
+    return str(info.value)
+
+
+def test_spawn_errors_name_the_precise_reason(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\x00\x01\x02 not an executable")
+    garbage.chmod(0o755)
+    assert "empty command line" in spawn_error([], tmp_path, tmp_path)
+    assert "binary missing" in spawn_error([str(tmp_path / "nope")], tmp_path, tmp_path)
+    assert "binary missing" in spawn_error(["./nope"], tmp_path, tmp_path)
+    assert "not found on PATH" in spawn_error(["no-such-binary-xyz"], tmp_path, tmp_path)
+    assert "not executable" in spawn_error([str(text)], tmp_path, tmp_path)
+    assert "not a regular file" in spawn_error([str(tmp_path)], tmp_path, tmp_path)
+    assert "not a valid executable" in spawn_error([str(garbage)], tmp_path, tmp_path)
+    assert "working directory" in spawn_error(["sh"], tmp_path / "missing", tmp_path)
+
+
+def test_a_relative_binary_is_found_in_the_working_directory(
+        spawned: Spawner, tmp_path: Path) -> None:
+    script = tmp_path / "binary"
+    script.write_text("#!/bin/sh\necho relative-ok\n")
+    script.chmod(0o755)
+    assert spawned(["./binary"]).wait(10) == 0
+    assert "relative-ok" in (tmp_path / "logs" / "out.log").read_text()
+
+
+def test_describe_exit_words() -> None:
+    assert describe_exit(0) == "exit code 0"
+    assert describe_exit(137) == "exit code 137"
+    assert describe_exit(-signal.SIGTERM) == "killed by SIGTERM"
+    assert describe_exit(-200) == "killed by signal 200"
+
+
+def test_a_process_record_round_trips_through_json(spawned: Spawner) -> None:
+    workload = spawned(["sleep", "30"])
+    record = workload.record()
+    again = ProcessRecord.from_dict(json.loads(json.dumps(record.to_dict())))
+    assert again == record
+    assert record.create_time == pytest.approx(psutil.Process(workload.pid).create_time())
+    with pytest.raises(ProcessError, match="bad process record"):
+        ProcessRecord.from_dict({"pid": 1})
+
+
+@pytest.fixture
+def orphaned(tmp_path: Path) -> Iterator[list[ProcessRecord]]:
+    """Two workloads left running by a 'mesh' process that was then killed with SIGKILL."""
+    code = (
+        "import json, sys, time\n"
+        "from pathlib import Path\n"
+        "from mycelium.node.process import spawn\n"
+        "d = Path(sys.argv[1])\n"
+        "ws = [spawn(['sh', '-c', 'sleep 60 & wait'], d, {}, d / 'w.log') for _ in range(2)]\n"
+        "print(json.dumps([w.record().to_dict() for w in ws]), flush=True)\n"
+        "time.sleep(60)\n")
+    mesh = subprocess.Popen([PY, "-c", code, str(tmp_path)], stdout=subprocess.PIPE)
+    assert mesh.stdout is not None
+    records = [ProcessRecord.from_dict(r) for r in json.loads(mesh.stdout.readline())]
+    mesh.kill()
+    mesh.wait()
+    mesh.stdout.close()
+    yield records
+    for record in records:  # whatever the test did, leave nothing behind
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(record.pgid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(30)
+def test_reap_leftovers_stops_the_groups_a_killed_mesh_left(
+        orphaned: list[ProcessRecord]) -> None:
+    leaders = [psutil.Process(r.pid) for r in orphaned]
+    assert not any(gone(p) for p in leaders)
+    assert sorted(reap_leftovers(orphaned, grace=1.0)) == sorted(r.pid for r in orphaned)
+    assert all(gone(p) for p in leaders)
+    assert reap_leftovers(orphaned, grace=1.0) == []  # nothing left, nothing killed
+
+
+@pytest.mark.timeout(30)
+def test_reap_leftovers_spares_a_process_whose_create_time_differs(
+        orphaned: list[ProcessRecord]) -> None:
+    reused = [ProcessRecord(r.pid, r.pgid, r.create_time - 3600.0) for r in orphaned]
+    assert reap_leftovers(reused, grace=0.2) == []
+    assert not any(gone(psutil.Process(r.pid)) for r in orphaned)
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        status = 200 if self.path.startswith("/health") else 500
+        self.send_response(status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def health_server() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_probe_health_is_true_only_on_200(health_server: int) -> None:
+    assert probe_health(f"http://127.0.0.1:{health_server}/health", timeout=2.0)
+    assert probe_health(f"http://127.0.0.1:{health_server}/health?deep=1", timeout=2.0)
+    assert not probe_health(f"http://127.0.0.1:{health_server}/broken", timeout=2.0)
+    with pytest.raises(ValueError, match="http://"):
+        probe_health("ftp://127.0.0.1/", timeout=1.0)
+
+
+def test_probe_health_is_false_when_nothing_listens_or_nothing_answers() -> None:
+    assert not probe_health(f"http://127.0.0.1:{free_port()}/health", timeout=1.0)
+    with socket.socket() as silent:  # accepts (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        assert not probe_health(f"http://127.0.0.1:{port}/health", timeout=0.2)
+
+
+def test_a_workload_becomes_healthy_on_its_free_port(spawned: Spawner) -> None:
+    port = free_port()
+    server = (
+        "import http.server, os\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.end_headers()\n"
+        "http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n")
+    spawned([PY, "-c", server], env={"PORT": str(port)})
+    assert wait_for(lambda: probe_health(f"http://127.0.0.1:{port}/health", 0.5), timeout=10)
