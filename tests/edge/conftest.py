@@ -1,0 +1,59 @@
+"""Fixtures for the edge tests: real upstreams and edges, every one stopped at teardown."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from edge_helpers import RawUpstream, Upstream, echo_app
+
+from mycelium.edge import EdgeConfig, EdgeServer, RouteTable
+
+
+@pytest.fixture
+def upstreams() -> Iterator[Callable[..., Upstream]]:
+    started: list[Upstream] = []
+
+    def start(app: web.Application | None = None) -> Upstream:
+        up = Upstream(app or echo_app())
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:
+        up.stop()
+
+
+@pytest.fixture
+def raw_upstreams() -> Iterator[Callable[..., RawUpstream]]:
+    started: list[RawUpstream] = []
+
+    def start(handler: Callable[[socket.socket, bytes], None]) -> RawUpstream:
+        up = RawUpstream(handler)
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:
+        up.stop()
+
+
+@pytest.fixture
+def edges() -> Iterator[Callable[..., EdgeServer]]:
+    started: list[EdgeServer] = []
+
+    def start(routes: RouteTable | None = None, **config: Any) -> EdgeServer:
+        config.setdefault("edge_id", "edge-test")
+        server = EdgeServer(EdgeConfig(port=0, **config))
+        server.start()
+        started.append(server)
+        if routes is not None:
+            server.set_routes(routes)
+        return server
+
+    yield start
+    for server in started:
+        server.stop(grace=1.0)

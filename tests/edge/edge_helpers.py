@@ -1,0 +1,167 @@
+"""Helpers for the edge tests: real upstream servers, raw sockets, route tables."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from mycelium.edge import EdgeServer, Endpoint, Route, RouteTable
+
+
+class Upstream:
+    """An aiohttp app served on 127.0.0.1:<free port> from its own loop thread."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self.thread.start()
+        assert ready.wait(10), "upstream did not start"
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.port = self.runner.addresses[0][1]
+        ready.set()
+        self.loop.run_forever()
+        self.loop.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        fut = asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop)
+        with contextlib.suppress(Exception):
+            fut.result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class RawUpstream:
+    """A socket server that answers each connection with ``handler(conn, request_head)``."""
+
+    def __init__(self, handler: Callable[[socket.socket, bytes], None]) -> None:
+        self.handler = handler
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.requests: list[bytes] = []
+        self._threads: list[threading.Thread] = []
+        self._conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self._conns.append(conn)
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        with contextlib.suppress(OSError):
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head = data.split(b"\r\n\r\n", 1)[0]
+            self.requests.append(head)
+            self.handler(conn, head)
+        with contextlib.suppress(OSError):
+            conn.close()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.close()
+        self.thread.join(5)
+        for t in self._threads:
+            t.join(5)
+
+
+def dead_url() -> str:
+    """A URL where nothing listens (bound then closed, so connecting is refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def table(**apps: list[str]) -> RouteTable:
+    """``table(hello=[url, ...])`` → a RouteTable."""
+    return RouteTable({app: Route(app, tuple(Endpoint(u, f"{app}#{i}") for i, u in
+                                             enumerate(urls)))
+                       for app, urls in apps.items()})
+
+
+def request(edge: EdgeServer, method: str, path: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None,
+            timeout: float = 10.0) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One request on a fresh connection; returns (status, headers, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.headers, resp.read()
+    finally:
+        conn.close()
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes, read until the edge closes (or times out); return what came back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        return out
+
+
+async def echo(request: web.Request) -> web.Response:
+    """What the upstream saw: method, target, headers (all of them, in order), body size."""
+    body = await request.read()
+    return web.json_response({
+        "method": request.method, "target": request.path_qs,
+        "headers": [[k, v] for k, v in request.headers.items()],
+        "body_len": len(body), "port": request.transport.get_extra_info("sockname")[1]
+        if request.transport else 0,
+    })
+
+
+def echo_app(**extra: Any) -> web.Application:
+    app = web.Application(client_max_size=1024**3)
+    for path, handler in extra.items():
+        app.router.add_route("*", "/" + path, handler)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    return app
