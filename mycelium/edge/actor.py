@@ -1,0 +1,103 @@
+"""The edge actor: owns one :class:`EdgeServer` and applies the fabric's routing pushes.
+
+The edge never asks the fabric per request (Flow C): the fabric pushes
+:class:`~mycelium.messages.EndpointsChanged` and the actor swaps the server's immutable
+snapshot. A (re)started edge binds its port and asks the fabric for the current table; a
+crashed edge closes its server before its supervisor starts the successor on the same port.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mycelium.fabric.names import Names
+from mycelium.messages import Crash, CrashRequested, EndpointsChanged, GetInfo, SyncRequest
+from supervisors import SupervisedActor
+
+from .config import EdgeConfig
+from .routes import Endpoint, Route, RouteTable
+from .server import EdgeServer
+
+__all__ = ["EdgeActor", "route_table"]
+
+log = logging.getLogger(__name__)
+
+
+def route_table(message: EndpointsChanged) -> RouteTable:
+    """The edge's routing snapshot for a fabric push (bad entries are skipped and logged)."""
+    table: dict[str, Route] = {}
+    for app_route in message.routes:
+        endpoints = []
+        for ep in app_route.endpoints:
+            try:
+                endpoints.append(Endpoint(url=ep.url, instance=ep.instance))
+            except Exception as exc:
+                log.warning("edge: skipping endpoint %s of %s: %s", ep.url, app_route.app, exc)
+        table[app_route.app] = Route(app=app_route.app, endpoints=tuple(endpoints))
+    return RouteTable(table)
+
+
+class EdgeActor(SupervisedActor):
+    """The ``edge`` worker of the mesh supervisor.
+
+    Args:
+        names: The mesh's registered names.
+        config: Where the edge listens and its id (``X-Mycelium-Edge``).
+        on_listening: Called with the bound port once the edge accepts requests.
+    """
+
+    def __init__(self, names: Names, config: EdgeConfig,
+                 on_listening: Any = None) -> None:
+        super().__init__()
+        self._names = names
+        self._config = config
+        self._server: EdgeServer | None = None
+        self._on_listening = on_listening
+
+    def on_start(self) -> None:
+        """Bind the port, register as ``edge`` and ask the fabric for the routes.
+
+        Raises:
+            EdgeError: the port cannot be bound.
+        """
+        self._server = EdgeServer(self._config)
+        self._server.start()
+        self._names.register("edge", self.actor_ref)
+        self._names.tell("fabric", SyncRequest("edge"))
+        if self._on_listening is not None:
+            self._on_listening(self._server.port)
+
+    def on_stop(self) -> None:
+        """Stop accepting, let in-flight requests finish, close."""
+        self._close(5.0)
+
+    def on_failure(self, *_exc: object) -> None:
+        """Release the port quickly for the successor."""
+        self._close(0.5)
+
+    def _close(self, grace: float) -> None:
+        self._names.unregister("edge", self.actor_ref)
+        if self._server is not None:
+            self._server.stop(grace=grace)
+            self._server = None
+
+    def on_receive(self, message: Any) -> Any:
+        """Apply a routing push; answer GetInfo; crash on Crash.
+
+        Raises:
+            CrashRequested: on :class:`Crash`.
+        """
+        match message:
+            case EndpointsChanged():
+                if self._server is not None:
+                    self._server.set_routes(route_table(message))
+                    self._server.set_restarts(dict(message.restarts))
+            case GetInfo():
+                server = self._server
+                return {"name": "edge", "port": server.port if server else None,
+                        "routes": {app: len(r.endpoints) for app, r in server.routes.items()}
+                        if server else {}}
+            case Crash():
+                raise CrashRequested("crash requested")
+        return None

@@ -1,0 +1,320 @@
+"""The fabric actor: the control plane of one mesh (Flow B's middle).
+
+It owns budgets, plans, slots and the live instance view; persists plans and budgets in its
+:class:`~mycelium.fabric.state.Store`; pushes :class:`EndpointsChanged` to the edge and
+:class:`PlanChanged` to the agents. Its mailbox serialises :class:`ClaimSlot`, so
+``max_instances`` is never exceeded. It never asks another actor (only tells), so no ask cycle
+can deadlock it. A restarted fabric recovers plans from its store and the rest by re-sync:
+agents answer :class:`FabricRestarted` with :class:`AgentSync`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mycelium.messages import (
+    AgentSync,
+    Budget,
+    ClaimSlot,
+    Crash,
+    CrashRequested,
+    DeregisterEndpoint,
+    EndpointsChanged,
+    FabricRestarted,
+    GetInfo,
+    GetPlans,
+    GetStatus,
+    InstanceInfo,
+    InstanceStatus,
+    Plan,
+    PlanChanged,
+    PublishPlan,
+    RegisterEndpoint,
+    ReleaseSlot,
+    RolloutFailed,
+    SetBudget,
+    SlotDeclined,
+    SlotReply,
+    StopApp,
+    SyncRequest,
+    Tick,
+    to_wire,
+)
+from supervisors import SupervisedActor
+
+from .errors import BadPlan
+from .names import Names
+from .state import Store
+from .validate import check_budget, check_plan
+from .view import routes, status_document
+
+__all__ = ["SYNC_GRACE", "Fabric"]
+
+SYNC_GRACE = 2.0
+"""Seconds a restarted fabric waits for every agent's AgentSync before granting slots."""
+
+
+class Fabric(SupervisedActor):
+    """The control-plane actor (registered as ``fabric``).
+
+    Args:
+        names: The mesh's registered names (to reach ``edge`` and the agents).
+        store_factory: Opens the durable store (called in ``on_start``, so a restart reopens it).
+        nodes: The node names of this mesh (``node-1`` …).
+        digest_known: Whether the repo holds a digest (unknown digests are refused).
+    """
+
+    def __init__(self, names: Names, store_factory: Callable[[], Store], nodes: tuple[str, ...],
+                 digest_known: Callable[[str], bool] = lambda _d: True) -> None:
+        super().__init__()
+        self._names = names
+        self._store_factory = store_factory
+        self._store: Store | None = None
+        self._nodes = nodes
+        self._digest_known = digest_known
+        self._plans: dict[str, Plan] = {}
+        self._budgets: dict[str, Budget] = {}
+        self._instances: dict[str, InstanceInfo] = {}
+        self._slots: dict[str, set[str]] = {}
+        self._declined: dict[str, set[str]] = {}
+        self._syncing: set[str] = set()
+        self._routes: EndpointsChanged | None = None
+        self._generation = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        """Recover plans and budgets; if agents already run, this is a restart: re-sync."""
+        self._store = self._store_factory()
+        stored = self._store.load()
+        self._plans, self._budgets = stored.plans, stored.budgets
+        self._generation = max((p.generation for p in self._plans.values()), default=0)
+        self._names.register("fabric", self.actor_ref)
+        live = [n for n in self._nodes if self._names.get(n) is not None]
+        if live:
+            self._syncing = set(live)
+            for node in live:
+                self._names.tell(node, FabricRestarted())
+            timer = threading.Timer(SYNC_GRACE, self._tell_self, (Tick("sync-deadline"),))
+            timer.daemon = True
+            timer.start()
+
+    def on_stop(self) -> None:
+        """Close the store."""
+        self._close()
+
+    def on_failure(self, *_exc: object) -> None:
+        """Close the store so that the replacement can open it."""
+        self._close()
+
+    def _close(self) -> None:
+        self._names.unregister("fabric", self.actor_ref)
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _tell_self(self, message: Any) -> None:
+        if self.actor_ref.is_alive():
+            self.actor_ref.tell(message)
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        """Dispatch one message (STYLE §7: ``match`` over frozen dataclasses).
+
+        Raises:
+            BadPlan: a refused plan or budget (the asker gets it; the fabric keeps running).
+            CrashRequested: on :class:`Crash`.
+        """
+        match message:
+            case RegisterEndpoint(instance=info) | InstanceStatus(instance=info) | \
+                    DeregisterEndpoint(instance=info):
+                self._instance(info)
+            case ClaimSlot(app=app, node=node):
+                return self._claim(app, node)
+            case ReleaseSlot(app=app, node=node):
+                self._slots.get(app, set()).discard(node)
+                if app in self._plans:
+                    self._broadcast(app)
+            case SlotDeclined(app=app, node=node):
+                self._declined.setdefault(app, set()).add(node)
+            case SetBudget():
+                return to_wire(self._set_budget(message))
+            case PublishPlan():
+                return to_wire(self._publish(message))
+            case StopApp(app=app):
+                return self._stop_app(app)
+            case SyncRequest(requester=who):
+                self._sync(who)
+            case AgentSync(node=node, apps=apps, instances=infos):
+                self._agent_sync(node, apps, infos)
+            case RolloutFailed():
+                self._rollout_failed(message)
+            case Tick(kind="sync-deadline"):
+                self._syncing.clear()
+                self._after_sync()
+            case GetStatus(app=app):
+                return self.status(app)
+            case GetPlans():
+                return {"plans": [to_wire(p) for p in self._plans.values()],
+                        "budgets": [to_wire(b) for b in self._budgets.values()]}
+            case GetInfo():
+                return {"name": "fabric", "plans": len(self._plans),
+                        "instances": len(self._instances), "syncing": sorted(self._syncing)}
+            case Crash():
+                raise CrashRequested("crash requested")
+            case _:
+                raise BadPlan(f"the fabric does not understand {type(message).__name__}")
+        return None
+
+    # -- plans and budgets -----------------------------------------------------------------
+
+    def _set_budget(self, msg: SetBudget) -> Budget:
+        check_budget(msg)
+        budget = Budget(app=msg.app, max_instances=msg.max_instances, cpu=float(msg.cpu),
+                        mem=msg.mem)
+        assert self._store is not None
+        self._store.save(None, budget)
+        self._budgets[msg.app] = budget
+        if msg.app in self._plans:
+            self._declined.pop(msg.app, None)
+            self._broadcast(msg.app)
+        return budget
+
+    def _publish(self, msg: PublishPlan) -> Plan:
+        check_plan(msg)
+        if not self._digest_known(msg.digest):
+            raise BadPlan(f"unknown digest {msg.digest}: publish the spore first")
+        old = self._plans.get(msg.app)
+        previous = None
+        if old is not None:
+            previous = old.previous if old.digest == msg.digest else old.digest
+        self._generation += 1
+        plan = Plan(app=msg.app, digest=msg.digest, min=msg.min, max=msg.max,
+                    warmup=float(msg.warmup), timeout=float(msg.timeout),
+                    generation=self._generation, published_at=time.time(), previous=previous)
+        budget = self._budgets.get(msg.app)
+        if budget is None:
+            budget = Budget(app=msg.app, max_instances=msg.max, cpu=0.1, mem=256)
+        assert self._store is not None
+        self._store.save(plan, budget if msg.app not in self._budgets else None)
+        self._plans[msg.app] = plan
+        self._budgets[msg.app] = budget
+        self._declined.pop(msg.app, None)
+        self._broadcast(msg.app)
+        self._push_routes()
+        return plan
+
+    def _stop_app(self, app: str) -> dict[str, Any]:
+        if app not in self._plans:
+            raise BadPlan(f"no plan for app {app!r}")
+        assert self._store is not None
+        self._store.delete(app)
+        del self._plans[app]
+        self._declined.pop(app, None)
+        self._broadcast(app)
+        self._push_routes()
+        return {"app": app, "stopped": True}
+
+    def _rollout_failed(self, msg: RolloutFailed) -> None:
+        plan = self._plans.get(msg.app)
+        if plan is None or plan.digest != msg.digest or plan.status == "failed":
+            return
+        self._generation += 1
+        if plan.previous:
+            new = dataclasses.replace(plan, digest=plan.previous, previous=None, status="failed",
+                                      reason=msg.reason, generation=self._generation,
+                                      published_at=time.time())
+        else:
+            new = dataclasses.replace(plan, status="failed", reason=msg.reason,
+                                      generation=self._generation)
+        assert self._store is not None
+        self._store.save(new, None)
+        self._plans[msg.app] = new
+        self._broadcast(msg.app)
+
+    # -- slots -----------------------------------------------------------------------------
+
+    def _claim(self, app: str, node: str) -> SlotReply:
+        plan = self._plans.get(app)
+        if plan is None:
+            return SlotReply(False, "no plan")
+        if self._syncing:
+            return SlotReply(False, "fabric re-syncing")
+        holders = self._slots.setdefault(app, set())
+        if node in holders:
+            return SlotReply(True)
+        budget = self._budgets.get(app)
+        limit = plan.max if budget is None else min(plan.max, budget.max_instances)
+        if len(holders) >= limit:
+            return SlotReply(False, f"max_instances reached ({len(holders)}/{limit})")
+        holders.add(node)
+        self._declined.get(app, set()).discard(node)
+        return SlotReply(True)
+
+    # -- instances and routes ----------------------------------------------------------------
+
+    def _instance(self, info: InstanceInfo) -> None:
+        if info.state == "Stopped":
+            self._instances.pop(info.id, None)
+        else:
+            self._instances[info.id] = info
+        self._push_routes()
+
+    def _push_routes(self) -> None:
+        if self._syncing:
+            return
+        message = self._endpoints()
+        if message != self._routes:
+            self._routes = message
+            self._names.tell("edge", message)
+
+    def _endpoints(self) -> EndpointsChanged:
+        restarts: dict[str, int] = {}
+        for info in self._instances.values():
+            restarts[info.app] = restarts.get(info.app, 0) + info.restarts
+        return EndpointsChanged(routes(self._plans, self._instances.values()),
+                                tuple(sorted(restarts.items())))
+
+    def _sync(self, who: str) -> None:
+        if who == "edge":
+            self._routes = self._endpoints()
+            self._names.tell("edge", self._routes)
+            return
+        for app in self._plans:
+            self._names.tell(who, PlanChanged(app, self._plans[app], self._budgets.get(app)))
+
+    def _agent_sync(self, node: str, apps: tuple[str, ...],
+                    infos: tuple[InstanceInfo, ...]) -> None:
+        for app in apps:
+            self._slots.setdefault(app, set()).add(node)
+        for info in infos:
+            if info.state != "Stopped":
+                self._instances[info.id] = info
+        if node in self._syncing:
+            self._syncing.discard(node)
+            if not self._syncing:
+                self._after_sync()
+
+    def _after_sync(self) -> None:
+        self._push_routes()
+        for app in self._plans:
+            self._broadcast(app)
+
+    def _broadcast(self, app: str) -> None:
+        message = PlanChanged(app, self._plans.get(app), self._budgets.get(app))
+        for node in self._nodes:
+            self._names.tell(node, message)
+
+    # -- views -----------------------------------------------------------------------------
+
+    def status(self, app: str | None = None) -> dict[str, Any]:
+        """SPEC §6's status document."""
+        nodes = {n: ("up" if self._names.get(n) is not None else "restarting")
+                 for n in self._nodes}
+        return status_document(self._plans, self._budgets, self._instances.values(), nodes,
+                               self._declined, app)

@@ -1,0 +1,130 @@
+"""The fabric's durable state behind a small :class:`Store` interface.
+
+One machine uses :class:`SqliteStore` (an embedded SQLite database in WAL mode with
+``synchronous=FULL``: a committed plan survives a kill -9 of the mesh and a power cut). An etcd
+store can implement the same four methods later; nothing outside the fabric assumes the state is
+local.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Protocol
+
+import orjson
+
+from mycelium.messages import Budget, Plan, from_wire, to_wire
+
+__all__ = ["MemoryStore", "SqliteStore", "Store", "StoredState"]
+
+
+class StoredState:
+    """What a (re)started fabric recovers: every plan and budget by app."""
+
+    __slots__ = ("budgets", "plans")
+
+    def __init__(self, plans: dict[str, Plan], budgets: dict[str, Budget]) -> None:
+        self.plans = plans
+        self.budgets = budgets
+
+
+class Store(Protocol):
+    """Durable control-plane state. Every write is atomic and durable once it returns."""
+
+    def load(self) -> StoredState:
+        """Every plan and budget."""
+        ...
+
+    def save(self, plan: Plan | None, budget: Budget | None) -> None:
+        """Write a plan and/or a budget in one transaction."""
+        ...
+
+    def delete(self, app: str) -> None:
+        """Forget an app's plan (its budget stays, like a Nomad job's resources)."""
+        ...
+
+    def close(self) -> None:
+        """Release the store (idempotent)."""
+        ...
+
+
+class SqliteStore:
+    """The embedded default store: ``<home>/state/fabric.db``, WAL, ``synchronous=FULL``.
+
+    Raises:
+        sqlite3.Error: the database cannot be opened (disk full, permissions).
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS plans (app TEXT PRIMARY KEY, body BLOB NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS budgets (app TEXT PRIMARY KEY, body BLOB NOT NULL)")
+
+    def load(self) -> StoredState:
+        """Every plan and budget."""
+        with self._lock:
+            plans = {app: from_wire(orjson.loads(body))
+                     for app, body in self._db.execute("SELECT app, body FROM plans")}
+            budgets = {app: from_wire(orjson.loads(body))
+                       for app, body in self._db.execute("SELECT app, body FROM budgets")}
+        return StoredState(plans, budgets)
+
+    def save(self, plan: Plan | None, budget: Budget | None) -> None:
+        """Write a plan and/or a budget in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if plan is not None:
+                    self._db.execute("INSERT OR REPLACE INTO plans VALUES (?, ?)",
+                                     (plan.app, orjson.dumps(to_wire(plan))))
+                if budget is not None:
+                    self._db.execute("INSERT OR REPLACE INTO budgets VALUES (?, ?)",
+                                     (budget.app, orjson.dumps(to_wire(budget))))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def delete(self, app: str) -> None:
+        """Forget an app's plan."""
+        with self._lock:
+            self._db.execute("DELETE FROM plans WHERE app = ?", (app,))
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        with self._lock:
+            self._db.close()
+
+
+class MemoryStore:
+    """A non-durable store for pure tests of the fabric's logic."""
+
+    def __init__(self) -> None:
+        self._plans: dict[str, Plan] = {}
+        self._budgets: dict[str, Budget] = {}
+
+    def load(self) -> StoredState:
+        """Every plan and budget."""
+        return StoredState(dict(self._plans), dict(self._budgets))
+
+    def save(self, plan: Plan | None, budget: Budget | None) -> None:
+        """Keep a plan and/or a budget."""
+        if plan is not None:
+            self._plans[plan.app] = plan
+        if budget is not None:
+            self._budgets[budget.app] = budget
+
+    def delete(self, app: str) -> None:
+        """Forget an app's plan."""
+        self._plans.pop(app, None)
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,105 @@
+"""Pure views of the fabric's state: the edge's routes and SPEC §6's status document."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mycelium.messages import AppRoute, Budget, EndpointInfo, InstanceInfo, Plan
+
+__all__ = ["CRASHLOOP_RESTARTS", "app_state", "desired_count", "routes", "status_document"]
+
+CRASHLOOP_RESTARTS = 3
+
+
+def desired_count(plan: Plan, budget: Budget | None, nodes: int, declined: int) -> int:
+    """``min(max, max_instances, nodes whose free capacity fits the budget)`` (SPEC §3)."""
+    limit = plan.max if budget is None else min(plan.max, budget.max_instances)
+    return max(0, min(limit, nodes - declined))
+
+
+def routes(plans: Mapping[str, Plan], instances: Iterable[InstanceInfo]) -> tuple[AppRoute, ...]:
+    """The routing table: every planned app with its Ready endpoints, sorted for stability."""
+    by_app: dict[str, list[EndpointInfo]] = {app: [] for app in plans}
+    for info in instances:
+        if info.state == "Ready" and info.url and info.app in by_app:
+            by_app[info.app].append(EndpointInfo(url=info.url, instance=info.id))
+    return tuple(AppRoute(app=app, endpoints=tuple(sorted(eps, key=lambda e: e.instance)))
+                 for app, eps in sorted(by_app.items()))
+
+
+def app_state(plan: Plan | None, desired: int, instances: list[InstanceInfo],
+              now: float | None = None) -> str:
+    """One documented word for an app (SPEC §6).
+
+    ``stopped`` no plan; ``failed`` the last update was rolled back; ``updating`` instances of
+    another digest still run; ``running`` at least ``min`` and ``desired`` Ready; ``crashloop``
+    below ``min`` while an instance keeps restarting; ``starting`` below ``min`` within the
+    rollout's deadline; ``degraded`` below ``min`` after it.
+    """
+    if plan is None:
+        return "stopped"
+    if plan.status == "failed":
+        return "failed"
+    live = [i for i in instances if i.state != "Stopped"]
+    if any(i.digest != plan.digest for i in live):
+        return "updating"
+    ready = sum(1 for i in live if i.state == "Ready")
+    if ready >= plan.min and ready >= desired:
+        return "running"
+    if any(i.restarts >= CRASHLOOP_RESTARTS and i.state != "Ready" for i in live):
+        return "crashloop"
+    if ready >= plan.min:
+        return "running"
+    now = time.time() if now is None else now
+    if now - plan.published_at < plan.timeout:
+        return "starting"
+    return "degraded"
+
+
+def _instance_doc(info: InstanceInfo) -> dict[str, Any]:
+    return {"id": info.id, "node": info.node, "digest": info.digest, "state": info.state,
+            "pid": info.pid, "url": info.url, "restarts": info.restarts,
+            "started_at": info.started_at, "ready_at": info.ready_at,
+            "cpu_percent": info.cpu_percent, "rss_bytes": info.rss_bytes,
+            "reason": info.reason}
+
+
+def status_document(plans: Mapping[str, Plan], budgets: Mapping[str, Budget],
+                    instances: Iterable[InstanceInfo], nodes: Mapping[str, str],
+                    declined: Mapping[str, set[str]], app: str | None = None) -> dict[str, Any]:
+    """SPEC §6's ``status --json`` document (extra keys are additions, never changes)."""
+    by_app: dict[str, list[InstanceInfo]] = {}
+    for info in instances:
+        by_app.setdefault(info.app, []).append(info)
+    names = sorted(set(plans) | set(by_app))
+    apps = []
+    for name in names:
+        if app is not None and name != app:
+            continue
+        plan = plans.get(name)
+        insts = sorted(by_app.get(name, []), key=lambda i: (i.node, i.id))
+        budget = budgets.get(name)
+        desired = 0 if plan is None else desired_count(
+            plan, budget, len(nodes), len(declined.get(name, ())))
+        doc: dict[str, Any] = {
+            "app": name,
+            "digest": plan.digest if plan else None,
+            "min": plan.min if plan else 0,
+            "max": plan.max if plan else 0,
+            "desired": desired,
+            "ready": sum(1 for i in insts if i.state == "Ready"
+                         and (plan is None or i.digest == plan.digest)),
+            "state": app_state(plan, desired, insts),
+            "instances": [_instance_doc(i) for i in insts],
+        }
+        if plan is not None:
+            doc.update(generation=plan.generation, warmup=plan.warmup, timeout=plan.timeout,
+                       previous=plan.previous, plan_status=plan.status, reason=plan.reason)
+        if budget is not None:
+            doc["budget"] = {"max_instances": budget.max_instances, "cpu": budget.cpu,
+                             "mem": budget.mem}
+        apps.append(doc)
+    return {"apps": apps,
+            "nodes": [{"name": n, "state": s} for n, s in sorted(nodes.items())]}

@@ -1,0 +1,441 @@
+"""The node agent: follows plans, claims slots, starts app supervisors, drives rollouts.
+
+One agent per node (Flows B and D). It is a sibling of the node's ``apps`` supervisor, not its
+parent, so a crashed agent takes no workload with it: the restarted agent adopts the running
+app supervisors (their child ids and meta say which app and digest they run) and asks their
+instances to report again. Decisions are pure (:func:`mycelium.node.rollout.step`); the agent
+only applies them, and anything slow (draining and stopping an instance or an app) happens in a
+helper thread that reports back by message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+
+from mycelium.fabric.names import Names
+from mycelium.messages import (
+    AgentSync,
+    AppFailed,
+    Budget,
+    ClaimSlot,
+    Crash,
+    CrashRequested,
+    Drain,
+    FabricRestarted,
+    GetInfo,
+    InstanceInfo,
+    InstanceStatus,
+    Plan,
+    PlanChanged,
+    ReleaseSlot,
+    Resync,
+    RolloutFailed,
+    SlotDeclined,
+    SlotReply,
+    SyncRequest,
+    Tick,
+    to_wire,
+)
+from supervisors import (
+    Backoff,
+    ChildSpec,
+    SupervisedActor,
+    Supervisor,
+    SupervisorError,
+    SupFlags,
+    delete_child,
+    start_child,
+    terminate_child,
+    which_children,
+)
+from supervisors.reports import Reporter
+
+from .instance import AppInstance, InstanceSpec
+from .rollout import ChildView, Fail, Start, Stop, WakeAt, step
+from .ticker import shared_ticker
+
+__all__ = ["Agent", "NodeSettings", "SporeInfo"]
+
+log = logging.getLogger(__name__)
+_serial = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class SporeInfo:
+    """What the agent needs from a verified spore's manifest."""
+
+    path: Any
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    health: str = "/health"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    """One node's capacity and the timings its instances use (from the mesh config)."""
+
+    cpu: float
+    mem_mb: int
+    probe_interval: float = 0.01
+    health_interval: float = 2.0
+    health_failures: int = 3
+    sample_interval: float = 1.0
+    stop_grace: float = 5.0
+    drain_grace: float = 0.5
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=0.1, cap=10.0, reset_after=10.0))
+    host: str = "127.0.0.1"
+    startup_deadline: float = 30.0
+    intensity: int = 5
+    period: float = 30.0
+
+
+@dataclass(slots=True)
+class _AppHere:
+    children: dict[str, ChildView] = field(default_factory=dict)
+    infos: dict[str, InstanceInfo] = field(default_factory=dict)
+    stopping: set[str] = field(default_factory=set)
+    removing: bool = False
+    cpu: float = 0.0
+    mem: int = 0
+    wake: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _ChildGone:
+    app: str
+    child: str
+
+
+@dataclass(frozen=True, slots=True)
+class _AppGone:
+    app: str
+
+
+class Agent(SupervisedActor):
+    """The agent of one node (registered under the node's name, e.g. ``node-1``).
+
+    Args:
+        node: The node's name.
+        names: The mesh's registered names.
+        settings: Capacity and timings.
+        spore_info: Verifies a digest's spore and returns its path and manifest facts.
+        extract: Extracts a verified spore into an instance's directory, returns the binary.
+        instances_dir: The home's instances directory.
+        reporter: Receives the app supervisors' reports.
+    """
+
+    def __init__(self, node: str, names: Names, settings: NodeSettings,
+                 spore_info: Callable[[str], SporeInfo], extract: Callable[[Any, Any], Any],
+                 instances_dir: Any, reporter: Reporter | None) -> None:
+        super().__init__()
+        self.node = node
+        self._names = names
+        self._settings = settings
+        self._spore_info = spore_info
+        self._extract = extract
+        self._instances_dir = instances_dir
+        self._reporter = reporter
+        self._plans: dict[str, Plan] = {}
+        self._budgets: dict[str, Budget] = {}
+        self._apps: dict[str, _AppHere] = {}
+        self._manifests: dict[str, SporeInfo] = {}
+        self._failed: dict[str, int] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        """Adopt the app supervisors already running on this node, then sync with the fabric."""
+        self._names.register(self.node, self.actor_ref)
+        self._adopt()
+        self._names.tell("fabric", SyncRequest(self.node))
+
+    def on_stop(self) -> None:
+        """Unregister (the apps keep running under the node's ``apps`` supervisor)."""
+        self._names.unregister(self.node, self.actor_ref)
+
+    def on_failure(self, *_exc: object) -> None:
+        """Unregister; the successor adopts the apps."""
+        self._names.unregister(self.node, self.actor_ref)
+
+    def _apps_ref(self) -> pykka.ActorRef[Any]:
+        ref = self._names.get(f"{self.node}/apps")
+        if ref is None:
+            raise SupervisorError(f"{self.node}: the apps supervisor is not running")
+        return ref
+
+    def _adopt(self) -> None:
+        apps_ref = self._names.get(f"{self.node}/apps")
+        if apps_ref is None:
+            return
+        now = time.time()
+        for app_child in which_children(apps_ref):
+            app = str(app_child.meta.get("app", app_child.id))
+            here = self._apps.setdefault(app, _AppHere())
+            here.cpu = float(app_child.meta.get("cpu", 0.0))
+            here.mem = int(app_child.meta.get("mem", 0))
+            if app_child.ref is None:
+                continue
+            for kid in which_children(app_child.ref):
+                digest = str(kid.meta.get("digest", ""))
+                here.children[kid.id] = ChildView(kid.id, digest, "Launching", now)
+                if kid.ref is not None:
+                    kid.ref.tell(Resync())
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        """Dispatch one message.
+
+        Raises:
+            CrashRequested: on :class:`Crash`.
+        """
+        match message:
+            case PlanChanged(app=app, plan=plan, budget=budget):
+                if plan is None:
+                    self._plans.pop(app, None)
+                    self._remove_app(app)
+                else:
+                    self._plans[app] = plan
+                    if budget is not None:
+                        self._budgets[app] = budget
+                    self._reconcile(app)
+            case InstanceStatus(instance=info):
+                self._instance(info)
+            case Tick(kind=kind) if kind.startswith("wake:"):
+                app = kind[5:]
+                if app in self._apps:
+                    self._apps[app].wake = None
+                    self._reconcile(app)
+            case _ChildGone(app=app, child=child):
+                here = self._apps.get(app)
+                if here is not None:
+                    here.stopping.discard(child)
+                    here.children.pop(child, None)
+                    here.infos.pop(child, None)
+                    self._reconcile(app)
+            case _AppGone(app=app):
+                self._apps.pop(app, None)
+                self._names.tell("fabric", ReleaseSlot(app, self.node))
+                if app in self._plans:
+                    self._reconcile(app)
+            case AppFailed(app=app, reason=reason):
+                here = self._apps.get(app)
+                if here is not None and not here.removing:
+                    log.warning("%s: %s gave up: %s", self.node, app, reason)
+                    del self._apps[app]
+                    plan = self._plans.get(app)
+                    self._failed[app] = plan.generation if plan else -1
+                    self._names.tell("fabric", ReleaseSlot(app, self.node))
+            case FabricRestarted():
+                infos = tuple(i for h in self._apps.values() for i in h.infos.values())
+                self._names.tell("fabric", AgentSync(self.node, tuple(self._apps), infos))
+            case GetInfo():
+                return {"name": self.node, "apps": sorted(self._apps),
+                        "used": self._used(), "capacity": {"cpu": self._settings.cpu,
+                                                           "mem": self._settings.mem_mb}}
+            case Crash():
+                raise CrashRequested("crash requested")
+        return None
+
+    # -- instances -------------------------------------------------------------------------
+
+    def _instance(self, info: InstanceInfo) -> None:
+        here = self._apps.get(info.app)
+        if here is None or info.child not in here.children:
+            return
+        view = here.children[info.child]
+        here.children[info.child] = ChildView(view.child, view.digest, info.state,
+                                              view.started_at, info.ready_at)
+        here.infos[info.child] = info
+        if info.state != view.state:
+            self._reconcile(info.app)
+
+    # -- placement and rollout -------------------------------------------------------------
+
+    def _used(self) -> dict[str, float]:
+        return {"cpu": sum(h.cpu for h in self._apps.values()),
+                "mem": sum(h.mem for h in self._apps.values())}
+
+    def _reconcile(self, app: str) -> None:
+        plan = self._plans.get(app)
+        if plan is None:
+            return
+        here = self._apps.get(app)
+        if here is None:
+            self._place(app, plan)
+            return
+        if here.removing:
+            return
+        views = [v for c, v in here.children.items() if c not in here.stopping]
+        for action in step(plan, views, time.time()):
+            match action:
+                case Start(digest=digest):
+                    self._start_child(app, here, digest, plan)
+                case Stop(child=child):
+                    self._stop_child(app, here, child)
+                case Fail(digest=digest, reason=reason):
+                    self._names.tell("fabric", RolloutFailed(app, digest, self.node, reason))
+                case WakeAt(when=when):
+                    if here.wake is not None:
+                        shared_ticker().cancel(here.wake)
+                    here.wake = shared_ticker().call_later(
+                        when - time.time() + 0.001, _teller(self.actor_ref, Tick(f"wake:{app}")))
+
+    def _place(self, app: str, plan: Plan) -> None:
+        if self._failed.get(app) == plan.generation:
+            return  # gave up on this generation here; a new deploy tries again
+        budget = self._budgets.get(app) or Budget(app, plan.max, 0.1, 256)
+        used = self._used()
+        if (used["cpu"] + budget.cpu > self._settings.cpu + 1e-9
+                or used["mem"] + budget.mem > self._settings.mem_mb):
+            self._names.tell("fabric", SlotDeclined(
+                app, self.node, f"node capacity: cpu {used['cpu']:g}+{budget.cpu:g}/"
+                f"{self._settings.cpu:g}, mem {used['mem']:g}+{budget.mem}/"
+                f"{self._settings.mem_mb} MB"))
+            return
+        fabric = self._names.get("fabric")
+        if fabric is None:
+            return
+        try:
+            reply = fabric.ask(ClaimSlot(app, self.node), timeout=5.0)
+        except Exception as exc:
+            log.warning("%s: claiming a slot for %s failed: %s", self.node, app, exc)
+            return
+        if not isinstance(reply, SlotReply) or not reply.granted:
+            return
+        here = _AppHere(cpu=budget.cpu, mem=budget.mem)
+        spec = self._instance_spec(app, plan.digest, plan, budget)
+        if spec is None:
+            self._names.tell("fabric", ReleaseSlot(app, self.node))
+            return
+        names, reporter, node, s = self._names, self._reporter, self.node, self._settings
+        child = self._child_spec(spec)
+
+        def start_app() -> pykka.ActorRef[Any]:
+            return Supervisor.start(
+                SupFlags("one_for_one", intensity=s.intensity, period=s.period), [child],
+                path=f"mesh/nodes/{node}/apps/{app}", reporter=reporter)
+
+        try:
+            start_child(self._apps_ref(), ChildSpec(
+                id=app, start=start_app, type="supervisor",
+                meta={"app": app, "cpu": budget.cpu, "mem": budget.mem}))
+        except Exception as exc:
+            log.warning("%s: starting %s failed: %s", node, app, exc)
+            names.tell("fabric", ReleaseSlot(app, node))
+            return
+        here.children[child.id] = ChildView(child.id, plan.digest, "Launching", time.time())
+        self._apps[app] = here
+
+    def _instance_spec(self, app: str, digest: str, plan: Plan,
+                       budget: Budget | None) -> InstanceSpec | None:
+        try:
+            info = self._manifests.get(digest) or self._spore_info(digest)
+        except Exception as exc:
+            log.warning("%s: spore %s of %s unusable: %s", self.node, digest[:12], app, exc)
+            self._names.tell("fabric", RolloutFailed(app, digest, self.node, str(exc)))
+            return None
+        self._manifests[digest] = info
+        s = self._settings
+        return InstanceSpec(
+            app=app, node=self.node, digest=digest, child=f"{app}@{self.node}:{digest[:12]}",
+            spore=info.path, extract=self._extract, args=info.args, env=info.env,
+            health=info.health, mem_mb=(budget.mem if budget else 256),
+            startup_timeout=min(plan.timeout, s.startup_deadline), probe_interval=s.probe_interval,
+            health_interval=s.health_interval, health_failures=s.health_failures,
+            sample_interval=s.sample_interval, stop_grace=s.stop_grace, host=s.host,
+            instances_dir=self._instances_dir)
+
+    def _child_spec(self, spec: InstanceSpec) -> ChildSpec:
+        names, counter = self._names, itertools.count()
+
+        def start() -> pykka.ActorRef[Any]:
+            restarts = next(counter)
+            iid = f"{spec.app}@{spec.node}#{next(_serial)}"
+            return AppInstance.start(spec, names, iid, restarts)
+
+        return ChildSpec(id=spec.child, start=start, restart="transient",
+                         shutdown=spec.stop_grace + 2.0, backoff=self._settings.backoff,
+                         meta={"app": spec.app, "digest": spec.digest, "node": spec.node})
+
+    def _start_child(self, app: str, here: _AppHere, digest: str, plan: Plan) -> None:
+        spec = self._instance_spec(app, digest, plan, self._budgets.get(app))
+        if spec is None:
+            return
+        app_sup = self._app_sup(app)
+        if app_sup is None:
+            return
+        child = self._child_spec(spec)
+        try:
+            start_child(app_sup, child)
+        except SupervisorError as exc:
+            log.warning("%s: starting %s failed: %s", self.node, child.id, exc)
+            return
+        here.children[child.id] = ChildView(child.id, digest, "Launching", time.time())
+
+    def _app_sup(self, app: str) -> pykka.ActorRef[Any] | None:
+        for info in which_children(self._apps_ref()):
+            if info.id == app:
+                return info.ref
+        return None
+
+    def _stop_child(self, app: str, here: _AppHere, child: str) -> None:
+        here.stopping.add(child)
+        app_sup = self._app_sup(app)
+        ref, grace = self.actor_ref, self._settings.drain_grace
+
+        def drain_and_stop() -> None:
+            if app_sup is not None:
+                try:
+                    kid = next((k for k in which_children(app_sup) if k.id == child), None)
+                    if kid is not None and kid.ref is not None:
+                        kid.ref.tell(Drain())
+                        time.sleep(grace)  # in-flight requests finish after deregistration
+                    terminate_child(app_sup, child)
+                    delete_child(app_sup, child)
+                except (SupervisorError, pykka.ActorDeadError) as exc:
+                    log.info("stopping %s: %s", child, exc)
+            _tell(ref, _ChildGone(app, child))
+
+        threading.Thread(target=drain_and_stop, name=f"stop-{child}", daemon=True).start()
+
+    def _remove_app(self, app: str) -> None:
+        here = self._apps.get(app)
+        if here is None or here.removing:
+            return
+        here.removing = True
+        ref, node = self.actor_ref, self.node
+        apps_ref = self._names.get(f"{node}/apps")
+
+        def remove() -> None:
+            if apps_ref is not None:
+                try:
+                    terminate_child(apps_ref, app)
+                except (SupervisorError, pykka.ActorDeadError) as exc:
+                    log.info("removing %s from %s: %s", app, node, exc)
+            _tell(ref, _AppGone(app))
+
+        threading.Thread(target=remove, name=f"remove-{app}", daemon=True).start()
+
+    def info(self) -> dict[str, Any]:
+        """The agent's view, for ``tree``/debugging."""
+        return {"node": self.node, "apps": {a: [to_wire(i) for i in h.infos.values()]
+                                            for a, h in self._apps.items()}}
+
+
+def _teller(ref: Any, message: Any) -> Callable[[], None]:
+    return lambda: _tell(ref, message)
+
+
+def _tell(ref: Any, message: Any) -> None:
+    with contextlib.suppress(pykka.ActorDeadError):
+        ref.tell(message)

@@ -1,0 +1,316 @@
+"""AppInstance: the supervised actor that owns ONE workload OS process (Flows B, E).
+
+Idle → Launching → Ready → Draining → Stopped. Everything that blocks — extracting the spore,
+spawning, probing health until the first 200 — runs in a helper thread that reports back by
+message, so the mailbox always answers (a ``stop`` or a ``Drain`` is never stuck behind a probe).
+The exit of the process is noticed at once (the reaper's callback tells the actor); the actor
+then leaves the routes first and fails with the exit as its ``reason``, so its supervisor starts
+a replacement from the same digest with backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mycelium.fabric.names import Names
+from mycelium.messages import (
+    Crash,
+    CrashRequested,
+    DeregisterEndpoint,
+    Drain,
+    GetInfo,
+    InstanceInfo,
+    InstanceStatus,
+    RegisterEndpoint,
+    Resync,
+    to_wire,
+)
+from mycelium.node.health import free_port, probe_health
+from mycelium.node.process import Workload, describe_exit, spawn
+from supervisors import SupervisedActor
+
+from .ticker import shared_ticker
+
+__all__ = ["RECORD_FILE", "AppInstance", "InstanceFailed", "InstanceSpec"]
+
+RECORD_FILE = "process.json"
+"""Each instance directory holds its workload's ProcessRecord while the workload runs."""
+
+_PROBES = ThreadPoolExecutor(max_workers=8, thread_name_prefix="mycelium-probe")
+
+
+class InstanceFailed(Exception):
+    """The instance's workload died or broke its budget; ``reason`` goes into the report."""
+
+    def __init__(self, reason: str, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.details = dict(details or {})
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSpec:
+    """Everything an instance needs, fixed when the agent adds the child (survives restarts).
+
+    ``extract`` turns (spore, destination directory) into the binary's path, verifying first.
+    """
+
+    app: str
+    node: str
+    digest: str
+    child: str
+    spore: Path
+    extract: Callable[[Path, Path], Path]
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    health: str = "/health"
+    mem_mb: int = 256
+    startup_timeout: float = 60.0
+    probe_interval: float = 0.01
+    health_interval: float = 2.0
+    health_failures: int = 3
+    sample_interval: float = 1.0
+    stop_grace: float = 5.0
+    host: str = "127.0.0.1"
+    instances_dir: Path = Path(".")
+
+
+# private messages of the actor to itself -----------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Spawned:
+    workload: Workload
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Healthy:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _LaunchFailed:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Exited:
+    returncode: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Probed:
+    ok: bool
+
+
+class AppInstance(SupervisedActor):
+    """One workload: launch, probe, serve, drain, stop.
+
+    Args:
+        spec: The instance's fixed spec.
+        names: The mesh's registered names (reports go to ``fabric`` and the node's agent).
+        instance_id: ``<app>@<node>#<k>`` (``MYCELIUM_INSTANCE``; changes on every restart).
+        restarts: How many times this slot was restarted (carried by the replacement).
+    """
+
+    def __init__(self, spec: InstanceSpec, names: Names, instance_id: str, restarts: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self._names = names
+        self._workload: Workload | None = None
+        self._closing = threading.Event()
+        self._failures = 0
+        self._checks = 0
+        self._tick: int | None = None
+        self._dir = spec.instances_dir / instance_id.replace("/", "_")
+        self.info = InstanceInfo(id=instance_id, app=spec.app, node=spec.node, digest=spec.digest,
+                                 state="Idle", child=spec.child, restarts=restarts,
+                                 started_at=time.time())
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        """Go Launching and hand the blocking work to a helper thread."""
+        self._set(state="Launching")
+        threading.Thread(target=self._launch, name=f"launch-{self.info.id}", daemon=True).start()
+
+    def on_stop(self) -> None:
+        """Graceful stop: leave the routes, SIGTERM the group, SIGKILL after the grace."""
+        self._shutdown(self.spec.stop_grace, None)
+
+    def on_failure(self, *_exc: object) -> None:
+        """The actor failed: make sure its process group is gone before the replacement."""
+        self._shutdown(1.0, self.info.reason)
+
+    def _shutdown(self, grace: float, reason: str | None) -> None:
+        self._closing.set()
+        if self._tick is not None:
+            shared_ticker().cancel(self._tick)
+        if self.info.state in ("Launching", "Ready"):
+            self._set(state="Draining")
+        workload = self._workload
+        if workload is not None:
+            workload.terminate(grace=grace)
+        with contextlib.suppress(OSError):
+            (self._dir / RECORD_FILE).unlink()
+        shutil.rmtree(self._dir / "app", ignore_errors=True)
+        self._set(state="Stopped", reason=reason)
+
+    # -- the helper thread -----------------------------------------------------------------
+
+    def _launch(self) -> None:
+        spec, ref = self.spec, self.actor_ref
+        try:
+            binary = spec.extract(spec.spore, self._dir / "app")
+            port = free_port(spec.host)
+            env = {**spec.env, "PORT": str(port), "MYCELIUM_APP": spec.app,
+                   "MYCELIUM_NODE": spec.node, "MYCELIUM_DIGEST": spec.digest,
+                   "MYCELIUM_INSTANCE": self.info.id}
+            if self._closing.is_set():
+                return
+            workload = spawn([str(binary), *spec.args], cwd=self._dir / "app", env=env,
+                             log_path=self._dir / "workload.log")
+        except Exception as exc:
+            _tell(ref, _LaunchFailed(f"launch failed: {exc}"))
+            return
+        _write_record(self._dir / RECORD_FILE, workload)
+        url = f"http://{spec.host}:{port}"
+        _tell(ref, _Spawned(workload, url))
+        workload.on_exit(lambda rc: _tell(ref, _Exited(rc)))
+        health = url + spec.health
+        deadline = time.monotonic() + spec.startup_timeout
+        while not self._closing.is_set() and not workload.exited:
+            if probe_health(health, timeout=0.5):
+                _tell(ref, _Healthy())
+                return
+            if time.monotonic() > deadline:
+                _tell(ref, _LaunchFailed(f"not healthy within {spec.startup_timeout:g}s"))
+                return
+            time.sleep(spec.probe_interval)
+
+    # -- messages --------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        """Dispatch one message.
+
+        Raises:
+            InstanceFailed: the workload exited, failed its health checks or its memory budget.
+            CrashRequested: on :class:`Crash`.
+        """
+        match message:
+            case _Spawned(workload=workload, url=url):
+                self._workload = workload
+                self._set(pid=workload.pid, url=url)
+            case _Healthy():
+                if self.info.state == "Launching":
+                    self._set(state="Ready", ready_at=time.time())
+                    self._schedule()
+            case _Exited(returncode=rc):
+                if not self._closing.is_set():
+                    self._fail(describe_exit(rc), returncode=rc)
+            case _LaunchFailed(reason=reason):
+                if not self._closing.is_set():
+                    self._fail(reason)
+            case _Check():
+                self._check()
+            case _Probed(ok=ok):
+                self._probed(ok)
+            case Drain():
+                if self.info.state in ("Launching", "Ready"):
+                    self._set(state="Draining")
+            case Resync():
+                self._report()
+            case GetInfo():
+                return to_wire(self.info)
+            case Crash():
+                raise CrashRequested("crash requested")
+        return None
+
+    def _fail(self, reason: str, **details: Any) -> None:
+        self.info = replace(self.info, reason=reason)
+        raise InstanceFailed(reason, {"app": self.spec.app, "pid": self.info.pid,
+                                      "instance": self.info.id, **details})
+
+    def _schedule(self) -> None:
+        interval = min(self.spec.health_interval, self.spec.sample_interval)
+        ref = self.actor_ref
+        self._tick = shared_ticker().call_later(interval, lambda: _tell(ref, _Check()))
+
+    def _check(self) -> None:
+        workload = self._workload
+        if workload is None or self._closing.is_set() or self.info.state != "Ready":
+            return
+        self._checks += 1
+        rss = workload.rss_bytes()
+        limit = self.spec.mem_mb * 1024 * 1024
+        if rss > limit:
+            workload.terminate(grace=0.5)
+            self._fail(f"mem_budget_exceeded: rss {rss / 1048576:.0f} MB > {self.spec.mem_mb} MB",
+                       rss_bytes=rss)
+        cpu = workload.cpu_percent()
+        self.info = replace(self.info, rss_bytes=rss, cpu_percent=cpu)
+        if self._checks % 5 == 0:
+            self._report()
+        ref, url = self.actor_ref, f"{self.info.url}{self.spec.health}"
+        _PROBES.submit(lambda: _tell(ref, _Probed(probe_health(url, timeout=1.0))))
+
+    def _probed(self, ok: bool) -> None:
+        if self._closing.is_set() or self.info.state != "Ready":
+            return
+        self._failures = 0 if ok else self._failures + 1
+        if self._failures >= self.spec.health_failures:
+            if self._workload is not None:
+                self._workload.terminate(grace=1.0)
+            self._fail(f"health check failed {self._failures} times in a row")
+        self._schedule()
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def _set(self, **changes: Any) -> None:
+        before = self.info.state
+        self.info = replace(self.info, **changes)
+        self._report(before)
+
+    def _report(self, before: str | None = None) -> None:
+        info = self.info
+        if info.state == "Ready":
+            message: Any = RegisterEndpoint(info)
+        elif before == "Ready":
+            message = DeregisterEndpoint(info)
+        else:
+            message = InstanceStatus(info)
+        self._names.tell("fabric", message)
+        self._names.tell(info.node, InstanceStatus(info))
+
+
+def _tell(ref: Any, message: Any) -> None:
+    with contextlib.suppress(Exception):
+        ref.tell(message)
+
+
+def _write_record(path: Path, workload: Workload) -> None:
+    """Durably note the workload's ProcessRecord so a later ``up`` can reap it after a crash."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, orjson.dumps(workload.record().to_dict()))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

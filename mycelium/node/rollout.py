@@ -1,0 +1,100 @@
+"""Blue/green on one node as a pure function (Flow D): (plan, children here, now) → actions.
+
+The agent applies the actions and calls :func:`step` again on every event (a plan, an instance
+report, a timer), so the whole rollout is a reconciliation with no hidden state:
+
+- no child of the plan's digest → start one (green; blue keeps serving);
+- green Ready → after ``warmup`` seconds beside blue, every other digest drains and stops
+  (at once after a rollback: the plan is ``failed`` and green is the old blue);
+- green not Ready within ``timeout`` while blue still runs → stop green, leave blue untouched,
+  and report the failure so the fabric rolls the plan back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mycelium.messages import Plan
+
+__all__ = ["Action", "ChildView", "Fail", "Start", "Stop", "WakeAt", "step"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChildView:
+    """What the agent knows of one instance child of the app on this node."""
+
+    child: str
+    digest: str
+    state: str
+    started_at: float
+    ready_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Start an instance of ``digest`` beside whatever runs."""
+
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Drain (leave the routes first) and stop the child."""
+
+    child: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """Report that ``digest`` failed on this node (the fabric rolls back)."""
+
+    digest: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WakeAt:
+    """Call :func:`step` again at ``when`` (epoch seconds) even if nothing happens."""
+
+    when: float
+
+
+Action = Start | Stop | Fail | WakeAt
+
+
+def step(plan: Plan, children: Iterable[ChildView], now: float) -> list[Action]:
+    """The next actions for one app on one node.
+
+    Args:
+        plan: The app's current plan.
+        children: The app's instance children on this node that are not being stopped.
+        now: The current time (epoch seconds).
+
+    Returns:
+        Actions in the order to apply them (possibly none).
+    """
+    kids = list(children)
+    greens = [c for c in kids if c.digest == plan.digest]
+    olds = [c for c in kids if c.digest != plan.digest]
+    if not greens:
+        return [Start(plan.digest)]
+    actions: list[Action] = [Stop(c.child) for c in greens[1:]]
+    green = greens[0]
+    if green.state == "Ready":
+        if not olds:
+            return actions
+        due = green.ready_at if green.ready_at is not None else now
+        if plan.status != "failed":
+            due += plan.warmup
+        if now >= due:
+            return actions + [Stop(c.child) for c in olds]
+        return [*actions, WakeAt(due)]
+    if not olds:
+        return actions
+    deadline = green.started_at + plan.timeout
+    if now >= deadline:
+        reason = (f"rollout of {plan.digest[:12]} failed: not Ready within "
+                  f"{plan.timeout:g}s (state {green.state})")
+        return [*actions, Fail(plan.digest, reason), Stop(green.child)]
+    return [*actions, WakeAt(deadline)]

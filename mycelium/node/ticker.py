@@ -1,0 +1,68 @@
+"""One timer thread for the whole mesh: health checks, samples and rollout deadlines.
+
+Hundreds of instances each needing a periodic nudge would otherwise mean hundreds of
+``threading.Timer`` threads. A callback runs in the ticker's thread and must be quick (it only
+``tell``s an actor a message).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+__all__ = ["Ticker", "shared_ticker"]
+
+
+class Ticker:
+    """A heap of (due time, callback) served by one daemon thread."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], object]]] = []
+        self._cancelled: set[int] = set()
+        self._ids = itertools.count()
+        self._thread = threading.Thread(target=self._run, name="mycelium-ticker", daemon=True)
+        self._thread.start()
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> int:
+        """Run ``callback`` in ``delay`` seconds; returns a handle for :meth:`cancel`."""
+        handle = next(self._ids)
+        with self._cond:
+            heapq.heappush(self._heap, (time.monotonic() + max(0.0, delay), handle, callback))
+            self._cond.notify()
+        return handle
+
+    def cancel(self, handle: int) -> None:
+        """Forget a pending callback (no-op if it ran already)."""
+        with self._cond:
+            self._cancelled.add(handle)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cond.wait(timeout)
+                _, handle, callback = heapq.heappop(self._heap)
+                if handle in self._cancelled:
+                    self._cancelled.discard(handle)
+                    continue
+            with contextlib.suppress(Exception):
+                callback()
+
+
+_shared: Ticker | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_ticker() -> Ticker:
+    """The process-wide ticker, started on first use."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = Ticker()
+        return _shared
