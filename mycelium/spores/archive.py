@@ -136,6 +136,8 @@ def _check_entry(info: zipfile.ZipInfo, limits: Limits, archive_size: int) -> No
 
 
 def _pread_exact(fd: int, size: int, offset: int) -> bytes:
+    if offset < 0 or size < 0:
+        raise SporeError(f"archive points outside itself (offset {offset})")
     data = os.pread(fd, size, offset)
     if len(data) != size:
         raise SporeError("archive is truncated")

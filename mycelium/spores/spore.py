@@ -208,8 +208,16 @@ def _check_manifest(fd: int, layout: Layout, trusted: frozenset[str],
 def _verify_open(f: BinaryIO, trusted: frozenset[str], limits: Limits,
                  expected_digest: str | None) -> tuple[Verified, Layout]:
     fd = f.fileno()
-    layout = check_archive(f, limits)
-    manifest, manifest_raw = _check_manifest(fd, layout, trusted, limits)
+    try:
+        layout = check_archive(f, limits)
+        manifest, manifest_raw = _check_manifest(fd, layout, trusted, limits)
+    except SporeError:
+        # A repo file that is not what its name says is the precise reason, whatever broke.
+        if (expected_digest is not None and os.fstat(fd).st_size <= limits.max_archive_bytes
+                and _hash_fd(fd)[0] != expected_digest):
+            raise SporeError(f"repo file {expected_digest}.spore does not match its name "
+                             "(corrupted or tampered)") from None
+        raise
     # One pass over the whole file: the digest, the binary's sha256 and CRC, and the manifest
     # bytes again (so what was checked above is what was hashed).
     file_sha, bin_sha, bin_crc = hashlib.sha256(), hashlib.sha256(), 0

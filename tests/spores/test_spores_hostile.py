@@ -10,10 +10,6 @@ from pathlib import Path
 
 import pytest
 from nacl.signing import SigningKey
-
-from mycelium.home import Home
-from mycelium.spores import Limits, ManifestError, SporeError, extract, load_trusted, verify
-from mycelium.spores.manifest import canonical_json
 from spores_helpers import (
     Entry,
     assert_one_error,
@@ -25,6 +21,10 @@ from spores_helpers import (
     write_spore,
     write_zip,
 )
+
+from mycelium.home import Home
+from mycelium.spores import Limits, ManifestError, SporeError, extract, load_trusted, verify
+from mycelium.spores.manifest import canonical_json
 
 Builder = Callable[[Path, SigningKey, bytes], Path]
 STRANGER = SigningKey.generate()
