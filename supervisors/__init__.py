@@ -17,6 +17,7 @@ from supervisors.api import (
     restart_child,
     start_child,
     terminate_child,
+    wait_exit,
     which_children,
 )
 from supervisors.dynamic import DynamicSupervisor
@@ -67,6 +68,7 @@ __all__ = [
     "restart_child",
     "start_child",
     "terminate_child",
+    "wait_exit",
     "which_children",
 ]
 

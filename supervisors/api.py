@@ -11,7 +11,7 @@ from typing import Any
 
 import pykka
 
-from supervisors.actor import actor_of
+from supervisors.actor import Exit, SupervisedActor, actor_of
 from supervisors.errors import SupervisorError, SupervisorNotRunning
 from supervisors.messages import (
     ChildInfo,
@@ -35,6 +35,7 @@ __all__ = [
     "restart_child",
     "start_child",
     "terminate_child",
+    "wait_exit",
     "which_children",
 ]
 
@@ -162,3 +163,25 @@ def describe(ref: pykka.ActorRef[Any], timeout: float = DEFAULT_TIMEOUT) -> dict
     """
     result: dict[str, Any] = call(ref, Describe(), timeout)
     return result
+
+
+def wait_exit(ref: pykka.ActorRef[Any], timeout: float | None = None) -> Exit | None:
+    """Wait until a supervisor (or any SupervisedActor) is gone and its cleanup finished.
+
+    For the top of a tree, which has no parent to tell: e.g. a program exits once its root
+    supervisor gave up with ``reached_max_restart_intensity``.
+
+    Args:
+        ref: The actor's ref.
+        timeout: Seconds to wait; ``None`` waits as long as it takes.
+
+    Returns:
+        How it ended, or ``None`` if it still runs after ``timeout``.
+
+    Raises:
+        SupervisorError: If ``ref`` is not a SupervisedActor's ref.
+    """
+    actor = actor_of(ref) if isinstance(ref, pykka.ActorRef) else None
+    if not isinstance(actor, SupervisedActor):
+        raise SupervisorError(f"{ref!r} is not a SupervisedActor's ref")
+    return actor.exit if actor.sv_done.wait(timeout) else None

@@ -55,9 +55,11 @@ class DynamicSupervisor(Supervisor):
         self.max_children = max_children
         self.backoff = backoff
 
-    def _api_start_child(self, spec: ChildSpec) -> pykka.ActorRef[Any]:
+    def _check_capacity(self) -> None:
         if self.max_children is not None and len(self._children) >= self.max_children:
             raise MaxChildren(f"{self.path}: already {self.max_children} children (max_children)")
+
+    def _api_start_child(self, spec: ChildSpec) -> pykka.ActorRef[Any]:
         if isinstance(spec, ChildSpec) and spec.backoff is None and self.backoff is not None:
             spec = dataclasses.replace(spec, backoff=self.backoff)
         return super()._api_start_child(spec)

@@ -321,6 +321,7 @@ class Supervisor(SupervisedActor):
             if existing.ref is not None:
                 raise AlreadyStarted(f"{self.path}: {spec.id!r} already started", existing.ref)
             raise AlreadyPresent(f"{self.path}: {spec.id!r} already present")
+        self._check_capacity()
         child = self._children[spec.id] = Child(spec)
         try:
             self._start(child)
@@ -330,6 +331,9 @@ class Supervisor(SupervisedActor):
             raise
         assert child.ref is not None
         return child.ref
+
+    def _check_capacity(self) -> None:
+        """Refuse one more child (a DynamicSupervisor's max_children); here: no limit."""
 
     def _api_terminate_child(self, child_id: str) -> None:
         child = self._get(child_id)

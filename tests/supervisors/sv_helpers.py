@@ -10,7 +10,7 @@ from typing import Any
 
 import pykka
 
-from supervisors import ChildSpec, Report, SupervisedActor
+from supervisors import ChildSpec, Report, SupervisedActor, which_children
 
 
 class Crash(Exception):  # a message that makes a worker crash
@@ -98,24 +98,28 @@ def worker(name: str, journal: Journal | None = None, **kwargs: Any) -> ChildSpe
 
 
 class PortWorker(SupervisedActor):
-    """Binds a fixed TCP port in on_start and releases it, slowly, in on_failure/on_stop."""
+    """Binds a fixed TCP port in on_start and releases it, slowly, in on_failure/on_stop.
 
-    def __init__(self, port: int, released: list[float]) -> None:
+    ``events`` gets ``"bind"`` and ``"release"`` in the order they happened.
+    """
+
+    def __init__(self, port: int, events: list[str]) -> None:
         super().__init__()
         self.port = port
-        self.released = released
+        self.events = events
         self.sock: socket.socket | None = None
 
     def on_start(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", self.port))
         self.sock.listen()
+        self.events.append("bind")
 
     def _release(self) -> None:
         time.sleep(0.05)  # a slow cleanup: widens the race a premature restart would lose
         assert self.sock is not None
         self.sock.close()
-        self.released.append(time.monotonic())
+        self.events.append("release")
 
     def on_failure(self, *_exc: object) -> None:
         self._release()
@@ -183,3 +187,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
 def dead(ref: pykka.ActorRef[Any], timeout: float = 5.0) -> bool:
     """Wait for an actor to be stopped; True once it is."""
     return ref.actor_stopped.wait(timeout)
+
+
+def ref_of(sup: pykka.ActorRef[Any], child_id: str) -> pykka.ActorRef[Any]:
+    """The running ref of a supervisor's child (fails if it is not running)."""
+    for info in which_children(sup):
+        if info.id == child_id:
+            assert info.ref is not None, f"{child_id} is {info.status}"
+            return info.ref
+    raise AssertionError(f"no child {child_id}")

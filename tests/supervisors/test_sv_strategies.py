@@ -7,19 +7,11 @@ from typing import Any
 
 import pykka
 import pytest
-from sv_helpers import Crash, Journal, Recorder, Worker, dead, wait_until, worker
+from sv_helpers import Crash, Journal, Recorder, Worker, dead, ref_of, wait_until, worker
 
 from supervisors import ChildSpec, SupFlags, which_children
 
 StartSup = Callable[..., pykka.ActorRef[Any]]
-
-
-def ref_of(sup: pykka.ActorRef[Any], child_id: str) -> pykka.ActorRef[Any]:
-    for info in which_children(sup):
-        if info.id == child_id:
-            assert info.ref is not None, f"{child_id} is {info.status}"
-            return info.ref
-    raise AssertionError(f"no child {child_id}")
 
 
 @pytest.mark.parametrize(
