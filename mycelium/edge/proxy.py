@@ -192,7 +192,7 @@ class EdgeProxy:
             else:
                 timeout = self.config.keepalive_timeout
             try:
-                await client.wait_data(timeout)
+                await client.wait_more(timeout)
             except TimeoutError:
                 if not buf:
                     return None
@@ -421,7 +421,7 @@ class EdgeProxy:
                     raise ProtocolError("upstream response head too large")
                 if up.eof:
                     raise ConnectionResetError("upstream closed before responding")
-                await up.wait_data(self.config.read_timeout)
+                await up.wait_more(self.config.read_timeout)
                 continue
             resp = parse_response_head(bytes(buf[:end]))
             del buf[:end + 4]
@@ -457,7 +457,7 @@ class EdgeProxy:
                     return
                 if client.eof:
                     raise ConnectionResetError("client closed mid-body")
-                await client.wait_data(cfg.body_timeout)
+                await client.wait_more(cfg.body_timeout)
         remaining = req.content_length or 0
         while remaining:
             if not buf:
@@ -517,7 +517,7 @@ class EdgeProxy:
                         await client.drain(cfg.send_timeout)
                     if up.eof:
                         raise ConnectionResetError("upstream closed mid-body")
-                    await up.wait_data(cfg.read_timeout)
+                    await up.wait_more(cfg.read_timeout)
                     data = reader.feed(ubuf)
                     up.consumed()
                     if data:

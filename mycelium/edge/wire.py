@@ -105,6 +105,16 @@ class Conduit(asyncio.Protocol):
         """
         if self.buf or self.eof:
             return
+        await self.wait_more(timeout)
+
+    async def wait_more(self, timeout: float) -> None:
+        """Wait for bytes beyond those in ``buf`` (an incomplete unit is buffered), or EOF.
+
+        Raises:
+            TimeoutError: Nothing arrived within ``timeout`` seconds.
+        """
+        if self.eof:
+            return
         self.consumed()
         waiter = self.loop.create_future()
         self._waiter = waiter
