@@ -238,11 +238,12 @@ def _layer_from_file(data: Mapping[str, Any], path: Path
                      ) -> dict[str, dict[str, tuple[str, Any]]]:
     layer: dict[str, dict[str, tuple[str, Any]]] = {}
     for section, table in data.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"config: key {section} in {path} must be inside a [section] "
+                              f"(known: {', '.join(_SECTIONS)})")
         if section not in _SECTIONS:
             raise ConfigError(f"config: unknown section [{section}] in {path} "
                               f"(known: {', '.join(_SECTIONS)})")
-        if not isinstance(table, dict):
-            raise ConfigError(f"config: {section} in {path} must be a table [{section}]")
         known = {f.name for f in dataclasses.fields(_SECTIONS[section])}
         for key, value in table.items():
             if key not in known:

@@ -158,31 +158,33 @@ class SupervisionLog:
         Lines that are not JSON objects (a torn last line) are skipped.
         """
         for path in self.files():
-            with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
-                for line in fh:
-                    record = _parse(line)
-                    if record is not None and _matches(record, app):
-                        yield record
+            yield from _read_path(path, app)
 
     def follow(self, app: str | None = None, stop: threading.Event | None = None, *,
                history: bool = True, poll: float = FOLLOW_POLL) -> Iterator[dict[str, Any]]:
         """Like ``tail -f``: the records so far (``history``), then each new one as it lands.
 
-        Survives rotation: when the file is renamed away, the rest of the old file is read and
-        the new one is followed from its start. Returns once ``stop`` is set (checked every
-        ``poll`` seconds while idle); without ``stop`` it runs until the caller stops iterating.
+        Survives rotation: when the followed file is renamed away, the rest of it is read, then
+        any rotated file newer than it, then the new current file from its start. Without
+        ``history`` the stream starts at the end of the log as it is when ``follow`` is called.
+        The iterator ends once ``stop`` is set (checked every ``poll`` seconds while idle);
+        without ``stop`` it runs until the caller stops iterating.
         """
-        stop = stop or threading.Event()
-        skip_existing = not history
+        start: tuple[int, int] | None = None
+        if not history:
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(self.path)
+                start = (st.st_ino, st.st_size)
+        return self._follow(app, stop or threading.Event(), history, start, poll)
+
+    def _follow(self, app: str | None, stop: threading.Event, history: bool,
+                start: tuple[int, int] | None, poll: float) -> Iterator[dict[str, Any]]:
         if history:
-            for path in [p for p in self.files() if p != self.path]:
-                with contextlib.suppress(FileNotFoundError), open(path, "rb") as old:
-                    for line in old:
-                        record = _parse(line)
-                        if record is not None and _matches(record, app):
-                            yield record
+            for path in self.files():
+                if path != self.path:
+                    yield from _read_path(path, app)
         fh: IO[bytes] | None = None
-        inode: int | None = None
+        inode = -1
         partial = b""
         try:
             while not stop.is_set():
@@ -193,9 +195,9 @@ class SupervisionLog:
                         stop.wait(poll)
                         continue
                     inode = os.fstat(fh.fileno()).st_ino
-                    if skip_existing:  # only the very first open skips what is there
-                        fh.seek(0, os.SEEK_END)
-                        skip_existing = False
+                    if start is not None and start[0] == inode:
+                        fh.seek(start[1])  # skip what was there when follow() was called
+                    start = None
                 chunk = fh.read()
                 if chunk:
                     lines = (partial + chunk).split(b"\n")
@@ -209,14 +211,36 @@ class SupervisionLog:
                     rotated = os.stat(self.path).st_ino != inode
                 except FileNotFoundError:
                     rotated = True
-                if rotated:  # the old file was fully read just now: move on to the new one
+                if rotated:  # the old file was fully read just now
                     fh.close()
                     fh, partial = None, b""
+                    for path in self._rotated_since(inode):
+                        yield from _read_path(path, app)
                     continue
                 stop.wait(poll)
         finally:
             if fh is not None:
                 fh.close()
+
+    def _rotated_since(self, inode: int) -> list[Path]:
+        """Rotated files newer than the one with ``inode`` (several rotations between polls)."""
+        rotated = [self.path.with_name(f"{LOG_NAME}.{n}") for n in range(1, self.keep + 1)]
+        for index, path in enumerate(rotated):
+            try:
+                if os.stat(path).st_ino == inode:
+                    return list(reversed(rotated[:index]))
+            except FileNotFoundError:
+                continue
+        return [p for p in reversed(rotated) if p.exists()]
+
+
+def _read_path(path: Path, app: str | None) -> Iterator[dict[str, Any]]:
+    """The records of one file (gone already: none), torn lines skipped."""
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
+        for line in fh:
+            record = _parse(line)
+            if record is not None and _matches(record, app):
+                yield record
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:
