@@ -1,4 +1,408 @@
 """Commands that talk to a running mesh: up, deploy, stop, status, tree, logs, kill, chaos,
-repl, down (owned by the mesh work)."""
+repl, down (SPEC §3). Each one parses, sends one request over the control socket, renders.
+"""
 
 from __future__ import annotations
+
+import code
+import contextlib
+import fcntl
+import random
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from mycelium.errors import BadInput, OperationFailed
+from mycelium.home import Home
+from mycelium.operator.control import ControlClient
+
+from .app import HomeOption, app, home_of
+
+__all__ = ["chaos_cmd", "deploy_cmd", "down_cmd", "kill_cmd", "logs_cmd", "repl_cmd",
+           "status_cmd", "stop_cmd", "tree_cmd", "up_cmd"]
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+# --------------------------------------------------------------------------- up / down
+
+
+@app.command("up")
+def up_cmd(
+    home: HomeOption = None,
+    nodes: Annotated[int | None, typer.Option("--nodes", min=1, help="Node agents [3]")] = None,
+    edge_port: Annotated[int | None, typer.Option("--edge-port", min=0, max=65535,
+                                                  help="Edge port [8080]")] = None,
+    edge_host: Annotated[str | None, typer.Option("--edge-host", help="Edge host")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML config file")] = None,
+    repl: Annotated[bool, typer.Option("--repl", help="A Python console in the mesh")] = False,
+) -> None:
+    """Run the whole supervision tree in the foreground until SIGINT/SIGTERM or `down`."""
+    from mycelium.mesh import Mesh
+    from mycelium.operator import load_config
+    from supervisors import StartError
+
+    h = home_of(home)
+    cfg = load_config(config, home=h)
+    mesh = Mesh(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host,
+                cfg.edge.port if edge_port is None else edge_port, out=_out)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: mesh.request_stop())
+    try:
+        mesh.start()
+    except StartError as exc:
+        mesh.stop()
+        raise OperationFailed(f"the mesh could not start: {exc}") from exc
+    except BaseException:
+        mesh.stop()
+        raise
+    _out(f"mesh up: edge http://{mesh.edge_host}:{mesh.edge_bound_port} "
+         f"({mesh.edge_id}), {len(mesh.node_names)} nodes, home {h.root}")
+    try:
+        if repl:
+            _console(mesh)
+        else:
+            while not mesh.stopped.wait(0.5):
+                pass
+    finally:
+        _out("mesh shutting down")
+        mesh.stop()
+        _out("mesh down")
+
+
+def _console(mesh: Any) -> None:
+    from mycelium import messages
+
+    class Handle:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def tell(self, message: Any) -> None:
+            ref = mesh.names.get(self.name)
+            if ref is None:
+                raise OperationFailed(f"{self.name} is not running")
+            ref.tell(message)
+
+        def ask(self, message: Any, timeout: float = 5.0) -> Any:
+            ref = mesh.names.get(self.name)
+            if ref is None:
+                raise OperationFailed(f"{self.name} is not running")
+            return ref.ask(message, timeout=timeout)
+
+        def __repr__(self) -> str:
+            return f"<{self.name}>"
+
+    ns = {"fabric": Handle("fabric"), "edge": Handle("edge"), "msg": messages,
+          "nodes": {n: Handle(n) for n in mesh.node_names},
+          "status": mesh.status, "tree": lambda: mesh._op_tree({})}
+    banner = "mycelium REPL: fabric, edge, nodes, msg, tree(), status(); Ctrl-D stops the mesh"
+
+    def run() -> None:
+        with contextlib.suppress(SystemExit):
+            code.interact(banner=banner, local=ns, exitmsg="")
+        mesh.request_stop()
+
+    threading.Thread(target=run, name="repl", daemon=True).start()
+    while not mesh.stopped.wait(0.5):
+        pass
+
+
+@app.command("down")
+def down_cmd(home: HomeOption = None) -> None:
+    """Ask the running mesh to shut down gracefully; return once it is down."""
+    h = home_of(home)
+    ControlClient(h).request("down")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if not _locked(h):
+            _out(f"mesh at {h.root} is down")
+            return
+        time.sleep(0.05)
+    raise OperationFailed(f"the mesh at {h.root} did not stop within 120s")
+
+
+def _locked(h: Home) -> bool:
+    try:
+        with open(h.lock_file, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+    except FileNotFoundError:
+        return False
+
+
+# --------------------------------------------------------------------------- deploy / stop
+
+
+@app.command("deploy")
+def deploy_cmd(
+    app_name: Annotated[str, typer.Argument(metavar="APP")],
+    digest: Annotated[str, typer.Argument(metavar="DIGEST")],
+    home: HomeOption = None,
+    n_min: Annotated[int, typer.Option("--min")] = 1,
+    n_max: Annotated[int, typer.Option("--max")] = 1,
+    max_instances: Annotated[int | None, typer.Option("--max-instances")] = None,
+    cpu: Annotated[float, typer.Option("--cpu")] = 0.1,
+    mem: Annotated[int, typer.Option("--mem", help="MB per instance")] = 256,
+    warmup: Annotated[float | None, typer.Option("--warmup")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
+    timeout: Annotated[float, typer.Option("--timeout")] = 60.0,
+) -> None:
+    """Flow B: set the app's budget and publish its plan (a new digest is a blue/green update)."""
+    client = ControlClient(home_of(home))
+    started = time.monotonic()
+    plan = client.request("deploy", app=app_name, digest=digest, min=n_min, max=n_max,
+                          max_instances=max_instances, cpu=cpu, mem=mem, warmup=warmup,
+                          timeout=timeout)
+    full, generation = plan["digest"], plan["generation"]
+    if not wait:
+        _out(f"deploying {app_name} {full[:12]} (generation {generation}, not waiting)")
+        return
+    deadline = started + timeout + 2.0
+    last = ""
+    while True:
+        doc = _app_doc(client, app_name)
+        if doc is None:
+            raise OperationFailed(f"deploy of {app_name} failed: the app was stopped")
+        insts = [i for i in doc["instances"] if i["state"] != "Stopped"]
+        ready = sum(1 for i in insts if i["digest"] == full and i["state"] == "Ready")
+        old = [i for i in insts if i["digest"] != full]
+        line = f"{app_name}: {ready}/{doc['desired']} Ready ({doc['state']})"
+        if line != last:
+            _err(line)
+            last = line
+        if doc.get("generation", 0) > generation and doc.get("plan_status") == "failed":
+            raise OperationFailed(f"deploy of {app_name} {full[:12]} rolled back: "
+                                  f"{doc.get('reason')}")
+        if doc["digest"] != full:
+            raise OperationFailed(f"deploy of {app_name} {full[:12]} superseded by "
+                                  f"{str(doc['digest'])[:12]}")
+        if ready >= max(doc["min"], 1 if doc["desired"] else 0) and not old:
+            took = time.monotonic() - started
+            _out(f"deployed {app_name} {full[:12]}: {ready}/{doc['desired']} Ready "
+                 f"in {took:.2f}s")
+            return
+        if time.monotonic() > deadline:
+            raise OperationFailed(f"deploy of {app_name} {full[:12]} timed out after "
+                                  f"{timeout:g}s: {ready}/{doc['min']} Ready ({doc['state']})")
+        time.sleep(0.02)
+
+
+def _app_doc(client: ControlClient, app_name: str) -> dict[str, Any] | None:
+    status = client.request("status", app=app_name)
+    for doc in status["apps"]:
+        if doc["app"] == app_name and doc["digest"] is not None:
+            return dict(doc)
+    return None
+
+
+@app.command("stop")
+def stop_cmd(app_name: Annotated[str, typer.Argument(metavar="APP")],
+             home: HomeOption = None) -> None:
+    """Remove the app's plan: its instances drain and stop; nothing respawns."""
+    client = ControlClient(home_of(home))
+    client.request("stop", app=app_name)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = client.request("status", app=app_name)
+        if not any(i["state"] != "Stopped" for a in status["apps"] for i in a["instances"]):
+            _out(f"stopped {app_name}")
+            return
+        time.sleep(0.02)
+    raise OperationFailed(f"{app_name}: instances still running after 60s")
+
+
+# --------------------------------------------------------------------------- views
+
+
+@app.command("status")
+def status_cmd(app_name: Annotated[str | None, typer.Argument(metavar="[APP]")] = None,
+               home: HomeOption = None,
+               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Apps, plans and instances (SPEC §6)."""
+    status = ControlClient(home_of(home)).request("status", app=app_name)
+    if app_name is not None and not status["apps"]:
+        raise BadInput(f"no app named {app_name!r}")
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(status) + b"\n")
+        return
+    for doc in status["apps"]:
+        digest = (doc["digest"] or "-")[:12]
+        _out(f"{doc['app']}  {doc['state']}  digest {digest}  ready {doc['ready']}/"
+             f"{doc['desired']} (min {doc['min']}, max {doc['max']})"
+             + (f"  reason: {doc['reason']}" if doc.get("reason") else ""))
+        for i in doc["instances"]:
+            _out(f"  {i['id']:<24} {i['node']:<8} {i['state']:<9} pid {i['pid'] or '-':<7} "
+                 f"{i['url'] or '-':<24} restarts {i['restarts']}")
+    _out("nodes: " + ", ".join(f"{n['name']} {n['state']}" for n in status["nodes"]))
+
+
+@app.command("tree")
+def tree_cmd(home: HomeOption = None,
+             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The live supervision tree: supervisors, workers, pids, states, restart counts."""
+    tree = ControlClient(home_of(home)).request("tree")
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(tree) + b"\n")
+        return
+    now = time.time()
+
+    def render(node: dict[str, Any], prefix: str, last: bool, root: bool) -> None:
+        branch = "" if root else ("└── " if last else "├── ")
+        if node.get("type") == "supervisor":
+            label = (f"{node['id']}  supervisor {node.get('strategy', '?')} "
+                     f"intensity {node.get('intensity')}/{node.get('period')}s "
+                     f"[{node.get('status')}] restarts {node.get('restarts', 0)}")
+        else:
+            inst = node.get("instance")
+            if inst:
+                uptime = now - (inst.get("started_at") or now)
+                label = (f"{node['id']}  {inst['id']} {inst['state']} pid {inst['pid']} "
+                         f"up {uptime:.1f}s restarts {inst['restarts']}")
+            else:
+                label = (f"{node['id']}  worker [{node.get('status')}] "
+                         f"restarts {node.get('restarts', 0)}")
+        _out(prefix + branch + label)
+        kids = node.get("children") or []
+        child_prefix = prefix if root else prefix + ("    " if last else "│   ")
+        for n, kid in enumerate(kids):
+            render(kid, child_prefix, n == len(kids) - 1, False)
+
+    render(tree, "", True, True)
+
+
+@app.command("logs")
+def logs_cmd(home: HomeOption = None,
+             app_name: Annotated[str | None, typer.Option("--app")] = None,
+             follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The supervision log (SPEC §7), oldest first; it survives mesh restarts."""
+    from mycelium.operator import SupervisionLog, format_record
+
+    log = SupervisionLog(home_of(home))
+    records = log.follow(app_name) if follow else log.read(app_name)
+    color = sys.stdout.isatty()
+    with contextlib.suppress(KeyboardInterrupt):
+        for record in records:
+            if as_json:
+                sys.stdout.buffer.write(orjson.dumps(record) + b"\n")
+                sys.stdout.flush()
+            else:
+                _out(format_record(record, color=color))
+
+
+# --------------------------------------------------------------------------- crash tests
+
+
+def _signal_number(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    name = text.upper() if text.upper().startswith("SIG") else f"SIG{text.upper()}"
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise BadInput(f"unknown signal {text!r}") from None
+
+
+@app.command("kill")
+def kill_cmd(app_name: Annotated[str, typer.Argument(metavar="APP")],
+             home: HomeOption = None,
+             node: Annotated[str | None, typer.Option("--node")] = None,
+             sig: Annotated[str, typer.Option("--signal")] = "SIGKILL") -> None:
+    """Crash test: signal the workload process(es) of APP (default SIGKILL)."""
+    number = _signal_number(sig)
+    pids = ControlClient(home_of(home)).request("kill", app=app_name, node=node, signal=number)
+    for pid in pids:
+        _out(str(pid))
+
+
+@app.command("chaos")
+def chaos_cmd(home: HomeOption = None,
+              app_name: Annotated[str | None, typer.Option("--app")] = None,
+              interval: Annotated[float, typer.Option("--interval", min=0.01)] = 1.0,
+              duration: Annotated[float, typer.Option("--duration", min=0.0)] = 10.0,
+              seed: Annotated[int | None, typer.Option("--seed")] = None) -> None:
+    """Kill random workload processes at that rate; report kills, recoveries, slowest."""
+    client = ControlClient(home_of(home))
+    rng = random.Random(seed)
+    end = time.monotonic() + duration
+    kills, recoveries, slowest = 0, 0, 0.0
+    while time.monotonic() < end:
+        tick = time.monotonic()
+        status = client.request("status", app=app_name)
+        ready = [(a["app"], i) for a in status["apps"] for i in a["instances"]
+                 if i["state"] == "Ready" and i["pid"]]
+        if ready:
+            app_of, victim = rng.choice(ready)
+            with contextlib.suppress(OperationFailed):
+                client.request("kill", app=app_of, node=victim["node"], signal=9)
+                kills += 1
+                _err(f"killed {victim['id']} pid {victim['pid']}")
+                took = _await_recovery(client, app_of, victim, end + 30)
+                if took is not None:
+                    recoveries += 1
+                    slowest = max(slowest, took)
+        time.sleep(max(0.0, interval - (time.monotonic() - tick)))
+    _out(f"chaos: {kills} kills, {recoveries} recoveries, slowest recovery {slowest * 1000:.0f} ms")
+    if recoveries < kills:
+        raise OperationFailed(f"{kills - recoveries} kill(s) did not recover")
+
+
+def _await_recovery(client: ControlClient, app_name: str, victim: dict[str, Any],
+                    deadline: float) -> float | None:
+    start = time.monotonic()
+    while time.monotonic() < deadline:
+        for doc in client.request("status", app=app_name)["apps"]:
+            for i in doc["instances"]:
+                if (i["node"] == victim["node"] and i["state"] == "Ready"
+                        and i["pid"] != victim["pid"]):
+                    return time.monotonic() - start
+        time.sleep(0.01)
+    return None
+
+
+@app.command("repl")
+def repl_cmd(home: HomeOption = None) -> None:
+    """Attach a Python console to the running mesh (leaving it never stops the mesh)."""
+    from mycelium import messages
+
+    client = ControlClient(home_of(home))
+    names = client.request("names")
+
+    class Handle:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def tell(self, message: Any) -> None:
+            client.tell(self.name, message)
+
+        def ask(self, message: Any, timeout: float = 5.0) -> Any:
+            return client.ask(self.name, message, timeout)
+
+        def __repr__(self) -> str:
+            return f"<{self.name}>"
+
+    ns = {"fabric": Handle("fabric"), "edge": Handle("edge"), "msg": messages,
+          "nodes": {n: Handle(n) for n in names if n.startswith("node-") and "/" not in n},
+          "status": lambda: client.request("status"), "tree": lambda: client.request("tree"),
+          "client": client}
+    with contextlib.suppress(SystemExit):
+        code.interact(banner="mycelium REPL (attached): fabric, edge, nodes, msg, tree(), "
+                      "status(); Ctrl-D detaches", local=ns, exitmsg="")

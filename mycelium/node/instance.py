@@ -37,7 +37,7 @@ from mycelium.messages import (
     to_wire,
 )
 from mycelium.node.health import free_port, probe_health
-from mycelium.node.process import Workload, describe_exit, spawn
+from mycelium.node.process import ProcessError, Workload, describe_exit, spawn
 from supervisors import SupervisedActor
 
 from .ticker import shared_ticker
@@ -184,8 +184,7 @@ class AppInstance(SupervisedActor):
                    "MYCELIUM_INSTANCE": self.info.id}
             if self._closing.is_set():
                 return
-            workload = spawn([str(binary), *spec.args], cwd=self._dir / "app", env=env,
-                             log_path=self._dir / "workload.log")
+            workload = _spawn_retrying([str(binary), *spec.args], self._dir, env)
         except Exception as exc:
             _tell(ref, _LaunchFailed(f"launch failed: {exc}"))
             return
@@ -302,6 +301,24 @@ class AppInstance(SupervisedActor):
 def _tell(ref: Any, message: Any) -> None:
     with contextlib.suppress(Exception):
         ref.tell(message)
+
+
+def _spawn_retrying(argv: list[str], directory: Path, env: dict[str, str]) -> Workload:
+    """Spawn, retrying briefly on ETXTBSY.
+
+    Another thread's fork may briefly hold a copy of the descriptor that wrote this binary (a
+    sibling instance extracting while we fork), which makes exec fail with "Text file busy"
+    until that child has exec'd; it clears within milliseconds.
+    """
+    for attempt in range(50):
+        try:
+            return spawn(argv, cwd=directory / "app", env=env,
+                         log_path=directory / "workload.log")
+        except ProcessError as exc:
+            if "busy" not in str(exc) or attempt == 49:
+                raise
+            time.sleep(0.005)
+    raise AssertionError("unreachable")
 
 
 def _write_record(path: Path, workload: Workload) -> None:
