@@ -130,6 +130,13 @@ class EdgeProxy:
                 up.abort()
         self._pool.clear()
 
+    def prune(self, keep: set[tuple[str, int]]) -> None:
+        """Forget health state and close pooled connections of endpoints no longer routed."""
+        self.balancer.forget(keep)
+        for key in [k for k in self._pool if k not in keep]:
+            for up in self._pool.pop(key):
+                up.close()
+
     # -- one client connection --------------------------------------------------------------------
     async def _serve(self, client: _Client) -> None:
         self.clients.add(client)

@@ -157,7 +157,7 @@ class EdgeServer:
             keep = {(ep.host, ep.port) for route in table.values() for ep in route.endpoints}
             if loop is not None and not loop.is_closed():
                 with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(proxy.balancer.forget, keep)
+                    loop.call_soon_threadsafe(proxy.prune, keep)
 
     def set_restarts(self, restarts: Mapping[str, int]) -> None:
         """Replace the per-app restart counts shown by ``/_mycelium/metrics``."""
