@@ -28,7 +28,7 @@ def key(home: Home) -> SigningKey:
 @pytest.fixture
 def binary_bytes() -> bytes:
     """A small executable workload."""
-    return b"#!/bin/sh\necho hello from a spore\n" + bytes(range(256)) * 2
+    return b"#!/bin/sh\necho hello from a spore\nexit 0\n" + bytes(range(256)) * 2
 
 
 @pytest.fixture

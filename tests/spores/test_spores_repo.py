@@ -1,0 +1,139 @@
+"""The content-addressed repo: atomic, idempotent, safe under concurrent puts; lookups by
+digest or unique prefix; extraction into a private directory."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from nacl.signing import SigningKey
+from spores_helpers import repo_listing, write_spore
+
+from mycelium.home import Home
+from mycelium.spores import (
+    Repo,
+    SporeError,
+    UnknownSpore,
+    extract,
+    load_trusted,
+    pack,
+    publish,
+    verify,
+)
+
+
+@pytest.mark.timeout(30)
+def test_concurrent_puts_of_the_same_spore_leave_one_whole_file(
+        tmp_path: Path, home: Home, key: SigningKey) -> None:
+    spore = write_spore(tmp_path / "s.spore", key, os.urandom(3 * 1024 * 1024))
+    repo, trusted = Repo(home.repo), load_trusted(home)
+    barrier = threading.Barrier(8)
+    digests: list[str] = []
+    errors: list[BaseException] = []
+
+    def put() -> None:
+        try:
+            barrier.wait(timeout=10)
+            digests.append(repo.put(spore, trusted))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=put) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert errors == [] and len(set(digests)) == 1 and len(digests) == 8
+    assert list(repo_listing(home.repo)) == [f"{digests[0]}.spore"]
+    assert repo.path(digests[0]).read_bytes() == spore.read_bytes()
+
+
+@pytest.mark.timeout(40)
+def test_concurrent_cli_publishes_from_separate_processes(tmp_path: Path, home: Home,
+                                                           key: SigningKey) -> None:
+    spore = write_spore(tmp_path / "s.spore", key, os.urandom(1024 * 1024))
+    procs = [subprocess.Popen([sys.executable, "-m", "mycelium", "publish", "--spore",
+                               str(spore), "--home", str(home.root)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    outs = [p.communicate(timeout=30) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, outs
+    digests = {o.strip() for o, _ in outs}
+    assert len(digests) == 1
+    assert list(repo_listing(home.repo)) == [f"{digests.pop()}.spore"]
+
+
+def test_resolve_by_unique_prefix(tmp_path: Path, home: Home, key: SigningKey) -> None:
+    repo = Repo(home.repo)
+    digests = [repo.put(write_spore(tmp_path / f"{i}.spore", key, b"x" * i))
+               for i in range(1, 40)]
+    for d in digests:
+        assert repo.resolve(d) == d and repo.has(d)
+        unique = next(n for n in range(4, 65)
+                      if sum(o.startswith(d[:n]) for o in digests) == 1)
+        assert repo.resolve(d[:unique].upper()) == d
+    with pytest.raises(UnknownSpore, match="too short"):
+        repo.resolve(digests[0][:3])
+    with pytest.raises(UnknownSpore, match="no spore"):
+        repo.resolve("f" * 64)
+    for twin in ("abcd" + "0" * 60, "abcd" + "1" * 60):
+        (home.repo / f"{twin}.spore").write_bytes(b"")
+    with pytest.raises(UnknownSpore, match="ambiguous"):
+        repo.resolve("abcd")
+    assert repo.resolve("abcd1") == "abcd" + "1" * 60
+    with pytest.raises(SporeError, match="does not match its name"):
+        repo.path("abcd" + "1" * 60)
+    for twin in ("abcd" + "0" * 60, "abcd" + "1" * 60):
+        (home.repo / f"{twin}.spore").unlink()
+    with pytest.raises(UnknownSpore, match="bad digest"):
+        repo.resolve("../../etc/passwd")
+    assert repo.digests() == sorted(digests)
+
+
+def test_failed_publish_leaves_no_temp_file(tmp_path: Path, home: Home, binary: Path) -> None:
+    manifest = {"name": "hello", "version": "1"}
+    other_home = Home(tmp_path / "other")
+    from mycelium.spores import keygen
+    keygen(other_home)
+    (home.trusted / "default.pub").unlink()  # our own key is no longer trusted
+    with pytest.raises(SporeError, match="not trusted"):
+        publish(home, binary=binary, manifest=manifest)
+    assert repo_listing(home.repo) == {}
+
+
+def test_extract_writes_an_executable_into_a_private_directory(
+        tmp_path: Path, home: Home, key: SigningKey, binary: Path) -> None:
+    packed = pack(binary, {"name": "hello", "version": "1"}, key, tmp_path / "s.spore")
+    digest = Repo(home.repo).put(packed.path, load_trusted(home))
+    assert digest == packed.digest
+    dest = tmp_path / "instances" / "hello-1"
+    old_umask = os.umask(0o077)
+    try:
+        path = extract(Repo(home.repo).path(digest), dest, load_trusted(home),
+                       expected_digest=digest)
+    finally:
+        os.umask(old_umask)
+    assert path == dest / "binary"
+    assert path.read_bytes() == binary.read_bytes()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o700
+    assert sorted(os.listdir(dest)) == ["binary"]
+    out = subprocess.run([str(path)], capture_output=True, text=True, timeout=10, check=True)
+    assert out.stdout.startswith("hello from a spore")
+    # again into the same directory (a restart): replaced atomically, still 0755
+    assert extract(packed.path, dest, load_trusted(home)) == path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+
+
+def test_extract_never_keeps_setuid_bits(tmp_path: Path, home: Home, key: SigningKey,
+                                         binary: Path) -> None:
+    os.chmod(binary, 0o4755)
+    packed = pack(binary, {"name": "hello", "version": "1"}, key, tmp_path / "s.spore")
+    path = extract(packed.path, tmp_path / "i", load_trusted(home))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    assert verify(packed.path, load_trusted(home)).manifest.binary_size == binary.stat().st_size
