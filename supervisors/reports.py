@@ -116,7 +116,8 @@ def format_report(report: Report, color: bool = False) -> str:
 
 def emit(reporter: Reporter | None, report: Report) -> None:
     """Log a report and hand it to the reporter; a failing reporter never hurts a supervisor."""
-    level = logging.ERROR if report.event in ("start_error", EVENTS[5]) else logging.INFO
+    failures = ("start_error", "reached_max_restart_intensity")
+    level = logging.ERROR if report.event in failures else logging.INFO
     if logger.isEnabledFor(level):
         logger.log(level, "%s", format_report(report))
     if reporter is None:
