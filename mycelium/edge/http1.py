@@ -241,6 +241,15 @@ class ChunkedReader:
                 self.remaining -= take
                 if not self.remaining:
                     self.state = self._DATA_END
+            elif self.state == self._DATA_END:
+                if n - pos < 2:
+                    break
+                if buf[pos:pos + 2] != b"\r\n":
+                    raise ProtocolError("missing CRLF after chunk data")
+                if not self.decode:
+                    out.append(b"\r\n")
+                pos += 2
+                self.state = self._SIZE
             else:
                 eol = buf.find(b"\r\n", pos)
                 if eol < 0:
@@ -262,13 +271,6 @@ class ChunkedReader:
                             continue
                     else:
                         self.state = self._TRAILER
-                elif self.state == self._DATA_END:
-                    if line:
-                        raise ProtocolError("missing CRLF after chunk data")
-                    self.state = self._SIZE
-                    if self.decode:
-                        pos = eol + 2
-                        continue
                 elif not line:  # blank line closes the trailers
                     self.done = True
                 if not self.decode:
