@@ -34,6 +34,8 @@ class EdgeConfig:
             skipped (nginx ``fail_timeout``).
         upstream_keepalive: Idle upstream connections kept per endpoint for reuse.
         forwarded_proto: Value of ``X-Forwarded-Proto`` (the edge speaks plain HTTP).
+        event_loop: ``"auto"`` (uvloop when installed, else asyncio), ``"uvloop"`` or
+            ``"asyncio"``.
     """
 
     host: str = "127.0.0.1"
@@ -51,6 +53,7 @@ class EdgeConfig:
     fail_timeout: float = 10.0
     upstream_keepalive: int = 64
     forwarded_proto: str = "http"
+    event_loop: str = "auto"
 
     def __post_init__(self) -> None:
         """Reject values that would make the edge hang or refuse everything.
@@ -72,5 +75,8 @@ class EdgeConfig:
             raise EdgeConfigError("edge max_body_bytes must be >= 0 or None")
         if self.max_fails < 1:
             raise EdgeConfigError("edge max_fails must be >= 1")
+        if self.event_loop not in ("auto", "uvloop", "asyncio"):
+            raise EdgeConfigError(f"edge event_loop must be auto, uvloop or asyncio, "
+                                  f"got {self.event_loop!r}")
         if self.upstream_keepalive < 0:
             raise EdgeConfigError("edge upstream_keepalive must be >= 0")

@@ -66,6 +66,8 @@ class _Client(Conduit):
         super().__init__(loop)
         self.proxy = proxy
         self.task: asyncio.Task[None] | None = None
+        self.upstream: _Upstream | None = None  # in use by the current request
+        self.pump: asyncio.Task[None] | None = None
         self.idle = True
         self.peer = ""
 
@@ -156,6 +158,7 @@ class EdgeProxy:
                     keep = await self._handle(client, head)
                 finally:
                     self.metrics.active -= 1
+                client.upstream = client.pump = None
                 if not keep:
                     return
         except (ConnectionError, TimeoutError, asyncio.CancelledError):
@@ -163,6 +166,10 @@ class EdgeProxy:
         finally:
             self.clients.discard(client)
             client.close()
+            if client.upstream is not None:  # cancelled mid-request: nothing to pool
+                client.upstream.abort()
+            if client.pump is not None:
+                client.pump.cancel()
 
     async def _read_head(self, client: _Client) -> RequestHead | None:
         """Read one request head; ``None`` on a clean close or an idle timeout.
@@ -346,7 +353,7 @@ class EdgeProxy:
                 self.metrics.retry(app)
             attempt += 1
             try:
-                up = await self._connect(ep)
+                up = client.upstream = await self._connect(ep)
             except (OSError, TimeoutError) as exc:
                 timed_out = isinstance(exc, TimeoutError)
                 failure = f"upstream {ep.url} unreachable: {exc.__class__.__name__}"
@@ -361,7 +368,7 @@ class EdgeProxy:
                 if has_body:
                     if req.expect_continue:
                         client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    pump = self.loop.create_task(self._pump(client, up, req))
+                    pump = client.pump = self.loop.create_task(self._pump(client, up, req))
                     pump.add_done_callback(_abort_on_error(up))
                 resp = await self._read_response_head(up, req)
             except TimeoutError:
@@ -507,6 +514,8 @@ class EdgeProxy:
         parts.append(framing)
         if not keep:
             parts.append(b"Connection: close\r\n")
+        elif req.minor == 0:
+            parts.append(b"Connection: keep-alive\r\n")
         parts.append(b"\r\n")
         head = b"".join(parts)
         self.metrics.request(app, status)

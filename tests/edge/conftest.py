@@ -41,12 +41,26 @@ def raw_upstreams() -> Iterator[Callable[..., RawUpstream]]:
         up.stop()
 
 
+try:
+    import uvloop  # noqa: F401  # only to know whether to run the suite on it too
+    LOOPS = ["asyncio", "uvloop"]
+except ImportError:
+    LOOPS = ["asyncio"]
+
+
+@pytest.fixture(params=LOOPS)
+def event_loop_kind(request: pytest.FixtureRequest) -> str:
+    """Every edge test runs on asyncio's loop, and on uvloop's when it is installed."""
+    return str(request.param)
+
+
 @pytest.fixture
-def edges() -> Iterator[Callable[..., EdgeServer]]:
+def edges(event_loop_kind: str) -> Iterator[Callable[..., EdgeServer]]:
     started: list[EdgeServer] = []
 
     def start(routes: RouteTable | None = None, **config: Any) -> EdgeServer:
         config.setdefault("edge_id", "edge-test")
+        config.setdefault("event_loop", event_loop_kind)
         server = EdgeServer(EdgeConfig(port=0, **config))
         server.start()
         started.append(server)
