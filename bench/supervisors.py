@@ -4,8 +4,9 @@ Run from the repository root: ``python bench/supervisors.py [--crashes N] [--chi
 Prints the figures, then one final JSON line. Pykka's per-crash error log (a formatted
 traceback) is silenced so that the supervision itself is measured.
 
-Anchor, measured in the same run: a bare ``ThreadingActor.start()`` followed by one ``ask``,
-the least any restart must do (a replacement is a new actor); ``restart/anchor`` is the ratio.
+Anchors, measured in the same run: a bare ``ThreadingActor.start()`` followed by one ``ask``,
+the least any restart must do (a replacement is a new actor), and the same for N bare actors
+started then stopped one by one; the ``*_over_anchor`` figures are the ratios.
 """
 
 from __future__ import annotations
@@ -95,6 +96,18 @@ def bench_restart(n: int) -> list[float]:
     return times
 
 
+def bench_bare_many(children: int) -> tuple[float, float]:
+    began = time.perf_counter()
+    refs = [Bare.start() for _ in range(children)]
+    for ref in refs:
+        ref.ask("ping")
+    started = time.perf_counter() - began
+    began = time.perf_counter()
+    for ref in reversed(refs):
+        ref.stop(block=True)
+    return started, time.perf_counter() - began
+
+
 def bench_many(children: int) -> tuple[float, float]:
     specs = [ChildSpec(f"w{i}", Worker.start) for i in range(children)]
     began = time.perf_counter()
@@ -120,6 +133,9 @@ def main() -> None:
     rounds = [bench_many(args.children) for _ in range(args.rounds)]
     start_s = min(r[0] for r in rounds)
     stop_s = min(r[1] for r in rounds)
+    bare = [bench_bare_many(args.children) for _ in range(args.rounds)]
+    bare_start_s = min(r[0] for r in bare)
+    bare_stop_s = min(r[1] for r in bare)
     assert not pykka.ActorRegistry.get_all()
 
     ms = 1000.0
@@ -136,6 +152,10 @@ def main() -> None:
         "start_children_s": round(start_s, 3),
         "stop_children_s": round(stop_s, 3),
         "start_stop_rounds": args.rounds,
+        "anchor_bare_start_s": round(bare_start_s, 3),
+        "anchor_bare_stop_s": round(bare_stop_s, 3),
+        "start_over_anchor": round(start_s / bare_start_s, 2),
+        "stop_over_anchor": round(stop_s / bare_stop_s, 2),
     }
     print(f"restart latency over {args.crashes} crashes (crash by tell -> replacement answers):")
     print(f"  p50 {result['restart_p50_ms']} ms   p99 {result['restart_p99_ms']} ms   "
@@ -144,6 +164,9 @@ def main() -> None:
           f"restart/anchor {result['restart_over_anchor_p50']}x")
     print(f"supervisor with {args.children} children, best of {args.rounds}: "
           f"start {start_s:.3f} s, stop {stop_s:.3f} s   (goal <= 1 s each)")
+    print(f"  anchor: {args.children} bare ThreadingActors started+asked {bare_start_s:.3f} s, "
+          f"stopped {bare_stop_s:.3f} s; ratios {result['start_over_anchor']}x / "
+          f"{result['stop_over_anchor']}x")
     print(orjson.dumps(result).decode())
 
 
