@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psutil
 
@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 _GROUP_POLL = 0.005
 #: How long a stop waits for the group to vanish after SIGKILL before giving up.
 _KILL_WAIT = 5.0
+#: How long a spawn retries while the binary is "text file busy" (see _popen_retrying).
+_TXTBSY_WAIT = 0.5
 
 
 class ProcessError(MyceliumError):
@@ -158,6 +160,14 @@ class Workload:
             returncode = self._popen.wait()
             self._returncode = returncode
             callbacks, self._callbacks = self._callbacks, []
+            # Its pgid may be reused once the group empties: note now if nothing is left in it,
+            # so that a later terminate() never signals a stranger (one cheap syscall).
+            try:
+                os.killpg(self.pgid, 0)
+            except ProcessLookupError:
+                self._group_gone = True
+            except PermissionError:
+                pass
         self._exited.set()
         for callback in callbacks:
             _run_callback(callback, returncode, self.pid)
@@ -180,6 +190,8 @@ class Workload:
         Returns:
             The main process's return code (None only if it could not be reaped in time).
         """
+        if self._exited.is_set() and not self._group_gone and not _group_alive(self.pgid):
+            self._group_gone = True
         if not self._group_gone:
             self._killpg(_signal.SIGTERM)
             deadline = time.monotonic() + max(grace, 0.0)
@@ -409,6 +421,27 @@ def _check_spawnable(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> 
     return str(path)
 
 
+def _popen_retrying(argv: list[str], cwd: Path, env: dict[str, str],
+                    log_file: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Popen, retried for a moment on ETXTBSY.
+
+    A binary just extracted by this process can be "busy" while another thread's fork still holds
+    the descriptor that wrote it (until that child execs); it clears within milliseconds.
+    """
+    delay = 0.002
+    deadline = time.monotonic() + _TXTBSY_WAIT
+    while True:
+        try:
+            return subprocess.Popen(
+                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
+                stderr=subprocess.STDOUT, close_fds=True, start_new_session=True)
+        except OSError as exc:
+            if exc.errno != errno.ETXTBSY or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+
 def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path,
           *, inherit_env: bool = True) -> Workload:
     """Start a workload in its own session and process group (SPEC §5).
@@ -436,13 +469,12 @@ def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path
     except OSError as exc:
         raise ProcessError(f"cannot open workload log {log_path}: {exc.strerror}") from exc
     try:
-        popen = subprocess.Popen(
-            [binary, *argv[1:]], cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
-            stdout=log_file, stderr=subprocess.STDOUT, close_fds=True, start_new_session=True)
+        popen = _popen_retrying([binary, *argv[1:]], cwd, full_env, log_file)
     except OSError as exc:
         reasons: dict[int, str] = {errno.ENOEXEC: "not a valid executable",
                                    errno.EACCES: "permission denied",
-                                   errno.ENOENT: "binary or interpreter missing"}
+                                   errno.ENOENT: "binary or interpreter missing",
+                                   errno.ETXTBSY: "binary busy (still open for writing)"}
         reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
         raise ProcessError(f"cannot spawn {argv[0]}: {reason}") from exc
     finally:

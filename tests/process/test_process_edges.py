@@ -61,6 +61,22 @@ def test_a_relative_binary_is_found_in_the_working_directory(
     assert "relative-ok" in (tmp_path / "logs" / "out.log").read_text()
 
 
+def test_a_binary_still_open_for_writing_is_retried_then_reported_busy(
+        spawned: Spawner, tmp_path: Path) -> None:
+    binary = tmp_path / "fresh"
+    writer = open(binary, "w")  # noqa: SIM115 - the open write descriptor is the point
+    writer.write("#!/bin/sh\necho fresh-ok\n")
+    writer.flush()
+    binary.chmod(0o755)
+    try:
+        assert "busy" in spawn_error([str(binary)], tmp_path, tmp_path)
+        threading.Timer(0.05, writer.close).start()  # the writer lets go while spawn retries
+        assert spawned([str(binary)]).wait(10) == 0
+    finally:
+        writer.close()
+    assert "fresh-ok" in (tmp_path / "logs" / "out.log").read_text()
+
+
 def test_describe_exit_words() -> None:
     assert describe_exit(0) == "exit code 0"
     assert describe_exit(137) == "exit code 137"
@@ -134,7 +150,7 @@ class _Health(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def health_server() -> Iterator[int]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield server.server_address[1]
     server.shutdown()

@@ -196,3 +196,11 @@ def test_a_hundred_workloads_share_one_reaper_thread(tmp_path: Path) -> None:
         for workload in workloads:
             workload.terminate(grace=0.5)
     assert not any(is_our_zombie(w.pid) for w in workloads)
+
+
+def test_terminate_after_the_group_is_gone_sends_nothing(spawned: Spawner) -> None:
+    workload = spawned([PY, "-c", "pass"])
+    assert workload.wait(10) == 0
+    started = time.monotonic()
+    assert workload.terminate(grace=5.0) == 0
+    assert time.monotonic() - started < 1.0
