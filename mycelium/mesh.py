@@ -297,7 +297,7 @@ class Mesh:
         warmup = req.get("warmup")
         plan = check_plan(PublishPlan(app=app, digest=digest, min=req.get("min", 1), max=n_max,
                                       warmup=manifest.warmup if warmup is None else warmup,
-                                      timeout=req.get("timeout", 60.0)))
+                                      timeout=req.get("rollout_timeout", 60.0)))
         max_instances = req.get("max_instances")
         budget = check_budget(SetBudget(app=app, max_instances=n_max if max_instances is None
                                         else max_instances, cpu=req.get("cpu", 0.1),

@@ -170,7 +170,7 @@ def deploy_cmd(
     started = time.monotonic()
     plan = client.request("deploy", app=app_name, digest=digest, min=n_min, max=n_max,
                           max_instances=max_instances, cpu=cpu, mem=mem, warmup=warmup,
-                          timeout=timeout)
+                          rollout_timeout=timeout)
     full, generation = plan["digest"], plan["generation"]
     if not wait:
         _out(f"deploying {app_name} {full[:12]} (generation {generation}, not waiting)")

@@ -1,0 +1,66 @@
+"""Fixtures for the mesh tests: published spores (once per session) and a fresh home per mesh."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mycelium.home import Home
+from mycelium.spores import keygen, publish
+
+from mesh_helpers import REPO, MeshProcess, kill_leftovers, workload_pids
+
+TESTER = Path(__file__).resolve().parent / "workloads" / "tester"
+HELLO = REPO / "examples" / "hello" / "hello"
+
+
+@pytest.fixture(scope="session")
+def spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A template home with a key and every test spore published; returns (root, digests)."""
+    root = tmp_path_factory.mktemp("template") / "home"
+    home = Home(root).ensure()
+    keygen(home)
+    manifests = {
+        "hello": (HELLO, {"name": "hello", "version": "1.0.0"}),
+        "hello-v2": (HELLO, {"name": "hello", "version": "2.0.0",
+                             "env": {"HELLO_VERSION": "2.0.0"}}),
+        "hello-bad": (TESTER, {"name": "hello", "version": "3.0.0",
+                               "env": {"TESTER_MODE": "unhealthy"}}),
+        "tester": (TESTER, {"name": "tester", "version": "1.0.0"}),
+        "hog": (TESTER, {"name": "hog", "version": "1.0.0",
+                         "env": {"TESTER_MODE": "hog", "TESTER_MB": "200"}}),
+    }
+    digests = {key: publish(home, binary=binary, manifest=manifest)
+               for key, (binary, manifest) in manifests.items()}
+    return root, digests
+
+
+@pytest.fixture
+def home(tmp_path: Path, spores: tuple[Path, dict[str, str]]) -> Iterator[Path]:
+    """A private copy of the template home; no workload of it may survive the test."""
+    target = tmp_path / "home"
+    shutil.copytree(spores[0], target, symlinks=True)
+    yield target
+    leftovers = kill_leftovers(target)
+    assert not leftovers, f"workload processes survived the test: {leftovers}"
+
+
+@pytest.fixture
+def digests(spores: tuple[Path, dict[str, str]]) -> dict[str, str]:
+    """The published digests by key (hello, hello-v2, hello-bad, tester, hog)."""
+    return spores[1]
+
+
+@pytest.fixture
+def mesh(home: Path) -> Iterator[MeshProcess]:
+    """A running 3-node mesh on its own home and edge port; stopped and checked afterwards."""
+    proc = MeshProcess(home)
+    try:
+        yield proc
+    finally:
+        code = proc.stop()
+        assert code == 0, "\n".join(proc.lines[-30:])
+        assert workload_pids(home) == []

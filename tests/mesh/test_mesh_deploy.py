@@ -1,0 +1,87 @@
+"""Flow B and C end to end: a real `mycelium up`, deploys through the CLI, requests through the
+edge, bad input refused with exit 2 and nothing changed."""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+from mesh_helpers import MeshProcess, cli
+
+
+def get(url: str) -> tuple[int, dict[str, str], bytes]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.status, dict(resp.headers), resp.read()
+
+
+@pytest.mark.timeout(30)
+def test_commands_without_a_running_mesh_exit_1_and_say_how_to_start_one(home: Path) -> None:
+    for args in (("status",), ("deploy", "hello", "ab" * 32), ("down",), ("kill", "hello")):
+        result = cli(home, *args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stderr.startswith(f"error: no mesh running at {home}"), result.stderr
+        assert "mycelium up --home" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_deploy_on_three_nodes_serves_round_robin_through_the_edge(
+        mesh: MeshProcess, digests: dict[str, str]) -> None:
+    result = cli(mesh.home, "deploy", "hello", digests["hello"], "--max", "3")
+    assert result.returncode == 0, result.stderr
+    assert "deployed hello" in result.stdout
+    ready = mesh.ready("hello", 3)
+    assert sorted(i["node"] for i in ready) == ["node-1", "node-2", "node-3"]
+
+    seen = set()
+    for _ in range(6):
+        status, headers, body = get(f"{mesh.url}/hello/")
+        assert status == 200
+        assert headers["X-Mycelium-Edge"].startswith("edge-")
+        seen.add(orjson.loads(body)["instance"])
+    assert seen == {i["id"] for i in ready}
+
+    doc = orjson.loads(cli(mesh.home, "status", "--json").stdout)
+    app = doc["apps"][0]
+    assert {k: app[k] for k in ("app", "digest", "min", "max", "desired", "ready", "state")} == {
+        "app": "hello", "digest": digests["hello"], "min": 1, "max": 3, "desired": 3,
+        "ready": 3, "state": "running"}
+    inst = app["instances"][0]
+    assert set(inst) >= {"id", "node", "digest", "state", "pid", "url", "restarts"}
+    assert [n["state"] for n in doc["nodes"]] == ["up", "up", "up"]
+
+    tree = orjson.loads(cli(mesh.home, "tree", "--json").stdout)
+    assert [c["id"] for c in tree["children"]] == ["fabric", "edge", "control", "nodes"]
+
+    second = cli(mesh.home, "up", "--edge-port", "0")
+    assert second.returncode == 1
+    assert "already running" in second.stderr
+
+
+@pytest.mark.timeout(60)
+def test_bad_deploy_input_exits_2_and_changes_nothing(
+        mesh: MeshProcess, digests: dict[str, str]) -> None:
+    assert cli(mesh.home, "deploy", "hello", digests["hello"], "--max", "2").returncode == 0
+    mesh.ready("hello", 2)
+    before = mesh.status()
+    bad = [
+        ("deploy", "hello", digests["hello"], "--min", "3", "--max", "2"),
+        ("deploy", "hello", digests["hello"], "--max", "0"),
+        ("deploy", "hello", digests["hello"], "--cpu", "-1"),
+        ("deploy", "hello", digests["hello"], "--mem", "-5"),
+        ("deploy", "hello", "0" * 64),
+        ("deploy", "Bad_Name", digests["hello"]),
+        ("deploy", "tester", digests["hello"]),  # manifest name is hello: mix-and-match
+    ]
+    for args in bad:
+        result = cli(mesh.home, *args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, args
+    after = mesh.status()
+    strip = [{k: v for k, v in a.items() if k != "instances"} for a in before["apps"]]
+    assert strip == [{k: v for k, v in a.items() if k != "instances"} for a in after["apps"]]
+    assert [i["pid"] for i in before["apps"][0]["instances"]] == \
+        [i["pid"] for i in after["apps"][0]["instances"]]
