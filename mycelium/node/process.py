@@ -362,21 +362,27 @@ class _Reaper:
 
     def _run(self) -> None:
         while True:
-            for key, _events in self._selector.select():
-                if key.data is None:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._wake_r, 4096)
-                    with self._lock:
-                        pending, self._pending = self._pending, []
-                    for pidfd, on_exit in pending:
-                        self._selector.register(pidfd, selectors.EVENT_READ, on_exit)
-                    continue
-                self._selector.unregister(key.fd)
-                os.close(key.fd)
-                try:
-                    key.data()
-                except Exception:  # the reaper must outlive any one workload
-                    log.exception("reaping a workload failed")
+            try:
+                self._step()
+            except Exception:  # the reaper must outlive any one workload or odd fd
+                log.exception("workload reaper: unexpected error")
+
+    def _step(self) -> None:
+        for key, _events in self._selector.select():
+            if key.data is None:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+                with self._lock:
+                    pending, self._pending = self._pending, []
+                for pidfd, on_exit in pending:
+                    self._selector.register(pidfd, selectors.EVENT_READ, on_exit)
+                continue
+            self._selector.unregister(key.fd)
+            os.close(key.fd)
+            try:
+                key.data()
+            except Exception:
+                log.exception("reaping a workload failed")
 
 
 def _wait_then(pid: int, on_exit: Callable[[], None]) -> None:
@@ -397,6 +403,16 @@ def shared_reaper() -> _Reaper:
         if _reaper is None:
             _reaper = _Reaper()
         return _reaper
+
+
+def _forget_reaper_in_child() -> None:
+    """A forked child has no reaper thread (threads do not survive fork): start afresh."""
+    global _reaper, _reaper_lock
+    _reaper = None
+    _reaper_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_reaper_in_child)
 
 
 def _check_spawnable(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> str:
