@@ -51,10 +51,12 @@ class RestartDue:
 
 @dataclass(frozen=True, slots=True)
 class RetryRestart:
-    """Told by the supervisor to itself when a restart failed to start (OTP try_again)."""
+    """Told by the supervisor to itself when a restart failed to start (OTP try_again);
+    ``group`` holds the ids of that restart still waiting to start."""
 
     child_id: str
     reason: str
+    group: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,18 +15,14 @@ import itertools
 import random
 import time
 from collections.abc import Iterable, Mapping
+from types import TracebackType
 from typing import Any
 
 import pykka
 
-from supervisors.actor import Exit, SupervisedActor, actor_of
+from supervisors.actor import Exit, SupervisedActor, actor_of, exit_of
 from supervisors.children import Child, await_stopped, request_stop, start_incarnation
 from supervisors.errors import (
-    AlreadyPresent,
-    AlreadyStarted,
-    NotFound,
-    Restarting,
-    Running,
     SpecError,
     StartError,
 )
@@ -44,6 +40,7 @@ from supervisors.messages import (
     TerminateChild,
     WhichChildren,
 )
+from supervisors.operations import ChildOperations
 from supervisors.reports import Report, Reporter, emit
 from supervisors.spec import ChildSpec, SupFlags, check_specs
 from supervisors.timer import TimerHandle, call_later
@@ -56,7 +53,7 @@ def _tell_quietly(ref: pykka.ActorRef[Any], message: object) -> None:
         ref.tell(message)
 
 
-class Supervisor(SupervisedActor):
+class Supervisor(ChildOperations, SupervisedActor):
     """An OTP supervisor as a Pykka actor (itself supervisable: it is a SupervisedActor).
 
     Start it with ``Supervisor.start(flags, children, path=..., reporter=...)``; like OTP's
@@ -69,8 +66,6 @@ class Supervisor(SupervisedActor):
     ``reached_max_restart_intensity`` if it crashes more than ``intensity`` times within
     ``period``; size ``period`` with the backoff delays in mind.
     """
-
-    kind = "supervisor"
 
     def __init__(
         self,
@@ -130,8 +125,15 @@ class Supervisor(SupervisedActor):
         """Stop every child in reverse start order, then report the supervisor's shutdown."""
         self._shutdown()
 
-    def on_failure(self, *_exc_info: object) -> None:
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         """A bug in the supervisor itself: still stop the children, never leave orphans."""
+        if exception_value is not None:
+            self._exit_reason = exit_of(exception_value).reason
         self._shutdown()
 
     def _shutdown(self) -> None:
@@ -152,10 +154,8 @@ class Supervisor(SupervisedActor):
                 self._timers.pop(seq, None)
                 due = [i for i in child_ids if self._pending_is(i, seq)]
                 self._restart_group(due)
-            case RetryRestart(child_id, reason):
-                child = self._children.get(child_id)
-                if child is not None and child.ref is None and child.status == "restarting":
-                    self._restart(child, Exit(reason=reason, normal=False), up_for=0.0)
+            case RetryRestart(child_id, reason, group):
+                self._retry(child_id, reason, group)
             case StartChild(spec):
                 return self._api_start_child(spec)
             case TerminateChild(child_id):
@@ -236,13 +236,27 @@ class Supervisor(SupervisedActor):
                 self._start(child)
             except StartError as exc:
                 self._report("start_error", child, reason=exc.reason)
-                for rest in ids[ids.index(child_id) :]:
-                    if rest in self._children and self._children[rest].ref is None:
-                        self._children[rest].status = "restarting"
-                _tell_quietly(self.actor_ref, RetryRestart(child_id, exc.reason))
+                waiting = tuple(i for i in ids[ids.index(child_id) :] if self._is_down(i))
+                for i in waiting:
+                    self._children[i].status = "restarting"
+                _tell_quietly(self.actor_ref, RetryRestart(child_id, exc.reason, waiting))
                 return
             child.restarts += 1
             self._report("child_restarted", child, extra={"restarts": child.restarts})
+
+    def _retry(self, child_id: str, reason: str, group: tuple[str, ...]) -> None:
+        """Retry a restart that failed to start; if that child was terminated or deleted
+        meanwhile, still start the rest of its group, never leaving them "restarting"."""
+        waiting = [i for i in group if self._is_down(i) and self._children[i].status != "undefined"]
+        if child_id in waiting:
+            child = self._children[child_id]
+            self._restart(child, Exit(reason=reason, normal=False), up_for=0.0)
+        else:
+            self._restart_group(waiting)
+
+    def _is_down(self, child_id: str) -> bool:
+        child = self._children.get(child_id)
+        return child is not None and child.ref is None
 
     def _maybe_auto_shutdown(self) -> None:
         mode = self.flags.auto_shutdown
@@ -256,12 +270,9 @@ class Supervisor(SupervisedActor):
         self.exit_with("shutdown")
 
     def _pending_is(self, child_id: str, seq: int) -> bool:
-        child = self._children.get(child_id)
-        return child is not None and child.pending == seq and child.ref is None
+        return self._is_down(child_id) and self._children[child_id].pending == seq
 
     # -- starting and stopping children ----------------------------------------------------
-
-    _forget_stopped = False  # a DynamicSupervisor forgets children that are not restarted
 
     def _start(self, child: Child) -> None:
         ref, actor = start_incarnation(child.spec)
@@ -303,84 +314,6 @@ class Supervisor(SupervisedActor):
         if not await_stopped(actor, policy, since):
             how = "brutal_kill" if policy == "brutal_kill" else f"no stop within {policy} s"
             self._report("shutdown", child, reason=f"killed ({how})")
-
-    # -- API -------------------------------------------------------------------------------
-
-    def _get(self, child_id: str) -> Child:
-        child = self._children.get(child_id)
-        if child is None:
-            raise NotFound(f"{self.path}: no child {child_id!r}")
-        return child
-
-    def _api_start_child(self, spec: ChildSpec) -> pykka.ActorRef[Any]:
-        if not isinstance(spec, ChildSpec):
-            raise SpecError(f"start_child needs a ChildSpec; got {spec!r}")
-        check_specs([spec], self.flags)
-        existing = self._children.get(spec.id)
-        if existing is not None:
-            if existing.ref is not None:
-                raise AlreadyStarted(f"{self.path}: {spec.id!r} already started", existing.ref)
-            raise AlreadyPresent(f"{self.path}: {spec.id!r} already present")
-        self._check_capacity()
-        child = self._children[spec.id] = Child(spec)
-        try:
-            self._start(child)
-        except StartError as exc:
-            del self._children[spec.id]
-            self._report("start_error", child, reason=exc.reason)
-            raise
-        assert child.ref is not None
-        return child.ref
-
-    def _check_capacity(self) -> None:
-        """Refuse one more child (a DynamicSupervisor's max_children); here: no limit."""
-
-    def _api_terminate_child(self, child_id: str) -> None:
-        child = self._get(child_id)
-        self._terminate_many([child])
-        if self._forget_stopped:
-            self._children.pop(child_id, None)
-
-    def _api_restart_child(self, child_id: str) -> pykka.ActorRef[Any]:
-        child = self._stopped(child_id)
-        try:
-            self._start(child)
-        except StartError as exc:
-            self._report("start_error", child, reason=exc.reason)
-            raise
-        assert child.ref is not None
-        return child.ref
-
-    def _api_delete_child(self, child_id: str) -> None:
-        self._stopped(child_id)
-        del self._children[child_id]
-
-    def _stopped(self, child_id: str) -> Child:
-        child = self._get(child_id)
-        if child.ref is not None:
-            raise Running(f"{self.path}: {child_id!r} is running")
-        if child.status == "restarting":
-            raise Restarting(f"{self.path}: {child_id!r} is waiting to restart")
-        return child
-
-    def _count(self) -> dict[str, int]:
-        children = list(self._children.values())
-        return {
-            "specs": len(children),
-            "active": sum(c.ref is not None for c in children),
-            "supervisors": sum(c.spec.type == "supervisor" for c in children),
-            "workers": sum(c.spec.type == "worker" for c in children),
-        }
-
-    def _describe(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "kind": self.kind,
-            "strategy": self.flags.strategy,
-            "intensity": self.flags.intensity,
-            "period": self.flags.period,
-            "children": [child.info() for child in self._children.values()],
-        }
 
     def _report(
         self,

@@ -9,7 +9,8 @@ import pykka
 import pytest
 from sv_helpers import Crash, Journal, Recorder, Worker, dead, ref_of, wait_until, worker
 
-from supervisors import ChildSpec, SupFlags, which_children
+from supervisors import ChildSpec, SupFlags, wait_exit, which_children
+from supervisors.messages import RetryRestart, TerminateChild
 
 StartSup = Callable[..., pykka.ActorRef[Any]]
 
@@ -121,3 +122,38 @@ def test_a_replacement_that_fails_to_start_is_retried_within_intensity(
     assert [r.reason for r in recorder.events("start_error")] == ["no_start"]
     assert len(attempts) == 3
     wait_until(lambda: which_children(sup)[0].status == "running")
+
+
+def test_a_group_restart_goes_on_when_its_failed_child_is_terminated_meanwhile(
+    start_sup: StartSup, journal: Journal, recorder: Recorder
+) -> None:
+    sup_box: list[pykka.ActorRef[Any]] = []
+    calls: list[int] = []
+
+    def b_start() -> pykka.ActorRef[Any]:
+        calls.append(1)
+        if len(calls) == 2:  # the replacement: queue a terminate_child, then fail to start
+            sup_box[0].tell(TerminateChild("B"))
+            raise Crash("no", reason="no_restart")
+        return Worker.start(name="B", journal=journal)
+
+    children = [worker("A", journal), ChildSpec("B", b_start), worker("C", journal)]
+    sup = start_sup(children, SupFlags("rest_for_one", intensity=5))
+    sup_box.append(sup)
+    ref_of(sup, "B").tell(Crash())
+    recorder.wait("child_restarted", "C")
+    assert [(i.id, i.status) for i in which_children(sup)] == [
+        ("A", "running"), ("B", "undefined"), ("C", "running"),
+    ]  # fmt: skip
+    assert [r.child for r in recorder.events("start_error")] == ["B"]
+
+
+def test_a_crashing_supervisor_still_stops_its_children(
+    start_sup: StartSup, journal: Journal, recorder: Recorder
+) -> None:
+    sup = start_sup([worker("A", journal)])
+    sup.tell(RetryRestart("A", "x", None))  # type: ignore[arg-type]  # a bug: crashes it
+    exit_ = wait_exit(sup, timeout=5)
+    assert exit_ is not None and exit_.reason.startswith("TypeError")
+    assert journal.of("stop") == ["A"]
+    assert recorder.events("shutdown")[-1].reason == exit_.reason
