@@ -272,42 +272,53 @@ def format_record(rec: Mapping[str, Any], color: bool = False) -> str:
 
     E.g. ``02:41:07.123 mesh/nodes/node-1/apps/hello child_terminated hello@node-1#3
     app=hello reason="killed by SIGKILL" pid=4242 restarts=2`` and, for backoff, ``delay=0.400s``.
+    Control characters in values (newlines, escape sequences) are shown escaped, so one record
+    is always one line and cannot drive the terminal.
 
     Args:
         rec: A record as written by :class:`SupervisionLog` (``extra`` keys are looked at too).
         color: ANSI colours (event by kind, failure reasons in red) for a terminal.
     """
-    extra = rec.get("extra") if isinstance(rec.get("extra"), Mapping) else {}
-    assert isinstance(extra, Mapping)
+    raw_extra = rec.get("extra")
+    extra: Mapping[str, Any] = raw_extra if isinstance(raw_extra, Mapping) else {}
 
     def pick(key: str) -> Any:
         value = rec.get(key)
         return extra.get(key) if value is None else value
 
-    event = str(rec.get("event", "?"))
-    parts = [_clock(rec.get("ts")), str(rec.get("supervisor") or "-")]
+    event = _show(rec.get("event", "?"))
+    clock = _show(_clock(rec.get("ts")))
+    parts = [clock, _show(rec.get("supervisor") or "-")]
     parts.append(f"{_COLORS.get(event, '')}{event}{_RESET}" if color else event)
     if rec.get("child") is not None:
-        parts.append(str(rec["child"]))
-    if pick("app") is not None:
-        parts.append(f"app={pick('app')}")
+        parts.append(_show(rec["child"]))
+    for key in ("app",):
+        if pick(key) is not None:
+            parts.append(f"{key}={_quote(_show(pick(key)))}")
     reason = rec.get("reason")
     if reason is not None:
-        text = f"reason={_quote(str(reason))}"
+        text = f"reason={_quote(_show(reason))}"
         failed = event in ("child_terminated", "start_error", "reached_max_restart_intensity")
         parts.append(f"{_RED}{text}{_RESET}" if color and failed and reason != "normal"
                      else text)
-    if pick("pid") is not None:
-        parts.append(f"pid={pick('pid')}")
-    if pick("restarts") is not None:
-        parts.append(f"restarts={pick('restarts')}")
+    for key in ("pid", "restarts"):
+        if pick(key) is not None:
+            parts.append(f"{key}={_quote(_show(pick(key)))}")
     delay = rec.get("delay")
     if isinstance(delay, int | float) and not isinstance(delay, bool):
         parts.append(f"delay={delay:.3f}s")
     line = " ".join(parts)
     if color:
-        return f"{_DIM}{parts[0]}{_RESET}{line[len(parts[0]):]}"
+        return f"{_DIM}{clock}{_RESET}{line[len(clock):]}"
     return line
+
+
+def _show(value: Any) -> str:
+    """``str(value)`` with every non-printable character escaped (``\\n``, ``\\x1b``)."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _quote(text: str) -> str:
