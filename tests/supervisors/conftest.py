@@ -14,11 +14,16 @@ from supervisors import ChildSpec, Supervisor, SupFlags
 
 @pytest.fixture(autouse=True)
 def no_actor_left() -> Iterator[None]:
-    """Fail a test that leaves an actor running (after stopping the leftovers)."""
+    """Fail a test that leaves an actor running (after stopping the leftovers).
+
+    Only actors the test started count: another area's leftovers are not ours to judge.
+    """
+    before = {ref.actor_urn for ref in pykka.ActorRegistry.get_all()}
     yield
-    leftovers = pykka.ActorRegistry.get_all()
+    leftovers = [r for r in pykka.ActorRegistry.get_all() if r.actor_urn not in before]
     if leftovers:
-        pykka.ActorRegistry.stop_all(block=True, timeout=5)
+        for ref in reversed(leftovers):
+            ref.stop(block=True, timeout=5)
         pytest.fail(f"actors left running: {leftovers}")
 
 

@@ -33,22 +33,21 @@ def test_a_child_waits_in_restarting_and_the_wait_is_reported(
     report = recorder.wait("backoff", "A")[0]
     assert report.delay == pytest.approx(0.3)
     assert report.reason == "Crash: boom" and report.extra == {"app": "a", "step": 0}
-    began = time.monotonic()
     info = which_children(sup)[0]
     assert (info.status, info.ref) == ("restarting", None)
     with pytest.raises(Restarting):
         restart_child(sup, "A")
     with pytest.raises(Restarting):
         delete_child(sup, "A")
-    recorder.wait("child_restarted", "A")
-    assert time.monotonic() - began >= 0.2  # the supervisor did wait
+    restarted = recorder.wait("child_restarted", "A")[0]
+    assert restarted.ts - report.ts >= 0.29  # the supervisor did wait
     assert which_children(sup)[0].status == "running"
 
 
 def test_delays_double_while_crashing_and_reset_after_a_stable_run(
     start_sup: StartSup, journal: Journal, recorder: Recorder
 ) -> None:
-    policy = Backoff(base=0.01, cap=0.04, jitter=0.0, reset_after=0.3)
+    policy = Backoff(base=0.01, cap=0.04, jitter=0.0, reset_after=1.0)
     sup = start_sup([worker("A", journal, backoff=policy)], SupFlags(intensity=10, period=60))
     for n in range(1, 5):
         ref_of(sup, "A").tell(Crash())
@@ -56,7 +55,7 @@ def test_delays_double_while_crashing_and_reset_after_a_stable_run(
     delays = [r.delay for r in recorder.events("backoff")]
     assert delays == pytest.approx([0.01, 0.02, 0.04, 0.04])
     stable_since = time.monotonic()
-    wait_until(lambda: time.monotonic() - stable_since > 0.35)  # a stable run
+    wait_until(lambda: time.monotonic() - stable_since > 1.05)  # a stable run
     ref_of(sup, "A").tell(Crash())
     assert recorder.wait("backoff", "A", count=5)[-1].delay == pytest.approx(0.01)
 
