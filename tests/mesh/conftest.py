@@ -7,11 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mesh_helpers import REPO, MeshProcess, kill_leftovers, workload_pids
 
 from mycelium.home import Home
 from mycelium.spores import keygen, publish
-
-from mesh_helpers import REPO, MeshProcess, kill_leftovers, workload_pids
 
 TESTER = Path(__file__).resolve().parent / "workloads" / "tester"
 HELLO = REPO / "examples" / "hello" / "hello"

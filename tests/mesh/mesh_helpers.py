@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -156,8 +157,6 @@ def kill_leftovers(home: Path) -> list[int]:
     """Last-resort cleanup for a failed test: SIGKILL every workload of this home."""
     pids = workload_pids(home)
     for pid in pids:
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
     return pids

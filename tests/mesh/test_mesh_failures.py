@@ -9,8 +9,8 @@ import urllib.request
 
 import orjson
 import pytest
-
 from mesh_helpers import MeshProcess, cli, wait_until, workload_pids
+
 from mycelium.messages import Crash
 
 

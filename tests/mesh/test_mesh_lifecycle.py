@@ -8,7 +8,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from mesh_helpers import MeshProcess, cli, wait_until, workload_pids
 
 
