@@ -50,6 +50,8 @@ def publish(home: Home, *, binary: Path | str | None = None,
     if binary is None or manifest is None:
         raise SporeInputError("publish needs BINARY and --manifest FILE, or --spore FILE")
     signing_key = load_signing_key(home, key)
+    repo.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    repo.remove_stale_partials()
     fd, name = tempfile.mkstemp(prefix=".pack-", suffix=".partial", dir=repo.root)
     os.close(fd)
     tmp = Path(name)

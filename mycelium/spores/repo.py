@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 
 from .errors import SporeError, SporeInputError, UnknownSpore
@@ -22,6 +23,7 @@ DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 _PREFIX_RE = re.compile(r"[0-9a-f]{1,64}")
 _SUFFIX = ".spore"
 MIN_PREFIX = 4
+STALE_PARTIAL_AGE = 3600.0
 
 
 class Repo:
@@ -126,6 +128,7 @@ class Repo:
         """
         src = Path(spore_path)
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.remove_stale_partials()
         try:
             fin = open(src, "rb")  # noqa: SIM115
         except OSError as exc:
@@ -150,6 +153,28 @@ class Repo:
             return self.adopt(Path(tmp_name), trusted, limits, digest=digest)
         finally:
             Path(tmp_name).unlink(missing_ok=True)
+
+    def remove_stale_partials(self, max_age: float = STALE_PARTIAL_AGE) -> list[str]:
+        """Remove temp files that a killed publish left behind (older than ``max_age`` s).
+
+        Returns:
+            The names removed.
+        """
+        removed: list[str] = []
+        cutoff = time.time() - max_age
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return removed
+        for entry in entries:
+            if entry.name.startswith(".") and entry.name.endswith(".partial"):
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        removed.append(entry.name)
+                except FileNotFoundError:
+                    continue
+        return removed
 
     def adopt(self, tmp: Path, trusted: frozenset[str] | None = None,
               limits: Limits | None = None, *, digest: str | None = None) -> str:

@@ -38,7 +38,7 @@ def test_flow_a_keygen_pack_publish_verify_inspect(tmp_path: Path, binary: Path,
     assert published.out == digest + "\n"
     assert (home / "repo" / f"{digest}.spore").is_file()
 
-    spore_digest = run_mycelium("publish", "--spore", out, "--home", home).out.strip()
+    spore_digest = run_cli("publish", "--spore", out, "--home", home).out.strip()
     assert HEX64.fullmatch(spore_digest)
     assert sorted(p.name for p in (home / "repo").iterdir()) == sorted(
         {f"{digest}.spore", f"{spore_digest}.spore"})
@@ -48,7 +48,7 @@ def test_flow_a_keygen_pack_publish_verify_inspect(tmp_path: Path, binary: Path,
     assert run_cli("verify", digest[:10], "--home", home).out == f"ok {digest} hello 1.0.0\n"
     assert run_cli("verify", out, "--home", home).out == f"ok {spore_digest} hello 1.0.0\n"
 
-    shown = run_mycelium("inspect", digest, "--json", "--home", home)
+    shown = run_cli("inspect", digest, "--json", "--home", home)
     assert shown.code == 0, shown
     manifest = json.loads(shown.out)
     assert manifest["name"] == "hello" and manifest["version"] == "1.0.0"

@@ -137,3 +137,14 @@ def test_extract_never_keeps_setuid_bits(tmp_path: Path, home: Home, key: Signin
     path = extract(packed.path, tmp_path / "i", load_trusted(home))
     assert stat.S_IMODE(path.stat().st_mode) == 0o755
     assert verify(packed.path, load_trusted(home)).manifest.binary_size == binary.stat().st_size
+
+
+def test_stale_partial_files_from_a_killed_publish_are_cleaned_up(
+        tmp_path: Path, home: Home, key: SigningKey) -> None:
+    home.repo.mkdir(parents=True, exist_ok=True)
+    stale, fresh = home.repo / ".put-old.partial", home.repo / ".put-new.partial"
+    stale.write_bytes(b"half a spore")
+    fresh.write_bytes(b"being written")
+    os.utime(stale, (1_000_000, 1_000_000))
+    digest = Repo(home.repo).put(write_spore(tmp_path / "s.spore", key, b"bin"))
+    assert sorted(repo_listing(home.repo)) == [".put-new.partial", f"{digest}.spore"]
