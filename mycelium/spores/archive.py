@@ -34,6 +34,7 @@ __all__ = [
 MANIFEST = "manifest.json"
 BINARY = "binary"
 NAMES = (MANIFEST, BINARY)
+MAX_ENTRIES = 64  # more is hostile: refuse before parsing the central directory
 
 _LOCAL = struct.Struct("<IHHHHHIIIHH")
 _CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
@@ -163,6 +164,22 @@ def _data_offset(fd: int, info: zipfile.ZipInfo) -> int:
     return info.header_offset + _LOCAL.size + nlen + xlen
 
 
+def _check_end_record(fd: int, size: int) -> None:
+    """Bound the central directory before the zip parser sees it (no giant entry lists)."""
+    if size < _EOCD.size:
+        raise SporeError(f"not a valid zip archive: {size} bytes is too small")
+    end = _pread_exact(fd, _EOCD.size, size - _EOCD.size)
+    sig, _disk, _cd_disk, n_here, n_total, cd_size, _cd_at, comment = _EOCD.unpack(end)
+    if sig != _EOCD_SIG or comment != 0:
+        raise SporeError("not a valid spore archive: no zip end record at its very end "
+                         "(trailing data, a comment, or not a zip)")
+    if max(n_here, n_total) > MAX_ENTRIES:
+        raise SporeError(f"archive holds {max(n_here, n_total)} entries; a spore holds "
+                         "exactly manifest.json and binary")
+    if cd_size > MAX_ENTRIES * (_CENTRAL.size + 1024):
+        raise SporeError(f"archive's central directory is {cd_size} bytes, too large")
+
+
 def check_archive(f: BinaryIO, limits: Limits) -> Layout:
     """Check the container of an open spore file without reading the entries' data.
 
@@ -177,12 +194,13 @@ def check_archive(f: BinaryIO, limits: Limits) -> Layout:
     if size > limits.max_archive_bytes:
         raise SporeError(f"archive is {size} bytes, over the limit of "
                          f"{limits.max_archive_bytes} bytes")
+    _check_end_record(fd, size)
     try:
         with zipfile.ZipFile(f) as zf:
             infos = zf.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
         raise SporeError(f"not a valid zip archive: {exc}") from None
-    if len(infos) > 64:
+    if len(infos) > MAX_ENTRIES:
         raise SporeError(f"archive holds {len(infos)} entries; a spore holds exactly "
                          "manifest.json and binary")
     for info in infos:

@@ -63,14 +63,39 @@ def _encrypted(p: Path, k: SigningKey, b: bytes) -> Path:
     return p
 
 
+def _with_comment(p: Path, k: SigningKey, b: bytes) -> Path:
+    raw = bytearray(write_spore(p, k, b).read_bytes())
+    raw[-2:] = (4).to_bytes(2, "little")
+    p.write_bytes(bytes(raw) + b"note")
+    return p
+
+
+def _many_entries(p: Path, k: SigningKey, b: bytes) -> Path:
+    raw = bytearray(write_spore(p, k, b).read_bytes())
+    raw[-14:-12] = raw[-12:-10] = (65000).to_bytes(2, "little")
+    p.write_bytes(bytes(raw))
+    return p
+
+
+def _broken_central(p: Path, k: SigningKey, b: bytes) -> Path:
+    raw = bytearray(write_spore(p, k, b).read_bytes())
+    at = raw.index(b"PK\x01\x02")
+    raw[at:at + 4] = b"XXXX"
+    p.write_bytes(bytes(raw))
+    return p
+
+
 def _binary_local_usize(raw: bytes) -> int:
     return raw.index(b"PK\x03\x04", 4) + 22  # second local header, uncompressed size field
 
 
 CASES: dict[str, tuple[Builder, str]] = {
     "garbage": (lambda p, k, b: (p.write_bytes(b"not a zip at all" * 8), p)[1],
-                "not a valid zip archive"),
+                "no zip end record"),
     "empty file": (lambda p, k, b: (p.write_bytes(b""), p)[1], "not a valid zip archive"),
+    "zip comment": (_with_comment, "no zip end record at its very end"),
+    "65000 entries": (_many_entries, "archive holds 65000 entries"),
+    "bad central directory": (_broken_central, "not a valid zip archive"),
     "missing binary": (_with_entries(lambda es, k, b: es[:1]), "missing entry 'binary'"),
     "missing manifest": (_with_entries(lambda es, k, b: es[1:]),
                          "missing entry 'manifest.json'"),
@@ -101,7 +126,7 @@ CASES: dict[str, tuple[Builder, str]] = {
     "stdlib zip layout": (_with_entries(lambda es, k, b: es), "not in canonical spore form"),
     "trailing data": (lambda p, k, b: (p.write_bytes(write_spore(p, k, b).read_bytes()
                                                      + b"junk"), p)[1],
-                      "not in canonical spore form"),
+                      "no zip end record at its very end"),
     "prefixed data": (lambda p, k, b: (p.write_bytes(b"#!/bin/sh\n" + write_spore(
         p, k, b).read_bytes()), p)[1], "not in canonical spore form"),
     "declared size differs": (_patched(_binary_local_usize, b"\xff\x00\x00\x00"),
