@@ -89,6 +89,15 @@ def run(kind: str, workloads: int, kills: int, workdir: Path) -> dict[str, float
         procs = [ThreadWatched(workdir) for _ in range(workloads)]
     spawn_s = time.perf_counter() - started
     threads, rss = threading.active_count() - 1, own_rss() - rss0  # threads besides main
+    sample_us = 0.0
+    if kind == "pidfd":  # what the memory budget's periodic sampling costs per workload
+        for proc in procs:
+            proc.rss_bytes()  # type: ignore[attr-defined]  # warm the psutil caches
+        t0 = time.perf_counter()
+        for proc in procs:
+            proc.rss_bytes()  # type: ignore[attr-defined]
+            proc.cpu_percent()  # type: ignore[attr-defined]
+        sample_us = (time.perf_counter() - t0) / len(procs) * 1e6
     latencies: list[float] = []
     try:
         for proc in procs[:kills]:
@@ -121,6 +130,7 @@ def run(kind: str, workloads: int, kills: int, workdir: Path) -> dict[str, float
         "threads": threads,
         "rss_added_mb": rss / 2**20,
         "spawn_per_s": workloads / spawn_s,
+        "sample_us_per_workload": sample_us,
     }
 
 

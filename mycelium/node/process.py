@@ -47,6 +47,10 @@ _GROUP_POLL = 0.005
 _KILL_WAIT = 5.0
 #: How long a spawn retries while the binary is "text file busy" (see _popen_retrying).
 _TXTBSY_WAIT = 0.5
+#: How long one walk of a workload's process tree is reused (rss then cpu in one sample).
+_GROUP_TTL = 0.1
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class ProcessError(MyceliumError):
@@ -121,7 +125,10 @@ class Workload:
         self._exited = threading.Event()
         self._returncode: int | None = None
         self._callbacks: list[ExitCallback] = []
-        self._members: dict[int, psutil.Process] = {}
+        self._last_sample: dict[int, tuple[int, int]] = {}
+        self._sampled_at = -1e9
+        self._cpu_base: tuple[dict[int, int], float | None] = ({}, None)
+        self._cpu_last = 0.0
         self._group_gone = False
 
     # -- exit ---------------------------------------------------------------------------------
@@ -216,43 +223,48 @@ class Workload:
 
     # -- resources ----------------------------------------------------------------------------
 
-    def _group(self) -> list[psutil.Process]:
-        """The live processes of the group that descend from the main process (cached objects,
-        so that ``cpu_percent`` has a previous sample to compare with)."""
-        if self._ps is None or self._returncode is not None:
-            return []
-        found: dict[int, psutil.Process] = {}
-        stack = [self._ps]
+    def _sample(self) -> dict[int, tuple[int, int]]:
+        """``{pid: (rss_pages, cpu_ticks)}`` for the main process and its descendants that are
+        still in its group, from one read of ``/proc/PID/stat`` each (no scan of every process).
+
+        One walk is reused for ``_GROUP_TTL`` so that sampling rss then cpu walks once.
+        """
+        if self._returncode is not None:
+            return {}
+        now = time.monotonic()
+        if now - self._sampled_at < _GROUP_TTL:
+            return self._last_sample
+        sample: dict[int, tuple[int, int]] = {}
+        stack = [self.pid]
         while stack:
-            proc = stack.pop()
-            known = self._members.get(proc.pid)
-            proc = known if known is not None and known.create_time() == proc.create_time() \
-                else proc
-            found[proc.pid] = proc
-            stack.extend(_children(proc.pid))
-        self._members = found
-        members = []
-        for proc in found.values():
-            with contextlib.suppress(psutil.Error):
-                if proc.pid == self.pid or os.getpgid(proc.pid) == self.pgid:
-                    members.append(proc)
-        return members
+            pid = stack.pop()
+            stat = _read_stat(pid)
+            if stat is None or pid in sample or (pid != self.pid and stat[0] != self.pgid):
+                continue
+            sample[pid] = (stat[1], stat[2])
+            stack.extend(_children(pid))
+        self._last_sample, self._sampled_at = sample, now
+        return sample
 
     def rss_bytes(self) -> int:
         """Resident memory of the main process and its descendants in the group, in bytes."""
-        total = 0
-        for proc in self._group():
-            with contextlib.suppress(psutil.Error):
-                total += proc.memory_info().rss
-        return total
+        return sum(rss for rss, _ticks in self._sample().values()) * _PAGE_SIZE
 
     def cpu_percent(self) -> float:
         """CPU use of the group since the previous call (100.0 = one core; 0.0 on the first)."""
-        total = 0.0
-        for proc in self._group():
-            with contextlib.suppress(psutil.Error):
-                total += proc.cpu_percent(interval=None)
-        return total
+        sample = self._sample()
+        now = self._sampled_at
+        previous, then = self._cpu_base
+        if then is not None and now <= then:
+            return self._cpu_last  # the same sample as last time: same answer
+        self._cpu_base = ({pid: ticks for pid, (_rss, ticks) in sample.items()}, now)
+        if then is None or not sample:
+            self._cpu_last = 0.0
+            return 0.0
+        # A process that joined since the last call counts from 0: it was born since then.
+        used = sum(max(0, ticks - previous.get(pid, 0)) for pid, (_rss, ticks) in sample.items())
+        self._cpu_last = 100.0 * used / _CLK_TCK / (now - then)
+        return self._cpu_last
 
     def record(self) -> ProcessRecord:
         """What :func:`reap_leftovers` needs should this mesh die without stopping the workload."""
@@ -270,22 +282,34 @@ def _run_callback(callback: ExitCallback, returncode: int, pid: int) -> None:
         log.exception("exit callback for pid %s failed", pid)
 
 
-def _children(pid: int) -> list[psutil.Process]:
-    """Direct children, read from /proc/PID/task/*/children (cheap: no scan of every process)."""
+def _children(pid: int) -> list[int]:
+    """Direct children's pids, from /proc/PID/task/*/children (no scan of every process)."""
     pids: list[int] = []
     try:
         for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as fh:
+            with open(f"/proc/{pid}/task/{task}/children", "rb") as fh:
                 pids.extend(int(p) for p in fh.read().split())
-    except OSError:
+    except FileNotFoundError:  # gone, or a kernel without CONFIG_PROC_CHILDREN
         with contextlib.suppress(psutil.Error):
-            return psutil.Process(pid).children()
+            return [child.pid for child in psutil.Process(pid).children()]
         return []
-    result = []
-    for child in pids:
-        with contextlib.suppress(psutil.Error):
-            result.append(psutil.Process(child))
-    return result
+    except OSError:
+        return []
+    return pids
+
+
+def _read_stat(pid: int) -> tuple[int, int, int] | None:
+    """``(pgrp, rss_pages, utime+stime ticks)`` of a live process; None if gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    # "pid (comm) state ppid pgrp ... utime(14) stime(15) ... rss(24)": comm may hold ") ".
+    fields = stat[stat.rfind(b")") + 2:].split()
+    if len(fields) < 22 or fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[2]), int(fields[21]), int(fields[11]) + int(fields[12])
 
 
 def _group_alive(pgid: int) -> bool:

@@ -204,3 +204,11 @@ def test_terminate_after_the_group_is_gone_sends_nothing(spawned: Spawner) -> No
     started = time.monotonic()
     assert workload.terminate(grace=5.0) == 0
     assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.timeout(20)
+def test_cpu_percent_sees_a_busy_workload(spawned: Spawner) -> None:
+    workload = spawned([PY, "-c", "while True: pass"])
+    assert workload.cpu_percent() == 0.0  # the first call only sets the baseline
+    assert wait_for(lambda: workload.cpu_percent() > 20.0, timeout=10)
+    assert workload.rss_bytes() > 1024 * 1024
