@@ -16,16 +16,18 @@ import socket
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pykka
 
 from mycelium.errors import MyceliumError, OperationFailed
-from mycelium.fabric.names import Names
 from mycelium.home import Home
 from mycelium.messages import Crash, CrashRequested, GetInfo, from_wire, to_wire
 from supervisors import SupervisedActor
+
+if TYPE_CHECKING:  # the CLI imports this module: keep the fabric out of its start-up
+    from mycelium.fabric.names import Names
 
 __all__ = ["ControlActor", "ControlClient", "ControlError", "NoMesh", "Op"]
 

@@ -1,0 +1,235 @@
+"""Benchmark: the running mesh end to end (a real ``mycelium up`` subprocess).
+
+One command:
+
+    python bench/mesh.py [--kills 20] [--apps 100] [--backoff-base 0.1]
+
+Measured through the control socket and the edge, like an operator would:
+- exit detection: ``kill -9`` of a workload → its endpoint is gone from ``status`` (polled
+  back to back over the control socket, ~1 ms per poll), p50/p95 over ``--kills`` kills;
+- respawn: ``kill -9`` → a replacement Ready (new pid, same node), and the same minus the
+  workload's own start-to-healthy time (``examples/hello`` spawned and probed directly);
+- deploy: ``mycelium deploy hello --min 3 --max 3`` (the CLI, wall time, waits for 3/3 Ready),
+  and 3/3 Ready measured from the control request;
+- scale: ``--apps`` apps x 3 nodes of examples/hello: time to all Ready after the last
+  deploy, the mesh's RSS, ``status --json`` over the socket and through the CLI.
+
+``--backoff-base`` sets ``restart.backoff_base`` (the delay before the first respawn; the
+shipped default is 0.1 s). Prints figures and a final JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import psutil  # noqa: E402
+
+from mycelium.home import Home  # noqa: E402
+from mycelium.node.health import probe_health  # noqa: E402
+from mycelium.operator.control import ControlClient  # noqa: E402
+from mycelium.spores import keygen, publish  # noqa: E402
+
+HELLO = REPO / "examples" / "hello" / "hello"
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+class Mesh:
+    def __init__(self, home: Path, config: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mycelium", "up", "--home", str(home), "--edge-port",
+             str(self.port), "--nodes", "3", "--config", str(config)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if "mesh up" in line:
+                break
+        else:
+            raise SystemExit("the mesh did not come up")
+        self.client = ControlClient(Home(home))
+
+    def app(self, app: str) -> dict[str, Any]:
+        for doc in self.client.request("status", app=app)["apps"]:
+            if doc["app"] == app:
+                return dict(doc)
+        return {"instances": []}
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(120)
+
+
+def wait(predicate: Any, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+    raise SystemExit(f"timed out waiting for {predicate}")
+
+
+def workload_start_to_healthy(rounds: int = 10) -> float:
+    """Median seconds from exec of examples/hello to its first 200 on /health."""
+    times = []
+    for _ in range(rounds):
+        port = free_port()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([str(HELLO)], env={**os.environ, "PORT": str(port)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not probe_health(f"http://127.0.0.1:{port}/health", timeout=1.0):
+            time.sleep(0.01)  # the same polling period as the mesh's startup probe
+        times.append(time.perf_counter() - t0)
+        proc.terminate()
+        proc.wait()
+    return statistics.median(times)
+
+
+def bench_kills(mesh: Mesh, kills: int) -> dict[str, Any]:
+    detect, respawn = [], []
+    for n in range(kills):
+        node = f"node-{n % 3 + 1}"
+        victim = next(i for i in mesh.app("hello")["instances"]
+                      if i["node"] == node and i["state"] == "Ready")
+        t0 = time.perf_counter()
+        os.kill(victim["pid"], signal.SIGKILL)
+        wait(lambda v=victim: all(i["id"] != v["id"] or i["state"] != "Ready"
+                                  for i in mesh.app("hello")["instances"]))
+        detect.append(time.perf_counter() - t0)
+        wait(lambda v=victim: any(i["node"] == v["node"] and i["state"] == "Ready"
+                                  and i["pid"] != v["pid"]
+                                  for i in mesh.app("hello")["instances"]))
+        respawn.append(time.perf_counter() - t0)
+        wait(lambda: len([i for i in mesh.app("hello")["instances"]
+                          if i["state"] == "Ready"]) == 3)
+    return {"detect": detect, "respawn": respawn}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--apps", type=int, default=100)
+    parser.add_argument("--backoff-base", type=float, default=0.1)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-mesh-"))
+    home = Home(tmp / "home").ensure()
+    keygen(home)
+    config = tmp / "mycelium.toml"
+    config.write_text(f"[restart]\nbackoff_base = {args.backoff_base}\n"
+                      f"backoff_cap = {max(args.backoff_base, 30.0)}\n")
+    digest = publish(home, binary=HELLO, manifest={"name": "hello", "version": "1.0.0"})
+    own_start = workload_start_to_healthy()
+    print(f"examples/hello start-to-healthy (direct spawn): {own_start * 1000:.1f} ms")
+
+    mesh = Mesh(home.root, config)
+    result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores",
+                              "backoff_base": args.backoff_base,
+                              "hello_start_to_healthy_ms": round(own_start * 1000, 1)}
+    try:
+        # deploy 3/3 through the CLI (wall time, includes the CLI's own start-up)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "mycelium", "deploy", "hello", digest, "--min",
+                        "3", "--max", "3", "--home", str(home.root)], check=True, env=ENV,
+                       capture_output=True)
+        cli_deploy = time.perf_counter() - t0
+        mesh.client.request("stop", app="hello")
+        wait(lambda: not mesh.app("hello")["instances"])
+        t0 = time.perf_counter()
+        mesh.client.request("deploy", app="hello", digest=digest, min=3, max=3)
+        wait(lambda: len([i for i in mesh.app("hello")["instances"]
+                          if i["state"] == "Ready"]) == 3)
+        api_deploy = time.perf_counter() - t0
+        print(f"deploy 3/3 Ready: CLI wall {cli_deploy * 1000:.0f} ms, "
+              f"from the control request {api_deploy * 1000:.0f} ms")
+        result.update(deploy_cli_ms=round(cli_deploy * 1000),
+                      deploy_api_ms=round(api_deploy * 1000))
+
+        k = bench_kills(mesh, args.kills)
+        det50, det95 = pct(k["detect"], 50) * 1000, pct(k["detect"], 95) * 1000
+        res50, res95 = pct(k["respawn"], 50) * 1000, pct(k["respawn"], 95) * 1000
+        print(f"exit detection (kill -9 → endpoint gone), {args.kills} kills: "
+              f"p50 {det50:.1f} ms, p95 {det95:.1f} ms")
+        print(f"respawn (kill -9 → replacement Ready): p50 {res50:.0f} ms, p95 {res95:.0f} ms; "
+              f"minus the workload's own start: p50 {res50 - own_start * 1000:.0f} ms")
+        result.update(exit_detect_p50_ms=round(det50, 1), exit_detect_p95_ms=round(det95, 1),
+                      respawn_p50_ms=round(res50), respawn_p95_ms=round(res95),
+                      respawn_minus_start_p50_ms=round(res50 - own_start * 1000))
+        mesh.client.request("stop", app="hello")
+        wait(lambda: not mesh.app("hello")["instances"])
+
+        # scale: N apps x 3 nodes
+        digests = [publish(home, binary=HELLO, manifest={"name": f"app{n}", "version": "1"})
+                   for n in range(args.apps)]
+        t0 = time.perf_counter()
+        for n, d in enumerate(digests):
+            mesh.client.request("deploy", app=f"app{n}", digest=d, min=1, max=3,
+                                cpu=0.01, mem=64)
+        last = time.perf_counter()
+        want = args.apps * 3
+
+        def all_ready() -> bool:
+            docs = mesh.client.request("status")["apps"]
+            return sum(1 for a in docs for i in a["instances"] if i["state"] == "Ready") == want
+
+        wait(all_ready, 300)
+        done = time.perf_counter()
+        rss = psutil.Process(mesh.proc.pid).memory_info().rss / 1048576
+        threads = psutil.Process(mesh.proc.pid).num_threads()
+        status_times = []
+        for _ in range(10):
+            t = time.perf_counter()
+            mesh.client.request("status")
+            status_times.append(time.perf_counter() - t)
+        cli_times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "mycelium", "status", "--json", "--home",
+                            str(home.root)], check=True, env=ENV, capture_output=True)
+            cli_times.append(time.perf_counter() - t)
+        print(f"scale {args.apps} apps x 3 nodes = {want} workloads: deploys took "
+              f"{last - t0:.2f} s; all Ready {done - last:.2f} s after the last deploy "
+              f"({done - t0:.2f} s after the first)")
+        print(f"mesh RSS {rss:.0f} MB, {threads} threads; status over the socket p50 "
+              f"{statistics.median(status_times) * 1000:.1f} ms; `mycelium status --json` "
+              f"CLI wall p50 {statistics.median(cli_times) * 1000:.0f} ms")
+        result.update(scale_workloads=want, scale_deploys_s=round(last - t0, 2),
+                      scale_ready_after_last_deploy_s=round(done - last, 2),
+                      scale_ready_after_first_deploy_s=round(done - t0, 2),
+                      mesh_rss_mb=round(rss), mesh_threads=threads,
+                      status_socket_ms=round(statistics.median(status_times) * 1000, 1),
+                      status_cli_ms=round(statistics.median(cli_times) * 1000))
+        t = time.perf_counter()
+    finally:
+        mesh.stop()
+    result["shutdown_s"] = round(time.perf_counter() - t, 2) if "t" in dir() else None
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
