@@ -92,7 +92,8 @@ def run(kind: str, workloads: int, kills: int, workdir: Path) -> dict[str, float
     sample_us = 0.0
     if kind == "pidfd":  # what the memory budget's periodic sampling costs per workload
         for proc in procs:
-            proc.rss_bytes()  # type: ignore[attr-defined]  # warm the psutil caches
+            proc.cpu_percent()  # type: ignore[attr-defined]  # the cpu baseline
+        time.sleep(0.2)  # past the 0.1 s reuse window of a walk: measure fresh walks
         t0 = time.perf_counter()
         for proc in procs:
             proc.rss_bytes()  # type: ignore[attr-defined]
@@ -155,8 +156,11 @@ def main() -> None:
     results = {kind: {m: statistics.median(r[m] for r in rs) for m in rs[0]}
                for kind, rs in rounds.items()}
     for kind, r in results.items():
+        sample = (f", rss+cpu sample {r['sample_us_per_workload']:.0f} us/workload"
+                  if kind == "pidfd" else "")
         print(f"median {kind:6}: p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
-              f"{r['threads']:.0f} threads, +{r['rss_added_mb']:.1f} MB RSS")
+              f"max {r['max_ms']:.2f} ms, {r['threads']:.0f} threads, "
+              f"+{r['rss_added_mb']:.1f} MB RSS, {r['spawn_per_s']:.0f} spawns/s{sample}")
     ratio = results["thread"]["p50_ms"] / results["pidfd"]["p50_ms"]
     print(f"p50 ratio thread/pidfd: {ratio:.2f}")
     print(json.dumps({"bench": "process", "machine": f"{platform.machine()} "
