@@ -115,11 +115,9 @@ class Workload:
         self.argv: tuple[str, ...] = tuple(argv)
         self.pid: int = popen.pid
         self.pgid: int = popen.pid  # start_new_session: the leader of its own session and group
-        try:
-            self._ps: psutil.Process | None = psutil.Process(self.pid)
-            self.create_time: float = self._ps.create_time()
-        except psutil.Error:  # it died already; still a real record of what ran
-            self._ps = None
+        try:  # a zombie still has its create time; only a vanished pid has none
+            self.create_time: float = psutil.Process(self.pid).create_time()
+        except psutil.Error:
             self.create_time = time.time()
         self._lock = threading.Lock()
         self._exited = threading.Event()
