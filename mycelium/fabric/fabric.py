@@ -306,9 +306,17 @@ class Fabric(SupervisedActor):
             self._broadcast(app)
 
     def _broadcast(self, app: str) -> None:
-        message = PlanChanged(app, self._plans.get(app), self._budgets.get(app))
+        plan, budget = self._plans.get(app), self._budgets.get(app)
+        evicted: set[str] = set()
+        holders = self._slots.get(app, set())
+        if plan is not None:
+            limit = plan.max if budget is None else min(plan.max, budget.max_instances)
+            if len(holders) > limit:  # scaled down: the last nodes give their slot back
+                evicted = set(sorted(holders)[limit:])
+                holders -= evicted
+        message = PlanChanged(app, plan, budget)
         for node in self._nodes:
-            self._names.tell(node, message)
+            self._names.tell(node, PlanChanged(app, None, None) if node in evicted else message)
 
     # -- views -----------------------------------------------------------------------------
 

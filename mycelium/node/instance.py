@@ -135,6 +135,8 @@ class AppInstance(SupervisedActor):
         self._names = names
         self._workload: Workload | None = None
         self._closing = threading.Event()
+        self._spawn_lock = threading.Lock()
+        self._spawned: Workload | None = None
         self._failures = 0
         self._checks = 0
         self._tick: int | None = None
@@ -159,12 +161,14 @@ class AppInstance(SupervisedActor):
         self._shutdown(1.0, self.info.reason)
 
     def _shutdown(self, grace: float, reason: str | None) -> None:
-        self._closing.set()
+        with self._spawn_lock:
+            self._closing.set()
+            spawned = self._spawned
         if self._tick is not None:
             shared_ticker().cancel(self._tick)
         if self.info.state in ("Launching", "Ready"):
             self._set(state="Draining")
-        workload = self._workload
+        workload = self._workload or spawned
         if workload is not None:
             workload.terminate(grace=grace)
         with contextlib.suppress(OSError):
@@ -182,9 +186,11 @@ class AppInstance(SupervisedActor):
             env = {**spec.env, "PORT": str(port), "MYCELIUM_APP": spec.app,
                    "MYCELIUM_NODE": spec.node, "MYCELIUM_DIGEST": spec.digest,
                    "MYCELIUM_INSTANCE": self.info.id}
-            if self._closing.is_set():
-                return
-            workload = _spawn_retrying([str(binary), *spec.args], self._dir, env)
+            with self._spawn_lock:  # either spawned before a stop, or never
+                if self._closing.is_set():
+                    return
+                workload = _spawn_retrying([str(binary), *spec.args], self._dir, env)
+                self._spawned = workload
         except Exception as exc:
             _tell(ref, _LaunchFailed(f"launch failed: {exc}"))
             return

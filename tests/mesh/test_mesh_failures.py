@@ -79,6 +79,9 @@ def test_max_instances_caps_placement_and_memory_budget_kills(
     mesh.ready("tester", 2)
     doc = mesh.app("tester")
     assert doc["desired"] == 2 and len(doc["instances"]) == 2
+    # scaling down gives the extra slot back
+    assert cli(mesh.home, "deploy", "tester", digests["tester"], "--max", "1").returncode == 0
+    wait_until(lambda: len(mesh.app("tester")["instances"]) == 1, 15, "scaled down to 1")
 
     result = cli(mesh.home, "deploy", "hog", digests["hog"], "--mem", "100", "--no-wait")
     assert result.returncode == 0, result.stderr
