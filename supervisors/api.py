@@ -7,7 +7,7 @@ Each one is an ``ask`` with a timeout; OTP's error outcomes are raised as except
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pykka
 
@@ -100,15 +100,31 @@ def start_child(
 
 
 def terminate_child(
-    ref: pykka.ActorRef[Any], child_id: str, timeout: float | None = DEFAULT_TIMEOUT
+    ref: pykka.ActorRef[Any],
+    child_id: str,
+    timeout: float | Literal["auto"] | None = "auto",
 ) -> None:
     """Stop a child by its shutdown policy; its spec is kept (not for temporary children,
-    nor under a DynamicSupervisor).
+    nor under a DynamicSupervisor). Returns once the child's cleanup finished (or it was
+    given up on as killed).
+
+    Args:
+        ref: The supervisor.
+        child_id: The child.
+        timeout: ``"auto"`` waits the child's own shutdown time plus 5 s (no limit for
+            ``infinity``), so a slow but legitimate stop is not mistaken for a dead
+            supervisor; seconds, or ``None`` for no limit.
 
     Raises:
         NotFound: No such child.
         SupervisorNotRunning: If the supervisor is dead or does not answer.
     """
+    if timeout == "auto":
+        policy = get_childspec(ref, child_id).shutdown_policy
+        if policy == "infinity":
+            timeout = None
+        else:
+            timeout = DEFAULT_TIMEOUT + (0.0 if policy == "brutal_kill" else float(policy))
     call(ref, TerminateChild(child_id), timeout)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pykka
 import pytest
-from sv_helpers import Journal, Recorder, ref_of, worker
+from sv_helpers import Journal, Recorder, ref_of, wait_until, worker
 
 from supervisors import (
     AlreadyPresent,
@@ -17,6 +17,7 @@ from supervisors import (
     NotFound,
     Running,
     Supervisor,
+    SupervisorNotRunning,
     SupFlags,
     count_children,
     delete_child,
@@ -122,3 +123,37 @@ def test_a_tree_of_300_actors_without_extra_threads(journal: Journal) -> None:
     finally:
         assert root.stop(block=True, timeout=20)
     assert len(journal.of("stop")) == 300
+
+
+@pytest.mark.timeout(20)
+def test_terminate_child_waits_as_long_as_the_childs_shutdown_may_take(
+    start_sup: StartSup, journal: Journal
+) -> None:
+    gate = threading.Event()
+    sup = start_sup([worker("slow", journal, shutdown=30.0, stop_gate=gate)])
+    waiter = threading.Thread(target=terminate_child, args=(sup, "slow"))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # still waiting for the child's on_stop, no error
+    gate.set()
+    waiter.join(5)
+    assert not waiter.is_alive()
+    assert journal.of("stop") == ["slow"]
+
+
+def test_a_busy_supervisor_gives_a_clear_error_instead_of_hanging(
+    start_sup: StartSup, journal: Journal
+) -> None:
+    gate = threading.Event()
+    sup = start_sup([worker("slow", journal, shutdown="infinity", stop_gate=gate)])
+    slow = ref_of(sup, "slow")
+    stopping = threading.Thread(target=terminate_child, args=(sup, "slow"))
+    stopping.start()
+    try:
+        wait_until(slow.actor_stopped.is_set)  # the supervisor now waits for its on_stop
+        with pytest.raises(SupervisorNotRunning, match=r"did not answer within 0\.1 s"):
+            which_children(sup, timeout=0.1)
+    finally:
+        gate.set()
+        stopping.join(5)
+    assert which_children(sup)[0].status == "undefined"
