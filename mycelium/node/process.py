@@ -496,9 +496,16 @@ def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path
 
     Raises:
         ProcessError: the working directory or binary is missing, the binary is not executable
-            or not a valid executable, or the log cannot be opened.
+            or not a valid executable, an environment variable is not a string, or the log
+            cannot be opened.
     """
     cwd = Path(cwd)
+    argv = [os.fspath(arg) for arg in argv]
+    bad = [key for key, value in env.items() if not isinstance(key, str)
+           or not isinstance(value, str) or "=" in key or "\0" in key + value]
+    if bad:
+        raise ProcessError(f"cannot spawn {argv[0] if argv else '?'}: environment variable "
+                           f"{bad[0]!r} must be a string name without '=' with a string value")
     full_env = {**os.environ, **env} if inherit_env else dict(env)
     binary = _check_spawnable(argv, cwd, full_env)
     try:

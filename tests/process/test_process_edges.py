@@ -50,6 +50,12 @@ def test_spawn_errors_name_the_precise_reason(tmp_path: Path) -> None:
     assert "not a regular file" in spawn_error([str(tmp_path)], tmp_path, tmp_path)
     assert "not a valid executable" in spawn_error([str(garbage)], tmp_path, tmp_path)
     assert "working directory" in spawn_error(["sh"], tmp_path / "missing", tmp_path)
+    with pytest.raises(ProcessError, match="'PORT' must be a string"):
+        spawn(["sh"], tmp_path, {"PORT": 8080}, tmp_path / "out.log")  # type: ignore[dict-item]
+
+
+def test_argv_may_hold_paths(spawned: Spawner, tmp_path: Path) -> None:
+    assert spawned([Path("/bin/sh"), "-c", "exit 4"]).wait(10) == 4  # type: ignore[list-item]
 
 
 def test_a_relative_binary_is_found_in_the_working_directory(
