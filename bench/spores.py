@@ -4,7 +4,8 @@
 
 Creates a random binary in a temp dir, times `sha256sum` on it, then pack, publish and verify
 (in-process API, each in a fresh child process so that its peak RSS growth can be measured
-with getrusage), and the `mycelium publish` / `mycelium verify` commands end to end. Reports
+with getrusage), and the `mycelium publish` / `mycelium verify` commands end to end; and the
+time until examples/hello answers /health, against a bare socket server. Reports
 each as the median over the rounds and as a ratio to sha256sum (goal <= 2x), and the peak
 RSS growth (goal < 64 MB). The last line is JSON.
 """
@@ -68,6 +69,42 @@ def _cli(*args: str) -> float:
     return time.perf_counter() - t
 
 
+BARE_SERVER = r"""
+import os, signal, socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(os.environ["PORT"]))); s.listen()
+signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+while True:
+    c, _ = s.accept(); c.recv(1000)
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"); c.close()
+"""
+HELLO = Path(__file__).resolve().parents[1] / "examples" / "hello" / "hello"
+
+
+def _time_to_healthy(argv: list[str]) -> float:
+    """Spawn ``argv`` with a free PORT; seconds until GET /health answers 200."""
+    import signal
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env={**os.environ, "PORT": str(port)})
+    try:
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+                    c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    if b" 200 " in c.recv(100):
+                        return time.perf_counter() - start
+            except OSError:
+                time.sleep(0.002)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=200)
@@ -105,6 +142,15 @@ def main() -> None:
             runs["cli verify"].append(_cli("verify", digest, "--home", str(home)))
             shutil.rmtree(home / "repo")
 
+        starts: dict[str, list[float]] = {"bare socket server": [], "hello": [],
+                                          "hello via shebang": []}
+        for _ in range(max(5, args.rounds)):
+            starts["bare socket server"].append(
+                _time_to_healthy([sys.executable, "-c", BARE_SERVER]))
+            starts["hello"].append(_time_to_healthy([sys.executable, str(HELLO)]))
+            starts["hello via shebang"].append(_time_to_healthy([str(HELLO)]))
+        start_med = {k: statistics.median(v) for k, v in starts.items()}
+
         med = {k: statistics.median(v) for k, v in runs.items()}
         base = med["sha256sum"]
         print(f"binary {args.size_mb} MB, {args.rounds} rounds, median seconds "
@@ -112,6 +158,8 @@ def main() -> None:
         for k, v in med.items():
             growth = f"  rss +{rss[k] / 1024:.1f} MB" if k in rss else ""
             print(f"  {k:<12} {v:7.3f} s  {v / base:5.2f}x{growth}")
+        print("time to healthy (median): " + ", ".join(
+            f"{k} {v * 1000:.0f} ms" for k, v in start_med.items()))
         summary = {
             "bench": "spores", "size_mb": args.size_mb, "rounds": args.rounds,
             "machine": f"{platform.machine()} {os.cpu_count()} cpus {platform.python_version()}",
@@ -119,6 +167,7 @@ def main() -> None:
             "seconds": {k: round(v, 4) for k, v in med.items()},
             "ratio_to_sha256sum": {k: round(v / base, 3) for k, v in med.items()},
             "peak_rss_growth_mb": {k: round(v / 1024, 2) for k, v in rss.items()},
+            "time_to_healthy_ms": {k: round(v * 1000, 1) for k, v in start_med.items()},
             "goal_ratio_met": all(med[k] / base <= 2.0 for k in ("pack", "publish", "verify")),
             "goal_rss_met": all(v / 1024 < 64 for v in rss.values()),
         }
