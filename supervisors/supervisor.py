@@ -78,6 +78,8 @@ class Supervisor(ChildOperations, SupervisedActor):
         flags = SupFlags() if flags is None else flags
         if not isinstance(flags, SupFlags):
             raise SpecError(f"flags must be a SupFlags; got {flags!r}")
+        if isinstance(children, ChildSpec) or not isinstance(children, Iterable):
+            raise SpecError(f"children must be a list of ChildSpec; got {children!r}")
         specs = list(children)
         check_specs(specs, flags)
         if not isinstance(path, str) or not path:

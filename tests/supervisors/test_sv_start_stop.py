@@ -77,6 +77,8 @@ def test_invalid_children_raise_before_anything_starts(journal: Journal) -> None
         Supervisor.start(SupFlags(), [worker("A", journal), worker("A", journal)])
     with pytest.raises(SpecError, match="flags must be a SupFlags"):
         Supervisor.start("one_for_one", [])
+    with pytest.raises(SpecError, match="children must be a list of ChildSpec"):
+        Supervisor.start(SupFlags(), worker("A", journal))
     assert journal.entries == []
 
 
