@@ -13,9 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import SporeError, SporeInputError, UnknownSpore
+from .errors import SporeError, UnknownSpore
 from .limits import Limits
-from .spore import CHUNK, Verified, verify
+from .spore import CHUNK, Verified, open_regular, verify
 
 __all__ = ["DIGEST_RE", "Repo"]
 
@@ -129,16 +129,11 @@ class Repo:
         src = Path(spore_path)
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.remove_stale_partials()
-        try:
-            fin = open(src, "rb")  # noqa: SIM115
-        except OSError as exc:
-            raise SporeInputError(f"cannot read spore {src}: {exc.strerror}") from None
+        fin = os.fdopen(open_regular(src, "spore"), "rb")
         tmp_fd, tmp_name = tempfile.mkstemp(prefix=".put-", suffix=".partial", dir=self.root)
         try:
             sha = hashlib.sha256()
             with fin, os.fdopen(tmp_fd, "wb", buffering=0) as out:
-                if not os.path.isfile(src):
-                    raise SporeInputError(f"spore {src} is not a regular file")
                 if limits and os.fstat(fin.fileno()).st_size > limits.max_archive_bytes:
                     raise SporeError(f"archive is over the limit of {limits.max_archive_bytes} "
                                      "bytes")

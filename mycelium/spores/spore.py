@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 import zlib
 from collections.abc import Mapping
@@ -36,7 +37,7 @@ from .keys import public_hex
 from .limits import Limits
 from .manifest import Manifest, canonical_json, parse_input_manifest, parse_spore_manifest
 
-__all__ = ["Packed", "Verified", "extract", "inspect", "pack", "verify"]
+__all__ = ["Packed", "Verified", "extract", "inspect", "open_regular", "pack", "verify"]
 
 CHUNK = 1024 * 1024
 
@@ -113,14 +114,9 @@ def pack(binary: Path | str, manifest: Manifest | Mapping[str, Any] | Path | str
     limits = limits or Limits()
     base = _load_manifest(manifest)
     binary, out = Path(binary), Path(out)
-    try:
-        fd = os.open(binary, os.O_RDONLY)
-    except OSError as exc:
-        raise SporeInputError(f"cannot read binary {binary}: {exc.strerror}") from None
+    fd = open_regular(binary, "binary")
     try:
         st = os.fstat(fd)
-        if not os.path.isfile(binary) or (st.st_mode & 0o170000) != 0o100000:
-            raise SporeInputError(f"binary {binary} is not a regular file")
         if st.st_size > limits.max_binary_bytes:
             raise SporeInputError(f"binary {binary} is {st.st_size} bytes, over the limit of "
                                   f"{limits.max_binary_bytes} bytes")
@@ -256,17 +252,28 @@ def _verify_open(f: BinaryIO, trusted: frozenset[str], limits: Limits,
     return Verified(digest, manifest), layout
 
 
-def _open_spore(path: Path) -> BinaryIO:
+def open_regular(path: Path, what: str) -> int:
+    """Open ``path`` for reading, refusing anything but a regular file.
+
+    ``O_NONBLOCK`` keeps a FIFO put in a spore's place from hanging the open; the flag is
+    cleared once the descriptor is known to be a regular file.
+
+    Raises:
+        SporeInputError: It cannot be opened or is not a regular file.
+    """
     try:
-        f = open(path, "rb")  # noqa: SIM115  (closed by the caller's with-block)
-    except FileNotFoundError:
-        raise SporeInputError(f"no such spore file: {path}") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise SporeInputError(f"cannot read spore {path}: {exc.strerror}") from None
-    if not os.path.isfile(path):
-        f.close()
-        raise SporeInputError(f"spore {path} is not a regular file")
-    return f
+        raise SporeInputError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SporeInputError(f"{what} {path} is not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _open_spore(path: Path) -> BinaryIO:
+    return os.fdopen(open_regular(path, "spore"), "rb")
 
 
 def verify(spore_path: Path | str, trusted: frozenset[str], limits: Limits | None = None, *,

@@ -148,3 +148,18 @@ def test_stale_partial_files_from_a_killed_publish_are_cleaned_up(
     os.utime(stale, (1_000_000, 1_000_000))
     digest = Repo(home.repo).put(write_spore(tmp_path / "s.spore", key, b"bin"))
     assert sorted(repo_listing(home.repo)) == [".put-new.partial", f"{digest}.spore"]
+
+
+@pytest.mark.timeout(10)
+def test_a_fifo_or_device_in_place_of_a_spore_or_binary_is_refused_without_hanging(
+        tmp_path: Path, home: Home, key: SigningKey) -> None:
+    fifo = tmp_path / "fifo.spore"
+    os.mkfifo(fifo)
+    from mycelium.spores import SporeInputError
+    for call in (lambda: verify(fifo, load_trusted(home)),
+                 lambda: Repo(home.repo).put(fifo),
+                 lambda: pack(fifo, {"name": "a", "version": "1"}, key, tmp_path / "o.spore"),
+                 lambda: verify("/dev/zero", load_trusted(home))):
+        with pytest.raises(SporeInputError, match="not a regular file"):
+            call()
+    assert repo_listing(home.repo) == {}
