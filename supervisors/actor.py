@@ -10,6 +10,7 @@ and no extra thread per child is needed.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -98,6 +99,15 @@ class SupervisedActor(pykka.ThreadingActor):
             self._sv_in_start = False
             self.sv_started.set()
 
+    def _stop(self) -> None:
+        crash = sys.exc_info()[1]
+        super()._stop()
+        if crash is not None and not isinstance(crash, Exception):
+            # Pykka's BaseException path: after this it stops every actor from this thread
+            # (ActorRegistry.stop_all), which waits for our supervisor, so report now (cleanup
+            # is done) or the supervisor would wait for us while we wait for it.
+            self._sv_finish(crash)
+
     def _handle_failure(
         self,
         exception_type: type[BaseException] | None,
@@ -150,6 +160,8 @@ class SupervisedActor(pykka.ThreadingActor):
         watcher(result)
 
     def _sv_finish(self, crash: BaseException | None) -> None:
+        if self.sv_done.is_set():
+            return  # already reported (Pykka's BaseException path)
         if self._sv_failure is not None:
             result = self._sv_failure
         elif self._sv_exit_reason is not None:

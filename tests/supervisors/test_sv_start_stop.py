@@ -19,6 +19,7 @@ from supervisors import (
     SupervisorError,
     SupervisorNotRunning,
     SupFlags,
+    wait_exit,
     which_children,
 )
 
@@ -152,3 +153,23 @@ def test_a_thousand_children_start_and_stop_without_extra_threads(journal: Journ
     finally:
         assert ref.stop(block=True, timeout=20)
     assert len(journal.of("stop")) == 1000
+
+
+class Exiter(Worker):
+    def on_receive(self, message: Any) -> Any:
+        if message == "exit":
+            raise SystemExit(3)
+        return super().on_receive(message)
+
+
+@pytest.mark.timeout(20)
+def test_a_base_exception_stops_the_whole_tree_promptly_as_pykka_does(
+    journal: Journal, recorder: Recorder
+) -> None:
+    children = [worker("A", journal), ChildSpec("X", lambda: Exiter.start(name="X"))]
+    sup = Supervisor.start(SupFlags(intensity=5), children, path="root", reporter=recorder)
+    began = time.monotonic()
+    which_children(sup)[1].ref.tell("exit")  # type: ignore[union-attr]
+    assert wait_exit(sup, timeout=10) is not None
+    assert time.monotonic() - began < 3.0  # no wait for a shutdown timeout
+    assert recorder.events("child_terminated", "X")[0].reason == "SystemExit: 3"
