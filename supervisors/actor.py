@@ -132,10 +132,11 @@ class SupervisedActor(pykka.ThreadingActor):
         return self._sv_result
 
     def exit_with(self, reason: str, details: Mapping[str, Any] | None = None) -> None:
-        """Stop now, from inside the actor's own thread, with an abnormal exit reason.
+        """Stop now, from inside the actor's own thread, with the given exit reason.
 
         The rest of the mailbox is not processed; ``on_stop`` runs. Used by supervisors that
-        give up (``reached_max_restart_intensity``) so that their parent sees that reason.
+        give up (``reached_max_restart_intensity``, abnormal) or shut down on their own
+        (``shutdown``, normal) so that their parent sees that reason.
 
         Args:
             reason: The exit reason the watcher receives.
