@@ -86,12 +86,12 @@ def run_naive(port: int, backend: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-def run_edge(port: int, backend: int) -> None:
+def run_edge(port: int, backend: int, loop: str) -> None:
     """The edge, as the mesh runs it: an EdgeServer on its own loop thread."""
     sys.path.insert(0, str(HERE.parent.parent))
     from mycelium.edge import EdgeConfig, EdgeServer, Endpoint, Route, RouteTable
 
-    server = EdgeServer(EdgeConfig(port=port, edge_id="bench-edge"))
+    server = EdgeServer(EdgeConfig(port=port, edge_id="bench-edge", event_loop=loop))
     server.start()
     server.set_routes(RouteTable({"hello": Route("hello", (
         Endpoint(f"http://127.0.0.1:{backend}", "hello#1"),))}))
@@ -164,6 +164,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                        help="the edge's event loop (EdgeConfig.event_loop)")
     parser.add_argument("--role", choices=["backend", "naive", "edge"])
     parser.add_argument("--port", type=int)
     parser.add_argument("--backend", type=int)
@@ -173,7 +175,7 @@ def main() -> None:
     if args.role == "naive":
         return run_naive(args.port, args.backend)
     if args.role == "edge":
-        return run_edge(args.port, args.backend)
+        return run_edge(args.port, args.backend, args.loop)
     missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None]
     if missing:
         raise SystemExit(f"missing {' '.join(missing)}: run `apt-get install -y wrk nginx`")
@@ -193,7 +195,7 @@ def main() -> None:
                                 "--backend", str(backend_port)]))
             wait_port(naive_port, procs[-1])
             procs.append(spawn([*me, "--role", "edge", "--port", str(edge_port),
-                                "--backend", str(backend_port)]))
+                                "--backend", str(backend_port), "--loop", args.loop]))
             wait_port(edge_port, procs[-1])
             targets = {"nginx": nginx_port, "naive": naive_port, "edge": edge_port}
             for port in targets.values():  # warm up every path once
@@ -231,6 +233,7 @@ def main() -> None:
     print("edge/nginx req/s {edge_vs_nginx_rps:.2f}  edge/naive req/s {edge_vs_naive_rps:.2f}  "
           "edge/nginx p99 {edge_vs_nginx_p99:.2f}".format(**ratios))
     print(json.dumps({"bench": "edge", "cores": os.cpu_count(), "duration_s": args.duration,
+                      "edge_loop": args.loop,
                       "rounds": args.rounds, "connections": args.connections,
                       "summary": summary, "ratios": ratios}))
 

@@ -9,54 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import orjson
 
 from mycelium.edge.balancer import Balancer
 from mycelium.edge.config import EdgeConfig
-from mycelium.edge.http1 import (
-    ChunkedReader,
-    ProtocolError,
-    RequestHead,
-    ResponseHead,
-    parse_request_head,
-    parse_response_head,
-)
+from mycelium.edge.http1 import ProtocolError, RequestHead, ResponseHead, parse_request_head
 from mycelium.edge.metrics import EdgeMetrics
+from mycelium.edge.relay import abort_on_error, client_fault, pump_body, relay_response, settle
 from mycelium.edge.routes import APP_NAME, Endpoint, RouteTable, split_target
+from mycelium.edge.upstream import Upstream, UpstreamPool, read_response_head
 from mycelium.edge.wire import Conduit
 
 __all__ = ["EdgeProxy"]
 
+log = logging.getLogger(__name__)
+
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _DROP_REQUEST = frozenset({b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto",
                            b"expect"})
-_DROP_RESPONSE = frozenset({b"x-mycelium-edge"})
 _REASONS = {400: "Bad Request", 404: "Not Found", 408: "Request Timeout",
             413: "Content Too Large", 417: "Expectation Failed",
             431: "Request Header Fields Too Large", 501: "Not Implemented",
             502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
             505: "HTTP Version Not Supported", 200: "OK"}
-
-
-class _Fail(Exception):
-    """Ends a request with an edge error response (or an abort once the head went out)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class _Upstream(Conduit):
-    """A connection to one endpoint; ``reused`` once it served a request before."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, key: tuple[str, int]) -> None:
-        super().__init__(loop)
-        self.key = key
-        self.reused = False
-        self.idle_since = 0.0
 
 
 class _Client(Conduit):
@@ -66,7 +45,7 @@ class _Client(Conduit):
         super().__init__(loop)
         self.proxy = proxy
         self.task: asyncio.Task[None] | None = None
-        self.upstream: _Upstream | None = None  # in use by the current request
+        self.upstream: Upstream | None = None  # in use by the current request
         self.pump: asyncio.Task[None] | None = None
         self.idle = True
         self.peer = ""
@@ -102,7 +81,7 @@ class EdgeProxy:
         self.balancer = Balancer(config.max_fails, config.fail_timeout)
         self.draining = False
         self.clients: set[_Client] = set()
-        self._pool: dict[tuple[str, int], list[_Upstream]] = {}
+        self.pool = UpstreamPool(loop, config.upstream_keepalive, config.connect_timeout)
         self._edge_line = b"X-Mycelium-Edge: " + config.edge_id.encode("latin-1") + b"\r\n"
         self._proto_line = b"X-Forwarded-Proto: " + config.forwarded_proto.encode() + b"\r\n"
         self._all_done: asyncio.Future[None] | None = None
@@ -127,17 +106,12 @@ class EdgeProxy:
                 await asyncio.wait(late, timeout=1.0)
         for client in list(self.clients):
             client.abort()
-        for conns in self._pool.values():
-            for up in conns:
-                up.abort()
-        self._pool.clear()
+        self.pool.close_all()
 
     def prune(self, keep: set[tuple[str, int]]) -> None:
         """Forget health state and close pooled connections of endpoints no longer routed."""
         self.balancer.forget(keep)
-        for key in [k for k in self._pool if k not in keep]:
-            for up in self._pool.pop(key):
-                up.close()
+        self.pool.prune(keep)
 
     # -- one client connection --------------------------------------------------------------------
     async def _serve(self, client: _Client) -> None:
@@ -162,6 +136,9 @@ class EdgeProxy:
                 if not keep:
                     return
         except (ConnectionError, TimeoutError, asyncio.CancelledError):
+            client.abort()
+        except Exception:  # a bug must cost one connection, never the edge
+            log.exception("edge: unexpected error serving %s", client.peer)
             client.abort()
         finally:
             self.clients.discard(client)
@@ -303,43 +280,13 @@ class EdgeProxy:
         parts.append(b"\r\n")
         return b"".join(parts)
 
-    async def _connect(self, ep: Endpoint) -> _Upstream:
-        """Take a pooled connection to ``ep`` or open a new one.
-
-        Raises:
-            OSError: The connection failed.
-            TimeoutError: It did not open within ``connect_timeout``.
-        """
-        key = (ep.host, ep.port)
-        conns = self._pool.get(key)
-        if conns:
-            while conns:
-                up = conns.pop()
-                if up.closed or up.eof or up.buf:
-                    up.abort()
-                    continue
-                return up
-        _, proto = await asyncio.wait_for(
-            self.loop.create_connection(lambda: _Upstream(self.loop, key), ep.host, ep.port),
-            self.config.connect_timeout)
-        return proto
-
-    def _release(self, up: _Upstream) -> None:
-        """Return a healthy upstream connection to the pool (or close it)."""
-        conns = self._pool.setdefault(up.key, [])
-        if self.draining or len(conns) >= self.config.upstream_keepalive:
-            up.close()
-            return
-        up.reused = True
-        conns.append(up)
-
     async def _proxy(self, client: _Client, req: RequestHead, app: str, target: str,
                      order: Sequence[Endpoint]) -> bool:
         """Send the request upstream (with retries) and stream the response back."""
         has_body = req.chunked or bool(req.content_length)
         may_resend = not has_body and req.method in _IDEMPOTENT
         pump: asyncio.Task[None] | None = None
-        up: _Upstream | None = None
+        up: Upstream | None = None
         resp: ResponseHead | None = None
         timed_out = False
         failure = "no endpoint could be reached"
@@ -353,7 +300,7 @@ class EdgeProxy:
                 self.metrics.retry(app)
             attempt += 1
             try:
-                up = client.upstream = await self._connect(ep)
+                up = client.upstream = await self.pool.acquire(ep)
             except (OSError, TimeoutError) as exc:
                 timed_out = isinstance(exc, TimeoutError)
                 failure = f"upstream {ep.url} unreachable: {exc.__class__.__name__}"
@@ -368,27 +315,26 @@ class EdgeProxy:
                 if has_body:
                     if req.expect_continue:
                         client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    pump = client.pump = self.loop.create_task(self._pump(client, up, req))
-                    pump.add_done_callback(_abort_on_error(up))
-                resp = await self._read_response_head(up, req)
+                    pump = client.pump = self.loop.create_task(
+                        pump_body(client, up, req, self.config))
+                    pump.add_done_callback(abort_on_error(up))
+                resp = await read_response_head(up, self.config.read_timeout)
             except TimeoutError:
                 up.abort()
-                if pump is not None:
-                    if _error_of(pump) is not None:
-                        return self._pump_failed(client, pump, app)
-                    await _settle(pump)
+                if client_fault(pump) is None and pump is not None:
+                    await settle(pump)
+                if client_fault(pump) is not None:
+                    return self._pump_failed(client, pump, app)
                 self.metrics.upstream_failure(app)
                 self._error(client, 504, f"upstream {ep.url} timed out", app, close=True)
                 return False
             except (ConnectionError, ProtocolError, OSError) as exc:
                 up.abort()
-                if pump is not None:
-                    if _error_of(pump) is not None:
-                        return self._pump_failed(client, pump, app)
-                    await _settle(pump)
-                    if _error_of(pump) is not None:
-                        return self._pump_failed(client, pump, app)
-                    pump = None
+                if client_fault(pump) is None and pump is not None:
+                    await settle(pump)
+                if client_fault(pump) is not None:
+                    return self._pump_failed(client, pump, app)
+                pump = client.pump = None
                 if reused and may_resend:
                     continue  # a stale pooled connection: same endpoint, fresh connection
                 self.metrics.upstream_failure(app)
@@ -407,212 +353,18 @@ class EdgeProxy:
             return req.keep_alive and not has_body
         self.balancer.succeeded(ep)
         self.metrics.observe(app, time.monotonic() - started)
-        return await self._relay(client, req, app, up, resp, pump)
+        self.metrics.request(app, resp.status)
+        return await relay_response(client, req, up, resp, pump, self.config, self._edge_line,
+                                    req.keep_alive and not self.draining, self.pool)
 
-    def _pump_failed(self, client: _Client, pump: asyncio.Task[None], app: str) -> bool:
-        exc = _error_of(pump)
-        if isinstance(exc, ProtocolError):
-            self._error(client, exc.status, str(exc), app, close=True)
-        elif isinstance(exc, TimeoutError):
-            self._error(client, 408, "request body too slow", app, close=True)
+    def _pump_failed(self, client: _Client, pump: asyncio.Task[None] | None, app: str) -> bool:
+        """Answer a request whose body the client spoiled (or just drop a vanished client)."""
+        fault = client_fault(pump)
+        if fault is not None and fault.status is not None:
+            self._error(client, fault.status, str(fault), app, close=True)
         else:
             client.abort()
         return False
 
-    async def _read_response_head(self, up: _Upstream, req: RequestHead) -> ResponseHead:
-        """Read the upstream's final response head (skipping 1xx interim responses).
-
-        Raises:
-            TimeoutError: ``read_timeout`` passed in silence.
-            ConnectionResetError: The upstream closed before a full head.
-            ProtocolError: The upstream sent garbage.
-        """
-        buf = up.buf
-        while True:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > 65536:
-                    raise ProtocolError("upstream response head too large")
-                if up.eof:
-                    raise ConnectionResetError("upstream closed before responding")
-                await up.wait_more(self.config.read_timeout)
-                continue
-            resp = parse_response_head(bytes(buf[:end]))
-            del buf[:end + 4]
-            if 100 <= resp.status < 200:
-                if resp.status == 101:
-                    raise ProtocolError("upstream switched protocols")
-                continue
-            return resp
-
-    async def _pump(self, client: _Client, up: _Upstream, req: RequestHead) -> None:
-        """Stream the request body from the client to the upstream.
-
-        Raises:
-            ProtocolError: Malformed chunking, or the body is too large (413).
-            TimeoutError: The client went silent mid-body.
-            ConnectionError: Either side went away.
-        """
-        cfg = self.config
-        buf = client.buf
-        limit = cfg.max_body_bytes
-        if req.chunked:
-            reader = ChunkedReader()
-            while True:
-                data = reader.feed(buf)
-                client.consumed()
-                if limit is not None and reader.total > limit:
-                    raise ProtocolError("request body too large", 413)
-                if data:
-                    up.write(data)
-                    if up.must_drain:
-                        await up.drain(cfg.send_timeout)
-                if reader.done:
-                    return
-                if client.eof:
-                    raise ConnectionResetError("client closed mid-body")
-                await client.wait_more(cfg.body_timeout)
-        remaining = req.content_length or 0
-        while remaining:
-            if not buf:
-                if client.eof:
-                    raise ConnectionResetError("client closed mid-body")
-                await client.wait_data(cfg.body_timeout)
-                continue
-            take = min(remaining, len(buf))
-            up.write(bytes(buf[:take]) if take < len(buf) else bytes(buf))
-            del buf[:take]
-            client.consumed()
-            remaining -= take
-            if up.must_drain:
-                await up.drain(cfg.send_timeout)
-
-    async def _relay(self, client: _Client, req: RequestHead, app: str, up: _Upstream,
-                     resp: ResponseHead, pump: asyncio.Task[None] | None) -> bool:
-        """Send the response head and stream the body to the client; pool the upstream."""
-        cfg = self.config
-        status = resp.status
-        bodyless = req.method == "HEAD" or status in (204, 304)
-        keep = req.keep_alive and not self.draining
-        dechunk = False
-        if bodyless:
-            framing = b""
-        elif resp.chunked:
-            if req.minor == 1:
-                framing = b"Transfer-Encoding: chunked\r\n"
-            else:
-                framing, dechunk, keep = b"", True, False
-        elif resp.content_length is not None:
-            framing = b""  # the Content-Length line is end-to-end and already kept
-        else:
-            framing, keep = b"", False  # body delimited by the upstream closing
-        parts = [b"HTTP/1.1" + resp.status_line[8:] + b"\r\n"]
-        for line in resp.end_to_end(_DROP_RESPONSE):
-            parts.append(line)
-            parts.append(b"\r\n")
-        parts.append(self._edge_line)
-        parts.append(framing)
-        if not keep:
-            parts.append(b"Connection: close\r\n")
-        elif req.minor == 0:
-            parts.append(b"Connection: keep-alive\r\n")
-        parts.append(b"\r\n")
-        head = b"".join(parts)
-        self.metrics.request(app, status)
-        ubuf = up.buf
-        complete = True
-        try:
-            if bodyless:
-                client.write(head)
-            elif resp.chunked:
-                reader = ChunkedReader(decode=dechunk)
-                data = reader.feed(ubuf)
-                client.write(head + data if data else head)
-                while not reader.done:
-                    if client.must_drain:
-                        await client.drain(cfg.send_timeout)
-                    if up.eof:
-                        raise ConnectionResetError("upstream closed mid-body")
-                    await up.wait_more(cfg.read_timeout)
-                    data = reader.feed(ubuf)
-                    up.consumed()
-                    if data:
-                        client.write(data)
-            elif resp.content_length is not None:
-                remaining = resp.content_length
-                take = min(remaining, len(ubuf))
-                if take:
-                    client.write(head + ubuf[:take])
-                    del ubuf[:take]
-                    remaining -= take
-                else:
-                    client.write(head)
-                while remaining:
-                    if client.must_drain:
-                        await client.drain(cfg.send_timeout)
-                    if not ubuf:
-                        if up.eof:
-                            raise ConnectionResetError("upstream closed mid-body")
-                        await up.wait_data(cfg.read_timeout)
-                        continue
-                    take = min(remaining, len(ubuf))
-                    client.write(bytes(ubuf[:take]) if take < len(ubuf) else bytes(ubuf))
-                    del ubuf[:take]
-                    up.consumed()
-                    remaining -= take
-            else:
-                client.write(head + ubuf if ubuf else head)
-                ubuf.clear()
-                while not up.eof:
-                    if client.must_drain:
-                        await client.drain(cfg.send_timeout)
-                    await up.wait_data(cfg.read_timeout)
-                    if ubuf:
-                        client.write(bytes(ubuf))
-                        ubuf.clear()
-                        up.consumed()
-                complete = False  # the upstream closed: nothing to pool
-            if client.must_drain:
-                await client.drain(cfg.send_timeout)
-        except (ConnectionError, TimeoutError, ProtocolError):
-            up.abort()
-            client.abort()
-            if pump is not None:
-                pump.cancel()
-            return False
-        if pump is not None and not pump.done():
-            # The upstream answered before reading the whole body: neither side is reusable.
-            pump.cancel()
-            up.abort()
-            return False
-        if pump is not None and _error_of(pump) is not None:
-            up.abort()
-            return False
-        if complete and resp.keep_alive and not up.eof and not ubuf:
-            self._release(up)
-        else:
-            up.close()
-        return keep
 
 
-def _abort_on_error(up: _Upstream) -> Callable[[asyncio.Task[None]], None]:
-    """A done-callback: a failed body pump aborts the upstream, waking the response reader."""
-    def callback(task: asyncio.Task[None]) -> None:
-        if _error_of(task) is not None:
-            up.abort()
-    return callback
-
-
-def _error_of(task: asyncio.Task[None]) -> BaseException | None:
-    """The exception a finished task raised (not cancellation); ``None`` otherwise."""
-    if not task.done() or task.cancelled():
-        return None
-    return task.exception()
-
-
-async def _settle(task: asyncio.Task[None]) -> None:
-    """Wait for ``task`` to finish without raising its exception here."""
-    if not task.done():
-        task.cancel()
-    with contextlib.suppress(BaseException):
-        await task
