@@ -16,14 +16,9 @@ import logging
 import os
 import platform
 import statistics
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
-
-# The editable install cannot be relied on when Python runs a script outside the repo root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson
 import pykka
