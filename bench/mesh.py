@@ -15,7 +15,9 @@ Measured through the control socket and the edge, like an operator would:
   deploy, the mesh's RSS, ``status --json`` over the socket and through the CLI.
 
 ``--backoff-base`` sets ``restart.backoff_base`` (the delay before the first respawn; the
-shipped default is 0.1 s). Prints figures and a final JSON line.
+shipped default is 0.1 s) and ``--reset-after`` ``restart.reset_after``; each kill waits until
+its victim has been up that long, so every kill is a first crash (no crash-loop backoff).
+Prints figures and a final JSON line.
 """
 
 from __future__ import annotations
@@ -110,12 +112,16 @@ def workload_start_to_healthy(rounds: int = 10) -> float:
     return statistics.median(times)
 
 
-def bench_kills(mesh: Mesh, kills: int) -> dict[str, Any]:
+def bench_kills(mesh: Mesh, kills: int, reset_after: float) -> dict[str, Any]:
     detect, respawn = [], []
     for n in range(kills):
         node = f"node-{n % 3 + 1}"
         victim = next(i for i in mesh.app("hello")["instances"]
                       if i["node"] == node and i["state"] == "Ready")
+        # pacing, not synchronisation: let the victim outlive restart.reset_after so that
+        # every kill is a first crash (backoff step 0), not a crash loop
+        up_for = time.time() - (victim["ready_at"] or 0.0)
+        time.sleep(max(0.0, reset_after + 0.05 - up_for))
         t0 = time.perf_counter()
         os.kill(victim["pid"], signal.SIGKILL)
         wait(lambda v=victim: all(i["id"] != v["id"] or i["state"] != "Ready"
@@ -135,6 +141,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--apps", type=int, default=100)
     parser.add_argument("--backoff-base", type=float, default=0.1)
+    parser.add_argument("--reset-after", type=float, default=0.5)
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-mesh-"))
@@ -142,7 +149,8 @@ def main() -> None:
     keygen(home)
     config = tmp / "mycelium.toml"
     config.write_text(f"[restart]\nbackoff_base = {args.backoff_base}\n"
-                      f"backoff_cap = {max(args.backoff_base, 30.0)}\n")
+                      f"backoff_cap = {max(args.backoff_base, 30.0)}\n"
+                      f"reset_after = {args.reset_after}\n")
     digest = publish(home, binary=HELLO, manifest={"name": "hello", "version": "1.0.0"})
     own_start = workload_start_to_healthy()
     print(f"examples/hello start-to-healthy (direct spawn): {own_start * 1000:.1f} ms")
@@ -150,6 +158,7 @@ def main() -> None:
     mesh = Mesh(home.root, config)
     result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores",
                               "backoff_base": args.backoff_base,
+                              "reset_after": args.reset_after,
                               "hello_start_to_healthy_ms": round(own_start * 1000, 1)}
     try:
         # deploy 3/3 through the CLI (wall time, includes the CLI's own start-up)
@@ -170,7 +179,7 @@ def main() -> None:
         result.update(deploy_cli_ms=round(cli_deploy * 1000),
                       deploy_api_ms=round(api_deploy * 1000))
 
-        k = bench_kills(mesh, args.kills)
+        k = bench_kills(mesh, args.kills, args.reset_after)
         det50, det95 = pct(k["detect"], 50) * 1000, pct(k["detect"], 95) * 1000
         res50, res95 = pct(k["respawn"], 50) * 1000, pct(k["respawn"], 95) * 1000
         print(f"exit detection (kill -9 → endpoint gone), {args.kills} kills: "

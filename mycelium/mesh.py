@@ -36,7 +36,7 @@ from mycelium.fabric import Fabric, Names, SqliteStore
 from mycelium.fabric.errors import BadPlan
 from mycelium.fabric.validate import check_app_name, check_budget, check_plan
 from mycelium.home import Home
-from mycelium.messages import AppFailed, GetStatus, PublishPlan, SetBudget, StopApp
+from mycelium.messages import AppFailed, AppRestarted, GetStatus, PublishPlan, SetBudget, StopApp
 from mycelium.node.agent import Agent, NodeSettings, SporeInfo
 from mycelium.node.instance import RECORD_FILE
 from mycelium.node.process import ProcessRecord, reap_leftovers
@@ -219,10 +219,18 @@ class Mesh:
             if report.event == "child_terminated" and report.reason not in (
                     None, "normal", "shutdown"):
                 names.tell(node, AppFailed(str(report.child), str(report.reason)))
+            elif report.event == "child_restarted":
+                names.tell(node, AppRestarted(str(report.child)))
+
+        # An app supervisor that reached its restart intensity is restarted by `apps` after a
+        # growing delay (1 s … 60 s): a crash-looping app keeps trying, ever more slowly, and
+        # never escalates to the node or the mesh.
+        app_backoff = Backoff(base=1.0, cap=60.0, jitter=0.1, reset_after=120.0)
 
         def start_apps() -> pykka.ActorRef[Any]:
             ref = DynamicSupervisor.start(path=f"mesh/nodes/{node}/apps",
-                                          reporter=apps_reporter, intensity=1000, period=1.0)
+                                          reporter=apps_reporter, backoff=app_backoff,
+                                          intensity=1000, period=1.0)
             names.register(f"{node}/apps", ref)
             return ref
 

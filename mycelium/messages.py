@@ -16,6 +16,7 @@ from typing import Any
 __all__ = [
     "AgentSync",
     "AppFailed",
+    "AppRestarted",
     "AppRoute",
     "Budget",
     "ClaimSlot",
@@ -255,6 +256,13 @@ class AppFailed:
 
     app: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppRestarted:
+    """The node's ``apps`` supervisor restarted an app supervisor (the agent re-adopts it)."""
+
+    app: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from mycelium.fabric.names import Names
 from mycelium.messages import (
     AgentSync,
     AppFailed,
+    AppRestarted,
     Budget,
     ClaimSlot,
     Crash,
@@ -148,7 +149,6 @@ class Agent(SupervisedActor):
         self._budgets: dict[str, Budget] = {}
         self._apps: dict[str, _AppHere] = {}
         self._manifests: dict[str, SporeInfo] = {}
-        self._failed: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -190,6 +190,17 @@ class Agent(SupervisedActor):
                 if kid.ref is not None:
                     kid.ref.tell(Resync())
 
+    def _readopt(self, app: str, here: _AppHere) -> None:
+        app_sup = self._app_sup(app)
+        if app_sup is None:
+            return
+        now = time.time()
+        for kid in which_children(app_sup):
+            here.children[kid.id] = ChildView(kid.id, str(kid.meta.get("digest", "")),
+                                              "Launching", now)
+            if kid.ref is not None:
+                kid.ref.tell(Resync())
+
     # -- dispatch --------------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
@@ -230,11 +241,15 @@ class Agent(SupervisedActor):
             case AppFailed(app=app, reason=reason):
                 here = self._apps.get(app)
                 if here is not None and not here.removing:
-                    log.warning("%s: %s gave up: %s", self.node, app, reason)
-                    del self._apps[app]
-                    plan = self._plans.get(app)
-                    self._failed[app] = plan.generation if plan else -1
-                    self._names.tell("fabric", ReleaseSlot(app, self.node))
+                    log.warning("%s: %s gave up (%s); apps restarts it", self.node, app, reason)
+                    here.children.clear()
+                    here.infos.clear()
+                    here.stopping.clear()
+            case AppRestarted(app=app):
+                here = self._apps.get(app)
+                if here is not None and not here.removing:
+                    self._readopt(app, here)
+                    self._reconcile(app)
             case FabricRestarted():
                 infos = tuple(i for h in self._apps.values() for i in h.infos.values())
                 self._names.tell("fabric", AgentSync(self.node, tuple(self._apps), infos))
@@ -291,8 +306,6 @@ class Agent(SupervisedActor):
                         when - time.time() + 0.001, _teller(self.actor_ref, Tick(f"wake:{app}")))
 
     def _place(self, app: str, plan: Plan) -> None:
-        if self._failed.get(app) == plan.generation:
-            return  # gave up on this generation here; a new deploy tries again
         budget = self._budgets.get(app) or Budget(app, plan.max, 0.1, 256)
         used = self._used()
         if (used["cpu"] + budget.cpu > self._settings.cpu + 1e-9
