@@ -16,9 +16,15 @@ import logging
 import os
 import platform
 import statistics
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
+
+# This script is itself named supervisors.py and Python puts its folder first on sys.path:
+# put the repository root before it so that `import supervisors` finds the library.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson
 import pykka
