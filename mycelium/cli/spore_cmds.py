@@ -21,6 +21,7 @@ from mycelium.spores import (
     Verified,
     inspect,
     keygen,
+    load_input_manifest,
     load_signing_key,
     load_trusted,
     pack,
@@ -28,6 +29,7 @@ from mycelium.spores import (
     trust,
     verify,
 )
+from mycelium.spores.repo import DIGEST_RE
 
 from .app import HomeOption, app, home_of
 
@@ -59,7 +61,10 @@ def _locate(home: Home, target: str) -> tuple[Path, str | None]:
     """A spore file path and, for a repo spore, the digest its name claims."""
     path = Path(target)
     if path.is_file():
-        return path, None
+        # A file inside the repo is checked against the digest its name claims.
+        name = path.name.removesuffix(".spore")
+        in_repo = path.resolve().parent == home.repo.resolve() and path.name.endswith(".spore")
+        return path, (name if in_repo and DIGEST_RE.fullmatch(name) else None)
     if _is_digest_like(target):
         digest = Repo(home.repo).resolve(target)
         return home.repo / f"{digest}.spore", digest
@@ -101,9 +106,7 @@ def pack_cmd(
     limits = _limits(h)
     signing_key = load_signing_key(h, key)
     if out is None:
-        from mycelium.spores.spore import _load_manifest
-
-        m = _load_manifest(manifest)
+        m = load_input_manifest(manifest)
         out = Path(f"{m.name}-{m.version}.spore")
     if out.is_dir():
         raise SporeInputError(f"output {out} is a directory")

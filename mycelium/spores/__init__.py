@@ -10,7 +10,13 @@ from __future__ import annotations
 from .errors import KeyFileError, ManifestError, SporeError, SporeInputError, UnknownSpore
 from .keys import keygen, load_signing_key, load_trusted, public_hex, trust
 from .limits import Limits
-from .manifest import Manifest, canonical_json, parse_input_manifest, parse_spore_manifest
+from .manifest import (
+    Manifest,
+    canonical_json,
+    load_input_manifest,
+    parse_input_manifest,
+    parse_spore_manifest,
+)
 from .publish import publish
 from .repo import Repo
 from .spore import Packed, Verified, extract, inspect, pack, verify
@@ -30,6 +36,7 @@ __all__ = [
     "extract",
     "inspect",
     "keygen",
+    "load_input_manifest",
     "load_signing_key",
     "load_trusted",
     "pack",

@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "SIGNED_KEYS",
     "Manifest",
     "canonical_json",
+    "load_input_manifest",
     "parse_input_manifest",
     "parse_spore_manifest",
 ]
@@ -204,6 +206,25 @@ def parse_input_manifest(raw: bytes | Mapping[str, Any]) -> Manifest:
     return Manifest(name=fields["name"], version=fields["version"], health=fields["health"],
                     args=fields["args"], env=MappingProxyType(fields["env"]),
                     warmup=fields["warmup"])
+
+
+def load_input_manifest(source: Manifest | Mapping[str, Any] | Path | str) -> Manifest:
+    """An input manifest from a :class:`Manifest`, its JSON data, or a JSON file.
+
+    Raises:
+        ManifestError: (exit 2) unreadable or invalid.
+    """
+    if isinstance(source, Manifest):
+        data = source.to_dict(with_signature=False)
+        return parse_input_manifest({k: v for k, v in data.items() if k in INPUT_KEYS})
+    if isinstance(source, Path | str):
+        path = Path(source)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ManifestError(f"cannot read manifest {path}: {exc.strerror}") from None
+        return parse_input_manifest(raw)
+    return parse_input_manifest(source)
 
 
 def parse_spore_manifest(raw: bytes) -> tuple[Manifest, dict[str, Any]]:

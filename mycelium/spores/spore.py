@@ -35,7 +35,7 @@ from .archive import (
 from .errors import ManifestError, SporeError, SporeInputError
 from .keys import public_hex
 from .limits import Limits
-from .manifest import Manifest, canonical_json, parse_input_manifest, parse_spore_manifest
+from .manifest import Manifest, canonical_json, load_input_manifest, parse_spore_manifest
 
 __all__ = ["Packed", "Verified", "extract", "inspect", "open_regular", "pack", "verify"]
 
@@ -78,21 +78,6 @@ def _hash_fd(fd: int) -> tuple[str, int, int]:
         n += got
 
 
-def _load_manifest(manifest: Manifest | Mapping[str, Any] | Path | str) -> Manifest:
-    if isinstance(manifest, Manifest):
-        return parse_input_manifest({k: v for k, v in manifest.to_dict(with_signature=False)
-                                     .items() if k in ("name", "version", "health", "args",
-                                                       "env", "warmup")})
-    if isinstance(manifest, Path | str):
-        path = Path(manifest)
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise ManifestError(f"cannot read manifest {path}: {exc.strerror}") from None
-        return parse_input_manifest(raw)
-    return parse_input_manifest(manifest)
-
-
 def pack(binary: Path | str, manifest: Manifest | Mapping[str, Any] | Path | str,
          key: SigningKey, out: Path | str, *, limits: Limits | None = None,
          created_at: str | None = None) -> Packed:
@@ -112,7 +97,7 @@ def pack(binary: Path | str, manifest: Manifest | Mapping[str, Any] | Path | str
         SporeError: the binary changed while it was being packed.
     """
     limits = limits or Limits()
-    base = _load_manifest(manifest)
+    base = load_input_manifest(manifest)
     binary, out = Path(binary), Path(out)
     fd = open_regular(binary, "binary")
     try:

@@ -74,7 +74,7 @@ def test_pack_then_verify_returns_the_same_manifest(tmp_path: Path, data: dict[s
     assert m.binary_size == len(binary) and m.signer == bytes(KEY.verify_key).hex()
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(valid, st.sampled_from(["name", "version", "health", "args", "env", "warmup"]),
        json_values)
 def test_any_field_value_is_either_valid_or_a_manifest_error(
@@ -92,7 +92,7 @@ def test_any_field_value_is_either_valid_or_a_manifest_error(
     assert 0 <= m.warmup <= 86_400
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(valid, texts.filter(lambda k: k not in {"name", "version", "health", "args", "env",
                                                  "warmup"}), json_values)
 def test_unknown_keys_are_an_error(data: dict[str, Any], key: str, value: object) -> None:

@@ -53,15 +53,25 @@ def test_concurrent_puts_of_the_same_spore_leave_one_whole_file(
     assert repo.path(digests[0]).read_bytes() == spore.read_bytes()
 
 
+PUBLISH_CHILD = r"""
+import sys
+from pathlib import Path
+from mycelium.home import Home
+from mycelium.spores import publish
+sys.stdin.readline()  # start together
+print(publish(Home(Path(sys.argv[1])), spore=sys.argv[2]))
+"""
+
+
 @pytest.mark.timeout(40)
-def test_concurrent_cli_publishes_from_separate_processes(tmp_path: Path, home: Home,
-                                                           key: SigningKey) -> None:
+def test_concurrent_publishes_from_separate_processes(tmp_path: Path, home: Home,
+                                                      key: SigningKey) -> None:
     spore = write_spore(tmp_path / "s.spore", key, os.urandom(1024 * 1024))
-    procs = [subprocess.Popen([sys.executable, "-m", "mycelium", "publish", "--spore",
-                               str(spore), "--home", str(home.root)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen([sys.executable, "-c", PUBLISH_CHILD, str(home.root), str(spore)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
              for _ in range(4)]
-    outs = [p.communicate(timeout=30) for p in procs]
+    outs = [p.communicate("go\n", timeout=30) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, outs
     digests = {o.strip() for o, _ in outs}
     assert len(digests) == 1
@@ -163,3 +173,44 @@ def test_a_fifo_or_device_in_place_of_a_spore_or_binary_is_refused_without_hangi
         with pytest.raises(SporeInputError, match="not a regular file"):
             call()
     assert repo_listing(home.repo) == {}
+
+
+STREAM_CHILD = r"""
+import resource, sys
+from pathlib import Path
+from nacl.signing import SigningKey
+from mycelium.spores import extract, pack, verify
+binary, out, dest = map(Path, sys.argv[1:4])
+key = SigningKey.generate(); trusted = frozenset({bytes(key.verify_key).hex()})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+pack(binary, {"name": "big", "version": "1"}, key, out)
+verify(out, trusted)
+extract(out, dest, trusted)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_large_binary_is_streamed_not_held_in_memory(tmp_path: Path) -> None:
+    binary = tmp_path / "big"
+    with open(binary, "wb") as f:
+        for _ in range(48):
+            f.write(os.urandom(1024 * 1024))
+    out = subprocess.run([sys.executable, "-c", STREAM_CHILD, str(binary),
+                          str(tmp_path / "big.spore"), str(tmp_path / "inst")],
+                         capture_output=True, text=True, timeout=50, check=True)
+    growth_kb = int(out.stdout.strip())
+    assert growth_kb < 16 * 1024, f"peak RSS grew by {growth_kb} KiB for a 48 MiB binary"
+    assert (tmp_path / "inst" / "binary").read_bytes() == binary.read_bytes()
+
+
+def test_verify_of_a_file_inside_the_repo_checks_its_name(tmp_path: Path, home: Home,
+                                                           key: SigningKey) -> None:
+    from spores_helpers import assert_one_error, run_cli
+
+    digest = Repo(home.repo).put(write_spore(tmp_path / "a.spore", key, b"a"))
+    path = home.repo / f"{digest}.spore"
+    assert run_cli("verify", path, "--home", home.root).code == 0
+    os.chmod(path, 0o644)
+    path.write_bytes(write_spore(tmp_path / "b.spore", key, b"b").read_bytes())
+    assert_one_error(run_cli("verify", path, "--home", home.root), 1, "does not match its name")
