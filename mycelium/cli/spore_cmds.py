@@ -17,7 +17,9 @@ from mycelium.home import Home
 from mycelium.spores import (
     Limits,
     Repo,
+    SporeError,
     SporeInputError,
+    UnknownSpore,
     Verified,
     inspect,
     keygen,
@@ -138,8 +140,13 @@ def verify_cmd(
 ) -> None:
     """Check signature, hashes, archive safety and signer; print ``ok <digest> <app> <ver>``."""
     h = home_of(home)
-    path, digest = _locate(h, target)
-    result: Verified = verify(path, load_trusted(h), _limits(h), expected_digest=digest)
+    try:
+        path, digest = _locate(h, target)
+        result: Verified = verify(path, load_trusted(h), _limits(h), expected_digest=digest)
+    except (UnknownSpore, SporeInputError) as exc:
+        # SPEC §3: verify prints ok, or exits 1 with the reason — a spore it cannot find
+        # cannot be verified either.
+        raise SporeError(str(exc)) from exc
     typer.echo(f"ok {result.digest} {result.manifest.name} {result.manifest.version}")
 
 

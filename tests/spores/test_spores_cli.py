@@ -91,7 +91,8 @@ def test_bad_input_exits_2_with_one_error_line_and_changes_nothing(
     assert_one_error(run_cli("publish", binary, "--manifest", manifest_file, "--key", "other",
                              "--home", home), 2, "no signing key 'other'")
     assert_one_error(run_cli("publish", "--home", home), 2)
-    assert_one_error(run_cli("verify", "0" * 64, "--home", home), 2, "no spore")
+    assert_one_error(run_cli("verify", "0" * 64, "--home", home), 1, "no spore")
+    assert_one_error(run_cli("verify", tmp_path / "missing.spore", "--home", home), 1)
     assert_one_error(run_cli("inspect", "zz-not-a-file", "--home", home), 2)
     assert repo_listing(home / "repo") == before
     assert sorted(os.listdir(tmp_path)) == sorted(["bad.json", "hello-bin", "home",
