@@ -151,11 +151,25 @@ def wrk(url: str, duration: float, connections: int) -> dict[str, float]:
         return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {"rps": float(rps.group(1)) if rps else 0.0, "p50_ms": latency("50"),
+            "requests": float(total.group(1)) if total else 0.0,
             "p99_ms": latency("99"), "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
             "socket_errors": float(sum(int(x) for x in errors.groups())) if errors else 0.0}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds of a process and its children (nginx's worker)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        times = p.cpu_times()
+        total += times.user + times.system
+    return total
 
 
 def main() -> None:
@@ -198,19 +212,27 @@ def main() -> None:
                                 "--backend", str(backend_port), "--loop", args.loop]))
             wait_port(edge_port, procs[-1])
             targets = {"nginx": nginx_port, "naive": naive_port, "edge": edge_port}
+            pids = {"nginx": procs[1].pid, "naive": procs[2].pid, "edge": procs[3].pid}
+            backend_pid = procs[0].pid
             for port in targets.values():  # warm up every path once
                 wrk(f"http://127.0.0.1:{port}/hello/", 1.0, args.connections)
             results: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
             names = list(targets)
             for r in range(args.rounds):
                 for name in names[r % 3:] + names[:r % 3]:
+                    cpu0, bcpu0 = cpu_seconds(pids[name]), cpu_seconds(backend_pid)
                     res = wrk(f"http://127.0.0.1:{targets[name]}/hello/", args.duration,
                               args.connections)
+                    n = max(res["requests"], 1.0)
+                    res["proxy_cpu_us"] = (cpu_seconds(pids[name]) - cpu0) / n * 1e6
+                    res["backend_cpu_us"] = (cpu_seconds(backend_pid) - bcpu0) / n * 1e6
                     results[name].append(res)
                     print(f"round {r + 1} {name:6s} {res['rps']:9.0f} req/s  "
                           f"p50 {res['p50_ms']:7.2f} ms  p99 {res['p99_ms']:7.2f} ms  "
                           f"non-2xx {int(res['non2xx'])}  socket errors "
-                          f"{int(res['socket_errors'])}", flush=True)
+                          f"{int(res['socket_errors'])}  proxy CPU "
+                          f"{res['proxy_cpu_us']:5.0f} us/req  backend CPU "
+                          f"{res['backend_cpu_us']:5.0f} us/req", flush=True)
         finally:
             for proc in reversed(procs):
                 stop(proc)
@@ -221,16 +243,25 @@ def main() -> None:
             "p99_ms": statistics.median(x["p99_ms"] for x in runs),
             "non2xx": sum(x["non2xx"] for x in runs),
             "socket_errors": sum(x["socket_errors"] for x in runs),
+            "proxy_cpu_us_per_req": statistics.median(x["proxy_cpu_us"] for x in runs),
+            "backend_cpu_us_per_req": statistics.median(x["backend_cpu_us"] for x in runs),
         }
+    def per_round(metric: str, other: str) -> float:
+        """Median over rounds of edge/other, each ratio taken within one round (less drift)."""
+        return statistics.median(e[metric] / o[metric] for e, o in
+                                 zip(results["edge"], results[other], strict=True))
+
     ratios = {
-        "edge_vs_nginx_rps": summary["edge"]["rps"] / summary["nginx"]["rps"],
-        "edge_vs_naive_rps": summary["edge"]["rps"] / summary["naive"]["rps"],
-        "edge_vs_nginx_p99": summary["edge"]["p99_ms"] / summary["nginx"]["p99_ms"],
+        "edge_vs_nginx_rps": per_round("rps", "nginx"),
+        "edge_vs_naive_rps": per_round("rps", "naive"),
+        "edge_vs_nginx_p99": per_round("p99_ms", "nginx"),
     }
     for name, s in summary.items():
         print(f"median {name:6s} {s['rps']:9.0f} req/s  p99 {s['p99_ms']:7.2f} ms  "
-              f"non-2xx {int(s['non2xx'])}  socket errors {int(s['socket_errors'])}")
-    print("edge/nginx req/s {edge_vs_nginx_rps:.2f}  edge/naive req/s {edge_vs_naive_rps:.2f}  "
+              f"non-2xx {int(s['non2xx'])}  socket errors {int(s['socket_errors'])}  "
+              f"proxy CPU {s['proxy_cpu_us_per_req']:.0f} us/req")
+    print("median of per-round ratios: edge/nginx req/s {edge_vs_nginx_rps:.2f}  "
+          "edge/naive req/s {edge_vs_naive_rps:.2f}  "
           "edge/nginx p99 {edge_vs_nginx_p99:.2f}".format(**ratios))
     print(json.dumps({"bench": "edge", "cores": os.cpu_count(), "duration_s": args.duration,
                       "edge_loop": args.loop,
