@@ -92,6 +92,8 @@ def test_hello_identity_echo_stream_slow_and_keepalive(hello: int) -> None:
     started = time.monotonic()
     status, body = _get(conn, "GET", "/slow?delay=0.2")
     assert status == 200 and time.monotonic() - started >= 0.2
+    status, body = _get(conn, "GET", "/slow?delay=soon")
+    assert status == 400 and "error" in json.loads(body)
     conn.close()
 
 
