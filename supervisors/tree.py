@@ -11,7 +11,7 @@ from typing import Any
 import pykka
 
 from supervisors.api import describe
-from supervisors.errors import SupervisorNotRunning
+from supervisors.errors import SupervisorError, SupervisorNotRunning
 from supervisors.messages import ChildInfo
 
 __all__ = ["describe_tree"]
@@ -64,6 +64,7 @@ def _child(info: ChildInfo, timeout: float) -> dict[str, Any]:
         try:
             node.update(_supervisor(info.ref, timeout))
         except SupervisorNotRunning:
-            node["status"] = "undefined"
-    node.update(id=info.id, status=node["status"], restarts=info.restarts)
+            node["status"] = "undefined"  # it died while the tree was being walked
+        except SupervisorError:
+            pass  # typed "supervisor" but not one: shown without children
     return node

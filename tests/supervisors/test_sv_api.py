@@ -13,6 +13,7 @@ from sv_helpers import Journal, Recorder, ref_of, wait_until, worker
 from supervisors import (
     AlreadyPresent,
     AlreadyStarted,
+    Backoff,
     ChildSpec,
     NotFound,
     Running,
@@ -157,3 +158,21 @@ def test_a_busy_supervisor_gives_a_clear_error_instead_of_hanging(
         gate.set()
         stopping.join(5)
     assert which_children(sup)[0].status == "undefined"
+
+
+def test_describe_tree_shows_a_child_supervisor_waiting_to_restart(
+    start_sup: StartSup, journal: Journal, recorder: Recorder
+) -> None:
+    inner = ChildSpec(
+        "apps",
+        lambda: Supervisor.start(SupFlags(), [worker("hello", journal)], path="mesh/apps"),
+        type="supervisor",
+        backoff=Backoff(base=30.0, cap=30.0, jitter=0.0),
+    )
+    sup = start_sup([inner], path="mesh")
+    ref_of(sup, "apps").stop()  # an unexpected stop of a permanent child: restarted, after 30 s
+    recorder.wait("backoff", "apps")
+    (apps,) = describe_tree(sup)["children"]
+    assert (apps["id"], apps["status"], apps["restarts"], apps["children"]) == (
+        "apps", "restarting", 0, [],
+    )  # fmt: skip
