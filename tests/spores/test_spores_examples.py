@@ -140,3 +140,30 @@ def test_examples_are_executable_and_have_manifests() -> None:
         manifest = json.loads((EXAMPLES / name / "manifest.json").read_text())
         assert manifest["name"] == name
     assert os.access(EXAMPLES / "quickstart.sh", os.X_OK)
+
+
+def test_hello_published_extracted_and_run_from_its_spore(tmp_path: Path) -> None:
+    from mycelium.home import Home
+    from mycelium.spores import Repo, extract, keygen, load_trusted, publish
+
+    home = Home(tmp_path / "home")
+    keygen(home)
+    digest = publish(home, binary=EXAMPLES / "hello" / "hello",
+                     manifest=EXAMPLES / "hello" / "manifest.json")
+    repo = Repo(home.repo)
+    manifest = repo.verify(digest, load_trusted(home)).manifest
+    assert (manifest.name, manifest.version, manifest.health) == ("hello", "1.0.0", "/health")
+    binary = extract(repo.path(digest), home.instances / "hello-1", load_trusted(home),
+                     expected_digest=digest)
+    port = _free_port()
+    proc = subprocess.Popen([str(binary), *manifest.args], cwd=binary.parent,
+                            env={**os.environ, **manifest.env, "PORT": str(port)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_healthy(port, proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
