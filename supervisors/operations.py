@@ -35,6 +35,8 @@ class ChildOperations:
     flags: SupFlags
     path: str
 
+    # Provided by Supervisor (declared here for the type checker):
+
     def _start(self, child: Child) -> None:
         raise NotImplementedError
 
