@@ -204,6 +204,7 @@ class Mesh:
         settings = NodeSettings(
             cpu=cfg.node.cpu, mem_mb=cfg.node.mem_mb,
             health_interval=cfg.instance.health_interval,
+            health_timeout=cfg.instance.health_timeout,
             health_failures=cfg.instance.health_failures,
             sample_interval=cfg.instance.mem_sample_interval,
             stop_grace=cfg.instance.stop_grace,

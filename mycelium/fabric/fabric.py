@@ -177,6 +177,8 @@ class Fabric(SupervisedActor):
         check_budget(msg)
         budget = Budget(app=msg.app, max_instances=msg.max_instances, cpu=float(msg.cpu),
                         mem=msg.mem)
+        if self._budgets.get(msg.app) == budget:
+            return budget  # unchanged: no write, no broadcast
         assert self._store is not None
         self._store.save(None, budget)
         self._budgets[msg.app] = budget

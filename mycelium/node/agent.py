@@ -88,6 +88,7 @@ class NodeSettings:
     mem_mb: int
     probe_interval: float = 0.01
     health_interval: float = 2.0
+    health_timeout: float = 1.0
     health_failures: int = 3
     sample_interval: float = 1.0
     stop_grace: float = 5.0
@@ -364,7 +365,8 @@ class Agent(SupervisedActor):
             spore=info.path, extract=self._extract, args=info.args, env=info.env,
             health=info.health, mem_mb=(budget.mem if budget else 256),
             startup_timeout=min(plan.timeout, s.startup_deadline), probe_interval=s.probe_interval,
-            health_interval=s.health_interval, health_failures=s.health_failures,
+            health_interval=s.health_interval, health_timeout=s.health_timeout,
+            health_failures=s.health_failures,
             sample_interval=s.sample_interval, stop_grace=s.stop_grace, host=s.host,
             instances_dir=self._instances_dir)
 
