@@ -107,7 +107,9 @@ def test_publish_refuses_a_spore_whose_signer_is_not_trusted(tmp_path: Path, bin
     run_cli("pack", binary, "--manifest", manifest_file, "-o", out, "--home", signer_home)
     assert_one_error(run_cli("publish", "--spore", out, "--home", mesh_home), 1, "not trusted")
     assert repo_listing(mesh_home / "repo") == {}
+    assert "(NOT trusted)" in run_cli("inspect", out, "--home", mesh_home).out
     assert run_cli("trust", pub, "--name", "ci", "--home", mesh_home).code == 0
+    assert "(trusted)" in run_cli("inspect", out, "--home", mesh_home).out
     digest = run_cli("publish", "--spore", out, "--home", mesh_home).out.strip()
     assert HEX64.fullmatch(digest)
     assert_one_error(run_cli("trust", "xyz", "--home", mesh_home), 2, "64 hex")
