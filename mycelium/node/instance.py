@@ -282,7 +282,11 @@ class AppInstance(SupervisedActor):
         return None
 
     def _fail(self, reason: str, **details: Any) -> None:
-        self.info = replace(self.info, reason=reason)
+        if self.info.state == "Ready":  # leave the routes before anything else happens
+            gone = self._workload is not None and self._workload.exited
+            self._set(state="Stopped" if gone else "Draining", reason=reason)
+        else:
+            self.info = replace(self.info, reason=reason)
         raise InstanceFailed(reason, {"app": self.spec.app, "pid": self.info.pid,
                                       "instance": self.info.id, **details})
 
