@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -212,3 +213,24 @@ def test_cpu_percent_sees_a_busy_workload(spawned: Spawner) -> None:
     assert workload.cpu_percent() == 0.0  # the first call only sets the baseline
     assert wait_for(lambda: workload.cpu_percent() > 20.0, timeout=10)
     assert workload.rss_bytes() > 1024 * 1024
+
+
+def test_the_fallback_watcher_waits_without_reaping(tmp_path: Path) -> None:
+    """Kernels without pidfd get a waiting thread per workload: it must leave the reap to us."""
+    from mycelium.node.process import _wait_then
+
+    child = subprocess.Popen(["sleep", "30"], cwd=tmp_path)
+    seen: list[int] = []
+    done = threading.Event()
+
+    def on_exit() -> None:
+        assert is_our_zombie(child.pid)  # exited, not yet reaped: the pid is still ours
+        seen.append(child.wait())
+        done.set()
+
+    watcher = threading.Thread(target=_wait_then, args=(child.pid, on_exit), daemon=True)
+    watcher.start()
+    child.kill()
+    assert done.wait(10)
+    watcher.join(5)
+    assert seen == [-signal.SIGKILL]
