@@ -17,9 +17,22 @@ import orjson
 
 from mycelium.edge.balancer import Balancer
 from mycelium.edge.config import EdgeConfig
-from mycelium.edge.http1 import ProtocolError, RequestHead, ResponseHead, parse_request_head
+from mycelium.edge.http1 import (
+    ProtocolError,
+    RequestHead,
+    ResponseHead,
+    parse_request_head,
+    parse_response_head,
+)
 from mycelium.edge.metrics import EdgeMetrics
-from mycelium.edge.relay import abort_on_error, client_fault, pump_body, relay_response, settle
+from mycelium.edge.relay import (
+    abort_on_error,
+    client_fault,
+    pump_body,
+    relay_response,
+    response_head,
+    settle,
+)
 from mycelium.edge.routes import APP_NAME, Endpoint, RouteTable, split_target
 from mycelium.edge.upstream import Upstream, UpstreamPool, read_response_head
 from mycelium.edge.wire import Conduit
@@ -38,31 +51,73 @@ _REASONS = {400: "Bad Request", 404: "Not Found", 408: "Request Timeout",
             505: "HTTP Version Not Supported", 200: "OK"}
 
 
+class _Exchange:
+    """A request on the fast path: sent on a pooled connection, answered from callbacks."""
+
+    __slots__ = ("app", "deadline", "ep", "order", "req", "started", "up")
+
+    def __init__(self, req: RequestHead, app: str, order: Sequence[Endpoint], ep: Endpoint,
+                 up: Upstream, started: float, deadline: float) -> None:
+        self.req = req
+        self.app = app
+        self.order = order
+        self.ep = ep
+        self.up = up
+        self.started = started
+        self.deadline = deadline
+
+
 class _Client(Conduit):
-    """A client connection; its :meth:`EdgeProxy._serve` task runs its requests in order."""
+    """A client connection.
+
+    Between requests it is driven by callbacks (:meth:`EdgeProxy._dispatch`); a request that
+    the fast path cannot finish runs in a task (``task``) that hands back when done.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, proxy: EdgeProxy) -> None:
         super().__init__(loop)
         self.proxy = proxy
         self.task: asyncio.Task[None] | None = None
-        self.upstream: Upstream | None = None  # in use by the current request
+        self.exchange: _Exchange | None = None
+        self.upstream: Upstream | None = None  # in use by the current slow request
         self.pump: asyncio.Task[None] | None = None
-        self.idle = True
         self.peer = ""
+        self.last_active = loop.time()
+        self.head_started = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Start serving the connection."""
+        """Register the connection; requests are dispatched as bytes arrive."""
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else "unknown"
-        self.task = self.loop.create_task(self.proxy._serve(self))
+        self.proxy.clients.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        """Buffer; dispatch a request when nobody is working on this connection."""
+        super().data_received(data)
+        if self.task is None and self.exchange is None:
+            self.proxy._dispatch(self)
+
+    def eof_received(self) -> bool:
+        """Half-closed: a task sees ``eof``; an idle connection is closed."""
+        keep_open = super().eof_received()
+        if self.task is None and self.exchange is None:
+            self.proxy._dispatch(self)
+        return keep_open
+
+    def on_upstream(self) -> None:
+        """The fast path's upstream got bytes or closed."""
+        self.proxy._fast_response(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Stop working for a client that is gone."""
         super().connection_lost(exc)
+        self.proxy.clients.discard(self)
         task = self.task
-        if task is not None and not task.done() and not self.idle:
+        if task is not None and not task.done():
             task.cancel()
+        if self.exchange is not None:
+            self.proxy._fast_detach(self, pool=False)
 
 
 class EdgeProxy:
@@ -84,28 +139,60 @@ class EdgeProxy:
         self.pool = UpstreamPool(loop, config.upstream_keepalive, config.connect_timeout)
         self._edge_line = b"X-Mycelium-Edge: " + config.edge_id.encode("latin-1") + b"\r\n"
         self._proto_line = b"X-Forwarded-Proto: " + config.forwarded_proto.encode() + b"\r\n"
-        self._all_done: asyncio.Future[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     def protocol(self) -> _Client:
         """Protocol factory for ``loop.create_server``."""
         return _Client(self.loop, self)
 
     # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the sweeper that enforces timeouts on connections driven by callbacks."""
+        self._sweeper = self.loop.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Every tick, time out idle, slow-head and fast-path connections (no timer each)."""
+        cfg = self.config
+        tick = max(0.05, min(0.5, cfg.header_timeout / 4, cfg.read_timeout / 4,
+                             cfg.keepalive_timeout / 4))
+        while True:
+            await asyncio.sleep(tick)
+            now = self.loop.time()
+            for client in list(self.clients):
+                if client.task is not None:
+                    continue  # its own coroutine keeps its own deadlines
+                ex = client.exchange
+                if ex is not None:
+                    if now > ex.deadline:
+                        self._fast_detach(client, pool=False)
+                        self.metrics.upstream_failure(ex.app)
+                        self._error(client, 504, f"upstream {ex.ep.url} timed out", ex.app,
+                                    close=True)
+                        client.close()
+                elif client.buf:
+                    if client.head_started and now - client.head_started > cfg.header_timeout:
+                        self._error(client, 408, "request head too slow", "", close=True)
+                        client.close()
+                elif now - client.last_active > cfg.keepalive_timeout:
+                    client.close()
+
     async def drain(self, grace: float) -> None:
         """Stop taking requests, close idle connections, wait for in-flight ones up to ``grace``."""
         self.draining = True
         for client in list(self.clients):
-            if client.idle and not client.buf:
+            if client.task is None and client.exchange is None:
                 client.close()
-        pending = [c.task for c in self.clients if c.task is not None and not c.task.done()]
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=grace)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late, timeout=1.0)
+        deadline = self.loop.time() + grace
+        while self.loop.time() < deadline and any(
+                c.task is not None or c.exchange is not None for c in self.clients):
+            await asyncio.sleep(0.02)  # shutdown only: a short poll beats per-request signalling
         for client in list(self.clients):
             client.abort()
+        tasks = [c.task for c in self.clients if c.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self.pool.close_all()
 
     def prune(self, keep: set[tuple[str, int]]) -> None:
@@ -113,12 +200,164 @@ class EdgeProxy:
         self.balancer.forget(keep)
         self.pool.prune(keep)
 
-    # -- one client connection --------------------------------------------------------------------
-    async def _serve(self, client: _Client) -> None:
-        self.clients.add(client)
+    # -- dispatching requests (callbacks, no coroutine) -------------------------------------------
+    def _dispatch(self, client: _Client) -> None:
+        """Take the next request from the client's buffer: fast path, or a task for the rest."""
+        buf = client.buf
+        if self.draining or client.closed:
+            client.close()
+            return
+        if not buf:
+            if client.eof:
+                client.close()
+            client.last_active = self.loop.time()
+            return
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if client.eof or len(buf) > self.config.max_header_bytes:
+                self._slow(client, None)  # it answers 400/431 properly
+            elif not client.head_started:
+                client.head_started = self.loop.time()
+            return
+        if end > self.config.max_header_bytes or buf.startswith(b"\r\n"):
+            self._slow(client, None)
+            return
         try:
-            while not self.draining:
-                client.idle = True
+            req = parse_request_head(bytes(buf[:end]))
+        except ProtocolError:
+            self._slow(client, None)  # re-parses and answers the error
+            return
+        del buf[:end + 4]
+        client.consumed()
+        client.head_started = 0.0
+        if (req.chunked or req.content_length or req.expect_continue or client.must_drain
+                or req.target.startswith("/_mycelium/")):
+            self._slow(client, (req, None))
+            return
+        parts = split_target(req.target)
+        route = self.routes.get(parts[0]) if parts is not None else None
+        if parts is None or route is None or not route.endpoints:
+            self._slow(client, (req, None))  # answers 400/404/503
+            return
+        order = self.balancer.order(route)
+        ep = order[0]
+        up = self.pool.take_idle(ep)
+        if up is None:
+            self._slow(client, (req, order))
+            return
+        try:
+            up.write(self._upstream_head(client, req, parts[1], ep))
+        except ConnectionError:
+            up.abort()
+            self._slow(client, (req, order))
+            return
+        started = time.monotonic()
+        client.exchange = _Exchange(req, parts[0], order, ep, up, started,
+                                    self.loop.time() + self.config.read_timeout)
+        up.watcher = client.on_upstream
+        self.metrics.active += 1
+        if up.buf or up.eof:
+            self._fast_response(client)
+
+    def _slow(self, client: _Client,
+              first: tuple[RequestHead, Sequence[Endpoint] | None] | None) -> None:
+        """Hand the connection to a task for a request the fast path does not do."""
+        client.task = self.loop.create_task(self._serve(client, first))
+
+    def _fast_detach(self, client: _Client, pool: bool) -> None:
+        """End the fast exchange: pool or drop the upstream connection."""
+        ex = client.exchange
+        if ex is None:
+            return
+        client.exchange = None
+        self.metrics.active -= 1
+        up = ex.up
+        up.watcher = None
+        if pool:
+            self.pool.release(up, self.draining)
+        else:
+            up.abort()
+
+    def _fast_response(self, client: _Client) -> None:
+        """The fast path's upstream sent bytes or closed: answer if the response is complete.
+
+        Anything but a small complete response (1xx, chunked, a body still arriving, close-
+        delimited) is handed to a task that streams it as the slow path does.
+        """
+        ex = client.exchange
+        if ex is None:
+            return
+        up = ex.up
+        ubuf = up.buf
+        end = ubuf.find(b"\r\n\r\n")
+        if end < 0:
+            if up.eof:
+                self._fast_failed(client, ex, "upstream closed before responding")
+            elif len(ubuf) > 65536:
+                self._fast_failed(client, ex, "upstream response head too large")
+            return
+        try:
+            resp = parse_response_head(bytes(ubuf[:end]))
+        except ProtocolError as exc:
+            self._fast_failed(client, ex, str(exc))
+            return
+        req = ex.req
+        if req.method == "HEAD" or resp.status in (204, 304):
+            length = 0
+        elif resp.content_length is not None and not resp.chunked:
+            length = resp.content_length
+        else:
+            length = -1
+        if resp.status < 200 or length < 0 or len(ubuf) - end - 4 < length:
+            self._fast_to_task(client, ex)
+            return
+        del ubuf[:end + 4]
+        body = bytes(ubuf[:length])
+        del ubuf[:length]
+        keep = req.keep_alive and not self.draining
+        head, keep, _ = response_head(req, resp, self._edge_line, keep)
+        self.balancer.succeeded(ex.ep)
+        self.metrics.observe(ex.app, time.monotonic() - ex.started)
+        self.metrics.request(ex.app, resp.status)
+        self._fast_detach(client, pool=resp.keep_alive and not up.eof and not ubuf)
+        try:
+            client.write(head + body if body else head)
+        except ConnectionError:
+            return
+        if not keep:
+            client.close()
+            return
+        client.last_active = self.loop.time()
+        if client.buf:
+            self._dispatch(client)  # a pipelined request
+
+    def _fast_to_task(self, client: _Client, ex: _Exchange) -> None:
+        """Continue a fast exchange in a task (streaming bodies, interim responses)."""
+        client.exchange = None
+        self.metrics.active -= 1
+        ex.up.watcher = None
+        client.upstream = ex.up
+        client.task = self.loop.create_task(self._serve_rest(client, ex))
+
+    def _fast_failed(self, client: _Client, ex: _Exchange, why: str) -> None:
+        """The pooled connection failed before a response: resend if safe, else 502."""
+        self._fast_detach(client, pool=False)
+        if ex.req.method in _IDEMPOTENT:
+            self._slow(client, (ex.req, ex.order))  # bodyless and idempotent: resend
+            return
+        self.metrics.upstream_failure(ex.app)
+        self._error(client, 502, f"upstream {ex.ep.url} failed: {why}", ex.app,
+                    close=not ex.req.keep_alive)
+        if not ex.req.keep_alive:
+            client.close()
+
+    # -- tasks for what the fast path does not do ---------------------------------------------
+    async def _serve(self, client: _Client,
+                     first: tuple[RequestHead, Sequence[Endpoint] | None] | None) -> None:
+        """Run one request in a task, then give the connection back to the callbacks."""
+        keep = False
+        try:
+            if first is None:
                 try:
                     head = await self._read_head(client)
                 except ProtocolError as exc:
@@ -126,27 +365,73 @@ class EdgeProxy:
                     return
                 if head is None:
                     return
-                client.idle = False
-                self.metrics.active += 1
-                try:
-                    keep = await self._handle(client, head)
-                finally:
-                    self.metrics.active -= 1
-                client.upstream = client.pump = None
-                if not keep:
-                    return
+                first = (head, None)
+            req, order = first
+            self.metrics.active += 1
+            try:
+                keep = await self._handle(client, req, order)
+            finally:
+                self.metrics.active -= 1
+            client.upstream = client.pump = None  # pooled or closed by the request itself
         except (ConnectionError, TimeoutError, asyncio.CancelledError):
             client.abort()
         except Exception:  # a bug must cost one connection, never the edge
             log.exception("edge: unexpected error serving %s", client.peer)
             client.abort()
         finally:
-            self.clients.discard(client)
+            self._task_done(client, keep)
+
+    async def _serve_rest(self, client: _Client, ex: _Exchange) -> None:
+        """Finish a fast exchange whose response needs streaming."""
+        keep = False
+        up = ex.up
+        try:
+            self.metrics.active += 1
+            try:
+                try:
+                    resp = await read_response_head(up, self.config.read_timeout)
+                except TimeoutError:
+                    self.metrics.upstream_failure(ex.app)
+                    self._error(client, 504, f"upstream {ex.ep.url} timed out", ex.app,
+                                close=True)
+                    return
+                except (ConnectionError, ProtocolError, OSError) as exc:
+                    self.metrics.upstream_failure(ex.app)
+                    self._error(client, 502, f"upstream {ex.ep.url} failed: {exc}", ex.app,
+                                close=True)
+                    return
+                self.balancer.succeeded(ex.ep)
+                self.metrics.observe(ex.app, time.monotonic() - ex.started)
+                self.metrics.request(ex.app, resp.status)
+                keep = await relay_response(client, ex.req, up, resp, None, self.config,
+                                            self._edge_line,
+                                            ex.req.keep_alive and not self.draining, self.pool)
+                client.upstream = None  # pooled or closed by relay_response
+            finally:
+                self.metrics.active -= 1
+        except (ConnectionError, TimeoutError, asyncio.CancelledError):
+            client.abort()
+        except Exception:  # a bug must cost one connection, never the edge
+            log.exception("edge: unexpected error serving %s", client.peer)
+            client.abort()
+        finally:
+            self._task_done(client, keep)
+
+    def _task_done(self, client: _Client, keep: bool) -> None:
+        """A request task ended: clean up, then close or go back to callbacks."""
+        up, pump = client.upstream, client.pump
+        client.upstream = client.pump = None
+        client.task = None
+        if pump is not None and not pump.done():
+            pump.cancel()
+        if up is not None:  # the request was cut short: its upstream is mid-exchange
+            up.abort()
+        if not keep or self.draining or client.closed:
             client.close()
-            if client.upstream is not None:  # cancelled mid-request: nothing to pool
-                client.upstream.abort()
-            if client.pump is not None:
-                client.pump.cancel()
+            return
+        client.last_active = self.loop.time()
+        client.head_started = 0.0
+        self._dispatch(client)
 
     async def _read_head(self, client: _Client) -> RequestHead | None:
         """Read one request head; ``None`` on a clean close or an idle timeout.
@@ -207,8 +492,15 @@ class EdgeProxy:
             client.write(head + b"\r\n" + body)
 
     # -- one request ------------------------------------------------------------------------------
-    async def _handle(self, client: _Client, req: RequestHead) -> bool:
-        """Answer one request; return whether the client connection may carry another."""
+    async def _handle(self, client: _Client, req: RequestHead,
+                      order: Sequence[Endpoint] | None = None) -> bool:
+        """Answer one request; return whether the client connection may carry another.
+
+        ``order`` is given when the dispatcher already routed the request.
+        """
+        if order is not None:
+            app, target = split_target(req.target) or ("", "/")
+            return await self._proxy(client, req, app, target, order)
         has_body = req.chunked or bool(req.content_length)
         reusable = req.keep_alive and not has_body  # an unread body forces a close on errors
         target = req.target

@@ -16,7 +16,7 @@ from mycelium.edge.upstream import Upstream, UpstreamPool
 from mycelium.edge.wire import Conduit
 
 __all__ = ["ClientBodyError", "abort_on_error", "client_fault", "error_of", "pump_body",
-           "relay_response", "settle"]
+           "relay_response", "response_head", "settle"]
 
 _DROP_RESPONSE = frozenset({b"x-mycelium-edge"})
 
@@ -91,28 +91,22 @@ async def pump_body(client: Conduit, up: Upstream, req: RequestHead, cfg: EdgeCo
             await up.drain(cfg.send_timeout)
 
 
-async def relay_response(client: Conduit, req: RequestHead, up: Upstream, resp: ResponseHead,
-                         pump: asyncio.Task[None] | None, cfg: EdgeConfig, edge_line: bytes,
-                         keep: bool, pool: UpstreamPool) -> bool:
-    """Send the response head and stream the body to the client; pool the upstream.
+def response_head(req: RequestHead, resp: ResponseHead, edge_line: bytes,
+                  keep: bool) -> tuple[bytes, bool, bool]:
+    """Build the response head for the client from the upstream's.
 
     Args:
-        client: The client connection.
-        req: The client's request head (method and HTTP version matter).
-        up: The upstream connection the response comes from.
-        resp: The upstream's response head, already read.
-        pump: The task still streaming the request body, if any.
-        cfg: Timeouts.
+        req: The client's request (HEAD and HTTP/1.0 change the framing).
+        resp: The upstream's response head.
         edge_line: The ``X-Mycelium-Edge`` header line.
-        keep: Whether the client connection may stay open, as far as the edge is concerned.
-        pool: Where a still-healthy upstream connection goes back.
+        keep: Whether the edge wants to keep the client connection.
 
     Returns:
-        Whether the client connection may carry another request.
+        ``(head bytes, keep, dechunk)``: ``keep`` turns false when the body is delimited by
+        close; ``dechunk`` when a chunked body must be decoded for an HTTP/1.0 client.
     """
-    bodyless = req.method == "HEAD" or resp.status in (204, 304)
     dechunk = False
-    if bodyless:
+    if req.method == "HEAD" or resp.status in (204, 304):
         framing = b""
     elif resp.chunked:
         if req.minor == 1:
@@ -134,7 +128,30 @@ async def relay_response(client: Conduit, req: RequestHead, up: Upstream, resp: 
     elif req.minor == 0:
         parts.append(b"Connection: keep-alive\r\n")
     parts.append(b"\r\n")
-    head = b"".join(parts)
+    return b"".join(parts), keep, dechunk
+
+
+async def relay_response(client: Conduit, req: RequestHead, up: Upstream, resp: ResponseHead,
+                         pump: asyncio.Task[None] | None, cfg: EdgeConfig, edge_line: bytes,
+                         keep: bool, pool: UpstreamPool) -> bool:
+    """Send the response head and stream the body to the client; pool the upstream.
+
+    Args:
+        client: The client connection.
+        req: The client's request head (method and HTTP version matter).
+        up: The upstream connection the response comes from.
+        resp: The upstream's response head, already read.
+        pump: The task still streaming the request body, if any.
+        cfg: Timeouts.
+        edge_line: The ``X-Mycelium-Edge`` header line.
+        keep: Whether the client connection may stay open, as far as the edge is concerned.
+        pool: Where a still-healthy upstream connection goes back.
+
+    Returns:
+        Whether the client connection may carry another request.
+    """
+    head, keep, dechunk = response_head(req, resp, edge_line, keep)
+    bodyless = req.method == "HEAD" or resp.status in (204, 304)
     ubuf = up.buf
     complete = True
     try:

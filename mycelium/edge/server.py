@@ -110,6 +110,7 @@ class EdgeServer:
             self._server = loop.run_until_complete(loop.create_server(
                 proxy.protocol, self.config.host, self.config.port, backlog=1024,
                 reuse_address=True))
+            proxy.start()
             sock = self._server.sockets[0]
             self._port = sock.getsockname()[1]
         except BaseException as exc:  # report any bind failure to start(), never die silently

@@ -7,6 +7,7 @@ connect and a slow-start, and leaves TIME_WAIT sockets behind.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from mycelium.edge.http1 import ProtocolError, ResponseHead, parse_response_head
 from mycelium.edge.routes import Endpoint
@@ -24,7 +25,26 @@ class Upstream(Conduit):
         super().__init__(loop)
         self.key = key
         self.reused = False
-        self.idle_since = 0.0
+        self.watcher: Callable[[], None] | None = None  # the fast path's callback
+
+    def data_received(self, data: bytes) -> None:
+        """Buffer, then tell the fast path (if it is waiting on this connection)."""
+        super().data_received(data)
+        if self.watcher is not None:
+            self.watcher()
+
+    def eof_received(self) -> bool:
+        """Note EOF and tell the fast path."""
+        keep_open = super().eof_received()
+        if self.watcher is not None:
+            self.watcher()
+        return keep_open
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Mark gone and tell the fast path."""
+        super().connection_lost(exc)
+        if self.watcher is not None:
+            self.watcher()
 
 
 class UpstreamPool:
@@ -42,6 +62,17 @@ class UpstreamPool:
         self.keepalive = keepalive
         self.connect_timeout = connect_timeout
         self._pool: dict[tuple[str, int], list[Upstream]] = {}
+
+    def take_idle(self, ep: Endpoint) -> Upstream | None:
+        """Take a live idle connection to ``ep`` without waiting, or ``None``."""
+        conns = self._pool.get((ep.host, ep.port))
+        while conns:
+            up = conns.pop()
+            if up.closed or up.eof or up.buf:
+                up.abort()
+                continue
+            return up
+        return None
 
     async def acquire(self, ep: Endpoint) -> Upstream:
         """Take a pooled connection to ``ep`` or open a new one.
