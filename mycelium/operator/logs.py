@@ -9,6 +9,7 @@ mesh actors), ``reason`` (may be null) and ``delay`` (seconds, for ``backoff``).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import time
@@ -112,7 +113,11 @@ class SupervisionLog:
         Raises:
             LogError: the record has no event, or the file cannot be written.
         """
-        line = orjson.dumps(normalise_record(record), default=str) + b"\n"
+        data = normalise_record(record)
+        try:
+            line = orjson.dumps(data, default=str) + b"\n"
+        except orjson.JSONEncodeError:  # e.g. an int beyond 64 bits: the slow, lenient encoder
+            line = json.dumps(data, default=str, ensure_ascii=False).encode() + b"\n"
         with self._lock:
             try:
                 if self._file is None:
