@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+import psutil
 import pykka
 
 from mycelium.edge import EdgeConfig
@@ -75,6 +76,26 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
         libc.mallopt(-8, arenas)  # M_ARENA_MAX
 
 
+def _reap_strays(home: Home) -> list[int]:
+    """Kill workloads whose record was never written (a crash between spawn and record).
+
+    Any process still running in one of this home's instance directories is one of them.
+    """
+    root = str(home.instances) + os.sep
+    strays = []
+    for proc in psutil.process_iter(["pid", "cwd"]):
+        cwd = proc.info.get("cwd")
+        if cwd and (cwd + os.sep).startswith(root):
+            pid = int(proc.info["pid"])
+            with contextlib.suppress(OSError):
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+                strays.append(pid)
+    return strays
+
+
 def reap_home(home: Home) -> list[int]:
     """Stop every workload a previous mesh of this home left behind and clear their dirs.
 
@@ -87,6 +108,7 @@ def reap_home(home: Home) -> list[int]:
             with contextlib.suppress(Exception):
                 records.append(ProcessRecord.from_dict(orjson.loads(record_file.read_bytes())))
     pids = reap_leftovers(records) if records else []
+    pids += _reap_strays(home)
     if home.instances.is_dir():
         for child in home.instances.iterdir():
             shutil.rmtree(child / "app", ignore_errors=True)

@@ -70,18 +70,20 @@ def up_cmd(
     except BaseException:
         mesh.stop()
         raise
-    _out(f"mesh up: edge http://{mesh.edge_host}:{mesh.edge_bound_port} "
-         f"({mesh.edge_id}), {len(mesh.node_names)} nodes, home {h.root}")
     try:
+        _out(f"mesh up: edge http://{mesh.edge_host}:{mesh.edge_bound_port} "
+             f"({mesh.edge_id}), {len(mesh.node_names)} nodes, home {h.root}")
         if repl:
             _console(mesh)
         else:
             while not mesh.stopped.wait(0.5):
                 pass
     finally:
-        _out("mesh shutting down")
+        with contextlib.suppress(OSError):  # a closed stdout must not leave the tree running
+            _out("mesh shutting down")
         mesh.stop()
-        _out("mesh down")
+        with contextlib.suppress(OSError):
+            _out("mesh down")
 
 
 def _console(mesh: Any) -> None:

@@ -12,7 +12,14 @@ import logging
 from typing import Any
 
 from mycelium.fabric.names import Names
-from mycelium.messages import Crash, CrashRequested, EndpointsChanged, GetInfo, SyncRequest
+from mycelium.messages import (
+    AppRoute,
+    Crash,
+    CrashRequested,
+    EndpointsChanged,
+    GetInfo,
+    SyncRequest,
+)
 from supervisors import SupervisedActor
 
 from .config import EdgeConfig
@@ -24,10 +31,18 @@ __all__ = ["EdgeActor", "route_table"]
 log = logging.getLogger(__name__)
 
 
-def route_table(message: EndpointsChanged) -> RouteTable:
-    """The edge's routing snapshot for a fabric push (bad entries are skipped and logged)."""
+def route_table(message: EndpointsChanged,
+                cache: dict[AppRoute, Route] | None = None) -> RouteTable:
+    """The edge's routing snapshot for a fabric push (bad entries are skipped and logged).
+
+    ``cache`` maps the fabric's unchanged per-app routes to the Route built last time, so a push
+    after one instance changed re-parses one app's endpoints, not the whole mesh's.
+    """
     table: dict[str, Route] = {}
     for app_route in message.routes:
+        if cache is not None and app_route in cache:
+            table[app_route.app] = cache[app_route]
+            continue
         endpoints = []
         for ep in app_route.endpoints:
             try:
@@ -35,6 +50,10 @@ def route_table(message: EndpointsChanged) -> RouteTable:
             except Exception as exc:
                 log.warning("edge: skipping endpoint %s of %s: %s", ep.url, app_route.app, exc)
         table[app_route.app] = Route(app=app_route.app, endpoints=tuple(endpoints))
+    if cache is not None:
+        current = {r: table[r.app] for r in message.routes if r.app in table}
+        cache.clear()
+        cache.update(current)
     return RouteTable(table)
 
 
@@ -54,6 +73,7 @@ class EdgeActor(SupervisedActor):
         self._config = config
         self._server: EdgeServer | None = None
         self._on_listening = on_listening
+        self._cache: dict[AppRoute, Route] = {}
 
     def on_start(self) -> None:
         """Bind the port, register as ``edge`` and ask the fabric for the routes.
@@ -91,7 +111,7 @@ class EdgeActor(SupervisedActor):
         match message:
             case EndpointsChanged():
                 if self._server is not None:
-                    self._server.set_routes(route_table(message))
+                    self._server.set_routes(route_table(message, self._cache))
                     self._server.set_restarts(dict(message.restarts))
             case GetInfo():
                 server = self._server

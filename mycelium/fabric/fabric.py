@@ -264,7 +264,11 @@ class Fabric(SupervisedActor):
         if info.state == "Stopped":
             self._instances.pop(info.id, None)
         else:
+            old = self._instances.get(info.id)
             self._instances[info.id] = info
+            if old is not None and (old.state, old.url, old.restarts) == (
+                    info.state, info.url, info.restarts):
+                return  # a sample: the routes cannot have changed
         self._push_routes()
 
     def _push_routes(self) -> None:

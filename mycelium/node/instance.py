@@ -312,7 +312,10 @@ class AppInstance(SupervisedActor):
             self._report()
         ref, url = self.actor_ref, f"{self.info.url}{self.spec.health}"
         timeout = self.spec.health_timeout
-        _PROBES.submit(lambda: _tell(ref, _Probed(probe_health(url, timeout=timeout))))
+        try:
+            _PROBES.submit(lambda: _tell(ref, _Probed(probe_health(url, timeout=timeout))))
+        except RuntimeError:  # the interpreter is shutting down: no more health checks
+            return
 
     def _probed(self, ok: bool) -> None:
         if self._closing.is_set() or self.info.state != "Ready":

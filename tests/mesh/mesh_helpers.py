@@ -82,7 +82,7 @@ class MeshProcess:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
         threading.Thread(target=self._read, daemon=True).start()
         self.client = ControlClient(Home(home))
-        self.wait_line("mesh up", 30.0)
+        self.wait_line("mesh up", 60.0)
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -133,7 +133,7 @@ class MeshProcess:
             insts = [i for i in self.app(app)["instances"] if i["state"] == "Ready"
                      and (digest is None or i["digest"] == digest)]
             return insts if len(insts) == count else None
-        result: list[dict[str, Any]] = wait_until(check, 20.0, f"{count} Ready {app}")
+        result: list[dict[str, Any]] = wait_until(check, 40.0, f"{count} Ready {app}")
         return result
 
     def kill9(self) -> None:

@@ -16,7 +16,7 @@ def get(url: str) -> tuple[int, dict[str, str], bytes]:
         return resp.status, dict(resp.headers), resp.read()
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(90)
 def test_commands_without_a_running_mesh_exit_1_and_say_how_to_start_one(home: Path) -> None:
     for args in (("status",), ("deploy", "hello", "ab" * 32), ("down",), ("kill", "hello")):
         result = cli(home, *args)
@@ -26,7 +26,7 @@ def test_commands_without_a_running_mesh_exit_1_and_say_how_to_start_one(home: P
         assert "Traceback" not in result.stderr
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_deploy_on_three_nodes_serves_round_robin_through_the_edge(
         mesh: MeshProcess, digests: dict[str, str]) -> None:
     result = cli(mesh.home, "deploy", "hello", digests["hello"], "--max", "3")
@@ -60,7 +60,7 @@ def test_deploy_on_three_nodes_serves_round_robin_through_the_edge(
     assert "already running" in second.stderr
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_bad_deploy_input_exits_2_and_changes_nothing(
         mesh: MeshProcess, digests: dict[str, str]) -> None:
     assert cli(mesh.home, "deploy", "hello", digests["hello"], "--max", "2").returncode == 0

@@ -19,7 +19,7 @@ def serving(mesh: MeshProcess, app: str) -> bool:
         return resp.status == 200
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_killed_workload_respawns_on_its_node_with_restarts_1(
         mesh: MeshProcess, digests: dict[str, str]) -> None:
     assert cli(mesh.home, "deploy", "hello", digests["hello"], "--max", "3").returncode == 0
@@ -54,7 +54,7 @@ def test_killed_workload_respawns_on_its_node_with_restarts_1(
     assert all({"ts", "event", "supervisor", "child", "app", "reason"} <= set(r) for r in logs)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_crashing_fabric_edge_control_and_agent_keeps_workloads_serving(
         mesh: MeshProcess, digests: dict[str, str]) -> None:
     assert cli(mesh.home, "deploy", "hello", digests["hello"], "--max", "3").returncode == 0
@@ -70,7 +70,7 @@ def test_crashing_fabric_edge_control_and_agent_keeps_workloads_serving(
     assert cli(mesh.home, "deploy", "tester", digests["tester"], "--max", "1").returncode == 0
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_max_instances_caps_placement_and_memory_budget_kills(
         mesh: MeshProcess, digests: dict[str, str]) -> None:
     result = cli(mesh.home, "deploy", "tester", digests["tester"], "--max", "3",
@@ -92,7 +92,7 @@ def test_max_instances_caps_placement_and_memory_budget_kills(
     assert cli(mesh.home, "stop", "hog").returncode == 0
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_stop_drains_every_instance_and_nothing_respawns(
         mesh: MeshProcess, digests: dict[str, str]) -> None:
     assert cli(mesh.home, "deploy", "tester", digests["tester"], "--max", "3").returncode == 0

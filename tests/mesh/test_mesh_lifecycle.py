@@ -16,7 +16,7 @@ def version(mesh: MeshProcess) -> str:
         return str(orjson.loads(resp.read())["version"])
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_blue_green_update_then_a_failed_update_rolls_back(
         mesh: MeshProcess, digests: dict[str, str]) -> None:
     assert cli(mesh.home, "deploy", "hello", digests["hello"], "--max", "3").returncode == 0
@@ -42,7 +42,7 @@ def test_blue_green_update_then_a_failed_update_rolls_back(
     assert {version(mesh) for _ in range(6)} == {"2.0.0"}
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_down_then_up_restores_plans_and_kill9_of_the_mesh_leaves_no_orphans(
         home: Path, digests: dict[str, str]) -> None:
     mesh = MeshProcess(home)
