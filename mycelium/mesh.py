@@ -48,11 +48,14 @@ from supervisors import (
     Backoff,
     ChildSpec,
     DynamicSupervisor,
+    Exit,
     Report,
+    SupervisedActor,
     Supervisor,
     SupFlags,
     describe_tree,
 )
+from supervisors.actor import actor_of
 
 __all__ = ["Mesh", "MeshLocked", "reap_home"]
 
@@ -139,6 +142,7 @@ class Mesh:
         self.names = Names()
         self.stopped = threading.Event()
         self.edge_bound_port: int | None = None
+        self.failure: str | None = None
         self._out = out
         self._lock_file: IO[str] | None = None
         self._sup: pykka.ActorRef[Any] | None = None
@@ -171,6 +175,15 @@ class Mesh:
                       f"{' '.join(map(str, reaped))}")
         self._sup = Supervisor.start(SupFlags("one_for_one", intensity=10, period=10.0),
                                      self._children(), path="mesh", reporter=self._report)
+        root = actor_of(self._sup)
+        if isinstance(root, SupervisedActor):
+            root.watch(self._root_exited)
+
+    def _root_exited(self, exit_: Exit) -> None:
+        """The root supervisor ended; unless we stopped it, the mesh gave up: stop `up`."""
+        if not exit_.normal:
+            self.failure = exit_.reason
+        self.stopped.set()
 
     def stop(self) -> None:
         """Graceful shutdown in reverse start order; idempotent."""

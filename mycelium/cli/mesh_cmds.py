@@ -84,6 +84,8 @@ def up_cmd(
         mesh.stop()
         with contextlib.suppress(OSError):
             _out("mesh down")
+    if mesh.failure is not None:
+        raise OperationFailed(f"the mesh gave up: {mesh.failure}")
 
 
 def _console(mesh: Any) -> None:
