@@ -532,31 +532,42 @@ def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path
 def reap_leftovers(records: Iterable[ProcessRecord], grace: float = 2.0) -> list[int]:
     """Stop the process groups a dead mesh left running (the next ``up`` calls this).
 
-    A group is stopped (SIGTERM, ``grace``, SIGKILL) only if its leader still exists with the
-    recorded create time, so a pid reused by an unrelated process is never touched.
+    A group is stopped (SIGTERM to the group, ``grace``, SIGKILL) only if its leader still
+    exists with the recorded create time, so a pid reused by an unrelated process is never
+    touched. A leader that is a zombie nobody reaped still proves the group is the recorded one,
+    so its surviving members are stopped too. A group whose leader is gone entirely is left
+    alone: nothing then proves the pgid was not reused.
 
     Returns:
-        The leader pids that were stopped.
+        The leader pids whose groups were signalled.
     """
-    victims: list[tuple[ProcessRecord, psutil.Process]] = []
+    victims: list[ProcessRecord] = []
     for record in records:
         try:
             proc = psutil.Process(record.pid)
             if abs(proc.create_time() - record.create_time) > 0.005:
                 continue
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                continue
         except psutil.Error:
             continue
-        victims.append((record, proc))
+        if record.pgid != record.pid and not _leads(record.pid, record.pgid):
+            continue  # the recorded leader left its group since: not ours to judge
+        if not _group_alive(record.pgid):
+            continue  # only zombies left: nothing to stop
+        victims.append(record)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(record.pgid, _signal.SIGTERM)
     deadline = time.monotonic() + grace
-    for record, _proc in victims:
+    for record in victims:
         if not _wait_group_gone(record.pgid, deadline):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(record.pgid, _signal.SIGKILL)
     kill_deadline = time.monotonic() + _KILL_WAIT
-    for record, _proc in victims:
+    for record in victims:
         _wait_group_gone(record.pgid, kill_deadline)
-    return [record.pid for record, _proc in victims]
+    return [record.pid for record in victims]
+
+
+def _leads(pid: int, pgid: int) -> bool:
+    """True if ``pid`` is (still) in process group ``pgid``."""
+    stat = _read_stat(pid)
+    return stat is not None and stat[0] == pgid

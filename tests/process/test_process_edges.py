@@ -141,6 +141,39 @@ def test_reap_leftovers_spares_a_process_whose_create_time_differs(
     assert not any(gone(psutil.Process(r.pid)) for r in orphaned)
 
 
+@pytest.mark.timeout(30)
+def test_reap_leftovers_stops_the_survivors_of_a_leader_that_died_unreaped(
+        tmp_path: Path) -> None:
+    code = (
+        "import json, sys, time\n"
+        "from pathlib import Path\n"
+        "from mycelium.node.process import spawn\n"
+        "d = Path(sys.argv[1])\n"
+        "w = spawn(['sh', '-c', 'trap \"exit 0\" USR1; sleep 60 & echo $! > gc.pid; wait'],"
+        " d, {}, d / 'w.log')\n"
+        "print(json.dumps(w.record().to_dict()), flush=True)\n"
+        "time.sleep(60)\n")
+    mesh = subprocess.Popen([PY, "-c", code, str(tmp_path)], stdout=subprocess.PIPE)
+    assert mesh.stdout is not None
+    record = ProcessRecord.from_dict(json.loads(mesh.stdout.readline()))
+    mesh.kill()
+    mesh.wait()
+    mesh.stdout.close()
+    try:
+        assert wait_for(lambda: (tmp_path / "gc.pid").read_text().strip() != "")
+        grandchild = psutil.Process(int((tmp_path / "gc.pid").read_text()))
+        leader = psutil.Process(record.pid)
+        os.kill(record.pid, signal.SIGUSR1)  # the leader exits; the grandchild lives on
+        assert wait_for(lambda: gone(leader))
+        if not leader.is_running():
+            pytest.skip("PID 1 reaps orphans here: the leader vanished, nothing proves the group")
+        assert reap_leftovers([record], grace=1.0) == [record.pid]
+        assert gone(grandchild)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(record.pgid, signal.SIGKILL)
+
+
 class _Health(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         status = 200 if self.path.startswith("/health") else 500
