@@ -160,7 +160,10 @@ def main() -> None:
     print(f"examples/hello start-to-healthy (direct spawn): {own_start * 1000:.1f} ms")
 
     mesh = Mesh(home.root, config)
-    result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores",
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "commit": commit,
+                              "load_at_start": round(os.getloadavg()[0], 2),
                               "backoff_base": args.backoff_base,
                               "reset_after": args.reset_after,
                               "hello_start_to_healthy_ms": round(own_start * 1000, 1)}
@@ -241,6 +244,7 @@ def main() -> None:
     finally:
         mesh.stop()
     result["shutdown_s"] = round(time.perf_counter() - t, 2) if "t" in dir() else None
+    result["load_at_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
 
 
