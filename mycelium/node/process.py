@@ -352,6 +352,7 @@ def _wait_group_gone(pgid: int, deadline: float) -> bool:
         delay = min(delay * 2, 0.05)
     return True
 
+
 class _Reaper:
     """One daemon thread that reaps every workload the moment it exits.
 
@@ -364,6 +365,7 @@ class _Reaper:
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._pending: list[tuple[int, Callable[[], None]]] = []
         self._lock = threading.Lock()
@@ -380,7 +382,8 @@ class _Reaper:
             return
         with self._lock:
             self._pending.append((pidfd, on_exit))
-        os.write(self._wake_w, b"x")
+        with contextlib.suppress(BlockingIOError):  # a full pipe will wake the thread anyway
+            os.write(self._wake_w, b"x")
 
     def _run(self) -> None:
         while True:
