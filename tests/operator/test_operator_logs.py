@@ -191,3 +191,19 @@ def test_format_record_shows_the_backoff_delay_and_colours_on_request() -> None:
 
 def test_format_record_copes_with_a_sparse_record() -> None:
     assert format_record({"event": "shutdown", "ts": "garbage"}) == "garbage - shutdown"
+
+
+def test_follow_waits_for_a_log_that_does_not_exist_yet(tmp_path: Path) -> None:
+    reader = SupervisionLog(tmp_path)
+    stop = threading.Event()
+    stream = reader.follow(stop=stop, poll=0.01)
+    got: queue.Queue[dict[str, Any]] = queue.Queue()
+    thread = threading.Thread(target=lambda: [got.put(r) for r in stream], daemon=True)
+    thread.start()
+    writer = SupervisionLog(tmp_path)  # e.g. the mesh starting after `mycelium logs -f`
+    writer.write(record(7))
+    assert got.get(timeout=5)["n"] == 7
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    writer.close()
