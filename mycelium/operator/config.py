@@ -156,8 +156,10 @@ class MeshConfig:
         return dataclasses.asdict(self)
 
 
-_SECTIONS: dict[str, type[Any]] = {f.name: f.default_factory  # type: ignore[misc]
-                                   for f in dataclasses.fields(MeshConfig)}
+#: Section name → its dataclass (each MeshConfig field's default_factory is the class itself).
+_SECTIONS: dict[str, type[Any]] = {
+    f.name: f.default_factory  # type: ignore[misc]  # mypy sees a factory, it is the class
+    for f in dataclasses.fields(MeshConfig)}
 
 
 def _describe(kind: str, meta: Mapping[str, Any]) -> str:
