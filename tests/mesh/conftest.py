@@ -29,6 +29,8 @@ def spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
         "hello-bad": (TESTER, {"name": "hello", "version": "3.0.0",
                                "env": {"TESTER_MODE": "unhealthy"}}),
         "tester": (TESTER, {"name": "tester", "version": "1.0.0"}),
+        "flaky": (TESTER, {"name": "flaky", "version": "1.0.0",
+                           "env": {"TESTER_MODE": "flaky", "TESTER_HEALTHY_FOR": "0.5"}}),
         "hog": (TESTER, {"name": "hog", "version": "1.0.0",
                          "env": {"TESTER_MODE": "hog", "TESTER_MB": "200"}}),
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import urllib.request
+from pathlib import Path
 
 import orjson
 import pytest
@@ -66,8 +67,12 @@ def test_crashing_fabric_edge_control_and_agent_keeps_workloads_serving(
         assert sorted(i["pid"] for i in mesh.ready("hello", 3)) == pids
         assert wait_until(lambda: serving(mesh, "hello"), 10, "edge serving")
     assert sorted(workload_pids(mesh.home)) == pids
-    # the restarted fabric and agents still deploy
+    # the restarted fabric and agents still deploy, and the adopted apps still respawn
     assert cli(mesh.home, "deploy", "tester", digests["tester"], "--max", "1").returncode == 0
+    victim = next(i for i in mesh.app("hello")["instances"] if i["node"] == "node-1")
+    os.kill(victim["pid"], signal.SIGKILL)
+    wait_until(lambda: any(i["node"] == "node-1" and i["state"] == "Ready" and i["restarts"] == 1
+                           for i in mesh.app("hello")["instances"]), 30, "respawn after adoption")
 
 
 @pytest.mark.timeout(120)
@@ -104,3 +109,21 @@ def test_stop_drains_every_instance_and_nothing_respawns(
     assert all(a["instances"] == [] for a in mesh.status()["apps"])
     assert cli(mesh.home, "stop", "tester").returncode == 2  # no plan any more
     assert workload_pids(mesh.home) == []
+
+
+@pytest.mark.timeout(120)
+def test_an_instance_that_turns_unhealthy_after_ready_is_restarted(
+        home: Path, digests: dict[str, str]) -> None:
+    (home / "mycelium.toml").write_text("[instance]\nhealth_interval = 0.1\n"
+                                        "health_failures = 3\n")
+    mesh = MeshProcess(home)
+    try:
+        result = cli(home, "deploy", "flaky", digests["flaky"], "--max", "1")
+        assert result.returncode == 0, result.stderr
+        line = mesh.wait_line("health check failed 3 times", 30)
+        assert "flaky" in line
+        wait_until(lambda: any(i["restarts"] >= 1 for i in mesh.app("flaky")["instances"]), 30,
+                   "flaky restarted")
+    finally:
+        assert mesh.stop() == 0
+    assert workload_pids(home) == []
