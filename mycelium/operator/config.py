@@ -173,14 +173,15 @@ def _describe(kind: str, meta: Mapping[str, Any]) -> str:
     return f"{noun} {lo:g}-{hi:g}" if hi is not None else f"{noun} >= {lo:g}"
 
 
-def _check(where: str, kind: str, meta: Mapping[str, Any], value: Any) -> Any:
+def _check(where: str, kind: str, meta: Mapping[str, Any], value: Any,
+           from_env: bool = False) -> Any:
     """The value converted to the key's type, or a ConfigError naming the key."""
     bad = ConfigError(f"config: {where} must be {_describe(kind, meta)}, got {value!r}")
     if kind == "str":
         if not isinstance(value, str) or not value:
             raise bad
         return value
-    if isinstance(value, str):  # from the environment
+    if isinstance(value, str) and from_env:  # the environment has only strings
         try:
             value = int(value) if kind == "int" else float(value)
         except ValueError:
@@ -286,7 +287,8 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
         for layer in layers:
             for key, (where, raw) in layer.get(name, {}).items():
                 spec = kinds[key]
-                values[key] = _check(where, str(spec.type), spec.metadata, raw)
+                values[key] = _check(where, str(spec.type), spec.metadata, raw,
+                                     from_env=where.startswith(ENV_PREFIX))
         sections[name] = cls(**values)
     config = MeshConfig(**sections)
     _check_coherent(config)

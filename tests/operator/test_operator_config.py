@@ -90,6 +90,8 @@ def test_the_config_is_frozen() -> None:
     ("[edge]\nport = 'x'\n", "config: edge.port must be an integer 1-65535, got 'x'"),
     ("[edge]\nport = 70000\n", "edge.port must be an integer 1-65535, got 70000"),
     ("[edge]\nport = 8080.0\n", "edge.port must be an integer"),
+    ("[edge]\nport = \"8080\"\n", "edge.port must be an integer 1-65535, got '8080'"),
+    ("[instance]\nstop_grace = \"2\"\n", "instance.stop_grace must be a number"),
     ("[edge]\nport = true\n", "edge.port must be an integer"),
     ("[edge]\nhost = 5\n", "edge.host must be a string"),
     ("[edge]\nhost = ''\n", "edge.host must be a string"),
