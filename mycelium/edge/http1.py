@@ -31,7 +31,9 @@ _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _FIELD = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*"
 _FIELDS = re.compile(_FIELD + rb"(?:\r\n" + _FIELD + rb")*")
 """A whole header block: no space before a colon, no folding, no control characters."""
-_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+_INTERESTING = HOP_BY_HOP | {b"content-length", b"host", b"expect", b"x-forwarded-for",
+                             b"x-forwarded-host", b"x-forwarded-proto", b"x-mycelium-edge"}
+"""The fields the proxy acts on (the block already passed :data:`_FIELDS`)."""
 _MAX_CHUNK_LINE = 4096
 
 
@@ -44,18 +46,39 @@ class ProtocolError(Exception):
 
 
 class _Head:
-    """What requests and responses share: header lines and the framing of the body."""
+    """What requests and responses share: the raw header block and the body's framing.
 
-    __slots__ = ("chunked", "connection_tokens", "content_length", "keep_alive", "lines",
-                 "minor")
+    Attributes:
+        block: The header lines as received, joined by CRLF (no final blank line).
+        special: Some field must be dropped or rewritten before forwarding (hop-by-hop,
+            Connection, X-Forwarded-*, Expect, X-Mycelium-Edge); when false the block is
+            forwarded as it is, without touching a line.
+        host: The ``Host`` value, if any.
+        forwarded_for: The incoming ``X-Forwarded-For`` values, in order.
+        expect: The ``Expect`` value, if any.
+    """
+
+    __slots__ = ("block", "chunked", "connection_tokens", "content_length", "expect",
+                 "forwarded_for", "host", "keep_alive", "minor", "special")
 
     def __init__(self) -> None:
-        self.lines: list[tuple[bytes, bytes]] = []  # (lower-case name, raw line)
+        self.block = b""
+        self.special = False
+        self.host: bytes | None = None
+        self.forwarded_for: list[bytes] = []
+        self.expect: bytes | None = None
         self.minor = 1
         self.content_length: int | None = None
         self.chunked = False
         self.connection_tokens: frozenset[bytes] = frozenset()
         self.keep_alive = True
+
+    @property
+    def lines(self) -> list[tuple[bytes, bytes]]:
+        """``(lower-case name, raw line)`` for every field (computed; the slow path only)."""
+        if not self.block:
+            return []
+        return [(line[:line.index(b":")].lower(), line) for line in self.block.split(b"\r\n")]
 
     def get(self, name: bytes) -> bytes | None:
         """Return the value of the last ``name`` header (lower-case name), or ``None``."""
@@ -73,6 +96,13 @@ class _Head:
                 continue
             out.append(line)
         return out
+
+    def forward_block(self, drop: frozenset[bytes]) -> bytes:
+        """The header lines to forward, CRLF-terminated each (``b""`` when none)."""
+        if not self.special:
+            return self.block + b"\r\n" if self.block else b""
+        lines = self.end_to_end(drop)
+        return b"\r\n".join(lines) + b"\r\n" if lines else b""
 
 
 class RequestHead(_Head):
@@ -101,33 +131,51 @@ class ResponseHead(_Head):
 def _parse_fields(head: _Head, block: bytes) -> None:
     """Fill ``head`` from a header block; decide framing and keep-alive.
 
-    The whole block is validated by one regular expression (in C), so the per-line Python
-    work is a split, a lower-casing and a set lookup.
+    The whole block is validated by one regular expression (in C); the loop then only
+    lower-cases names to find the few fields the proxy acts on.
 
     Raises:
         ProtocolError: A malformed line, conflicting lengths, or an unknown coding.
     """
+    head.block = block
     if not block:
         head.keep_alive = head.minor == 1
         return
     if _FIELDS.fullmatch(block) is None:
         raise ProtocolError("malformed header block")
-    lengths: set[bytes] = set()
+    lengths: list[bytes] = []
     codings: list[bytes] = []
     conn: list[bytes] = []
-    append = head.lines.append
+    special = False
     for line in block.split(b"\r\n"):
         colon = line.index(b":")
         lname = line[:colon].lower()
-        append((lname, line))
-        if lname in _FRAMING:
-            value = line[colon + 1:].strip()
-            if lname == b"content-length":
-                lengths.update(v.strip() for v in value.split(b","))
-            elif lname == b"transfer-encoding":
-                codings.extend(v.strip().lower() for v in value.split(b",") if v.strip())
+        if lname not in _INTERESTING:
+            continue
+        value = line[colon + 1:].strip()
+        if lname == b"host":
+            if head.host is not None:
+                raise ProtocolError("more than one Host")
+            head.host = value
+            continue
+        if lname == b"content-length":
+            if b"," in value:
+                lengths.extend(v.strip() for v in value.split(b","))
             else:
-                conn.extend(v.strip().lower() for v in value.split(b",") if v.strip())
+                lengths.append(value)
+            continue
+        special = True
+        if lname == b"transfer-encoding":
+            codings.extend(v.strip().lower() for v in value.split(b",") if v.strip())
+        elif lname == b"connection":
+            conn.extend(v.strip().lower() for v in value.split(b",") if v.strip())
+        elif lname == b"x-forwarded-for":
+            head.forwarded_for.append(value)
+        elif lname == b"expect":
+            head.expect = value
+    head.special = special
+    if lengths and len(set(lengths)) != 1:
+        raise ProtocolError("conflicting Content-Length values")
     if codings:
         if lengths:
             raise ProtocolError("both Content-Length and Transfer-Encoding")
@@ -135,9 +183,7 @@ def _parse_fields(head: _Head, block: bytes) -> None:
             raise ProtocolError("unsupported transfer coding", 501)
         head.chunked = True
     elif lengths:
-        if len(lengths) != 1:
-            raise ProtocolError("conflicting Content-Length values")
-        value = next(iter(lengths))
+        value = lengths[0]
         if not value.isdigit() or len(value) > 18:
             raise ProtocolError("bad Content-Length")
         head.content_length = int(value)
@@ -177,7 +223,7 @@ def parse_request_head(data: bytes) -> RequestHead:
     head.method = method.decode("ascii")
     head.target = target.decode("latin-1")
     _parse_fields(head, block)
-    expect = head.get(b"expect")
+    expect = head.expect
     if expect is not None:
         if expect.lower() != b"100-continue":
             raise ProtocolError("unsupported Expect", 417)

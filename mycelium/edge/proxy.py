@@ -550,27 +550,28 @@ class EdgeProxy:
 
     def _upstream_head(self, client: _Client, req: RequestHead, target: str,
                        ep: Endpoint) -> bytes:
-        """Build the request head for the upstream: end-to-end fields + X-Forwarded-*."""
-        lines = req.end_to_end(_DROP_REQUEST)
-        xff = [req_line[req_line.index(b":") + 1:].strip()
-               for name, req_line in req.lines
-               if name == b"x-forwarded-for" and name not in req.connection_tokens]
-        xff.append(client.peer.encode())
-        host = req.get(b"host")
-        if host is None or b"host" in req.connection_tokens:
+        """Build the request head for the upstream: end-to-end fields + X-Forwarded-*.
+
+        The forwarded fields are added after the hop-by-hop ones were dropped, so a client's
+        ``Connection: X-Forwarded-For`` cannot remove them.
+        """
+        named = req.connection_tokens
+        host = req.host
+        extra = b""
+        if host is None or b"host" in named:
             host = f"{ep.host}:{ep.port}".encode()
-            lines.append(b"Host: " + host)
-        parts = [f"{req.method} {target} HTTP/1.1\r\n".encode()]
-        for line in lines:
-            parts.append(line)
-            parts.append(b"\r\n")
-        parts.append(b"X-Forwarded-For: " + b", ".join(x for x in xff if x) + b"\r\n")
-        parts.append(b"X-Forwarded-Host: " + host + b"\r\n")
-        parts.append(self._proto_line)
+            extra = b"Host: " + host + b"\r\n"
+        peer = client.peer.encode()
+        if req.forwarded_for and b"x-forwarded-for" not in named:
+            xff = b", ".join([*req.forwarded_for, peer])
+        else:
+            xff = peer
         if req.chunked:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)
+            extra += b"Transfer-Encoding: chunked\r\n"
+        return b"".join((
+            f"{req.method} {target} HTTP/1.1\r\n".encode(), req.forward_block(_DROP_REQUEST),
+            extra, b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Host: ", host, b"\r\n",
+            self._proto_line, b"\r\n"))
 
     async def _proxy(self, client: _Client, req: RequestHead, app: str, target: str,
                      order: Sequence[Endpoint]) -> bool:

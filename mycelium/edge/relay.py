@@ -117,18 +117,13 @@ def response_head(req: RequestHead, resp: ResponseHead, edge_line: bytes,
         framing = b""  # the Content-Length line is end-to-end and already kept
     else:
         framing, keep = b"", False  # body delimited by the upstream closing
-    parts = [b"HTTP/1.1" + resp.status_line[8:] + b"\r\n"]
-    for line in resp.end_to_end(_DROP_RESPONSE):
-        parts.append(line)
-        parts.append(b"\r\n")
-    parts.append(edge_line)
-    parts.append(framing)
     if not keep:
-        parts.append(b"Connection: close\r\n")
+        framing += b"Connection: close\r\n"
     elif req.minor == 0:
-        parts.append(b"Connection: keep-alive\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts), keep, dechunk
+        framing += b"Connection: keep-alive\r\n"
+    head = b"".join((b"HTTP/1.1", resp.status_line[8:], b"\r\n",
+                     resp.forward_block(_DROP_RESPONSE), edge_line, framing, b"\r\n"))
+    return head, keep, dechunk
 
 
 async def relay_response(client: Conduit, req: RequestHead, up: Upstream, resp: ResponseHead,
