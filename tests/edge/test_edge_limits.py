@@ -106,3 +106,18 @@ def test_expect_100_continue_is_answered_by_the_edge(upstreams, edges):
             chunk = s.recv(65536)
             assert chunk
             data += chunk
+
+
+@pytest.mark.timeout(20)
+def test_idle_keepalive_connections_are_closed(upstreams, edges):
+    up = upstreams()
+    edge = edges(table(hello=[up.url]), keepalive_timeout=0.3)
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as s:
+        s.sendall(b"GET /hello/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while True:  # read until the edge closes the idle connection (or the timeout fails us)
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK")
