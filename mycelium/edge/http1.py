@@ -65,7 +65,7 @@ class _Head:
         self.block = b""
         self.special = False
         self.host: bytes | None = None
-        self.forwarded_for: list[bytes] = []
+        self.forwarded_for: tuple[bytes, ...] = ()
         self.expect: bytes | None = None
         self.minor = 1
         self.content_length: int | None = None
@@ -128,11 +128,19 @@ class ResponseHead(_Head):
         self.status_line = b""
 
 
+_Fields = tuple[bool, bytes | None, tuple[bytes, ...], bytes | None, bool, int | None,
+                frozenset[bytes]]
+"""special, host, X-Forwarded-For values, expect, chunked, content length, Connection tokens."""
+_CACHE: dict[bytes, _Fields] = {}
+_CACHE_SIZE = 1024
+
+
 def _parse_fields(head: _Head, block: bytes) -> None:
     """Fill ``head`` from a header block; decide framing and keep-alive.
 
-    The whole block is validated by one regular expression (in C); the loop then only
-    lower-cases names to find the few fields the proxy acts on.
+    Parsing a block is a pure function of its bytes, and clients and upstreams repeat the same
+    blocks (an upstream's only change is usually its ``Date``, once a second), so results are
+    kept in a small bounded cache keyed by the exact bytes.
 
     Raises:
         ProtocolError: A malformed line, conflicting lengths, or an unknown coding.
@@ -141,11 +149,38 @@ def _parse_fields(head: _Head, block: bytes) -> None:
     if not block:
         head.keep_alive = head.minor == 1
         return
+    fields = _CACHE.get(block)
+    if fields is None:
+        fields = _scan_fields(block)
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.clear()
+        _CACHE[block] = fields
+    (head.special, head.host, head.forwarded_for, head.expect, head.chunked,
+     head.content_length, tokens) = fields
+    head.connection_tokens = tokens
+    if head.minor == 0:
+        head.keep_alive = b"keep-alive" in tokens
+    else:
+        head.keep_alive = b"close" not in tokens
+
+
+def _scan_fields(block: bytes) -> _Fields:
+    """Validate a header block and extract what the proxy acts on.
+
+    The whole block is validated by one regular expression (in C); the loop then only
+    lower-cases names to find the few fields the proxy acts on.
+
+    Raises:
+        ProtocolError: A malformed line, conflicting lengths, or an unknown coding.
+    """
     if _FIELDS.fullmatch(block) is None:
         raise ProtocolError("malformed header block")
     lengths: list[bytes] = []
     codings: list[bytes] = []
     conn: list[bytes] = []
+    forwarded_for: list[bytes] = []
+    host: bytes | None = None
+    expect: bytes | None = None
     special = False
     for line in block.split(b"\r\n"):
         colon = line.index(b":")
@@ -154,9 +189,9 @@ def _parse_fields(head: _Head, block: bytes) -> None:
             continue
         value = line[colon + 1:].strip()
         if lname == b"host":
-            if head.host is not None:
+            if host is not None:
                 raise ProtocolError("more than one Host")
-            head.host = value
+            host = value
             continue
         if lname == b"content-length":
             if b"," in value:
@@ -170,29 +205,26 @@ def _parse_fields(head: _Head, block: bytes) -> None:
         elif lname == b"connection":
             conn.extend(v.strip().lower() for v in value.split(b",") if v.strip())
         elif lname == b"x-forwarded-for":
-            head.forwarded_for.append(value)
+            forwarded_for.append(value)
         elif lname == b"expect":
-            head.expect = value
-    head.special = special
+            expect = value
     if lengths and len(set(lengths)) != 1:
         raise ProtocolError("conflicting Content-Length values")
+    chunked = False
+    content_length: int | None = None
     if codings:
         if lengths:
             raise ProtocolError("both Content-Length and Transfer-Encoding")
         if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
             raise ProtocolError("unsupported transfer coding", 501)
-        head.chunked = True
+        chunked = True
     elif lengths:
         value = lengths[0]
         if not value.isdigit() or len(value) > 18:
             raise ProtocolError("bad Content-Length")
-        head.content_length = int(value)
-    tokens = frozenset(conn)
-    head.connection_tokens = tokens
-    if head.minor == 0:
-        head.keep_alive = b"keep-alive" in tokens
-    else:
-        head.keep_alive = b"close" not in tokens
+        content_length = int(value)
+    return (special, host, tuple(forwarded_for), expect, chunked, content_length,
+            frozenset(conn))
 
 
 def parse_request_head(data: bytes) -> RequestHead:
