@@ -15,6 +15,7 @@ stops the workloads first and the fabric last.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import os
@@ -362,9 +363,7 @@ class Mesh:
         budget = check_budget(SetBudget(app=app, max_instances=n_max if max_instances is None
                                         else max_instances, cpu=req.get("cpu", 0.1),
                                         mem=req.get("mem", 256)))
-        fabric = self._fabric()
-        fabric.ask(budget, timeout=10.0)
-        return fabric.ask(plan, timeout=10.0)
+        return self._fabric().ask(dataclasses.replace(plan, budget=budget), timeout=10.0)
 
     def _op_stop(self, req: dict[str, Any]) -> Any:
         return self._fabric().ask(StopApp(check_app_name(req.get("app"))), timeout=10.0)

@@ -171,6 +171,8 @@ class PublishPlan:
     max: int = 1
     warmup: float = 0.0
     timeout: float = 60.0
+    budget: SetBudget | None = None
+    """Optionally the app's budget, written in the same transaction as the plan (one fsync)."""
 
 
 @dataclass(frozen=True, slots=True)

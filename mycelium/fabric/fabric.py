@@ -189,6 +189,10 @@ class Fabric(SupervisedActor):
 
     def _publish(self, msg: PublishPlan) -> Plan:
         check_plan(msg)
+        if msg.budget is not None:
+            check_budget(msg.budget)
+            if msg.budget.app != msg.app:
+                raise BadPlan(f"budget for {msg.budget.app!r} sent with the plan of {msg.app!r}")
         if not self._digest_known(msg.digest):
             raise BadPlan(f"unknown digest {msg.digest}: publish the spore first")
         old = self._plans.get(msg.app)
@@ -200,10 +204,13 @@ class Fabric(SupervisedActor):
                     warmup=float(msg.warmup), timeout=float(msg.timeout),
                     generation=self._generation, published_at=time.time(), previous=previous)
         budget = self._budgets.get(msg.app)
-        if budget is None:
+        if msg.budget is not None:
+            budget = Budget(app=msg.app, max_instances=msg.budget.max_instances,
+                            cpu=float(msg.budget.cpu), mem=msg.budget.mem)
+        elif budget is None:
             budget = Budget(app=msg.app, max_instances=msg.max, cpu=0.1, mem=256)
         assert self._store is not None
-        self._store.save(plan, budget if msg.app not in self._budgets else None)
+        self._store.save(plan, budget if budget != self._budgets.get(msg.app) else None)
         self._plans[msg.app] = plan
         self._budgets[msg.app] = budget
         self._declined.pop(msg.app, None)

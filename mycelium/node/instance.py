@@ -370,12 +370,17 @@ def _spawn_retrying(argv: list[str], directory: Path, env: dict[str, str]) -> Wo
 
 
 def _write_record(path: Path, workload: Workload) -> None:
-    """Durably note the workload's ProcessRecord so a later ``up`` can reap it after a crash."""
+    """Note the workload's ProcessRecord so that a later ``up`` can reap it after a crash.
+
+    Written atomically (rename) but not fsynced: the record only matters while the workload
+    outlives the mesh, which a kill -9 of the mesh allows (the page cache survives it) and a
+    machine crash does not (no workload survives that either). Hundreds of fsyncs during a
+    mass start would otherwise queue behind each other and behind the fabric's plan writes.
+    """
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, orjson.dumps(workload.record().to_dict()))
-        os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
