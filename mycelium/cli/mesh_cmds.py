@@ -189,7 +189,7 @@ def deploy_cmd(
     if not wait:
         _out(f"deploying {app_name} {full[:12]} (generation {generation}, not waiting)")
         return
-    deadline = started + timeout + 2.0
+    deadline = started + timeout + 5.0  # the mesh enforces --timeout; this only bounds the wait
     last = ""
     while True:
         doc = _app_doc(client, app_name)
