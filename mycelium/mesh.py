@@ -1,7 +1,7 @@
 """Builds and runs the whole supervision tree of one mesh (``mycelium up``).
 
 ```
-mesh (one_for_one) ├ fabric ├ edge ├ control └ nodes (one_for_one)
+mesh (one_for_one) ├ fabric ├ edge ├ control └ nodes (DynamicSupervisor)
    └ node-N (rest_for_one) ├ apps (DynamicSupervisor) └ agent
          apps └ <app> (one_for_one + backoff) └ <app>@node-N:<digest12>  (AppInstance)
 ```
@@ -9,7 +9,8 @@ mesh (one_for_one) ├ fabric ├ edge ├ control └ nodes (one_for_one)
 ``apps`` comes before ``agent`` under ``rest_for_one``: an agent crash restarts only the agent
 (which adopts the running apps), while losing ``apps`` restarts the agent too, since its view
 would be stale. Start order is fabric → edge → control → nodes, so shutdown (reverse order)
-stops the workloads first and the fabric last.
+stops the workloads first and the fabric last; ``nodes`` is a DynamicSupervisor so that the
+nodes drain their workloads in parallel.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from supervisors import (
     Supervisor,
     SupFlags,
     describe_tree,
+    start_child,
 )
 from supervisors.actor import actor_of
 
@@ -238,6 +240,16 @@ class Mesh:
             self.edge_bound_port = port
 
         node_specs = [self._node_spec(n) for n in nodes]
+
+        def start_nodes() -> pykka.ActorRef[Any]:
+            # a DynamicSupervisor stops its children concurrently: the nodes drain their
+            # workloads in parallel on shutdown instead of one node after the other
+            ref = DynamicSupervisor.start(path="mesh/nodes", reporter=self._report,
+                                          intensity=10, period=10.0)
+            for spec in node_specs:
+                start_child(ref, spec)
+            return ref
+
         return [
             ChildSpec("fabric", lambda: Fabric.start(names, lambda: SqliteStore(store), nodes,
                                                      self.repo.has)),
@@ -245,9 +257,7 @@ class Mesh:
                       shutdown=10.0),
             ChildSpec("control", lambda: ControlActor.start(names, home.control_socket,
                                                             self._ops())),
-            ChildSpec("nodes", lambda: Supervisor.start(
-                SupFlags("one_for_one", intensity=10, period=10.0), node_specs,
-                path="mesh/nodes", reporter=self._report), type="supervisor"),
+            ChildSpec("nodes", start_nodes, type="supervisor"),
         ]
 
     def _node_spec(self, node: str) -> ChildSpec:
