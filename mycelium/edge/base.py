@@ -1,0 +1,101 @@
+"""State and helpers shared by the edge's fast path and its per-request tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import orjson
+
+from mycelium.edge.balancer import Balancer
+from mycelium.edge.config import EdgeConfig
+from mycelium.edge.connection import ClientConnection
+from mycelium.edge.http1 import RequestHead
+from mycelium.edge.metrics import EdgeMetrics
+from mycelium.edge.routes import Endpoint, RouteTable
+from mycelium.edge.upstream import UpstreamPool
+
+__all__ = ["DROP_REQUEST", "IDEMPOTENT", "ProxyBase"]
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+"""Methods that may be resent once bytes were sent (RFC 9110 §9.2.2), when bodyless."""
+DROP_REQUEST = frozenset({b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto",
+                          b"expect"})
+"""Request fields the edge replaces (the X-Forwarded-* set) or answers itself (Expect)."""
+_REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            408: "Request Timeout", 413: "Content Too Large", 417: "Expectation Failed",
+            431: "Request Header Fields Too Large", 501: "Not Implemented",
+            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+            505: "HTTP Version Not Supported", 200: "OK"}
+
+
+class ProxyBase:
+    """The edge's state on its loop, and the answers every path can give.
+
+    Args:
+        config: Limits, timeouts and the edge id.
+        loop: The loop every connection runs on.
+    """
+
+    def __init__(self, config: EdgeConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.loop = loop
+        self.routes = RouteTable()
+        self.metrics = EdgeMetrics()
+        self.balancer = Balancer(config.max_fails, config.fail_timeout)
+        self.draining = False
+        self.clients: set[ClientConnection] = set()
+        self.pool = UpstreamPool(loop, config.upstream_keepalive, config.connect_timeout)
+        self._edge_line = b"X-Mycelium-Edge: " + config.edge_id.encode("latin-1") + b"\r\n"
+        self._proto_line = b"X-Forwarded-Proto: " + config.forwarded_proto.encode() + b"\r\n"
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def _error(self, client: ClientConnection, status: int, message: str, app: str,
+               close: bool = False) -> None:
+        """Answer with an edge error: JSON body, ``X-Mycelium-Edge``, counted in metrics."""
+        body = orjson.dumps({"error": message})
+        self._send_own(client, status, body, b"application/json", close)
+        self.metrics.request(app, status)
+
+    def _send_own(self, client: ClientConnection, status: int, body: bytes, ctype: bytes,
+                  close: bool) -> None:
+        head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+                f"Content-Length: {len(body)}\r\n").encode()
+        head += b"Content-Type: " + ctype + b"\r\n" + self._edge_line
+        if close or self.draining:
+            head += b"Connection: close\r\n"
+        with contextlib.suppress(ConnectionError):
+            client.write(head + b"\r\n" + body)
+
+    def _upstream_head(self, client: ClientConnection, req: RequestHead, target: str,
+                       ep: Endpoint) -> bytes:
+        """Build the request head for the upstream: end-to-end fields + X-Forwarded-*.
+
+        The forwarded fields are added after the hop-by-hop ones were dropped, so a client's
+        ``Connection: X-Forwarded-For`` cannot remove them.
+        """
+        named = req.connection_tokens
+        host = req.host
+        extra = b""
+        if host is None or b"host" in named:
+            host = f"{ep.host}:{ep.port}".encode()
+            extra = b"Host: " + host + b"\r\n"
+        peer = client.peer.encode()
+        if req.forwarded_for and b"x-forwarded-for" not in named:
+            xff = b", ".join([*req.forwarded_for, peer])
+        else:
+            xff = peer
+        if req.chunked:
+            extra += b"Transfer-Encoding: chunked\r\n"
+        return b"".join((
+            f"{req.method} {target} HTTP/1.1\r\n".encode(), req.forward_block(DROP_REQUEST),
+            extra, b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Host: ", host, b"\r\n",
+            self._proto_line, b"\r\n"))
+
+    def _dispatch(self, client: ClientConnection) -> None:
+        """Take the next request from the client's buffer (see ``EdgeProxy``)."""
+        raise NotImplementedError
+
+    def _task_done(self, client: ClientConnection, keep: bool) -> None:
+        """A request task ended (see ``EdgeProxy``)."""
+        raise NotImplementedError

@@ -1,0 +1,280 @@
+"""Requests the fast path does not finish: one task each, then back to the callbacks.
+
+Bodies (streamed both ways), connects and retries over endpoints, interim responses, streamed
+or close-delimited responses, the edge's own paths and every error answer run here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from mycelium.edge.base import IDEMPOTENT, ProxyBase
+from mycelium.edge.connection import ClientConnection, Exchange
+from mycelium.edge.http1 import ProtocolError, RequestHead, ResponseHead, parse_request_head
+from mycelium.edge.relay import abort_on_error, client_fault, pump_body, relay_response, settle
+from mycelium.edge.routes import APP_NAME, Endpoint, split_target
+from mycelium.edge.upstream import Upstream, read_response_head
+
+__all__ = ["SlowPath"]
+
+log = logging.getLogger(__name__)
+
+
+class SlowPath(ProxyBase):
+    """Per-request tasks; :class:`~mycelium.edge.proxy.EdgeProxy` adds the fast path."""
+
+    async def _serve(self, client: ClientConnection,
+                     first: tuple[RequestHead, Sequence[Endpoint] | None] | None) -> None:
+        """Run one request in a task, then give the connection back to the callbacks."""
+        keep = False
+        try:
+            if first is None:
+                try:
+                    head = await self._read_head(client)
+                except ProtocolError as exc:
+                    self._error(client, exc.status, str(exc), "", close=True)
+                    return
+                if head is None:
+                    return
+                first = (head, None)
+            req, order = first
+            self.metrics.active += 1
+            try:
+                keep = await self._handle(client, req, order)
+            finally:
+                self.metrics.active -= 1
+            client.upstream = client.pump = None  # pooled or closed by the request itself
+        except (ConnectionError, TimeoutError, asyncio.CancelledError):
+            client.abort()
+        except Exception:  # a bug must cost one connection, never the edge
+            log.exception("edge: unexpected error serving %s", client.peer)
+            client.abort()
+        finally:
+            self._task_done(client, keep)
+
+    async def _serve_rest(self, client: ClientConnection, ex: Exchange) -> None:
+        """Finish a fast exchange whose response needs streaming."""
+        keep = False
+        up = ex.up
+        try:
+            self.metrics.active += 1
+            try:
+                try:
+                    resp = await read_response_head(up, self.config.read_timeout)
+                except TimeoutError:
+                    self.metrics.upstream_failure(ex.app)
+                    self._error(client, 504, f"upstream {ex.ep.url} timed out", ex.app,
+                                close=True)
+                    return
+                except (ConnectionError, ProtocolError, OSError) as exc:
+                    self.metrics.upstream_failure(ex.app)
+                    self._error(client, 502, f"upstream {ex.ep.url} failed: {exc}", ex.app,
+                                close=True)
+                    return
+                self.balancer.succeeded(ex.ep)
+                self.metrics.observe(ex.app, time.monotonic() - ex.started)
+                self.metrics.request(ex.app, resp.status)
+                keep = await relay_response(client, ex.req, up, resp, None, self.config,
+                                            self._edge_line,
+                                            ex.req.keep_alive and not self.draining, self.pool)
+                client.upstream = None  # pooled or closed by relay_response
+            finally:
+                self.metrics.active -= 1
+        except (ConnectionError, TimeoutError, asyncio.CancelledError):
+            client.abort()
+        except Exception:  # a bug must cost one connection, never the edge
+            log.exception("edge: unexpected error serving %s", client.peer)
+            client.abort()
+        finally:
+            self._task_done(client, keep)
+
+    async def _read_head(self, client: ClientConnection) -> RequestHead | None:
+        """Read one request head; ``None`` on a clean close or an idle timeout.
+
+        Raises:
+            ProtocolError: Malformed, oversized (431) or too slow (408) head.
+        """
+        buf = client.buf
+        limit = self.config.max_header_bytes
+        started = 0.0
+        while True:
+            while buf[:2] == b"\r\n":  # RFC 9112 §2.2: ignore blank lines before a request
+                del buf[:2]
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                if end > limit:
+                    raise ProtocolError("request head too large", 431)
+                data = bytes(buf[:end])
+                del buf[:end + 4]
+                client.consumed()
+                return parse_request_head(data)
+            if len(buf) > limit:
+                raise ProtocolError("request head too large", 431)
+            if client.eof:
+                if buf:
+                    raise ProtocolError("incomplete request head")
+                return None
+            if buf:
+                if not started:
+                    started = time.monotonic()
+                timeout = started + self.config.header_timeout - time.monotonic()
+                if timeout <= 0:
+                    raise ProtocolError("request head too slow", 408)
+            else:
+                timeout = self.config.keepalive_timeout
+            try:
+                await client.wait_more(timeout)
+            except TimeoutError:
+                if not buf:
+                    return None
+                raise ProtocolError("request head too slow", 408) from None
+
+    # -- one request ------------------------------------------------------------------------------
+    async def _handle(self, client: ClientConnection, req: RequestHead,
+                      order: Sequence[Endpoint] | None = None) -> bool:
+        """Answer one request; return whether the client connection may carry another.
+
+        ``order`` is given when the dispatcher already routed the request.
+        """
+        if order is not None:
+            app, target = split_target(req.target) or ("", "/")
+            return await self._proxy(client, req, app, target, order)
+        has_body = req.chunked or bool(req.content_length)
+        reusable = req.keep_alive and not has_body  # an unread body forces a close on errors
+        target = req.target
+        if target.startswith("/_mycelium/"):
+            return self._own(client, req, reusable)
+        parts = split_target(target)
+        if parts is None:
+            self._error(client, 400, "request target must start with /", "", close=True)
+            return False
+        app, upstream_target = parts
+        if not APP_NAME.match(app):
+            self._error(client, 400 if app else 404, f"bad app name {app[:64]!r}", "",
+                        close=not reusable)
+            return reusable
+        limit = self.config.max_body_bytes
+        if limit is not None and req.content_length is not None and req.content_length > limit:
+            self._error(client, 413, "request body too large", app, close=True)
+            return False
+        route = self.routes.get(app)
+        if route is None:
+            self._error(client, 404, f"unknown app {app!r}", "", close=not reusable)
+            return reusable
+        if not route.endpoints:
+            self._error(client, 503, f"app {app!r} has no ready endpoint", app,
+                        close=not reusable)
+            return reusable
+        return await self._proxy(client, req, app, upstream_target, self.balancer.order(route))
+
+    def _own(self, client: ClientConnection, req: RequestHead, reusable: bool) -> bool:
+        """Serve the edge's own ``/_mycelium/...`` paths."""
+        path = req.target.partition("?")[0]
+        if req.method not in ("GET", "HEAD"):
+            self._error(client, 405 if path in ("/_mycelium/health", "/_mycelium/metrics")
+                        else 404, "method not allowed", "", close=not reusable)
+            return reusable
+        if path == "/_mycelium/health":
+            body, ctype = b'{"status":"ok"}', b"application/json"
+        elif path == "/_mycelium/metrics":
+            body, ctype = self.metrics.render().encode(), b"text/plain; version=0.0.4"
+        else:
+            self._error(client, 404, "no such edge path", "", close=not reusable)
+            return reusable
+        self._send_own(client, 200, b"" if req.method == "HEAD" else body, ctype,
+                       not reusable)
+        self.metrics.request("", 200)
+        return reusable and not self.draining
+
+    async def _proxy(self, client: ClientConnection, req: RequestHead, app: str, target: str,
+                     order: Sequence[Endpoint]) -> bool:
+        """Send the request upstream (with retries) and stream the response back."""
+        has_body = req.chunked or bool(req.content_length)
+        may_resend = not has_body and req.method in IDEMPOTENT
+        pump: asyncio.Task[None] | None = None
+        up: Upstream | None = None
+        resp: ResponseHead | None = None
+        timed_out = False
+        failure = "no endpoint could be reached"
+        attempt = 0
+        started = 0.0
+        tries = list(order)
+        i = 0
+        while i < len(tries):
+            ep = tries[i]
+            if attempt:
+                self.metrics.retry(app)
+            attempt += 1
+            try:
+                up = client.upstream = await self.pool.acquire(ep)
+            except (OSError, TimeoutError) as exc:
+                timed_out = isinstance(exc, TimeoutError)
+                failure = f"upstream {ep.url} unreachable: {exc.__class__.__name__}"
+                self.balancer.failed(ep)
+                self.metrics.upstream_failure(app)
+                i += 1
+                continue
+            reused = up.reused
+            started = time.monotonic()
+            try:
+                up.write(self._upstream_head(client, req, target, ep))
+                if has_body:
+                    if req.expect_continue:
+                        client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    pump = client.pump = self.loop.create_task(
+                        pump_body(client, up, req, self.config))
+                    pump.add_done_callback(abort_on_error(up))
+                resp = await read_response_head(up, self.config.read_timeout)
+            except TimeoutError:
+                up.abort()
+                if client_fault(pump) is None and pump is not None:
+                    await settle(pump)
+                if client_fault(pump) is not None:
+                    return self._pump_failed(client, pump, app)
+                self.metrics.upstream_failure(app)
+                self._error(client, 504, f"upstream {ep.url} timed out", app, close=True)
+                return False
+            except (ConnectionError, ProtocolError, OSError) as exc:
+                up.abort()
+                if client_fault(pump) is None and pump is not None:
+                    await settle(pump)
+                if client_fault(pump) is not None:
+                    return self._pump_failed(client, pump, app)
+                pump = client.pump = None
+                if reused and may_resend:
+                    continue  # a stale pooled connection: same endpoint, fresh connection
+                self.metrics.upstream_failure(app)
+                failure = f"upstream {ep.url} failed: {exc or exc.__class__.__name__}"
+                if may_resend and isinstance(exc, ConnectionError):
+                    i += 1
+                    continue
+                self._error(client, 502, failure, app, close=True)
+                return False
+            break
+        if resp is None or up is None:
+            if timed_out:
+                self._error(client, 504, failure, app, close=not (req.keep_alive and not has_body))
+                return req.keep_alive and not has_body
+            self._error(client, 502, failure, app, close=not (req.keep_alive and not has_body))
+            return req.keep_alive and not has_body
+        self.balancer.succeeded(ep)
+        self.metrics.observe(app, time.monotonic() - started)
+        self.metrics.request(app, resp.status)
+        return await relay_response(client, req, up, resp, pump, self.config, self._edge_line,
+                                    req.keep_alive and not self.draining, self.pool)
+
+    def _pump_failed(self, client: ClientConnection, pump: asyncio.Task[None] | None,
+                     app: str) -> bool:
+        """Answer a request whose body the client spoiled (or just drop a vanished client)."""
+        fault = client_fault(pump)
+        if fault is not None and fault.status is not None:
+            self._error(client, fault.status, str(fault), app, close=True)
+        else:
+            client.abort()
+        return False
+
+
+
