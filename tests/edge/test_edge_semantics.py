@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import socket
 
-from edge_helpers import dead_url, raw_exchange, request, table
+from aiohttp import web
+from edge_helpers import dead_url, echo_app, raw_exchange, request, table
 
 
 def seen_headers(body: bytes) -> dict[str, list[str]]:
@@ -114,3 +115,26 @@ def test_health_and_keepalive_on_one_connection(upstreams, edges):
     out = raw_exchange(edge.port, reqs)
     assert out.count(b"HTTP/1.1 200 OK") == 3
     assert out.count(b"X-Mycelium-Edge: edge-test") == 3
+
+
+def test_http10_clients_get_close_or_keep_alive_and_dechunked_bodies(upstreams, edges):
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(b"abc")
+        await resp.write(b"def")
+        await resp.write_eof()
+        return resp
+
+    up = upstreams(echo_app(chunked=chunked))
+    edge = edges(table(hello=[up.url]))
+    request(edge, "GET", "/hello/warm")  # the next requests take the fast path
+    out = raw_exchange(edge.port, b"GET /hello/x HTTP/1.0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in out
+    out = raw_exchange(edge.port, b"GET /hello/x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                                  b"GET /hello/chunked HTTP/1.0\r\n\r\n")
+    first, second = out.split(b"HTTP/1.1 200 OK")[1:]
+    assert b"Connection: keep-alive" in first
+    head, body = second.split(b"\r\n\r\n", 1)
+    assert b"Transfer-Encoding" not in head and body == b"abcdef"
