@@ -44,7 +44,6 @@ from mycelium.messages import (
     SlotReply,
     SyncRequest,
     Tick,
-    to_wire,
 )
 from supervisors import (
     Backoff,
@@ -440,11 +439,6 @@ class Agent(SupervisedActor):
             _tell(ref, _AppGone(app))
 
         threading.Thread(target=remove, name=f"remove-{app}", daemon=True).start()
-
-    def info(self) -> dict[str, Any]:
-        """The agent's view, for ``tree``/debugging."""
-        return {"node": self.node, "apps": {a: [to_wire(i) for i in h.infos.values()]
-                                            for a, h in self._apps.items()}}
 
 
 def _teller(ref: Any, message: Any) -> Callable[[], None]:
