@@ -75,7 +75,9 @@ def step(plan: Plan, children: Iterable[ChildView], now: float) -> list[Action]:
         Actions in the order to apply them (possibly none).
     """
     kids = list(children)
-    greens = [c for c in kids if c.digest == plan.digest]
+    # the best green first: a Ready one is kept over a launching duplicate
+    greens = sorted((c for c in kids if c.digest == plan.digest),
+                    key=lambda c: (c.state != "Ready", c.started_at))
     olds = [c for c in kids if c.digest != plan.digest]
     if not greens:
         return [Start(plan.digest)]

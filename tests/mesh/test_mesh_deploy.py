@@ -3,12 +3,14 @@ edge, bad input refused with exit 2 and nothing changed."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
 import orjson
 import pytest
-from mesh_helpers import MeshProcess, cli
+from mesh_helpers import ENV, MeshProcess, cli
 
 
 def get(url: str) -> tuple[int, dict[str, str], bytes]:
@@ -58,6 +60,22 @@ def test_deploy_on_three_nodes_serves_round_robin_through_the_edge(
     second = cli(mesh.home, "up", "--edge-port", "0")
     assert second.returncode == 1
     assert "already running" in second.stderr
+
+    # the REPL attaches through the control socket and leaves the mesh running
+    repl = subprocess.run(
+        [sys.executable, "-m", "mycelium", "repl", "--home", str(mesh.home)],
+        input="print('STATE', status()['apps'][0]['state'])\n"
+              "print('INFO', fabric.ask(msg.GetInfo())['plans'])\n",
+        capture_output=True, text=True, timeout=60, env=ENV, check=False)
+    assert repl.returncode == 0, repl.stderr
+    assert "STATE running" in repl.stdout and "INFO 1" in repl.stdout
+
+    # chaos kills Ready workloads and reports that each one recovered
+    chaos = cli(mesh.home, "chaos", "--app", "hello", "--interval", "0.3", "--duration", "1",
+                "--seed", "1")
+    assert chaos.returncode == 0, chaos.stderr
+    assert "0 kills" not in chaos.stdout and "recoveries" in chaos.stdout
+    mesh.ready("hello", 3)
 
 
 @pytest.mark.timeout(120)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mycelium.fabric import BadPlan, SqliteStore, app_state, desired_count, routes
 from mycelium.fabric.validate import check_budget, check_plan
@@ -145,3 +147,46 @@ def test_the_store_keeps_plans_and_budgets_across_reopen(tmp_path: Path) -> None
     again.delete("hello")
     assert again.load().plans == {}
     again.close()
+
+
+STATES = ["Launching", "Ready", "Draining"]
+
+
+@st.composite
+def situations(draw: st.DrawFn) -> tuple[Plan, list[ChildView], float]:
+    digests = [GREEN, BLUE, "c" * 64]
+    kids = []
+    for n in range(draw(st.integers(0, 3))):
+        state = draw(st.sampled_from(STATES))
+        started = draw(st.floats(0, 100))
+        ready = started + draw(st.floats(0, 10)) if state == "Ready" else None
+        kids.append(ChildView(f"c{n}", draw(st.sampled_from(digests)), state, started, ready))
+    p = plan(draw(st.sampled_from(digests)), warmup=draw(st.floats(0, 5)),
+             timeout=draw(st.floats(0.1, 20)),
+             status=draw(st.sampled_from(["active", "failed"])))
+    return p, kids, draw(st.floats(0, 200))
+
+
+@given(situations())
+def test_rollout_never_leaves_a_node_without_a_ready_instance_it_had(
+        situation: tuple[Plan, list[ChildView], float]) -> None:
+    p, kids, now = situation
+    actions = step(p, kids, now)
+    stopped = {a.child for a in actions if isinstance(a, Stop)}
+    started = [a for a in actions if isinstance(a, Start)]
+    ready_before = [k for k in kids if k.state == "Ready"]
+    ready_after = [k for k in ready_before if k.child not in stopped]
+    # blue is only stopped beside a Ready green of the plan's digest
+    if ready_before and not started:
+        assert ready_after, (p, kids, actions)
+    if stopped - {k.child for k in kids if k.digest == p.digest}:
+        assert any(k.digest == p.digest and k.state == "Ready" and k.child not in stopped
+                   for k in kids)
+    # at most one instance of the plan's digest is started, and only when none exists
+    assert len(started) <= 1
+    if started:
+        assert all(k.digest != p.digest for k in kids)
+    # a failure always comes with stopping green, never blue
+    for fail in (a for a in actions if isinstance(a, Fail)):
+        assert fail.digest == p.digest
+        assert stopped <= {k.child for k in kids if k.digest == p.digest}
