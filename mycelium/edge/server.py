@@ -141,8 +141,11 @@ class EdgeServer:
         Idempotent: stopping a stopped (or never started) server does nothing.
 
         Raises:
-            EdgeError: The server thread did not stop (it is left as a daemon thread).
+            EdgeError: Called from the edge's own thread (it would wait on itself), or the
+                server thread did not stop (it is left as a daemon thread).
         """
+        if self._thread is not None and threading.current_thread() is self._thread:
+            raise EdgeError("EdgeServer.stop() called from the edge's own loop thread")
         with self._lock:
             if self._state != "running":
                 self._state = "stopped" if self._state == "new" else self._state
