@@ -21,15 +21,12 @@ import fcntl
 import hashlib
 import os
 import queue
-import shutil
 import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
-import psutil
 import pykka
 
 from mycelium.edge import EdgeConfig
@@ -40,9 +37,9 @@ from mycelium.fabric.errors import BadPlan
 from mycelium.fabric.validate import check_app_name, check_budget, check_plan
 from mycelium.home import Home
 from mycelium.messages import AppFailed, AppRestarted, GetStatus, PublishPlan, SetBudget, StopApp
-from mycelium.node.agent import Agent, NodeSettings, SporeInfo
-from mycelium.node.instance import RECORD_FILE
-from mycelium.node.process import ProcessRecord, reap_leftovers
+from mycelium.node.agent import Agent
+from mycelium.node.leftovers import reap_home
+from mycelium.node.settings import NodeSettings, SporeInfo
 from mycelium.operator import MeshConfig, SupervisionLog, format_record
 from mycelium.operator.control import ControlActor, ControlError
 from mycelium.spores import Limits, Repo, extract, load_trusted
@@ -80,47 +77,6 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
 
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(-8, arenas)  # M_ARENA_MAX
-
-
-def _reap_strays(home: Home) -> list[int]:
-    """Kill workloads whose record was never written (a crash between spawn and record).
-
-    Any process still running in one of this home's instance directories is one of them.
-    """
-    root = str(home.instances) + os.sep
-    strays = []
-    for proc in psutil.process_iter(["pid", "cwd"]):
-        cwd = proc.info.get("cwd")
-        if cwd and (cwd + os.sep).startswith(root):
-            pid = int(proc.info["pid"])
-            with contextlib.suppress(OSError):
-                if os.getpgid(pid) == pid:
-                    os.killpg(pid, signal.SIGKILL)
-                else:
-                    os.kill(pid, signal.SIGKILL)
-                strays.append(pid)
-    return strays
-
-
-def reap_home(home: Home) -> list[int]:
-    """Stop every workload a previous mesh of this home left behind and clear their dirs.
-
-    Returns:
-        The pids that were still running and were stopped.
-    """
-    records: list[ProcessRecord] = []
-    if home.instances.is_dir():
-        for record_file in home.instances.glob(f"*/{RECORD_FILE}"):
-            with contextlib.suppress(Exception):
-                records.append(ProcessRecord.from_dict(orjson.loads(record_file.read_bytes())))
-    pids = reap_leftovers(records) if records else []
-    pids += _reap_strays(home)
-    if home.instances.is_dir():
-        for child in home.instances.iterdir():
-            shutil.rmtree(child / "app", ignore_errors=True)
-            with contextlib.suppress(OSError):
-                (child / RECORD_FILE).unlink()
-    return pids
 
 
 class Mesh:

@@ -46,7 +46,6 @@ from mycelium.messages import (
     Tick,
 )
 from supervisors import (
-    Backoff,
     ChildSpec,
     SupervisedActor,
     Supervisor,
@@ -61,42 +60,13 @@ from supervisors.reports import Reporter
 
 from .instance import AppInstance, InstanceSpec
 from .rollout import ChildView, Fail, Start, Stop, WakeAt, step
+from .settings import NodeSettings, SporeInfo
 from .ticker import shared_ticker
 
 __all__ = ["Agent", "NodeSettings", "SporeInfo"]
 
 log = logging.getLogger(__name__)
 _serial = itertools.count(1)
-
-
-@dataclass(frozen=True, slots=True)
-class SporeInfo:
-    """What the agent needs from a verified spore's manifest."""
-
-    path: Any
-    args: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
-    health: str = "/health"
-
-
-@dataclass(frozen=True, slots=True)
-class NodeSettings:
-    """One node's capacity and the timings its instances use (from the mesh config)."""
-
-    cpu: float
-    mem_mb: int
-    probe_interval: float = 0.01
-    health_interval: float = 2.0
-    health_timeout: float = 1.0
-    health_failures: int = 3
-    sample_interval: float = 1.0
-    stop_grace: float = 5.0
-    drain_grace: float = 0.5
-    backoff: Backoff = field(default_factory=lambda: Backoff(base=0.1, cap=10.0, reset_after=10.0))
-    host: str = "127.0.0.1"
-    startup_deadline: float = 30.0
-    intensity: int = 5
-    period: float = 30.0
 
 
 @dataclass(slots=True)
