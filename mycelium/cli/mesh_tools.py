@@ -1,0 +1,148 @@
+"""Crash tests and consoles for a running mesh: ``chaos``, ``repl`` and ``up --repl`` (SPEC §3, §8).
+
+Both consoles offer the same names: ``fabric``, ``edge``, ``nodes`` (name → handle), ``msg``
+(:mod:`mycelium.messages`), ``tree()`` and ``status()``; a handle has ``.tell(message)`` and
+``.ask(message, timeout=...)``.
+"""
+
+from __future__ import annotations
+
+import code
+import contextlib
+import random
+import sys
+import threading
+import time
+from typing import Annotated, Any
+
+import typer
+
+from mycelium.errors import OperationFailed
+from mycelium.operator.control import ControlClient
+
+from .app import HomeOption, app, home_of
+
+__all__ = ["chaos_cmd", "console", "repl_cmd"]
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def console(mesh: Any) -> None:
+    """``up --repl``: a Python console in the mesh's own process; leaving it stops the mesh."""
+    from mycelium import messages
+
+    class Handle:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def tell(self, message: Any) -> None:
+            ref = mesh.names.get(self.name)
+            if ref is None:
+                raise OperationFailed(f"{self.name} is not running")
+            ref.tell(message)
+
+        def ask(self, message: Any, timeout: float = 5.0) -> Any:
+            ref = mesh.names.get(self.name)
+            if ref is None:
+                raise OperationFailed(f"{self.name} is not running")
+            return ref.ask(message, timeout=timeout)
+
+        def __repr__(self) -> str:
+            return f"<{self.name}>"
+
+    ns = {"fabric": Handle("fabric"), "edge": Handle("edge"), "msg": messages,
+          "nodes": {n: Handle(n) for n in mesh.node_names},
+          "status": mesh.status, "tree": lambda: mesh._op_tree({})}
+    banner = "mycelium REPL: fabric, edge, nodes, msg, tree(), status(); Ctrl-D stops the mesh"
+
+    def run() -> None:
+        with contextlib.suppress(SystemExit):
+            code.interact(banner=banner, local=ns, exitmsg="")
+        mesh.request_stop()
+
+    threading.Thread(target=run, name="repl", daemon=True).start()
+    while not mesh.stopped.wait(0.5):
+        pass
+
+
+@app.command("chaos")
+def chaos_cmd(home: HomeOption = None,
+              app_name: Annotated[str | None, typer.Option("--app")] = None,
+              interval: Annotated[float, typer.Option("--interval", min=0.01)] = 1.0,
+              duration: Annotated[float, typer.Option("--duration", min=0.0)] = 10.0,
+              seed: Annotated[int | None, typer.Option("--seed")] = None) -> None:
+    """Kill random workload processes at that rate; report kills, recoveries, slowest."""
+    client = ControlClient(home_of(home))
+    rng = random.Random(seed)
+    end = time.monotonic() + duration
+    kills, recoveries, slowest = 0, 0, 0.0
+    while time.monotonic() < end:
+        tick = time.monotonic()
+        status = client.request("status", app=app_name)
+        ready = [(a["app"], i) for a in status["apps"] for i in a["instances"]
+                 if i["state"] == "Ready" and i["pid"]]
+        if ready:
+            app_of, victim = rng.choice(ready)
+            with contextlib.suppress(OperationFailed):
+                client.request("kill", app=app_of, node=victim["node"], signal=9)
+                kills += 1
+                _err(f"killed {victim['id']} pid {victim['pid']}")
+                took = _await_recovery(client, app_of, victim, end + 30)
+                if took is not None:
+                    recoveries += 1
+                    slowest = max(slowest, took)
+        time.sleep(max(0.0, interval - (time.monotonic() - tick)))
+    _out(f"chaos: {kills} kills, {recoveries} recoveries, slowest recovery {slowest * 1000:.0f} ms")
+    if recoveries < kills:
+        raise OperationFailed(f"{kills - recoveries} kill(s) did not recover")
+
+
+def _await_recovery(client: ControlClient, app_name: str, victim: dict[str, Any],
+                    deadline: float) -> float | None:
+    start = time.monotonic()
+    while time.monotonic() < deadline:
+        for doc in client.request("status", app=app_name)["apps"]:
+            for i in doc["instances"]:
+                if (i["node"] == victim["node"] and i["state"] == "Ready"
+                        and i["pid"] != victim["pid"]):
+                    return time.monotonic() - start
+        time.sleep(0.01)
+    return None
+
+
+@app.command("repl")
+def repl_cmd(home: HomeOption = None) -> None:
+    """Attach a Python console to the running mesh (leaving it never stops the mesh)."""
+    from mycelium import messages
+
+    client = ControlClient(home_of(home))
+    names = client.request("names")
+
+    class Handle:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def tell(self, message: Any) -> None:
+            client.tell(self.name, message)
+
+        def ask(self, message: Any, timeout: float = 5.0) -> Any:
+            return client.ask(self.name, message, timeout)
+
+        def __repr__(self) -> str:
+            return f"<{self.name}>"
+
+    ns = {"fabric": Handle("fabric"), "edge": Handle("edge"), "msg": messages,
+          "nodes": {n: Handle(n) for n in names if n.startswith("node-") and "/" not in n},
+          "status": lambda: client.request("status"), "tree": lambda: client.request("tree"),
+          "client": client}
+    with contextlib.suppress(SystemExit):
+        code.interact(banner="mycelium REPL (attached): fabric, edge, nodes, msg, tree(), "
+                      "status(); Ctrl-D detaches", local=ns, exitmsg="")
