@@ -1,0 +1,292 @@
+"""A small client for etcd's v3 JSON gateway (``/v3/...`` over HTTP), standard library only.
+
+Why not a client library: the fabric needs eight calls (range, put, delete, txn, lease grant /
+keep-alive / revoke, watch) with explicit, short timeouts and a clear error on every failure, so
+that a lost etcd never blocks an actor for long. etcd's JSON gateway is its documented HTTP
+face of the same gRPC API (keys and values base64), available in every etcd >= 3.4 — Debian's
+``etcd-server`` included. The maintained gateway client (etcd3gw) would add requests, futurist
+and pbr to the runtime dependencies for the same calls. Consensus stays entirely in etcd.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import json
+import random
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import FabricError
+
+__all__ = ["EtcdClient", "EtcdUnavailable", "Event", "KeyValue", "parse_endpoints", "prefix_end"]
+
+
+class EtcdUnavailable(FabricError):
+    """No etcd endpoint answered (or it answered with an error)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """One key in etcd."""
+
+    key: str
+    value: bytes
+    mod_revision: int
+    lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One watch event: ``kind`` is ``put`` or ``delete`` (``value`` empty for a delete)."""
+
+    kind: str
+    key: str
+    value: bytes
+    mod_revision: int
+
+
+def parse_endpoints(spec: str) -> tuple[tuple[str, int], ...]:
+    """``etcd://HOST:PORT[,HOST:PORT…]`` (scheme optional) → ``((host, port), …)``.
+
+    Raises:
+        ValueError: an empty list, a missing or bad port.
+    """
+    body = spec[len("etcd://"):] if spec.startswith("etcd://") else spec
+    out = []
+    for part in body.split(","):
+        part = part.strip().rstrip("/")
+        if not part:
+            continue
+        split = urlsplit(f"//{part}")
+        if not split.hostname or split.port is None:
+            raise ValueError(f"bad etcd endpoint {part!r}: expected HOST:PORT")
+        out.append((split.hostname, split.port))
+    if not out:
+        raise ValueError(f"no etcd endpoint in {spec!r}: expected etcd://HOST:PORT[,HOST:PORT…]")
+    return tuple(out)
+
+
+def prefix_end(prefix: str) -> str:
+    """The ``range_end`` that selects every key starting with ``prefix`` (ASCII prefixes)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _b64(text: str | bytes) -> str:
+    raw = text.encode() if isinstance(text, str) else text
+    return base64.b64encode(raw).decode()
+
+
+def _unb64(text: str | None) -> bytes:
+    return base64.b64decode(text) if text else b""
+
+
+def _kv(item: dict[str, Any]) -> KeyValue:
+    return KeyValue(key=_unb64(item.get("key")).decode(), value=_unb64(item.get("value")),
+                    mod_revision=int(item.get("mod_revision", 0)),
+                    lease=int(item.get("lease", 0)))
+
+
+class EtcdClient:
+    """Calls etcd's JSON gateway; tries each endpoint in turn until one answers.
+
+    Args:
+        endpoints: ``(host, port)`` pairs of the etcd cluster's client URLs.
+        timeout: Seconds for one HTTP call (connect and answer).
+    """
+
+    def __init__(self, endpoints: Sequence[tuple[str, int]], timeout: float = 2.0) -> None:
+        if not endpoints:
+            raise ValueError("no etcd endpoint")
+        self.endpoints = tuple(endpoints)
+        self.timeout = timeout
+        self._preferred = 0
+        self._lock = threading.Lock()
+        self._streams: set[http.client.HTTPConnection] = set()
+
+    # -- transport -------------------------------------------------------------------------
+
+    def _order(self) -> list[int]:
+        n = len(self.endpoints)
+        return [(self._preferred + i) % n for i in range(n)]
+
+    def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to ``/v3/<path>`` on the first endpoint that answers.
+
+        Raises:
+            EtcdUnavailable: no endpoint answered, or etcd refused the request.
+        """
+        data = json.dumps(body).encode()
+        errors = []
+        for i in self._order():
+            host, port = self.endpoints[i]
+            conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+            try:
+                conn.request("POST", f"/v3/{path}", data, {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                payload = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                errors.append(f"{host}:{port}: {exc or type(exc).__name__}")
+                continue
+            finally:
+                conn.close()
+            if resp.status != 200:
+                raise EtcdUnavailable(f"etcd {host}:{port} refused {path}: "
+                                      f"HTTP {resp.status} {payload[:200]!r}")
+            self._preferred = i
+            result: dict[str, Any] = json.loads(payload)
+            return result
+        raise EtcdUnavailable("etcd unreachable (" + "; ".join(errors) + ")")
+
+    # -- key/value -------------------------------------------------------------------------
+
+    def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+        """Every key under ``prefix`` and the store's revision at that moment."""
+        reply = self.call("kv/range", {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))})
+        return ([_kv(i) for i in reply.get("kvs", [])],
+                int(reply.get("header", {}).get("revision", 0)))
+
+    def get(self, key: str) -> KeyValue | None:
+        """One key, or None."""
+        kvs = self.call("kv/range", {"key": _b64(key)}).get("kvs", [])
+        return _kv(kvs[0]) if kvs else None
+
+    def put(self, key: str, value: bytes, lease: int = 0) -> None:
+        """Write one key (under ``lease`` when non-zero)."""
+        body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        if lease:
+            body["lease"] = str(lease)
+        self.call("kv/put", body)
+
+    def delete(self, key: str) -> None:
+        """Delete one key."""
+        self.call("kv/deleterange", {"key": _b64(key)})
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every key under ``prefix``."""
+        self.call("kv/deleterange", {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))})
+
+    def txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]],
+            failure: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """One etcd transaction (raw gateway structures; see :meth:`put_op` and friends)."""
+        return self.call("kv/txn", {"compare": compare, "success": success,
+                                    "failure": failure or []})
+
+    @staticmethod
+    def put_op(key: str, value: bytes, lease: int = 0) -> dict[str, Any]:
+        """A put inside a transaction."""
+        op: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        if lease:
+            op["lease"] = str(lease)
+        return {"request_put": op}
+
+    @staticmethod
+    def delete_op(key: str) -> dict[str, Any]:
+        """A delete inside a transaction."""
+        return {"request_delete_range": {"key": _b64(key)}}
+
+    @staticmethod
+    def absent(key: str) -> dict[str, Any]:
+        """A comparison that holds while ``key`` does not exist."""
+        return {"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+
+    @staticmethod
+    def value_is(key: str, value: bytes) -> dict[str, Any]:
+        """A comparison that holds while ``key`` has exactly ``value``."""
+        return {"key": _b64(key), "target": "VALUE", "result": "EQUAL", "value": _b64(value)}
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def lease_grant(self, ttl: float) -> int:
+        """A new lease of ``ttl`` seconds (rounded up to whole seconds, etcd's unit)."""
+        reply = self.call("lease/grant", {"TTL": str(max(1, int(-(-ttl // 1))))})
+        if reply.get("error"):
+            raise EtcdUnavailable(f"etcd refused a lease: {reply['error']}")
+        return int(reply["ID"])
+
+    def lease_keepalive(self, lease: int) -> bool:
+        """Refresh a lease once; False when it has already expired (its keys are gone)."""
+        reply = self.call("lease/keepalive", {"ID": str(lease)})
+        return int(reply.get("result", {}).get("TTL", 0)) > 0
+
+    def lease_revoke(self, lease: int) -> None:
+        """End a lease now (its keys are deleted)."""
+        self.call("lease/revoke", {"ID": str(lease)})
+
+    def status(self) -> dict[str, Any]:
+        """The answering member's status (version, leader, …): a cheap liveness probe."""
+        return self.call("maintenance/status", {})
+
+    # -- watches ---------------------------------------------------------------------------
+
+    def watch_prefix(self, prefix: str, start_revision: int,
+                     stop: threading.Event) -> Iterator[list[Event]]:
+        """Yield batches of events under ``prefix`` from ``start_revision`` on, until ``stop``.
+
+        The stream is one long HTTP response; ``stop`` is looked at whenever a batch or etcd's
+        progress notification arrives, so callers also close it by letting the connection drop.
+
+        Raises:
+            EtcdUnavailable: the stream could not start or broke (the caller resumes from the
+                last revision it saw + 1).
+        """
+        body = json.dumps({"create_request": {
+            "key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
+            "start_revision": str(start_revision), "progress_notify": True}}).encode()
+        host, port = self.endpoints[self._order()[0]]
+        conn = http.client.HTTPConnection(host, port, timeout=self.timeout + 10.0)
+        with self._lock:
+            self._streams.add(conn)
+        try:
+            try:
+                conn.request("POST", "/v3/watch", body, {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                self._preferred = random.randrange(len(self.endpoints))
+                raise EtcdUnavailable(f"etcd watch on {host}:{port} failed: {exc}") from exc
+            while not stop.is_set():
+                try:
+                    line = resp.readline()
+                except (OSError, http.client.HTTPException) as exc:
+                    raise EtcdUnavailable(f"etcd watch broke: {exc}") from exc
+                if not line:
+                    raise EtcdUnavailable("etcd closed the watch")
+                if not line.strip():
+                    continue
+                result = json.loads(line).get("result", {})
+                if result.get("canceled"):
+                    raise EtcdUnavailable(f"etcd cancelled the watch: "
+                                          f"{result.get('cancel_reason', '?')}")
+                events = [Event("delete" if e.get("type") == "DELETE" else "put",
+                                _unb64(e["kv"].get("key")).decode(),
+                                _unb64(e["kv"].get("value")),
+                                int(e["kv"].get("mod_revision", 0)))
+                          for e in result.get("events", [])]
+                yield events
+        finally:
+            with self._lock:
+                self._streams.discard(conn)
+            conn.close()
+
+    def abort_watches(self) -> None:
+        """Break every open watch stream now (their iterators raise :class:`EtcdUnavailable`)."""
+        with self._lock:
+            streams = list(self._streams)
+        for conn in streams:
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+def call_quietly(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; swallow :class:`EtcdUnavailable` (for best-effort cleanup on shutdown)."""
+    try:
+        return fn()
+    except EtcdUnavailable:
+        return None
