@@ -86,9 +86,20 @@ def run_naive(port: int, backend: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-def run_edge(port: int, backend: int, loop: str) -> None:
-    """The edge, as the mesh runs it: an EdgeServer on its own loop thread."""
+def run_edge(port: int, backend: int, loop: str, gil_noise: int) -> None:
+    """The edge, as the mesh runs it: an EdgeServer on its own loop thread.
+
+    ``gil_noise`` busy Python threads stand in for actors of the mesh that compete for the GIL.
+    """
     sys.path.insert(0, str(HERE.parent.parent))
+    import threading
+
+    def busy() -> None:
+        while True:
+            sum(range(1000))
+
+    for _ in range(gil_noise):
+        threading.Thread(target=busy, daemon=True).start()
     from mycelium.edge import EdgeConfig, EdgeServer, Endpoint, Route, RouteTable
 
     server = EdgeServer(EdgeConfig(port=port, edge_id="bench-edge", event_loop=loop))
@@ -180,6 +191,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
                         help="the edge's event loop (EdgeConfig.event_loop)")
+    parser.add_argument("--gil-noise", type=int, default=0,
+                        help="busy Python threads in the edge's process (actors competing "
+                             "for the GIL)")
     parser.add_argument("--role", choices=["backend", "naive", "edge"])
     parser.add_argument("--port", type=int)
     parser.add_argument("--backend", type=int)
@@ -189,7 +203,7 @@ def main() -> None:
     if args.role == "naive":
         return run_naive(args.port, args.backend)
     if args.role == "edge":
-        return run_edge(args.port, args.backend, args.loop)
+        return run_edge(args.port, args.backend, args.loop, args.gil_noise)
     missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None]
     if missing:
         raise SystemExit(f"missing {' '.join(missing)}: run `apt-get install -y wrk nginx`")
@@ -209,7 +223,8 @@ def main() -> None:
                                 "--backend", str(backend_port)]))
             wait_port(naive_port, procs[-1])
             procs.append(spawn([*me, "--role", "edge", "--port", str(edge_port),
-                                "--backend", str(backend_port), "--loop", args.loop]))
+                                "--backend", str(backend_port), "--loop", args.loop,
+                                "--gil-noise", str(args.gil_noise)]))
             wait_port(edge_port, procs[-1])
             targets = {"nginx": nginx_port, "naive": naive_port, "edge": edge_port}
             pids = {"nginx": procs[1].pid, "naive": procs[2].pid, "edge": procs[3].pid}
@@ -264,7 +279,7 @@ def main() -> None:
           "edge/naive req/s {edge_vs_naive_rps:.2f}  "
           "edge/nginx p99 {edge_vs_nginx_p99:.2f}".format(**ratios))
     print(json.dumps({"bench": "edge", "cores": os.cpu_count(), "duration_s": args.duration,
-                      "edge_loop": args.loop,
+                      "edge_loop": args.loop, "gil_noise": args.gil_noise,
                       "rounds": args.rounds, "connections": args.connections,
                       "summary": summary, "ratios": ratios}))
 
