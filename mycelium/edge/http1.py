@@ -133,6 +133,7 @@ _Fields = tuple[bool, bytes | None, tuple[bytes, ...], bytes | None, bool, int |
 """special, host, X-Forwarded-For values, expect, chunked, content length, Connection tokens."""
 _CACHE: dict[bytes, _Fields] = {}
 _CACHE_SIZE = 1024
+_CACHE_MAX_BLOCK = 2048
 
 
 def _parse_fields(head: _Head, block: bytes) -> None:
@@ -152,9 +153,10 @@ def _parse_fields(head: _Head, block: bytes) -> None:
     fields = _CACHE.get(block)
     if fields is None:
         fields = _scan_fields(block)
-        if len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.clear()
-        _CACHE[block] = fields
+        if len(block) <= _CACHE_MAX_BLOCK:  # bounds the cache to ~2 MiB whatever clients send
+            if len(_CACHE) >= _CACHE_SIZE:
+                _CACHE.clear()
+            _CACHE[block] = fields
     (head.special, head.host, head.forwarded_for, head.expect, head.chunked,
      head.content_length, tokens) = fields
     head.connection_tokens = tokens
