@@ -7,11 +7,9 @@ Both consoles offer the same names: ``fabric``, ``edge``, ``nodes`` (name → ha
 
 from __future__ import annotations
 
-import code
 import contextlib
 import random
 import sys
-import threading
 import time
 from typing import Annotated, Any
 
@@ -36,41 +34,14 @@ def _out(text: str) -> None:
 
 
 def console(mesh: Any) -> None:
-    """``up --repl``: a Python console in the mesh's own process; leaving it stops the mesh."""
-    from mycelium import messages
+    """``up --repl``: the console in the mesh's process (``operator.repl.run_in_process``).
 
-    class Handle:
-        def __init__(self, name: str) -> None:
-            self.name = name
+    Leaving it never stops the mesh: ``up`` stays in the foreground until Ctrl-C, SIGTERM or
+    ``mycelium down``.
+    """
+    from mycelium.operator.repl import run_in_process
 
-        def tell(self, message: Any) -> None:
-            ref = mesh.names.get(self.name)
-            if ref is None:
-                raise OperationFailed(f"{self.name} is not running")
-            ref.tell(message)
-
-        def ask(self, message: Any, timeout: float = 5.0) -> Any:
-            ref = mesh.names.get(self.name)
-            if ref is None:
-                raise OperationFailed(f"{self.name} is not running")
-            return ref.ask(message, timeout=timeout)
-
-        def __repr__(self) -> str:
-            return f"<{self.name}>"
-
-    ns = {"fabric": Handle("fabric"), "edge": Handle("edge"), "msg": messages,
-          "nodes": {n: Handle(n) for n in mesh.node_names},
-          "status": mesh.status, "tree": lambda: mesh._op_tree({})}
-    banner = "mycelium REPL: fabric, edge, nodes, msg, tree(), status(); Ctrl-D stops the mesh"
-
-    def run() -> None:
-        with contextlib.suppress(SystemExit):
-            code.interact(banner=banner, local=ns, exitmsg="")
-        mesh.request_stop()
-
-    threading.Thread(target=run, name="repl", daemon=True).start()
-    while not mesh.stopped.wait(0.5):
-        pass
+    run_in_process(mesh, _out)
 
 
 @app.command("chaos")
@@ -121,28 +92,6 @@ def _await_recovery(client: ControlClient, app_name: str, victim: dict[str, Any]
 @app.command("repl")
 def repl_cmd(home: HomeOption = None) -> None:
     """Attach a Python console to the running mesh (leaving it never stops the mesh)."""
-    from mycelium import messages
+    from mycelium.operator.repl import run_attached
 
-    client = ControlClient(home_of(home))
-    names = client.request("names")
-
-    class Handle:
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        def tell(self, message: Any) -> None:
-            client.tell(self.name, message)
-
-        def ask(self, message: Any, timeout: float = 5.0) -> Any:
-            return client.ask(self.name, message, timeout)
-
-        def __repr__(self) -> str:
-            return f"<{self.name}>"
-
-    ns = {"fabric": Handle("fabric"), "edge": Handle("edge"), "msg": messages,
-          "nodes": {n: Handle(n) for n in names if n.startswith("node-") and "/" not in n},
-          "status": lambda: client.request("status"), "tree": lambda: client.request("tree"),
-          "client": client}
-    with contextlib.suppress(SystemExit):
-        code.interact(banner="mycelium REPL (attached): fabric, edge, nodes, msg, tree(), "
-                      "status(); Ctrl-D detaches", local=ns, exitmsg="")
+    run_attached(home_of(home))
