@@ -343,6 +343,7 @@ class Mesh:
             for inst in app["instances"]:
                 index.setdefault(f"{app['app']}@{inst['node']}", []).append(inst)
         _annotate(tree, index)
+        tree["pid"] = os.getpid()  # every actor runs in this process; workloads have their own
         return tree
 
     def _op_kill(self, req: dict[str, Any]) -> Any:
@@ -368,7 +369,10 @@ class Mesh:
 
 
 def _annotate(node: dict[str, Any], index: dict[str, list[dict[str, Any]]]) -> None:
-    node.pop("ref", None)
+    ref = node.pop("ref", None)
+    if ref is not None:  # mailbox depth: a cheap look at the actor's inbox queue
+        with contextlib.suppress(Exception):
+            node["mailbox"] = ref.actor_inbox.qsize()
     if node.get("type") == "worker":
         meta = node.get("meta") or {}
         digest = meta.get("digest")

@@ -56,6 +56,7 @@ def _child(info: ChildInfo, timeout: float) -> dict[str, Any]:
         "restarts": info.restarts,
         "ref": info.ref,
         "meta": dict(info.meta),
+        "started_at": info.started_at,
     }
     if info.type != "supervisor":
         return node

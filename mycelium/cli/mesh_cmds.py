@@ -236,30 +236,10 @@ def tree_cmd(home: HomeOption = None,
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(tree) + b"\n")
         return
-    now = time.time()
+    from mycelium.operator.render import render_tree
 
-    def render(node: dict[str, Any], prefix: str, last: bool, root: bool) -> None:
-        branch = "" if root else ("└── " if last else "├── ")
-        if node.get("type") == "supervisor":
-            label = (f"{node['id']}  supervisor {node.get('strategy', '?')} "
-                     f"intensity {node.get('intensity')}/{node.get('period')}s "
-                     f"[{node.get('status')}] restarts {node.get('restarts', 0)}")
-        else:
-            inst = node.get("instance")
-            if inst:
-                uptime = now - (inst.get("started_at") or now)
-                label = (f"{node['id']}  {inst['id']} {inst['state']} pid {inst['pid']} "
-                         f"up {uptime:.1f}s restarts {inst['restarts']}")
-            else:
-                label = (f"{node['id']}  worker [{node.get('status')}] "
-                         f"restarts {node.get('restarts', 0)}")
-        _out(prefix + branch + label)
-        kids = node.get("children") or []
-        child_prefix = prefix if root else prefix + ("    " if last else "│   ")
-        for n, kid in enumerate(kids):
-            render(kid, child_prefix, n == len(kids) - 1, False)
-
-    render(tree, "", True, True)
+    sys.stdout.write(render_tree(tree, color=sys.stdout.isatty()))
+    sys.stdout.flush()
 
 
 @app.command("logs")
