@@ -34,6 +34,7 @@ __all__ = [
     "InstanceStatus",
     "Plan",
     "PlanChanged",
+    "PlansSynced",
     "PublishPlan",
     "RegisterEndpoint",
     "ReleaseSlot",
@@ -307,6 +308,13 @@ class PlanChanged:
     app: str
     plan: Plan | None
     budget: Budget | None
+
+
+@dataclass(frozen=True, slots=True)
+class PlansSynced:
+    """Ends a re-sync: these are all the planned apps; an agent drops any other it still runs."""
+
+    apps: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from mycelium.messages import (
     InstanceStatus,
     Plan,
     PlanChanged,
+    PlansSynced,
     PublishPlan,
     RegisterEndpoint,
     ReleaseSlot,
@@ -300,6 +301,7 @@ class Fabric(SupervisedActor):
             return
         for app in self._plans:
             self._names.tell(who, PlanChanged(app, self._plans[app], self._budgets.get(app)))
+        self._names.tell(who, PlansSynced(tuple(sorted(self._plans))))
 
     def _agent_sync(self, node: str, apps: tuple[str, ...],
                     infos: tuple[InstanceInfo, ...]) -> None:

@@ -37,6 +37,7 @@ from mycelium.messages import (
     InstanceStatus,
     Plan,
     PlanChanged,
+    PlansSynced,
     ReleaseSlot,
     Resync,
     RolloutFailed,
@@ -189,6 +190,10 @@ class Agent(SupervisedActor):
                     if budget is not None:
                         self._budgets[app] = budget
                     self._reconcile(app)
+            case PlansSynced(apps=apps):
+                for app in [a for a in self._apps if a not in apps]:
+                    self._plans.pop(app, None)
+                    self._remove_app(app)  # stopped while this agent was down
             case InstanceStatus(instance=info):
                 self._instance(info)
             case Tick(kind=kind) if kind.startswith("wake:"):
