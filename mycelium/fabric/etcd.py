@@ -211,12 +211,30 @@ class EtcdStore:
                     self._emit("lease-renewed")
                 if not self.connected:
                     self.connected = True
+                    self._republish()
                     self._emit("etcd-back")
             except EtcdUnavailable as exc:
                 if self.connected:
                     self.connected = False
                     log.warning("etcd lost: %s; retrying", exc)
                     self._emit("etcd-lost")
+
+    def _republish(self) -> None:
+        """Write this member's endpoints again (a put may have been lost while etcd was away)."""
+        mine = set(self._nodes)
+        stale = []
+        for kv in self.client.get_prefix(self.prefix + "endpoints/")[0]:
+            with contextlib.suppress(ValueError):
+                if orjson.loads(kv.value).get("node") in mine:
+                    stale.append(kv.key)
+        with self._lock:
+            lease = self.lease
+            ops = [EtcdClient.put_op(f"{self.prefix}endpoints/{iid}", body, lease)
+                   for iid, body in self._endpoints.items()]
+            live = {f"{self.prefix}endpoints/{iid}" for iid in self._endpoints}
+        ops += [EtcdClient.delete_op(key) for key in stale if key not in live]
+        if ops:
+            self.client.txn([], ops)
 
     def on_event(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(kind)`` on ``etcd-lost``, ``etcd-back`` and ``lease-renewed``."""
@@ -310,28 +328,32 @@ class EtcdStore:
 
     # -- watches ---------------------------------------------------------------------------------
 
-    def watch(self, callback: Callable[[list[Event]], None], *,
-              retry: float = 0.5) -> threading.Thread:
+    def watch(self, callback: Callable[[list[Event]], None], *, retry: float = 0.5,
+              stop: threading.Event | None = None, start_revision: int = 0) -> threading.Thread:
         """Follow every change in the mesh in a thread: ``callback(events)`` per batch.
 
-        Starts at the current revision; after a broken stream it resumes where it stopped
-        (retrying every ``retry`` seconds while etcd is away), so no change is missed.
+        Starts at ``start_revision`` (0: the current one); after a broken stream it resumes
+        where it stopped (retrying every ``retry`` seconds while etcd is away), so no change
+        is missed. Ends when ``stop`` (or the store's close) is set.
         """
+        ended = stop or threading.Event()
 
         def run() -> None:
-            revision = 0
-            while not self._stop.is_set():
+            revision = start_revision
+            while not self._stop.is_set() and not ended.is_set():
                 try:
                     if revision == 0:
                         revision = self.client.get_prefix(self.prefix + "members/")[1] + 1
-                    for batch in self.client.watch_prefix(self.prefix, revision, self._stop):
+                    for batch in self.client.watch_prefix(self.prefix, revision, ended):
+                        if self._stop.is_set():
+                            return
                         if batch:
                             revision = batch[-1].mod_revision + 1
                             callback(batch)
                 except EtcdUnavailable as exc:
-                    if not self._stop.is_set():
+                    if not self._stop.is_set() and not ended.is_set():
                         log.info("etcd watch interrupted (%s); resuming", exc)
-                        self._stop.wait(retry)
+                        ended.wait(retry)
                 except Exception:  # a callback bug must not end the watch
                     log.exception("etcd watch callback failed")
                     time.sleep(retry)
