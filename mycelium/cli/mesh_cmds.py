@@ -47,6 +47,15 @@ def up_cmd(
     edge_host: Annotated[str | None, typer.Option("--edge-host", help="Edge host")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML config file")] = None,
     repl: Annotated[bool, typer.Option("--repl", help="A Python console in the mesh")] = False,
+    fabric: Annotated[str | None, typer.Option(
+        "--fabric", help="etcd://HOST:PORT[,…]: join a multi-machine mesh (SPEC §9)")] = None,
+    node_prefix: Annotated[str | None, typer.Option(
+        "--node-prefix", help="Node names <prefix>-N [host name] (with --fabric)")] = None,
+    advertise_host: Annotated[str | None, typer.Option(
+        "--advertise-host", help="Address other members reach us at (with --fabric)")] = None,
+    no_edge: Annotated[bool, typer.Option("--no-edge", help="Run no edge (with --fabric)")] = False,
+    lease_ttl: Annotated[float, typer.Option(
+        "--lease-ttl", help="etcd lease TTL in seconds (with --fabric)")] = 5.0,
 ) -> None:
     """Run the whole supervision tree in the foreground until SIGINT/SIGTERM or `down`."""
     from mycelium.mesh import Mesh
@@ -55,8 +64,18 @@ def up_cmd(
 
     h = home_of(home)
     cfg = load_config(config, home=h)
-    mesh = Mesh(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host,
-                cfg.edge.port if edge_port is None else edge_port, out=_out)
+    if fabric is None and (node_prefix or advertise_host or no_edge):
+        raise BadInput("--node-prefix, --advertise-host and --no-edge need --fabric etcd://…")
+    if fabric is not None:
+        from mycelium.member import Member
+
+        mesh: Mesh = Member(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host,
+                            cfg.edge.port if edge_port is None else edge_port, fabric=fabric,
+                            node_prefix=node_prefix, advertise_host=advertise_host,
+                            edge=not no_edge, ttl=lease_ttl, out=_out)
+    else:
+        mesh = Mesh(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host,
+                    cfg.edge.port if edge_port is None else edge_port, out=_out)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: mesh.request_stop())
     try:
@@ -68,8 +87,10 @@ def up_cmd(
         mesh.stop()
         raise
     try:
-        _out(f"mesh up: edge http://{mesh.edge_host}:{mesh.edge_bound_port} "
-             f"({mesh.edge_id}), {len(mesh.node_names)} nodes, home {h.root}")
+        edge = (f"edge http://{mesh.edge_host}:{mesh.edge_bound_port} ({mesh.edge_id})"
+                if mesh.edge_bound_port is not None else "no edge")
+        _out(f"mesh up: {edge}, {len(mesh.node_names)} nodes "
+             f"({', '.join(mesh.node_names)}), home {h.root}")
         if repl:
             mesh_tools.console(mesh)
         else:
