@@ -211,8 +211,9 @@ class Agent(SupervisedActor):
             case _AppGone(app=app):
                 self._apps.pop(app, None)
                 self._names.tell("fabric", ReleaseSlot(app, self.node))
-                if app in self._plans:
-                    self._reconcile(app)
+                # capacity was freed: plans this node declined or lost may fit now
+                for other in [a for a in self._plans if a not in self._apps]:
+                    self._reconcile(other)
             case AppFailed(app=app, reason=reason):
                 here = self._apps.get(app)
                 if here is not None and not here.removing:

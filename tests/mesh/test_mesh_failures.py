@@ -127,3 +127,25 @@ def test_an_instance_that_turns_unhealthy_after_ready_is_restarted(
     finally:
         assert mesh.stop() == 0
     assert workload_pids(home) == []
+
+
+@pytest.mark.timeout(120)
+def test_node_capacity_limits_desired_and_freed_capacity_places_the_waiting_app(
+        home: Path, digests: dict[str, str]) -> None:
+    (home / "mycelium.toml").write_text("[node]\ncpu = 0.25\nmem_mb = 1024\n")
+    mesh = MeshProcess(home)
+    try:
+        assert cli(home, "deploy", "tester", digests["tester"], "--max", "3",
+                   "--cpu", "0.2").returncode == 0
+        mesh.ready("tester", 3)
+        result = cli(home, "deploy", "hello", digests["hello"], "--max", "3", "--cpu", "0.2",
+                     "--no-wait")
+        assert result.returncode == 0, result.stderr
+        wait_until(lambda: mesh.app("hello")["desired"] == 0, 15, "hello declined everywhere")
+        assert mesh.app("hello")["instances"] == []
+        assert cli(home, "stop", "tester").returncode == 0
+        mesh.ready("hello", 3)
+        assert mesh.app("hello")["desired"] == 3
+    finally:
+        assert mesh.stop() == 0
+    assert workload_pids(home) == []
