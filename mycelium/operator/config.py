@@ -8,6 +8,7 @@ Precedence, lowest first: the defaults below < the TOML file (``--config FILE``,
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import tomllib
@@ -32,6 +33,7 @@ __all__ = [
     "RestartSection",
     "RolloutSection",
     "SporesSection",
+    "UiSection",
     "load_config",
 ]
 
@@ -139,6 +141,18 @@ class LogsSection:
 
 
 @dataclass(frozen=True, slots=True)
+class UiSection:
+    """``[ui]``: where the dashboard listens (its port is ``edge.ui_port``, 0 = off).
+
+    A host that is not a loopback address is refused unless ``allow_remote`` is true: the
+    dashboard shows the whole mesh to whoever reaches it.
+    """
+
+    host: str = _key("127.0.0.1")
+    allow_remote: bool = _key(False)
+
+
+@dataclass(frozen=True, slots=True)
 class MeshConfig:
     """The whole configuration: one frozen section per TOML table."""
 
@@ -150,6 +164,7 @@ class MeshConfig:
     rollout: RolloutSection = field(default_factory=RolloutSection)
     spores: SporesSection = field(default_factory=SporesSection)
     logs: LogsSection = field(default_factory=LogsSection)
+    ui: UiSection = field(default_factory=UiSection)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """``{section: {key: value}}``, as the TOML file spells it."""
@@ -164,7 +179,8 @@ _SECTIONS: dict[str, type[Any]] = {
 
 def _describe(kind: str, meta: Mapping[str, Any]) -> str:
     """``"an integer 1-65535"``, ``"a number > 0"``: what a key accepts, for error messages."""
-    noun = {"int": "an integer", "float": "a number", "str": "a string"}[kind]
+    noun = {"int": "an integer", "float": "a number", "str": "a string",
+            "bool": "true or false"}[kind]
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is None:
         return noun
@@ -179,6 +195,13 @@ def _check(where: str, kind: str, meta: Mapping[str, Any], value: Any,
     bad = ConfigError(f"config: {where} must be {_describe(kind, meta)}, got {value!r}")
     if kind == "str":
         if not isinstance(value, str) or not value:
+            raise bad
+        return value
+    if kind == "bool":
+        if from_env and isinstance(value, str):
+            value = {"true": True, "1": True, "yes": True, "on": True, "false": False,
+                     "0": False, "no": False, "off": False}.get(value.strip().lower(), value)
+        if not isinstance(value, bool):
             raise bad
         return value
     if isinstance(value, str) and from_env:  # the environment has only strings
@@ -268,7 +291,8 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
     Raises:
         ConfigError: the file is missing or not TOML; an unknown section or key; a value of the
             wrong type or out of range; ``restart.backoff_cap`` below ``restart.backoff_base``;
-            ``edge.ui_port`` equal to ``edge.port``.
+            ``edge.ui_port`` equal to ``edge.port``; a non-loopback ``ui.host`` without
+            ``ui.allow_remote``.
     """
     env = os.environ if env is None else env
     if path is None and home is not None:
@@ -303,3 +327,11 @@ def _check_coherent(config: MeshConfig) -> None:
     if config.edge.ui_port and config.edge.ui_port == config.edge.port:
         raise ConfigError(f"config: edge.ui_port must differ from edge.port "
                           f"(both {config.edge.port})")
+    host = config.ui.host.strip("[]")
+    try:
+        loopback = host.lower() == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not config.ui.allow_remote:
+        raise ConfigError(f"config: ui.host {config.ui.host!r} is not a loopback address; the "
+                          f"dashboard only listens there unless ui.allow_remote = true")

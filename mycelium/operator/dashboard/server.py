@@ -1,0 +1,396 @@
+"""The dashboard's HTTP server: an aiohttp app on its own event loop in its own thread.
+
+Read-only by construction: only ``GET``/``HEAD`` routes exist, none of them reaches an actor
+with anything but the mesh's own read calls (``tree``, ``status``), and the page is static
+files shipped in this package (no build step, nothing fetched from elsewhere; a strict
+Content-Security-Policy says so to the browser). Updates are pushed with Server-Sent Events:
+a supervision log record goes out the moment the mesh hands it over (``publish``), and the
+tree is looked at again right after it (then every ``sample_interval`` while a browser watches),
+so a ``kill -9`` shows as a termination and a respawn well within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from .bind import DashboardConfig, DashboardError, check_bind, is_loopback
+from .rates import RateHistory, parse_requests
+from .view import LogIndex, build_view
+
+__all__ = ["Dashboard"]
+
+log = logging.getLogger(__name__)
+
+Source = Callable[[], Mapping[str, Any]]
+
+#: Log records the page gets when it connects (the newest ones) and keeps in memory.
+HISTORY = 500
+_TAIL_BYTES = 512 * 1024
+_QUEUE = 2000  # events a slow browser may lag behind before it is cut off (it reconnects)
+_PING = 15.0
+_STATIC = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css",
+           "favicon.svg": "image/svg+xml"}
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _event(name: str, data: bytes) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def _dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, default=str)
+
+
+def read_tail(path: Path | None, limit: int = _TAIL_BYTES) -> list[dict[str, Any]]:
+    """The whole records in the last ``limit`` bytes of a JSON-lines log, oldest first."""
+    if path is None:
+        return []
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            data = fh.read()
+    except OSError:
+        return []
+    lines = data.split(b"\n")
+    if size > limit:
+        lines = lines[1:]  # the first one is cut
+    out = []
+    for line in lines:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            rec = orjson.loads(line) if line.strip() else None
+            if isinstance(rec, dict):
+                out.append(rec)
+    return out
+
+
+def _key(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (record.get("ts"), record.get("event"), record.get("supervisor"), record.get("child"))
+
+
+class Dashboard:
+    """The live dashboard of one mesh.
+
+    Args:
+        config: Where to listen and how often to look.
+        tree: Returns the mesh's supervision tree (``mycelium tree --json``'s document).
+        status: Returns SPEC §6's status document.
+        log_file: The supervision log, whose tail is the page's first history.
+    """
+
+    def __init__(self, config: DashboardConfig, *, tree: Source, status: Source,
+                 log_file: Path | None = None) -> None:
+        self.config = config
+        self._tree, self._status, self._log_file = tree, status, log_file
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._early: list[dict[str, Any]] = []  # published before the loop ran
+        self._stopped = False
+        self.port: int | None = None
+        # loop-owned state
+        self._clients: set[asyncio.Queue[bytes | None]] = set()
+        self._records: deque[dict[str, Any]] = deque(maxlen=HISTORY)
+        self._recent: deque[tuple[Any, ...]] = deque(maxlen=64)
+        self._index = LogIndex()
+        self._rates = RateHistory(config.rates_window)
+        self._state: bytes | None = None
+        self._last: tuple[Mapping[str, Any] | None, Mapping[str, Any] | None] = (None, None)
+        self._wake: asyncio.Event | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._files: dict[str, bytes] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The page's address (``http://127.0.0.1:PORT/``)."""
+        host = self.config.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/"
+
+    @property
+    def running(self) -> bool:
+        """True between a successful ``start`` and ``stop``."""
+        return self._thread is not None and self._thread.is_alive() and not self._stopped
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Bind and serve; return once the port accepts connections.
+
+        Raises:
+            UnsafeBind: a non-loopback host without ``allow_remote``, or the edge's port.
+            DashboardError: started twice, or the port cannot be bound.
+        """
+        check_bind(self.config)
+        if self._thread is not None:
+            raise DashboardError("dashboard: already started")
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="dashboard",
+                                        daemon=True)
+        self._thread.start()
+        try:
+            ready.result(timeout)
+        except concurrent.futures.TimeoutError:
+            self.stop()
+            raise DashboardError("dashboard: did not start within "
+                                 f"{timeout:g}s") from None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close every stream and the port; idempotent, a no-op if never started.
+
+        Raises:
+            DashboardError: called from the dashboard's own thread (it would wait for itself).
+        """
+        thread, loop = self._thread, self._loop
+        if thread is None or self._stopped:
+            return
+        if threading.current_thread() is thread:
+            raise DashboardError("dashboard: stop() from the dashboard's own thread")
+        self._stopped = True
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # already closed
+                loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+
+    def publish(self, record: Mapping[str, Any]) -> None:
+        """Hand over one supervision log record; thread-safe, never blocks."""
+        rec = dict(record)
+        with self._lock:
+            loop = self._loop
+            if loop is None:
+                self._early.append(rec)
+                return
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            loop.call_soon_threadsafe(self._on_record, rec)
+
+    # -- the loop thread -------------------------------------------------------------------
+
+    def _run(self, ready: concurrent.futures.Future[None]) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._open())
+        except OSError as exc:
+            ready.set_exception(DashboardError(
+                f"dashboard: cannot listen on {self.config.host}:{self.config.port}: "
+                f"{exc.strerror or exc}"))
+            loop.run_until_complete(self._close())
+            loop.close()
+            return
+        with self._lock:
+            self._loop = loop
+            early, self._early = self._early, []
+        for rec in early:
+            self._on_record(rec)
+        ready.set_result(None)
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._close())
+            with self._lock:
+                self._loop = None
+            loop.close()
+
+    async def _open(self) -> None:
+        self._wake = asyncio.Event()
+        pkg = resources.files(__package__) / "static"
+        self._files = {name: (pkg / name).read_bytes() for name in _STATIC}
+        for rec in read_tail(self._log_file):
+            self._remember(rec)
+        app = web.Application(middlewares=[self._guard])
+        app.router.add_get("/", self._page)
+        app.router.add_get("/static/{name}", self._static)
+        app.router.add_get("/api/state", self._api_state)
+        app.router.add_get("/api/log", self._api_log)
+        app.router.add_get("/api/rates", self._api_rates)
+        app.router.add_get("/api/events", self._events)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port only through the server
+        sockets = getattr(server, "sockets", None) or ()
+        self.port = int(sockets[0].getsockname()[1]) if sockets else self.config.port
+        self._tasks = [asyncio.create_task(self._sample_tree(), name="dashboard-tree")]
+        if self.config.edge_port:
+            self._tasks.append(asyncio.create_task(self._sample_rates(), name="dashboard-rates"))
+
+    async def _close(self) -> None:
+        for q in list(self._clients):
+            self._drop(q)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- records and pushes ----------------------------------------------------------------
+
+    def _remember(self, rec: dict[str, Any]) -> bool:
+        key = _key(rec)
+        if key in self._recent:
+            return False  # read from the file's tail and published too
+        self._recent.append(key)
+        self._records.append(rec)
+        self._index.add(rec)
+        return True
+
+    def _on_record(self, rec: dict[str, Any]) -> None:
+        if self._remember(rec):
+            self._broadcast(_event("log", _dumps(rec)))
+            if self._wake is not None:
+                self._wake.set()
+
+    def _broadcast(self, chunk: bytes) -> None:
+        for q in list(self._clients):
+            try:
+                q.put_nowait(chunk)
+            except asyncio.QueueFull:
+                self._drop(q)  # too slow: cut it off, its EventSource reconnects
+
+    def _drop(self, q: asyncio.Queue[bytes | None]) -> None:
+        self._clients.discard(q)
+        while not q.empty():
+            q.get_nowait()
+        q.put_nowait(None)
+
+    async def _snapshot(self) -> bytes:
+        loop = asyncio.get_running_loop()
+        error = None
+        tree, status = self._last
+        try:
+            status = await loop.run_in_executor(None, self._status)
+            tree = await loop.run_in_executor(None, self._tree)
+            self._last = (tree, status)
+        except Exception as exc:  # an actor restarting, the mesh stopping: say so, keep going
+            error = f"{type(exc).__name__}: {exc}"
+        return _dumps(build_view(tree, status, self._index, error))
+
+    async def _sample_tree(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.sample_interval)
+            if not self._clients:
+                self._wake.clear()
+                continue
+            await asyncio.sleep(0.03)  # a burst of records (terminated, backoff…) → one look
+            self._wake.clear()
+            state = await self._snapshot()
+            if state != self._state:
+                self._state = state
+                self._broadcast(_event("state", state))
+
+    async def _sample_rates(self) -> None:
+        host = self.config.edge_host
+        host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+        host = f"[{host}]" if ":" in host else host
+        url = f"http://{host}:{self.config.edge_port}/_mycelium/metrics"
+        timeout = aiohttp.ClientTimeout(total=max(1.0, self.config.rates_interval))
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                try:
+                    async with session.get(url) as resp:
+                        text = await resp.text()
+                    self._rates.add(time.time(), parse_requests(text))
+                    if self._clients:
+                        self._broadcast(_event("rates", _dumps(self._rates.series())))
+                except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
+                    pass  # the edge is restarting; the next sample will do
+                await asyncio.sleep(self.config.rates_interval)
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _guard(self, request: web.Request,
+                     handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        """Security headers on every answer; a loopback-only dashboard also checks ``Host``.
+
+        The ``Host`` check stops DNS rebinding: a web page from elsewhere that resolves its
+        own name to 127.0.0.1 must not read the mesh through the visitor's browser.
+        """
+        if not self.config.allow_remote:
+            host = (request.host or "").rsplit(":", 1)[0] if not (request.host or "").startswith(
+                "[") else (request.host or "").split("]")[0] + "]"
+            if not is_loopback(host):
+                return web.json_response({"error": "not a loopback host"}, status=421,
+                                         headers=_HEADERS)
+        resp: web.StreamResponse = await handler(request)
+        for name, value in _HEADERS.items():
+            resp.headers.setdefault(name, value)
+        return resp
+
+    async def _page(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self._files["index.html"], content_type="text/html",
+                            charset="utf-8")
+
+    async def _static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in _STATIC or name == "index.html":
+            raise web.HTTPNotFound()
+        return web.Response(body=self._files[name], content_type=_STATIC[name],
+                            charset=None if name.endswith(".svg") else "utf-8")
+
+    async def _api_state(self, _request: web.Request) -> web.Response:
+        return web.Response(body=await self._snapshot(), content_type="application/json")
+
+    async def _api_log(self, request: web.Request) -> web.Response:
+        app = request.query.get("app")
+        records = [r for r in self._records if not app or r.get("app") == app]
+        return web.Response(body=_dumps(records[::-1]), content_type="application/json")
+
+    async def _api_rates(self, _request: web.Request) -> web.Response:
+        return web.Response(body=_dumps(self._rates.series()), content_type="application/json")
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-store",
+                                           "X-Accel-Buffering": "no"})
+        await resp.prepare(request)
+        q: asyncio.Queue[bytes | None] = asyncio.Queue(_QUEUE)
+        first = [_event("history", _dumps(list(self._records)))]
+        if self._state is not None:
+            first.append(_event("state", self._state))
+        first.append(_event("rates", _dumps(self._rates.series())))
+        self._clients.add(q)
+        assert self._wake is not None
+        self._wake.set()  # a fresh look at the tree for the newcomer
+        try:
+            await resp.write(b"retry: 1000\n\n" + b"".join(first))
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(q.get(), _PING)
+                except TimeoutError:
+                    chunk = b": ping\n\n"
+                if chunk is None:
+                    break
+                await resp.write(chunk)
+        except (ConnectionResetError, ConnectionError):
+            pass
+        finally:
+            self._clients.discard(q)
+        return resp
