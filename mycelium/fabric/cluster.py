@@ -301,12 +301,13 @@ class ClusterFabric(Fabric):
         """SPEC §6's status document over the whole mesh (every member's nodes and instances)."""
         nodes = {n: ("up" if self._names.get(n) is not None else "restarting")
                  for n in self._nodes}
-        for node in self._seen_nodes:
-            if node not in nodes:
-                nodes[node] = "up" if node in self._members else "lost"
-        doc = status_document(self._plans, self._budgets,
+        nodes.update((n, "up") for n in self._members if n not in nodes)
+        lost = sorted(n for n in self._seen_nodes if n not in nodes)
+        doc = status_document(self._plans, self._budgets,  # desired counts live nodes only
                               [*self._instances.values(), *self._remote.values()],
                               nodes, self._declined, app)
+        doc["nodes"] = sorted([*doc["nodes"], *({"name": n, "state": "lost"} for n in lost)],
+                              key=lambda n: str(n["name"]))
         doc["fabric"] = {"store": "etcd", "member": self._etcd.member,
                          "etcd": "connected" if self._etcd.connected else "unreachable"}
         return doc
