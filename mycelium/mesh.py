@@ -103,6 +103,8 @@ class Mesh:
         self.edge_bound_port: int | None = None
         self.failure: str | None = None
         self._out = out
+        #: ANSI colours in the human log lines (``up`` sets it when stdout is a terminal).
+        self.color = False
         self._lock_file: IO[str] | None = None
         self._sup: pykka.ActorRef[Any] | None = None
         self._log: SupervisionLog | None = None
@@ -291,7 +293,7 @@ class Mesh:
             with contextlib.suppress(Exception):
                 if self._log is not None:
                     self._log.write(record)
-                self._out(format_record(record))
+                self._out(format_record(record, color=self.color))
 
     # -- control ops -----------------------------------------------------------------------
 

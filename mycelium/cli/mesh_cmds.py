@@ -76,6 +76,7 @@ def up_cmd(
     else:
         mesh = Mesh(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host,
                     cfg.edge.port if edge_port is None else edge_port, out=_out)
+    mesh.color = sys.stdout.isatty()  # colour on a terminal, plain otherwise (SPEC §7)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: mesh.request_stop())
     try:
