@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 
 from mycelium.fabric.etcd_client import EtcdClient, EtcdUnavailable
+from mycelium.home import Home
+from mycelium.operator.control import ControlClient
 
-__all__ = ["EtcdServer", "etcd_binary", "free_port", "wait_for"]
+__all__ = ["EtcdServer", "MemberProcess", "etcd_binary", "free_port", "get", "kill_workloads",
+           "wait_for"]
 
 
 def free_port() -> int:
@@ -96,3 +106,104 @@ class EtcdServer:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
         self.proc = None
+
+
+class MemberProcess:
+    """``mycelium up --fabric … --node-prefix P`` in the background, stdout collected."""
+
+    def __init__(self, home: Path, etcd_url: str, prefix: str, nodes: int = 2,
+                 ttl: float = 2.0, edge: bool = True) -> None:
+        self.home = home
+        self.prefix = prefix
+        self.port = free_port()
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        argv = [sys.executable, "-m", "mycelium", "up", "--home", str(home), "--fabric",
+                etcd_url, "--node-prefix", prefix, "--nodes", str(nodes), "--lease-ttl",
+                str(ttl), "--edge-port", str(self.port)]
+        if not edge:
+            argv.append("--no-edge")
+        env = {**os.environ, "MYCELIUM_DEBUG": "1"}
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, env=env)
+        threading.Thread(target=self._read, daemon=True).start()
+        self.client = ControlClient(Home(home))
+        self.wait_line("mesh up", 30.0)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_line(self, text: str, timeout: float = 15.0) -> str:
+        """Wait until a stdout line contains ``text``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if text in line:
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    raise AssertionError(f"no {text!r} line from member {self.prefix}; got:\n"
+                                         + "\n".join(self.lines[-40:]))
+                self._cond.wait(min(left, 0.2))
+
+    @property
+    def url(self) -> str:
+        """This member's edge."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def status(self) -> dict[str, Any]:
+        """The whole mesh's status through this member's control socket."""
+        result: dict[str, Any] = self.client.request("status")
+        return result
+
+    def instances(self, app: str, state: str = "Ready") -> list[dict[str, Any]]:
+        """Every instance of ``app`` in ``state``, as this member sees the mesh."""
+        return [i for a in self.status()["apps"] if a["app"] == app
+                for i in a["instances"] if i["state"] == state]
+
+    def nodes(self) -> dict[str, str]:
+        """Node → state, as this member sees the mesh."""
+        return {n["name"]: n["state"] for n in self.status()["nodes"]}
+
+    def kill9(self) -> None:
+        """SIGKILL the member process (its workloads survive it, like a crashed machine's)."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return int(self.proc.returncode)
+
+
+def get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
+    """One GET; (status, JSON body or {})."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}
+
+
+def kill_workloads(home: Path) -> list[int]:
+    """SIGKILL every process whose command line names ``home`` (a killed member's workloads)."""
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(str(home) in part for part in proc.info["cmdline"] or ()):
+                proc.kill()
+                pids.append(proc.info["pid"])
+        except (psutil.Error, TypeError):
+            continue
+    return pids
