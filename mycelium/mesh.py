@@ -25,7 +25,7 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import pykka
 
@@ -42,6 +42,7 @@ from mycelium.node.leftovers import reap_home
 from mycelium.node.settings import NodeSettings, SporeInfo
 from mycelium.operator import MeshConfig, SupervisionLog, format_record
 from mycelium.operator.control import ControlActor, ControlError
+from mycelium.operator.logs import LOG_NAME
 from mycelium.spores import Limits, Repo, extract, load_trusted
 from supervisors import (
     Backoff,
@@ -56,6 +57,9 @@ from supervisors import (
     start_child,
 )
 from supervisors.actor import actor_of
+
+if TYPE_CHECKING:  # aiohttp's import is paid only by a mesh that serves the dashboard
+    from mycelium.operator.dashboard import Dashboard, DashboardConfig
 
 __all__ = ["Mesh", "MeshLocked", "reap_home"]
 
@@ -102,6 +106,8 @@ class Mesh:
         self.stopped = threading.Event()
         self.edge_bound_port: int | None = None
         self.failure: str | None = None
+        #: The live dashboard (SPEC §10) once :meth:`start_dashboard` ran.
+        self.dashboard: Dashboard | None = None
         self._out = out
         #: ANSI colours in the human log lines (``up`` sets it when stdout is a terminal).
         self.color = False
@@ -146,8 +152,29 @@ class Mesh:
             self.failure = exit_.reason
         self.stopped.set()
 
+    def start_dashboard(self, config: DashboardConfig) -> Dashboard:
+        """Serve the live dashboard from this process (after :meth:`start`); :meth:`stop`
+        stops it first.
+
+        Raises:
+            UnsafeBind: a non-loopback host without ``allow_remote``, or the edge's port.
+            DashboardError: the port cannot be bound.
+        """
+        from mycelium.operator.dashboard import Dashboard
+
+        dash = Dashboard(dataclasses.replace(config, edge_port=self.edge_bound_port,
+                                             edge_host=self.edge_host),
+                         tree=lambda: self._op_tree({}), status=self.status,
+                         log_file=self.home.logs / LOG_NAME)
+        self.dashboard = dash
+        dash.start()
+        return dash
+
     def stop(self) -> None:
         """Graceful shutdown in reverse start order; idempotent."""
+        dash, self.dashboard = self.dashboard, None
+        if dash is not None:
+            dash.stop()
         sup, self._sup = self._sup, None
         if sup is not None:
             with contextlib.suppress(pykka.ActorDeadError):
@@ -293,6 +320,8 @@ class Mesh:
             with contextlib.suppress(Exception):
                 if self._log is not None:
                     self._log.write(record)
+                if self.dashboard is not None:
+                    self.dashboard.publish(record)
                 self._out(format_record(record, color=self.color))
 
     # -- control ops -----------------------------------------------------------------------

@@ -56,6 +56,10 @@ def up_cmd(
     no_edge: Annotated[bool, typer.Option("--no-edge", help="Run no edge (with --fabric)")] = False,
     lease_ttl: Annotated[float, typer.Option(
         "--lease-ttl", help="etcd lease TTL in seconds (with --fabric)")] = 5.0,
+    ui_port: Annotated[int | None, typer.Option(
+        "--ui-port", min=0, max=65535,
+        help="Read-only dashboard on 127.0.0.1:P; 0 turns it off [config edge.ui_port: 0]")
+    ] = None,
 ) -> None:
     """Run the whole supervision tree in the foreground until SIGINT/SIGTERM or `down`."""
     from mycelium.mesh import Mesh
@@ -64,6 +68,7 @@ def up_cmd(
 
     h = home_of(home)
     cfg = load_config(config, home=h)
+    ui = _dashboard_config(cfg, ui_port, cfg.edge.port if edge_port is None else edge_port)
     if fabric is None and (node_prefix or advertise_host or no_edge):
         raise BadInput("--node-prefix, --advertise-host and --no-edge need --fabric etcd://…")
     if fabric is not None:
@@ -81,6 +86,8 @@ def up_cmd(
         signal.signal(sig, lambda *_: mesh.request_stop())
     try:
         mesh.start()
+        if ui is not None:
+            mesh.start_dashboard(ui)
     except StartError as exc:
         mesh.stop()
         raise OperationFailed(f"the mesh could not start: {exc}") from exc
@@ -92,6 +99,8 @@ def up_cmd(
                 if mesh.edge_bound_port is not None else "no edge")
         _out(f"mesh up: {edge}, {len(mesh.node_names)} nodes "
              f"({', '.join(mesh.node_names)}), home {h.root}")
+        if mesh.dashboard is not None:
+            _out(f"dashboard {mesh.dashboard.url}")
         if repl:
             mesh_tools.console(mesh)
         else:
@@ -105,6 +114,22 @@ def up_cmd(
             _out("mesh down")
     if mesh.failure is not None:
         raise OperationFailed(f"the mesh gave up: {mesh.failure}")
+
+
+def _dashboard_config(cfg: Any, ui_port: int | None, edge_port: int) -> Any:
+    """The dashboard's settings (None: off), checked before anything starts.
+
+    Raises:
+        UnsafeBind: the edge's port, or a non-loopback host without ``[ui] allow_remote``.
+    """
+    port = cfg.edge.ui_port if ui_port is None else ui_port
+    if not port:
+        return None
+    from mycelium.operator.dashboard.bind import DashboardConfig, check_bind
+
+    return check_bind(DashboardConfig(port=port, host=cfg.ui.host,
+                                      allow_remote=cfg.ui.allow_remote,
+                                      edge_port=edge_port or None))
 
 
 @app.command("down")
