@@ -1,0 +1,59 @@
+"""Fixtures for the dashboard tests: one 3-node mesh serving hello, one headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dash_helpers import (
+    REPO,
+    MeshWithDashboard,
+    chromium_or_skip,
+    cli,
+    start_browser,
+    workload_pids,
+)
+
+from mycelium.home import Home
+from mycelium.spores import keygen, publish
+
+HELLO = REPO / "examples" / "hello" / "hello"
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshWithDashboard]:
+    """A running 3-node mesh with its dashboard and ``hello`` deployed on every node."""
+    root = tmp_path_factory.mktemp("dash") / "home"
+    home = Home(root).ensure()
+    keygen(home)
+    digest = publish(home, binary=HELLO, manifest={"name": "hello", "version": "1.0.0"})
+    proc = MeshWithDashboard(root)
+    try:
+        done = cli(root, "deploy", "hello", digest, "--max", "3", "--timeout", "30")
+        assert done.returncode == 0, done.stderr
+        yield proc
+    finally:
+        code = proc.stop()
+        assert code == 0, "\n".join(proc.lines[-30:])
+        assert workload_pids(root) == []
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the module; its profile directory is removed afterwards."""
+    chromium_or_skip()
+    driver, profile = start_browser()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def home_dir(tmp_path: Path) -> Path:
+    """A fresh, empty home for tests that must start nothing."""
+    return tmp_path / "home"
