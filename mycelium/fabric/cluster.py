@@ -166,6 +166,8 @@ class ClusterFabric(Fabric):
                 if kind in ("etcd-back", "lease-renewed"):
                     with contextlib.suppress(EtcdUnavailable):
                         self._refresh()
+                        if kind == "lease-renewed":
+                            self._drop_lost_slots()
                     self._after_sync()
                 return None
             case ClaimSlot(app=app, node=node):
@@ -260,6 +262,21 @@ class ClusterFabric(Fabric):
         self._slots.setdefault(app, set()).add(node)
         self._declined.get(app, set()).discard(node)
         return SlotReply(True)
+
+    def _drop_lost_slots(self) -> None:
+        """After our lease expired (a partition), stop what other members re-placed meanwhile.
+
+        Our slot keys died with the lease; those another member took since are not ours any
+        more, so the local instances holding them would exceed ``max_instances``: they stop.
+        """
+        for app, holders in self._slots.items():
+            held = set(self._etcd.slots(app).values())
+            for node in sorted(holders - held):
+                if node in self._nodes:
+                    log.warning("fabric: %s lost its slot of %s while cut off; stopping it",
+                                node, app)
+                    holders.discard(node)
+                    self._names.tell(node, PlanChanged(app, None, None))
 
     def _broadcast(self, app: str) -> None:
         plan, budget = self._plans.get(app), self._budgets.get(app)

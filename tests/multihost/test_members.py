@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -87,8 +88,44 @@ def test_members_place_route_fail_over_and_converge(
         assert len({i["node"] for i in live}) == 3  # one per node, no duplicate
         every = [i for app in back.status()["apps"] for i in app["instances"]]
         assert len(every) == 3, every  # no orphan endpoint of the previous life
+
+        # a stop through any member stops the app everywhere
+        survivor.client.request("stop", app="hello")
+        wait_for(lambda: not [i for a in back.status()["apps"] for i in a["instances"]],
+                 20.0, "every instance to stop")
     finally:
         for m in members.values():
+            m.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_member_cut_off_past_its_lease_gives_back_what_was_replaced(
+        etcd: EtcdServer, homes: tuple[Path, Path, str]) -> None:
+    home_a, home_b, digest = homes
+    a = MemberProcess(home_a, etcd.url, "a", ttl=TTL)
+    b = MemberProcess(home_b, etcd.url, "b", ttl=TTL)
+    try:
+        a.client.request("deploy", app="hello", digest=digest, min=1, max=2)
+        placed = wait_for(lambda: len(r := a.instances("hello")) == 2 and r, 30.0, "2 Ready")
+        count = {m: sum(i["node"].startswith(m.prefix) for i in placed) for m in (a, b)}
+        frozen = a if count[a] >= count[b] else b
+        other = b if frozen is a else a
+        frozen.proc.send_signal(signal.SIGSTOP)  # cut off: its workloads keep running
+        try:
+            wait_for(lambda: len(r := other.instances("hello")) == 2 and all(
+                i["node"].startswith(other.prefix) for i in r), 20.0, "re-placement")
+        finally:
+            frozen.proc.send_signal(signal.SIGCONT)
+        frozen.wait_line("lease had expired", 15.0)
+        # the returning member stops what it ran on slots now held elsewhere
+        wait_for(lambda: [i["node"][0] for i in frozen.instances("hello")] == [other.prefix] * 2
+                 and set(frozen.nodes().values()) == {"up"}, 20.0, "convergence")
+        wait_for(lambda: not [i for i in frozen.status()["apps"][0]["instances"]
+                              if i["node"].startswith(frozen.prefix)], 20.0,
+                 "the cut-off member's instances to stop")
+    finally:
+        for m in (a, b):
+            m.proc.send_signal(signal.SIGCONT)
             m.stop()
 
 
