@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
+
+try:  # typer >= 0.27 vendors click as typer._click; older releases use click itself
+    from typer._click import exceptions as _clickexc
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as _clickexc  # type: ignore[no-redef]
 
 from mycelium.errors import MyceliumError
 
@@ -34,16 +38,16 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         _fail(str(exc), exc.exit_code)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        click.echo(exc.ctx.get_help() if exc.ctx else "", err=True)
+    except _clickexc.NoArgsIsHelpError as exc:
+        sys.stderr.write((exc.ctx.get_help() if exc.ctx else "") + "\n")
         sys.exit(2)
-    except click.UsageError as exc:
+    except _clickexc.UsageError as exc:
         if debug:
             raise
         _fail(exc.format_message(), 2)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except (click.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         _fail("interrupted", 130)
     except BrokenPipeError:
         sys.exit(0)

@@ -21,7 +21,8 @@ app = typer.Typer(
 
 HomeOption = Annotated[
     Path | None,
-    typer.Option("--home", envvar="MYCELIUM_HOME", help="Mesh home directory [default: ./.mycelium]"),
+    typer.Option("--home", envvar="MYCELIUM_HOME",
+                 help="Mesh home directory [default: ./.mycelium]"),
 ]
 
 

@@ -17,7 +17,7 @@ import typer
 
 from mycelium.errors import BadInput, OperationFailed
 from mycelium.home import Home
-from mycelium.operator.control import ControlClient
+from mycelium.operator.client import ControlClient
 
 from .app import HomeOption, app, home_of
 

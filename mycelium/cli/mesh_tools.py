@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from mycelium.errors import OperationFailed
-from mycelium.operator.control import ControlClient
+from mycelium.operator.client import ControlClient
 
 from .app import HomeOption, app, home_of
 

@@ -8,32 +8,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mycelium.home import Home
-from mycelium.spores import (
-    Limits,
-    Repo,
-    SporeError,
-    SporeInputError,
-    UnknownSpore,
-    Verified,
-    inspect,
-    keygen,
-    load_input_manifest,
-    load_signing_key,
-    load_trusted,
-    pack,
-    publish,
-    trust,
-    verify,
-)
-from mycelium.spores.repo import DIGEST_RE
+
+if TYPE_CHECKING:
+    from mycelium.spores import Limits, Verified
 
 from .app import HomeOption, app, home_of
+
+# Flow A's modules (PyNaCl, zip parsing) are imported by the commands that use them, so that the
+# mesh commands (`mycelium status`, …) do not pay for them at start-up.
+DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 
 __all__ = ["inspect_cmd", "keygen_cmd", "pack_cmd", "publish_cmd", "trust_cmd", "verify_cmd"]
 
@@ -44,15 +34,16 @@ ManifestOption = Annotated[
 
 def _limits(home: Home) -> Limits:
     """The spore limits from the home's config (``spores.max_archive_mb``/``max_binary_mb``)."""
+    import mycelium.spores as sp
     try:
         from mycelium.operator.config import load_config
     except ImportError:  # the operator package is optional for Flow A
-        return Limits()
+        return sp.Limits()
     cfg = load_config(None, os.environ, home=home)
     spores = getattr(cfg, "spores", None)
     if spores is None:
-        return Limits()
-    return Limits.from_mb(spores.max_archive_mb, spores.max_binary_mb)
+        return sp.Limits()
+    return sp.Limits.from_mb(spores.max_archive_mb, spores.max_binary_mb)
 
 
 def _is_digest_like(text: str) -> bool:
@@ -61,6 +52,7 @@ def _is_digest_like(text: str) -> bool:
 
 def _locate(home: Home, target: str) -> tuple[Path, str | None]:
     """A spore file path and, for a repo spore, the digest its name claims."""
+    import mycelium.spores as sp
     path = Path(target)
     if path.is_file():
         # A file inside the repo is checked against the digest its name claims.
@@ -68,9 +60,9 @@ def _locate(home: Home, target: str) -> tuple[Path, str | None]:
         in_repo = path.resolve().parent == home.repo.resolve() and path.name.endswith(".spore")
         return path, (name if in_repo and DIGEST_RE.fullmatch(name) else None)
     if _is_digest_like(target):
-        digest = Repo(home.repo).resolve(target)
+        digest = sp.Repo(home.repo).resolve(target)
         return home.repo / f"{digest}.spore", digest
-    raise SporeInputError(f"no spore file or repo digest {target!r}")
+    raise sp.SporeInputError(f"no spore file or repo digest {target!r}")
 
 
 @app.command("keygen")
@@ -80,7 +72,8 @@ def keygen_cmd(
     home: HomeOption = None,
 ) -> None:
     """Create an Ed25519 signing key pair; its public key joins the trusted set."""
-    typer.echo(keygen(home_of(home), name, force=force))
+    import mycelium.spores as sp
+    typer.echo(sp.keygen(home_of(home), name, force=force))
 
 
 @app.command("trust")
@@ -90,7 +83,8 @@ def trust_cmd(
     home: HomeOption = None,
 ) -> None:
     """Add a trusted signer to this home (trust is always local)."""
-    typer.echo(trust(home_of(home), pubkey, name))
+    import mycelium.spores as sp
+    typer.echo(sp.trust(home_of(home), pubkey, name))
 
 
 @app.command("pack")
@@ -102,19 +96,20 @@ def pack_cmd(
     home: HomeOption = None,
 ) -> None:
     """Pack BINARY and its manifest into a signed spore; print the spore's path."""
+    import mycelium.spores as sp
     h = home_of(home)
     if manifest is None:
-        raise SporeInputError("pack needs --manifest FILE")
+        raise sp.SporeInputError("pack needs --manifest FILE")
     limits = _limits(h)
-    signing_key = load_signing_key(h, key)
+    signing_key = sp.load_signing_key(h, key)
     if out is None:
-        m = load_input_manifest(manifest)
+        m = sp.load_input_manifest(manifest)
         out = Path(f"{m.name}-{m.version}.spore")
     if out.is_dir():
-        raise SporeInputError(f"output {out} is a directory")
+        raise sp.SporeInputError(f"output {out} is a directory")
     if not out.parent.is_dir():
-        raise SporeInputError(f"output directory {out.parent} does not exist")
-    packed = pack(binary, manifest, signing_key, out, limits=limits)
+        raise sp.SporeInputError(f"output directory {out.parent} does not exist")
+    packed = sp.pack(binary, manifest, signing_key, out, limits=limits)
     typer.echo(str(packed.path))
 
 
@@ -127,8 +122,9 @@ def publish_cmd(
     home: HomeOption = None,
 ) -> None:
     """Pack (if needed), verify and put a spore into the repo; print its digest."""
+    import mycelium.spores as sp
     h = home_of(home)
-    digest = publish(h, binary=binary, manifest=manifest, key=key, spore=spore,
+    digest = sp.publish(h, binary=binary, manifest=manifest, key=key, spore=spore,
                      limits=_limits(h))
     typer.echo(digest)
 
@@ -139,14 +135,15 @@ def verify_cmd(
     home: HomeOption = None,
 ) -> None:
     """Check signature, hashes, archive safety and signer; print ``ok <digest> <app> <ver>``."""
+    import mycelium.spores as sp
     h = home_of(home)
     try:
         path, digest = _locate(h, target)
-        result: Verified = verify(path, load_trusted(h), _limits(h), expected_digest=digest)
-    except (UnknownSpore, SporeInputError) as exc:
+        result: Verified = sp.verify(path, sp.load_trusted(h), _limits(h), expected_digest=digest)
+    except (sp.UnknownSpore, sp.SporeInputError) as exc:
         # SPEC §3: verify prints ok, or exits 1 with the reason — a spore it cannot find
         # cannot be verified either.
-        raise SporeError(str(exc)) from exc
+        raise sp.SporeError(str(exc)) from exc
     typer.echo(f"ok {result.digest} {result.manifest.name} {result.manifest.version}")
 
 
@@ -157,9 +154,10 @@ def inspect_cmd(
     home: HomeOption = None,
 ) -> None:
     """Show a spore's manifest (the container and signature are checked, not the signer)."""
+    import mycelium.spores as sp
     h = home_of(home)
     path, _ = _locate(h, target)
-    digest, manifest, trusted = inspect(path, load_trusted(h), _limits(h))
+    digest, manifest, trusted = sp.inspect(path, sp.load_trusted(h), _limits(h))
     if as_json:
         typer.echo(json.dumps(manifest.to_dict(), sort_keys=True))
         return

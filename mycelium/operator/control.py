@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pykka
 
-from mycelium.errors import MyceliumError, OperationFailed
-from mycelium.home import Home
+from mycelium.errors import MyceliumError
 from mycelium.messages import Crash, CrashRequested, GetInfo, from_wire, to_wire
+from mycelium.operator.client import _MAX_LINE, ControlClient, ControlError, NoMesh, _encode
 from supervisors import SupervisedActor
 
 if TYPE_CHECKING:  # the CLI imports this module: keep the fabric out of its start-up
@@ -34,23 +34,6 @@ __all__ = ["ControlActor", "ControlClient", "ControlError", "NoMesh", "Op"]
 log = logging.getLogger(__name__)
 
 Op = Callable[[dict[str, Any]], Any]
-_MAX_LINE = 16 * 1024 * 1024
-
-
-class ControlError(MyceliumError):
-    """The mesh refused or failed a request; carries the mesh's exit code."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class NoMesh(OperationFailed):
-    """No mesh answers on this home's control socket."""
-
-
-def _encode(obj: Any) -> bytes:
-    return orjson.dumps(obj, default=lambda o: to_wire(o) if hasattr(o, "__slots__") else str(o))
 
 
 class ControlActor(SupervisedActor):
@@ -172,54 +155,3 @@ class ControlActor(SupervisedActor):
         if handler is None:
             raise ControlError(f"unknown control op {op!r}", 2)
         return handler(request)
-
-
-class ControlClient:
-    """The CLI's side of the control socket.
-
-    Args:
-        home: The mesh home whose socket to use.
-    """
-
-    def __init__(self, home: Home) -> None:
-        self.home = home
-
-    def request(self, op: str, timeout: float = 30.0, **fields: Any) -> Any:
-        """Send one request and return its result.
-
-        Raises:
-            NoMesh: nothing listens on the home's control socket.
-            ControlError: the mesh answered with an error (its exit code is kept).
-        """
-        path = self.home.control_socket
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            try:
-                sock.connect(str(path))
-            except (FileNotFoundError, ConnectionRefusedError):
-                raise NoMesh(f"no mesh running at {self.home.root} (start one with "
-                             f"`mycelium up --home {self.home.root}`)") from None
-            sock.sendall(_encode({"op": op, **fields}) + b"\n")
-            with sock.makefile("rb") as rfile:
-                line = rfile.readline(_MAX_LINE)
-        except TimeoutError:
-            raise ControlError(f"the mesh at {self.home.root} did not answer within "
-                               f"{timeout:g}s", 1) from None
-        finally:
-            sock.close()
-        if not line:
-            raise ControlError("the mesh closed the control connection without answering", 1)
-        reply = orjson.loads(line)
-        if not reply.get("ok"):
-            raise ControlError(str(reply.get("error")), int(reply.get("exit_code", 1)))
-        return reply.get("result")
-
-    def tell(self, to: str, message: Any) -> None:
-        """Tell actor ``to`` a message (fire and forget)."""
-        self.request("tell", to=to, msg=to_wire(message))
-
-    def ask(self, to: str, message: Any, timeout: float = 5.0) -> Any:
-        """Ask actor ``to`` a message and return its (wire-form) answer."""
-        return self.request("ask", timeout=timeout + 1.0, to=to, msg=to_wire(message),
-                            ask_timeout=timeout)
