@@ -86,8 +86,8 @@ def _common(label: Text, node: Mapping[str, Any], now: float) -> None:
         label.append(f"  up {format_uptime(now - started)}")
     restarts = node.get("restarts", 0)
     label.append(f"  restarts {restarts}", style="yellow" if restarts else "")
-    if node.get("mailbox") is not None:
-        label.append(f"  mailbox {node['mailbox']}")
+    if node.get("mailbox"):  # only a backlog is news; --json always has the number
+        label.append(f"  mailbox {node['mailbox']}", style="yellow")
 
 
 def tree_renderable(tree: Mapping[str, Any], now: float | None = None) -> Tree:
