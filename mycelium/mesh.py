@@ -237,7 +237,8 @@ class Mesh:
 
         return [
             ChildSpec("fabric", lambda: Fabric.start(names, lambda: SqliteStore(store), nodes,
-                                                     self.repo.has)),
+                                                     self.repo.has,
+                                                     parallel=cfg.rollout.parallel)),
             ChildSpec("edge", lambda: EdgeActor.start(names, edge_config, listening),
                       shutdown=10.0),
             ChildSpec("control", lambda: ControlActor.start(names, home.control_socket,

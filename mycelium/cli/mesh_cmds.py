@@ -198,11 +198,13 @@ def deploy_cmd(
         return
     deadline = started + timeout + 5.0  # the mesh enforces --timeout; this only bounds the wait
     last = ""
+    phases: dict[str, int] = {}
     while True:
         doc = _app_doc(client, app_name)
         if doc is None:
             raise OperationFailed(f"deploy of {app_name} failed: the app was stopped")
         insts = [i for i in doc["instances"] if i["state"] != "Stopped"]
+        _progress(app_name, full, insts, phases)
         ready = sum(1 for i in insts if i["digest"] == full and i["state"] == "Ready")
         old = [i for i in insts if i["digest"] != full]
         line = f"{app_name}: {ready}/{doc['desired']} Ready ({doc['state']})"
@@ -224,6 +226,45 @@ def deploy_cmd(
             raise OperationFailed(f"deploy of {app_name} {full[:12]} timed out after "
                                   f"{timeout:g}s: {ready}/{doc['min']} Ready ({doc['state']})")
         time.sleep(0.02)
+
+
+_PHASES = ("launching", "healthy", "warming", "draining", "done")
+
+
+def _node_phase(full: str, insts: list[dict[str, Any]], had_blue: bool) -> int:
+    greens = [i for i in insts if i["digest"] == full]
+    blues = [i for i in insts if i["digest"] != full]
+    if not greens:
+        return -1
+    if not any(g["state"] == "Ready" for g in greens):
+        return 0
+    if not blues:
+        return 4
+    if any(b["state"] in ("Draining", "Stopped") for b in blues):
+        return 3
+    return 2 if had_blue else 1
+
+
+def _progress(app_name: str, full: str, insts: list[dict[str, Any]],
+              seen: dict[str, int]) -> None:
+    """Per node, each phase of the update once and in order on stderr (SPEC §3: progress).
+
+    Status is polled, so a phase shorter than a poll may be noticed only by its successor; it
+    still happened (a node cannot drain before its green was healthy), so it is printed too.
+    """
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    for i in insts:
+        by_node.setdefault(i["node"], []).append(i)
+    for node, here in sorted(by_node.items()):
+        had_blue = any(i["digest"] != full for i in here) or seen.get(node + "/blue", 0) == 1
+        if had_blue:
+            seen[node + "/blue"] = 1
+        phase, before = _node_phase(full, here, had_blue), seen.get(node, -1)
+        for k in range(before + 1, phase + 1):
+            if k in (2, 3) and not had_blue:
+                continue  # a first start has no blue to warm beside or drain
+            _err(f"{app_name} {node}: {_PHASES[k]}")
+        seen[node] = max(before, phase)
 
 
 def _app_doc(client: ControlClient, app_name: str) -> dict[str, Any] | None:

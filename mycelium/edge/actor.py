@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from mycelium.fabric.names import Names
+from mycelium.fabric.switch import IsRouted
 from mycelium.messages import (
     AppRoute,
     Crash,
@@ -113,6 +114,10 @@ class EdgeActor(SupervisedActor):
                 if self._server is not None:
                     self._server.set_routes(route_table(message, self._cache))
                     self._server.set_restarts(dict(message.restarts))
+            case IsRouted(url=url):  # a draining instance waits until it left the table
+                server = self._server
+                return server is not None and any(
+                    ep.url == url for route in server.routes.values() for ep in route.endpoints)
             case GetInfo():
                 server = self._server
                 return {"name": "edge", "port": server.port if server else None,

@@ -50,6 +50,7 @@ from supervisors import SupervisedActor
 from .errors import BadPlan
 from .names import Names
 from .state import Store
+from .switch import ClaimSwitch, ReleaseSwitch, SwitchGate
 from .validate import check_budget, check_plan
 from .view import routes, status_document
 
@@ -67,10 +68,12 @@ class Fabric(SupervisedActor):
         store_factory: Opens the durable store (called in ``on_start``, so a restart reopens it).
         nodes: The node names of this mesh (``node-1`` …).
         digest_known: Whether the repo holds a digest (unknown digests are refused).
+        parallel: Nodes that may switch one app's blue/green at a time (``[rollout] parallel``).
     """
 
     def __init__(self, names: Names, store_factory: Callable[[], Store], nodes: tuple[str, ...],
-                 digest_known: Callable[[str], bool] = lambda _d: True) -> None:
+                 digest_known: Callable[[str], bool] = lambda _d: True,
+                 parallel: int = 1) -> None:
         super().__init__()
         self._names = names
         self._store_factory = store_factory
@@ -85,6 +88,8 @@ class Fabric(SupervisedActor):
         self._syncing: set[str] = set()
         self._routes: EndpointsChanged | None = None
         self._generation = 0
+        self._parallel = parallel
+        self._switches = SwitchGate()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -153,6 +158,10 @@ class Fabric(SupervisedActor):
                 self._sync(who)
             case AgentSync(node=node, apps=apps, instances=infos):
                 self._agent_sync(node, apps, infos)
+            case ClaimSwitch(app=app, node=node, lease=lease):
+                return self._switches.claim(app, node, self._parallel, time.time(), lease)
+            case ReleaseSwitch(app=app, node=node):
+                self._switches.release(app, node)
             case RolloutFailed():
                 self._rollout_failed(message)
             case Tick(kind="sync-deadline"):
@@ -226,6 +235,7 @@ class Fabric(SupervisedActor):
         self._store.delete(app)
         del self._plans[app]
         self._declined.pop(app, None)
+        self._switches.forget(app)
         self._broadcast(app)
         self._push_routes()
         return {"app": app, "stopped": True}

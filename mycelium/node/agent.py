@@ -22,6 +22,7 @@ from typing import Any
 import pykka
 
 from mycelium.fabric.names import Names
+from mycelium.fabric.switch import ClaimSwitch, IsRouted, ReleaseSwitch
 from mycelium.messages import (
     AgentSync,
     AppFailed,
@@ -69,6 +70,12 @@ __all__ = ["Agent", "NodeSettings", "SporeInfo"]
 log = logging.getLogger(__name__)
 _serial = itertools.count(1)
 
+_SWITCH_RETRY = 0.1
+"""Seconds before a node that may not switch yet (``[rollout] parallel``) asks again."""
+
+_ROUTE_ACK_TIMEOUT = 2.0
+"""Seconds a draining instance waits for the edge to drop it from its routes."""
+
 
 @dataclass(slots=True)
 class _AppHere:
@@ -76,6 +83,7 @@ class _AppHere:
     infos: dict[str, InstanceInfo] = field(default_factory=dict)
     stopping: set[str] = field(default_factory=set)
     removing: bool = False
+    switching: bool = False
     cpu: float = 0.0
     mem: int = 0
     wake: int | None = None
@@ -210,6 +218,7 @@ class Agent(SupervisedActor):
                     self._reconcile(app)
             case _AppGone(app=app):
                 self._apps.pop(app, None)
+                self._names.tell("fabric", ReleaseSwitch(app, self.node))
                 self._names.tell("fabric", ReleaseSlot(app, self.node))
                 # capacity was freed: plans this node declined or lost may fit now
                 for other in [a for a in self._plans if a not in self._apps]:
@@ -267,7 +276,14 @@ class Agent(SupervisedActor):
         if here.removing:
             return
         views = [v for c, v in here.children.items() if c not in here.stopping]
-        for action in step(plan, views, time.time()):
+        actions = step(plan, views, time.time())
+        if (plan.status != "failed" and any(isinstance(a, Start) for a in actions)
+                and any(v.digest != plan.digest for v in views)
+                and not self._may_switch(app, here, plan)):
+            # another node is switching this app: keep serving blue, ask again shortly
+            actions = [a for a in actions if not isinstance(a, (Start, WakeAt))]
+            actions.append(WakeAt(time.time() + _SWITCH_RETRY))
+        for action in actions:
             match action:
                 case Start(digest=digest):
                     self._start_child(app, here, digest, plan)
@@ -280,6 +296,28 @@ class Agent(SupervisedActor):
                         shared_ticker().cancel(here.wake)
                     here.wake = shared_ticker().call_later(
                         when - time.time() + 0.001, _teller(self.actor_ref, Tick(f"wake:{app}")))
+        if here.switching and all(v.digest == plan.digest for v in here.children.values()):
+            here.switching = False  # every blue is gone: the next node may switch
+            self._names.tell("fabric", ReleaseSwitch(app, self.node))
+
+    def _may_switch(self, app: str, here: _AppHere, plan: Plan) -> bool:
+        """Whether this node may start a green beside its blue now (``[rollout] parallel``).
+
+        A fabric that cannot answer (restarting, or one without switch bookkeeping) does not
+        block an update: the node switches, as it would with no bound.
+        """
+        if here.switching:
+            return True
+        fabric = self._names.get("fabric")
+        lease = plan.timeout + plan.warmup + self._settings.stop_grace + 30.0
+        try:
+            granted = fabric is None or fabric.ask(ClaimSwitch(app, self.node, lease),
+                                                   timeout=2.0) is not False
+        except Exception as exc:
+            log.info("%s: switch claim for %s unanswered (%s); switching", self.node, app, exc)
+            granted = True
+        here.switching = granted
+        return granted
 
     def _place(self, app: str, plan: Plan) -> None:
         budget = self._budgets.get(app) or Budget(app, plan.max, 0.1, 256)
@@ -382,6 +420,9 @@ class Agent(SupervisedActor):
         here.stopping.add(child)
         app_sup = self._app_sup(app)
         ref, grace = self.actor_ref, self._settings.drain_grace
+        info = here.infos.get(child)
+        url = info.url if info is not None and info.state == "Ready" else None
+        names = self._names
 
         def drain_and_stop() -> None:
             if app_sup is not None:
@@ -389,7 +430,9 @@ class Agent(SupervisedActor):
                     kid = next((k for k in which_children(app_sup) if k.id == child), None)
                     if kid is not None and kid.ref is not None:
                         kid.ref.tell(Drain())
-                        time.sleep(grace)  # in-flight requests finish after deregistration
+                        if url is not None:  # it served: routes first, then in-flight requests
+                            _wait_unrouted(names, url, _ROUTE_ACK_TIMEOUT)
+                            time.sleep(grace)
                     terminate_child(app_sup, child)
                     delete_child(app_sup, child)
                 except (SupervisorError, pykka.ActorDeadError) as exc:
@@ -415,6 +458,26 @@ class Agent(SupervisedActor):
             _tell(ref, _AppGone(app))
 
         threading.Thread(target=remove, name=f"remove-{app}", daemon=True).start()
+
+
+def _wait_unrouted(names: Names, url: str, timeout: float) -> bool:
+    """Wait until the edge applied a routing table without ``url``; False if it never did.
+
+    No edge (a member without one, or it is restarting) counts as applied: a restarted edge
+    starts from the fabric's current table, which no longer holds a draining instance.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        edge = names.get("edge")
+        if edge is None:
+            return True
+        try:
+            if edge.ask(IsRouted(url), timeout=1.0) is False:
+                return True
+        except Exception:
+            return True
+        time.sleep(0.005)
+    return False
 
 
 def _teller(ref: Any, message: Any) -> Callable[[], None]:

@@ -1,0 +1,70 @@
+"""Bounded parallelism for blue/green (Flow D): which nodes may switch an app right now.
+
+A node *switches* an app from the moment it starts a green beside its blue until its blue is
+gone. The fabric's mailbox serialises :class:`ClaimSwitch`, so at most ``parallel`` nodes switch
+one app at a time and the others keep serving their blue untouched. A rollback (plan ``failed``)
+needs no switch: reverting must never wait. A holder that never releases (its agent died with
+its view) loses the switch after ``lease`` seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ClaimSwitch", "IsRouted", "ReleaseSwitch", "SwitchGate"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimSwitch:
+    """Ask the fabric whether ``node`` may start switching ``app`` (answer: bool)."""
+
+    app: str
+    node: str
+    lease: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseSwitch:
+    """``node`` finished switching ``app`` (its blue is gone) or dropped the app."""
+
+    app: str
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class IsRouted:
+    """Ask the edge whether its applied routing table still holds ``url`` (answer: bool).
+
+    A draining instance waits for ``False`` before its in-flight requests get their grace.
+    """
+
+    url: str
+
+
+class SwitchGate:
+    """Switch holders by app, with their lease expiry (pure: the fabric passes ``now``)."""
+
+    def __init__(self) -> None:
+        self._holders: dict[str, dict[str, float]] = {}
+
+    def claim(self, app: str, node: str, parallel: int, now: float, lease: float) -> bool:
+        """Grant if ``node`` holds the switch already or fewer than ``parallel`` nodes do."""
+        holders = self._holders.setdefault(app, {})
+        for other in [n for n, until in holders.items() if until <= now]:
+            del holders[other]
+        if node in holders or len(holders) < max(1, parallel):
+            holders[node] = now + lease
+            return True
+        return False
+
+    def release(self, app: str, node: str) -> None:
+        """Forget ``node``'s switch of ``app`` (no-op if it held none)."""
+        self._holders.get(app, {}).pop(node, None)
+
+    def forget(self, app: str) -> None:
+        """The app was stopped: nobody switches it any more."""
+        self._holders.pop(app, None)
+
+    def holders(self, app: str) -> list[str]:
+        """The nodes switching ``app`` (sorted)."""
+        return sorted(self._holders.get(app, {}))

@@ -1,0 +1,87 @@
+"""Fixtures for the reliability tests: published spores (once per session), a fresh home with a
+small config per mesh, and the mesh helpers of tests/mesh."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "mesh"))
+sys.path.insert(0, str(HERE))
+
+from mesh_helpers import MeshProcess, kill_leftovers, workload_pids  # noqa: E402
+
+from mycelium.home import Home  # noqa: E402
+from mycelium.spores import keygen, publish  # noqa: E402
+
+REL = HERE / "workloads" / "rel"
+
+CONFIG = """\
+[instance]
+stop_grace = 1.0
+health_interval = 0.2
+[restart]
+backoff_base = 0.1
+backoff_cap = 30.0
+backoff_jitter = 0.1
+reset_after = 10.0
+intensity = 50
+period = 30.0
+[rollout]
+parallel = 1
+"""
+
+
+@pytest.fixture(scope="session")
+def spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A template home with a key, the test config and every test spore published."""
+    root = tmp_path_factory.mktemp("reltemplate") / "home"
+    home = Home(root).ensure()
+    keygen(home)
+    (root / "mycelium.toml").write_text(CONFIG)
+    variants = {
+        "v1": ("web", {"REL_VERSION": "1"}),
+        "v2": ("web", {"REL_VERSION": "2"}),
+        "v3": ("web", {"REL_VERSION": "3"}),
+        "bad": ("web", {"REL_VERSION": "bad", "REL_MODE": "unhealthy"}),
+        "stubborn": ("web", {"REL_VERSION": "stubborn", "REL_MODE": "stubborn"}),
+        "crashy": ("crashy", {"REL_MODE": "crash"}),
+        "steady": ("steady", {"REL_VERSION": "steady"}),
+    }
+    digests = {key: publish(home, binary=REL,
+                            manifest={"name": name, "version": f"1.0.{k}", "env": env})
+               for k, (key, (name, env)) in enumerate(variants.items())}
+    return root, digests
+
+
+@pytest.fixture
+def home(tmp_path: Path, spores: tuple[Path, dict[str, str]]) -> Iterator[Path]:
+    """A private copy of the template home; no workload of it may survive the test."""
+    target = tmp_path / "home"
+    shutil.copytree(spores[0], target, symlinks=True)
+    yield target
+    leftovers = kill_leftovers(target)
+    assert not leftovers, f"workload processes survived the test: {leftovers}"
+
+
+@pytest.fixture
+def digests(spores: tuple[Path, dict[str, str]]) -> dict[str, str]:
+    """The published digests by variant."""
+    return spores[1]
+
+
+@pytest.fixture
+def mesh(home: Path) -> Iterator[MeshProcess]:
+    """A running 3-node mesh on its own home and edge port; stopped and checked afterwards."""
+    proc = MeshProcess(home)
+    try:
+        yield proc
+    finally:
+        code = proc.stop()
+        assert code == 0, "\n".join(proc.lines[-30:])
+        assert workload_pids(home) == []
