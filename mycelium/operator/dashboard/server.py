@@ -42,6 +42,9 @@ HISTORY = 500
 _TAIL_BYTES = 512 * 1024
 _QUEUE = 2000  # events a slow browser may lag behind before it is cut off (it reconnects)
 _PING = 15.0
+#: After a supervision event the tree is looked at every HOT_INTERVAL s for HOT_FOR s.
+HOT_INTERVAL = 0.1
+HOT_FOR = 3.0
 _STATIC = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css",
            "favicon.svg": "image/svg+xml"}
 _HEADERS = {
@@ -118,6 +121,7 @@ class Dashboard:
         self._state: bytes | None = None
         self._last: tuple[Mapping[str, Any] | None, Mapping[str, Any] | None] = (None, None)
         self._wake: asyncio.Event | None = None
+        self._hot_until = 0.0
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._files: dict[str, bytes] = {}
@@ -264,6 +268,8 @@ class Dashboard:
             self._broadcast(_event("log", _dumps(rec)))
             if self._wake is not None:
                 self._wake.set()
+            if self._loop is not None:
+                self._hot_until = self._loop.time() + HOT_FOR
 
     def _broadcast(self, chunk: bytes) -> None:
         for q in list(self._clients):
@@ -292,9 +298,14 @@ class Dashboard:
 
     async def _sample_tree(self) -> None:
         assert self._wake is not None
+        loop = asyncio.get_running_loop()
         while True:
+            # right after a supervision event the tree keeps changing without telling (the
+            # replacement goes Launching → Ready): look every HOT_INTERVAL for HOT_FOR seconds
+            hot = loop.time() < self._hot_until
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.sample_interval)
+                await asyncio.wait_for(self._wake.wait(), HOT_INTERVAL if hot
+                                       else self.config.sample_interval)
             if not self._clients:
                 self._wake.clear()
                 continue

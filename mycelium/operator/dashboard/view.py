@@ -108,7 +108,8 @@ def tree_view(node: Mapping[str, Any], index: LogIndex, parent: str = "") -> dic
         entry.update(pid=instance.get("pid"), instance=instance.get("id"),
                      restarts=max(entry["restarts"], instance.get("restarts") or 0),
                      started_at=instance.get("started_at") or entry["started_at"],
-                     url=instance.get("url"), rss=instance.get("rss_bytes"))
+                     url=instance.get("url"), rss=instance.get("rss_bytes"),
+                     ready_at=instance.get("ready_at"))
     last = index.exits.get(path)
     if last is not None:
         entry["last_exit"] = {"ts": last.ts, "reason": last.reason}
