@@ -8,11 +8,13 @@ Both consoles offer the same names: ``fabric``, ``edge``, ``nodes`` (name → ha
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import sys
 import time
 from typing import Annotated, Any
 
+import orjson
 import typer
 
 from mycelium.errors import OperationFailed
@@ -20,7 +22,7 @@ from mycelium.operator.client import ControlClient
 
 from .app import HomeOption, app, home_of
 
-__all__ = ["chaos_cmd", "console", "repl_cmd"]
+__all__ = ["chaos_cmd", "chaos_summary", "console", "repl_cmd"]
 
 
 def _err(text: str) -> None:
@@ -49,17 +51,27 @@ def chaos_cmd(home: HomeOption = None,
               app_name: Annotated[str | None, typer.Option("--app")] = None,
               interval: Annotated[float, typer.Option("--interval", min=0.01)] = 1.0,
               duration: Annotated[float, typer.Option("--duration", min=0.0)] = 10.0,
-              seed: Annotated[int | None, typer.Option("--seed")] = None) -> None:
-    """Kill random workload processes at that rate; report kills, recoveries, slowest."""
+              seed: Annotated[int | None, typer.Option("--seed")] = None,
+              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Kill random workload processes at that rate; report kills, recoveries, slowest.
+
+    A recovery is a new Ready instance on the victim's node (the pid changed). Victims are
+    chosen among the Ready instances sorted by (app, node), so ``--seed`` replays the same
+    choices on the same layout.
+
+    Raises:
+        OperationFailed: a kill did not recover within 30 s after the run.
+    """
     client = ControlClient(home_of(home))
     rng = random.Random(seed)
     end = time.monotonic() + duration
-    kills, recoveries, slowest = 0, 0, 0.0
+    kills, times = 0, []
     while time.monotonic() < end:
         tick = time.monotonic()
         status = client.request("status", app=app_name)
-        ready = [(a["app"], i) for a in status["apps"] for i in a["instances"]
-                 if i["state"] == "Ready" and i["pid"]]
+        ready = sorted(((a["app"], i) for a in status["apps"] for i in a["instances"]
+                        if i["state"] == "Ready" and i["pid"]),
+                       key=lambda v: (v[0], v[1]["node"]))
         if ready:
             app_of, victim = rng.choice(ready)
             with contextlib.suppress(OperationFailed):
@@ -68,12 +80,32 @@ def chaos_cmd(home: HomeOption = None,
                 _err(f"killed {victim['id']} pid {victim['pid']}")
                 took = _await_recovery(client, app_of, victim, end + 30)
                 if took is not None:
-                    recoveries += 1
-                    slowest = max(slowest, took)
+                    times.append(took)
+                    _err(f"recovered {app_of} on {victim['node']} in {took * 1000:.0f} ms")
         time.sleep(max(0.0, interval - (time.monotonic() - tick)))
-    _out(f"chaos: {kills} kills, {recoveries} recoveries, slowest recovery {slowest * 1000:.0f} ms")
-    if recoveries < kills:
-        raise OperationFailed(f"{kills - recoveries} kill(s) did not recover")
+    summary = chaos_summary(kills, times)
+    if as_json:
+        _out(orjson.dumps(summary).decode())
+    else:
+        _out(f"chaos: {kills} kills, {len(times)} recoveries, slowest recovery "
+             f"{summary['slowest_ms']:.0f} ms (p50 {summary['p50_ms']:.0f} ms, "
+             f"p99 {summary['p99_ms']:.0f} ms)")
+    if len(times) < kills:
+        raise OperationFailed(f"{kills - len(times)} kill(s) did not recover")
+
+
+def chaos_summary(kills: int, times: list[float]) -> dict[str, Any]:
+    """Kills, recoveries and recovery times in ms (slowest, p50, p99 by nearest rank)."""
+    ordered = sorted(times)
+
+    def rank(q: float) -> float:
+        if not ordered:
+            return 0.0
+        return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))] * 1000
+
+    return {"kills": kills, "recoveries": len(ordered),
+            "slowest_ms": ordered[-1] * 1000 if ordered else 0.0,
+            "p50_ms": rank(0.5), "p99_ms": rank(0.99)}
 
 
 def _await_recovery(client: ControlClient, app_name: str, victim: dict[str, Any],
@@ -85,7 +117,7 @@ def _await_recovery(client: ControlClient, app_name: str, victim: dict[str, Any]
                 if (i["node"] == victim["node"] and i["state"] == "Ready"
                         and i["pid"] != victim["pid"]):
                     return time.monotonic() - start
-        time.sleep(0.01)
+        time.sleep(0.005)
     return None
 
 
