@@ -114,6 +114,7 @@ class ClusterFabric(Fabric):
         self._remote: dict[str, InstanceInfo] = {}
         self._members: dict[str, str] = {}
         self._seen_nodes: set[str] = set()
+        self._left: set[str] = set()
         self._watch_stop = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -136,6 +137,7 @@ class ClusterFabric(Fabric):
         kvs, revision = self._etcd.client.get_prefix(self._etcd.prefix)
         self._members.clear()
         self._remote.clear()
+        self._left.clear()
         for kv in kvs:
             self._apply(Event("put", kv.key, kv.value, kv.mod_revision), initial=True)
         return revision + 1
@@ -205,6 +207,12 @@ class ClusterFabric(Fabric):
                 for iid in [i for i, inf in self._remote.items() if inf.node == name]:
                     del self._remote[iid]
                 return True
+        elif kind == "left":
+            if put:
+                self._left.add(name)
+                self._seen_nodes.add(name)
+            else:
+                self._left.discard(name)
         elif kind == "endpoints":
             if put:
                 info = from_wire(orjson.loads(event.value))
@@ -323,8 +331,8 @@ class ClusterFabric(Fabric):
         doc = status_document(self._plans, self._budgets,  # desired counts live nodes only
                               [*self._instances.values(), *self._remote.values()],
                               nodes, self._declined, app)
-        doc["nodes"] = sorted([*doc["nodes"], *({"name": n, "state": "lost"} for n in lost)],
-                              key=lambda n: str(n["name"]))
+        gone = ({"name": n, "state": "down" if n in self._left else "lost"} for n in lost)
+        doc["nodes"] = sorted([*doc["nodes"], *gone], key=lambda n: str(n["name"]))
         doc["fabric"] = {"store": "etcd", "member": self._etcd.member,
                          "etcd": "connected" if self._etcd.connected else "unreachable"}
         return doc

@@ -19,6 +19,7 @@ Key layout under ``prefix`` (default ``/mycelium/``)::
     nodes/<node>                           {node, member, home_id, lease}              (lease)
     endpoints/<instance id>                InstanceInfo wire                           (lease)
     slots/<app>/<k>                        node name                                   (lease)
+    left/<node>                            a node whose member left gracefully (no lease)
 """
 
 from __future__ import annotations
@@ -131,6 +132,9 @@ class EtcdStore:
             lease, self.lease = self.lease, 0
         if lease:
             with contextlib.suppress(EtcdUnavailable):
+                if self._nodes:  # a graceful leave: the others show these nodes `down`
+                    self.client.txn([], [EtcdClient.put_op(f"{self.prefix}left/{n}", b"1")
+                                         for n in self._nodes])
                 self.client.lease_revoke(lease)
 
     # -- membership --------------------------------------------------------------------------
@@ -164,6 +168,8 @@ class EtcdStore:
         """Delete endpoints and slots held by ``nodes`` (a previous life's leftovers)."""
         mine = set(nodes)
         gone = 0
+        for node in mine:
+            self.client.delete(f"{self.prefix}left/{node}")
         for kv in self.client.get_prefix(self.prefix + "endpoints/")[0]:
             with contextlib.suppress(ValueError):
                 if orjson.loads(kv.value).get("node") in mine:

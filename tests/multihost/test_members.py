@@ -93,6 +93,12 @@ def test_members_place_route_fail_over_and_converge(
         survivor.client.request("stop", app="hello")
         wait_for(lambda: not [i for a in back.status()["apps"] for i in a["instances"]],
                  20.0, "every instance to stop")
+        # a member that leaves gracefully: its nodes show down (not lost) on the others
+        assert survivor.stop() == 0
+        wait_for(lambda: {n: s for n, s in back.nodes().items()
+                          if n.startswith(survivor.prefix)} == {
+                     f"{survivor.prefix}-1": "down", f"{survivor.prefix}-2": "down"},
+                 10.0, "the graceful member's nodes to show down")
     finally:
         for m in members.values():
             m.stop()
@@ -105,7 +111,7 @@ def test_a_member_cut_off_past_its_lease_gives_back_what_was_replaced(
     a = MemberProcess(home_a, etcd.url, "a", ttl=TTL)
     b = MemberProcess(home_b, etcd.url, "b", ttl=TTL)
     try:
-        a.client.request("deploy", app="hello", digest=digest, min=1, max=2)
+        b.client.request("deploy", app="hello", digest=digest, min=1, max=2)  # b fetches it
         placed = wait_for(lambda: len(r := a.instances("hello")) == 2 and r, 30.0, "2 Ready")
         count = {m: sum(i["node"].startswith(m.prefix) for i in placed) for m in (a, b)}
         frozen = a if count[a] >= count[b] else b
