@@ -131,3 +131,13 @@ def test_ui_port_0_turns_the_dashboard_off_and_the_config_gives_the_default() ->
     cfg = load_config(env={"MYCELIUM_EDGE_UI_PORT": "9191"})
     assert _dashboard_config(cfg, None, 8080) == DashboardConfig(port=9191, edge_port=8080)
     assert _dashboard_config(cfg, 9292, 8080).port == 9292
+
+
+def test_only_the_newest_points_go_out_after_the_first_series() -> None:
+    rates = RateHistory(window=10.0)
+    assert rates.latest() == {}
+    rates.add(100.0, {"hello": Counts(0, 0), "idle": Counts(5, 0)})
+    rates.add(102.0, {"hello": Counts(4, 2), "idle": Counts(5, 0)})
+    assert rates.latest() == {"hello": [102.0, 2.0, 1.0], "idle": [102.0, 0.0, 0.0]}
+    rates.add(104.0, {"hello": Counts(4, 2)})  # idle's counter gone (edge restarted)
+    assert rates.latest() == {"hello": [104.0, 0.0, 0.0]}

@@ -87,6 +87,16 @@ class RateHistory:
             if not points:
                 del self._points[app]
 
+    def latest(self) -> dict[str, list[float]]:
+        """The newest point of each app that got one at the last sample (what a watching
+        page appends; it drops points older than the window itself)."""
+        if self._last is None:
+            return {}
+        now = self._last[0]
+        return {app: [round(t, 3), round(r, 3), round(e, 3)]
+                for app, points in sorted(self._points.items())
+                for t, r, e in (points[-1],) if t == now}
+
     def series(self) -> dict[str, list[list[float]]]:
         """``{app: [[ts, requests_per_s, errors_per_s], ...]}``, oldest first."""
         return {app: [[round(t, 3), round(r, 3), round(e, 3)] for t, r, e in points]

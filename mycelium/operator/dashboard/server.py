@@ -328,8 +328,8 @@ class Dashboard:
                     async with session.get(url) as resp:
                         text = await resp.text()
                     self._rates.add(time.time(), parse_requests(text))
-                    if self._clients:
-                        self._broadcast(_event("rates", _dumps(self._rates.series())))
+                    if self._clients:  # the full series went out on connect
+                        self._broadcast(_event("rate", _dumps(self._rates.latest())))
                 except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
                     pass  # the edge is restarting; the next sample will do
                 await asyncio.sleep(self.config.rates_interval)

@@ -7,6 +7,7 @@ const collapsed = new Set();        // tree paths the operator folded
 const knownApps = new Set();
 let lastPids = new Map();           // tree path -> pid, to flash a respawn
 let filter = "";
+let rates = {};                     // app -> [[ts, req/s, err/s], ...], last 5 minutes
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -256,7 +257,16 @@ function connect() {
       `${s.nodes.length} nodes (${up} up) · ${s.apps.length} apps · updated ${clock(Date.now() / 1000)}`;
     document.body.dataset.updated = String(Date.now());
   });
-  es.addEventListener("rates", ev => renderRates(JSON.parse(ev.data)));
+  es.addEventListener("rates", ev => { rates = JSON.parse(ev.data); renderRates(rates); });
+  es.addEventListener("rate", ev => {
+    const points = JSON.parse(ev.data);
+    for (const [app, p] of Object.entries(points)) {
+      const series = rates[app] || (rates[app] = []);
+      series.push(p);
+      while (series.length && series[0][0] < p[0] - 300) series.shift();
+    }
+    renderRates(rates);
+  });
 }
 
 document.addEventListener("DOMContentLoaded", () => {
