@@ -29,6 +29,7 @@ from mycelium.home import Home
 from mycelium.mesh import Mesh
 from mycelium.node.settings import SporeInfo
 from mycelium.operator import MeshConfig
+from mycelium.operator.control import ControlError
 from mycelium.spores import load_trusted
 from mycelium.spores.fetch import SporeServer, fetch
 from supervisors import ChildSpec
@@ -153,6 +154,31 @@ class Member(Mesh):
     def _spore_info(self, digest: str) -> SporeInfo:
         self._fetch(digest)
         return super()._spore_info(digest)
+
+    def _op_kill(self, req: dict[str, Any]) -> Any:
+        """``kill`` signals only this member's workloads: a pid means nothing on another host.
+
+        Raises:
+            ControlError: the node is another member's (kill through that member), or no
+                instance of the app runs here.
+        """
+        node = req.get("node")
+        if node is not None and node not in self.node_names:
+            raise ControlError(f"node {node} is not on this member ({self.prefix}): run "
+                               f"`mycelium kill` through the member that runs it", 1)
+        if node is None:
+            app = str(req.get("app", ""))
+            local = [i["node"] for a in self.status(app)["apps"] for i in a["instances"]
+                     if i["node"] in self.node_names and i["pid"]
+                     and i["state"] in ("Launching", "Ready")]
+            if not local:
+                raise ControlError(f"no running instance of {app} on this member "
+                                   f"({self.prefix})", 1)
+            pids: list[int] = []
+            for n in sorted(set(local)):
+                pids += super()._op_kill({**req, "node": n})
+            return pids
+        return super()._op_kill(req)
 
     def _op_deploy(self, req: dict[str, Any]) -> Any:
         digest = str(req.get("digest", ""))

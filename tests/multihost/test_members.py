@@ -13,6 +13,7 @@ import pytest
 from etcd_helpers import EtcdServer, MemberProcess, free_port, get, kill_workloads, wait_for
 
 from mycelium.home import Home
+from mycelium.operator.control import ControlError
 from mycelium.spores import Repo, keygen, publish, trust
 
 HELLO = Path(__file__).resolve().parents[2] / "examples" / "hello" / "hello"
@@ -89,6 +90,14 @@ def test_members_place_route_fail_over_and_converge(
         every = [i for app in back.status()["apps"] for i in app["instances"]]
         assert len(every) == 3, every  # no orphan endpoint of the previous life
 
+        # kill signals only the member's own workloads (a pid means nothing on another host)
+        theirs = next(i for i in every if not i["node"].startswith(back.prefix))
+        with pytest.raises(ControlError, match="not on this member"):
+            back.client.request("kill", app="hello", node=theirs["node"], signal=0)
+        pids = back.client.request("kill", app="hello", signal=0)
+        assert sorted(pids) == sorted(i["pid"] for i in every
+                                      if i["node"].startswith(back.prefix))
+
         # a stop through any member stops the app everywhere
         survivor.client.request("stop", app="hello")
         wait_for(lambda: not [i for a in back.status()["apps"] for i in a["instances"]],
@@ -109,7 +118,8 @@ def test_a_member_cut_off_past_its_lease_gives_back_what_was_replaced(
         etcd: EtcdServer, homes: tuple[Path, Path, str]) -> None:
     home_a, home_b, digest = homes
     a = MemberProcess(home_a, etcd.url, "a", ttl=TTL)
-    b = MemberProcess(home_b, etcd.url, "b", ttl=TTL)
+    b = MemberProcess(home_b, etcd.url, "b", ttl=TTL, edge=False)
+    assert "mesh up: no edge, 2 nodes (b-1, b-2)" in b.wait_line("mesh up")
     try:
         b.client.request("deploy", app="hello", digest=digest, min=1, max=2)  # b fetches it
         placed = wait_for(lambda: len(r := a.instances("hello")) == 2 and r, 30.0, "2 Ready")
