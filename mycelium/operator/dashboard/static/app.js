@@ -150,7 +150,10 @@ function renderRates(series) {
     const pts = series[app];
     const last = pts[pts.length - 1] || [0, 0, 0];
     const max = Math.max(1, ...pts.map(p => p[1]));
-    const t1 = last[0] || Date.now() / 1000, t0 = t1 - 300;
+    // the x axis spans the data (at least a minute, at most the 5 minutes kept)
+    const t1 = last[0] || Date.now() / 1000;
+    const span = Math.min(300, Math.max(60, t1 - (pts[0] ? pts[0][0] : t1)));
+    const t0 = t1 - span;
     const svg = document.createElementNS(svgNS, "svg");
     svg.setAttribute("width", W); svg.setAttribute("height", H);
     svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
@@ -162,11 +165,19 @@ function renderRates(series) {
     base.setAttribute("stroke", "#ddd");
     svg.append(base);
     const shown = pts.filter(p => p[0] >= t0);
-    if (shown.length) {
+    if (shown.length === 1) {  // one sample so far: a dot, a line needs two
+      const dot = document.createElementNS(svgNS, "circle");
+      dot.setAttribute("cx", W - 2);
+      dot.setAttribute("cy", (H - shown[0][1] / max * (H - 4) - 2).toFixed(1));
+      dot.setAttribute("r", 2);
+      dot.setAttribute("class", "req");
+      dot.setAttribute("fill", "currentColor");
+      svg.append(dot);
+    } else if (shown.length) {
       const g1 = document.createElementNS(svgNS, "g"); g1.setAttribute("class", "req");
-      g1.append(polyline(shown, 1, max, t0, 300, "req-line"));
+      g1.append(polyline(shown, 1, max, t0, span, "req-line"));
       const g2 = document.createElementNS(svgNS, "g"); g2.setAttribute("class", "err");
-      g2.append(polyline(shown, 2, max, t0, 300, "err-line"));
+      g2.append(polyline(shown, 2, max, t0, span, "err-line"));
       svg.append(g1, g2);
     }
     return el("div", {class: "chart", "data-app": app},
