@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from dash_helpers import MeshWithDashboard, wait_until
-from selenium.webdriver.support.ui import Select
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -91,6 +90,8 @@ def test_a_kill_9_shows_as_a_termination_and_a_respawn_within_2s(page: Any) -> N
 
 
 def test_the_log_stream_filters_by_app(page: Any) -> None:
+    from selenium.webdriver.support.ui import Select  # after the browser fixture's check
+
     select = Select(page.find_element("id", "app-filter"))
     select.select_by_value("hello")
     rows = page.execute_script(LOG_JS)
