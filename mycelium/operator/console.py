@@ -39,6 +39,8 @@ class PromptState:
         self.prompt = ""
         self.owner = threading.get_ident()
         self.pending: dict[int, str] = {}
+        #: Counts the prompts shown: tells whether the console moved on since some moment.
+        self.generation = 0
 
 
 class PromptSafeStream:
@@ -105,6 +107,7 @@ class MeshConsole(code.InteractiveConsole):
         state = self.state
         with state.lock:
             state.prompt, state.at_prompt = prompt, True
+            state.generation += 1
         try:
             return input(prompt)
         finally:

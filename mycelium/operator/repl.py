@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,10 +30,10 @@ from typing import Any, Protocol
 import pykka
 
 from mycelium import messages
-from mycelium.errors import OperationFailed
+from mycelium.errors import MyceliumError, OperationFailed
 from mycelium.home import Home
+from mycelium.operator.client import ControlClient, ControlError
 from mycelium.operator.console import LeaveConsole, PromptSafeStream, PromptState, interact
-from mycelium.operator.control import ControlClient
 from mycelium.operator.render import render_status, render_tree
 
 __all__ = ["HISTORY_FILE", "NAMES", "Backend", "Handle", "LocalBackend", "RemoteBackend",
@@ -40,6 +42,9 @@ __all__ = ["HISTORY_FILE", "NAMES", "Backend", "Handle", "LocalBackend", "Remote
 #: What both consoles offer, in banner order.
 NAMES = ("fabric", "edge", "nodes", "msg", "tree()", "status()")
 HISTORY_FILE = "repl_history"
+#: How long a handle waits for an actor that is being restarted: a crash told from the console
+#: is usually followed at once by a look at the restarted actor.
+RESTART_WAIT = 3.0
 
 
 class Backend(Protocol):
@@ -122,11 +127,18 @@ class LocalBackend:
     def __init__(self, mesh: Any) -> None:
         self.mesh = mesh
 
-    def _ref(self, name: str) -> pykka.ActorRef[Any]:
-        ref = self.mesh.names.get(name)
-        if ref is None:
-            raise OperationFailed(f"no actor named {name!r} is running (restarting?)")
-        return ref
+    def _call(self, name: str, use: Callable[[pykka.ActorRef[Any]], Any]) -> Any:
+        """``use(ref)`` on the actor registered as ``name``, waiting out a restart."""
+        deadline = time.monotonic() + RESTART_WAIT
+        while True:
+            ref = self.mesh.names.get(name)
+            if ref is not None:
+                with contextlib.suppress(pykka.ActorDeadError):  # it died before handling it
+                    return use(ref)
+            if time.monotonic() >= deadline:
+                raise OperationFailed(f"no actor named {name!r} is running "
+                                      f"(still restarting after {RESTART_WAIT:g}s?)")
+            time.sleep(0.02)
 
     def tell(self, name: str, message: Any) -> None:
         """Tell actor ``name`` a message.
@@ -134,10 +146,7 @@ class LocalBackend:
         Raises:
             OperationFailed: no such actor is running.
         """
-        try:
-            self._ref(name).tell(message)
-        except pykka.ActorDeadError:
-            raise OperationFailed(f"{name} stopped before the message arrived") from None
+        self._call(name, lambda ref: ref.tell(message))
 
     def ask(self, name: str, message: Any, timeout: float) -> Any:
         """Ask actor ``name`` a message.
@@ -146,19 +155,29 @@ class LocalBackend:
             OperationFailed: no such actor is running or no answer within ``timeout``.
         """
         try:
-            return self._ref(name).ask(message, timeout=timeout)
-        except pykka.ActorDeadError:
-            raise OperationFailed(f"{name} stopped before it answered") from None
+            return self._call(name, lambda ref: ref.ask(message, timeout=timeout))
         except pykka.Timeout:
             raise OperationFailed(f"{name} did not answer within {timeout:g}s") from None
 
+    def _fabric_op(self, op: Callable[[], Any]) -> dict[str, Any]:
+        deadline = time.monotonic() + RESTART_WAIT
+        while True:
+            try:
+                return dict(op())
+            except (MyceliumError, pykka.ActorDeadError) as exc:
+                restarting = (isinstance(exc, pykka.ActorDeadError) or _restarting(str(exc))
+                              or self.mesh.names.get("fabric") is None)
+                if not restarting or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.02)
+
     def tree(self) -> dict[str, Any]:
         """The annotated tree, as the control socket's ``tree`` op returns it."""
-        return dict(self.mesh._op_tree({}))  # the op is the mesh's one renderer of the tree
+        return self._fabric_op(lambda: self.mesh._op_tree({}))  # the mesh's own tree op
 
     def status(self, app: str | None) -> dict[str, Any]:
         """The status document."""
-        return dict(self.mesh.status(app))
+        return self._fabric_op(lambda: self.mesh.status(app))
 
     def node_names(self) -> list[str]:
         """The mesh's node names."""
@@ -182,7 +201,7 @@ class RemoteBackend:
             NoMesh: the mesh is gone.
             ControlError: no such actor, or the mesh refused the message.
         """
-        self.client.tell(name, message)
+        self._retry(name, lambda: self.client.tell(name, message))
 
     def ask(self, name: str, message: Any, timeout: float) -> Any:
         """Ask actor ``name``; the answer is turned back into message classes (``from_wire``).
@@ -191,21 +210,41 @@ class RemoteBackend:
             NoMesh: the mesh is gone.
             ControlError: no such actor, no answer in time, or the handler failed.
         """
-        return messages.from_wire(self.client.ask(name, message, timeout))
+        return messages.from_wire(self._retry(name, lambda: self.client.ask(name, message,
+                                                                            timeout)))
 
     def tree(self) -> dict[str, Any]:
         """The tree document."""
-        return dict(self.client.request("tree"))
+        return dict(self._retry("fabric", lambda: self.client.request("tree")))
 
     def status(self, app: str | None) -> dict[str, Any]:
         """The status document."""
-        return dict(self.client.request("status", app=app))
+        return dict(self._retry("fabric", lambda: self.client.request("status", app=app)))
+
+    def _retry(self, name: str, call: Callable[[], Any]) -> Any:
+        """``call()``, again while actor ``name`` is being restarted (up to RESTART_WAIT)."""
+        deadline = time.monotonic() + RESTART_WAIT
+        while True:
+            try:
+                return call()
+            except ControlError as exc:
+                restarting = (_restarting(str(exc))
+                              or name not in self.client.request("names"))
+                if not restarting or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.02)
 
     def node_names(self) -> list[str]:
         """The agents' registered names (``node-N``, not ``node-N/apps``)."""
         names = self.client.request("names")
         return sorted((n for n in names if n.startswith("node-") and "/" not in n),
                       key=_natural)
+
+
+def _restarting(error: str) -> bool:
+    """Whether a mesh error means "that actor is between two lives" (worth a retry)."""
+    return (error.startswith("no actor named") or "restarting" in error
+            or "ActorDeadError" in error)
 
 
 def _natural(name: str) -> tuple[str, int]:
@@ -257,6 +296,67 @@ def run_attached(home: Home) -> None:
     interact(names, text, home.root / HISTORY_FILE)
 
 
+def _nothing() -> None:
+    return None
+
+
+def _wake_main_on_sigint(state: PromptState) -> Callable[[], None]:
+    """Make Ctrl-C reach a main thread that waits in readline; returns the undo.
+
+    The kernel may deliver SIGINT to any of the mesh's threads: Python then runs its handler
+    in the main thread, but only once that thread wakes up, and readline waits in ``select``
+    until a key is pressed. The signal's wakeup fd tells a helper thread, which pokes the main
+    thread with SIGUSR2 (a no-op handler): ``select`` is interrupted and the handler runs.
+    """
+    main = threading.get_ident()
+    stop = threading.Event()
+    poking = threading.Lock()
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    old_usr2 = signal.signal(signal.SIGUSR2, lambda *_: None)
+
+    def pump() -> None:
+        while True:
+            try:
+                data = reader.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            if signal.SIGINT in data:
+                poke()
+
+    def poke() -> None:
+        # A signal that lands just before readline enters select() is only seen at the next
+        # interruption: poke until the console has moved on from this prompt (or 1 s passed).
+        generation = state.generation
+        for _ in range(20):
+            with poking:  # never after undo(): SIGUSR2's default action ends the process
+                if stop.is_set():
+                    return
+                with contextlib.suppress(OSError):
+                    signal.pthread_kill(main, signal.SIGUSR2)
+            if stop.wait(0.05) or not state.at_prompt or state.generation != generation:
+                return
+
+    threading.Thread(target=pump, name="repl-sigint", daemon=True).start()
+
+    def undo() -> None:
+        with poking:
+            stop.set()
+        signal.set_wakeup_fd(old_fd)
+        # a poke still in flight must not meet SIGUSR2's default action (ending the process)
+        keep = old_usr2 if old_usr2 not in (signal.SIG_DFL, None) else signal.SIG_IGN
+        signal.signal(signal.SIGUSR2, keep)
+        with contextlib.suppress(OSError):
+            reader.shutdown(socket.SHUT_RDWR)
+        writer.close()
+        reader.close()
+
+    return undo
+
+
 def run_in_process(mesh: Any, out: Callable[[str], None] | None = None) -> None:
     """``mycelium up --repl``: a console in the mesh's process, then wait for the mesh's end.
 
@@ -288,8 +388,10 @@ def run_in_process(mesh: Any, out: Callable[[str], None] | None = None) -> None:
         raise KeyboardInterrupt
 
     previous = signal.getsignal(signal.SIGINT) if in_main else None
+    undo_forward: Callable[[], None] = _nothing
     if in_main:
         signal.signal(signal.SIGINT, on_sigint)
+        undo_forward = _wake_main_on_sigint(state)
     threading.Thread(target=wake_console, name="repl-wake", daemon=True).start()
     readline_mod: Any = None
     with contextlib.suppress(ImportError):
@@ -310,6 +412,7 @@ def run_in_process(mesh: Any, out: Callable[[str], None] | None = None) -> None:
         left.set()
         sys.stdout, sys.stderr = streams
         if in_main:
+            undo_forward()
             signal.signal(signal.SIGINT, previous)
     if not mesh.stopped.is_set():
         say(f"console closed; the mesh keeps running (stop it with Ctrl-C or "

@@ -28,7 +28,7 @@ import pytest
 
 from mycelium.home import Home
 from mycelium.operator import SupervisionLog
-from mycelium.operator.control import ControlClient
+from mycelium.operator.client import ControlClient
 from mycelium.spores import keygen, publish
 
 REPO = Path(__file__).resolve().parents[2]
@@ -183,9 +183,12 @@ def test_an_attached_repl_pokes_the_mesh_and_leaving_it_keeps_the_mesh(
 
         before = len(list(SupervisionLog(home).read()))
         term.run("fabric.tell(msg.Crash())")
-        wait_for(lambda: restarted(home, "fabric", before), 15, "the fabric's restart in the log")
-        wait_for(lambda: "'name': 'fabric'" in term.run("fabric.ask(msg.GetInfo())"), 10,
-                 "the restarted fabric answering the same handle")
+        # the same handle reaches the restarted fabric: a handle waits out a restart
+        assert "'name': 'fabric'" in term.run("fabric.ask(msg.GetInfo())")
+        term.run("edge.tell(msg.Crash())")
+        assert "fabric  worker  running" in term.run("tree()")
+        wait_for(lambda: restarted(home, "fabric", before) and restarted(home, "edge", before),
+                 15, "the fabric's and the edge's restarts in the log")
 
         term.type("\x04")  # Ctrl-D detaches
         assert term.proc.wait(15) == 0
