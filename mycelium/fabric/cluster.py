@@ -115,6 +115,7 @@ class ClusterFabric(Fabric):
         self._members: dict[str, str] = {}
         self._seen_nodes: set[str] = set()
         self._left: set[str] = set()
+        self._shared: dict[str, tuple[Any, ...]] = {}
         self._watch_stop = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -306,6 +307,18 @@ class ClusterFabric(Fabric):
             self._names.tell(node, PlanChanged(app, None, None) if node in evicted else message)
 
     def _publish_instance(self, info: InstanceInfo) -> None:
+        """Share an instance with the other members when a routing or status fact changed.
+
+        Resource samples (cpu, rss) alone are not written: every instance would write etcd
+        every sample interval. The other members see the samples of the last real change.
+        """
+        facts = (info.state, info.url, info.pid, info.restarts, info.digest, info.ready_at)
+        if info.state != "Stopped" and self._shared.get(info.id) == facts:
+            return
+        if info.state == "Stopped":
+            self._shared.pop(info.id, None)
+        else:
+            self._shared[info.id] = facts
         url = info.url
         if url and self._advertise not in ("127.0.0.1", "localhost"):
             url = url.replace("://127.0.0.1:", f"://{self._advertise}:", 1)

@@ -91,6 +91,7 @@ class EtcdStore:
         self._spore_url = ""
         self._endpoints: dict[str, bytes] = {}
         self._slots: dict[str, str] = {}  # slot key → node
+        self._releases: set[tuple[str, str]] = set()  # (app, node) released while etcd was away
         self._listeners: list[Callable[[str], None]] = []
 
     # -- the Store interface -----------------------------------------------------------------
@@ -226,7 +227,13 @@ class EtcdStore:
                     self._emit("etcd-lost")
 
     def _republish(self) -> None:
-        """Write this member's endpoints again (a put may have been lost while etcd was away)."""
+        """Write this member's endpoints again and give back the slots released meanwhile."""
+        with self._lock:
+            releases = sorted(self._releases)
+        for app, node in releases:
+            self.release_slot(app, node)
+            with self._lock:
+                self._releases.discard((app, node))
         mine = set(self._nodes)
         stale = []
         for kv in self.client.get_prefix(self.prefix + "endpoints/")[0]:
@@ -276,7 +283,8 @@ class EtcdStore:
         if info.state == "Stopped":
             with self._lock:
                 self._endpoints.pop(info.id, None)
-            self.client.delete(key)
+            if self.connected:  # else: the republish on etcd's return deletes it
+                self.client.delete(key)
             return
         body = orjson.dumps(to_wire(info))
         with self._lock:
@@ -284,7 +292,8 @@ class EtcdStore:
                 return
             self._endpoints[info.id] = body
             lease = self.lease
-        self.client.put(key, body, lease)
+        if self.connected:  # else: republished when etcd returns (no 2 s wait per change)
+            self.client.put(key, body, lease)
 
     def instances(self) -> list[InstanceInfo]:
         """Every live instance of the mesh."""
@@ -297,7 +306,13 @@ class EtcdStore:
     # -- slots -----------------------------------------------------------------------------------
 
     def claim_slot(self, app: str, node: str, limit: int) -> bool:
-        """Take one of the app's ``limit`` slots for ``node``; atomic across members."""
+        """Take one of the app's ``limit`` slots for ``node``; atomic across members.
+
+        Raises:
+            EtcdUnavailable: etcd is away (no slot is granted without it).
+        """
+        if not self.connected:
+            raise EtcdUnavailable("etcd unreachable: no slot can be claimed now")
         base = f"{self.prefix}slots/{app}/"
         held = {int(kv.key.rsplit("/", 1)[1]): kv.value.decode()
                 for kv in self.client.get_prefix(base)[0]}
@@ -319,7 +334,14 @@ class EtcdStore:
         return False
 
     def release_slot(self, app: str, node: str) -> None:
-        """Give back the slots ``node`` holds for ``app``."""
+        """Give back the slots ``node`` holds for ``app`` (when etcd returns, if it is away)."""
+        if not self.connected:
+            with self._lock:
+                self._releases.add((app, node))
+                for key in [k for k, n in self._slots.items()
+                            if n == node and k.startswith(f"{self.prefix}slots/{app}/")]:
+                    del self._slots[key]
+            return
         for kv in self.client.get_prefix(f"{self.prefix}slots/{app}/")[0]:
             if kv.value.decode() == node:
                 self.client.txn([EtcdClient.value_is(kv.key, kv.value)],

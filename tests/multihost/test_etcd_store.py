@@ -163,3 +163,28 @@ def test_watch_sees_changes_and_resumes_after_an_etcd_restart(etcd: EtcdServer) 
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.timeout(40)
+def test_changes_while_etcd_is_away_are_applied_when_it_returns(etcd: EtcdServer) -> None:
+    a = member(etcd, "a", ttl=3.0)
+    back = threading.Event()
+    a.on_event(lambda kind: back.set() if kind == "etcd-back" else None)
+    try:
+        a.put_instance(info("hello@a-1#1", "a-1"))
+        assert a.claim_slot("hello", "a-1", 1)
+        etcd.kill()
+        wait_for(lambda: not a.connected, 10.0, "the member to notice etcd is gone")
+        with pytest.raises(EtcdUnavailable):
+            a.claim_slot("hello", "a-2", 2)
+        started = time.monotonic()
+        a.put_instance(info("hello@a-1#1", "a-1", "Stopped"))  # none of these may block
+        a.put_instance(info("hello@a-2#2", "a-2"))
+        a.release_slot("hello", "a-1")
+        assert time.monotonic() - started < 0.5
+        etcd.start()
+        wait_for(back.is_set, 15.0, "etcd-back")
+        assert {i.id for i in a.instances()} == {"hello@a-2#2"}
+        assert a.slots("hello") == {}
+    finally:
+        a.close()
