@@ -22,7 +22,7 @@ from mycelium.home import Home  # noqa: E402
 from mycelium.operator.client import ControlClient  # noqa: E402
 from mycelium.spores import keygen, publish  # noqa: E402
 
-__all__ = ["Load", "Mesh", "REPO", "cli", "publish_examples"]
+__all__ = ["REPO", "Load", "Mesh", "cli", "publish_examples"]
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 HELLO = REPO / "examples" / "hello" / "hello"

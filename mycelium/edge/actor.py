@@ -116,8 +116,15 @@ class EdgeActor(SupervisedActor):
                     self._server.set_restarts(dict(message.restarts))
             case IsRouted(url=url):  # a draining instance waits until it left the table
                 server = self._server
-                return server is not None and any(
-                    ep.url == url for route in server.routes.values() for ep in route.endpoints)
+                if server is None:
+                    return False
+                if any(ep.url == url for route in server.routes.values()
+                       for ep in route.endpoints):
+                    return True
+                # gone: also close idle keep-alive connections that requests finishing since the
+                # last push handed back to the pool, so that what stays open is in flight
+                server.set_routes(server.routes)
+                return False
             case GetInfo():
                 server = self._server
                 return {"name": "edge", "port": server.port if server else None,

@@ -89,6 +89,7 @@ class Fabric(SupervisedActor):
         self._routes: EndpointsChanged | None = None
         self._generation = 0
         self._parallel = parallel
+        self._restarting: dict[str, dict[str, int]] = {}  # app → node → restarts of a failed slot
         self._switches = SwitchGate()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -236,6 +237,7 @@ class Fabric(SupervisedActor):
         del self._plans[app]
         self._declined.pop(app, None)
         self._switches.forget(app)
+        self._restarting.pop(app, None)
         self._broadcast(app)
         self._push_routes()
         return {"app": app, "stopped": True}
@@ -279,6 +281,10 @@ class Fabric(SupervisedActor):
     # -- instances and routes ----------------------------------------------------------------
 
     def _instance(self, info: InstanceInfo) -> None:
+        if info.state == "Stopped" and info.reason:  # failed: its supervisor backs off, restarts
+            self._restarting.setdefault(info.app, {})[info.node] = info.restarts + 1
+        elif info.state == "Ready":
+            self._restarting.get(info.app, {}).pop(info.node, None)
         if info.state == "Stopped":
             self._instances.pop(info.id, None)
         else:
@@ -349,5 +355,7 @@ class Fabric(SupervisedActor):
         """SPEC §6's status document."""
         nodes = {n: ("up" if self._names.get(n) is not None else "restarting")
                  for n in self._nodes}
+        restarting = {a: max(by_node.values()) for a, by_node in self._restarting.items()
+                      if by_node}
         return status_document(self._plans, self._budgets, self._instances.values(), nodes,
-                               self._declined, app)
+                               self._declined, app, restarting)

@@ -30,13 +30,14 @@ def routes(plans: Mapping[str, Plan], instances: Iterable[InstanceInfo]) -> tupl
 
 
 def app_state(plan: Plan | None, desired: int, instances: list[InstanceInfo],
-              now: float | None = None) -> str:
+              now: float | None = None, restarting: int = 0) -> str:
     """One documented word for an app (SPEC §6).
 
     ``stopped`` no plan; ``failed`` the last update was rolled back; ``updating`` instances of
     another digest still run; ``running`` at least ``min`` and ``desired`` Ready; ``crashloop``
-    below ``min`` while an instance keeps restarting; ``starting`` below ``min`` within the
-    rollout's deadline; ``degraded`` below ``min`` after it.
+    below ``min`` while an instance keeps restarting (or waits out a backoff after its
+    ``restarting``-th restart); ``starting`` below ``min`` within the rollout's deadline;
+    ``degraded`` below ``min`` after it.
     """
     if plan is None:
         return "stopped"
@@ -48,7 +49,8 @@ def app_state(plan: Plan | None, desired: int, instances: list[InstanceInfo],
     ready = sum(1 for i in live if i.state == "Ready")
     if ready >= plan.min and ready >= desired:
         return "running"
-    if any(i.restarts >= CRASHLOOP_RESTARTS and i.state != "Ready" for i in live):
+    if restarting >= CRASHLOOP_RESTARTS or any(
+            i.restarts >= CRASHLOOP_RESTARTS and i.state != "Ready" for i in live):
         return "crashloop"
     if ready >= plan.min:
         return "running"
@@ -68,8 +70,13 @@ def _instance_doc(info: InstanceInfo) -> dict[str, Any]:
 
 def status_document(plans: Mapping[str, Plan], budgets: Mapping[str, Budget],
                     instances: Iterable[InstanceInfo], nodes: Mapping[str, str],
-                    declined: Mapping[str, set[str]], app: str | None = None) -> dict[str, Any]:
-    """SPEC §6's ``status --json`` document (extra keys are additions, never changes)."""
+                    declined: Mapping[str, set[str]], app: str | None = None,
+                    restarting: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """SPEC §6's ``status --json`` document (extra keys are additions, never changes).
+
+    ``restarting`` maps an app to the restart count of a slot whose instance failed and whose
+    replacement is not Ready yet (it may be waiting out a backoff, so no instance shows it).
+    """
     by_app: dict[str, list[InstanceInfo]] = {}
     for info in instances:
         by_app.setdefault(info.app, []).append(info)
@@ -91,7 +98,8 @@ def status_document(plans: Mapping[str, Plan], budgets: Mapping[str, Budget],
             "desired": desired,
             "ready": sum(1 for i in insts if i.state == "Ready"
                          and (plan is None or i.digest == plan.digest)),
-            "state": app_state(plan, desired, insts),
+            "state": app_state(plan, desired, insts,
+                               restarting=(restarting or {}).get(name, 0)),
             "instances": [_instance_doc(i) for i in insts],
         }
         if plan is not None:

@@ -349,7 +349,8 @@ class Agent(SupervisedActor):
 
         def start_app() -> pykka.ActorRef[Any]:
             return Supervisor.start(
-                SupFlags("one_for_one", intensity=s.intensity, period=s.period), [child],
+                SupFlags("one_for_one", intensity=backoff_intensity(s), period=s.period),
+                [child],
                 path=f"mesh/nodes/{node}/apps/{app}", reporter=reporter)
 
         try:
@@ -419,7 +420,8 @@ class Agent(SupervisedActor):
     def _stop_child(self, app: str, here: _AppHere, child: str) -> None:
         here.stopping.add(child)
         app_sup = self._app_sup(app)
-        ref, grace = self.actor_ref, self._settings.drain_grace
+        ref = self.actor_ref
+        grace = max(self._settings.drain_grace, self._settings.stop_grace)
         info = here.infos.get(child)
         url = info.url if info is not None and info.state == "Ready" else None
         names = self._names
@@ -432,7 +434,8 @@ class Agent(SupervisedActor):
                         kid.ref.tell(Drain())
                         if url is not None:  # it served: routes first, then in-flight requests
                             _wait_unrouted(names, url, _ROUTE_ACK_TIMEOUT)
-                            time.sleep(grace)
+                            if not _wait_idle(names, url, grace):
+                                log.info("%s: requests still in flight after %gs", child, grace)
                     terminate_child(app_sup, child)
                     delete_child(app_sup, child)
                 except (SupervisorError, pykka.ActorDeadError) as exc:
@@ -458,6 +461,70 @@ class Agent(SupervisedActor):
             _tell(ref, _AppGone(app))
 
         threading.Thread(target=remove, name=f"remove-{app}", daemon=True).start()
+
+
+def backoff_intensity(settings: NodeSettings) -> int:
+    """The app supervisor's intensity: the configured one, raised to what backoff permits.
+
+    Backoff already bounds how fast a crash-looping instance restarts. If intensity were below
+    the number of backed-off restarts that fit into ``period``, the app supervisor would give up
+    after a few seconds, ``apps`` would start a fresh one and the backoff would start over at
+    ``base``: the delays would cycle instead of growing to ``cap``. With this bound a pure crash
+    loop backs off to the cap and intensity only catches restarts faster than backoff allows.
+    """
+    b = settings.backoff
+    elapsed, n = 0.0, 0
+    while n < 1000:
+        elapsed += min(b.cap, b.base * 2 ** n) * (1.0 - b.jitter)
+        if elapsed > settings.period:
+            break
+        n += 1
+    return max(settings.intensity, n + 1)
+
+
+def _established(port: int) -> int:
+    """Established TCP connections to local ``port`` (IPv4 and IPv6), from /proc/net.
+
+    After the edge dropped an endpoint and closed its idle keep-alive connections to it, what
+    remains established to the workload's port are requests in flight.
+    """
+    needle = f":{port:04X} "
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split(None, 4)
+                    if len(fields) > 3 and fields[3] == "01" and (fields[1] + " ").endswith(
+                            needle):
+                        count += 1
+        except OSError:
+            continue
+    return count
+
+
+def _wait_idle(names: Names, url: str, timeout: float) -> bool:
+    """Wait until no request is in flight to ``url`` (its port has no established connection).
+
+    Each round asks the edge again (:class:`IsRouted`), which closes the keep-alive connections
+    that requests finishing meanwhile handed back to its pool. False if the grace ran out.
+    """
+    try:
+        port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    except (IndexError, ValueError):
+        return False
+    deadline = time.monotonic() + timeout
+    while True:
+        edge = names.get("edge")
+        if edge is not None:
+            with contextlib.suppress(Exception):
+                edge.ask(IsRouted(url), timeout=1.0)
+        if _established(port) == 0:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
 
 
 def _wait_unrouted(names: Names, url: str, timeout: float) -> bool:

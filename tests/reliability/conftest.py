@@ -23,7 +23,7 @@ REL = HERE / "workloads" / "rel"
 
 CONFIG = """\
 [instance]
-stop_grace = 1.0
+stop_grace = 2.0
 health_interval = 0.2
 [restart]
 backoff_base = 0.1

@@ -3,6 +3,9 @@ a new plan superseding a running rollout. Every scenario must cost 0 failed requ
 
 from __future__ import annotations
 
+import http.client
+import itertools
+import threading
 import time
 from pathlib import Path
 
@@ -10,6 +13,20 @@ import orjson
 import pytest
 from load import Load
 from mesh_helpers import MeshProcess, cli, wait_until, workload_pids
+
+SLOW = "/web/slow?delay=2"
+
+
+def _get(port: int, path: str) -> dict[str, object]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    started = time.monotonic()
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        assert resp.status == 200
+        return {**orjson.loads(resp.read()), "took": time.monotonic() - started}
+    finally:
+        conn.close()
 
 
 def _deploy(mesh: MeshProcess, digest: str, *extra: str) -> tuple[int, str, str]:
@@ -23,15 +40,32 @@ def test_blue_green_then_rollback_under_load_fail_no_request(
     code, _, err = _deploy(mesh, digests["v1"])
     assert code == 0, err
     blues = {i["pid"] for i in mesh.ready("web", 3)}
+    slow: list[dict[str, object]] = []
     with Load(mesh.port, "web") as load:
         load.wait_requests(50)
-        code, out, err = _deploy(mesh, digests["v2"], "--warmup", "0.3")
+        # slow requests in flight on every blue when it drains: they finish on the blue
+        slows = [threading.Thread(target=lambda: slow.append(_get(mesh.port, SLOW)))
+                 for _ in range(6)]
+        for t in slows:
+            t.start()
+        code, _, err = _deploy(mesh, digests["v2"], "--warmup", "0.3")
         assert code == 0, err
         done = time.monotonic()
+        for t in slows:
+            t.join(10)
+        # answered by the blue it was sent to, not cut at SIGTERM and resent (that takes 2 x 2 s)
+        assert [r["version"] for r in slow] == ["1"] * 6, slow
+        assert all(float(str(r["took"])) < 3.0 for r in slow), slow
         # progress per node on stderr: every node launched, warmed and drained its blue
         for node in ("node-1", "node-2", "node-3"):
             for phase in ("launching", "healthy", "warming", "draining", "done"):
                 assert f"{node}: {phase}" in err, err
+        # [rollout] parallel = 1: a node launches its green only once the previous one is done
+        lines = err.splitlines()
+        order = sorted(("node-1", "node-2", "node-3"),
+                       key=lambda n: lines.index(f"web {n}: launching"))
+        for first, second in itertools.pairwise(order):
+            assert lines.index(f"web {second}: launching") > lines.index(f"web {first}: done")
         load.wait_requests(100)
         stats = load.stats
         assert stats.failed == 0, stats.errors
@@ -42,7 +76,7 @@ def test_blue_green_then_rollback_under_load_fail_no_request(
         assert {i["digest"] for i in mesh.app("web")["instances"]} == {digests["v2"]}
 
         # a never-healthy green: rolled back, blue untouched, deploy --wait exits 1 and says why
-        code, out, err = _deploy(mesh, digests["bad"], "--timeout", "1.5")
+        code, _, err = _deploy(mesh, digests["bad"], "--timeout", "1.5")
         assert code == 1
         assert "rolled back" in err and "not Ready within 1.5s" in err, err
         doc = wait_until(lambda: (d := mesh.app("web"))["state"] == "failed"
@@ -69,7 +103,7 @@ def test_a_blue_that_ignores_sigterm_is_killed_after_the_grace(
         load.wait_requests(30)
     assert load.stats.failed == 0, load.stats.errors
     assert blue["pid"] not in workload_pids(mesh.home)
-    assert took >= 1.0  # stop_grace = 1 s in the test config: SIGTERM was ignored
+    assert took >= 2.0  # stop_grace = 2 s in the test config: SIGTERM was ignored
     logs = [orjson.loads(line) for line in cli(mesh.home, "logs", "--json", "--app", "web")
             .stdout.splitlines()]
     assert logs

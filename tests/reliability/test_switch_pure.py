@@ -1,0 +1,34 @@
+"""The switch gate alone (pure): at most ``parallel`` nodes switch an app, leases expire."""
+
+from __future__ import annotations
+
+from mycelium.cli.mesh_tools import chaos_summary
+from mycelium.fabric.switch import SwitchGate
+
+
+def test_at_most_parallel_nodes_switch_and_a_holder_may_ask_again() -> None:
+    gate = SwitchGate()
+    assert gate.claim("web", "node-1", 1, now=0.0, lease=10.0)
+    assert not gate.claim("web", "node-2", 1, now=0.0, lease=10.0)
+    assert gate.claim("web", "node-1", 1, now=1.0, lease=10.0)  # idempotent for the holder
+    assert gate.claim("api", "node-2", 1, now=0.0, lease=10.0)  # per app
+    gate.release("web", "node-1")
+    assert gate.claim("web", "node-2", 1, now=2.0, lease=10.0)
+    assert gate.claim("web", "node-3", 2, now=2.0, lease=10.0)
+    assert gate.holders("web") == ["node-2", "node-3"]
+
+
+def test_a_lost_holder_loses_the_switch_after_its_lease_and_stop_forgets() -> None:
+    gate = SwitchGate()
+    assert gate.claim("web", "node-1", 1, now=0.0, lease=5.0)
+    assert not gate.claim("web", "node-2", 1, now=4.9, lease=5.0)
+    assert gate.claim("web", "node-2", 1, now=5.0, lease=5.0)
+    gate.forget("web")
+    assert gate.holders("web") == []
+
+
+def test_chaos_summary_percentiles() -> None:
+    doc = chaos_summary(4, [0.3, 0.1, 0.2, 0.4])
+    assert doc == {"kills": 4, "recoveries": 4, "slowest_ms": 400.0, "p50_ms": 200.0,
+                   "p99_ms": 400.0}
+    assert chaos_summary(0, [])["p99_ms"] == 0.0
