@@ -5,8 +5,10 @@ with anything but the mesh's own read calls (``tree``, ``status``), and the page
 files shipped in this package (no build step, nothing fetched from elsewhere; a strict
 Content-Security-Policy says so to the browser). Updates are pushed with Server-Sent Events:
 a supervision log record goes out the moment the mesh hands it over (``publish``), and the
-tree is looked at again right after it (then every ``sample_interval`` while a browser watches),
-so a ``kill -9`` shows as a termination and a respawn well within a second.
+tree is looked at again right after it, then every ``HOT_INTERVAL`` for ``HOT_FOR`` seconds
+(a replacement goes Launching → Ready without a record), otherwise every ``sample_interval``
+while a browser watches; so a ``kill -9`` shows as a termination and a respawn well within a
+second. ``feed`` holds the streams and the log history, ``view`` builds what they are sent.
 """
 
 from __future__ import annotations
@@ -17,19 +19,18 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 from .bind import DashboardConfig, DashboardError, check_bind, is_loopback
+from .feed import Feed, dumps, event, process_start, read_tail
 from .rates import RateHistory, parse_requests
-from .view import LogIndex, build_view
+from .view import build_view
 
 __all__ = ["Dashboard"]
 
@@ -37,10 +38,6 @@ log = logging.getLogger(__name__)
 
 Source = Callable[[], Mapping[str, Any]]
 
-#: Log records the page gets when it connects (the newest ones) and keeps in memory.
-HISTORY = 500
-_TAIL_BYTES = 512 * 1024
-_QUEUE = 2000  # events a slow browser may lag behind before it is cut off (it reconnects)
 _PING = 15.0
 #: After a supervision event the tree is looked at every HOT_INTERVAL s for HOT_FOR s.
 HOT_INTERVAL = 0.1
@@ -54,42 +51,6 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-
-
-def _event(name: str, data: bytes) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
-
-
-def _dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, default=str)
-
-
-def read_tail(path: Path | None, limit: int = _TAIL_BYTES) -> list[dict[str, Any]]:
-    """The whole records in the last ``limit`` bytes of a JSON-lines log, oldest first."""
-    if path is None:
-        return []
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - limit))
-            data = fh.read()
-    except OSError:
-        return []
-    lines = data.split(b"\n")
-    if size > limit:
-        lines = lines[1:]  # the first one is cut
-    out = []
-    for line in lines:
-        with contextlib.suppress(orjson.JSONDecodeError):
-            rec = orjson.loads(line) if line.strip() else None
-            if isinstance(rec, dict):
-                out.append(rec)
-    return out
-
-
-def _key(record: Mapping[str, Any]) -> tuple[Any, ...]:
-    return (record.get("ts"), record.get("event"), record.get("supervisor"), record.get("child"))
 
 
 class Dashboard:
@@ -113,10 +74,7 @@ class Dashboard:
         self._stopped = False
         self.port: int | None = None
         # loop-owned state
-        self._clients: set[asyncio.Queue[bytes | None]] = set()
-        self._records: deque[dict[str, Any]] = deque(maxlen=HISTORY)
-        self._recent: deque[tuple[Any, ...]] = deque(maxlen=64)
-        self._index = LogIndex()
+        self._feed = Feed()
         self._rates = RateHistory(config.rates_window)
         self._state: bytes | None = None
         self._last: tuple[Mapping[str, Any] | None, Mapping[str, Any] | None] = (None, None)
@@ -222,7 +180,7 @@ class Dashboard:
         pkg = resources.files(__package__) / "static"
         self._files = {name: (pkg / name).read_bytes() for name in _STATIC}
         for rec in read_tail(self._log_file):
-            self._remember(rec)
+            self._feed.remember(rec)
         app = web.Application(middlewares=[self._guard])
         app.router.add_get("/", self._page)
         app.router.add_get("/static/{name}", self._static)
@@ -242,8 +200,7 @@ class Dashboard:
             self._tasks.append(asyncio.create_task(self._sample_rates(), name="dashboard-rates"))
 
     async def _close(self) -> None:
-        for q in list(self._clients):
-            self._drop(q)
+        self._feed.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -254,35 +211,13 @@ class Dashboard:
 
     # -- records and pushes ----------------------------------------------------------------
 
-    def _remember(self, rec: dict[str, Any]) -> bool:
-        key = _key(rec)
-        if key in self._recent:
-            return False  # read from the file's tail and published too
-        self._recent.append(key)
-        self._records.append(rec)
-        self._index.add(rec)
-        return True
-
     def _on_record(self, rec: dict[str, Any]) -> None:
-        if self._remember(rec):
-            self._broadcast(_event("log", _dumps(rec)))
+        if self._feed.remember(rec):
+            self._feed.broadcast(event("log", dumps(rec)))
             if self._wake is not None:
                 self._wake.set()
             if self._loop is not None:
                 self._hot_until = self._loop.time() + HOT_FOR
-
-    def _broadcast(self, chunk: bytes) -> None:
-        for q in list(self._clients):
-            try:
-                q.put_nowait(chunk)
-            except asyncio.QueueFull:
-                self._drop(q)  # too slow: cut it off, its EventSource reconnects
-
-    def _drop(self, q: asyncio.Queue[bytes | None]) -> None:
-        self._clients.discard(q)
-        while not q.empty():
-            q.get_nowait()
-        q.put_nowait(None)
 
     async def _snapshot(self) -> bytes:
         loop = asyncio.get_running_loop()
@@ -291,10 +226,12 @@ class Dashboard:
         try:
             status = await loop.run_in_executor(None, self._status)
             tree = await loop.run_in_executor(None, self._tree)
+            if tree.get("pid") and not tree.get("started_at"):  # the root has no parent to say
+                tree = {**tree, "started_at": process_start(int(tree["pid"]))}
             self._last = (tree, status)
         except Exception as exc:  # an actor restarting, the mesh stopping: say so, keep going
             error = f"{type(exc).__name__}: {exc}"
-        return _dumps(build_view(tree, status, self._index, error))
+        return dumps(build_view(tree, status, self._feed.index, error))
 
     async def _sample_tree(self) -> None:
         assert self._wake is not None
@@ -306,7 +243,7 @@ class Dashboard:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), HOT_INTERVAL if hot
                                        else self.config.sample_interval)
-            if not self._clients:
+            if not self._feed.clients:
                 self._wake.clear()
                 continue
             await asyncio.sleep(0.03)  # a burst of records (terminated, backoff…) → one look
@@ -314,7 +251,7 @@ class Dashboard:
             state = await self._snapshot()
             if state != self._state:
                 self._state = state
-                self._broadcast(_event("state", state))
+                self._feed.broadcast(event("state", state))
 
     async def _sample_rates(self) -> None:
         host = self.config.edge_host
@@ -328,8 +265,8 @@ class Dashboard:
                     async with session.get(url) as resp:
                         text = await resp.text()
                     self._rates.add(time.time(), parse_requests(text))
-                    if self._clients:  # the full series went out on connect
-                        self._broadcast(_event("rate", _dumps(self._rates.latest())))
+                    if self._feed.clients:  # the full series went out on connect
+                        self._feed.broadcast(event("rate", dumps(self._rates.latest())))
                 except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
                     pass  # the edge is restarting; the next sample will do
                 await asyncio.sleep(self.config.rates_interval)
@@ -371,23 +308,22 @@ class Dashboard:
 
     async def _api_log(self, request: web.Request) -> web.Response:
         app = request.query.get("app")
-        records = [r for r in self._records if not app or r.get("app") == app]
-        return web.Response(body=_dumps(records[::-1]), content_type="application/json")
+        records = [r for r in self._feed.records if not app or r.get("app") == app]
+        return web.Response(body=dumps(records[::-1]), content_type="application/json")
 
     async def _api_rates(self, _request: web.Request) -> web.Response:
-        return web.Response(body=_dumps(self._rates.series()), content_type="application/json")
+        return web.Response(body=dumps(self._rates.series()), content_type="application/json")
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)
-        q: asyncio.Queue[bytes | None] = asyncio.Queue(_QUEUE)
-        first = [_event("history", _dumps(list(self._records)))]
+        first = [event("history", dumps(list(self._feed.records)))]
         if self._state is not None:
-            first.append(_event("state", self._state))
-        first.append(_event("rates", _dumps(self._rates.series())))
-        self._clients.add(q)
+            first.append(event("state", self._state))
+        first.append(event("rates", dumps(self._rates.series())))
+        q = self._feed.subscribe()
         assert self._wake is not None
         self._wake.set()  # a fresh look at the tree for the newcomer
         try:
@@ -403,5 +339,5 @@ class Dashboard:
         except (ConnectionResetError, ConnectionError):
             pass
         finally:
-            self._clients.discard(q)
+            self._feed.unsubscribe(q)
         return resp
