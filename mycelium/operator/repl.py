@@ -235,10 +235,12 @@ class RemoteBackend:
             time.sleep(0.02)
 
     def node_names(self) -> list[str]:
-        """The agents' registered names (``node-N``, not ``node-N/apps``)."""
-        names = self.client.request("names")
-        return sorted((n for n in names if n.startswith("node-") and "/" not in n),
-                      key=_natural)
+        """The agents' registered names: each one that has a ``<name>/apps`` beside it.
+
+        (``node-N`` on one machine; ``<prefix>-N`` for a member of a multi-machine mesh.)
+        """
+        names = set(self.client.request("names"))
+        return sorted((n for n in names if f"{n}/apps" in names), key=_natural)
 
 
 def _restarting(error: str) -> bool:

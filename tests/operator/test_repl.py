@@ -170,6 +170,8 @@ def test_an_attached_repl_pokes_the_mesh_and_leaving_it_keeps_the_mesh(
         term.expect("Ctrl-D")
         term.expect(re.escape(PROMPT))
 
+        assert "['edge', 'fabric', 'msg', 'nodes', 'status', 'tree']" in term.run(
+            "sorted(k for k in dir() if not k.startswith('_'))")  # exactly SPEC §8's names
         shown = term.run("tree()")
         for part in ("mesh  supervisor one_for_one", "fabric  worker  running",
                      "node-2  supervisor rest_for_one", "hello@node-1:", "Ready  pid "):
