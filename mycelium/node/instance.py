@@ -321,6 +321,9 @@ class AppInstance(SupervisedActor):
         if self._closing.is_set() or self.info.state != "Ready":
             return
         self._failures = 0 if ok else self._failures + 1
+        if not ok and self._failures < self.spec.health_failures:
+            # Ready since the last good probe: a green's warmup starts again (Flow D)
+            self._set(ready_at=time.time())
         if self._failures >= self.spec.health_failures:
             if self._workload is not None:
                 self._workload.terminate(grace=1.0)

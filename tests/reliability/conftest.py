@@ -20,6 +20,7 @@ from mycelium.home import Home  # noqa: E402
 from mycelium.spores import keygen, publish  # noqa: E402
 
 REL = HERE / "workloads" / "rel"
+SLOW_START = HERE.parents[1] / "examples" / "slow-start" / "slow-start"
 
 CONFIG = """\
 [instance]
@@ -56,6 +57,8 @@ def spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
     digests = {key: publish(home, binary=REL,
                             manifest={"name": name, "version": f"1.0.{k}", "env": env})
                for k, (key, (name, env)) in enumerate(variants.items())}
+    digests["slow"] = publish(home, binary=SLOW_START, manifest={
+        "name": "slow", "version": "1.0.0", "env": {"START_DELAY": "3"}})
     return root, digests
 
 

@@ -28,6 +28,9 @@ def test_a_crash_loop_backs_off_and_never_disturbs_a_healthy_app_and_stop_ends_i
         load.wait_requests(30)
         result = cli(home, "deploy", "crashy", digests["crashy"], "--no-wait")
         assert result.returncode == 0, result.stderr
+        # a slow starter (3 s) beside them is not killed before its startup deadline (30 s)
+        result = cli(home, "deploy", "slow", digests["slow"], "--no-wait")
+        assert result.returncode == 0, result.stderr
 
         def backoffs() -> list[float] | None:
             delays = [float(r["delay"]) for r in _records(home, "crashy")
@@ -53,4 +56,6 @@ def test_a_crash_loop_backs_off_and_never_disturbs_a_healthy_app_and_stop_ends_i
         load.wait_requests(30)
     assert load.stats.failed == 0, load.stats.errors
     assert {i["pid"] for i in mesh.ready("steady", 3)} == steady
-    assert set(workload_pids(home)) == steady
+    (slow,) = mesh.ready("slow", 1)
+    assert slow["restarts"] == 0 and slow["ready_at"] - slow["started_at"] >= 2.9, slow
+    assert set(workload_pids(home)) == steady | {slow["pid"]}

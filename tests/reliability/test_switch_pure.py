@@ -32,3 +32,17 @@ def test_chaos_summary_percentiles() -> None:
     assert doc == {"kills": 4, "recoveries": 4, "slowest_ms": 400.0, "p50_ms": 200.0,
                    "p99_ms": 400.0}
     assert chaos_summary(0, [])["p99_ms"] == 0.0
+
+
+def test_a_failed_probe_during_warmup_starts_the_warmup_again() -> None:
+    from mycelium.messages import Plan
+    from mycelium.node.rollout import ChildView, Stop, WakeAt, step
+
+    p = Plan(app="web", digest="e" * 64, min=1, max=1, warmup=1.0, timeout=10.0, generation=2,
+             published_at=0.0, previous="b" * 64)
+    blue = ChildView("blue", "b" * 64, "Ready", 0.0, 0.5)
+    assert step(p, [blue, ChildView("green", "e" * 64, "Ready", 1.0, 1.2)], 2.3) == [
+        Stop("blue")]
+    # the instance moved ready_at to its failed probe at 2.0: warmup runs until 3.0
+    assert step(p, [blue, ChildView("green", "e" * 64, "Ready", 1.0, 2.0)], 2.3) == [
+        WakeAt(3.0)]
