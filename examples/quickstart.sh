@@ -37,9 +37,9 @@ done
 grep -q "mesh up" "$log" || { echo "mesh did not come up in 30 s; see $log" >&2; exit 1; }
 grep "mesh up" "$log"
 
-# 4. Flow B: deploy hello on up to 3 nodes and wait until they are Ready.
+# 4. Flow B: deploy hello on 3 nodes and wait until all 3 are Ready.
 echo "== deploy hello"
-mycelium deploy hello "$digest" --max 3
+mycelium deploy hello "$digest" --min 3 --max 3
 
 # 5. Flow C: through the edge, round-robin over the instances.
 echo "== curl http://127.0.0.1:$edge_port/hello/"
