@@ -305,15 +305,9 @@ def status_cmd(app_name: Annotated[str | None, typer.Argument(metavar="[APP]")] 
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(status) + b"\n")
         return
-    for doc in status["apps"]:
-        digest = (doc["digest"] or "-")[:12]
-        _out(f"{doc['app']}  {doc['state']}  digest {digest}  ready {doc['ready']}/"
-             f"{doc['desired']} (min {doc['min']}, max {doc['max']})"
-             + (f"  reason: {doc['reason']}" if doc.get("reason") else ""))
-        for i in doc["instances"]:
-            _out(f"  {i['id']:<24} {i['node']:<8} {i['state']:<9} pid {i['pid'] or '-':<7} "
-                 f"{i['url'] or '-':<24} restarts {i['restarts']}")
-    _out("nodes: " + ", ".join(f"{n['name']} {n['state']}" for n in status["nodes"]))
+    from mycelium.operator.render import render_status
+
+    _out(render_status(status))
 
 
 @app.command("tree")

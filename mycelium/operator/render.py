@@ -12,11 +12,11 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.text import Text
-from rich.tree import Tree
+if TYPE_CHECKING:  # rich is imported when a tree is drawn: `mycelium status` starts faster
+    from rich.text import Text
+    from rich.tree import Tree
 
 __all__ = ["format_uptime", "render_status", "render_tree", "tree_renderable"]
 
@@ -39,6 +39,8 @@ def format_uptime(seconds: float) -> str:
 
 
 def _supervisor_label(node: Mapping[str, Any], now: float) -> Text:
+    from rich.text import Text
+
     label = Text()
     label.append(str(node.get("id", "?")), style="bold")
     kind = "dynamic supervisor" if node.get("kind") == "dynamic_supervisor" else "supervisor"
@@ -51,6 +53,8 @@ def _supervisor_label(node: Mapping[str, Any], now: float) -> Text:
 
 
 def _worker_label(node: Mapping[str, Any], now: float) -> Text:
+    from rich.text import Text
+
     label = Text()
     label.append(str(node.get("id", "?")), style="bold")
     inst = node.get("instance")
@@ -98,6 +102,8 @@ def tree_renderable(tree: Mapping[str, Any], now: float | None = None) -> Tree:
             annotations (``instance`` on app workers, ``mailbox``, ``started_at``, ``pid``).
         now: Epoch seconds for uptimes (default: now).
     """
+    from rich.tree import Tree
+
     now = time.time() if now is None else now
 
     def label(node: Mapping[str, Any]) -> Text:
@@ -117,6 +123,8 @@ def tree_renderable(tree: Mapping[str, Any], now: float | None = None) -> Tree:
 
 
 def _to_text(renderable: Any, color: bool, width: int) -> str:
+    from rich.console import Console
+
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=color, no_color=not color, width=width,
                       color_system="standard" if color else None, highlight=False,
