@@ -25,12 +25,15 @@ HELLO = REPO / "examples" / "hello" / "hello"
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshWithDashboard]:
-    """A running 3-node mesh with its dashboard and ``hello`` deployed on every node."""
+    """A running 3-node mesh with its dashboard and ``hello`` deployed on every node
+    (``mesh.digests``: ``hello`` and ``hello-v2``)."""
     root = tmp_path_factory.mktemp("dash") / "home"
     home = Home(root).ensure()
     keygen(home)
     digest = publish(home, binary=HELLO, manifest={"name": "hello", "version": "1.0.0"})
+    v2 = publish(home, binary=HELLO, manifest={"name": "hello", "version": "2.0.0"})
     proc = MeshWithDashboard(root)
+    proc.digests = {"hello": digest, "hello-v2": v2}
     try:
         done = cli(root, "deploy", "hello", digest, "--max", "3", "--timeout", "30")
         assert done.returncode == 0, done.stderr

@@ -87,6 +87,7 @@ class MeshWithDashboard:
         self.home = home
         self.edge_port = free_port()
         self.lines: list[str] = []
+        self.digests: dict[str, str] = {}
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mycelium", "up", "--home", str(home), "--nodes", str(nodes),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dash_helpers import MeshWithDashboard, wait_until
+from dash_helpers import MeshWithDashboard, cli, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -122,6 +122,27 @@ def test_request_and_error_rates_are_charted_per_app(page: Any,
     if shot:  # how docs/dashboard.png is made
         page.execute_script("document.getElementById('app-filter').value = '';")
         page.save_screenshot(str(Path(shot)))
+
+
+def test_a_blue_green_update_shows_its_progress_per_node(page: Any,
+                                                         mesh: MeshWithDashboard) -> None:
+    apps_js = """return [...document.querySelectorAll('#apps tr[data-app=hello] td[data-node]')]
+        .map(td => [td.dataset.node, [...td.querySelectorAll('.inst')].map(
+            i => i.textContent)]);"""
+    v2 = mesh.digests["hello-v2"]
+    done = cli(mesh.home, "deploy", "hello", v2, "--max", "3", "--warmup", "2", "--no-wait")
+    assert done.returncode == 0, done.stderr
+
+    def side_by_side() -> bool:
+        cells = dict(page.execute_script(apps_js))
+        return any("blue Ready" in c and "green Ready" in c for c in cells.values())
+
+    wait_until(side_by_side, 20.0, "blue and green Ready side by side on a node")
+    row = page.execute_script(
+        "return document.querySelector('#apps tr[data-app=hello]').textContent")
+    assert "updating" in row and f"{v2[:12]} ←" in row
+    wait_until(lambda: all(c == ["green Ready"] for _, c in page.execute_script(apps_js)),
+               20.0, "only green Ready on every node")
 
 
 def test_the_browser_reports_no_console_errors(page: Any) -> None:
