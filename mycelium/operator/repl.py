@@ -107,7 +107,7 @@ class TreeView(dict[str, Any]):
     """The tree document (a plain dict to index) that shows itself drawn as a tree."""
 
     def __repr__(self) -> str:
-        return render_tree(self).rstrip("\n")
+        return render_tree(self, color=_on_terminal()).rstrip("\n")
 
 
 class StatusView(dict[str, Any]):
@@ -241,6 +241,14 @@ class RemoteBackend:
         """
         names = set(self.client.request("names"))
         return sorted((n for n in names if f"{n}/apps" in names), key=_natural)
+
+
+def _on_terminal() -> bool:
+    """Colours only when the console's output is a terminal."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stdout
+        return False
 
 
 def _restarting(error: str) -> bool:

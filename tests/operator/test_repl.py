@@ -96,7 +96,8 @@ class Terminal:
         start = self.pos
         self.type(line + "\n")
         self.expect(re.escape(PROMPT), timeout)
-        return self.out[start:self.pos].decode(errors="replace")
+        shown = self.out[start:self.pos].decode(errors="replace")
+        return re.sub("\x1b\\[[0-9;]*m", "", shown)  # colours off: the text is what counts
 
     def close(self) -> None:
         """Kill what is left and free the terminal."""
@@ -172,7 +173,9 @@ def test_an_attached_repl_pokes_the_mesh_and_leaving_it_keeps_the_mesh(
 
         assert "['edge', 'fabric', 'msg', 'nodes', 'status', 'tree']" in term.run(
             "sorted(k for k in dir() if not k.startswith('_'))")  # exactly SPEC §8's names
+        before_tree = term.pos
         shown = term.run("tree()")
+        assert b"\x1b[1mfabric" in term.out[before_tree:]  # drawn in colour on a terminal
         for part in ("mesh  supervisor one_for_one", "fabric  worker  running",
                      "node-2  supervisor rest_for_one", "hello@node-1:", "Ready  pid "):
             assert part in shown, shown
