@@ -103,6 +103,7 @@ def tree_view(node: Mapping[str, Any], index: LogIndex, parent: str = "") -> dic
         "backoff": index.backoff.get(path) if node.get("status") == "restarting" else None,
         "pid": node.get("pid"),  # the root carries the mesh's own pid
         "digest": meta.get("digest"),
+        "mailbox": node.get("mailbox"),  # messages waiting in the actor's inbox
     }
     if instance is not None:
         entry.update(pid=instance.get("pid"), instance=instance.get("id"),

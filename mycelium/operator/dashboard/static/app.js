@@ -54,6 +54,9 @@ function entryLine(n) {
                   `${n.kind === "dynamic_supervisor" ? "dynamic" : "sup"}${n.strategy ? " " + n.strategy : ""}`}),
               el("span", {class: "state", text: n.state}));
   if (n.pid) line.append(el("span", {class: "pid", text: `pid ${n.pid}`}));
+  if (n.rss) line.append(el("span", {class: "muted", text: `${(n.rss / 1048576).toFixed(0)} MB`}));
+  if (n.mailbox) line.append(el("span", {class: "backoff", title: "messages waiting in its inbox",
+                                         text: `mailbox ${n.mailbox}`}));
   if (n.started_at) line.append(el("span", {class: "uptime muted", "data-since": n.started_at,
                                             text: `up ${duration(now - n.started_at)}`}));
   line.append(el("span", {class: "restarts" + (n.restarts ? " some" : ""), text: `restarts ${n.restarts}`}));
