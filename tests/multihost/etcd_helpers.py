@@ -59,8 +59,9 @@ def etcd_binary() -> str:
 class EtcdServer:
     """One etcd member on 127.0.0.1; ``start()`` returns once it answers."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, hosts: tuple[str, ...] = ("127.0.0.1",)) -> None:
         self.data_dir = data_dir
+        self.hosts = hosts
         self.client_port = free_port()
         self.peer_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -76,7 +77,8 @@ class EtcdServer:
 
     def start(self) -> EtcdServer:
         """Start (or restart, same data) etcd and wait until it answers."""
-        c, p = f"http://127.0.0.1:{self.client_port}", f"http://127.0.0.1:{self.peer_port}"
+        c = ",".join(f"http://{h}:{self.client_port}" for h in self.hosts)
+        p = f"http://127.0.0.1:{self.peer_port}"
         log = open(self.data_dir.parent / "etcd.log", "ab")  # noqa: SIM115 - kept by the child
         self.proc = subprocess.Popen(
             [etcd_binary(), "--name", "t", "--data-dir", str(self.data_dir),
@@ -112,17 +114,20 @@ class MemberProcess:
     """``mycelium up --fabric … --node-prefix P`` in the background, stdout collected."""
 
     def __init__(self, home: Path, etcd_url: str, prefix: str, nodes: int = 2,
-                 ttl: float = 2.0, edge: bool = True) -> None:
+                 ttl: float = 2.0, edge: bool = True, advertise: str | None = None,
+                 wrap: tuple[str, ...] = ()) -> None:
         self.home = home
         self.prefix = prefix
         self.port = free_port()
         self.lines: list[str] = []
         self._cond = threading.Condition()
-        argv = [sys.executable, "-m", "mycelium", "up", "--home", str(home), "--fabric",
+        argv = [*wrap, sys.executable, "-m", "mycelium", "up", "--home", str(home), "--fabric",
                 etcd_url, "--node-prefix", prefix, "--nodes", str(nodes), "--lease-ttl",
                 str(ttl), "--edge-port", str(self.port)]
         if not edge:
             argv.append("--no-edge")
+        if advertise:
+            argv += ["--advertise-host", advertise]
         env = {**os.environ, "MYCELIUM_DEBUG": "1"}
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, env=env)
