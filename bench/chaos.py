@@ -3,6 +3,7 @@
 One command:
 
     python bench/chaos.py [--duration 30] [--interval 1] [--loop 15] [--solo-kills 10]
+                          [--reset-after S]
 
 A real ``mycelium up --nodes 3`` (shipped defaults: backoff 0.1 s doubling to 30 s).
 1. ``mycelium chaos --interval 1 --duration 30 --seed 1`` on ``hello`` with 3 replicas while two
@@ -50,12 +51,17 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--loop", type=float, default=15.0)
     parser.add_argument("--solo-kills", type=int, default=10)
+    parser.add_argument("--reset-after", type=float, default=None,
+                        help="[restart] reset_after (shipped 10 s): seconds up that reset backoff")
     args = parser.parse_args()
     out: dict[str, object] = {"bench": "chaos"}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "home"
         digests = publish_examples(root)
-        mesh = Mesh(root)
+        config = "" if args.reset_after is None else (
+            f"[restart]\nreset_after = {args.reset_after}\n")
+        mesh = Mesh(root, config)
+        out["reset_after"] = args.reset_after if args.reset_after is not None else 10.0
         try:
             assert cli(root, "deploy", "hello", digests["v1"], "--max", "3").returncode == 0
             mesh.ready("hello", 3)
@@ -98,7 +104,8 @@ def main() -> None:
                         break
                     time.sleep(0.002)
                 solo.append(time.monotonic() - started)
-                time.sleep(10.5)  # past reset_after (10 s): the next kill is a first crash too
+                # past reset_after: the next kill is a first crash too
+                time.sleep((args.reset_after or 10.0) + 0.5)
             print(f"kill -9 -> replacement serving through the edge: median "
                   f"{statistics.median(solo) * 1000:.0f} ms, max {max(solo) * 1000:.0f} ms "
                   f"({len(solo)} kills)")

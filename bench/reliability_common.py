@@ -46,7 +46,8 @@ def publish_examples(root: Path) -> dict[str, str]:
 def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``mycelium <args> --home root``."""
     return subprocess.run([sys.executable, "-m", "mycelium", *args, "--home", str(root)],
-                          capture_output=True, text=True, env=ENV, check=False, timeout=300)
+                          capture_output=True, text=True, env=ENV, check=False, timeout=300,
+                          cwd=REPO)
 
 
 class Mesh:
@@ -62,7 +63,7 @@ class Mesh:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mycelium", "up", "--home", str(root), "--edge-port",
              str(self.port), "--nodes", "3"], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, env=ENV)
+            stderr=subprocess.DEVNULL, env=ENV, cwd=REPO)
         self.client = ControlClient(Home(root))
         deadline = time.monotonic() + 60
         while True:
