@@ -193,3 +193,18 @@ def test_up_refuses_a_remote_ui_host_or_the_edge_port_before_starting(home_dir: 
     same = cli(home_dir, "up", "--ui-port", str(port), "--edge-port", str(port), timeout=30)
     assert same.returncode == 2 and "edge" in same.stderr, same.stderr
     assert not (home_dir / "control.sock").exists()
+
+
+@pytest.mark.timeout(60)
+def test_up_fails_cleanly_when_the_ui_port_is_taken(home_dir: Any) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = cli(home_dir, "up", "--ui-port", str(port), "--edge-port", str(free_port()),
+                   "--nodes", "1", timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines()[-1] == (f"error: dashboard: cannot listen on "
+                                            f"127.0.0.1:{port}: address already in use")
+    assert "mesh shutdown" in done.stdout or "shutdown" in done.stdout  # the tree was stopped
+    assert not (home_dir / "control.sock").exists()

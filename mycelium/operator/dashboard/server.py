@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -155,9 +156,9 @@ class Dashboard:
         try:
             loop.run_until_complete(self._open())
         except OSError as exc:
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
             ready.set_exception(DashboardError(
-                f"dashboard: cannot listen on {self.config.host}:{self.config.port}: "
-                f"{exc.strerror or exc}"))
+                f"dashboard: cannot listen on {self.config.host}:{self.config.port}: {reason}"))
             loop.run_until_complete(self._close())
             loop.close()
             return
