@@ -321,8 +321,9 @@ class Mesh:
             with contextlib.suppress(Exception):
                 if self._log is not None:
                     self._log.write(record)
-                if self.dashboard is not None:
-                    self.dashboard.publish(record)
+                dashboard = self.dashboard  # stop() may clear it meanwhile
+                if dashboard is not None:
+                    dashboard.publish(record)
                 self._out(format_record(record, color=self.color))
 
     # -- control ops -----------------------------------------------------------------------

@@ -172,6 +172,7 @@ class Dashboard:
             loop.run_forever()
         finally:
             loop.run_until_complete(self._close())
+            loop.run_until_complete(loop.shutdown_default_executor())  # tree/status calls
             with self._lock:
                 self._loop = None
             loop.close()
