@@ -17,8 +17,10 @@ A :class:`Member` is the single-machine :class:`~mycelium.mesh.Mesh` with its st
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +37,8 @@ from mycelium.spores.fetch import SporeServer, fetch
 from supervisors import ChildSpec
 
 __all__ = ["Member", "default_prefix"]
+
+log = logging.getLogger(__name__)
 
 _PREFIX_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,40}")
 
@@ -85,6 +89,8 @@ class Member(Mesh):
         self.ttl = ttl
         self.node_names = tuple(f"{prefix}-{i}" for i in range(1, nodes + 1))
         self.store: EtcdStore | None = None
+        self._fetching: set[str] = set()
+        self._fetching_lock = threading.Lock()
         self.spores: SporeServer | None = None
         self.home_id = hashlib.sha256(
             f"{socket.gethostname()}:{home.root.resolve()}".encode()).hexdigest()[:16]
@@ -133,7 +139,7 @@ class Member(Mesh):
         for spec in super()._children():
             if spec.id == "fabric":
                 spec = ChildSpec("fabric", lambda: ClusterFabric.start(
-                    names, store, nodes, repo.has, host))
+                    names, store, nodes, repo.has, host, self._prefetch))
             elif spec.id == "edge" and not self.with_edge:
                 continue
             children.append(spec)
@@ -150,6 +156,24 @@ class Member(Mesh):
             raise OperationFailed(f"spore {digest[:12]} is not here and etcd is "
                                   f"unreachable: {exc}") from None
         fetch(self.repo, digest, sources, load_trusted(self.home), self.limits)
+
+    def _prefetch(self, digest: str) -> None:
+        """Fetch a planned digest in the background (at most one fetch per digest at a time)."""
+        with self._fetching_lock:
+            if digest in self._fetching or self.repo.has(digest):
+                return
+            self._fetching.add(digest)
+
+        def run() -> None:
+            try:
+                self._fetch(digest)
+            except Exception as exc:  # the agent's own fetch reports it if it is needed
+                log.info("prefetching spore %s failed: %s", digest[:12], exc)
+            finally:
+                with self._fetching_lock:
+                    self._fetching.discard(digest)
+
+        threading.Thread(target=run, name=f"prefetch-{digest[:12]}", daemon=True).start()
 
     def _spore_info(self, digest: str) -> SporeInfo:
         self._fetch(digest)

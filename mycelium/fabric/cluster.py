@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,12 +105,17 @@ class ClusterFabric(Fabric):
         nodes: This member's node names.
         digest_known: Whether the local repo holds a digest (for deploys made here).
         advertise_host: The host other machines use to reach this member's workloads.
+        prefetch: Called (must not block) with the digest of every plan seen, so that each
+            member keeps a verified copy of every planned spore: instances can be re-placed
+            here even after the member that had the spore died.
     """
 
     def __init__(self, names: Names, store: EtcdStore, nodes: tuple[str, ...],
-                 digest_known: Any = lambda _d: True, advertise_host: str = "127.0.0.1") -> None:
+                 digest_known: Any = lambda _d: True, advertise_host: str = "127.0.0.1",
+                 prefetch: Callable[[str], None] | None = None) -> None:
         super().__init__(names, lambda: SharedStore(store), nodes, digest_known)
         self._etcd = store
+        self._prefetch = prefetch or (lambda _digest: None)
         self._advertise = advertise_host
         self._remote: dict[str, InstanceInfo] = {}
         self._members: dict[str, str] = {}
@@ -123,6 +129,8 @@ class ClusterFabric(Fabric):
     def on_start(self) -> None:
         """Load plans, the other members' nodes and instances; then follow etcd's changes."""
         super().on_start()
+        for plan in self._plans.values():
+            self._prefetch(plan.digest)
         try:
             revision = self._refresh()
         except EtcdUnavailable as exc:
@@ -239,6 +247,7 @@ class ClusterFabric(Fabric):
                 if not isinstance(plan, Plan) or plan == self._plans.get(app):
                     return
                 self._plans[app] = plan
+                self._prefetch(plan.digest)  # a copy here survives the publisher's death
                 self._generation = max(self._generation, plan.generation)
                 self._declined.pop(app, None)
             elif self._plans.pop(app, None) is None:

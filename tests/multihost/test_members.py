@@ -175,3 +175,26 @@ def test_etcd_down_at_start_is_one_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: cannot reach the fabric at etcd://127.0.0.1:")
     assert proc.stderr.count("\n") == 1, proc.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_planned_spore_outlives_the_member_that_published_it(
+        etcd: EtcdServer, homes: tuple[Path, Path, str]) -> None:
+    home_a, home_b, digest = homes
+    a = MemberProcess(home_a, etcd.url, "a", nodes=1, ttl=TTL)
+    members = [a]
+    try:
+        a.client.request("deploy", app="hello", digest=digest, min=1, max=1)
+        wait_for(lambda: a.instances("hello"), 20.0, "hello Ready on a")
+        b = MemberProcess(home_b, etcd.url, "b", nodes=1, ttl=TTL)
+        members.append(b)
+        # b runs nothing (max 1 is taken) but keeps a verified copy of the planned spore
+        wait_for(lambda: Repo(Path(home_b) / "repo").has(digest), 10.0, "b's prefetch")
+        assert [i["node"] for i in b.instances("hello")] == ["a-1"]
+        a.kill9()
+        kill_workloads(home_a)  # the machine is gone, spore server and workloads included
+        wait_for(lambda: [i["node"] for i in b.instances("hello")] == ["b-1"], TTL + 15.0,
+                 "hello re-placed on b from its own copy")
+    finally:
+        for m in members:
+            m.stop()
