@@ -6,13 +6,15 @@ One command:
 
 Each round starts a real etcd (tmp data dir, free loopback ports) and two members (``a`` and
 ``b``, 2 nodes each, each with its own home and edge), deploys the example ``hello`` app with
-``--max 2``, and runs ``--clients`` keep-alive clients against the surviving member's edge.
-Then it kills the member holding the most instances with SIGKILL *and* its workloads (a
-machine that dies takes its processes with it) and measures:
+``--max 3`` (so each member runs at least one instance and one runs two), and runs
+``--clients`` keep-alive clients against the surviving member's edge. Then it kills the member
+holding two instances with SIGKILL *and* its workloads (a machine that dies takes its
+processes with it) and measures:
 
 - ``gone``: death → its endpoints have left the survivor's view (the routes pushed to the
   survivor's edge are computed from that same view, in the same actor step); goal ≤ TTL + 1 s;
-- ``replaced``: death → 2 Ready instances again, all on the survivor;
+- ``replaced``: death → 2 Ready instances again (desired = the 2 live nodes), all on the
+  survivor;
 - the success rate of the requests through the surviving edge across the failure (death →
   re-placed) and after ``gone``.
 
@@ -165,8 +167,8 @@ def one_round(root: Path, ttl: float, clients: int) -> dict[str, float]:
     try:
         members = [Member(a_home.root, url, "a", ttl), Member(b_home.root, url, "b", ttl)]
         a, b = members
-        a.client.request("deploy", app="hello", digest=digest, min=1, max=2)
-        placed = wait(lambda: len(r := b.ready()) == 2 and r, 30, "2 Ready")
+        a.client.request("deploy", app="hello", digest=digest, min=1, max=3)
+        placed = wait(lambda: len(r := b.ready()) == 3 and r, 30, "3 Ready")
         held = {m.prefix: sum(i["node"].startswith(m.prefix) for i in placed) for m in members}
         victim = a if held["a"] >= held["b"] else b
         survivor = b if victim is a else a
@@ -184,8 +186,12 @@ def one_round(root: Path, ttl: float, clients: int) -> dict[str, float]:
 
         wait(gone, ttl + 10, "endpoints to leave")
         t_gone = time.monotonic()
-        wait(lambda: len(r := survivor.ready()) == 2
-             and all(i["node"].startswith(survivor.prefix) for i in r), 30, "re-placement")
+        try:
+            wait(lambda: len(r := survivor.ready()) == 2
+                 and all(i["node"].startswith(survivor.prefix) for i in r), 30, "re-placement")
+        except SystemExit:
+            print(json.dumps(survivor.client.request("status"), indent=1)[:3000])
+            raise
         t_placed = time.monotonic()
         time.sleep(1.0)
         stop.set()
