@@ -58,7 +58,7 @@ def up_cmd(
         "--lease-ttl", help="etcd lease TTL in seconds (with --fabric)")] = 5.0,
     ui_port: Annotated[int | None, typer.Option(
         "--ui-port", min=0, max=65535,
-        help="Read-only dashboard on 127.0.0.1:P; 0 turns it off [config edge.ui_port: 0]")
+        help="Read-only dashboard on 127.0.0.1:P; 0 turns it off (default: config edge.ui_port, 0)")
     ] = None,
 ) -> None:
     """Run the whole supervision tree in the foreground until SIGINT/SIGTERM or `down`."""
