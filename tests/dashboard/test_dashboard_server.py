@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import http.client
 import socket
 import threading
@@ -27,11 +28,12 @@ class Sources:
 
     def __init__(self) -> None:
         self.fail = False
+        self.doc: dict[str, Any] = copy.deepcopy(TREE)
 
     def tree(self) -> dict[str, Any]:
         if self.fail:
             raise RuntimeError("the mesh is stopping")
-        return TREE
+        return copy.deepcopy(self.doc)
 
     def status(self) -> dict[str, Any]:
         return STATUS
@@ -208,3 +210,30 @@ def test_up_fails_cleanly_when_the_ui_port_is_taken(home_dir: Any) -> None:
                                             f"127.0.0.1:{port}: address already in use")
     assert "mesh shutdown" in done.stdout or "shutdown" in done.stdout  # the tree was stopped
     assert not (home_dir / "control.sock").exists()
+
+
+def test_a_change_no_record_announces_is_pushed_by_the_next_look(dash: Any) -> None:
+    board, sources = dash  # sample_interval 0.1 s
+    stream = EventStream(board.port)
+    try:
+        stream.next("history")
+        assert stream.next("state")["tree"]["children"][0]["state"] == "running"
+        sources.doc["children"][0]["status"] = "restarting"
+        start = time.monotonic()
+        assert stream.next("state", 2.0)["tree"]["children"][0]["state"] == "restarting"
+        assert time.monotonic() - start < 1.0
+    finally:
+        stream.close()
+
+
+def test_the_history_is_the_tail_of_the_log_file(tmp_path: Any) -> None:
+    from mycelium.operator.dashboard.feed import read_tail
+
+    log = tmp_path / "supervision.jsonl"
+    lines = [orjson.dumps({"event": "started", "child": f"c{i}"}) for i in range(100)]
+    log.write_bytes(b"\n".join(lines) + b"\nnot json\n")
+    assert [r["child"] for r in read_tail(log)] == [f"c{i}" for i in range(100)]
+    tail = read_tail(log, limit=200)  # the first, cut line is dropped
+    assert tail and tail[-1]["child"] == "c99" and len(tail) < 100
+    assert all(r["event"] == "started" for r in tail)
+    assert read_tail(tmp_path / "missing.jsonl") == [] and read_tail(None) == []
