@@ -168,6 +168,8 @@ class Dashboard:
         for rec in early:
             self._on_record(rec)
         ready.set_result(None)
+        if self._stopped:  # stop() came before the loop was known to it
+            loop.call_soon(loop.stop)
         try:
             loop.run_forever()
         finally:
