@@ -236,6 +236,10 @@ class Agent(SupervisedActor):
                     self._readopt(app, here)
                     self._reconcile(app)
             case FabricRestarted():
+                for app, here in self._apps.items():  # a new fabric knows no switch holders
+                    plan = self._plans.get(app)
+                    if here.switching and plan is not None:
+                        self._names.tell("fabric", ClaimSwitch(app, self.node, self._lease(plan)))
                 infos = tuple(i for h in self._apps.values() for i in h.infos.values())
                 self._names.tell("fabric", AgentSync(self.node, tuple(self._apps), infos))
             case GetInfo():
@@ -300,18 +304,24 @@ class Agent(SupervisedActor):
             here.switching = False  # every blue is gone: the next node may switch
             self._names.tell("fabric", ReleaseSwitch(app, self.node))
 
+    def _lease(self, plan: Plan) -> float:
+        """How long the fabric keeps this node's switch if the node never releases it."""
+        return plan.timeout + plan.warmup + 2 * self._settings.stop_grace + 30.0
+
     def _may_switch(self, app: str, here: _AppHere, plan: Plan) -> bool:
         """Whether this node may start a green beside its blue now (``[rollout] parallel``).
 
-        A fabric that cannot answer (restarting, or one without switch bookkeeping) does not
-        block an update: the node switches, as it would with no bound.
+        A restarting fabric (not registered) means ask again shortly; a fabric that fails to
+        answer (one without switch bookkeeping, or a timeout) does not block an update: the node
+        switches, as it would with no bound.
         """
         if here.switching:
             return True
         fabric = self._names.get("fabric")
-        lease = plan.timeout + plan.warmup + self._settings.stop_grace + 30.0
+        if fabric is None:
+            return False
         try:
-            granted = fabric is None or fabric.ask(ClaimSwitch(app, self.node, lease),
+            granted = fabric.ask(ClaimSwitch(app, self.node, self._lease(plan)),
                                                    timeout=2.0) is not False
         except Exception as exc:
             log.info("%s: switch claim for %s unanswered (%s); switching", self.node, app, exc)
