@@ -459,12 +459,22 @@ class Agent(SupervisedActor):
         if here is None or here.removing:
             return
         here.removing = True
-        ref, node = self.actor_ref, self.node
+        ref, node, names = self.actor_ref, self.node, self._names
         apps_ref = self._names.get(f"{node}/apps")
+        app_sup = self._app_sup(app) if apps_ref is not None else None
+        urls = [i.url for i in here.infos.values() if i.state == "Ready" and i.url]
+        grace = max(self._settings.drain_grace, self._settings.stop_grace)
 
         def remove() -> None:
             if apps_ref is not None:
                 try:
+                    # scaled down or stopped: leave the routes and let requests finish first
+                    for kid in which_children(app_sup) if app_sup is not None else ():
+                        if kid.ref is not None:
+                            _tell(kid.ref, Drain())
+                    for url in urls:
+                        _wait_unrouted(names, url, _ROUTE_ACK_TIMEOUT)
+                        _wait_idle(names, url, grace)
                     terminate_child(apps_ref, app)
                 except (SupervisorError, pykka.ActorDeadError) as exc:
                     log.info("removing %s from %s: %s", app, node, exc)

@@ -126,3 +126,24 @@ def test_a_new_plan_mid_rollout_supersedes_the_old_one(
     insts = mesh.app("web")["instances"]
     assert {i["digest"] for i in insts} == {digests["v3"]} and len(insts) == 3
     assert len(workload_pids(home)) == 3  # nothing stranded
+
+    # scaling down drains too: requests in flight on the nodes that give their slot back finish
+    slow: list[dict[str, object]] = []
+    with Load(mesh.port, "web") as load:
+        load.wait_requests(30)
+        slows = [threading.Thread(target=lambda: slow.append(_get(mesh.port, SLOW)))
+                 for _ in range(6)]
+        for t in slows:
+            t.start()
+        wait_until(lambda: sum(1 for i in mesh.app("web")["instances"]
+                               if i["state"] == "Ready") == 3, 5, "3 Ready")
+        code, _, err = _deploy(mesh, digests["v3"], "--max", "1")
+        assert code == 0, err
+        for t in slows:
+            t.join(10)
+        wait_until(lambda: len(workload_pids(home)) == 1, 15, "one instance left")
+        load.wait_requests(30)
+    assert load.stats.failed == 0, load.stats.errors
+    assert len(slow) == 6
+    served_by = {str(r["instance"]).split("#")[0] for r in slow}
+    assert served_by & {"web@node-2", "web@node-3"}, slow  # not cut and resent to node-1
