@@ -136,7 +136,8 @@ def test_examples_are_executable_and_have_manifests() -> None:
     for name in ("hello", "crashy", "slow-start"):
         script = EXAMPLES / name / name
         assert os.access(script, os.X_OK)
-        assert script.read_text().startswith("#!/usr/bin/env -S python3 -S\n")  # no site: fast start
+        # no site-packages for the examples: they start fast
+        assert script.read_text().startswith("#!/usr/bin/env -S python3 -S\n")
         manifest = json.loads((EXAMPLES / name / "manifest.json").read_text())
         assert manifest["name"] == name
     assert os.access(EXAMPLES / "quickstart.sh", os.X_OK)
