@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -19,9 +20,29 @@ from typing import Any
 
 import pykka
 
-__all__ = ["NORMAL_REASONS", "Exit", "SupervisedActor", "actor_of", "exit_of"]
+__all__ = ["NORMAL_REASONS", "Exit", "SupervisedActor", "actor_of", "exit_of", "recent_exit"]
 
 NORMAL_REASONS = frozenset({"normal", "shutdown"})
+
+# How recently finished actors ended, by urn: Pykka's refs hold the actor only weakly, so a
+# caller that asks after the actor was collected (e.g. wait_exit on a root that shut itself
+# down) still learns its exit. Bounded: the oldest records are dropped.
+_RECENT_EXITS: OrderedDict[str, Exit] = OrderedDict()
+_RECENT_EXITS_MAX = 4096
+_recent_lock = threading.Lock()
+
+
+def recent_exit(urn: str) -> Exit | None:
+    """How the finished actor with this urn ended, if it finished recently; else ``None``."""
+    with _recent_lock:
+        return _RECENT_EXITS.get(urn)
+
+
+def _remember_exit(urn: str, result: Exit) -> None:
+    with _recent_lock:
+        _RECENT_EXITS[urn] = result
+        while len(_RECENT_EXITS) > _RECENT_EXITS_MAX:
+            _RECENT_EXITS.popitem(last=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +195,7 @@ class SupervisedActor(pykka.ThreadingActor):
         with self._sv_lock:
             self._sv_result = result
             watcher, self._sv_watcher = self._sv_watcher, None
+        _remember_exit(self.actor_urn, result)
         self.sv_done.set()
         if watcher is not None:
             watcher(result)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import pykka
 
-from supervisors.actor import Exit, SupervisedActor, actor_of
+from supervisors.actor import Exit, SupervisedActor, actor_of, recent_exit
 from supervisors.errors import SupervisorError, SupervisorNotRunning
 from supervisors.messages import (
     ChildInfo,
@@ -198,6 +198,11 @@ def wait_exit(ref: pykka.ActorRef[Any], timeout: float | None = None) -> Exit | 
         SupervisorError: If ``ref`` is not a SupervisedActor's ref.
     """
     actor = actor_of(ref) if isinstance(ref, pykka.ActorRef) else None
+    if actor is None and isinstance(ref, pykka.ActorRef):
+        # Already finished and collected (refs hold actors weakly): its exit was recorded.
+        finished = recent_exit(ref.actor_urn)
+        if finished is not None:
+            return finished
     if not isinstance(actor, SupervisedActor):
         raise SupervisorError(f"{ref!r} is not a SupervisedActor's ref")
     return actor.exit if actor.sv_done.wait(timeout) else None

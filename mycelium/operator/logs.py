@@ -219,24 +219,60 @@ class SupervisionLog:
                 if rotated:  # the old file was fully read just now
                     fh.close()
                     fh, partial = None, b""
-                    for path in self._rotated_since(inode):
-                        yield from _read_path(path, app)
+                    newer = self._open_newer(inode)
+                    for older in newer[:-1]:
+                        with older:
+                            yield from _read_lines(older.read(), app)
+                    if newer:  # the newest (usually the current file): follow it from its start
+                        fh = newer[-1]
+                        inode = os.fstat(fh.fileno()).st_ino
+                        start = None
                     continue
                 stop.wait(poll)
         finally:
             if fh is not None:
                 fh.close()
 
-    def _rotated_since(self, inode: int) -> list[Path]:
-        """Rotated files newer than the one with ``inode`` (several rotations between polls)."""
-        rotated = [self.path.with_name(f"{LOG_NAME}.{n}") for n in range(1, self.keep + 1)]
-        for index, path in enumerate(rotated):
-            try:
-                if os.stat(path).st_ino == inode:
-                    return list(reversed(rotated[:index]))
-            except FileNotFoundError:
-                continue
-        return [p for p in reversed(rotated) if p.exists()]
+    def _open_newer(self, inode: int) -> list[IO[bytes]]:
+        """Open every log file newer than the one with ``inode``, oldest first.
+
+        Files are told apart by inode, not by name, and opened before they are read: the
+        writer may rotate (rename every file) at any moment. A scan during which any name
+        changed its inode is thrown away and done again, so no file is skipped or read twice.
+        """
+        names = [self.path.with_name(f"{LOG_NAME}.{n}") for n in range(self.keep, 0, -1)]
+        names.append(self.path)
+        for _ in range(100):
+            opened: list[tuple[Path, IO[bytes], int]] = []
+            for path in names:
+                try:
+                    handle: IO[bytes] = open(path, "rb")  # noqa: SIM115 - returned or closed
+                except FileNotFoundError:
+                    continue
+                opened.append((path, handle, os.fstat(handle.fileno()).st_ino))
+            if all(_inode(path) == ino for path, _fh, ino in opened):
+                inodes = [ino for _path, _fh, ino in opened]
+                keep_from = inodes.index(inode) + 1 if inode in inodes else 0
+                for _path, stale, _ino in opened[:keep_from]:
+                    stale.close()
+                return [handle for _path, handle, _ino in opened[keep_from:]]
+            for _path, stale, _ino in opened:  # a rotation happened during the scan: again
+                stale.close()
+        return []
+
+
+def _inode(path: Path) -> int:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return -1
+
+
+def _read_lines(data: bytes, app: str | None) -> Iterator[dict[str, Any]]:
+    for line in data.split(b"\n"):
+        record = _parse(line)
+        if record is not None and _matches(record, app):
+            yield record
 
 
 def _read_path(path: Path, app: str | None) -> Iterator[dict[str, Any]]:
