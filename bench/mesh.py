@@ -2,7 +2,7 @@
 
 One command:
 
-    python bench/mesh.py [--kills 20] [--apps 100] [--backoff-base 0.1]
+    python bench/mesh.py [--kills 20] [--apps 100] [--backoff-base 0.01]
 
 Measured through the control socket and the edge, like an operator would:
 - exit detection: ``kill -9`` of a workload → its endpoint is gone from ``status`` (polled
@@ -150,7 +150,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--apps", type=int, default=100)
-    parser.add_argument("--backoff-base", type=float, default=0.1)
+    parser.add_argument("--backoff-base", type=float, default=0.01)
     parser.add_argument("--reset-after", type=float, default=0.5)
     args = parser.parse_args()
 

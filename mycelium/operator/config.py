@@ -110,7 +110,7 @@ class RestartSection:
 
     intensity: int = _key(5, 0, 10_000)
     period: float = _key(30.0, 0, 86_400, lo_open=True)
-    backoff_base: float = _key(0.1, 0, 3600)
+    backoff_base: float = _key(0.01, 0, 3600)
     backoff_cap: float = _key(30.0, 0, 86_400)
     backoff_jitter: float = _key(0.1, 0, 1)
     reset_after: float = _key(10.0, 0, 86_400)

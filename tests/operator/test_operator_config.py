@@ -37,7 +37,7 @@ def test_defaults_follow_the_spec_and_the_machine() -> None:
     assert config.node.mem_mb == psutil.virtual_memory().total // (1024 * 1024)
     assert config.instance.startup_deadline == 30.0
     assert config.instance.health_failures == 3
-    assert (config.restart.backoff_base, config.restart.backoff_cap) == (0.1, 30.0)
+    assert (config.restart.backoff_base, config.restart.backoff_cap) == (0.01, 30.0)
     assert config.rollout.timeout == 60.0
 
 
