@@ -14,11 +14,11 @@ from dash_helpers import (
     chromium_or_skip,
     cli,
     start_browser,
-    workload_pids,
 )
 
 from mycelium.home import Home
 from mycelium.spores import keygen, publish
+from tests.meshkit import stopped_cleanly
 
 HELLO = REPO / "examples" / "hello" / "hello"
 
@@ -34,14 +34,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshWithDashboard
     v2 = publish(home, binary=HELLO, manifest={"name": "hello", "version": "2.0.0"})
     proc = MeshWithDashboard(root)
     proc.digests = {"hello": digest, "hello-v2": v2}
-    try:
+    with stopped_cleanly(proc, root):
         done = cli(root, "deploy", "hello", digest, "--max", "3", "--timeout", "30")
         assert done.returncode == 0, done.stderr
         yield proc
-    finally:
-        code = proc.stop()
-        assert code == 0, "\n".join(proc.lines[-30:])
-        assert workload_pids(root) == []
 
 
 @pytest.fixture(scope="module")

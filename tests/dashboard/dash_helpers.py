@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
-    p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+from tests.meshkit import REPO, UpProcess, free_port, kill_leftovers, repo_env, workload_pids
+
+__all__ = ["CHROMIUM", "REPO", "MeshWithDashboard", "chromium_or_skip", "cli", "free_port",
+           "start_browser", "wait_until", "workload_pids"]
+
+ENV = repo_env()
 for _name in list(ENV):
     if _name.startswith("MYCELIUM_"):
         del ENV[_name]
@@ -31,13 +29,6 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--window-size=1400,1000")
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "",
@@ -65,74 +56,24 @@ def cli(home: Path, *args: str, timeout: float = 60.0,
                           env={**ENV, **(env or {})}, check=False)
 
 
-def workload_pids(home: Path) -> list[int]:
-    """Every live process running a binary from this home's instances."""
-    marker = str(home / "instances")
-    pids = []
-    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-        try:
-            if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            if any(marker in part for part in proc.info["cmdline"] or ()):
-                pids.append(proc.info["pid"])
-        except (psutil.Error, TypeError):
-            continue
-    return pids
-
-
-class MeshWithDashboard:
+class MeshWithDashboard(UpProcess):
     """``mycelium up --nodes N --edge-port P --ui-port U`` in the background."""
 
     def __init__(self, home: Path, nodes: int = 3) -> None:
         self.home = home
         self.edge_port = free_port()
-        self.lines: list[str] = []
         self.digests: dict[str, str] = {}
-        self._cond = threading.Condition()
-        self.proc = subprocess.Popen(
+        super().__init__(
             [sys.executable, "-m", "mycelium", "up", "--home", str(home), "--nodes", str(nodes),
-             "--edge-port", str(self.edge_port), "--ui-port", str(free_port())],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-        threading.Thread(target=self._read, daemon=True).start()
+             "--edge-port", str(self.edge_port), "--ui-port", str(free_port())], ENV)
         line = self.wait_line("dashboard http://", 60.0)
         self.ui_url = line.split("dashboard ", 1)[1].strip()
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    def wait_line(self, text: str, timeout: float = 15.0) -> str:
-        """Wait until a stdout line contains ``text``."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines:
-                    if text in line:
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    raise AssertionError(f"no {text!r} line from the mesh; got:\n"
-                                         + "\n".join(self.lines[-40:]))
-                self._cond.wait(min(left, 0.2))
-
     def stop(self) -> int:
-        """SIGTERM and wait (SIGKILL after 60 s); returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        for pid in workload_pids(self.home):  # last resort after a failure
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
-        return int(self.proc.returncode)
+        """SIGTERM and wait (SIGKILL after 60 s), then kill leftover workloads; the exit code."""
+        code = super().stop()
+        kill_leftovers(self.home)  # last resort after a failure
+        return code
 
 
 def chromium_or_skip() -> None:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mesh_helpers import REPO, MeshProcess, kill_leftovers, workload_pids
+from mesh_helpers import REPO, MeshProcess
 
 from mycelium.home import Home
 from mycelium.spores import keygen, publish
+from tests.meshkit import private_home, stopped_cleanly
 
 TESTER = Path(__file__).resolve().parent / "workloads" / "tester"
 HELLO = REPO / "examples" / "hello" / "hello"
@@ -42,11 +42,7 @@ def spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
 @pytest.fixture
 def home(tmp_path: Path, spores: tuple[Path, dict[str, str]]) -> Iterator[Path]:
     """A private copy of the template home; no workload of it may survive the test."""
-    target = tmp_path / "home"
-    shutil.copytree(spores[0], target, symlinks=True)
-    yield target
-    leftovers = kill_leftovers(target)
-    assert not leftovers, f"workload processes survived the test: {leftovers}"
+    yield from private_home(spores[0], tmp_path / "home")
 
 
 @pytest.fixture
@@ -59,9 +55,5 @@ def digests(spores: tuple[Path, dict[str, str]]) -> dict[str, str]:
 def mesh(home: Path) -> Iterator[MeshProcess]:
     """A running 3-node mesh on its own home and edge port; stopped and checked afterwards."""
     proc = MeshProcess(home)
-    try:
+    with stopped_cleanly(proc, home):
         yield proc
-    finally:
-        code = proc.stop()
-        assert code == 0, "\n".join(proc.lines[-30:])
-        assert workload_pids(home) == []

@@ -6,10 +6,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,16 +20,10 @@ import pytest
 from mycelium.fabric.etcd_client import EtcdClient, EtcdUnavailable
 from mycelium.home import Home
 from mycelium.operator.control import ControlClient
+from tests.meshkit import UpProcess, free_port
 
 __all__ = ["EtcdServer", "MemberProcess", "etcd_binary", "free_port", "get", "kill_workloads",
            "wait_for"]
-
-
-def free_port() -> int:
-    """A port the kernel just gave us on 127.0.0.1 (closed again at once)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):  # type: ignore[no-untyped-def]
@@ -110,7 +102,7 @@ class EtcdServer:
         self.proc = None
 
 
-class MemberProcess:
+class MemberProcess(UpProcess):
     """``mycelium up --fabric … --node-prefix P`` in the background, stdout collected."""
 
     def __init__(self, home: Path, etcd_url: str, prefix: str, nodes: int = 2,
@@ -119,8 +111,6 @@ class MemberProcess:
         self.home = home
         self.prefix = prefix
         self.port = free_port()
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
         argv = [*wrap, sys.executable, "-m", "mycelium", "up", "--home", str(home), "--fabric",
                 etcd_url, "--node-prefix", prefix, "--nodes", str(nodes), "--lease-ttl",
                 str(ttl), "--edge-port", str(self.port)]
@@ -128,33 +118,9 @@ class MemberProcess:
             argv.append("--no-edge")
         if advertise:
             argv += ["--advertise-host", advertise]
-        env = {**os.environ, "MYCELIUM_DEBUG": "1"}
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=env)
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(argv, {**os.environ, "MYCELIUM_DEBUG": "1"}, f"member {prefix}")
         self.client = ControlClient(Home(home))
         self.wait_line("mesh up", 30.0)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-
-    def wait_line(self, text: str, timeout: float = 15.0) -> str:
-        """Wait until a stdout line contains ``text``."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines:
-                    if text in line:
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    raise AssertionError(f"no {text!r} line from member {self.prefix}; got:\n"
-                                         + "\n".join(self.lines[-40:]))
-                self._cond.wait(min(left, 0.2))
 
     @property
     def url(self) -> str:
@@ -174,22 +140,6 @@ class MemberProcess:
     def nodes(self) -> dict[str, str]:
         """Node → state, as this member sees the mesh."""
         return {n["name"]: n["state"] for n in self.status()["nodes"]}
-
-    def kill9(self) -> None:
-        """SIGKILL the member process (its workloads survive it, like a crashed machine's)."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> int:
-        """SIGTERM and wait; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return int(self.proc.returncode)
 
 
 def get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:

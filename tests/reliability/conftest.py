@@ -3,7 +3,6 @@ small config per mesh, and the mesh helpers of tests/mesh."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +13,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "mesh"))
 sys.path.insert(0, str(HERE))
 
-from mesh_helpers import MeshProcess, kill_leftovers, workload_pids  # noqa: E402
+from mesh_helpers import MeshProcess  # noqa: E402
 
 from mycelium.home import Home  # noqa: E402
 from mycelium.spores import keygen, publish  # noqa: E402
+from tests.meshkit import private_home, stopped_cleanly  # noqa: E402
 
 REL = HERE / "workloads" / "rel"
 SLOW_START = HERE.parents[1] / "examples" / "slow-start" / "slow-start"
@@ -65,11 +65,7 @@ def spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
 @pytest.fixture
 def home(tmp_path: Path, spores: tuple[Path, dict[str, str]]) -> Iterator[Path]:
     """A private copy of the template home; no workload of it may survive the test."""
-    target = tmp_path / "home"
-    shutil.copytree(spores[0], target, symlinks=True)
-    yield target
-    leftovers = kill_leftovers(target)
-    assert not leftovers, f"workload processes survived the test: {leftovers}"
+    yield from private_home(spores[0], tmp_path / "home")
 
 
 @pytest.fixture
@@ -82,9 +78,5 @@ def digests(spores: tuple[Path, dict[str, str]]) -> dict[str, str]:
 def mesh(home: Path) -> Iterator[MeshProcess]:
     """A running 3-node mesh on its own home and edge port; stopped and checked afterwards."""
     proc = MeshProcess(home)
-    try:
+    with stopped_cleanly(proc, home):
         yield proc
-    finally:
-        code = proc.stop()
-        assert code == 0, "\n".join(proc.lines[-30:])
-        assert workload_pids(home) == []

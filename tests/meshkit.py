@@ -1,0 +1,147 @@
+"""What the mesh, dashboard, multihost and reliability suites share: a ``mycelium up``
+subprocess with its output collected, free ports, and the teardown that kills leftovers.
+
+Imported as ``tests.meshkit`` (pytest puts the repository root on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+
+__all__ = ["REPO", "UpProcess", "free_port", "kill_leftovers", "private_home", "repo_env",
+           "stopped_cleanly", "workload_pids"]
+
+
+def repo_env() -> dict[str, str]:
+    """This process's environment with the repository first on ``PYTHONPATH``."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def workload_pids(home: Path) -> list[int]:
+    """Every live process whose command line runs a binary from this home's instances."""
+    marker = str(home / "instances")
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if any(marker in part for part in proc.info["cmdline"] or ()):
+                pids.append(proc.info["pid"])
+        except (psutil.Error, TypeError):
+            continue
+    return pids
+
+
+def kill_leftovers(home: Path) -> list[int]:
+    """Last-resort cleanup for a failed test: SIGKILL every workload of this home."""
+    pids = workload_pids(home)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+    return pids
+
+
+class UpProcess:
+    """A ``mycelium up`` subprocess whose merged stdout and stderr lines are collected.
+
+    Subclasses build the command line and wait for the line that says they are up.
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str], label: str = "the mesh") -> None:
+        self.lines: list[str] = []
+        self._label = label
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, env=env)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_line(self, text: str, timeout: float = 15.0) -> str:
+        """Wait until a stdout line contains ``text``.
+
+        Raises:
+            AssertionError: after ``timeout``, or once the process has exited without it.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if text in line:
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    raise AssertionError(f"no {text!r} line from {self._label}; got:\n"
+                                         + "\n".join(self.lines[-40:]))
+                self._cond.wait(min(left, 0.2))
+
+    def kill9(self) -> None:
+        """SIGKILL the process itself (its workloads survive it, like a crashed machine's)."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        """SIGTERM and wait (SIGKILL after 60 s); returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return int(self.proc.returncode)
+
+
+def private_home(template: Path, target: Path) -> Iterator[Path]:
+    """Fixture body: a copy of ``template`` at ``target``; no workload of it may survive.
+
+    Raises:
+        AssertionError: at teardown, naming the workloads that had to be killed.
+    """
+    shutil.copytree(template, target, symlinks=True)
+    yield target
+    leftovers = kill_leftovers(target)
+    assert not leftovers, f"workload processes survived the test: {leftovers}"
+
+
+@contextlib.contextmanager
+def stopped_cleanly(proc: UpProcess, home: Path) -> Iterator[None]:
+    """Stop ``proc`` on the way out and check it exited 0 and left no workload of ``home``.
+
+    Raises:
+        AssertionError: on a non-zero exit (with the last output lines) or a leftover workload.
+    """
+    try:
+        yield
+    finally:
+        code = proc.stop()
+        assert code == 0, "\n".join(proc.lines[-30:])
+        assert workload_pids(home) == []
