@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 import orjson  # noqa: E402
 import psutil  # noqa: E402
 
+from bench._common import free_port, pct  # noqa: E402
 from mycelium.home import Home  # noqa: E402
 from mycelium.spores import keygen, publish  # noqa: E402
 
@@ -47,17 +48,6 @@ HELLO = REPO / "examples" / "hello" / "hello"
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("MYCELIUM_")}
 ENV["PYTHONPATH"] = str(REPO)
 ENV["MYCELIUM_RESTART_RESET_AFTER"] = "0.2"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 class Mesh:

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 import psutil  # noqa: E402
 
+from bench._common import free_port, pct  # noqa: E402
 from mycelium.home import Home  # noqa: E402
 from mycelium.node.health import probe_health  # noqa: E402
 from mycelium.operator.control import ControlClient  # noqa: E402
@@ -47,17 +47,6 @@ from mycelium.spores import keygen, publish  # noqa: E402
 
 HELLO = REPO / "examples" / "hello" / "hello"
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 class Mesh:
