@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["EVENTS", "Report", "Reporter", "emit", "format_report", "rfc3339"]
+__all__ = ["EVENTS", "EVENT_COLORS", "Report", "Reporter", "emit", "format_report", "rfc3339"]
 
 logger = logging.getLogger("supervisors")
 
@@ -29,7 +29,8 @@ EVENTS = (
     "shutdown",
 )
 
-_COLORS = {
+#: The ANSI colour of each event in a human-readable line (events not listed stay plain).
+EVENT_COLORS = {
     "started": "\x1b[32m",
     "child_restarted": "\x1b[32m",
     "child_terminated": "\x1b[33m",
@@ -101,7 +102,7 @@ def format_report(report: Report, color: bool = False) -> str:
     """
     event = report.event
     if color:
-        event = f"{_COLORS.get(event, '')}{event}{_RESET}"
+        event = f"{EVENT_COLORS.get(event, '')}{event}{_RESET}"
     parts = [rfc3339(report.ts), report.supervisor, event]
     if report.child is not None:
         parts.append(f"child={report.child}")

@@ -22,6 +22,7 @@ import orjson
 
 from mycelium.errors import MyceliumError
 from mycelium.home import Home
+from supervisors.reports import EVENT_COLORS, rfc3339
 
 __all__ = ["LOG_NAME", "LogError", "SupervisionLog", "format_record", "normalise_record"]
 
@@ -30,25 +31,11 @@ LOG_NAME = "supervision.jsonl"
 #: Seconds between two looks at the file while following it (``tail -f`` polls too).
 FOLLOW_POLL = 0.1
 
-_COLORS = {
-    "started": "\x1b[32m",
-    "child_restarted": "\x1b[32m",
-    "child_terminated": "\x1b[33m",
-    "backoff": "\x1b[36m",
-    "shutdown": "\x1b[2m",
-    "start_error": "\x1b[31m",
-    "reached_max_restart_intensity": "\x1b[1;31m",
-}
 _DIM, _RED, _RESET = "\x1b[2m", "\x1b[31m", "\x1b[0m"
 
 
 class LogError(MyceliumError):
     """The supervision log cannot be written (disk full, permissions)."""
-
-
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
 
 
 def normalise_record(record: Mapping[str, Any] | Any) -> dict[str, Any]:
@@ -66,9 +53,9 @@ def normalise_record(record: Mapping[str, Any] | Any) -> dict[str, Any]:
         raise LogError(f"supervision log record without an event: {data!r}")
     ts = data.get("ts")
     if ts is None:
-        data["ts"] = _rfc3339(time.time())
+        data["ts"] = rfc3339(time.time())
     elif isinstance(ts, int | float):
-        data["ts"] = _rfc3339(float(ts))
+        data["ts"] = rfc3339(float(ts))
     extra = data.get("extra")
     if "app" not in data:
         data["app"] = extra.get("app") if isinstance(extra, Mapping) else None
@@ -330,7 +317,7 @@ def format_record(rec: Mapping[str, Any], color: bool = False) -> str:
     event = _show(rec.get("event", "?"))
     clock = _show(_clock(rec.get("ts")))
     parts = [clock, _show(rec.get("supervisor") or "-")]
-    parts.append(f"{_COLORS.get(event, '')}{event}{_RESET}" if color else event)
+    parts.append(f"{EVENT_COLORS.get(event, '')}{event}{_RESET}" if color else event)
     if rec.get("child") is not None:
         parts.append(_show(rec["child"]))
     for key in ("app",):
