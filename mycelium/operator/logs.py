@@ -171,25 +171,37 @@ class SupervisionLog:
 
     def _follow(self, app: str | None, stop: threading.Event, history: bool,
                 start: tuple[int, int] | None, poll: float) -> Iterator[dict[str, Any]]:
-        if history:
-            for path in self.files():
-                if path != self.path:
-                    yield from _read_path(path, app)
         fh: IO[bytes] | None = None
-        inode = -1
+        inode = -1  # the followed file; -1: none yet, so every file is newer
         partial = b""
+        if not history and start is None:
+            start = (-2, 0)  # no log yet: whatever appears from now on is new
         try:
             while not stop.is_set():
                 if fh is None:
-                    try:
-                        fh = open(self.path, "rb")  # noqa: SIM115 - closed in finally
-                    except FileNotFoundError:
-                        stop.wait(poll)
-                        continue
-                    inode = os.fstat(fh.fileno()).st_ino
-                    if start is not None and start[0] == inode:
-                        fh.seek(start[1])  # skip what was there when follow() was called
-                    start = None
+                    if start is not None and start[0] >= 0:
+                        try:  # without history: the current file, from its size at follow()
+                            fh = open(self.path, "rb")  # noqa: SIM115 - closed in finally
+                        except FileNotFoundError:
+                            start = None
+                            continue
+                        if os.fstat(fh.fileno()).st_ino == start[0]:
+                            fh.seek(start[1])
+                        inode = os.fstat(fh.fileno()).st_ino
+                        start = None
+                    else:
+                        # History, or files written since: every file newer than the one
+                        # followed so far, found by inode and opened before it is read.
+                        start = None
+                        opened = self._open_newer(inode)
+                        if not opened:
+                            stop.wait(poll)
+                            continue
+                        for older in opened[:-1]:
+                            with older:
+                                yield from _read_lines(older.read(), app)
+                        fh = opened[-1]
+                        inode = os.fstat(fh.fileno()).st_ino
                 chunk = fh.read()
                 if chunk:
                     lines = (partial + chunk).split(b"\n")
@@ -203,17 +215,9 @@ class SupervisionLog:
                     rotated = os.stat(self.path).st_ino != inode
                 except FileNotFoundError:
                     rotated = True
-                if rotated:  # the old file was fully read just now
+                if rotated:  # the old file was fully read just now: go on with the newer ones
                     fh.close()
                     fh, partial = None, b""
-                    newer = self._open_newer(inode)
-                    for older in newer[:-1]:
-                        with older:
-                            yield from _read_lines(older.read(), app)
-                    if newer:  # the newest (usually the current file): follow it from its start
-                        fh = newer[-1]
-                        inode = os.fstat(fh.fileno()).st_ino
-                        start = None
                     continue
                 stop.wait(poll)
         finally:
