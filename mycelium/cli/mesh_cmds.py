@@ -68,19 +68,20 @@ def up_cmd(
 
     h = home_of(home)
     cfg = load_config(config, home=h)
-    ui = _dashboard_config(cfg, ui_port, cfg.edge.port if edge_port is None else edge_port)
+    port = cfg.edge.port if edge_port is None else edge_port
+    ui = _dashboard_config(cfg, ui_port, port)
     if fabric is None and (node_prefix or advertise_host or no_edge):
         raise BadInput("--node-prefix, --advertise-host and --no-edge need --fabric etcd://…")
     if fabric is not None:
         from mycelium.member import Member
 
         mesh: Mesh = Member(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host,
-                            cfg.edge.port if edge_port is None else edge_port, fabric=fabric,
+                            port, fabric=fabric,
                             node_prefix=node_prefix, advertise_host=advertise_host,
                             edge=not no_edge, ttl=lease_ttl, out=_out)
     else:
-        mesh = Mesh(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host,
-                    cfg.edge.port if edge_port is None else edge_port, out=_out)
+        mesh = Mesh(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host, port,
+                    out=_out)
     mesh.color = sys.stdout.isatty()  # colour on a terminal, plain otherwise (SPEC §7)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: mesh.request_stop())

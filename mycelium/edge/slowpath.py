@@ -255,11 +255,9 @@ class SlowPath(ProxyBase):
                 return False
             break
         if resp is None or up is None:
-            if timed_out:
-                self._error(client, 504, failure, app, close=not (req.keep_alive and not has_body))
-                return req.keep_alive and not has_body
-            self._error(client, 502, failure, app, close=not (req.keep_alive and not has_body))
-            return req.keep_alive and not has_body
+            reusable = req.keep_alive and not has_body
+            self._error(client, 504 if timed_out else 502, failure, app, close=not reusable)
+            return reusable
         self.balancer.succeeded(ep)
         self.metrics.observe(app, time.monotonic() - started)
         self.metrics.request(app, resp.status)

@@ -81,15 +81,10 @@ class UpstreamPool:
             OSError: The connection failed.
             TimeoutError: It did not open within ``connect_timeout``.
         """
+        up = self.take_idle(ep)
+        if up is not None:
+            return up
         key = (ep.host, ep.port)
-        conns = self._pool.get(key)
-        if conns:
-            while conns:
-                up = conns.pop()
-                if up.closed or up.eof or up.buf:
-                    up.abort()
-                    continue
-                return up
         _, proto = await asyncio.wait_for(
             self.loop.create_connection(lambda: Upstream(self.loop, key), ep.host, ep.port),
             self.connect_timeout)

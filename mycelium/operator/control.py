@@ -26,7 +26,7 @@ from mycelium.messages import Crash, CrashRequested, GetInfo, from_wire, to_wire
 from mycelium.operator.client import _MAX_LINE, ControlClient, ControlError, NoMesh, _encode
 from supervisors import SupervisedActor
 
-if TYPE_CHECKING:  # the CLI imports this module: keep the fabric out of its start-up
+if TYPE_CHECKING:  # only annotated: the mesh passes its Names in
     from mycelium.fabric.names import Names
 
 __all__ = ["ControlActor", "ControlClient", "ControlError", "NoMesh", "Op"]

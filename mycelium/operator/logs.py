@@ -185,9 +185,9 @@ class SupervisionLog:
                         except FileNotFoundError:
                             start = None
                             continue
-                        if os.fstat(fh.fileno()).st_ino == start[0]:
-                            fh.seek(start[1])
                         inode = os.fstat(fh.fileno()).st_ino
+                        if inode == start[0]:
+                            fh.seek(start[1])
                         start = None
                     else:
                         # History, or files written since: every file newer than the one
