@@ -27,6 +27,7 @@ from typing import Any
 from mycelium.errors import BadInput, OperationFailed
 from mycelium.fabric.cluster import ClusterFabric
 from mycelium.fabric.etcd import DEFAULT_TTL, EtcdStore, EtcdUnavailable, MemberConflict, connect
+from mycelium.fabric.validate import DIGEST
 from mycelium.home import Home
 from mycelium.mesh import Mesh
 from mycelium.node.settings import SporeInfo
@@ -206,6 +207,6 @@ class Member(Mesh):
 
     def _op_deploy(self, req: dict[str, Any]) -> Any:
         digest = str(req.get("digest", ""))
-        if re.fullmatch(r"[0-9a-f]{64}", digest):
+        if DIGEST.fullmatch(digest):
             self._fetch(digest)
         return super()._op_deploy(req)

@@ -338,6 +338,7 @@ class Drain:
 # --------------------------------------------------------------------------- wire format
 
 _REGISTRY: dict[str, type[Any]] = {}
+_HINTS: dict[str, dict[str, Any]] = {}
 
 
 def _register() -> None:
@@ -366,6 +367,14 @@ def to_wire(obj: Any) -> Any:
     return obj
 
 
+def _type_hints(cls: type[Any]) -> dict[str, Any]:
+    """A message class's resolved field types (resolving them on every decode is slow)."""
+    hints = _HINTS.get(cls.__name__)
+    if hints is None:
+        hints = _HINTS[cls.__name__] = typing.get_type_hints(cls)
+    return hints
+
+
 def from_wire(data: Any) -> Any:
     """The inverse of :func:`to_wire`.
 
@@ -376,7 +385,7 @@ def from_wire(data: Any) -> Any:
         cls = _REGISTRY.get(str(data["type"]))
         if cls is None:
             raise ValueError(f"unknown message type {data['type']!r}")
-        hints = typing.get_type_hints(cls)
+        hints = _type_hints(cls)
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name not in data:

@@ -33,7 +33,6 @@ from mycelium.messages import (
     DeregisterEndpoint,
     EndpointsChanged,
     GetInfo,
-    GetStatus,
     InstanceInfo,
     InstanceStatus,
     Plan,
@@ -191,8 +190,6 @@ class ClusterFabric(Fabric):
                     DeregisterEndpoint(instance=info):
                 self._publish_instance(info)
                 return super().on_receive(message)
-            case GetStatus(app=app):
-                return self.status(app)
             case GetInfo():
                 info = super().on_receive(message)
                 info.update(member=self._etcd.member, etcd=self._etcd.connected,

@@ -36,7 +36,7 @@ import orjson
 from mycelium.messages import Budget, InstanceInfo, Plan, from_wire, to_wire
 
 from .errors import FabricError
-from .etcd_client import EtcdClient, EtcdUnavailable, Event, KeyValue, parse_endpoints
+from .etcd_client import EtcdClient, EtcdUnavailable, Event, parse_endpoints
 from .state import StoredState
 
 __all__ = ["DEFAULT_TTL", "EtcdStore", "EtcdUnavailable", "MemberConflict", "connect"]
@@ -389,8 +389,3 @@ class EtcdStore:
         thread = threading.Thread(target=run, name="etcd-watch", daemon=True)
         thread.start()
         return thread
-
-
-def kv_name(kv: KeyValue | Event) -> str:
-    """The last path element of a key (app, node or instance id)."""
-    return kv.key.rsplit("/", 1)[1]

@@ -17,7 +17,7 @@ import json
 import random
 import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -167,10 +167,6 @@ class EtcdClient:
         """Delete one key."""
         self.call("kv/deleterange", {"key": _b64(key)})
 
-    def delete_prefix(self, prefix: str) -> None:
-        """Delete every key under ``prefix``."""
-        self.call("kv/deleterange", {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))})
-
     def txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]],
             failure: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """One etcd transaction (raw gateway structures; see :meth:`put_op` and friends)."""
@@ -282,11 +278,3 @@ class EtcdClient:
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-
-
-def call_quietly(fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; swallow :class:`EtcdUnavailable` (for best-effort cleanup on shutdown)."""
-    try:
-        return fn()
-    except EtcdUnavailable:
-        return None

@@ -1,9 +1,9 @@
 """The fabric's durable state behind a small :class:`Store` interface.
 
 One machine uses :class:`SqliteStore` (an embedded SQLite database in WAL mode with
-``synchronous=FULL``: a committed plan survives a kill -9 of the mesh and a power cut). An etcd
-store can implement the same four methods later; nothing outside the fabric assumes the state is
-local.
+``synchronous=FULL``: a committed plan survives a kill -9 of the mesh and a power cut). A member
+of a multi-machine mesh uses :class:`~mycelium.fabric.etcd.EtcdStore` through the same four
+methods; nothing outside the fabric assumes the state is local.
 """
 
 from __future__ import annotations

@@ -155,30 +155,18 @@ class Agent(SupervisedActor):
         apps_ref = self._names.get(f"{self.node}/apps")
         if apps_ref is None:
             return
-        now = time.time()
         for app_child in which_children(apps_ref):
             app = str(app_child.meta.get("app", app_child.id))
             here = self._apps.setdefault(app, _AppHere())
             here.cpu = float(app_child.meta.get("cpu", 0.0))
             here.mem = int(app_child.meta.get("mem", 0))
-            if app_child.ref is None:
-                continue
-            for kid in which_children(app_child.ref):
-                digest = str(kid.meta.get("digest", ""))
-                here.children[kid.id] = ChildView(kid.id, digest, "Launching", now)
-                if kid.ref is not None:
-                    kid.ref.tell(Resync())
+            if app_child.ref is not None:
+                _adopt_children(here, app_child.ref)
 
     def _readopt(self, app: str, here: _AppHere) -> None:
         app_sup = self._app_sup(app)
-        if app_sup is None:
-            return
-        now = time.time()
-        for kid in which_children(app_sup):
-            here.children[kid.id] = ChildView(kid.id, str(kid.meta.get("digest", "")),
-                                              "Launching", now)
-            if kid.ref is not None:
-                kid.ref.tell(Resync())
+        if app_sup is not None:
+            _adopt_children(here, app_sup)
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -481,6 +469,16 @@ class Agent(SupervisedActor):
             _tell(ref, _AppGone(app))
 
         threading.Thread(target=remove, name=f"remove-{app}", daemon=True).start()
+
+
+def _adopt_children(here: _AppHere, app_sup: pykka.ActorRef[Any]) -> None:
+    """View an app supervisor's instances as Launching and ask each to report again."""
+    now = time.time()
+    for kid in which_children(app_sup):
+        here.children[kid.id] = ChildView(kid.id, str(kid.meta.get("digest", "")),
+                                          "Launching", now)
+        if kid.ref is not None:
+            kid.ref.tell(Resync())
 
 
 def backoff_intensity(settings: NodeSettings) -> int:
