@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +10,7 @@ import typer
 
 from mycelium.home import Home, resolve_home
 
-__all__ = ["HomeOption", "app", "home_of"]
+__all__ = ["HomeOption", "app", "err", "home_of", "out"]
 
 app = typer.Typer(
     name="mycelium",
@@ -29,3 +30,15 @@ HomeOption = Annotated[
 def home_of(option: Path | None) -> Home:
     """Resolve the ``--home`` option to a :class:`Home`."""
     return resolve_home(option)
+
+
+def out(text: str) -> None:
+    """Write one line to stdout now (progress must not wait for a buffer to fill)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def err(text: str) -> None:
+    """Write one line to stderr now."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()

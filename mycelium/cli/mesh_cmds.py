@@ -19,20 +19,10 @@ from mycelium.errors import BadInput, OperationFailed
 from mycelium.home import Home
 from mycelium.operator.client import ControlClient
 
-from .app import HomeOption, app, home_of
+from .app import HomeOption, app, err, home_of, out
 
 __all__ = ["deploy_cmd", "down_cmd", "kill_cmd", "logs_cmd", "status_cmd", "stop_cmd",
            "tree_cmd", "up_cmd"]
-
-
-def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 # --------------------------------------------------------------------------- up / down
@@ -78,10 +68,10 @@ def up_cmd(
         mesh: Mesh = Member(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host,
                             port, fabric=fabric,
                             node_prefix=node_prefix, advertise_host=advertise_host,
-                            edge=not no_edge, ttl=lease_ttl, out=_out)
+                            edge=not no_edge, ttl=lease_ttl, out=out)
     else:
         mesh = Mesh(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host, port,
-                    out=_out)
+                    out=out)
     mesh.color = sys.stdout.isatty()  # colour on a terminal, plain otherwise (SPEC §7)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: mesh.request_stop())
@@ -98,10 +88,10 @@ def up_cmd(
     try:
         edge = (f"edge http://{mesh.edge_host}:{mesh.edge_bound_port} ({mesh.edge_id})"
                 if mesh.edge_bound_port is not None else "no edge")
-        _out(f"mesh up: {edge}, {len(mesh.node_names)} nodes "
+        out(f"mesh up: {edge}, {len(mesh.node_names)} nodes "
              f"({', '.join(mesh.node_names)}), home {h.root}")
         if mesh.dashboard is not None:
-            _out(f"dashboard {mesh.dashboard.url}")
+            out(f"dashboard {mesh.dashboard.url}")
         if repl:
             mesh_tools.console(mesh)
         else:
@@ -109,10 +99,10 @@ def up_cmd(
                 pass
     finally:
         with contextlib.suppress(OSError):  # a closed stdout must not leave the tree running
-            _out("mesh shutting down")
+            out("mesh shutting down")
         mesh.stop()
         with contextlib.suppress(OSError):
-            _out("mesh down")
+            out("mesh down")
     if mesh.failure is not None:
         raise OperationFailed(f"the mesh gave up: {mesh.failure}")
 
@@ -141,7 +131,7 @@ def down_cmd(home: HomeOption = None) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if not _locked(h):
-            _out(f"mesh at {h.root} is down")
+            out(f"mesh at {h.root} is down")
             return
         time.sleep(0.05)
     raise OperationFailed(f"the mesh at {h.root} did not stop within 120s")
@@ -195,7 +185,7 @@ def deploy_cmd(
                           rollout_timeout=timeout)
     full, generation = plan["digest"], plan["generation"]
     if not wait:
-        _out(f"deploying {app_name} {full[:12]} (generation {generation}, not waiting)")
+        out(f"deploying {app_name} {full[:12]} (generation {generation}, not waiting)")
         return
     deadline = started + timeout + 5.0  # the mesh enforces --timeout; this only bounds the wait
     last = ""
@@ -210,7 +200,7 @@ def deploy_cmd(
         old = [i for i in insts if i["digest"] != full]
         line = f"{app_name}: {ready}/{doc['desired']} Ready ({doc['state']})"
         if line != last:
-            _err(line)
+            err(line)
             last = line
         if doc.get("generation", 0) > generation and doc.get("plan_status") == "failed":
             raise OperationFailed(f"deploy of {app_name} {full[:12]} rolled back: "
@@ -220,7 +210,7 @@ def deploy_cmd(
                                   f"{str(doc['digest'])[:12]}")
         if ready >= max(doc["min"], 1 if doc["desired"] else 0) and not old:
             took = time.monotonic() - started
-            _out(f"deployed {app_name} {full[:12]}: {ready}/{doc['desired']} Ready "
+            out(f"deployed {app_name} {full[:12]}: {ready}/{doc['desired']} Ready "
                  f"in {took:.2f}s")
             return
         if time.monotonic() > deadline:
@@ -264,7 +254,7 @@ def _progress(app_name: str, full: str, insts: list[dict[str, Any]],
         for k in range(before + 1, phase + 1):
             if k in (2, 3) and not had_blue:
                 continue  # a first start has no blue to warm beside or drain
-            _err(f"{app_name} {node}: {_PHASES[k]}")
+            err(f"{app_name} {node}: {_PHASES[k]}")
         seen[node] = max(before, phase)
 
 
@@ -286,7 +276,7 @@ def stop_cmd(app_name: Annotated[str, typer.Argument(metavar="APP")],
     while time.monotonic() < deadline:
         status = client.request("status", app=app_name)
         if not any(i["state"] != "Stopped" for a in status["apps"] for i in a["instances"]):
-            _out(f"stopped {app_name}")
+            out(f"stopped {app_name}")
             return
         time.sleep(0.02)
     raise OperationFailed(f"{app_name}: instances still running after 60s")
@@ -308,7 +298,7 @@ def status_cmd(app_name: Annotated[str | None, typer.Argument(metavar="[APP]")] 
         return
     from mycelium.operator.render import render_status
 
-    _out(render_status(status))
+    out(render_status(status))
 
 
 @app.command("tree")
@@ -342,7 +332,7 @@ def logs_cmd(home: HomeOption = None,
                 sys.stdout.buffer.write(orjson.dumps(record) + b"\n")
                 sys.stdout.flush()
             else:
-                _out(format_record(record, color=color))
+                out(format_record(record, color=color))
 
 
 # --------------------------------------------------------------------------- crash tests
@@ -367,7 +357,7 @@ def kill_cmd(app_name: Annotated[str, typer.Argument(metavar="APP")],
     number = _signal_number(sig)
     pids = ControlClient(home_of(home)).request("kill", app=app_name, node=node, signal=number)
     for pid in pids:
-        _out(str(pid))
+        out(str(pid))
 
 
 from . import mesh_tools  # noqa: E402  (registers chaos and repl on `app`)

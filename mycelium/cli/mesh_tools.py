@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import sys
 import time
 from typing import Annotated, Any
 
@@ -20,19 +19,9 @@ import typer
 from mycelium.errors import OperationFailed
 from mycelium.operator.client import ControlClient
 
-from .app import HomeOption, app, home_of
+from .app import HomeOption, app, err, home_of, out
 
 __all__ = ["chaos_cmd", "chaos_summary", "console", "repl_cmd"]
-
-
-def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 def console(mesh: Any) -> None:
@@ -43,7 +32,7 @@ def console(mesh: Any) -> None:
     """
     from mycelium.operator.repl import run_in_process
 
-    run_in_process(mesh, _out)
+    run_in_process(mesh, out)
 
 
 @app.command("chaos")
@@ -77,17 +66,17 @@ def chaos_cmd(home: HomeOption = None,
             with contextlib.suppress(OperationFailed):
                 client.request("kill", app=app_of, node=victim["node"], signal=9)
                 kills += 1
-                _err(f"killed {victim['id']} pid {victim['pid']}")
+                err(f"killed {victim['id']} pid {victim['pid']}")
                 took = _await_recovery(client, app_of, victim, end + 30)
                 if took is not None:
                     times.append(took)
-                    _err(f"recovered {app_of} on {victim['node']} in {took * 1000:.0f} ms")
+                    err(f"recovered {app_of} on {victim['node']} in {took * 1000:.0f} ms")
         time.sleep(max(0.0, interval - (time.monotonic() - tick)))
     summary = chaos_summary(kills, times)
     if as_json:
-        _out(orjson.dumps(summary).decode())
+        out(orjson.dumps(summary).decode())
     else:
-        _out(f"chaos: {kills} kills, {len(times)} recoveries, slowest recovery "
+        out(f"chaos: {kills} kills, {len(times)} recoveries, slowest recovery "
              f"{summary['slowest_ms']:.0f} ms (p50 {summary['p50_ms']:.0f} ms, "
              f"p99 {summary['p99_ms']:.0f} ms)")
     if len(times) < kills:

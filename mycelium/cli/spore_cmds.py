@@ -35,14 +35,9 @@ ManifestOption = Annotated[
 def _limits(home: Home) -> Limits:
     """The spore limits from the home's config (``spores.max_archive_mb``/``max_binary_mb``)."""
     import mycelium.spores as sp
-    try:
-        from mycelium.operator.config import load_config
-    except ImportError:  # the operator package is optional for Flow A
-        return sp.Limits()
-    cfg = load_config(None, os.environ, home=home)
-    spores = getattr(cfg, "spores", None)
-    if spores is None:
-        return sp.Limits()
+    from mycelium.operator.config import load_config
+
+    spores = load_config(None, os.environ, home=home).spores
     return sp.Limits.from_mb(spores.max_archive_mb, spores.max_binary_mb)
 
 

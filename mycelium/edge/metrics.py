@@ -1,6 +1,6 @@
 """The edge's counters and their Prometheus text exposition.
 
-Hand-written rather than prometheus-client: the edge needs three families and one histogram,
+Hand-written rather than prometheus-client: the edge needs five families and one histogram,
 updated on its own event loop thread only, and the exposition format is a few lines. A client
 library would add a dependency and a lock on the hot path for nothing.
 """
