@@ -19,6 +19,7 @@ from mycelium.edge.http1 import ProtocolError, RequestHead, parse_request_head, 
 from mycelium.edge.relay import response_head
 from mycelium.edge.routes import Endpoint, split_target
 from mycelium.edge.slowpath import SlowPath
+from mycelium.edge.upstream import _MAX_RESPONSE_HEAD
 
 __all__ = ["EdgeProxy"]
 
@@ -183,7 +184,7 @@ class EdgeProxy(SlowPath):
         if end < 0:
             if up.eof:
                 self._fast_failed(client, ex, "upstream closed before responding")
-            elif len(ubuf) > 65536:
+            elif len(ubuf) > _MAX_RESPONSE_HEAD:
                 self._fast_failed(client, ex, "upstream response head too large")
             return
         try:
