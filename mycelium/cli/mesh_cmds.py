@@ -246,16 +246,22 @@ def _progress(app_name: str, full: str, insts: list[dict[str, Any]],
     by_node: dict[str, list[dict[str, Any]]] = {}
     for i in insts:
         by_node.setdefault(i["node"], []).append(i)
+    moves: list[tuple[int, str, list[str]]] = []
     for node, here in sorted(by_node.items()):
         had_blue = any(i["digest"] != full for i in here) or seen.get(node + "/blue", 0) == 1
         if had_blue:
             seen[node + "/blue"] = 1
         phase, before = _node_phase(full, here, had_blue), seen.get(node, -1)
-        for k in range(before + 1, phase + 1):
-            if k in (2, 3) and not had_blue:
-                continue  # a first start has no blue to warm beside or drain
-            err(f"{app_name} {node}: {_PHASES[k]}")
+        lines = [f"{app_name} {node}: {_PHASES[k]}" for k in range(before + 1, phase + 1)
+                 # a first start has no blue to warm beside or drain
+                 if not (k in (2, 3) and not had_blue)]
+        moves.append((phase, node, lines))
         seen[node] = max(before, phase)
+    # Seen in the same poll, a node further along moved first (one node finishes its switch
+    # before the next one starts): print it first, so that the lines keep the real order.
+    for _phase, _node, lines in sorted(moves, key=lambda move: (-move[0], move[1])):
+        for line in lines:
+            err(line)
 
 
 def _app_doc(client: ControlClient, app_name: str) -> dict[str, Any] | None:
