@@ -14,9 +14,10 @@ import orjson
 from mycelium.errors import MyceliumError, OperationFailed
 from mycelium.home import Home
 
-__all__ = ["ControlClient", "ControlError", "NoMesh"]
+__all__ = ["MAX_LINE", "ControlClient", "ControlError", "NoMesh", "encode_line"]
 
-_MAX_LINE = 16 * 1024 * 1024
+MAX_LINE = 16 * 1024 * 1024
+"""The longest JSON line either side of the control socket reads."""
 
 
 class ControlError(MyceliumError):
@@ -31,7 +32,8 @@ class NoMesh(OperationFailed):
     """No mesh answers on this home's control socket."""
 
 
-def _encode(obj: Any) -> bytes:
+def encode_line(obj: Any) -> bytes:
+    """One request or reply as JSON (messages in their wire form), without the newline."""
     return orjson.dumps(obj, default=_wire_default)
 
 
@@ -69,9 +71,9 @@ class ControlClient:
             except (FileNotFoundError, ConnectionRefusedError):
                 raise NoMesh(f"no mesh running at {self.home.root} (start one with "
                              f"`mycelium up --home {self.home.root}`)") from None
-            sock.sendall(_encode({"op": op, **fields}) + b"\n")
+            sock.sendall(encode_line({"op": op, **fields}) + b"\n")
             with sock.makefile("rb") as rfile:
-                line = rfile.readline(_MAX_LINE)
+                line = rfile.readline(MAX_LINE)
         except TimeoutError:
             raise ControlError(f"the mesh at {self.home.root} did not answer within "
                                f"{timeout:g}s", 1) from None

@@ -23,7 +23,7 @@ import pykka
 
 from mycelium.errors import MyceliumError
 from mycelium.messages import Crash, CrashRequested, GetInfo, from_wire, to_wire
-from mycelium.operator.client import _MAX_LINE, ControlClient, ControlError, NoMesh, _encode
+from mycelium.operator.client import MAX_LINE, ControlClient, ControlError, NoMesh, encode_line
 from supervisors import SupervisedActor
 
 if TYPE_CHECKING:  # only annotated: the mesh passes its Names in
@@ -109,7 +109,7 @@ class ControlActor(SupervisedActor):
 
     def _connection(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rb") as rfile:
-            line = rfile.readline(_MAX_LINE)
+            line = rfile.readline(MAX_LINE)
             try:
                 request = orjson.loads(line)
                 if not isinstance(request, dict):
@@ -125,7 +125,7 @@ class ControlActor(SupervisedActor):
                 log.exception("control request failed")
                 reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "exit_code": 1}
             with contextlib.suppress(OSError):
-                conn.sendall(_encode(reply) + b"\n")
+                conn.sendall(encode_line(reply) + b"\n")
 
     def handle(self, request: dict[str, Any]) -> Any:
         """Serve one request (runs in a connection thread, never in the actor's mailbox).
