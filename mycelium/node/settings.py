@@ -33,7 +33,8 @@ class NodeSettings:
     sample_interval: float = 1.0
     stop_grace: float = 5.0
     drain_grace: float = 0.5
-    backoff: Backoff = field(default_factory=lambda: Backoff(base=0.1, cap=10.0, reset_after=10.0))
+    # the config's [restart] defaults (the mesh always passes its configured backoff)
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=0.01, cap=30.0, reset_after=10.0))
     host: str = "127.0.0.1"
     startup_deadline: float = 30.0
     intensity: int = 5
