@@ -6,19 +6,26 @@ exception in ``on_start`` calls neither ``on_failure`` nor ``on_stop``, so waiti
 Instead the actor's own thread calls its watcher in a ``finally`` around Pykka's whole actor
 loop (setup, running, teardown): every way of dying ends there, after cleanup, exactly once,
 and no extra thread per child is needed.
+
+An actor class with ``pooled = True`` has no thread of its own: its turns run on the shared
+scheduler of :mod:`supervisors.pool`, and the same single end-of-life path runs at the end of
+the turn that tore it down.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 import pykka
+
+from .pool import PooledInbox, scheduler
 
 __all__ = ["NORMAL_REASONS", "Exit", "SupervisedActor", "actor_of", "exit_of", "recent_exit"]
 
@@ -79,6 +86,8 @@ def exit_of(exc: BaseException, in_start: bool = False) -> Exit:
 
 Watcher = Callable[[Exit], None]
 
+log = logging.getLogger("pykka")  # where Pykka's own actor loop logs the same events
+
 
 class SupervisedActor(pykka.ThreadingActor):
     """A ``pykka.ThreadingActor`` that a supervisor can watch.
@@ -86,7 +95,14 @@ class SupervisedActor(pykka.ThreadingActor):
     Subclass it instead of ``ThreadingActor`` and call ``super().__init__()``. Raise in a
     ``tell`` handler (or ``on_start``) to crash; give the exception ``reason: str`` and
     ``details: dict`` attributes to control the report. ``self.stop()`` exits ``normal``.
+
+    Set the class attribute ``pooled = True`` to run on the shared scheduler instead of a
+    thread of its own (see :mod:`supervisors.pool`): the same semantics, one message at a time,
+    in order; only the thread is borrowed, turn by turn.
     """
+
+    pooled: ClassVar[bool] = False
+    """Run the actor's turns on the shared scheduler (no thread of its own while idle)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -102,6 +118,67 @@ class SupervisedActor(pykka.ThreadingActor):
         """Set once the actor is gone and its cleanup (``on_failure``/``on_stop``) finished."""
 
     # -- Pykka hooks ---------------------------------------------------------------------
+
+    def _create_actor_inbox(self) -> Any:  # type: ignore[override]  # a staticmethod in Pykka
+        if self.pooled:
+            return PooledInbox(scheduler())
+        return pykka.ThreadingActor._create_actor_inbox()
+
+    def _start_actor_loop(self) -> None:
+        if not self.pooled:
+            super()._start_actor_loop()
+            return
+        self._sv_set_up = False
+        self._pool_inbox().start(self._pooled_turn)
+
+    def _pool_inbox(self) -> PooledInbox:
+        inbox = self.actor_inbox
+        assert isinstance(inbox, PooledInbox)
+        return inbox
+
+    def _pooled_turn(self) -> None:
+        """One turn on a pool worker: setup first, then messages until the inbox is empty."""
+        inbox = self._pool_inbox()
+        crash: BaseException | None = None
+        try:
+            if not self._sv_set_up:
+                self._sv_set_up = True
+                self._actor_loop_setup()
+            while not self.actor_stopped.is_set():
+                envelope = inbox.next_or_release()
+                if envelope is None:
+                    return  # idle: the thread goes back to the pool
+                self._handle_envelope(envelope)
+        except BaseException as exc:
+            crash = exc
+            pykka.ActorRegistry.unregister(self.actor_ref)
+            self.actor_stopped.set()
+        # stopped: answer what is queued, and whatever arrives while we do
+        self._actor_loop_teardown()
+        while not inbox.release_if_empty():
+            self._actor_loop_teardown()
+        self._sv_finish(crash)
+
+    def _handle_envelope(self, envelope: Any) -> None:
+        """Pykka's ``_actor_loop_running`` body, for one message (pooled actors)."""
+        try:
+            response = self._handle_receive(envelope.message)
+            if envelope.reply_to is not None:
+                envelope.reply_to.set(response)
+        except Exception:
+            if envelope.reply_to is not None:
+                log.info(f"Exception returned from {self} to caller:", exc_info=sys.exc_info())
+                envelope.reply_to.set_exception()
+            else:
+                self._handle_failure(*sys.exc_info())
+                try:
+                    self.on_failure(*sys.exc_info())
+                except Exception:
+                    self._handle_failure(*sys.exc_info())
+        except BaseException:
+            log.debug(f"{sys.exc_info()[1]!r} in {self}. Stopping all actors.")
+            self._stop()
+            pykka.ActorRegistry.stop_all()
 
     def _actor_loop(self) -> None:
         crash: BaseException | None = None

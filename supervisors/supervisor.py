@@ -65,7 +65,12 @@ class Supervisor(ChildOperations, SupervisedActor):
     not when the delayed start happens, so a crash loop slowed by backoff still ends in
     ``reached_max_restart_intensity`` if it crashes more than ``intensity`` times within
     ``period``; size ``period`` with the backoff delays in mind.
+
+    Supervisors are pooled (:mod:`supervisors.pool`): they idle almost always, so they borrow a
+    thread per turn instead of holding one each.
     """
+
+    pooled = True
 
     def __init__(
         self,

@@ -15,6 +15,12 @@ from supervisors.messages import RetryRestart, TerminateChild
 StartSup = Callable[..., pykka.ActorRef[Any]]
 
 
+@pytest.fixture(autouse=True, params=[False, True], ids=["threaded", "pooled"])
+def worker_runtime(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every strategy test runs with workers on threads of their own and on the pool."""
+    monkeypatch.setattr(Worker, "pooled", request.param)
+
+
 @pytest.mark.parametrize(
     ("strategy", "stopped", "restarted"),
     [

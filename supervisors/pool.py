@@ -1,0 +1,160 @@
+"""Pooled actors: many actors on few threads, like the BEAM's schedulers.
+
+A plain Pykka ``ThreadingActor`` owns a thread for its whole life, idle or not: a mesh with 300
+workloads held ~600 idle threads (~24 KB of RSS each). A pooled actor owns none. Its inbox
+schedules a *turn* on a shared pool whenever a message arrives for an actor that has no turn
+running; the turn handles messages until the inbox is empty, then gives the thread back. At most
+one turn of an actor runs at a time, so the actor still sees its messages one by one, in order.
+
+The pool is a *cached* pool: a turn never waits for a busy worker, a new one starts instead.
+A handler may therefore block (a supervisor waiting for a child's cleanup, an ``ask`` to another
+pooled actor) without starving or deadlocking anyone, exactly as with a thread per actor; the
+number of threads is the number of actors busy at the same moment, not the number of actors.
+Workers idle for :data:`IDLE_SECONDS` exit, down to :data:`KEEP_IDLE`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["IDLE_SECONDS", "KEEP_IDLE", "PooledInbox", "Scheduler", "scheduler"]
+
+log = logging.getLogger(__name__)
+
+IDLE_SECONDS = 5.0
+"""How long a worker waits for a turn before it exits (if more than KEEP_IDLE are idle)."""
+
+KEEP_IDLE = 4
+"""Workers kept even when idle, so that a quiet system still answers without a thread start."""
+
+Turn = Callable[[], None]
+
+
+class Scheduler:
+    """A cached pool of daemon worker threads running turns, first come first served."""
+
+    def __init__(self, idle_seconds: float = IDLE_SECONDS, keep_idle: int = KEEP_IDLE) -> None:
+        self._idle_seconds = idle_seconds
+        self._keep_idle = keep_idle
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._turns: deque[Turn] = deque()
+        self._waiting = 0  # workers inside wait(), each one promised to a pending turn
+        self._workers = 0
+        self._names = itertools.count()
+
+    @property
+    def workers(self) -> int:
+        """How many worker threads exist right now."""
+        return self._workers
+
+    def submit(self, turn: Turn) -> None:
+        """Run ``turn()`` on a worker: an idle one if there is one, else a new one."""
+        with self._lock:
+            self._turns.append(turn)
+            # Every waiting worker will take one pending turn when it wakes; start a worker for
+            # a turn that has none. (A busy worker that comes back first only helps.)
+            if self._waiting >= len(self._turns):
+                self._wakeup.notify()
+                return
+            self._workers += 1
+        thread = threading.Thread(target=self._work, name=f"actor-pool-{next(self._names)}",
+                                  daemon=True)
+        try:
+            thread.start()
+        except BaseException:
+            with self._lock:
+                self._workers -= 1
+            raise
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._turns:
+                    self._waiting += 1
+                    woken = self._wakeup.wait(self._idle_seconds)
+                    self._waiting -= 1
+                    if not woken and not self._turns and self._waiting >= self._keep_idle:
+                        self._workers -= 1  # enough others idle: this one goes
+                        return
+                turn = self._turns.popleft()
+            try:
+                turn()
+            except BaseException:  # a turn handles its own failures; never lose the worker
+                log.exception("an actor turn failed")
+
+
+class PooledInbox:
+    """A Pykka ``ActorInbox`` that schedules its actor's turn when a message arrives.
+
+    Pykka calls ``put`` (``tell``/``ask``), and ``empty``/``get`` while tearing down; the
+    actor's turn takes messages with :meth:`next_or_release`.
+    """
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+        self._lock = threading.Lock()
+        self._items: deque[Any] = deque()
+        self._turn: Turn | None = None
+        self._scheduled = False
+
+    def start(self, turn: Turn) -> None:
+        """Begin scheduling: the first turn runs now (it runs the actor's setup)."""
+        with self._lock:
+            self._turn = turn
+            self._scheduled = True
+        self._scheduler.submit(turn)
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        with self._lock:
+            self._items.append(item)
+            if self._scheduled or self._turn is None:
+                return
+            self._scheduled = True
+            turn = self._turn
+        self._scheduler.submit(turn)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        with self._lock:
+            if not self._items:
+                raise queue.Empty
+            return self._items.popleft()
+
+    def get_nowait(self) -> Any:
+        return self.get(block=False)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def release_if_empty(self) -> bool:
+        """End the turn unless messages are queued (then the caller handles them first)."""
+        with self._lock:
+            if self._items:
+                return False
+            self._scheduled = False
+            return True
+
+    def next_or_release(self) -> Any | None:
+        """The next message; or ``None``, and the turn ends (a later ``put`` starts another)."""
+        with self._lock:
+            if self._items:
+                return self._items.popleft()
+            self._scheduled = False
+            return None
+
+
+_SCHEDULER = Scheduler()
+
+
+def scheduler() -> Scheduler:
+    """The process-wide scheduler that pooled actors run on."""
+    return _SCHEDULER
