@@ -1,11 +1,12 @@
 """AppInstance: the supervised actor that owns ONE workload OS process (Flows B, E).
 
 Idle → Launching → Ready → Draining → Stopped. Everything that blocks — extracting the spore,
-spawning, probing health until the first 200 — runs in a helper thread that reports back by
-message, so the mailbox always answers (a ``stop`` or a ``Drain`` is never stuck behind a probe).
-The exit of the process is noticed at once (the reaper's callback tells the actor); the actor
-then leaves the routes first and fails with the exit as its ``reason``, so its supervisor starts
-a replacement from the same digest with backoff.
+spawning, probing health until the first 200 — runs as a task on a pool worker (not in the
+actor's turn) that reports back by message, so the mailbox always answers (a ``stop`` or a
+``Drain`` is never stuck behind a probe). The exit of the process is noticed at once (the
+reaper's callback tells the actor); the actor then leaves the routes first and fails with the
+exit as its ``reason``, so its supervisor starts a replacement from the same digest with
+backoff.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from mycelium.messages import (
 from mycelium.node.health import free_port, probe_health
 from mycelium.node.process import ProcessError, Workload, describe_exit, spawn
 from supervisors import SupervisedActor
+from supervisors.pool import scheduler
 
 from .ticker import shared_ticker
 
@@ -159,6 +161,8 @@ class AppInstance(SupervisedActor):
         restarts: How many times this slot was restarted (carried by the replacement).
     """
 
+    pooled = True  # hundreds of mostly idle instances: turns on the shared scheduler
+
     def __init__(self, spec: InstanceSpec, names: Names, instance_id: str, restarts: int) -> None:
         super().__init__()
         self.spec = spec
@@ -169,6 +173,7 @@ class AppInstance(SupervisedActor):
         self._spawned: Workload | None = None
         self._failures = 0
         self._checks = 0
+        self._probe_due = 0.0
         self._tick: int | None = None
         self._dir = spec.instances_dir / instance_id.replace("/", "_")
         self.info = InstanceInfo(id=instance_id, app=spec.app, node=spec.node, digest=spec.digest,
@@ -178,9 +183,9 @@ class AppInstance(SupervisedActor):
     # -- lifecycle -------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        """Go Launching and hand the blocking work to a helper thread."""
+        """Go Launching and hand the blocking work to a pool worker (not this actor's turn)."""
         self._set(state="Launching")
-        threading.Thread(target=self._launch, name=f"launch-{self.info.id}", daemon=True).start()
+        scheduler().submit(self._launch)
 
     def on_stop(self) -> None:
         """Graceful stop: leave the routes, SIGTERM the group, SIGKILL after the grace."""
@@ -206,7 +211,7 @@ class AppInstance(SupervisedActor):
         shutil.rmtree(self._dir / "app", ignore_errors=True)
         self._set(state="Stopped", reason=reason)
 
-    # -- the helper thread -----------------------------------------------------------------
+    # -- the launch task (on a pool worker) -----------------------------------------------------
 
     def _launch(self) -> None:
         spec, ref = self.spec, self.actor_ref
@@ -310,9 +315,14 @@ class AppInstance(SupervisedActor):
         self.info = replace(self.info, rss_bytes=rss, cpu_percent=cpu)
         if self._checks % 5 == 0:
             self._report()
+        now = time.monotonic()
+        if now < self._probe_due:  # sampled only: the liveness probe has its own period
+            self._schedule()
+            return
+        self._probe_due = now + self.spec.health_interval
         ref, url = self.actor_ref, f"{self.info.url}{self.spec.health}"
         timeout = self.spec.health_timeout
-        try:
+        try:  # the next tick is scheduled when the answer comes back (_probed)
             _PROBES.submit(lambda: _tell(ref, _Probed(probe_health(url, timeout=timeout))))
         except RuntimeError:  # the interpreter is shutting down: no more health checks
             return
