@@ -202,6 +202,8 @@ def main() -> None:
         # scale: N apps x 3 nodes
         digests = [publish(home, binary=HELLO, manifest={"name": f"app{n}", "version": "1"})
                    for n in range(args.apps)]
+        proc = psutil.Process(mesh.proc.pid)
+        cpu0 = proc.cpu_times()
         t0 = time.perf_counter()
         for n, d in enumerate(digests):
             mesh.client.request("deploy", app=f"app{n}", digest=d, min=1, max=3,
@@ -215,8 +217,14 @@ def main() -> None:
 
         wait(all_ready, 300, interval=0.05)
         done = time.perf_counter()
-        rss = psutil.Process(mesh.proc.pid).memory_info().rss / 1048576
-        threads = psutil.Process(mesh.proc.pid).num_threads()
+        cpu1 = proc.cpu_times()
+        mesh_cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+        rss = proc.memory_info().rss / 1048576
+        threads = proc.num_threads()
+        # settled: the pool's workers from the start burst have gone back (idle 5 s)
+        wait(lambda: proc.num_threads() <= 40, 30, interval=0.5)
+        settled_rss = proc.memory_info().rss / 1048576
+        settled_threads = proc.num_threads()
         status_times = []
         for _ in range(10):
             t = time.perf_counter()
@@ -231,13 +239,18 @@ def main() -> None:
         print(f"scale {args.apps} apps x 3 nodes = {want} workloads: deploys took "
               f"{last - t0:.2f} s; all Ready {done - last:.2f} s after the last deploy "
               f"({done - t0:.2f} s after the first)")
-        print(f"mesh RSS {rss:.0f} MB, {threads} threads; status over the socket p50 "
+        print(f"mesh CPU during the scale-up {mesh_cpu:.2f} s; mesh RSS {rss:.0f} MB with "
+              f"{threads} threads when all Ready, settled {settled_rss:.0f} MB with "
+              f"{settled_threads} threads")
+        print(f"status over the socket p50 "
               f"{statistics.median(status_times) * 1000:.1f} ms; `mycelium status --json` "
               f"CLI wall p50 {statistics.median(cli_times) * 1000:.0f} ms")
         result.update(scale_workloads=want, scale_deploys_s=round(last - t0, 2),
                       scale_ready_after_last_deploy_s=round(done - last, 2),
                       scale_ready_after_first_deploy_s=round(done - t0, 2),
+                      mesh_cpu_scale_s=round(mesh_cpu, 2),
                       mesh_rss_mb=round(rss), mesh_threads=threads,
+                      mesh_rss_settled_mb=round(settled_rss), mesh_threads_settled=settled_threads,
                       status_socket_ms=round(statistics.median(status_times) * 1000, 1),
                       status_cli_ms=round(statistics.median(cli_times) * 1000))
         t = time.perf_counter()
