@@ -36,16 +36,30 @@ KEEP_IDLE = 4
 Turn = Callable[[], None]
 
 
+class _Worker:
+    """An idle worker's parking spot: a turn is handed to it, then it is woken."""
+
+    __slots__ = ("turn", "wake")
+
+    def __init__(self) -> None:
+        self.turn: Turn | None = None
+        self.wake = threading.Lock()
+        self.wake.acquire()  # released by the scheduler to wake the worker
+
+
 class Scheduler:
-    """A cached pool of daemon worker threads running turns, first come first served."""
+    """A cached pool of daemon worker threads: a turn goes to an idle worker or a new one.
+
+    Idle workers are woken last-in first-out, so that a steady trickle of turns keeps the same
+    few workers busy and the others reach their idle timeout and exit (first-in first-out wakes
+    would spread the turns over every worker and keep them all alive).
+    """
 
     def __init__(self, idle_seconds: float = IDLE_SECONDS, keep_idle: int = KEEP_IDLE) -> None:
         self._idle_seconds = idle_seconds
         self._keep_idle = keep_idle
         self._lock = threading.Lock()
-        self._wakeup = threading.Condition(self._lock)
-        self._turns: deque[Turn] = deque()
-        self._waiting = 0  # workers inside wait(), each one promised to a pending turn
+        self._idle: list[_Worker] = []  # a stack: the most recently idle worker on top
         self._workers = 0
         self._names = itertools.count()
 
@@ -55,17 +69,19 @@ class Scheduler:
         return self._workers
 
     def submit(self, turn: Turn) -> None:
-        """Run ``turn()`` on a worker: an idle one if there is one, else a new one."""
+        """Run ``turn()`` on a worker: the most recently idle one if there is one, else a new
+        one (a turn never waits for a busy worker)."""
         with self._lock:
-            self._turns.append(turn)
-            # Every waiting worker will take one pending turn when it wakes; start a worker for
-            # a turn that has none. (A busy worker that comes back first only helps.)
-            if self._waiting >= len(self._turns):
-                self._wakeup.notify()
+            if self._idle:
+                worker = self._idle.pop()
+                worker.turn = turn
+                worker.wake.release()
                 return
             self._workers += 1
-        thread = threading.Thread(target=self._work, name=f"actor-pool-{next(self._names)}",
-                                  daemon=True)
+        worker = _Worker()
+        worker.turn = turn
+        thread = threading.Thread(target=self._work, args=(worker,),
+                                  name=f"actor-pool-{next(self._names)}", daemon=True)
         try:
             thread.start()
         except BaseException:
@@ -73,21 +89,25 @@ class Scheduler:
                 self._workers -= 1
             raise
 
-    def _work(self) -> None:
+    def _work(self, worker: _Worker) -> None:
         while True:
-            with self._lock:
-                while not self._turns:
-                    self._waiting += 1
-                    woken = self._wakeup.wait(self._idle_seconds)
-                    self._waiting -= 1
-                    if not woken and not self._turns and self._waiting >= self._keep_idle:
-                        self._workers -= 1  # enough others idle: this one goes
-                        return
-                turn = self._turns.popleft()
+            turn, worker.turn = worker.turn, None
+            assert turn is not None
             try:
                 turn()
             except BaseException:  # a turn handles its own failures; never lose the worker
                 log.exception("an actor turn failed")
+            del turn
+            with self._lock:
+                self._idle.append(worker)
+            while not worker.wake.acquire(timeout=self._idle_seconds):
+                with self._lock:
+                    if worker not in self._idle:  # handed a turn as the wait timed out
+                        continue  # its wake is released already: the next acquire succeeds
+                    if len(self._idle) > self._keep_idle:
+                        self._idle.remove(worker)
+                        self._workers -= 1
+                        return
 
 
 class PooledInbox:

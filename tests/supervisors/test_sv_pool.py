@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pykka
@@ -174,3 +175,18 @@ def test_the_inbox_schedules_one_turn_at_a_time() -> None:
     for k in range(4):  # each sender's messages in the order it sent them
         mine = [x for x in handled if x // 1000 == k]
         assert mine == sorted(mine)
+
+
+def test_a_steady_trickle_of_turns_keeps_few_workers_busy_and_lets_the_rest_go() -> None:
+    """Idle workers are woken last-in first-out: the bottom of the stack times out and exits."""
+    pool = Scheduler(idle_seconds=0.1, keep_idle=1)
+    release = threading.Event()
+    for _ in range(8):
+        pool.submit(lambda: release.wait(5))
+    wait_until(lambda: pool.workers == 8)
+    release.set()
+    deadline = time.monotonic() + 10
+    while pool.workers > 2:  # a turn every 5 ms: far more often than the idle timeout
+        assert time.monotonic() < deadline, f"{pool.workers} workers still alive"
+        pool.submit(lambda: None)
+        time.sleep(0.005)
