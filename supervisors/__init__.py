@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from supervisors.actor import Exit, SupervisedActor
+from supervisors.actor import Exit, Latch, SupervisedActor
 from supervisors.api import (
     count_children,
     delete_child,
@@ -47,6 +47,7 @@ __all__ = [
     "ChildSpec",
     "DynamicSupervisor",
     "Exit",
+    "Latch",
     "MaxChildren",
     "NotFound",
     "Report",

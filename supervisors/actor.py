@@ -27,7 +27,8 @@ import pykka
 
 from .pool import PooledInbox, scheduler
 
-__all__ = ["NORMAL_REASONS", "Exit", "SupervisedActor", "actor_of", "exit_of", "recent_exit"]
+__all__ = ["NORMAL_REASONS", "Exit", "Latch", "SupervisedActor", "actor_of", "exit_of",
+           "recent_exit"]
 
 NORMAL_REASONS = frozenset({"normal", "shutdown"})
 
@@ -86,6 +87,43 @@ def exit_of(exc: BaseException, in_start: bool = False) -> Exit:
 
 Watcher = Callable[[Exit], None]
 
+_LATCH_GUARD = threading.Lock()
+
+
+class Latch:
+    """A one-shot ``threading.Event`` (``set``, ``is_set``, ``wait``; never cleared) on one lock.
+
+    An Event is a Condition with a waiter deque, ~1.5 KB; every actor has three (Pykka's
+    ``actor_stopped``, ``sv_started``, ``sv_done``), which with hundreds of pooled actors was
+    megabytes of RSS. The lock is held from birth and released once by ``set``; a waiter
+    acquires and at once releases it, letting the next waiter through.
+    """
+
+    __slots__ = ("_flag", "_lock")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        with _LATCH_GUARD:  # two setters must not both release
+            if self._flag:
+                return
+            self._flag = True
+            self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._flag:
+            return True
+        if self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+            self._lock.release()
+            return True
+        return self._flag
+
 log = logging.getLogger("pykka")  # where Pykka's own actor loop logs the same events
 
 
@@ -106,15 +144,17 @@ class SupervisedActor(pykka.ThreadingActor):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Pykka's Event, as a Latch (Pykka only sets, tests and waits on it); the ref shares it
+        self.actor_stopped = self._actor_ref.actor_stopped = Latch()  # type: ignore[assignment]
         self._sv_lock = threading.Lock()
         self._sv_watcher: Watcher | None = None
         self._sv_failure: Exit | None = None
         self._sv_exit_reason: Exit | None = None
         self._sv_result: Exit | None = None
         self._sv_in_start = True
-        self.sv_started = threading.Event()
+        self.sv_started = Latch()
         """Set once ``on_start`` returned or failed."""
-        self.sv_done = threading.Event()
+        self.sv_done = Latch()
         """Set once the actor is gone and its cleanup (``on_failure``/``on_stop``) finished."""
 
     # -- Pykka hooks ---------------------------------------------------------------------

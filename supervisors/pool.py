@@ -53,13 +53,21 @@ class Scheduler:
     Idle workers are woken last-in first-out, so that a steady trickle of turns keeps the same
     few workers busy and the others reach their idle timeout and exit (first-in first-out wakes
     would spread the turns over every worker and keep them all alive).
+
+    ``max_workers`` bounds the pool for plain tasks that wait only on the OS (then a turn
+    beyond the bound queues); actors' turns need the unbounded default, or handlers that wait
+    on each other could deadlock.
     """
 
-    def __init__(self, idle_seconds: float = IDLE_SECONDS, keep_idle: int = KEEP_IDLE) -> None:
+    def __init__(self, idle_seconds: float = IDLE_SECONDS, keep_idle: int = KEEP_IDLE,
+                 max_workers: int | None = None, name: str = "actor-pool") -> None:
         self._idle_seconds = idle_seconds
         self._keep_idle = keep_idle
+        self._max_workers = max_workers
+        self._name = name
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []  # a stack: the most recently idle worker on top
+        self._queued: deque[Turn] = deque()  # only when max_workers are all busy
         self._workers = 0
         self._names = itertools.count()
 
@@ -77,11 +85,14 @@ class Scheduler:
                 worker.turn = turn
                 worker.wake.release()
                 return
+            if self._max_workers is not None and self._workers >= self._max_workers:
+                self._queued.append(turn)
+                return
             self._workers += 1
         worker = _Worker()
         worker.turn = turn
         thread = threading.Thread(target=self._work, args=(worker,),
-                                  name=f"actor-pool-{next(self._names)}", daemon=True)
+                                  name=f"{self._name}-{next(self._names)}", daemon=True)
         try:
             thread.start()
         except BaseException:
@@ -99,6 +110,9 @@ class Scheduler:
                 log.exception("an actor turn failed")
             del turn
             with self._lock:
+                if self._queued:
+                    worker.turn = self._queued.popleft()
+                    continue
                 self._idle.append(worker)
             while not worker.wake.acquire(timeout=self._idle_seconds):
                 with self._lock:
@@ -120,7 +134,8 @@ class PooledInbox:
     def __init__(self, scheduler: Scheduler) -> None:
         self._scheduler = scheduler
         self._lock = threading.Lock()
-        self._items: deque[Any] = deque()
+        # None while empty between turns: an idle actor holds no deque (~600 bytes each)
+        self._items: deque[Any] | None = None
         self._turn: Turn | None = None
         self._scheduled = False
 
@@ -133,6 +148,8 @@ class PooledInbox:
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         with self._lock:
+            if self._items is None:
+                self._items = deque()
             self._items.append(item)
             if self._scheduled or self._turn is None:
                 return
@@ -153,14 +170,15 @@ class PooledInbox:
         return not self._items
 
     def qsize(self) -> int:
-        return len(self._items)
+        items = self._items
+        return len(items) if items is not None else 0
 
     def release_if_empty(self) -> bool:
         """End the turn unless messages are queued (then the caller handles them first)."""
         with self._lock:
             if self._items:
                 return False
-            self._scheduled = False
+            self._items, self._scheduled = None, False
             return True
 
     def next_or_release(self) -> Any | None:
@@ -168,7 +186,7 @@ class PooledInbox:
         with self._lock:
             if self._items:
                 return self._items.popleft()
-            self._scheduled = False
+            self._items, self._scheduled = None, False
             return None
 
 

@@ -1,7 +1,7 @@
 """AppInstance: the supervised actor that owns ONE workload OS process (Flows B, E).
 
 Idle → Launching → Ready → Draining → Stopped. Everything that blocks — extracting the spore,
-spawning, probing health until the first 200 — runs as a task on a pool worker (not in the
+spawning, probing health until the first 200 — runs as tasks on the launch pool (not in the
 actor's turn) that reports back by message, so the mailbox always answers (a ``stop`` or a
 ``Drain`` is never stuck behind a probe). The exit of the process is noticed at once (the
 reaper's callback tells the actor); the actor then leaves the routes first and fails with the
@@ -17,7 +17,6 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,8 @@ from mycelium.messages import (
 )
 from mycelium.node.health import free_port, probe_health
 from mycelium.node.process import ProcessError, Workload, describe_exit, spawn
-from supervisors import SupervisedActor
-from supervisors.pool import scheduler
+from supervisors import Latch, SupervisedActor
+from supervisors.pool import Scheduler
 
 from .ticker import shared_ticker
 
@@ -49,7 +48,11 @@ __all__ = ["RECORD_FILE", "AppInstance", "InstanceFailed", "InstanceSpec"]
 RECORD_FILE = "process.json"
 """Each instance directory holds its workload's ProcessRecord while the workload runs."""
 
-_PROBES = ThreadPoolExecutor(max_workers=8, thread_name_prefix="mycelium-probe")
+# Launch work (extract, spawn, one startup probe per task) and liveness probes run on small
+# bounded pools of their own, not on the actors' cached pool: they wait on nothing but the OS,
+# and during a mass start more threads would only fight over the same cores.
+_LAUNCHES = Scheduler(max_workers=8, keep_idle=1, name="mycelium-launch")
+_PROBES = Scheduler(max_workers=8, keep_idle=1, name="mycelium-probe")
 
 
 class _Launching:
@@ -168,7 +171,7 @@ class AppInstance(SupervisedActor):
         self.spec = spec
         self._names = names
         self._workload: Workload | None = None
-        self._closing = threading.Event()
+        self._closing = Latch()
         self._spawn_lock = threading.Lock()
         self._spawned: Workload | None = None
         self._failures = 0
@@ -183,9 +186,9 @@ class AppInstance(SupervisedActor):
     # -- lifecycle -------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        """Go Launching and hand the blocking work to a pool worker (not this actor's turn)."""
+        """Go Launching and hand the blocking work to the launch pool (not this actor's turn)."""
         self._set(state="Launching")
-        scheduler().submit(self._launch)
+        _LAUNCHES.submit(self._launch)
 
     def on_stop(self) -> None:
         """Graceful stop: leave the routes, SIGTERM the group, SIGKILL after the grace."""
@@ -211,7 +214,7 @@ class AppInstance(SupervisedActor):
         shutil.rmtree(self._dir / "app", ignore_errors=True)
         self._set(state="Stopped", reason=reason)
 
-    # -- the launch task (on a pool worker) -----------------------------------------------------
+    # -- the launch tasks (on the launch pool) ------------------------------------------------
 
     def _launch(self) -> None:
         spec, ref = self.spec, self.actor_ref
@@ -233,20 +236,35 @@ class AppInstance(SupervisedActor):
         url = f"http://{spec.host}:{port}"
         _tell(ref, _Spawned(workload, url))
         workload.on_exit(lambda rc: _tell(ref, _Exited(rc)))
-        health = url + spec.health
-        deadline = time.monotonic() + spec.startup_timeout
         _LAUNCHING.enter()
+        self._probe_startup(workload, url + spec.health, time.monotonic() + spec.startup_timeout)
+
+    def _probe_startup(self, workload: Workload, health: str, deadline: float) -> None:
+        """One startup probe (a pool task); the next is a ticker timer, so no worker sleeps.
+
+        Ends (and leaves ``_LAUNCHING``) on the first 200, the deadline, the workload's exit or
+        a stop; the timer that resubmits it only hands the task to the pool.
+        """
+        ref = self.actor_ref
         try:
-            while not self._closing.is_set() and not workload.exited:
-                if probe_health(health, timeout=0.5):
-                    _tell(ref, _Healthy())
-                    return
-                if time.monotonic() > deadline:
-                    _tell(ref, _LaunchFailed(f"not healthy within {spec.startup_timeout:g}s"))
-                    return
-                time.sleep(_LAUNCHING.interval(spec.probe_interval))
-        finally:
+            healthy = not self._closing.is_set() and probe_health(health, timeout=0.5)
+        except ValueError as exc:  # a health path that makes no URL
             _LAUNCHING.leave()
+            _tell(ref, _LaunchFailed(f"launch failed: {exc}"))
+            return
+        if self._closing.is_set() or workload.exited:
+            _LAUNCHING.leave()
+        elif healthy:
+            _LAUNCHING.leave()
+            _tell(ref, _Healthy())
+        elif time.monotonic() > deadline:
+            _LAUNCHING.leave()
+            _tell(ref, _LaunchFailed(f"not healthy within {self.spec.startup_timeout:g}s"))
+        else:
+            def again() -> None:
+                _LAUNCHES.submit(lambda: self._probe_startup(workload, health, deadline))
+
+            shared_ticker().call_later(_LAUNCHING.interval(self.spec.probe_interval), again)
 
     # -- messages --------------------------------------------------------------------------
 
@@ -322,10 +340,8 @@ class AppInstance(SupervisedActor):
         self._probe_due = now + self.spec.health_interval
         ref, url = self.actor_ref, f"{self.info.url}{self.spec.health}"
         timeout = self.spec.health_timeout
-        try:  # the next tick is scheduled when the answer comes back (_probed)
-            _PROBES.submit(lambda: _tell(ref, _Probed(probe_health(url, timeout=timeout))))
-        except RuntimeError:  # the interpreter is shutting down: no more health checks
-            return
+        # the next tick is scheduled when the answer comes back (_probed)
+        _PROBES.submit(lambda: _tell(ref, _Probed(probe_health(url, timeout=timeout))))
 
     def _probed(self, ok: bool) -> None:
         if self._closing.is_set() or self.info.state != "Ready":

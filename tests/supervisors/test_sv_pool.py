@@ -10,7 +10,7 @@ import pykka
 import pytest
 from sv_helpers import Crash, Journal, Recorder, Worker, dead, ref_of, wait_until, worker
 
-from supervisors import ChildSpec, SupervisedActor, SupFlags, wait_exit
+from supervisors import ChildSpec, Latch, SupervisedActor, SupFlags, wait_exit
 from supervisors.pool import PooledInbox, Scheduler
 
 pytestmark = pytest.mark.timeout(30)
@@ -190,3 +190,37 @@ def test_a_steady_trickle_of_turns_keeps_few_workers_busy_and_lets_the_rest_go()
         assert time.monotonic() < deadline, f"{pool.workers} workers still alive"
         pool.submit(lambda: None)
         time.sleep(0.005)
+
+
+def test_a_latch_is_a_one_shot_event_that_wakes_every_waiter() -> None:
+    latch = Latch()
+    assert not latch.is_set() and latch.wait(0.01) is False
+    woken = threading.Semaphore(0)
+    waiters = [threading.Thread(target=lambda: latch.wait(5) and woken.release())
+               for _ in range(5)]
+    for t in waiters:
+        t.start()
+    setters = [threading.Thread(target=latch.set) for _ in range(3)]  # racing setters: no error
+    for t in setters:
+        t.start()
+    for t in [*setters, *waiters]:
+        t.join(5)
+    assert all(woken.acquire(timeout=5) for _ in range(5))
+    assert latch.is_set() and latch.wait() and latch.wait(0)
+
+
+def test_a_bounded_scheduler_queues_turns_beyond_its_workers() -> None:
+    pool = Scheduler(idle_seconds=0.05, keep_idle=0, max_workers=2, name="bounded")
+    release = threading.Event()
+    done = threading.Semaphore(0)
+
+    def turn() -> None:
+        release.wait(5)
+        done.release()
+
+    for _ in range(6):
+        pool.submit(turn)
+    assert pool.workers == 2
+    release.set()
+    assert all(done.acquire(timeout=5) for _ in range(6))
+    wait_until(lambda: pool.workers == 0)
