@@ -125,7 +125,10 @@ def main() -> None:
     parser.add_argument("--crashes", type=int, default=2000)
     parser.add_argument("--children", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3, help="start/stop rounds (best kept)")
+    parser.add_argument("--pooled", action="store_true",
+                        help="workers on the shared scheduler (supervisors.pool), not a thread each")
     args = parser.parse_args()
+    Worker.pooled = args.pooled
     logging.getLogger("pykka").setLevel(logging.CRITICAL)
 
     bench_restart(100)  # warm-up
@@ -143,6 +146,7 @@ def main() -> None:
     result = {
         "bench": "supervisors",
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
+        "pooled_workers": args.pooled,
         "crashes": args.crashes,
         "restart_p50_ms": round(statistics.median(restart) * ms, 3),
         "restart_p99_ms": round(pct(restart, 0.99) * ms, 3),
