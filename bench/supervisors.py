@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--children", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3, help="start/stop rounds (best kept)")
     parser.add_argument("--pooled", action="store_true",
-                        help="workers on the shared scheduler (supervisors.pool), not a thread each")
+                        help="workers on the shared scheduler, not a thread each")
     args = parser.parse_args()
     Worker.pooled = args.pooled
     logging.getLogger("pykka").setLevel(logging.CRITICAL)

@@ -50,6 +50,7 @@ _KILL_WAIT = 5.0
 _TXTBSY_WAIT = 0.5
 #: How long one walk of a workload's process tree is reused (rss then cpu in one sample).
 _GROUP_TTL = 0.1
+_WALK_EVERY = 5.0
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -126,6 +127,7 @@ class Workload:
         self._callbacks: list[ExitCallback] = []
         self._last_sample: dict[int, tuple[int, int]] = {}
         self._sampled_at = -1e9
+        self._walked_at = -1e9  # when the group's members were last found via /proc children
         self._cpu_base: tuple[dict[int, int], float | None] = ({}, None)
         self._cpu_last = 0.0
         self._group_gone = False
@@ -226,22 +228,29 @@ class Workload:
         """``{pid: (rss_pages, cpu_ticks)}`` for the main process and its descendants that are
         still in its group, from one read of ``/proc/PID/stat`` each (no scan of every process).
 
-        One walk is reused for ``_GROUP_TTL`` so that sampling rss then cpu walks once.
+        One sample is reused for ``_GROUP_TTL`` so that sampling rss then cpu reads once. The
+        descendants are looked up again (``/proc/PID/task/*/children``) every ``_WALK_EVERY``
+        seconds; in between only the known members' ``stat`` is read, which halves the cost of a
+        sample (a workload with no children: one read instead of three).
         """
         if self._returncode is not None:
             return {}
         now = time.monotonic()
         if now - self._sampled_at < _GROUP_TTL:
             return self._last_sample
+        walk = now - self._walked_at >= _WALK_EVERY
         sample: dict[int, tuple[int, int]] = {}
-        stack = [self.pid]
+        stack = [self.pid] if walk else list(self._last_sample) or [self.pid]
         while stack:
             pid = stack.pop()
             stat = _read_stat(pid)
             if stat is None or pid in sample or (pid != self.pid and stat[0] != self.pgid):
                 continue
             sample[pid] = (stat[1], stat[2])
-            stack.extend(_children(pid))
+            if walk:
+                stack.extend(_children(pid))
+        if walk:
+            self._walked_at = now
         self._last_sample, self._sampled_at = sample, now
         return sample
 
