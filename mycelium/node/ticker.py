@@ -24,6 +24,8 @@ class Ticker:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Callable[[], object]]] = []
         self._cancelled: set[int] = set()
+        self._pending: set[int] = set()
+        self._closed = False
         self._ids = itertools.count()
         self._thread = threading.Thread(target=self._run, name="mycelium-ticker", daemon=True)
         self._thread.start()
@@ -31,23 +33,37 @@ class Ticker:
     def call_later(self, delay: float, callback: Callable[[], object]) -> int:
         """Run ``callback`` in ``delay`` seconds; returns a handle for :meth:`cancel`."""
         handle = next(self._ids)
+        entry = (time.monotonic() + max(0.0, delay), handle, callback)
         with self._cond:
-            heapq.heappush(self._heap, (time.monotonic() + max(0.0, delay), handle, callback))
-            self._cond.notify()
+            heapq.heappush(self._heap, entry)
+            self._pending.add(handle)
+            if self._heap[0] is entry:  # due before everything else: the thread must wake sooner
+                self._cond.notify()
         return handle
 
     def cancel(self, handle: int) -> None:
         """Forget a pending callback (no-op if it ran already)."""
         with self._cond:
-            self._cancelled.add(handle)
+            if handle in self._pending:
+                self._cancelled.add(handle)
+
+    def close(self) -> None:
+        """Stop the thread; pending callbacks never run (the shared ticker is never closed)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(5)
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._heap or self._heap[0][0] > time.monotonic():
+                while not self._closed and (not self._heap or self._heap[0][0] > time.monotonic()):
                     timeout = self._heap[0][0] - time.monotonic() if self._heap else None
                     self._cond.wait(timeout)
+                if self._closed:
+                    return
                 _, handle, callback = heapq.heappop(self._heap)
+                self._pending.discard(handle)
                 if handle in self._cancelled:
                     self._cancelled.discard(handle)
                     continue
