@@ -145,8 +145,14 @@ class _Exited:
 
 
 @dataclass(frozen=True, slots=True)
-class _Check:
-    pass
+class _Sampled:
+    rss: int
+    cpu: float
+
+
+@dataclass(frozen=True, slots=True)
+class _OverBudget:
+    rss: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +183,7 @@ class AppInstance(SupervisedActor):
         self._failures = 0
         self._checks = 0
         self._probe_due = 0.0
+        self._latest: tuple[int, float] | None = None  # the last sample's (rss, cpu)
         self._tick: int | None = None
         self._dir = spec.instances_dir / instance_id.replace("/", "_")
         self.info = InstanceInfo(id=instance_id, app=spec.app, node=spec.node, digest=spec.digest,
@@ -289,8 +296,11 @@ class AppInstance(SupervisedActor):
             case _LaunchFailed(reason=reason):
                 if not self._closing.is_set():
                     self._fail(reason)
-            case _Check():
-                self._check()
+            case _Sampled(rss=rss, cpu=cpu):
+                self.info = replace(self.info, rss_bytes=rss, cpu_percent=cpu)
+                self._report()
+            case _OverBudget(rss=rss):
+                self._over_budget(rss)
             case _Probed(ok=ok):
                 self._probed(ok)
             case Drain():
@@ -299,7 +309,10 @@ class AppInstance(SupervisedActor):
             case Resync():
                 self._report()
             case GetInfo():
-                return to_wire(self.info)
+                latest, info = self._latest, self.info
+                if latest is not None and info.state == "Ready":
+                    info = replace(info, rss_bytes=latest[0], cpu_percent=latest[1])
+                return to_wire(info)
             case Crash():
                 raise CrashRequested("crash requested")
         return None
@@ -315,33 +328,43 @@ class AppInstance(SupervisedActor):
 
     def _schedule(self) -> None:
         interval = min(self.spec.health_interval, self.spec.sample_interval)
-        ref = self.actor_ref
-        self._tick = shared_ticker().call_later(interval, lambda: _tell(ref, _Check()))
+        self._tick = shared_ticker().call_later(interval, lambda: _PROBES.submit(self._check))
 
     def _check(self) -> None:
-        workload = self._workload
+        """One periodic check, as a task on the probe pool, not a turn of the actor.
+
+        Samples the group and probes when due; tells the actor only what needs it — a broken
+        memory budget, a failed probe (and the good one after it), every fifth sample for the
+        reports — and otherwise schedules the next check itself. Exactly one of the two owns
+        the next tick. Hundreds of healthy instances thus cost no actor turns between reports.
+        """
+        workload, ref = self._workload, self.actor_ref
         if workload is None or self._closing.is_set() or self.info.state != "Ready":
             return
         self._checks += 1
-        rss = workload.rss_bytes()
-        limit = self.spec.mem_mb * 1024 * 1024
-        if rss > limit:
-            workload.terminate(grace=0.5)
-            self._fail(f"mem_budget_exceeded: rss {rss / 1048576:.0f} MB > {self.spec.mem_mb} MB",
-                       rss_bytes=rss)
-        cpu = workload.cpu_percent()
-        self.info = replace(self.info, rss_bytes=rss, cpu_percent=cpu)
-        if self._checks % 5 == 0:
-            self._report()
-        now = time.monotonic()
-        if now < self._probe_due:  # sampled only: the liveness probe has its own period
-            self._schedule()
+        rss, cpu = workload.rss_bytes(), workload.cpu_percent()
+        self._latest = (rss, cpu)
+        if rss > self.spec.mem_mb * 1024 * 1024:
+            _tell(ref, _OverBudget(rss))
             return
-        self._probe_due = now + self.spec.health_interval
-        ref, url = self.actor_ref, f"{self.info.url}{self.spec.health}"
-        timeout = self.spec.health_timeout
-        # the next tick is scheduled when the answer comes back (_probed)
-        _PROBES.submit(lambda: _tell(ref, _Probed(probe_health(url, timeout=timeout))))
+        if self._checks % 5 == 0:
+            _tell(ref, _Sampled(rss, cpu))
+        now = time.monotonic()
+        if now >= self._probe_due:  # the liveness probe has its own period
+            self._probe_due = now + self.spec.health_interval
+            ok = probe_health(f"{self.info.url}{self.spec.health}",
+                              timeout=self.spec.health_timeout)
+            if not ok or self._failures:
+                _tell(ref, _Probed(ok))  # the actor counts, decides and schedules the next
+                return
+        self._schedule()
+
+    def _over_budget(self, rss: int) -> None:
+        if self._closing.is_set() or self.info.state != "Ready" or self._workload is None:
+            return
+        self._workload.terminate(grace=0.5)
+        self._fail(f"mem_budget_exceeded: rss {rss / 1048576:.0f} MB > {self.spec.mem_mb} MB",
+                   rss_bytes=rss)
 
     def _probed(self, ok: bool) -> None:
         if self._closing.is_set() or self.info.state != "Ready":
