@@ -1,0 +1,146 @@
+"""Benchmark: how fast ``mycelium status --json`` starts and answers, against ``python -c pass``.
+
+One command:
+
+    python bench/cli.py [--apps 100] [--runs 20]
+
+Starts a real mesh (``mycelium up``, 3 nodes), deploys ``--apps`` apps x 3 instances of
+examples/hello through the control socket, waits until all are Ready, then times ``--runs``
+runs each (interleaved, wall clock, output to a pipe) of:
+
+- the anchor: ``python -c pass`` (interpreter start and site, nothing of ours);
+- ``python -m mycelium status --json`` (the fast path, :mod:`mycelium.cli.fast`);
+- the installed console script ``mycelium status --json`` (next to ``sys.executable``: the
+  real entry point, not a pyenv shim);
+- the full Typer path on the same command line, for reference.
+
+``python`` is ``sys.executable`` (a pyenv shim adds ~100 ms of bash to every run). The fast
+and Typer outputs are compared byte for byte. Prints medians, ratios to the anchor and a final
+JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench._common import free_port  # noqa: E402
+from mycelium.home import Home  # noqa: E402
+from mycelium.operator.client import ControlClient  # noqa: E402
+from mycelium.spores import keygen, publish  # noqa: E402
+
+HELLO = REPO / "examples" / "hello" / "hello"
+ENV = {**{k: v for k, v in os.environ.items() if k not in ("MYCELIUM_HOME", "MYCELIUM_DEBUG")},
+       "PYTHONPATH": str(REPO)}
+TYPER = "import sys; from mycelium.cli.full import run; run(sys.argv[1:])"
+
+
+def up(home: Path) -> subprocess.Popen[str]:
+    """``mycelium up`` in the background, returned once it says it is up."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mycelium", "up", "--home", str(home), "--edge-port",
+         str(free_port()), "--nodes", "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "mesh up" in line:
+            return proc
+    raise SystemExit("the mesh did not come up")
+
+
+def wait(predicate: Any, timeout: float, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout}s")
+        time.sleep(interval)
+
+
+def run(argv: list[str]) -> tuple[float, bytes]:
+    t = time.perf_counter()
+    done = subprocess.run(argv, env=ENV, capture_output=True, timeout=60, check=False)
+    took = time.perf_counter() - t
+    if done.returncode != 0:
+        raise SystemExit(f"{argv} exited {done.returncode}: {done.stderr.decode()}")
+    return took, done.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--apps", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+
+    script = shutil.which("mycelium", path=str(Path(sys.executable).parent))
+    tmp = Path(tempfile.mkdtemp(prefix="bench-cli-"))
+    home = Home(tmp / "home").ensure()
+    keygen(home)
+    digests = [publish(home, binary=HELLO, manifest={"name": f"app{n}", "version": "1"})
+               for n in range(args.apps)]
+    mesh = up(home.root)
+    client = ControlClient(home)
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "commit": commit,
+                              "python": sys.executable, "apps": args.apps, "runs": args.runs}
+    try:
+        for n, digest in enumerate(digests):
+            client.request("deploy", app=f"app{n}", digest=digest, min=3, max=3,
+                           cpu=0.01, mem=64)
+        want = args.apps * 3
+
+        def all_ready() -> bool:
+            docs = client.request("status")["apps"]
+            return sum(1 for a in docs for i in a["instances"] if i["state"] == "Ready") == want
+
+        wait(all_ready, 300)
+        status = ["status", "--json", "--home", str(home.root)]
+        commands = {"anchor": [sys.executable, "-c", "pass"],
+                    "python_m": [sys.executable, "-m", "mycelium", *status],
+                    "typer": [sys.executable, "-c", TYPER, *status]}
+        if script is not None:
+            commands["script"] = [script, *status]
+        result["load_at_start"] = round(os.getloadavg()[0], 2)
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        outputs: dict[str, set[bytes]] = {name: set() for name in commands}
+        for _ in range(args.runs):  # interleaved: a burst of load hits every command alike
+            for name, argv in commands.items():
+                took, stdout = run(argv)
+                times[name].append(took)
+                outputs[name].add(stdout)
+        result["load_at_end"] = round(os.getloadavg()[0], 2)
+        fast = outputs["python_m"] | outputs.get("script", set())
+        same = fast == outputs["typer"] and len(fast) == 1
+        size = len(next(iter(outputs["python_m"])))
+        anchor = statistics.median(times["anchor"])
+        print(f"{want} instances Ready; `status --json` is {size} bytes; fast path output "
+              f"{'==' if same else '!='} Typer path output")
+        for name, values in times.items():
+            med = statistics.median(values)
+            print(f"  {name:<9} median {med * 1000:6.1f} ms  min {min(values) * 1000:6.1f} ms"
+                  f"  x{med / anchor:.2f} of the anchor")
+            result[f"{name}_ms"] = round(med * 1000, 1)
+            result[f"{name}_ratio"] = round(med / anchor, 2)
+        result.update(status_bytes=size, same_output=same)
+    finally:
+        mesh.send_signal(signal.SIGTERM)
+        mesh.wait(120)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
