@@ -101,7 +101,9 @@ class _Home:
         path = os.path.expanduser(raw)
         if path.startswith("~"):  # pathlib raises here: let the Typer path report it
             raise _Decline(raw)
-        self.control_socket = os.path.join(os.getcwd(), path, "control.sock")
+        if not os.path.isabs(path):  # as Path.absolute(): the working directory, unresolved
+            path = os.path.join(os.getcwd(), path)
+        self.control_socket = os.path.join(path, "control.sock")
 
     @property
     def root(self) -> Path:
@@ -175,8 +177,8 @@ def _status(client: ControlClient, app_name: str | None, as_json: bool) -> None:
 
         out(render_status(status))
         return
-    if line.startswith(_OK_PREFIX) and list(reply) == ["ok", "result"]:
-        body = line.rstrip(b"\r\n")[len(_OK_PREFIX):-1]  # the reply's own bytes of the result
+    if line.startswith(_OK_PREFIX) and line.endswith(b"}\n") and list(reply) == ["ok", "result"]:
+        body = line[len(_OK_PREFIX):-2]  # the reply's own bytes of the result
     else:  # pragma: no cover - a mesh that frames replies differently
         import orjson
 
