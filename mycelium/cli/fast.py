@@ -37,7 +37,7 @@ from .lines import fail, out
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["run_fast", "signal_number", "stop_app"]
+__all__ = ["parse", "run_fast", "signal_number", "stop_app"]
 
 # command: (least, most positional arguments, flags, options taking a value)
 _SHAPES: dict[str, tuple[int, int, frozenset[str], frozenset[str]]] = {

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
+from mycelium.cli.fast import parse
 from mycelium.home import Home
 from mycelium.operator.client import ControlClient
 from mycelium.spores import keygen, publish
@@ -282,3 +283,20 @@ def test_the_console_script_shape_is_served_fast(mesh: Mesh) -> None:
     assert done.returncode == 0
     assert not any(ln.split(b"|")[-1].strip() == b"typer" for ln in done.stderr.splitlines())
     assert done.stdout == mycelium("status", "--json", "--home", str(mesh.home)).out
+
+
+# --------------------------------------------------------------------------- the parser alone
+
+
+@pytest.mark.parametrize(("args", "parsed"), [
+    (["status"], ("status", [], {})),
+    (["status", "a", "--json", "--home=h"], ("status", ["a"], {"--json": True, "--home": "h"})),
+    (["kill", "--signal", "TERM", "a"], ("kill", ["a"], {"--signal": "TERM"})),
+    (["stop", "a", "--home", "h"], ("stop", ["a"], {"--home": "h"})),
+    (["status", "--json=1"], None), (["status", "-h"], None), (["status", "--home", "-x"], None),
+    (["stop"], None), (["stop", "a", "b"], None), (["deploy", "a", "b", "--no-wait"], None),
+    (["kill", "a", "--node", "n", "--node", "m"], None), (["status", "--home="], None),
+])
+def test_the_parser_takes_only_the_plain_shapes(
+        args: list[str], parsed: tuple[str, list[str], dict[str, str | bool]] | None) -> None:
+    assert parse(args) == parsed
