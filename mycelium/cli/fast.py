@@ -123,8 +123,9 @@ def _request(client: ControlClient, op: str, **fields: Any) -> Any:
 def run_fast(args: list[str]) -> int | None:
     """Serve ``args`` if they are a shape this module knows; the exit code, or ``None``.
 
-    ``None`` means nothing was sent and the Typer CLI should run ``args``. Errors exit as the
-    Typer path exits (one ``error:`` line, SPEC §3's codes).
+    ``None`` means nothing was changed (nothing sent, or only a ``status`` request) and the
+    Typer CLI should run ``args``. Errors exit as the Typer path exits (one ``error:`` line,
+    SPEC §3's codes).
     """
     if os.environ.get("MYCELIUM_DEBUG") == "1":
         return None
