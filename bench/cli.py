@@ -12,7 +12,9 @@ runs each (interleaved in a shuffled order, wall clock, output to a pipe) of:
 - ``python -m mycelium status --json`` (the fast path, :mod:`mycelium.cli.fast`);
 - the installed console script ``mycelium status --json`` (next to ``sys.executable``: the
   real entry point, not a pyenv shim);
-- the full Typer path on the same command line, for reference.
+- the full Typer path on the same command line, for reference;
+- the status request alone over the control socket, from the bench's process (no start-up):
+  what the mesh itself takes to answer, which every CLI run pays on top of the anchor.
 
 ``python`` is ``sys.executable`` (a pyenv shim adds ~100 ms of bash to every run). Every
 output must be the bytes orjson makes of its document (what the Typer path prints), and in
@@ -137,6 +139,7 @@ def main() -> None:
             commands["script"] = [script, *status]
         result["load_at_start"] = round(os.getloadavg()[0], 2)
         times: dict[str, list[float]] = {name: [] for name in commands}
+        times["socket"] = []  # the status request alone, from this process: no start-up
         same = 0  # rounds in which every status command printed the same bytes
         order = list(commands)
         shuffle = random.Random(1)
@@ -146,6 +149,9 @@ def main() -> None:
             for name in order:
                 took, outputs[name] = run(commands[name])
                 times[name].append(took)
+            t = time.perf_counter()
+            client.exchange(b'{"op":"status","app":null}')
+            times["socket"].append(time.perf_counter() - t)
             same += len({comparable(out) for name, out in outputs.items()
                          if name != "anchor"}) == 1
         result["load_at_end"] = round(os.getloadavg()[0], 2)
