@@ -19,8 +19,8 @@ runs each (interleaved in a shuffled order, wall clock, output to a pipe) of:
 ``python`` is ``sys.executable`` (a pyenv shim adds ~100 ms of bash to every run). Every
 output must be the bytes orjson makes of its document (what the Typer path prints), and in
 each round the fast and Typer documents are compared without each instance's ``cpu_percent``
-and ``rss_bytes`` (sampled every second, so they move between two runs). Prints medians, ratios
-to the anchor and a final JSON line.
+and ``rss_bytes`` (sampled every second, so they move between two runs). Prints wall-clock and
+CPU (user + system of each process) medians, ratios to the anchor and a final JSON line.
 """
 
 from __future__ import annotations
@@ -76,13 +76,19 @@ def wait(predicate: Any, timeout: float, interval: float = 0.05) -> None:
         time.sleep(interval)
 
 
-def run(argv: list[str]) -> tuple[float, bytes]:
+def run(argv: list[str]) -> tuple[float, float, bytes]:
+    """Wall seconds, CPU seconds (user + system, from wait4) and stdout of one run."""
     t = time.perf_counter()
-    done = subprocess.run(argv, env=ENV, capture_output=True, timeout=60, check=False)
+    proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
     took = time.perf_counter() - t
-    if done.returncode != 0:
-        raise SystemExit(f"{argv} exited {done.returncode}: {done.stderr.decode()}")
-    return took, done.stdout
+    proc.stdout.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv} exited {proc.returncode}")
+    return took, usage.ru_utime + usage.ru_stime, out
 
 
 def comparable(out: bytes) -> bytes:
@@ -140,6 +146,7 @@ def main() -> None:
         result["load_at_start"] = round(os.getloadavg()[0], 2)
         times: dict[str, list[float]] = {name: [] for name in commands}
         times["socket"] = []  # the status request alone, from this process: no start-up
+        cpu: dict[str, list[float]] = {name: [] for name in commands}
         same = 0  # rounds in which every status command printed the same bytes
         order = list(commands)
         shuffle = random.Random(1)
@@ -147,8 +154,9 @@ def main() -> None:
             shuffle.shuffle(order)
             outputs: dict[str, bytes] = {}
             for name in order:
-                took, outputs[name] = run(commands[name])
+                took, used, outputs[name] = run(commands[name])
                 times[name].append(took)
+                cpu[name].append(used)
             t = time.perf_counter()
             client.exchange(b'{"op":"status","app":null}')
             times["socket"].append(time.perf_counter() - t)
@@ -160,12 +168,21 @@ def main() -> None:
         print(f"{want} instances Ready; `status --json` is {size} bytes; every output is what "
               f"orjson makes of its document; fast and Typer paths printed the same document "
               f"(but for the 1 s cpu/rss samples) in {same}/{args.runs} rounds")
+        anchor_cpu = statistics.median(cpu["anchor"])
+        print("wall clock (median, min, median / the anchor's); CPU of the process (user + "
+              "system, median, / the anchor's: steadier on a loaded machine)")
         for name, values in times.items():
             med = statistics.median(values)
-            print(f"  {name:<9} median {med * 1000:6.1f} ms  min {min(values) * 1000:6.1f} ms"
-                  f"  x{med / anchor:.2f} of the anchor")
+            line = (f"  {name:<9} wall {med * 1000:6.1f} ms  min {min(values) * 1000:6.1f} ms"
+                    f"  x{med / anchor:.2f}")
             result[f"{name}_ms"] = round(med * 1000, 1)
             result[f"{name}_ratio"] = round(med / anchor, 2)
+            if name in cpu:
+                used = statistics.median(cpu[name])
+                line += f"   cpu {used * 1000:6.1f} ms  x{used / anchor_cpu:.2f}"
+                result[f"{name}_cpu_ms"] = round(used * 1000, 1)
+                result[f"{name}_cpu_ratio"] = round(used / anchor_cpu, 2)
+            print(line)
         result.update(status_bytes=size, same_output_rounds=same)
     finally:
         mesh.send_signal(signal.SIGTERM)
