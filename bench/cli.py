@@ -2,11 +2,12 @@
 
 One command:
 
-    python bench/cli.py [--apps 100] [--runs 20]
+    python bench/cli.py [--apps 100] [--runs 20] [--settle 30]
 
 Starts a real mesh (``mycelium up``, 3 nodes), deploys ``--apps`` apps x 3 instances of
-examples/hello through the control socket, waits until all are Ready, then times ``--runs``
-runs each (interleaved in a shuffled order, wall clock, output to a pipe) of:
+examples/hello through the control socket, waits until all are Ready and ``--settle`` seconds
+more (the burst of starts is over), then times ``--runs`` runs each (interleaved in a shuffled
+order, wall clock, output to a pipe) of:
 
 - the anchor: ``python -c pass`` (interpreter start and site, nothing of ours);
 - ``python -m mycelium status --json`` (the fast path, :mod:`mycelium.cli.fast`);
@@ -112,6 +113,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--apps", type=int, default=100)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--settle", type=float, default=30.0,
+                        help="seconds to wait once all are Ready (300 starts load 2 cores)")
     args = parser.parse_args()
 
     script = shutil.which("mycelium", path=str(Path(sys.executable).parent))
@@ -137,6 +140,7 @@ def main() -> None:
             return sum(1 for a in docs for i in a["instances"] if i["state"] == "Ready") == want
 
         wait(all_ready, 300)
+        time.sleep(args.settle)
         status = ["status", "--json", "--home", str(home.root)]
         commands = {"anchor": [sys.executable, "-c", "pass"],
                     "python_m": [sys.executable, "-m", "mycelium", *status],
