@@ -2,64 +2,28 @@
 
 Every failure becomes ONE ``error: …`` line on stderr with exit code 1 (operation failed) or
 2 (bad usage, bad input); a traceback only with ``--debug`` or ``MYCELIUM_DEBUG=1``.
+
+:func:`main` first offers the command line to :mod:`.fast`, which serves the common, fully
+valid shapes of ``status``, ``kill`` and ``stop`` with the standard library alone (Typer and
+click cost ~100 ms of imports); anything else runs the Typer application in :mod:`.full`, so
+both produce the same bytes and exit codes.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
-import typer
-
-try:  # typer >= 0.27 vendors click as typer._click; older releases use click itself
-    from typer._click import exceptions as _clickexc
-except ImportError:  # pragma: no cover - depends on the installed typer
-    from click import exceptions as _clickexc  # type: ignore[no-redef]
-
-from mycelium.errors import MyceliumError
-
-from . import mesh_cmds, spore_cmds  # noqa: F401  (registers the commands on `app`)
-from .app import app
-
-__all__ = ["app", "main"]
+__all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with SPEC §3's exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = os.environ.get("MYCELIUM_DEBUG") == "1"
-    if "--debug" in args:
-        args.remove("--debug")
-        debug = True
-    command = typer.main.get_command(app)
-    try:
-        rc = command.main(args, prog_name="mycelium", standalone_mode=False)
-    except MyceliumError as exc:
-        if debug:
-            raise
-        _fail(str(exc), exc.exit_code)
-    except _clickexc.NoArgsIsHelpError as exc:
-        sys.stderr.write((exc.ctx.get_help() if exc.ctx else "") + "\n")
-        sys.exit(2)
-    except _clickexc.UsageError as exc:
-        if debug:
-            raise
-        _fail(exc.format_message(), 2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        _fail("interrupted", 130)
-    except BrokenPipeError:
-        sys.exit(0)
-    except Exception as exc:  # the last line of defence: one readable line, never a traceback
-        if debug:
-            raise
-        _fail(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", 1)
-    sys.exit(rc if isinstance(rc, int) else 0)
+    from .fast import run_fast
 
+    rc = run_fast(args)
+    if rc is not None:
+        sys.exit(rc)
+    from .full import run
 
-def _fail(message: str, code: int) -> None:
-    first = " ".join(message.strip().splitlines()) or "failed"
-    sys.stderr.write(f"error: {first}\n")
-    sys.stderr.flush()
-    sys.exit(code)
+    run(args)

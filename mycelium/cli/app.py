@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from mycelium.home import Home, resolve_home
+
+from .lines import err, out
 
 __all__ = ["HomeOption", "app", "err", "home_of", "out"]
 
@@ -31,14 +32,3 @@ def home_of(option: Path | None) -> Home:
     """Resolve the ``--home`` option to a :class:`Home`."""
     return resolve_home(option)
 
-
-def out(text: str) -> None:
-    """Write one line to stdout now (progress must not wait for a buffer to fill)."""
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def err(text: str) -> None:
-    """Write one line to stderr now."""
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()

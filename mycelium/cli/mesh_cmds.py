@@ -20,6 +20,7 @@ from mycelium.home import Home
 from mycelium.operator.client import ControlClient
 
 from .app import HomeOption, app, err, home_of, out
+from .fast import signal_number, stop_app
 
 __all__ = ["deploy_cmd", "down_cmd", "kill_cmd", "logs_cmd", "status_cmd", "stop_cmd",
            "tree_cmd", "up_cmd"]
@@ -276,16 +277,7 @@ def _app_doc(client: ControlClient, app_name: str) -> dict[str, Any] | None:
 def stop_cmd(app_name: Annotated[str, typer.Argument(metavar="APP")],
              home: HomeOption = None) -> None:
     """Remove the app's plan: its instances drain and stop; nothing respawns."""
-    client = ControlClient(home_of(home))
-    client.request("stop", app=app_name)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status = client.request("status", app=app_name)
-        if not any(i["state"] != "Stopped" for a in status["apps"] for i in a["instances"]):
-            out(f"stopped {app_name}")
-            return
-        time.sleep(0.02)
-    raise OperationFailed(f"{app_name}: instances still running after 60s")
+    stop_app(ControlClient(home_of(home)).request, app_name)
 
 
 # --------------------------------------------------------------------------- views
@@ -344,23 +336,13 @@ def logs_cmd(home: HomeOption = None,
 # --------------------------------------------------------------------------- crash tests
 
 
-def _signal_number(text: str) -> int:
-    if text.isdigit():
-        return int(text)
-    name = text.upper() if text.upper().startswith("SIG") else f"SIG{text.upper()}"
-    try:
-        return int(signal.Signals[name])
-    except KeyError:
-        raise BadInput(f"unknown signal {text!r}") from None
-
-
 @app.command("kill")
 def kill_cmd(app_name: Annotated[str, typer.Argument(metavar="APP")],
              home: HomeOption = None,
              node: Annotated[str | None, typer.Option("--node")] = None,
              sig: Annotated[str, typer.Option("--signal")] = "SIGKILL") -> None:
     """Crash test: signal the workload process(es) of APP (default SIGKILL)."""
-    number = _signal_number(sig)
+    number = signal_number(sig)
     pids = ControlClient(home_of(home)).request("kill", app=app_name, node=node, signal=number)
     for pid in pids:
         out(str(pid))

@@ -1,20 +1,34 @@
 """The CLI's side of the control socket (see :mod:`mycelium.operator.control` for the protocol).
 
 Kept apart from the server so that a CLI command that only talks to a running mesh imports
-a socket, orjson and nothing of the mesh itself: `mycelium status` starts fast.
+a socket and nothing of the mesh itself: `mycelium status` starts fast. orjson (whose own import
+pulls in dataclasses, uuid and json: ~15 ms) is imported on first encode or decode, so that the
+CLI's fast path (:mod:`mycelium.cli.fast`), which sends plain requests, can use
+:meth:`ControlClient.exchange` with the standard library's json instead.
 """
 
 from __future__ import annotations
 
 import socket
-from typing import Any
-
-import orjson
+from typing import TYPE_CHECKING, Any
 
 from mycelium.errors import MyceliumError, OperationFailed
-from mycelium.home import Home
 
-__all__ = ["MAX_LINE", "ControlClient", "ControlError", "NoMesh", "encode_line"]
+if TYPE_CHECKING:
+    from os import PathLike
+    from typing import Protocol
+
+    class HomeLike(Protocol):
+        """What the client reads of a :class:`mycelium.home.Home`."""
+
+        @property
+        def root(self) -> object: ...
+
+        @property
+        def control_socket(self) -> str | PathLike[str]: ...
+
+
+__all__ = ["MAX_LINE", "ControlClient", "ControlError", "NoMesh", "encode_line", "reply_result"]
 
 MAX_LINE = 16 * 1024 * 1024
 """The longest JSON line either side of the control socket reads."""
@@ -34,6 +48,8 @@ class NoMesh(OperationFailed):
 
 def encode_line(obj: Any) -> bytes:
     """One request or reply as JSON (messages in their wire form), without the newline."""
+    import orjson  # on first use: see the module's docstring
+
     return orjson.dumps(obj, default=_wire_default)
 
 
@@ -45,33 +61,44 @@ def _wire_default(obj: Any) -> Any:
     return str(obj)
 
 
+def reply_result(reply: Any) -> Any:
+    """The result of one decoded reply line.
+
+    Raises:
+        ControlError: the mesh answered with an error (its exit code is kept).
+    """
+    if not reply.get("ok"):
+        raise ControlError(str(reply.get("error")), int(reply.get("exit_code", 1)))
+    return reply.get("result")
+
+
 class ControlClient:
     """The CLI's side of the control socket.
 
     Args:
-        home: The mesh home whose socket to use.
+        home: The mesh home whose socket to use (a :class:`mycelium.home.Home`, or anything
+            with its ``root`` and ``control_socket``).
     """
 
-    def __init__(self, home: Home) -> None:
+    def __init__(self, home: HomeLike) -> None:
         self.home = home
 
-    def request(self, op: str, timeout: float = 30.0, **fields: Any) -> Any:
-        """Send one request and return its result.
+    def exchange(self, request: bytes, timeout: float = 30.0) -> bytes:
+        """Send one encoded request (no newline) and return the raw reply line.
 
         Raises:
-            NoMesh: nothing listens on the home's control socket.
-            ControlError: the mesh answered with an error (its exit code is kept).
+            NoMesh: nothing listens on the home's control socket (nothing was sent).
+            ControlError: no answer within ``timeout``, or the connection closed unanswered.
         """
-        path = self.home.control_socket
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
             try:
-                sock.connect(str(path))
+                sock.connect(str(self.home.control_socket))
             except (FileNotFoundError, ConnectionRefusedError):
                 raise NoMesh(f"no mesh running at {self.home.root} (start one with "
                              f"`mycelium up --home {self.home.root}`)") from None
-            sock.sendall(encode_line({"op": op, **fields}) + b"\n")
+            sock.sendall(request + b"\n")
             with sock.makefile("rb") as rfile:
                 line = rfile.readline(MAX_LINE)
         except TimeoutError:
@@ -81,10 +108,19 @@ class ControlClient:
             sock.close()
         if not line:
             raise ControlError("the mesh closed the control connection without answering", 1)
-        reply = orjson.loads(line)
-        if not reply.get("ok"):
-            raise ControlError(str(reply.get("error")), int(reply.get("exit_code", 1)))
-        return reply.get("result")
+        return line
+
+    def request(self, op: str, timeout: float = 30.0, **fields: Any) -> Any:
+        """Send one request and return its result.
+
+        Raises:
+            NoMesh: nothing listens on the home's control socket.
+            ControlError: the mesh answered with an error (its exit code is kept).
+        """
+        import orjson  # on first use: see the module's docstring
+
+        line = self.exchange(encode_line({"op": op, **fields}), timeout)
+        return reply_result(orjson.loads(line))
 
     def tell(self, to: str, message: Any) -> None:
         """Tell actor ``to`` a message (fire and forget)."""
