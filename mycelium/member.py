@@ -17,13 +17,13 @@ A :class:`Member` is the single-machine :class:`~mycelium.mesh.Mesh` with its st
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import socket
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from mycelium._logger import get_logger
 from mycelium.errors import BadInput, OperationFailed
 from mycelium.fabric.cluster import ClusterFabric
 from mycelium.fabric.etcd import DEFAULT_TTL, EtcdStore, EtcdUnavailable, MemberConflict, connect
@@ -39,7 +39,7 @@ from supervisors import ChildSpec
 
 __all__ = ["Member", "default_prefix"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _PREFIX_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,40}")
 

@@ -8,9 +8,9 @@ crashed edge closes its server before its supervisor starts the successor on the
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+from mycelium._logger import get_logger
 from mycelium.fabric.names import Names
 from mycelium.fabric.switch import IsRouted
 from mycelium.messages import (
@@ -29,7 +29,7 @@ from .server import EdgeServer
 
 __all__ = ["EdgeActor", "route_table"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def route_table(message: EndpointsChanged,

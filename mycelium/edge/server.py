@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import threading
 from collections.abc import Mapping
 
+from mycelium._logger import get_logger
 from mycelium.edge.config import EdgeConfig
 from mycelium.edge.errors import EdgeError
 from mycelium.edge.proxy import EdgeProxy
@@ -20,7 +20,7 @@ from mycelium.edge.routes import RouteTable
 
 __all__ = ["EdgeServer", "new_loop"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def new_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:

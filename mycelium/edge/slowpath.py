@@ -7,10 +7,10 @@ or close-delimited responses, the edge's own paths and every error answer run he
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Sequence
 
+from mycelium._logger import get_logger
 from mycelium.edge.base import IDEMPOTENT, ProxyBase
 from mycelium.edge.connection import ClientConnection, Exchange
 from mycelium.edge.http1 import ProtocolError, RequestHead, ResponseHead, parse_request_head
@@ -20,7 +20,7 @@ from mycelium.edge.upstream import Upstream, read_response_head
 
 __all__ = ["SlowPath"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class SlowPath(ProxyBase):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from mycelium._logger import get_logger
 from mycelium.messages import (
     Budget,
     ClaimSlot,
@@ -52,7 +52,7 @@ from .view import routes, status_document
 
 __all__ = ["ClusterFabric", "SharedStore"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

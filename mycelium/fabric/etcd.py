@@ -25,7 +25,6 @@ Key layout under ``prefix`` (default ``/mycelium/``)::
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from mycelium._logger import get_logger
 from mycelium.messages import Budget, InstanceInfo, Plan, from_wire, to_wire
 
 from .errors import FabricError
@@ -41,7 +41,7 @@ from .state import StoredState
 
 __all__ = ["DEFAULT_TTL", "EtcdStore", "EtcdUnavailable", "MemberConflict", "connect"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_TTL = 5.0
 """Seconds a member's lease outlives its last keep-alive (SPEC §9's default)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any
 
 import pykka
 
+from mycelium._logger import get_logger
 from mycelium.fabric.names import Names
 from mycelium.fabric.switch import ClaimSwitch, IsRouted, ReleaseSwitch
 from mycelium.messages import (
@@ -67,7 +67,7 @@ from .ticker import shared_ticker
 
 __all__ = ["Agent", "NodeSettings", "SporeInfo"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 _serial = itertools.count(1)
 
 _SWITCH_RETRY = 0.1

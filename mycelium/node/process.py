@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import selectors
 import shutil
@@ -26,6 +25,7 @@ from typing import IO, Any
 
 import psutil
 
+from mycelium._logger import get_logger
 from mycelium.errors import MyceliumError
 from mycelium.node.health import free_port, probe_health
 
@@ -40,7 +40,7 @@ __all__ = [
     "spawn",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: How often a stop re-checks whether the process group is empty (no event exists for that).
 _GROUP_POLL = 0.005

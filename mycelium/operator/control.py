@@ -10,7 +10,6 @@ needs nothing else; the mesh adds its own ops (``status``, ``deploy``, ``down`` 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import threading
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pykka
 
+from mycelium._logger import get_logger
 from mycelium.errors import MyceliumError
 from mycelium.messages import Crash, CrashRequested, GetInfo, from_wire, to_wire
 from mycelium.operator.client import MAX_LINE, ControlClient, ControlError, NoMesh, encode_line
@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # only annotated: the mesh passes its Names in
 
 __all__ = ["ControlActor", "ControlClient", "ControlError", "NoMesh", "Op"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Op = Callable[[dict[str, Any]], Any]
 

@@ -8,7 +8,6 @@ refused rather than used.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import stat
@@ -17,13 +16,14 @@ from pathlib import Path
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
+from mycelium._logger import get_logger
 from mycelium.home import Home
 
 from .errors import KeyFileError
 
 __all__ = ["keygen", "load_signing_key", "load_trusted", "public_hex", "trust"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 KEY_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import logging
 import os
 import threading
 import time
@@ -28,6 +27,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from mycelium._logger import get_logger
+
 from .bind import DashboardConfig, DashboardError, check_bind, is_loopback
 from .feed import Feed, dumps, event, process_start, read_tail
 from .rates import RateHistory, parse_requests
@@ -35,7 +36,7 @@ from .view import build_view
 
 __all__ = ["Dashboard"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Source = Callable[[], Mapping[str, Any]]
 
