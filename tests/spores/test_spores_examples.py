@@ -280,7 +280,7 @@ def test_hello_answers_malformed_input_with_400_and_closes(hello: int) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_hello_exits_0_on_sigterm_with_a_slow_request_in_flight() -> None:
+def test_hello_serves_beside_a_slow_request_and_exits_0_on_sigterm_during_it() -> None:
     proc, port = _start("hello")
     try:
         _wait_healthy(port, proc)
@@ -291,6 +291,9 @@ def test_hello_exits_0_on_sigterm_with_a_slow_request_in_flight() -> None:
             answer = b""
             while not answer.endswith(b"}\n"):
                 answer += s.recv(65536)
+            other = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            assert _get(other, "GET", "/health")[0] == 200  # /slow blocks only its connection
+            other.close()
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=10) == 0
