@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ def up(home: Path) -> subprocess.Popen[str]:
     assert proc.stdout is not None
     for line in proc.stdout:
         if "mesh up" in line:
+            # keep reading its log: a full pipe would block the mesh's writes (and its shutdown)
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
             return proc
     raise SystemExit("the mesh did not come up")
 

@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ class Mesh:
                 break
         else:
             raise SystemExit("the mesh did not come up")
+        # keep reading its log: a full pipe would block the mesh's writes (and its shutdown)
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
         self.client = ControlClient(Home(home))
 
     def app(self, app: str) -> dict[str, Any]:
