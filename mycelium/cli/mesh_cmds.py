@@ -169,16 +169,14 @@ def deploy_cmd(
     timeout: Annotated[float, typer.Option("--timeout")] = 60.0,
 ) -> None:
     """Flow B: set the app's budget and publish its plan (a new digest is a blue/green update)."""
-    from mycelium.fabric.validate import check_app_name, check_budget, check_plan
-    from mycelium.messages import PublishPlan, SetBudget
+    from mycelium.fabric.validate import check_app_name, check_budget_fields, check_plan_fields
 
     # bad numbers and names are bad input (exit 2) whether or not a mesh runs; the mesh checks
     # again, with the digest and the spore's manifest
     check_app_name(app_name)
-    check_plan(PublishPlan(app=app_name, digest="0" * 64, min=n_min, max=n_max,
-                           warmup=0.0 if warmup is None else warmup, timeout=timeout))
-    check_budget(SetBudget(app=app_name, max_instances=n_max if max_instances is None
-                           else max_instances, cpu=cpu, mem=mem))
+    check_plan_fields(app_name, "0" * 64, n_min, n_max, 0.0 if warmup is None else warmup,
+                      timeout)
+    check_budget_fields(app_name, n_max if max_instances is None else max_instances, cpu, mem)
     client = ControlClient(home_of(home))
     started = time.monotonic()
     plan = client.request("deploy", app=app_name, digest=digest, min=n_min, max=n_max,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 import re
 
-from mycelium.messages import PublishPlan, SetBudget
-
 from .errors import BadPlan
 
-__all__ = ["APP_NAME", "DIGEST", "check_app_name", "check_budget", "check_digest", "check_plan"]
+TYPE_CHECKING = False  # not typing's: `mycelium deploy` checks its input here, and starts fast
+if TYPE_CHECKING:
+    from mycelium.messages import PublishPlan, SetBudget
+
+__all__ = ["APP_NAME", "DIGEST", "check_app_name", "check_budget", "check_budget_fields",
+           "check_digest", "check_plan", "check_plan_fields"]
 
 APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -55,17 +58,27 @@ def check_plan(plan: PublishPlan) -> PublishPlan:
     Raises:
         BadPlan: with the precise reason.
     """
-    check_app_name(plan.app)
-    check_digest(plan.digest)
-    _number("min", plan.min, minimum=0, integer=True)
-    _number("max", plan.max, minimum=1, integer=True)
-    if plan.min > plan.max:
-        raise BadPlan(f"--min {plan.min} is greater than --max {plan.max}")
-    _number("warmup", plan.warmup, minimum=0, integer=False)
-    _number("timeout", plan.timeout, minimum=0, integer=False)
-    if plan.timeout <= 0:
-        raise BadPlan(f"--timeout must be > 0, got {plan.timeout!r}")
+    check_plan_fields(plan.app, plan.digest, plan.min, plan.max, plan.warmup, plan.timeout)
     return plan
+
+
+def check_plan_fields(app: object, digest: object, n_min: object, n_max: object,
+                      warmup: object, timeout: object) -> None:
+    """:func:`check_plan` on the plan's fields (no message built: the CLI's input check).
+
+    Raises:
+        BadPlan: with the precise reason.
+    """
+    check_app_name(app)
+    check_digest(digest)
+    _number("min", n_min, minimum=0, integer=True)
+    _number("max", n_max, minimum=1, integer=True)
+    if n_min > n_max:  # type: ignore[operator]  # both are numbers by now
+        raise BadPlan(f"--min {n_min} is greater than --max {n_max}")
+    _number("warmup", warmup, minimum=0, integer=False)
+    _number("timeout", timeout, minimum=0, integer=False)
+    if timeout <= 0:  # type: ignore[operator]  # a number by now
+        raise BadPlan(f"--timeout must be > 0, got {timeout!r}")
 
 
 def check_budget(budget: SetBudget) -> SetBudget:
@@ -74,8 +87,17 @@ def check_budget(budget: SetBudget) -> SetBudget:
     Raises:
         BadPlan: with the precise reason.
     """
-    check_app_name(budget.app)
-    _number("max-instances", budget.max_instances, minimum=1, integer=True)
-    _number("cpu", budget.cpu, minimum=0, integer=False)
-    _number("mem", budget.mem, minimum=1, integer=True)
+    check_budget_fields(budget.app, budget.max_instances, budget.cpu, budget.mem)
     return budget
+
+
+def check_budget_fields(app: object, max_instances: object, cpu: object, mem: object) -> None:
+    """:func:`check_budget` on the budget's fields (no message built).
+
+    Raises:
+        BadPlan: with the precise reason.
+    """
+    check_app_name(app)
+    _number("max-instances", max_instances, minimum=1, integer=True)
+    _number("cpu", cpu, minimum=0, integer=False)
+    _number("mem", mem, minimum=1, integer=True)
