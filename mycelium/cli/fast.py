@@ -1,12 +1,14 @@
-"""The CLI's fast path: ``status``, ``kill`` and ``stop`` without importing Typer.
+"""The CLI's fast path: ``status``, ``kill``, ``stop`` and ``deploy`` without importing Typer.
 
 Typer and click cost ~100 ms of imports, more than a ``status`` request takes. This module
-serves the common, fully valid command lines of three commands with a tiny parser and the
+serves the common, fully valid command lines of four commands with a tiny parser and the
 standard library (os, sys, socket, json; the light :class:`ControlClient`):
 
 - ``status [APP] [--json] [--home H]``
 - ``kill APP [--node N] [--signal S] [--home H]``
 - ``stop APP [--home H]``
+- ``deploy APP DIGEST [--min N] [--max N] [--max-instances N] [--cpu F] [--mem N]
+  [--warmup F] [--timeout F] [--wait | --no-wait] [--home H]``, numbers in plain decimal
 
 Options may come before or after the argument, ``--opt=value`` too, each at most once. Anything
 else — ``--help``, ``--debug`` or ``MYCELIUM_DEBUG=1``, an unknown or repeated option, an empty
@@ -45,7 +47,13 @@ _SHAPES: dict[str, tuple[int, int, frozenset[str], frozenset[str]]] = {
     "status": (0, 1, frozenset({"--json"}), frozenset({"--home"})),
     "kill": (1, 1, frozenset(), frozenset({"--home", "--node", "--signal"})),
     "stop": (1, 1, frozenset(), frozenset({"--home"})),
+    "deploy": (2, 2, frozenset({"--wait", "--no-wait"}),
+               frozenset({"--home", "--min", "--max", "--max-instances", "--cpu", "--mem",
+                          "--warmup", "--timeout"})),
 }
+_INTEGER = frozenset("0123456789")
+_DEPLOY_INTS = {"--min": 1, "--max": 1, "--mem": 256}
+_DEPLOY_FLOATS = {"--cpu": 0.1, "--timeout": 60.0}
 
 _OK_PREFIX = b'{"ok":true,"result":'
 """How the mesh's orjson encodes ``{"ok": True, "result": …}`` up to the result."""
@@ -121,6 +129,10 @@ def _request(client: ControlClient, op: str, **fields: Any) -> Any:
     return reply_result(json.loads(client.exchange(json.dumps({"op": op, **fields}).encode())))
 
 
+def _requester(client: ControlClient) -> Callable[..., Any]:
+    return lambda op, **fields: _request(client, op, **fields)
+
+
 def run_fast(args: list[str]) -> int | None:
     """Serve ``args`` if they are a shape this module knows; the exit code, or ``None``.
 
@@ -144,6 +156,8 @@ def run_fast(args: list[str]) -> int | None:
             _status(client(), positional[0] if positional else None, "--json" in options)
         elif command == "kill":
             _kill(client, positional[0], options)
+        elif command == "deploy":
+            _deploy(lambda: _requester(client()), positional, options)
         else:
             c = client()
             stop_app(lambda op, **fields: _request(c, op, **fields), positional[0])
@@ -194,6 +208,40 @@ def _kill(client: Callable[[], ControlClient], app_name: str,
     number = signal_number(str(sig))  # first, as on the Typer path
     for pid in _request(client(), "kill", app=app_name, node=node, signal=number):
         out(str(pid))
+
+
+def _deploy(connect: Callable[[], Callable[..., Any]], positional: list[str],
+            options: dict[str, str | bool]) -> None:
+    """``deploy APP DIGEST`` with plain decimal numbers; anything else is the Typer path's."""
+    from .deploying import deploy_app
+
+    if "--wait" in options and "--no-wait" in options:
+        raise _Decline("--wait and --no-wait")
+    ints = {name: _decimal(options.get(name), default, int)
+            for name, default in _DEPLOY_INTS.items()}
+    floats = {name: _decimal(options.get(name), default, float)
+              for name, default in _DEPLOY_FLOATS.items()}
+    max_instances = options.get("--max-instances")
+    warmup = options.get("--warmup")
+    deploy_app(connect, positional[0], positional[1], n_min=ints["--min"], n_max=ints["--max"],
+               max_instances=None if max_instances is None else _decimal(max_instances, 0, int),
+               cpu=floats["--cpu"], mem=ints["--mem"],
+               warmup=None if warmup is None else _decimal(warmup, 0.0, float),
+               wait="--no-wait" not in options, timeout=floats["--timeout"])
+
+
+def _decimal(text: str | bool | None, default: Any, kind: Callable[[str], Any]) -> Any:
+    """A plain decimal (``12``, or ``0.5`` for a float) as Typer reads it; anything else —
+    signs, exponents, ``inf``, underscores, spaces — is left to Typer and its exact error."""
+    if text is None:
+        return default
+    assert isinstance(text, str)
+    whole, dot, fraction = text.partition(".")
+    plain = (whole and set(whole) <= _INTEGER
+             and (not dot or (kind is float and fraction and set(fraction) <= _INTEGER)))
+    if not plain:
+        raise _Decline(text)
+    return kind(text)
 
 
 def signal_number(text: str) -> int:

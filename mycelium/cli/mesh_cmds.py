@@ -19,7 +19,8 @@ from mycelium.errors import BadInput, OperationFailed
 from mycelium.home import Home
 from mycelium.operator.client import ControlClient
 
-from .app import HomeOption, app, err, home_of, out
+from .app import HomeOption, app, home_of, out
+from .deploying import deploy_app
 from .fast import signal_number, stop_app
 
 __all__ = ["deploy_cmd", "down_cmd", "kill_cmd", "logs_cmd", "status_cmd", "stop_cmd",
@@ -169,106 +170,9 @@ def deploy_cmd(
     timeout: Annotated[float, typer.Option("--timeout")] = 60.0,
 ) -> None:
     """Flow B: set the app's budget and publish its plan (a new digest is a blue/green update)."""
-    from mycelium.fabric.validate import check_app_name, check_budget_fields, check_plan_fields
-
-    # bad numbers and names are bad input (exit 2) whether or not a mesh runs; the mesh checks
-    # again, with the digest and the spore's manifest
-    check_app_name(app_name)
-    check_plan_fields(app_name, "0" * 64, n_min, n_max, 0.0 if warmup is None else warmup,
-                      timeout)
-    check_budget_fields(app_name, n_max if max_instances is None else max_instances, cpu, mem)
-    client = ControlClient(home_of(home))
-    started = time.monotonic()
-    plan = client.request("deploy", app=app_name, digest=digest, min=n_min, max=n_max,
-                          max_instances=max_instances, cpu=cpu, mem=mem, warmup=warmup,
-                          rollout_timeout=timeout)
-    full, generation = plan["digest"], plan["generation"]
-    if not wait:
-        out(f"deploying {app_name} {full[:12]} (generation {generation}, not waiting)")
-        return
-    deadline = started + timeout + 5.0  # the mesh enforces --timeout; this only bounds the wait
-    last = ""
-    phases: dict[str, int] = {}
-    while True:
-        doc = _app_doc(client, app_name)
-        if doc is None:
-            raise OperationFailed(f"deploy of {app_name} failed: the app was stopped")
-        insts = [i for i in doc["instances"] if i["state"] != "Stopped"]
-        _progress(app_name, full, insts, phases)
-        ready = sum(1 for i in insts if i["digest"] == full and i["state"] == "Ready")
-        old = [i for i in insts if i["digest"] != full]
-        line = f"{app_name}: {ready}/{doc['desired']} Ready ({doc['state']})"
-        if line != last:
-            err(line)
-            last = line
-        if doc.get("generation", 0) > generation and doc.get("plan_status") == "failed":
-            raise OperationFailed(f"deploy of {app_name} {full[:12]} rolled back: "
-                                  f"{doc.get('reason')}")
-        if doc["digest"] != full:
-            raise OperationFailed(f"deploy of {app_name} {full[:12]} superseded by "
-                                  f"{str(doc['digest'])[:12]}")
-        if ready >= max(doc["min"], 1 if doc["desired"] else 0) and not old:
-            took = time.monotonic() - started
-            out(f"deployed {app_name} {full[:12]}: {ready}/{doc['desired']} Ready "
-                 f"in {took:.2f}s")
-            return
-        if time.monotonic() > deadline:
-            raise OperationFailed(f"deploy of {app_name} {full[:12]} timed out after "
-                                  f"{timeout:g}s: {ready}/{doc['min']} Ready ({doc['state']})")
-        time.sleep(0.02)
-
-
-_PHASES = ("launching", "healthy", "warming", "draining", "done")
-
-
-def _node_phase(full: str, insts: list[dict[str, Any]], had_blue: bool) -> int:
-    greens = [i for i in insts if i["digest"] == full]
-    blues = [i for i in insts if i["digest"] != full]
-    if not greens:
-        return -1
-    if not any(g["state"] == "Ready" for g in greens):
-        return 0
-    if not blues:
-        return 4
-    if any(b["state"] in ("Draining", "Stopped") for b in blues):
-        return 3
-    return 2 if had_blue else 1
-
-
-def _progress(app_name: str, full: str, insts: list[dict[str, Any]],
-              seen: dict[str, int]) -> None:
-    """Per node, each phase of the update once and in order on stderr (SPEC §3: progress).
-
-    Status is polled, so a phase shorter than a poll may be noticed only by its successor; it
-    still happened (a node cannot drain before its green was healthy), so it is printed too.
-    """
-    by_node: dict[str, list[dict[str, Any]]] = {}
-    for i in insts:
-        by_node.setdefault(i["node"], []).append(i)
-    moves: list[tuple[int, str, list[str]]] = []
-    for node, here in sorted(by_node.items()):
-        had_blue = any(i["digest"] != full for i in here) or seen.get(node + "/blue", 0) == 1
-        if had_blue:
-            seen[node + "/blue"] = 1
-        phase, before = _node_phase(full, here, had_blue), seen.get(node, -1)
-        lines = [f"{app_name} {node}: {_PHASES[k]}" for k in range(before + 1, phase + 1)
-                 # a first start has no blue to warm beside or drain
-                 if not (k in (2, 3) and not had_blue)]
-        moves.append((phase, node, lines))
-        seen[node] = max(before, phase)
-    # Seen in the same poll, a node further along moved first (one node finishes its switch
-    # before the next one starts): print it first, so that the lines keep the real order.
-    for _phase, _node, lines in sorted(moves, key=lambda move: (-move[0], move[1])):
-        for line in lines:
-            err(line)
-
-
-def _app_doc(client: ControlClient, app_name: str) -> dict[str, Any] | None:
-    status = client.request("status", app=app_name)
-    for doc in status["apps"]:
-        if doc["app"] == app_name and doc["digest"] is not None:
-            return dict(doc)
-    return None
+    deploy_app(lambda: ControlClient(home_of(home)).request, app_name, digest, n_min=n_min,
+               n_max=n_max, max_instances=max_instances, cpu=cpu, mem=mem, warmup=warmup,
+               wait=wait, timeout=timeout)
 
 
 @app.command("stop")

@@ -8,6 +8,7 @@ was imported, i.e. which path served the command.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -258,6 +259,55 @@ def test_stop_says_the_same(empty_mesh: Mesh, template: tuple[Path, list[str]]) 
     same("stop", "app0", "--home", str(empty_mesh.home))  # stopped already: at once
 
 
+# --------------------------------------------------------------------------- deploy
+
+D = "0" * 64
+
+
+def test_deploy_refuses_bad_input_as_the_typer_path_does(tmp_path: Path) -> None:
+    home = str(tmp_path)  # no mesh: the input is checked first, whatever the home
+    run = same("deploy", "app0", D, "--min", "3", "--max", "1", "--home", home)
+    assert (run.code, run.err) == (2, b"error: --min 3 is greater than --max 1\n")
+    assert same("deploy", "Bad_App", D, "--home", home).code == 2
+    assert same("deploy", "app0", D, "--timeout", "0", "--home", home).code == 2
+    run = same("deploy", "app0", D, "--max", "2", "--no-wait", "--home", home)
+    assert run.code == 1 and run.err.startswith(b"error: no mesh running at ")
+
+
+@pytest.mark.parametrize("odd", [
+    ["--min", "-1"], ["--cpu", "1e-1"], ["--min", "x"], ["--min", "1.0"], ["--cpu", ".5"],
+    ["--max", "1_0"], ["--warmup", "inf"], ["--wait", "--no-wait"], ["--mem", " 64"],
+])
+def test_deploy_leaves_odd_numbers_and_flags_to_typer(odd: list[str], tmp_path: Path) -> None:
+    same("deploy", "app0", D, *odd, "--home", str(tmp_path), fast=False)
+
+
+def test_deploy_publishes_and_follows_as_the_typer_path_does(
+        empty_mesh: Mesh, template: tuple[Path, list[str]]) -> None:
+    """The same lines for app0 (fast) and app1 (Typer) but for the names and the time taken."""
+    runs = {}
+    for n, typer in ((0, False), (1, True)):
+        runs[n] = mycelium("deploy", f"app{n}", template[1][n], "--min", "3", "--max", "3",
+                           "--cpu", "0.01", "--mem", "64", "--home", str(empty_mesh.home),
+                           typer=typer)
+        assert runs[n].typer is typer and runs[n].code == 0, runs[n].err
+
+    def lines(run: Run, n: int) -> tuple[list[str], list[str]]:
+        """stdout, and stderr's lines sorted without the counts seen on the way (timing)."""
+        out = re.sub(r"in [0-9.]+s", "in Ts", run.out.decode().replace(template[1][n][:12], "D"))
+        err = [ln.replace(f"app{n}", "APP") for ln in run.err.decode().splitlines()]
+        return out.replace(f"app{n}", "APP").splitlines(), sorted(
+            ln for ln in err if not re.fullmatch(r"APP: [1-9]\d*/3 Ready \(starting\)", ln))
+
+    assert lines(runs[0], 0) == lines(runs[1], 1)
+    assert lines(runs[0], 0)[0] == ["deployed APP D: 3/3 Ready in Ts"]
+    quick = mycelium("deploy", "app0", template[1][0], "--no-wait", "--max=3", "--cpu=0.01",
+                     "--mem=64", "--home", str(empty_mesh.home))
+    assert not quick.typer and quick.code == 0
+    assert re.fullmatch(rb"deploying app0 [0-9a-f]{12} \(generation \d+, not waiting\)\n",
+                        quick.out)
+
+
 # --------------------------------------------------------------------------- what stays Typer's
 
 
@@ -311,7 +361,10 @@ def test_the_console_script_shape_is_served_fast(mesh: Mesh) -> None:
     (["kill", "--signal", "TERM", "a"], ("kill", ["a"], {"--signal": "TERM"})),
     (["stop", "a", "--home", "h"], ("stop", ["a"], {"--home": "h"})),
     (["status", "--json=1"], None), (["status", "-h"], None), (["status", "--home", "-x"], None),
-    (["stop"], None), (["stop", "a", "b"], None), (["deploy", "a", "b", "--no-wait"], None),
+    (["stop"], None), (["stop", "a", "b"], None),
+    (["deploy", "a", "b", "--no-wait", "--min=2"], ("deploy", ["a", "b"],
+                                                    {"--no-wait": True, "--min": "2"})),
+    (["deploy", "a"], None), (["deploy", "a", "b", "--wait=1"], None),
     (["kill", "a", "--node", "n", "--node", "m"], None), (["status", "--home="], None),
 ])
 def test_the_parser_takes_only_the_plain_shapes(
