@@ -10,6 +10,8 @@ more (the burst of starts is over), then times ``--runs`` runs each (interleaved
 order, wall clock, output to a pipe) of:
 
 - the anchor: ``python -c pass`` (interpreter start and site, nothing of ours);
+- a minimal status client (``python -c``: socket, send, json decode and print; no argument
+  parsing, home resolution or error handling): the floor for any Python CLI here;
 - ``python -m mycelium status --json`` (the fast path, :mod:`mycelium.cli.fast`);
 - the installed console script ``mycelium status --json`` (next to ``sys.executable``: the
   real entry point, not a pyenv shim);
@@ -55,6 +57,11 @@ HELLO = REPO / "examples" / "hello" / "hello"
 ENV = {**{k: v for k, v in os.environ.items() if k not in ("MYCELIUM_HOME", "MYCELIUM_DEBUG")},
        "PYTHONPATH": str(REPO)}
 TYPER = "import sys; from mycelium.cli.full import run; run(sys.argv[1:])"
+# The least any Python status client does: connect, ask, decode, print (a naive peer's CLI at
+# its leanest, with no argument parsing, home resolution or error handling).
+MINIMAL = ("import json, socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+           "s.sendall(b'{\"op\":\"status\",\"app\":null}\\n'); "
+           "print(json.dumps(json.loads(s.makefile('rb').readline())['result']))")
 
 
 def up(home: Path) -> subprocess.Popen[str]:
@@ -146,6 +153,7 @@ def main() -> None:
         time.sleep(args.settle)
         status = ["status", "--json", "--home", str(home.root)]
         commands = {"anchor": [sys.executable, "-c", "pass"],
+                    "minimal": [sys.executable, "-c", MINIMAL, str(home.control_socket)],
                     "python_m": [sys.executable, "-m", "mycelium", *status],
                     "typer": [sys.executable, "-c", TYPER, *status]}
         if script is not None:
@@ -168,7 +176,7 @@ def main() -> None:
             client.exchange(b'{"op":"status","app":null}')
             times["socket"].append(time.perf_counter() - t)
             same += len({comparable(out) for name, out in outputs.items()
-                         if name != "anchor"}) == 1
+                         if name not in ("anchor", "minimal")}) == 1
         result["load_at_end"] = round(os.getloadavg()[0], 2)
         size = len(outputs["python_m"])
         anchor = statistics.median(times["anchor"])
