@@ -12,7 +12,9 @@ Measured through the control socket and the edge, like an operator would:
 - deploy: ``mycelium deploy hello --min 3 --max 3`` (the CLI, wall time, waits for 3/3 Ready),
   and 3/3 Ready measured from the control request;
 - scale: ``--apps`` apps x 3 nodes of examples/hello: time to all Ready after the last
-  deploy, the mesh's RSS, ``status --json`` over the socket and through the CLI.
+  deploy, the mesh's CPU during the scale-up, its RSS and threads when all are Ready and once
+  the burst's pool workers are gone, its CPU over 10 s of steady state, ``status --json`` over
+  the socket and through the CLI.
 
 ``--backoff-base`` sets ``restart.backoff_base`` (the delay before the first respawn; the
 shipped default is 0.1 s) and ``--reset-after`` ``restart.reset_after``; each kill waits until
@@ -228,6 +230,11 @@ def main() -> None:
         wait(lambda: proc.num_threads() <= 40, 30, interval=0.5)
         settled_rss = proc.memory_info().rss / 1048576
         settled_threads = proc.num_threads()
+        # steady state: what 300 healthy instances cost (samples every 1 s, probes every 2 s)
+        idle0 = proc.cpu_times()
+        time.sleep(10.0)  # a measuring window, not a synchronisation
+        idle1 = proc.cpu_times()
+        steady = ((idle1.user - idle0.user) + (idle1.system - idle0.system)) / 10.0 * 100
         status_times = []
         for _ in range(10):
             t = time.perf_counter()
@@ -244,7 +251,7 @@ def main() -> None:
               f"({done - t0:.2f} s after the first)")
         print(f"mesh CPU during the scale-up {mesh_cpu:.2f} s; mesh RSS {rss:.0f} MB with "
               f"{threads} threads when all Ready, settled {settled_rss:.0f} MB with "
-              f"{settled_threads} threads")
+              f"{settled_threads} threads; steady state {steady:.1f} % of a core")
         print(f"status over the socket p50 "
               f"{statistics.median(status_times) * 1000:.1f} ms; `mycelium status --json` "
               f"CLI wall p50 {statistics.median(cli_times) * 1000:.0f} ms")
@@ -254,6 +261,7 @@ def main() -> None:
                       mesh_cpu_scale_s=round(mesh_cpu, 2),
                       mesh_rss_mb=round(rss), mesh_threads=threads,
                       mesh_rss_settled_mb=round(settled_rss), mesh_threads_settled=settled_threads,
+                      mesh_cpu_steady_pct=round(steady, 1),
                       status_socket_ms=round(statistics.median(status_times) * 1000, 1),
                       status_cli_ms=round(statistics.median(cli_times) * 1000))
         t = time.perf_counter()
