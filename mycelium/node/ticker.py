@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -30,10 +31,18 @@ class Ticker:
         self._thread = threading.Thread(target=self._run, name="mycelium-ticker", daemon=True)
         self._thread.start()
 
-    def call_later(self, delay: float, callback: Callable[[], object]) -> int:
-        """Run ``callback`` in ``delay`` seconds; returns a handle for :meth:`cancel`."""
+    def call_later(self, delay: float, callback: Callable[[], object], slack: float = 0.0) -> int:
+        """Run ``callback`` in ``delay`` seconds; returns a handle for :meth:`cancel`.
+
+        ``slack`` lets the callback run up to that much later, on the next multiple of
+        ``slack``: periodic work of hundreds of instances then fires in batches, and the
+        thread (and the pool it feeds) wakes a few times a second instead of hundreds.
+        """
         handle = next(self._ids)
-        entry = (time.monotonic() + max(0.0, delay), handle, callback)
+        due = time.monotonic() + max(0.0, delay)
+        if slack > 0:
+            due = math.ceil(due / slack) * slack
+        entry = (due, handle, callback)
         with self._cond:
             heapq.heappush(self._heap, entry)
             self._pending.add(handle)
