@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -41,3 +43,12 @@ def test_a_cancelled_timer_never_fires_and_cancelling_a_fired_one_leaves_nothing
     ticker.cancel(ran)  # already ran: nothing to remember
     assert fired == ["ran"]
     assert not ticker._cancelled and not ticker._pending
+
+
+def test_slack_puts_a_timer_on_the_next_multiple_of_the_slack(ticker: Ticker) -> None:
+    fired: list[float] = []
+    done = threading.Event()
+    start = time.monotonic()
+    ticker.call_later(0.01, lambda: (fired.append(time.monotonic()), done.set()), slack=0.2)
+    assert done.wait(5)
+    assert fired[0] >= math.ceil((start + 0.01) / 0.2) * 0.2
