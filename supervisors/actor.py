@@ -124,6 +124,7 @@ class Latch:
             return True
         return self._flag
 
+
 log = logging.getLogger("pykka")  # where Pykka's own actor loop logs the same events
 
 

@@ -107,7 +107,7 @@ class Scheduler:
             try:
                 turn()
             except BaseException:  # a turn handles its own failures; never lose the worker
-                log.exception("an actor turn failed")
+                log.exception("%s: a turn failed", self._name)
             del turn
             with self._lock:
                 if self._queued:

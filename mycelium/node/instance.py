@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from mycelium._logger import get_logger
 from mycelium.fabric.names import Names
 from mycelium.messages import (
     Crash,
@@ -44,6 +45,8 @@ from supervisors.pool import Scheduler
 from .ticker import shared_ticker
 
 __all__ = ["RECORD_FILE", "AppInstance", "InstanceFailed", "InstanceSpec"]
+
+log = get_logger(__name__)
 
 RECORD_FILE = "process.json"
 """Each instance directory holds its workload's ProcessRecord while the workload runs."""
@@ -339,17 +342,22 @@ class AppInstance(SupervisedActor):
 
         Samples the group (a few reads of ``/proc``, ~60 µs: no hand-over to another thread is
         cheaper than that); the liveness probe, when due, is a task on the probe pool, so that a
-        workload that hangs a probe delays no one's memory check. Either tells
-        the actor only what needs it — a broken memory budget, a failed probe (and the good one
-        after it), every fifth sample for the reports — and otherwise schedules the next check
-        itself: exactly one of them owns the next tick. Hundreds of healthy instances thus cost
-        no actor turns between reports.
+        workload that hangs a probe delays no one's memory check. Either tells the actor only
+        what needs it — a broken memory budget, a failed probe (and the good one after it),
+        every fifth sample for the reports — and otherwise schedules the next check itself:
+        exactly one of them owns the next tick. Hundreds of healthy instances thus cost no
+        actor turns between reports.
         """
         workload, ref = self._workload, self.actor_ref
         if workload is None or self._closing.is_set() or self.info.state != "Ready":
             return
         self._checks += 1
-        rss, cpu = workload.rss_bytes(), workload.cpu_percent()
+        try:
+            rss, cpu = workload.rss_bytes(), workload.cpu_percent()
+        except Exception:  # never expected (/proc errors read as "gone"): keep checking
+            log.exception("sampling %s failed", self.info.id)
+            self._schedule()
+            return
         self._latest = (rss, cpu)
         if rss > self.spec.mem_mb * 1024 * 1024:
             _tell(ref, _OverBudget(rss))
