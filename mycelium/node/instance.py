@@ -37,11 +37,12 @@ from mycelium.messages import (
     Resync,
     to_wire,
 )
-from mycelium.node.health import free_port, probe_health
+from mycelium.node.health import free_port
 from mycelium.node.process import ProcessError, Workload, describe_exit, spawn
 from supervisors import Latch, SupervisedActor
 from supervisors.pool import Scheduler
 
+from .prober import shared_prober
 from .ticker import shared_ticker
 
 __all__ = ["RECORD_FILE", "AppInstance", "InstanceFailed", "InstanceSpec"]
@@ -51,12 +52,12 @@ log = get_logger(__name__)
 RECORD_FILE = "process.json"
 """Each instance directory holds its workload's ProcessRecord while the workload runs."""
 
-# Launch work (extract, spawn, one startup probe per task) and liveness probes run on small
-# bounded pools of their own, not on the actors' cached pool: they wait on nothing but the OS,
-# and more threads would only fight over the GIL (8 probe workers made ~7,000 context switches
-# a second at 300 workloads).
+# Launch work (extract, spawn) runs on a small bounded pool of its own, not on the actors'
+# cached pool: it waits on nothing but the OS, and during a mass start more threads would only
+# fight over the same cores. Every health probe, startup or liveness, is one non-blocking
+# socket in the prober's thread (node/prober.py): a pool of blocking probers made ~7,000
+# context switches a second at 300 workloads.
 _LAUNCHES = Scheduler(max_workers=8, keep_idle=1, name="mycelium-launch")
-_PROBES = Scheduler(max_workers=2, keep_idle=1, name="mycelium-probe")
 _CHECK_SLACK = 0.05
 
 
@@ -249,34 +250,40 @@ class AppInstance(SupervisedActor):
         _tell(ref, _Spawned(workload, url))
         workload.on_exit(lambda rc: _tell(ref, _Exited(rc)))
         _LAUNCHING.enter()
-        self._probe_startup(workload, url + spec.health, time.monotonic() + spec.startup_timeout)
-
-    def _probe_startup(self, workload: Workload, health: str, deadline: float) -> None:
-        """One startup probe (a pool task); the next is a ticker timer, so no worker sleeps.
-
-        Ends (and leaves ``_LAUNCHING``) on the first 200, the deadline, the workload's exit or
-        a stop; the timer that resubmits it only hands the task to the pool.
-        """
-        ref = self.actor_ref
         try:
-            healthy = not self._closing.is_set() and probe_health(health, timeout=0.5)
+            self._probe_startup(workload, url + spec.health,
+                                time.monotonic() + spec.startup_timeout)
         except ValueError as exc:  # a health path that makes no URL
             _LAUNCHING.leave()
             _tell(ref, _LaunchFailed(f"launch failed: {exc}"))
-            return
+
+    def _probe_startup(self, workload: Workload, health: str, deadline: float) -> None:
+        """Ask the prober once (from the launch task, then from the ticker's timer)."""
         if self._closing.is_set() or workload.exited:
             _LAUNCHING.leave()
-        elif healthy:
+            return
+        shared_prober().probe(health, 0.5,
+                              lambda ok: self._startup_probed(ok, workload, health, deadline))
+
+    def _startup_probed(self, ok: bool, workload: Workload, health: str,
+                        deadline: float) -> None:
+        """A startup probe's answer (in the prober's thread): Healthy, out of time, or again.
+
+        Ends (and leaves ``_LAUNCHING``) on the first 200, the deadline, the workload's exit or
+        a stop; otherwise the next probe is a timer, so nothing sleeps in between.
+        """
+        ref = self.actor_ref
+        if self._closing.is_set() or workload.exited:
+            _LAUNCHING.leave()
+        elif ok:
             _LAUNCHING.leave()
             _tell(ref, _Healthy())
         elif time.monotonic() > deadline:
             _LAUNCHING.leave()
             _tell(ref, _LaunchFailed(f"not healthy within {self.spec.startup_timeout:g}s"))
         else:
-            def again() -> None:
-                _LAUNCHES.submit(lambda: self._probe_startup(workload, health, deadline))
-
-            shared_ticker().call_later(_LAUNCHING.interval(self.spec.probe_interval), again)
+            shared_ticker().call_later(_LAUNCHING.interval(self.spec.probe_interval),
+                                       lambda: self._probe_startup(workload, health, deadline))
 
     # -- messages --------------------------------------------------------------------------
 
@@ -341,8 +348,8 @@ class AppInstance(SupervisedActor):
         """One periodic check, run by the ticker's thread itself (not a turn of the actor).
 
         Samples the group (a few reads of ``/proc``, ~60 µs: no hand-over to another thread is
-        cheaper than that); the liveness probe, when due, is a task on the probe pool, so that a
-        workload that hangs a probe delays no one's memory check. Either tells the actor only
+        cheaper than that); the liveness probe, when due, goes to the prober (non-blocking), so
+        that a workload that hangs a probe delays no one. Either tells the actor only
         what needs it — a broken memory budget, a failed probe (and the good one after it),
         every fifth sample for the reports — and otherwise schedules the next check itself:
         exactly one of them owns the next tick. Hundreds of healthy instances thus cost no
@@ -367,15 +374,15 @@ class AppInstance(SupervisedActor):
         now = time.monotonic()
         if now >= self._probe_due:  # the liveness probe has its own period
             self._probe_due = now + self.spec.health_interval
-            _PROBES.submit(self._probe)
+            shared_prober().probe(f"{self.info.url}{self.spec.health}",
+                                  self.spec.health_timeout, self._probed_live)
             return
         self._schedule()
 
-    def _probe(self) -> None:
-        """The liveness probe (a probe-pool task): the actor hears of failures only."""
+    def _probed_live(self, ok: bool) -> None:
+        """A liveness probe's answer (in the prober's thread): the actor hears of failures."""
         if self._closing.is_set():
             return
-        ok = probe_health(f"{self.info.url}{self.spec.health}", timeout=self.spec.health_timeout)
         if not ok or self._failures:
             _tell(self.actor_ref, _Probed(ok))  # the actor counts, decides, schedules the next
             return

@@ -1,0 +1,219 @@
+"""One thread that runs every health probe of the node at once, on non-blocking sockets.
+
+A probe is the same one ``GET`` as :func:`mycelium.node.health.probe_health` and it answers the
+same (True only on a ``200``), but nothing blocks: sockets connect, send and read under epoll,
+each with its own deadline, and the answer goes to a callback. So a workload that hangs its
+probe delays nobody else's, and hundreds of probes a second cost one thread and no hand-over
+between threads (a pool of blocking probers made thousands of context switches a second).
+
+Callbacks run in the prober's thread and must be quick (tell an actor, schedule a timer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import heapq
+import itertools
+import os
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from mycelium._logger import get_logger
+
+from .health import _is_200, _target
+
+__all__ = ["Prober", "shared_prober"]
+
+log = get_logger(__name__)
+
+ProbeCallback = Callable[[bool], None]
+
+_MAX_HEAD = 8192
+_MAX_BODY = 64 * 1024
+_DRAIN_GRACE = 0.1  # after a 200, how long the rest may take before we close anyway
+
+
+class _Probe:
+    """One probe in flight: its socket, what it has read, and what it waits for."""
+
+    __slots__ = ("buffer", "callback", "deadline", "ok", "request", "sent", "sock")
+
+    def __init__(self, sock: socket.socket, request: bytes, deadline: float,
+                 callback: ProbeCallback) -> None:
+        self.sock = sock
+        self.request = request
+        self.sent = 0
+        self.buffer = b""
+        self.ok: bool | None = None  # known once the status line is in (then: draining)
+        self.deadline = deadline
+        self.callback: ProbeCallback | None = callback
+
+
+class Prober:
+    """The node's prober thread; :meth:`probe` may be called from any thread."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, float, ProbeCallback]] = []
+        self._deadlines: list[tuple[float, int, _Probe]] = []
+        self._ids = itertools.count()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="mycelium-prober", daemon=True)
+        self._thread.start()
+
+    def probe(self, url: str, timeout: float, callback: ProbeCallback) -> None:
+        """Probe ``url`` once; ``callback(ok)`` runs in the prober's thread within ``timeout``
+        (plus a brief drain after a 200).
+
+        Raises:
+            ValueError: ``url`` is not an ``http://host:port/path`` URL (checked here, at once).
+        """
+        _target(url)
+        with self._lock:
+            self._pending.append((url, timeout, callback))
+        with contextlib.suppress(BlockingIOError):  # a full pipe wakes the thread anyway
+            os.write(self._wake_w, b"x")
+
+    def close(self) -> None:
+        """Stop the thread; probes in flight are answered False (the shared one never closes)."""
+        self._closed = True
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+        self._thread.join(5)
+
+    # -- the prober's thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._closed:
+            try:
+                self._step()
+            except Exception:  # the prober must outlive any one odd socket
+                log.exception("health prober: unexpected error")
+        for key in list(self._selector.get_map().values()):
+            if isinstance(key.data, _Probe):
+                self._finish(key.data, False)
+
+    def _step(self) -> None:
+        timeout = None
+        if self._deadlines:
+            timeout = max(0.0, self._deadlines[0][0] - time.monotonic())
+        for key, events in self._selector.select(timeout):
+            if key.data is None:
+                self._start_pending()
+            else:
+                self._advance(key.data, events)
+        now = time.monotonic()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, probe = heapq.heappop(self._deadlines)
+            if probe.callback is not None:  # not finished yet: out of time
+                self._finish(probe, bool(probe.ok))  # a 200 still draining counts
+
+    def _start_pending(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 4096)
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for url, timeout, callback in pending:
+            self._start(url, timeout, callback)
+
+    def _start(self, url: str, timeout: float, callback: ProbeCallback) -> None:
+        family, target, request = _target(url)
+        address: tuple[object, ...] = target
+        try:
+            if family == socket.AF_UNSPEC:  # a name: resolved here, like the blocking probe
+                family, _, _, _, address = socket.getaddrinfo(*target, type=socket.SOCK_STREAM)[0]
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            _call(callback, False)
+            return
+        sock.setblocking(False)
+        probe = _Probe(sock, request, time.monotonic() + timeout, callback)
+        code = sock.connect_ex(address)
+        if code not in (0, errno.EINPROGRESS):  # refused at once: the usual "not up yet"
+            self._finish(probe, False)
+            return
+        self._selector.register(sock, selectors.EVENT_WRITE, probe)
+        heapq.heappush(self._deadlines, (probe.deadline, next(self._ids), probe))
+
+    def _advance(self, probe: _Probe, events: int) -> None:
+        try:
+            if events & selectors.EVENT_WRITE:
+                self._send(probe)
+            elif events & selectors.EVENT_READ:
+                self._read(probe)
+        except OSError:  # refused, reset, unreachable
+            self._finish(probe, bool(probe.ok))
+
+    def _send(self, probe: _Probe) -> None:
+        if probe.sent == 0:
+            code = probe.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                raise OSError(code, os.strerror(code))
+        try:
+            probe.sent += probe.sock.send(probe.request[probe.sent:])
+        except BlockingIOError:  # no room yet: the next writable event goes on
+            return
+        if probe.sent == len(probe.request):
+            self._selector.modify(probe.sock, selectors.EVENT_READ, probe)
+
+    def _read(self, probe: _Probe) -> None:
+        try:
+            chunk = probe.sock.recv(65536)
+        except BlockingIOError:  # a spurious wake-up
+            return
+        if probe.ok is None:  # still reading the status line
+            probe.buffer += chunk
+            if b"\n" in probe.buffer:
+                probe.ok = _is_200(probe.buffer)
+                if not probe.ok:
+                    self._finish(probe, False)
+                    return
+                # a 200: read on to EOF (so that our close sends no RST), but only briefly
+                probe.deadline = min(probe.deadline, time.monotonic() + _DRAIN_GRACE)
+                heapq.heappush(self._deadlines, (probe.deadline, next(self._ids), probe))
+                probe.buffer = probe.buffer[probe.buffer.index(b"\n"):]
+            elif not chunk or len(probe.buffer) > _MAX_HEAD:
+                self._finish(probe, False)
+                return
+        else:
+            probe.buffer += chunk
+        if not chunk or len(probe.buffer) > _MAX_BODY:
+            self._finish(probe, bool(probe.ok))
+
+    def _finish(self, probe: _Probe, ok: bool) -> None:
+        callback, probe.callback = probe.callback, None
+        if callback is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(probe.sock)
+        probe.sock.close()
+        _call(callback, ok)
+
+
+def _call(callback: ProbeCallback, ok: bool) -> None:
+    try:
+        callback(ok)
+    except Exception:  # a broken callback must not stop the prober
+        log.exception("a health probe's callback failed")
+
+
+_shared: Prober | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_prober() -> Prober:
+    """The process-wide prober, started on first use."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = Prober()
+        return _shared

@@ -1,0 +1,112 @@
+"""The non-blocking prober: same answers as the blocking probe, nobody waits for a hung one."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from mycelium.node.health import free_port
+from mycelium.node.prober import Prober
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        status = 200 if self.path.startswith("/health") else 500
+        body = b'{"status": "ok"}' * (8000 if "big" in self.path else 1)
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 128  # the default 5 would drop the SYNs of 20 probes at once
+
+
+@pytest.fixture
+def health_server() -> Iterator[int]:
+    server = _Server(("127.0.0.1", 0), _Health)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def prober() -> Iterator[Prober]:
+    p = Prober()
+    yield p
+    p.close()
+    assert not p._thread.is_alive()
+
+
+def ask(prober: Prober, url: str, timeout: float = 2.0) -> tuple[bool, float]:
+    """Probe and wait for the answer: (ok, seconds it took)."""
+    done = threading.Event()
+    result: list[bool] = []
+    start = time.monotonic()
+    prober.probe(url, timeout, lambda ok: (result.append(ok), done.set()))
+    assert done.wait(timeout + 5), "no answer"
+    return result[0], time.monotonic() - start
+
+
+def test_true_only_on_a_200(prober: Prober, health_server: int) -> None:
+    base = f"http://127.0.0.1:{health_server}"
+    assert ask(prober, f"{base}/health")[0]
+    assert ask(prober, f"{base}/health?deep=1")[0]
+    assert ask(prober, f"{base}/health-big")[0]  # a 128 KB body: read on, then closed
+    assert not ask(prober, f"{base}/broken")[0]
+    with pytest.raises(ValueError, match="http://"):
+        prober.probe("ftp://127.0.0.1/", 1.0, lambda ok: None)
+
+
+def test_false_at_once_when_nothing_listens(prober: Prober) -> None:
+    ok, took = ask(prober, f"http://127.0.0.1:{free_port()}/health")
+    assert not ok and took < 1.0
+
+
+def test_a_hung_server_costs_its_own_timeout_and_delays_nobody(
+        prober: Prober, health_server: int) -> None:
+    with socket.socket() as silent:  # accepts (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        hung = f"http://127.0.0.1:{silent.getsockname()[1]}/health"
+        answers: list[tuple[str, bool, float]] = []
+        all_in = threading.Semaphore(0)
+        start = time.monotonic()
+
+        def note(name: str) -> object:
+            return lambda ok: (answers.append((name, ok, time.monotonic() - start)),
+                               all_in.release())
+
+        for _ in range(5):
+            prober.probe(hung, 1.0, note("hung"))
+        for _ in range(20):
+            prober.probe(f"http://127.0.0.1:{health_server}/health", 1.0, note("good"))
+        assert all(all_in.acquire(timeout=10) for _ in range(25))
+    good = [a for a in answers if a[0] == "good"]
+    hang = [a for a in answers if a[0] == "hung"]
+    assert all(ok for _, ok, _ in good) and max(t for _, _, t in good) < 0.9
+    assert not any(ok for _, ok, _ in hang) and min(t for _, _, t in hang) >= 0.9
+
+
+def test_a_broken_callback_does_not_stop_the_prober(prober: Prober, health_server: int) -> None:
+    def broken(_ok: bool) -> None:
+        raise RuntimeError("boom")
+
+    prober.probe(f"http://127.0.0.1:{health_server}/health", 1.0, broken)
+    assert ask(prober, f"http://127.0.0.1:{health_server}/health")[0]
