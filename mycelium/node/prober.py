@@ -1,10 +1,13 @@
 """One thread that runs every health probe of the node at once, on non-blocking sockets.
 
-A probe is the same one ``GET`` as :func:`mycelium.node.health.probe_health` and it answers the
-same (True only on a ``200``), but nothing blocks: sockets connect, send and read under epoll,
-each with its own deadline, and the answer goes to a callback. So a workload that hangs its
-probe delays nobody else's, and hundreds of probes a second cost one thread and no hand-over
-between threads (a pool of blocking probers made thousands of context switches a second).
+A probe is one plain ``GET`` over a raw socket, True only on a ``200`` (deliberately not
+:mod:`http.client`: hundreds of instances starting at once probe thousands of times a second,
+and a refused connect must cost microseconds, not a client object, a name lookup and a
+parser). Nothing blocks: sockets connect, send and read under epoll, each with its own
+deadline, and the answer goes to a callback (:func:`mycelium.node.health.probe_health` waits
+for it). So a workload that hangs its probe delays nobody else's, and hundreds of probes a
+second cost one thread and no hand-over between threads (a pool of blocking probers made
+thousands of context switches a second).
 
 Callbacks run in the prober's thread and must be quick (tell an actor, schedule a timer).
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import heapq
+import ipaddress
 import itertools
 import os
 import selectors
@@ -21,10 +25,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from functools import lru_cache
+from urllib.parse import urlsplit
 
 from mycelium._logger import get_logger
-
-from .health import _is_200, _target
 
 __all__ = ["Prober", "shared_prober"]
 
@@ -35,6 +39,32 @@ ProbeCallback = Callable[[bool], None]
 _MAX_HEAD = 8192
 _MAX_BODY = 64 * 1024
 _DRAIN_GRACE = 0.1  # after a 200, how long the rest may take before we close anyway
+
+
+@lru_cache(maxsize=4096)
+def _target(url: str) -> tuple[socket.AddressFamily, tuple[str, int], bytes]:
+    """(family, address, request bytes) for a health URL; parsed once per URL."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"health probe needs an http://host:port/path URL, got {url!r}")
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    host, port = parts.hostname, parts.port or 80
+    try:
+        family = (socket.AF_INET6 if ipaddress.ip_address(host).version == 6
+                  else socket.AF_INET)
+    except ValueError:  # a name: resolved on every probe (the address may move)
+        family = socket.AF_UNSPEC
+    authority = f"[{host}]" if ":" in host else host
+    request = (f"GET {path} HTTP/1.1\r\nHost: {authority}:{port}\r\n"
+               "User-Agent: mycelium-probe\r\nConnection: close\r\n\r\n").encode("latin-1")
+    return family, (host, port), request
+
+
+def _is_200(data: bytes) -> bool:
+    parts = data.split(b"\n", 1)[0].split(None, 2)
+    return len(parts) >= 2 and parts[0].startswith(b"HTTP/1.") and parts[1] == b"200"
 
 
 class _Probe:

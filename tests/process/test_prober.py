@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import socket
 import threading
 import time
@@ -14,36 +13,6 @@ from mycelium.node.health import free_port
 from mycelium.node.prober import Prober
 
 pytestmark = pytest.mark.timeout(30)
-
-
-class _Health(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        status = 200 if self.path.startswith("/health") else 500
-        body = b'{"status": "ok"}' * (8000 if "big" in self.path else 1)
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args: object) -> None:
-        pass
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    request_queue_size = 128  # the default 5 would drop the SYNs of 20 probes at once
-
-
-@pytest.fixture
-def health_server() -> Iterator[int]:
-    server = _Server(("127.0.0.1", 0), _Health)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
 
 
 @pytest.fixture

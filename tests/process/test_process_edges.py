@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
 import os
 import signal
@@ -172,29 +171,6 @@ def test_reap_leftovers_stops_the_survivors_of_a_leader_that_died_unreaped(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(record.pgid, signal.SIGKILL)
-
-
-class _Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        status = 200 if self.path.startswith("/health") else 500
-        self.send_response(status)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def health_server() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
 
 
 def test_probe_health_is_true_only_on_200(health_server: int) -> None:
