@@ -5,13 +5,24 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mycelium.home import Home
 from mycelium.operator.control import ControlClient
-from tests.meshkit import REPO, UpProcess, free_port, kill_leftovers, repo_env, workload_pids
+from tests.meshkit import (
+    REPO,
+    UpProcess,
+    free_port,
+    kill_leftovers,
+    private_home,
+    repo_env,
+    stopped_cleanly,
+    workload_pids,
+)
 
 __all__ = ["ENV", "REPO", "MeshProcess", "cli", "kill_leftovers", "wait_until", "workload_pids"]
 
@@ -77,3 +88,26 @@ class MeshProcess(UpProcess):
             return insts if len(insts) == count else None
         result: list[dict[str, Any]] = wait_until(check, 40.0, f"{count} Ready {app}")
         return result
+
+
+# -- fixtures shared by the mesh and reliability suites (each conftest imports them; each
+# provides its own ``spores``: a template home and its published digests) ----------------
+
+@pytest.fixture
+def home(tmp_path: Path, spores: tuple[Path, dict[str, str]]) -> Iterator[Path]:
+    """A private copy of the template home; no workload of it may survive the test."""
+    yield from private_home(spores[0], tmp_path / "home")
+
+
+@pytest.fixture
+def digests(spores: tuple[Path, dict[str, str]]) -> dict[str, str]:
+    """The published digests by key (each suite's ``spores`` fixture says which)."""
+    return spores[1]
+
+
+@pytest.fixture
+def mesh(home: Path) -> Iterator[MeshProcess]:
+    """A running 3-node mesh on its own home and edge port; stopped and checked afterwards."""
+    proc = MeshProcess(home)
+    with stopped_cleanly(proc, home):
+        yield proc

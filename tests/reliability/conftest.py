@@ -4,7 +4,6 @@ small config per mesh, and the mesh helpers of tests/mesh."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,11 +12,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "mesh"))
 sys.path.insert(0, str(HERE))
 
-from mesh_helpers import MeshProcess  # noqa: E402
+from mesh_helpers import digests, home, mesh  # noqa: E402, F401  (shared fixtures)
 
 from mycelium.home import Home  # noqa: E402
 from mycelium.spores import keygen, publish  # noqa: E402
-from tests.meshkit import private_home, stopped_cleanly  # noqa: E402
 
 REL = HERE / "workloads" / "rel"
 SLOW_START = HERE.parents[1] / "examples" / "slow-start" / "slow-start"
@@ -42,8 +40,8 @@ parallel = 1
 def spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A template home with a key, the test config and every test spore published."""
     root = tmp_path_factory.mktemp("reltemplate") / "home"
-    home = Home(root).ensure()
-    keygen(home)
+    template = Home(root).ensure()
+    keygen(template)
     (root / "mycelium.toml").write_text(CONFIG)
     variants = {
         "v1": ("web", {"REL_VERSION": "1"}),
@@ -54,29 +52,9 @@ def spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
         "crashy": ("crashy", {"REL_MODE": "crash"}),
         "steady": ("steady", {"REL_VERSION": "steady"}),
     }
-    digests = {key: publish(home, binary=REL,
-                            manifest={"name": name, "version": f"1.0.{k}", "env": env})
-               for k, (key, (name, env)) in enumerate(variants.items())}
-    digests["slow"] = publish(home, binary=SLOW_START, manifest={
+    published = {key: publish(template, binary=REL,
+                              manifest={"name": name, "version": f"1.0.{k}", "env": env})
+                 for k, (key, (name, env)) in enumerate(variants.items())}
+    published["slow"] = publish(template, binary=SLOW_START, manifest={
         "name": "slow", "version": "1.0.0", "env": {"START_DELAY": "3"}})
-    return root, digests
-
-
-@pytest.fixture
-def home(tmp_path: Path, spores: tuple[Path, dict[str, str]]) -> Iterator[Path]:
-    """A private copy of the template home; no workload of it may survive the test."""
-    yield from private_home(spores[0], tmp_path / "home")
-
-
-@pytest.fixture
-def digests(spores: tuple[Path, dict[str, str]]) -> dict[str, str]:
-    """The published digests by variant."""
-    return spores[1]
-
-
-@pytest.fixture
-def mesh(home: Path) -> Iterator[MeshProcess]:
-    """A running 3-node mesh on its own home and edge port; stopped and checked afterwards."""
-    proc = MeshProcess(home)
-    with stopped_cleanly(proc, home):
-        yield proc
+    return root, published
