@@ -99,11 +99,14 @@ class InstanceFailed(Exception):
         self.details = dict(details or {})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InstanceSpec:
     """Everything an instance needs, fixed when the agent adds the child (survives restarts).
 
     ``extract`` turns (spore, destination directory) into the binary's path, verifying first.
+    The timings have no defaults here: they come from the node's settings
+    (:class:`~mycelium.node.settings.NodeSettings`, from the config): one place for each
+    default.
     """
 
     app: str
@@ -115,16 +118,16 @@ class InstanceSpec:
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     health: str = "/health"
-    mem_mb: int = 256
-    startup_timeout: float = 60.0
-    probe_interval: float = 0.01
-    health_interval: float = 2.0
-    health_timeout: float = 1.0
-    health_failures: int = 3
-    sample_interval: float = 1.0
-    stop_grace: float = 5.0
-    host: str = "127.0.0.1"
-    instances_dir: Path = Path(".")
+    mem_mb: int
+    startup_timeout: float
+    probe_interval: float
+    health_interval: float
+    health_timeout: float
+    health_failures: int
+    sample_interval: float
+    stop_grace: float
+    host: str
+    instances_dir: Path
 
 
 # private messages of the actor to itself -----------------------------------------------------
