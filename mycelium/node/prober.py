@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 
 from mycelium._logger import get_logger
 
+from .shared import Shared
+
 __all__ = ["Prober", "shared_prober"]
 
 log = get_logger(__name__)
@@ -236,14 +238,5 @@ def _call(callback: ProbeCallback, ok: bool) -> None:
         log.exception("a health probe's callback failed")
 
 
-_shared: Prober | None = None
-_shared_lock = threading.Lock()
-
-
-def shared_prober() -> Prober:
-    """The process-wide prober, started on first use."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            _shared = Prober()
-        return _shared
+shared_prober = Shared(Prober)
+"""The process-wide prober (``shared_prober()``), started on first use."""

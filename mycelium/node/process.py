@@ -28,6 +28,7 @@ import psutil
 from mycelium._logger import get_logger
 from mycelium.errors import MyceliumError
 from mycelium.node.health import free_port, probe_health
+from mycelium.node.shared import Shared
 
 __all__ = [
     "ProcessError",
@@ -427,27 +428,8 @@ def _wait_then(pid: int, on_exit: Callable[[], None]) -> None:
     on_exit()
 
 
-_reaper: _Reaper | None = None
-_reaper_lock = threading.Lock()
-
-
-def shared_reaper() -> _Reaper:
-    """The process-wide reaper, started on first use."""
-    global _reaper
-    with _reaper_lock:
-        if _reaper is None:
-            _reaper = _Reaper()
-        return _reaper
-
-
-def _forget_reaper_in_child() -> None:
-    """A forked child has no reaper thread (threads do not survive fork): start afresh."""
-    global _reaper, _reaper_lock
-    _reaper = None
-    _reaper_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_reaper_in_child)
+shared_reaper = Shared(_Reaper)
+"""The process-wide reaper (``shared_reaper()``), started on first use."""
 
 
 def _check_spawnable(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> str:

@@ -15,6 +15,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from .shared import Shared
+
 __all__ = ["Ticker", "shared_ticker"]
 
 
@@ -80,14 +82,5 @@ class Ticker:
                 callback()
 
 
-_shared: Ticker | None = None
-_shared_lock = threading.Lock()
-
-
-def shared_ticker() -> Ticker:
-    """The process-wide ticker, started on first use."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            _shared = Ticker()
-        return _shared
+shared_ticker = Shared(Ticker)
+"""The process-wide ticker (``shared_ticker()``), started on first use."""
