@@ -1,4 +1,4 @@
-"""The edge: Flow C, the mesh's reverse proxy (SPEC §5).
+"""The edge: the mesh's HTTP/1.1 reverse proxy (see docs/reference.md).
 
 ``ANY /{app}/{rest…}`` is proxied to ``/{rest…}`` on the app's Ready endpoints, round-robin,
 with bodies streamed both ways. The routing table is an immutable snapshot pushed by the mesh's

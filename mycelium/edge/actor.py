@@ -1,6 +1,6 @@
 """The edge actor: owns one :class:`EdgeServer` and applies the fabric's routing pushes.
 
-The edge never asks the fabric per request (Flow C): the fabric pushes
+The edge never asks the fabric per request: the fabric pushes
 :class:`~mycelium.messages.EndpointsChanged` and the actor swaps the server's immutable
 snapshot. A (re)started edge binds its port and asks the fabric for the current table; a
 crashed edge closes its server before its supervisor starts the successor on the same port.

@@ -14,7 +14,7 @@ class EdgeConfig:
     """How the edge listens, whom it names itself, and how patient it is.
 
     Attributes:
-        host: Address to listen on (SPEC §3: default 127.0.0.1).
+        host: Address to listen on (default 127.0.0.1: loopback only).
         port: TCP port; 0 picks a free one (read it back from ``EdgeServer.port``).
         edge_id: Sent as ``X-Mycelium-Edge`` on every response, the edge's own errors included.
         connect_timeout: Seconds to open a TCP connection to an upstream; on expiry the next

@@ -1,20 +1,21 @@
-"""One client connection: buffered, driven by callbacks, or by a task for slow requests."""
+"""One client connection: buffered, driven by callbacks, or by a task for slow requests.
+
+The connection knows its handler only through :class:`ConnectionHandler`, so it depends on
+no part of the proxy (the fast path implements it; tests may drive a connection with another).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from mycelium.edge.http1 import RequestHead
 from mycelium.edge.routes import Endpoint
 from mycelium.edge.upstream import Upstream
 from mycelium.edge.wire import Conduit
 
-if TYPE_CHECKING:
-    from mycelium.edge.proxy import EdgeProxy
-
-__all__ = ["ClientConnection", "Exchange"]
+__all__ = ["ClientConnection", "ConnectionHandler", "Exchange"]
 
 
 class Exchange:
@@ -33,16 +34,36 @@ class Exchange:
         self.deadline = deadline
 
 
+class ConnectionHandler(Protocol):
+    """What a client connection calls on the loop, from its protocol callbacks."""
+
+    def opened(self, client: ClientConnection) -> None:
+        """A client connected."""
+
+    def dispatch(self, client: ClientConnection) -> None:
+        """Bytes or EOF arrived while nobody works on ``client``, or a task handed it back."""
+
+    def upstream_ready(self, client: ClientConnection) -> None:
+        """The upstream of ``client.exchange`` got bytes or closed."""
+
+    def lost(self, client: ClientConnection) -> None:
+        """The client is gone; ``client.exchange`` (if any) must be let go."""
+
+
 class ClientConnection(Conduit):
     """A client connection.
 
-    Between requests it is driven by callbacks (:meth:`EdgeProxy._dispatch`); a request that
-    the fast path cannot finish runs in a task (``task``) that hands back when done.
+    Between requests it is driven by callbacks (:meth:`ConnectionHandler.dispatch`); a request
+    that the callbacks cannot finish runs in a task (``task``) that hands back when done.
+
+    Args:
+        loop: The loop the connection runs on.
+        handler: Who handles its requests.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, proxy: EdgeProxy) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, handler: ConnectionHandler) -> None:
         super().__init__(loop)
-        self.proxy = proxy
+        self.handler = handler
         self.task: asyncio.Task[None] | None = None
         self.exchange: Exchange | None = None
         self.upstream: Upstream | None = None  # in use by the current slow request
@@ -56,31 +77,35 @@ class ClientConnection(Conduit):
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else "unknown"
-        self.proxy.clients.add(self)
+        self.handler.opened(self)
 
     def data_received(self, data: bytes) -> None:
         """Buffer; dispatch a request when nobody is working on this connection."""
         super().data_received(data)
         if self.task is None and self.exchange is None:
-            self.proxy._dispatch(self)
+            self.handler.dispatch(self)
 
     def eof_received(self) -> bool:
         """Half-closed: a task sees ``eof``; an idle connection is closed."""
         keep_open = super().eof_received()
         if self.task is None and self.exchange is None:
-            self.proxy._dispatch(self)
+            self.handler.dispatch(self)
         return keep_open
 
     def on_upstream(self) -> None:
-        """The fast path's upstream got bytes or closed."""
-        self.proxy._fast_response(self)
+        """The fast path's upstream got bytes or closed (the upstream's ``watcher``)."""
+        self.handler.upstream_ready(self)
+
+    def resume(self) -> None:
+        """A task finished its request: go back to callbacks (serves a pipelined request)."""
+        self.last_active = self.loop.time()
+        self.head_started = 0.0
+        self.handler.dispatch(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Stop working for a client that is gone."""
         super().connection_lost(exc)
-        self.proxy.clients.discard(self)
+        self.handler.lost(self)
         task = self.task
         if task is not None and not task.done():
             task.cancel()
-        if self.exchange is not None:
-            self.proxy._fast_detach(self, pool=False)

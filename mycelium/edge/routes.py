@@ -18,7 +18,7 @@ from mycelium.edge.errors import EdgeConfigError
 __all__ = ["APP_NAME", "Endpoint", "Route", "RouteTable", "split_target"]
 
 APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-"""What an app name may look like (SPEC §4); anything else in a path is answered 400."""
+"""What an app name may look like; anything else in a path is answered 400."""
 
 
 @dataclass(frozen=True, slots=True)

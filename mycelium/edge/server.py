@@ -46,7 +46,7 @@ def new_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
 
 
 class EdgeServer:
-    """The reverse proxy of SPEC §5, started and stopped by its owner.
+    """The mesh's reverse proxy (see docs/reference.md), started and stopped by its owner.
 
     Args:
         config: Where to listen and how to behave; defaults to :class:`EdgeConfig`'s.

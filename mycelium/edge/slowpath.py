@@ -1,7 +1,10 @@
 """Requests the fast path does not finish: one task each, then back to the callbacks.
 
 Bodies (streamed both ways), connects and retries over endpoints, interim responses, streamed
-or close-delimited responses, the edge's own paths and every error answer run here.
+or close-delimited responses, the edge's own paths and every error answer run here. The fast
+path hands a connection over with :meth:`SlowPath.take`; when the task ends the connection
+goes back to its callbacks (:meth:`ClientConnection.resume`), so this module knows nothing of
+the fast path.
 """
 
 from __future__ import annotations
@@ -9,22 +12,57 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import TypeAlias
 
 from mycelium._logger import get_logger
-from mycelium.edge.base import IDEMPOTENT, ProxyBase
 from mycelium.edge.connection import ClientConnection, Exchange
 from mycelium.edge.http1 import ProtocolError, RequestHead, ResponseHead, parse_request_head
 from mycelium.edge.relay import abort_on_error, client_fault, pump_body, relay_response, settle
 from mycelium.edge.routes import APP_NAME, Endpoint, split_target
+from mycelium.edge.state import IDEMPOTENT, EdgeState
 from mycelium.edge.upstream import Upstream, read_response_head
 
-__all__ = ["SlowPath"]
+__all__ = ["Handoff", "SlowPath"]
 
 log = get_logger(__name__)
 
+Handoff: TypeAlias = tuple[RequestHead, Sequence[Endpoint] | None] | Exchange | None
+"""Where the fast path left a request it hands over.
 
-class SlowPath(ProxyBase):
-    """Per-request tasks; :class:`~mycelium.edge.proxy.EdgeProxy` adds the fast path."""
+``None``: nothing taken from the buffer yet (the task reads, and answers a bad head); a
+``(head, order)`` pair: parsed, not sent (``order`` is given when already routed); an
+:class:`Exchange`: sent upstream, the response still to be read and relayed.
+"""
+
+
+class SlowPath:
+    """Per-request tasks over the shared :class:`EdgeState`.
+
+    Args:
+        state: The edge's state (its config, metrics, balancer and pool are fixed for its
+            lifetime, so they are bound here once).
+    """
+
+    def __init__(self, state: EdgeState) -> None:
+        self.state = state
+        self.loop = state.loop
+        self.config = state.config
+        self.metrics = state.metrics
+        self.balancer = state.balancer
+        self.pool = state.pool
+
+    def take(self, client: ClientConnection, work: Handoff) -> None:
+        """Serve the request in a task on ``client``; the connection's callbacks stay idle.
+
+        Args:
+            client: A connection nobody is working on (no task, no fast exchange).
+            work: How far the fast path got (see :data:`Handoff`).
+        """
+        if isinstance(work, Exchange):
+            client.upstream = work.up
+            client.task = self.loop.create_task(self._serve_rest(client, work))
+        else:
+            client.task = self.loop.create_task(self._serve(client, work))
 
     async def _serve(self, client: ClientConnection,
                      first: tuple[RequestHead, Sequence[Endpoint] | None] | None) -> None:
@@ -35,7 +73,7 @@ class SlowPath(ProxyBase):
                 try:
                     head = await self._read_head(client)
                 except ProtocolError as exc:
-                    self._error(client, exc.status, str(exc), "", close=True)
+                    self.state.error(client, exc.status, str(exc), "", close=True)
                     return
                 if head is None:
                     return
@@ -66,20 +104,20 @@ class SlowPath(ProxyBase):
                     resp = await read_response_head(up, self.config.read_timeout)
                 except TimeoutError:
                     self.metrics.upstream_failure(ex.app)
-                    self._error(client, 504, f"upstream {ex.ep.url} timed out", ex.app,
+                    self.state.error(client, 504, f"upstream {ex.ep.url} timed out", ex.app,
                                 close=True)
                     return
                 except (ConnectionError, ProtocolError, OSError) as exc:
                     self.metrics.upstream_failure(ex.app)
-                    self._error(client, 502, f"upstream {ex.ep.url} failed: {exc}", ex.app,
+                    self.state.error(client, 502, f"upstream {ex.ep.url} failed: {exc}", ex.app,
                                 close=True)
                     return
                 self.balancer.succeeded(ex.ep)
                 self.metrics.observe(ex.app, time.monotonic() - ex.started)
                 self.metrics.request(ex.app, resp.status)
-                keep = await relay_response(client, ex.req, up, resp, None, self.config,
-                                            self._edge_line,
-                                            ex.req.keep_alive and not self.draining, self.pool)
+                keep = await relay_response(
+                    client, ex.req, up, resp, None, self.config, self.state.edge_line,
+                    ex.req.keep_alive and not self.state.draining, self.pool)
                 client.upstream = None  # pooled or closed by relay_response
             finally:
                 self.metrics.active -= 1
@@ -149,23 +187,23 @@ class SlowPath(ProxyBase):
             return self._own(client, req, reusable)
         parts = split_target(target)
         if parts is None:
-            self._error(client, 400, "request target must start with /", "", close=True)
+            self.state.error(client, 400, "request target must start with /", "", close=True)
             return False
         app, upstream_target = parts
         if not APP_NAME.match(app):
-            self._error(client, 400 if app else 404, f"bad app name {app[:64]!r}", "",
+            self.state.error(client, 400 if app else 404, f"bad app name {app[:64]!r}", "",
                         close=not reusable)
             return reusable
         limit = self.config.max_body_bytes
         if limit is not None and req.content_length is not None and req.content_length > limit:
-            self._error(client, 413, "request body too large", app, close=True)
+            self.state.error(client, 413, "request body too large", app, close=True)
             return False
-        route = self.routes.get(app)
+        route = self.state.routes.get(app)
         if route is None:
-            self._error(client, 404, f"unknown app {app!r}", "", close=not reusable)
+            self.state.error(client, 404, f"unknown app {app!r}", "", close=not reusable)
             return reusable
         if not route.endpoints:
-            self._error(client, 503, f"app {app!r} has no ready endpoint", app,
+            self.state.error(client, 503, f"app {app!r} has no ready endpoint", app,
                         close=not reusable)
             return reusable
         return await self._proxy(client, req, app, upstream_target, self.balancer.order(route))
@@ -174,7 +212,7 @@ class SlowPath(ProxyBase):
         """Serve the edge's own ``/_mycelium/...`` paths."""
         path = req.target.partition("?")[0]
         if req.method not in ("GET", "HEAD"):
-            self._error(client, 405 if path in ("/_mycelium/health", "/_mycelium/metrics")
+            self.state.error(client, 405 if path in ("/_mycelium/health", "/_mycelium/metrics")
                         else 404, "method not allowed", "", close=not reusable)
             return reusable
         if path == "/_mycelium/health":
@@ -182,12 +220,12 @@ class SlowPath(ProxyBase):
         elif path == "/_mycelium/metrics":
             body, ctype = self.metrics.render().encode(), b"text/plain; version=0.0.4"
         else:
-            self._error(client, 404, "no such edge path", "", close=not reusable)
+            self.state.error(client, 404, "no such edge path", "", close=not reusable)
             return reusable
-        self._send_own(client, 200, b"" if req.method == "HEAD" else body, ctype,
+        self.state.send_own(client, 200, b"" if req.method == "HEAD" else body, ctype,
                        not reusable)
         self.metrics.request("", 200)
-        return reusable and not self.draining
+        return reusable and not self.state.draining
 
     async def _proxy(self, client: ClientConnection, req: RequestHead, app: str, target: str,
                      order: Sequence[Endpoint]) -> bool:
@@ -220,7 +258,7 @@ class SlowPath(ProxyBase):
             reused = up.reused
             started = time.monotonic()
             try:
-                up.write(self._upstream_head(client, req, target, ep))
+                up.write(self.state.upstream_head(client, req, target, ep))
                 if has_body:
                     if req.expect_continue:
                         client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -235,7 +273,7 @@ class SlowPath(ProxyBase):
                 if client_fault(pump) is not None:
                     return self._pump_failed(client, pump, app)
                 self.metrics.upstream_failure(app)
-                self._error(client, 504, f"upstream {ep.url} timed out", app, close=True)
+                self.state.error(client, 504, f"upstream {ep.url} timed out", app, close=True)
                 return False
             except (ConnectionError, ProtocolError, OSError) as exc:
                 up.abort()
@@ -251,28 +289,39 @@ class SlowPath(ProxyBase):
                 if may_resend and isinstance(exc, ConnectionError):
                     i += 1
                     continue
-                self._error(client, 502, failure, app, close=True)
+                self.state.error(client, 502, failure, app, close=True)
                 return False
             break
         if resp is None or up is None:
             reusable = req.keep_alive and not has_body
-            self._error(client, 504 if timed_out else 502, failure, app, close=not reusable)
+            self.state.error(client, 504 if timed_out else 502, failure, app, close=not reusable)
             return reusable
         self.balancer.succeeded(ep)
         self.metrics.observe(app, time.monotonic() - started)
         self.metrics.request(app, resp.status)
-        return await relay_response(client, req, up, resp, pump, self.config, self._edge_line,
-                                    req.keep_alive and not self.draining, self.pool)
+        return await relay_response(client, req, up, resp, pump, self.config, self.state.edge_line,
+                                    req.keep_alive and not self.state.draining, self.pool)
 
     def _pump_failed(self, client: ClientConnection, pump: asyncio.Task[None] | None,
                      app: str) -> bool:
         """Answer a request whose body the client spoiled (or just drop a vanished client)."""
         fault = client_fault(pump)
         if fault is not None and fault.status is not None:
-            self._error(client, fault.status, str(fault), app, close=True)
+            self.state.error(client, fault.status, str(fault), app, close=True)
         else:
             client.abort()
         return False
 
-
-
+    def _task_done(self, client: ClientConnection, keep: bool) -> None:
+        """A request task ended: clean up, then close or go back to callbacks."""
+        up, pump = client.upstream, client.pump
+        client.upstream = client.pump = None
+        client.task = None
+        if pump is not None and not pump.done():
+            pump.cancel()
+        if up is not None:  # the request was cut short: its upstream is mid-exchange
+            up.abort()
+        if not keep or self.state.draining or client.closed:
+            client.close()
+            return
+        client.resume()

@@ -15,7 +15,7 @@ from mycelium.edge.wire import Conduit
 
 __all__ = ["Upstream", "UpstreamPool", "read_response_head"]
 
-_MAX_RESPONSE_HEAD = 64 * 1024
+MAX_RESPONSE_HEAD = 64 * 1024
 
 
 class Upstream(Conduit):
@@ -125,7 +125,7 @@ async def read_response_head(up: Upstream, read_timeout: float) -> ResponseHead:
     while True:
         end = buf.find(b"\r\n\r\n")
         if end < 0:
-            if len(buf) > _MAX_RESPONSE_HEAD:
+            if len(buf) > MAX_RESPONSE_HEAD:
                 raise ProtocolError("upstream response head too large")
             if up.eof:
                 raise ConnectionResetError("upstream closed before responding")

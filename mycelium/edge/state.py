@@ -1,4 +1,4 @@
-"""State and helpers shared by the edge's fast path and its per-request tasks."""
+"""What the edge's fast path and slow path share: its state on the loop and its own answers."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from mycelium.edge.metrics import EdgeMetrics
 from mycelium.edge.routes import Endpoint, RouteTable
 from mycelium.edge.upstream import UpstreamPool
 
-__all__ = ["DROP_REQUEST", "IDEMPOTENT", "ProxyBase"]
+__all__ = ["DROP_REQUEST", "IDEMPOTENT", "EdgeState"]
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 """Methods that may be resent once bytes were sent (RFC 9110 §9.2.2), when bodyless."""
@@ -29,8 +29,12 @@ _REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             505: "HTTP Version Not Supported", 200: "OK"}
 
 
-class ProxyBase:
-    """The edge's state on its loop, and the answers every path can give.
+class EdgeState:
+    """The edge's state on its loop, and the answers either path can give.
+
+    One instance, owned by :class:`~mycelium.edge.proxy.EdgeProxy` and shared by its fast and
+    slow paths. Only the loop thread touches it, except ``routes``: the server swaps that
+    snapshot from another thread with one attribute store, which the loop sees atomically.
 
     Args:
         config: Limits, timeouts and the edge id.
@@ -46,29 +50,30 @@ class ProxyBase:
         self.draining = False
         self.clients: set[ClientConnection] = set()
         self.pool = UpstreamPool(loop, config.upstream_keepalive, config.connect_timeout)
-        self._edge_line = b"X-Mycelium-Edge: " + config.edge_id.encode("latin-1") + b"\r\n"
+        self.edge_line = b"X-Mycelium-Edge: " + config.edge_id.encode("latin-1") + b"\r\n"
+        """The ``X-Mycelium-Edge`` field every response carries, ready to append to a head."""
         self._proto_line = b"X-Forwarded-Proto: " + config.forwarded_proto.encode() + b"\r\n"
-        self._sweeper: asyncio.Task[None] | None = None
 
-    def _error(self, client: ClientConnection, status: int, message: str, app: str,
-               close: bool = False) -> None:
+    def error(self, client: ClientConnection, status: int, message: str, app: str,
+              close: bool = False) -> None:
         """Answer with an edge error: JSON body, ``X-Mycelium-Edge``, counted in metrics."""
         body = orjson.dumps({"error": message})
-        self._send_own(client, status, body, b"application/json", close)
+        self.send_own(client, status, body, b"application/json", close)
         self.metrics.request(app, status)
 
-    def _send_own(self, client: ClientConnection, status: int, body: bytes, ctype: bytes,
-                  close: bool) -> None:
+    def send_own(self, client: ClientConnection, status: int, body: bytes, ctype: bytes,
+                 close: bool) -> None:
+        """Send a response the edge made itself (a client already gone is ignored)."""
         head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
                 f"Content-Length: {len(body)}\r\n").encode()
-        head += b"Content-Type: " + ctype + b"\r\n" + self._edge_line
+        head += b"Content-Type: " + ctype + b"\r\n" + self.edge_line
         if close or self.draining:
             head += b"Connection: close\r\n"
         with contextlib.suppress(ConnectionError):
             client.write(head + b"\r\n" + body)
 
-    def _upstream_head(self, client: ClientConnection, req: RequestHead, target: str,
-                       ep: Endpoint) -> bytes:
+    def upstream_head(self, client: ClientConnection, req: RequestHead, target: str,
+                      ep: Endpoint) -> bytes:
         """Build the request head for the upstream: end-to-end fields + X-Forwarded-*.
 
         The forwarded fields are added after the hop-by-hop ones were dropped, so a client's
@@ -91,11 +96,3 @@ class ProxyBase:
             f"{req.method} {target} HTTP/1.1\r\n".encode(), req.forward_block(DROP_REQUEST),
             extra, b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Host: ", host, b"\r\n",
             self._proto_line, b"\r\n"))
-
-    def _dispatch(self, client: ClientConnection) -> None:
-        """Take the next request from the client's buffer (see ``EdgeProxy``)."""
-        raise NotImplementedError
-
-    def _task_done(self, client: ClientConnection, keep: bool) -> None:
-        """A request task ended (see ``EdgeProxy``)."""
-        raise NotImplementedError

@@ -1,0 +1,215 @@
+"""The edge's fast path: a bodyless request on a pooled connection, answered from callbacks.
+
+A request's app is looked up in the current routing snapshot (no call to any actor) and, when
+the first endpoint in the balancer's order has an idle pooled connection, the request is sent
+and its small complete response relayed entirely from protocol callbacks: no coroutine, future
+or timer per request. Everything else is handed to the :class:`SlowPath` with one call
+(:meth:`SlowPath.take`). The fast path is the connections' :class:`ConnectionHandler`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from mycelium.edge.connection import ClientConnection, Exchange
+from mycelium.edge.http1 import ProtocolError, parse_request_head, parse_response_head
+from mycelium.edge.relay import response_head
+from mycelium.edge.routes import split_target
+from mycelium.edge.slowpath import SlowPath
+from mycelium.edge.state import IDEMPOTENT, EdgeState
+from mycelium.edge.upstream import MAX_RESPONSE_HEAD
+
+__all__ = ["FastPath"]
+
+
+class FastPath:
+    """Protocol callbacks for the common case; a :class:`ConnectionHandler`.
+
+    Args:
+        state: The edge's state (its config, metrics, balancer and pool are fixed for its
+            lifetime, so they are bound here once: fewer lookups per request).
+        slow: Where requests this path does not finish go.
+    """
+
+    def __init__(self, state: EdgeState, slow: SlowPath) -> None:
+        self.state = state
+        self.slow = slow
+        self.loop = state.loop
+        self.metrics = state.metrics
+        self.balancer = state.balancer
+        self.pool = state.pool
+        self._max_head = state.config.max_header_bytes
+        self._read_timeout = state.config.read_timeout
+
+    # -- the connection's callbacks ---------------------------------------------------------------
+    def opened(self, client: ClientConnection) -> None:
+        """Track a new client connection."""
+        self.state.clients.add(client)
+
+    def lost(self, client: ClientConnection) -> None:
+        """Forget a client that is gone; drop its fast exchange's upstream (mid-response)."""
+        self.state.clients.discard(client)
+        if client.exchange is not None:
+            self.detach(client, pool=False)
+
+    def dispatch(self, client: ClientConnection) -> None:
+        """Take the next request from the client's buffer: fast path, or a task for the rest."""
+        state = self.state
+        buf = client.buf
+        if state.draining or client.closed:
+            client.close()
+            return
+        if not buf:
+            if client.eof:
+                client.close()
+            client.last_active = self.loop.time()
+            return
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if client.eof or len(buf) > self._max_head:
+                self.slow.take(client, None)  # it answers 400/431 properly
+            elif not client.head_started:
+                client.head_started = self.loop.time()
+            return
+        if end > self._max_head or buf.startswith(b"\r\n"):
+            self.slow.take(client, None)
+            return
+        try:
+            req = parse_request_head(bytes(buf[:end]))
+        except ProtocolError:
+            self.slow.take(client, None)  # re-parses and answers the error
+            return
+        del buf[:end + 4]
+        client.consumed()
+        client.head_started = 0.0
+        if (req.chunked or req.content_length or req.expect_continue or client.must_drain
+                or req.target.startswith("/_mycelium/")):
+            self.slow.take(client, (req, None))
+            return
+        parts = split_target(req.target)
+        route = state.routes.get(parts[0]) if parts is not None else None
+        if parts is None or route is None or not route.endpoints:
+            self.slow.take(client, (req, None))  # answers 400/404/503
+            return
+        order = self.balancer.order(route)
+        ep = order[0]
+        up = self.pool.take_idle(ep)
+        if up is None:
+            self.slow.take(client, (req, order))
+            return
+        try:
+            up.write(state.upstream_head(client, req, parts[1], ep))
+        except ConnectionError:
+            up.abort()
+            self.slow.take(client, (req, order))
+            return
+        started = time.monotonic()
+        client.exchange = Exchange(req, parts[0], order, ep, up, started,
+                                   self.loop.time() + self._read_timeout)
+        up.watcher = client.on_upstream
+        self.metrics.active += 1
+        if up.buf or up.eof:
+            self.upstream_ready(client)
+
+    def upstream_ready(self, client: ClientConnection) -> None:
+        """The fast path's upstream sent bytes or closed: answer if the response is complete.
+
+        Anything but a small complete response (1xx, chunked, a body still arriving, close-
+        delimited) is handed to a task that streams it as the slow path does.
+        """
+        ex = client.exchange
+        if ex is None:
+            return
+        up = ex.up
+        ubuf = up.buf
+        end = ubuf.find(b"\r\n\r\n")
+        if end < 0:
+            if up.eof:
+                self._failed(client, ex, "upstream closed before responding")
+            elif len(ubuf) > MAX_RESPONSE_HEAD:
+                self._failed(client, ex, "upstream response head too large")
+            return
+        try:
+            resp = parse_response_head(bytes(ubuf[:end]))
+        except ProtocolError as exc:
+            self._failed(client, ex, str(exc))
+            return
+        req = ex.req
+        if req.method == "HEAD" or resp.status in (204, 304):
+            length = 0
+        elif resp.content_length is not None and not resp.chunked:
+            length = resp.content_length
+        else:
+            length = -1
+        if resp.status < 200 or length < 0 or len(ubuf) - end - 4 < length:
+            self._to_task(client, ex)
+            return
+        del ubuf[:end + 4]
+        body = bytes(ubuf[:length])
+        del ubuf[:length]
+        keep = req.keep_alive and not self.state.draining
+        head, keep, _ = response_head(req, resp, self.state.edge_line, keep)
+        self.balancer.succeeded(ex.ep)
+        self.metrics.observe(ex.app, time.monotonic() - ex.started)
+        self.metrics.request(ex.app, resp.status)
+        self.detach(client, pool=resp.keep_alive and not up.eof and not ubuf)
+        try:
+            client.write(head + body if body else head)
+        except ConnectionError:
+            return
+        if not keep:
+            client.close()
+            return
+        client.last_active = self.loop.time()
+        if client.buf:
+            self.dispatch(client)  # a pipelined request
+
+    # -- ending a fast exchange -------------------------------------------------------------------
+    def detach(self, client: ClientConnection, pool: bool) -> None:
+        """End the fast exchange: pool or drop the upstream connection."""
+        ex = client.exchange
+        if ex is None:
+            return
+        client.exchange = None
+        self.metrics.active -= 1
+        up = ex.up
+        up.watcher = None
+        if pool:
+            self.pool.release(up, self.state.draining)
+        else:
+            up.abort()
+
+    def expire(self, client: ClientConnection, now: float) -> bool:
+        """Answer 504 and close if the fast exchange's upstream is past its deadline.
+
+        Returns:
+            Whether ``client`` has a fast exchange (expired or not).
+        """
+        ex = client.exchange
+        if ex is None:
+            return False
+        if now > ex.deadline:
+            self.detach(client, pool=False)
+            self.metrics.upstream_failure(ex.app)
+            self.state.error(client, 504, f"upstream {ex.ep.url} timed out", ex.app, close=True)
+            client.close()
+        return True
+
+    def _to_task(self, client: ClientConnection, ex: Exchange) -> None:
+        """Continue a fast exchange in a task (streaming bodies, interim responses)."""
+        client.exchange = None
+        self.metrics.active -= 1
+        ex.up.watcher = None
+        self.slow.take(client, ex)
+
+    def _failed(self, client: ClientConnection, ex: Exchange, why: str) -> None:
+        """The pooled connection failed before a response: resend if safe, else 502."""
+        self.detach(client, pool=False)
+        if ex.req.method in IDEMPOTENT:
+            self.slow.take(client, (ex.req, ex.order))  # bodyless and idempotent: resend
+            return
+        self.metrics.upstream_failure(ex.app)
+        self.state.error(client, 502, f"upstream {ex.ep.url} failed: {why}", ex.app,
+                         close=not ex.req.keep_alive)
+        if not ex.req.keep_alive:
+            client.close()
