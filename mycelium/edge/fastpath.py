@@ -40,6 +40,7 @@ class FastPath:
         self.pool = state.pool
         self._max_head = state.config.max_header_bytes
         self._read_timeout = state.config.read_timeout
+        self._edge_line = state.edge_line
 
     # -- the connection's callbacks ---------------------------------------------------------------
     def opened(self, client: ClientConnection) -> None:
@@ -148,7 +149,7 @@ class FastPath:
         body = bytes(ubuf[:length])
         del ubuf[:length]
         keep = req.keep_alive and not self.state.draining
-        head, keep, _ = response_head(req, resp, self.state.edge_line, keep)
+        head, keep, _ = response_head(req, resp, self._edge_line, keep)
         self.balancer.succeeded(ex.ep)
         self.metrics.observe(ex.app, time.monotonic() - ex.started)
         self.metrics.request(ex.app, resp.status)
