@@ -15,7 +15,9 @@ __all__ = ["HomeOption", "app", "err", "home_of", "out"]
 
 app = typer.Typer(
     name="mycelium",
-    help="Mycelium Mesh: signed workloads on an OTP-style supervision tree of Pykka actors.",
+    help=("Mycelium Mesh: signed workloads on an OTP-style supervision tree of Pykka actors.\n\n"
+          "Exit codes: 0 ok, 1 the operation failed, 2 bad usage or input. Every command, "
+          "option, format and config key is described in docs/reference.md."),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -24,7 +26,8 @@ app = typer.Typer(
 HomeOption = Annotated[
     Path | None,
     typer.Option("--home", envvar="MYCELIUM_HOME",
-                 help="Mesh home directory [default: ./.mycelium]"),
+                 help="Mesh home directory: keys, repo, state, logs, control socket "
+                      "(default ./.mycelium)"),
 ]
 
 

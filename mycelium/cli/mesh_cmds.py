@@ -1,5 +1,6 @@
 """Commands that talk to a running mesh: up, deploy, stop, status, tree, logs, kill, chaos,
-repl, down (SPEC §3). Each one parses, sends one request over the control socket, renders.
+repl, down (docs/reference.md#commands). Each one parses, sends one request over the control
+socket, renders.
 """
 
 from __future__ import annotations
@@ -33,27 +34,43 @@ __all__ = ["deploy_cmd", "down_cmd", "kill_cmd", "logs_cmd", "status_cmd", "stop
 @app.command("up")
 def up_cmd(
     home: HomeOption = None,
-    nodes: Annotated[int | None, typer.Option("--nodes", min=1, help="Node agents [3]")] = None,
-    edge_port: Annotated[int | None, typer.Option("--edge-port", min=0, max=65535,
-                                                  help="Edge port [8080]")] = None,
-    edge_host: Annotated[str | None, typer.Option("--edge-host", help="Edge host")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="TOML config file")] = None,
-    repl: Annotated[bool, typer.Option("--repl", help="A Python console in the mesh")] = False,
+    nodes: Annotated[int | None, typer.Option(
+        "--nodes", min=1, help="Node agents to start (default: config mesh.nodes, 3)")] = None,
+    edge_port: Annotated[int | None, typer.Option(
+        "--edge-port", min=0, max=65535,
+        help="Edge TCP port; 0 picks a free one (default: config edge.port, 8080)")] = None,
+    edge_host: Annotated[str | None, typer.Option(
+        "--edge-host", help="Address the edge listens on (default: config edge.host, "
+                            "127.0.0.1)")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="TOML config file (default: <home>/mycelium.toml if it exists)")] = None,
+    repl: Annotated[bool, typer.Option(
+        "--repl", help="Also run a Python console inside the mesh's process")] = False,
     fabric: Annotated[str | None, typer.Option(
-        "--fabric", help="etcd://HOST:PORT[,…]: join a multi-machine mesh (SPEC §9)")] = None,
+        "--fabric", help="etcd://HOST:PORT[,HOST:PORT…]: keep the mesh's state in etcd and "
+                         "join a multi-machine mesh")] = None,
     node_prefix: Annotated[str | None, typer.Option(
-        "--node-prefix", help="Node names <prefix>-N [host name] (with --fabric)")] = None,
+        "--node-prefix", help="Name this member's nodes PREFIX-1 … PREFIX-N (default: the "
+                              "host name; with --fabric)")] = None,
     advertise_host: Annotated[str | None, typer.Option(
-        "--advertise-host", help="Address other members reach us at (with --fabric)")] = None,
-    no_edge: Annotated[bool, typer.Option("--no-edge", help="Run no edge (with --fabric)")] = False,
+        "--advertise-host", help="Address other machines reach this one's workloads and "
+                                 "spores at (with --fabric)")] = None,
+    no_edge: Annotated[bool, typer.Option(
+        "--no-edge", help="Run no edge on this member, only workloads (with --fabric)")] = False,
     lease_ttl: Annotated[float, typer.Option(
-        "--lease-ttl", help="etcd lease TTL in seconds (with --fabric)")] = 5.0,
+        "--lease-ttl", help="Seconds of silence after which etcd drops this member's nodes "
+                            "and endpoints (with --fabric)")] = 5.0,
     ui_port: Annotated[int | None, typer.Option(
         "--ui-port", min=0, max=65535,
-        help="Read-only dashboard on 127.0.0.1:P; 0 turns it off (default: config edge.ui_port, 0)")
-    ] = None,
+        help="Serve the read-only dashboard on this port; 0 turns it off (default: config "
+             "edge.ui_port, 0)")] = None,
 ) -> None:
-    """Run the whole supervision tree in the foreground until SIGINT/SIGTERM or `down`."""
+    """Run the whole supervision tree in the foreground until SIGINT/SIGTERM or `down`.
+
+    Prints 'mesh up' once the edge accepts requests, then the supervision log.
+
+    Exit 1 if a mesh already runs on this home. Options and config: docs/reference.md.
+    """
     from mycelium.mesh import Mesh
     from mycelium.operator import load_config
     from supervisors import StartError
@@ -74,7 +91,7 @@ def up_cmd(
     else:
         mesh = Mesh(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host, port,
                     out=out)
-    mesh.color = sys.stdout.isatty()  # colour on a terminal, plain otherwise (SPEC §7)
+    mesh.color = sys.stdout.isatty()  # the log in colour on a terminal, plain otherwise
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: mesh.request_stop())
     try:
@@ -157,26 +174,44 @@ def _locked(h: Home) -> bool:
 
 @app.command("deploy")
 def deploy_cmd(
-    app_name: Annotated[str, typer.Argument(metavar="APP")],
-    digest: Annotated[str, typer.Argument(metavar="DIGEST")],
+    app_name: Annotated[str, typer.Argument(
+        metavar="APP", help="App name; it must be the spore manifest's name")],
+    digest: Annotated[str, typer.Argument(
+        metavar="DIGEST", help="Digest of a published spore (a unique prefix of 4+ hex)")],
     home: HomeOption = None,
-    n_min: Annotated[int, typer.Option("--min")] = 1,
-    n_max: Annotated[int, typer.Option("--max")] = 1,
-    max_instances: Annotated[int | None, typer.Option("--max-instances")] = None,
-    cpu: Annotated[float, typer.Option("--cpu")] = 0.1,
-    mem: Annotated[int, typer.Option("--mem", help="MB per instance")] = 256,
-    warmup: Annotated[float | None, typer.Option("--warmup")] = None,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
-    timeout: Annotated[float, typer.Option("--timeout")] = 60.0,
+    n_min: Annotated[int, typer.Option(
+        "--min", help="Ready instances below which the app is degraded")] = 1,
+    n_max: Annotated[int, typer.Option(
+        "--max", help="Instances wanted, at most one per node")] = 1,
+    max_instances: Annotated[int | None, typer.Option(
+        "--max-instances", help="Hard cap on instances mesh-wide (default: --max)")] = None,
+    cpu: Annotated[float, typer.Option(
+        "--cpu", help="CPU cores each instance reserves on its node")] = 0.1,
+    mem: Annotated[int, typer.Option(
+        "--mem", help="Memory budget per instance in MB; beyond it the workload is killed")] = 256,
+    warmup: Annotated[float | None, typer.Option(
+        "--warmup", help="Seconds blue and green serve side by side before blue drains "
+                         "(default: the manifest's warmup, else 0)")] = None,
+    wait: Annotated[bool, typer.Option(
+        "--wait/--no-wait", help="Wait until the rollout is done (exit 1 if it failed) or "
+                                 "return at once")] = True,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", help="Seconds new instances have to get Ready, else the update is "
+                          "rolled back")] = 60.0,
 ) -> None:
-    """Flow B: set the app's budget and publish its plan (a new digest is a blue/green update)."""
+    """Deploy or update APP: set its budget and publish its plan.
+
+    A new digest for a running app is a blue/green update, rolled back on --timeout.
+
+    Progress goes to stderr. Semantics and exit codes: docs/reference.md#deploy.
+    """
     deploy_app(lambda: ControlClient(home_of(home)).request, app_name, digest, n_min=n_min,
                n_max=n_max, max_instances=max_instances, cpu=cpu, mem=mem, warmup=warmup,
                wait=wait, timeout=timeout)
 
 
 @app.command("stop")
-def stop_cmd(app_name: Annotated[str, typer.Argument(metavar="APP")],
+def stop_cmd(app_name: Annotated[str, typer.Argument(metavar="APP", help="The app to stop")],
              home: HomeOption = None) -> None:
     """Remove the app's plan: its instances drain and stop; nothing respawns."""
     stop_app(ControlClient(home_of(home)).request, app_name)
@@ -186,10 +221,13 @@ def stop_cmd(app_name: Annotated[str, typer.Argument(metavar="APP")],
 
 
 @app.command("status")
-def status_cmd(app_name: Annotated[str | None, typer.Argument(metavar="[APP]")] = None,
+def status_cmd(app_name: Annotated[str | None, typer.Argument(
+                   metavar="[APP]", help="Show only this app (exit 2 if it is unknown)")] = None,
                home: HomeOption = None,
-               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Apps, plans and instances (SPEC §6)."""
+               as_json: Annotated[bool, typer.Option(
+                   "--json", help="Print one JSON document (docs/reference.md#status-json)")
+               ] = False) -> None:
+    """Apps, plans, instances and nodes of the running mesh."""
     status = ControlClient(home_of(home)).request("status", app=app_name)
     if app_name is not None and not status["apps"]:
         raise BadInput(f"no app named {app_name!r}")
@@ -203,7 +241,8 @@ def status_cmd(app_name: Annotated[str | None, typer.Argument(metavar="[APP]")] 
 
 @app.command("tree")
 def tree_cmd(home: HomeOption = None,
-             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+             as_json: Annotated[bool, typer.Option(
+                 "--json", help="Print the tree as one JSON document")] = False) -> None:
     """The live supervision tree: supervisors, workers, pids, states, restart counts."""
     tree = ControlClient(home_of(home)).request("tree")
     if as_json:
@@ -217,10 +256,14 @@ def tree_cmd(home: HomeOption = None,
 
 @app.command("logs")
 def logs_cmd(home: HomeOption = None,
-             app_name: Annotated[str | None, typer.Option("--app")] = None,
-             follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
-             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """The supervision log (SPEC §7), oldest first; it survives mesh restarts."""
+             app_name: Annotated[str | None, typer.Option(
+                 "--app", help="Only the records of this app")] = None,
+             follow: Annotated[bool, typer.Option(
+                 "--follow", "-f", help="Keep printing new records as they are written")] = False,
+             as_json: Annotated[bool, typer.Option(
+                 "--json", help="One JSON object per line (docs/reference.md#supervision-log)")
+             ] = False) -> None:
+    """The supervision log, oldest first; it survives mesh restarts (no mesh needed)."""
     from mycelium.operator import SupervisionLog, format_record
 
     log = SupervisionLog(home_of(home))
@@ -239,11 +282,15 @@ def logs_cmd(home: HomeOption = None,
 
 
 @app.command("kill")
-def kill_cmd(app_name: Annotated[str, typer.Argument(metavar="APP")],
+def kill_cmd(app_name: Annotated[str, typer.Argument(
+                 metavar="APP", help="The app whose workload processes to signal")],
              home: HomeOption = None,
-             node: Annotated[str | None, typer.Option("--node")] = None,
-             sig: Annotated[str, typer.Option("--signal")] = "SIGKILL") -> None:
-    """Crash test: signal the workload process(es) of APP (default SIGKILL)."""
+             node: Annotated[str | None, typer.Option(
+                 "--node", help="Only the instance on this node (default: every node)")] = None,
+             sig: Annotated[str, typer.Option(
+                 "--signal", help="Signal name or number: SIGTERM, TERM, 15, …")
+             ] = "SIGKILL") -> None:
+    """Crash test: signal the workload process(es) of APP; print one pid per line."""
     number = signal_number(sig)
     pids = ControlClient(home_of(home)).request("kill", app=app_name, node=node, signal=number)
     for pid in pids:

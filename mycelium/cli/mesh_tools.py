@@ -1,4 +1,4 @@
-"""Crash tests and consoles for a running mesh: ``chaos``, ``repl`` and ``up --repl`` (SPEC §3, §8).
+"""Crash tests and consoles for a running mesh: ``chaos``, ``repl`` and ``up --repl``.
 
 Both consoles offer the same names: ``fabric``, ``edge``, ``nodes`` (name → handle), ``msg``
 (:mod:`mycelium.messages`), ``tree()`` and ``status()``; a handle has ``.tell(message)`` and
@@ -37,16 +37,24 @@ def console(mesh: Any) -> None:
 
 @app.command("chaos")
 def chaos_cmd(home: HomeOption = None,
-              app_name: Annotated[str | None, typer.Option("--app")] = None,
-              interval: Annotated[float, typer.Option("--interval", min=0.01)] = 1.0,
-              duration: Annotated[float, typer.Option("--duration", min=0.0)] = 10.0,
-              seed: Annotated[int | None, typer.Option("--seed")] = None,
-              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+              app_name: Annotated[str | None, typer.Option(
+                  "--app", help="Kill only this app's workloads (default: any app)")] = None,
+              interval: Annotated[float, typer.Option(
+                  "--interval", min=0.01, help="Seconds between kills")] = 1.0,
+              duration: Annotated[float, typer.Option(
+                  "--duration", min=0.0, help="Seconds to go on killing")] = 10.0,
+              seed: Annotated[int | None, typer.Option(
+                  "--seed", help="Random seed: the same seed replays the same victims")] = None,
+              as_json: Annotated[bool, typer.Option(
+                  "--json", help="Print the summary as one JSON object")] = False) -> None:
     """Kill random workload processes at that rate; report kills, recoveries, slowest.
 
-    A recovery is a new Ready instance on the victim's node (the pid changed). Victims are
-    chosen among the Ready instances sorted by (app, node), so ``--seed`` replays the same
-    choices on the same layout.
+    A recovery is a new Ready instance on the victim's node.
+
+    Exit 1 if a kill did not recover within 30 s after the run.
+    \f
+    Victims are chosen among the Ready instances sorted by (app, node), so ``--seed`` replays
+    the same choices on the same layout.
 
     Raises:
         OperationFailed: a kill did not recover within 30 s after the run.

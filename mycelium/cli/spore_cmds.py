@@ -27,9 +27,11 @@ DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 
 __all__ = ["inspect_cmd", "keygen_cmd", "pack_cmd", "publish_cmd", "trust_cmd", "verify_cmd"]
 
-KeyOption = Annotated[str, typer.Option("--key", help="Signing key name in <home>/keys")]
-ManifestOption = Annotated[
-    Path | None, typer.Option("--manifest", help="Input manifest (JSON)", show_default=False)]
+KeyOption = Annotated[str, typer.Option(
+    "--key", help="Name of the signing key in <home>/keys to sign with")]
+ManifestOption = Annotated[Path | None, typer.Option(
+    "--manifest", help="Input manifest, a JSON file (format: docs/reference.md#manifest)",
+    show_default=False)]
 
 
 def _limits(home: Home) -> Limits:
@@ -62,35 +64,42 @@ def _locate(home: Home, target: str) -> tuple[Path, str | None]:
 
 @app.command("keygen")
 def keygen_cmd(
-    name: Annotated[str, typer.Option("--name", help="Key name")] = "default",
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing key")] = False,
+    name: Annotated[str, typer.Option(
+        "--name", help="Name of the key pair in <home>/keys")] = "default",
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace an existing key of that name")] = False,
     home: HomeOption = None,
 ) -> None:
-    """Create an Ed25519 signing key pair; its public key joins the trusted set."""
+    """Create an Ed25519 signing key pair; print its public key, which joins the trusted set.
+
+    Refuses to overwrite an existing key without --force (exit 2).
+    """
     import mycelium.spores as sp
     typer.echo(sp.keygen(home_of(home), name, force=force))
 
 
 @app.command("trust")
 def trust_cmd(
-    pubkey: Annotated[str, typer.Argument(help="Public key (64 hex characters)")],
-    name: Annotated[str | None, typer.Option("--name", help="Name of the trusted key")] = None,
+    pubkey: Annotated[str, typer.Argument(help="The signer's public key (64 hex characters)")],
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Name to file the trusted key under in <home>/trusted")] = None,
     home: HomeOption = None,
 ) -> None:
-    """Add a trusted signer to this home (trust is always local)."""
+    """Trust spores signed by PUBKEY in this home (trust is always local to a home)."""
     import mycelium.spores as sp
     typer.echo(sp.trust(home_of(home), pubkey, name))
 
 
 @app.command("pack")
 def pack_cmd(
-    binary: Annotated[Path, typer.Argument(help="The workload executable")],
+    binary: Annotated[Path, typer.Argument(help="The workload executable to pack")],
     manifest: ManifestOption = None,
     key: KeyOption = "default",
-    out: Annotated[Path | None, typer.Option("-o", "--out", help="Spore file to write")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "-o", "--out", help="Spore file to write (default NAME-VERSION.spore here)")] = None,
     home: HomeOption = None,
 ) -> None:
-    """Pack BINARY and its manifest into a signed spore; print the spore's path."""
+    """Pack BINARY and its manifest into a signed spore file; print the spore's path."""
     import mycelium.spores as sp
     h = home_of(home)
     if manifest is None:
@@ -110,13 +119,18 @@ def pack_cmd(
 
 @app.command("publish")
 def publish_cmd(
-    binary: Annotated[Path | None, typer.Argument(help="The workload executable")] = None,
+    binary: Annotated[Path | None, typer.Argument(
+        help="The workload executable to pack and publish (with --manifest)")] = None,
     manifest: ManifestOption = None,
     key: KeyOption = "default",
-    spore: Annotated[Path | None, typer.Option("--spore", help="A spore file to publish")] = None,
+    spore: Annotated[Path | None, typer.Option(
+        "--spore", help="Publish this spore file, packed elsewhere, instead of BINARY")] = None,
     home: HomeOption = None,
 ) -> None:
-    """Pack (if needed), verify and put a spore into the repo; print its digest."""
+    """Pack (if needed), verify and put a spore into the repo; print its digest (64 hex).
+
+    A failed publish leaves the repo untouched.
+    """
     import mycelium.spores as sp
     h = home_of(home)
     digest = sp.publish(h, binary=binary, manifest=manifest, key=key, spore=spore,
@@ -126,26 +140,32 @@ def publish_cmd(
 
 @app.command("verify")
 def verify_cmd(
-    target: Annotated[str, typer.Argument(metavar="DIGEST|FILE", help="Repo digest or file")],
+    target: Annotated[str, typer.Argument(
+        metavar="DIGEST|FILE", help="A repo digest (a unique prefix of 4+ hex) or a spore file")],
     home: HomeOption = None,
 ) -> None:
-    """Check signature, hashes, archive safety and signer; print ``ok <digest> <app> <ver>``."""
+    """Check signature, hashes, archive safety and signer; print 'ok DIGEST APP VERSION'.
+
+    Anything short of ok, an unknown digest included, is exit 1 with the reason.
+    """
     import mycelium.spores as sp
     h = home_of(home)
     try:
         path, digest = _locate(h, target)
         result: Verified = sp.verify(path, sp.load_trusted(h), _limits(h), expected_digest=digest)
     except (sp.UnknownSpore, sp.SporeInputError) as exc:
-        # SPEC §3: verify prints ok, or exits 1 with the reason — a spore it cannot find
-        # cannot be verified either.
+        # verify prints ok, or exits 1 with the reason — a spore it cannot find cannot be
+        # verified either.
         raise sp.SporeError(str(exc)) from exc
     typer.echo(f"ok {result.digest} {result.manifest.name} {result.manifest.version}")
 
 
 @app.command("inspect")
 def inspect_cmd(
-    target: Annotated[str, typer.Argument(metavar="DIGEST|FILE", help="Repo digest or file")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON")] = False,
+    target: Annotated[str, typer.Argument(
+        metavar="DIGEST|FILE", help="A repo digest (a unique prefix of 4+ hex) or a spore file")],
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the signed manifest as one JSON object")] = False,
     home: HomeOption = None,
 ) -> None:
     """Show a spore's manifest (the container and signature are checked, not the signer)."""
