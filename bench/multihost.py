@@ -1,4 +1,6 @@
-"""Benchmark: a member dies (SPEC §9) — how fast the mesh notices, re-places, keeps serving.
+"""Benchmark: a member dies: how fast the mesh notices, re-places, keeps serving.
+
+What a member death should do: docs/reference.md#multi-machine.
 
 One command:
 

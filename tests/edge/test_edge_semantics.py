@@ -1,4 +1,7 @@
-"""SPEC §5 semantics against real upstreams: paths, headers, hop-by-hop, error codes."""
+"""The edge's semantics (docs/reference.md#edge) against real upstreams.
+
+Paths, headers, hop-by-hop, error codes.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Two members (separate processes and homes) joined to one real etcd (SPEC §9)."""
+"""Two members (separate processes and homes) joined to one real etcd.
+
+What they promise: docs/reference.md#multi-machine.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The mesh's console (SPEC §8) driven through a real pseudo-terminal, in both forms.
+"""The mesh's console (docs/reference.md#repl) driven through a real pseudo-terminal, in both forms.
 
 ``mycelium repl`` attaches to a running ``mycelium up`` through the control socket;
 ``mycelium up --repl`` runs the console inside the mesh. Both offer fabric, edge, nodes, msg,
@@ -172,7 +172,7 @@ def test_an_attached_repl_pokes_the_mesh_and_leaving_it_keeps_the_mesh(
         term.expect(re.escape(PROMPT))
 
         assert "['edge', 'fabric', 'msg', 'nodes', 'status', 'tree']" in term.run(
-            "sorted(k for k in dir() if not k.startswith('_'))")  # exactly SPEC §8's names
+            "sorted(k for k in dir() if not k.startswith('_'))")  # exactly the documented names
         before_tree = term.pos
         shown = term.run("tree()")
         assert b"\x1b[1mfabric" in term.out[before_tree:]  # drawn in colour on a terminal

@@ -1,4 +1,7 @@
-"""The example workloads honour SPEC §5: PORT, /health, identity, echo, streaming, SIGTERM."""
+"""The example workloads honour the workload contract (docs/reference.md#workloads).
+
+PORT, /health, identity, echo, streaming, SIGTERM.
+"""
 
 from __future__ import annotations
 
