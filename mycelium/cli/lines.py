@@ -27,7 +27,7 @@ def err(text: str) -> None:
 
 
 def fail(message: str, code: int) -> NoReturn:
-    """Exit with ``code`` after ONE ``error: …`` line on stderr (SPEC §3)."""
+    """Exit with ``code`` after ONE ``error: …`` line on stderr (docs/reference.md#exit-codes)."""
     first = " ".join(message.strip().splitlines()) or "failed"
     sys.stderr.write(f"error: {first}\n")
     sys.stderr.flush()
