@@ -7,6 +7,7 @@ document outside the repository (the reference is docs/reference.md).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -81,3 +82,45 @@ def test_help_pages_render_with_every_description() -> None:
         words = lines[option].strip("│ ").split()
         assert len(words) > 3, f"{option} has no description: {lines[option]!r}"
     assert "docs/reference.md" in done.stdout
+
+
+# --------------------------------------------------------------------------- docs/reference.md
+
+REFERENCE = REPO / "docs" / "reference.md"
+
+
+def _anchors() -> set[str]:
+    return set(re.findall(r'<a id="([a-z0-9-]+)"></a>', REFERENCE.read_text()))
+
+
+def test_every_command_has_a_section_in_the_reference() -> None:
+    missing = [name for name, _ in LEAVES if f"cmd-{name.split()[-1]}" not in _anchors()]
+    assert not missing, f"docs/reference.md has no section for {missing}"
+
+
+def test_every_config_key_is_in_the_reference() -> None:
+    import dataclasses
+
+    from mycelium.operator.config import MeshConfig
+
+    text = REFERENCE.read_text()
+    sections = {f.name: f.default_factory for f in dataclasses.fields(MeshConfig)}
+    missing = [f"[{name}] {key.name}" for name, cls in sections.items()
+               for key in dataclasses.fields(cls)  # type: ignore[arg-type]
+               if f"`[{name}] {key.name}`" not in text]
+    assert not missing, f"docs/reference.md does not document {missing}"
+
+
+def test_every_link_into_the_reference_names_an_anchor_it_has() -> None:
+    anchors, broken = _anchors(), []
+    for top in ("README.md", "docs", "mycelium", "supervisors", "tests", "bench", "examples",
+                "config"):
+        root = REPO / top
+        for path in [root] if root.is_file() else sorted(root.rglob("*")):
+            if not path.is_file() or path.suffix in {".png", ".pyc", ".spore"}:
+                continue
+            with contextlib.suppress(UnicodeDecodeError):
+                for anchor in re.findall(r"reference\.md#([a-z0-9-]+)", path.read_text()):
+                    if anchor not in anchors:
+                        broken.append(f"{path.relative_to(REPO)}: #{anchor}")
+    assert not broken, broken
