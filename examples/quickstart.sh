@@ -50,3 +50,4 @@ mycelium status
 
 echo "== the mesh is running (pid $mesh_pid). Try: mycelium tree; mycelium kill hello;"
 echo "   mycelium logs --follow; and stop it with: mycelium down"
+echo "   Every command, option and setting: docs/reference.md (or mycelium COMMAND --help)."
