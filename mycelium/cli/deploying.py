@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from mycelium.defaults import DeployDefaults
 from mycelium.errors import OperationFailed
 
 from .lines import err, out
@@ -26,11 +27,13 @@ _PHASES = ("launching", "healthy", "warming", "draining", "done")
 
 def deploy_app(connect: Callable[[], Request], app_name: str, digest: str, *, n_min: int,
                n_max: int, max_instances: int | None, cpu: float, mem: int,
-               warmup: float | None, wait: bool, timeout: float) -> None:
+               warmup: float | None, wait: bool, timeout: float | None) -> None:
     """Check, publish, and (with ``wait``) follow until min Ready and no old digest is left.
 
     ``connect()`` is called once the input is known good, so that bad input is reported
-    before a bad home or a missing mesh, whichever path runs.
+    before a bad home or a missing mesh, whichever path runs. ``timeout`` None (no
+    ``--timeout``) lets the mesh apply its ``[rollout] timeout``; the wait then follows the
+    deadline the published plan carries.
 
     Raises:
         BadPlan: bad numbers or names (exit 2), whether or not a mesh runs.
@@ -42,7 +45,7 @@ def deploy_app(connect: Callable[[], Request], app_name: str, digest: str, *, n_
     # again, with the digest and the spore's manifest
     check_app_name(app_name)
     check_plan_fields(app_name, "0" * 64, n_min, n_max, 0.0 if warmup is None else warmup,
-                      timeout)
+                      DeployDefaults.TIMEOUT if timeout is None else timeout)
     check_budget_fields(app_name, n_max if max_instances is None else max_instances, cpu, mem)
     request = connect()
     started = time.monotonic()
@@ -50,6 +53,7 @@ def deploy_app(connect: Callable[[], Request], app_name: str, digest: str, *, n_
                    max_instances=max_instances, cpu=cpu, mem=mem, warmup=warmup,
                    rollout_timeout=timeout)
     full, generation = plan["digest"], plan["generation"]
+    timeout = float(plan["timeout"])  # the mesh's, when --timeout was not given
     if not wait:
         out(f"deploying {app_name} {full[:12]} (generation {generation}, not waiting)")
         return

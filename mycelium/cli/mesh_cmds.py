@@ -10,11 +10,12 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 
+from mycelium.defaults import DeployDefaults
 from mycelium.errors import BadInput, OperationFailed
 from mycelium.home import Home
 from mycelium.operator.client import ControlClient
@@ -22,6 +23,9 @@ from mycelium.operator.client import ControlClient
 from .app import HomeOption, app, home_of, out
 from .deploying import deploy_app
 from .fast import signal_number, stop_app
+
+if TYPE_CHECKING:
+    from mycelium.mesh import Mesh
 
 __all__ = ["deploy_cmd", "down_cmd", "kill_cmd", "logs_cmd", "status_cmd", "stop_cmd",
            "tree_cmd", "up_cmd"]
@@ -54,7 +58,6 @@ def up_cmd(
     ] = None,
 ) -> None:
     """Run the whole supervision tree in the foreground until SIGINT/SIGTERM or `down`."""
-    from mycelium.mesh import Mesh
     from mycelium.operator import load_config
     from supervisors import StartError
 
@@ -64,17 +67,9 @@ def up_cmd(
     ui = _dashboard_config(cfg, ui_port, port)
     if fabric is None and (node_prefix or advertise_host or no_edge):
         raise BadInput("--node-prefix, --advertise-host and --no-edge need --fabric etcd://…")
-    if fabric is not None:
-        from mycelium.member import Member
-
-        mesh: Mesh = Member(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host,
-                            port, fabric=fabric,
-                            node_prefix=node_prefix, advertise_host=advertise_host,
-                            edge=not no_edge, ttl=lease_ttl, out=out)
-    else:
-        mesh = Mesh(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host, port,
-                    out=out)
-    mesh.color = sys.stdout.isatty()  # colour on a terminal, plain otherwise (SPEC §7)
+    mesh = _build_mesh(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host, port,
+                       fabric=fabric, node_prefix=node_prefix, advertise_host=advertise_host,
+                       edge=not no_edge, ttl=lease_ttl)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: mesh.request_stop())
     try:
@@ -107,6 +102,31 @@ def up_cmd(
             out("mesh down")
     if mesh.failure is not None:
         raise OperationFailed(f"the mesh gave up: {mesh.failure}")
+
+
+def _build_mesh(h: Home, cfg: Any, nodes: int, edge_host: str, edge_port: int, *,
+                fabric: str | None, node_prefix: str | None, advertise_host: str | None,
+                edge: bool, ttl: float) -> Mesh:
+    """The mesh ``up`` runs: one machine's, or (``--fabric``) a member of a multi-machine one.
+
+    Raises:
+        BadInput: a bad ``--fabric``, ``--node-prefix`` or ``--lease-ttl``.
+    """
+    from mycelium.mesh import LocalFabric, Mesh
+    from mycelium.mesh.backend import FabricBackend
+
+    backend: FabricBackend
+    if fabric is None:
+        backend = LocalFabric(h, nodes)
+    else:
+        from mycelium.member import Member
+        from mycelium.spores import Limits
+
+        limits = Limits.from_mb(cfg.spores.max_archive_mb, cfg.spores.max_binary_mb)
+        backend = Member(h, limits, nodes, fabric=fabric, node_prefix=node_prefix,
+                         advertise_host=advertise_host, edge=edge, ttl=ttl)
+    # colour on a terminal, plain otherwise
+    return Mesh(h, cfg, backend, edge_host, edge_port, out=out, color=sys.stdout.isatty())
 
 
 def _dashboard_config(cfg: Any, ui_port: int | None, edge_port: int) -> Any:
@@ -160,14 +180,16 @@ def deploy_cmd(
     app_name: Annotated[str, typer.Argument(metavar="APP")],
     digest: Annotated[str, typer.Argument(metavar="DIGEST")],
     home: HomeOption = None,
-    n_min: Annotated[int, typer.Option("--min")] = 1,
-    n_max: Annotated[int, typer.Option("--max")] = 1,
+    n_min: Annotated[int, typer.Option("--min")] = DeployDefaults.MIN,
+    n_max: Annotated[int, typer.Option("--max")] = DeployDefaults.MAX,
     max_instances: Annotated[int | None, typer.Option("--max-instances")] = None,
-    cpu: Annotated[float, typer.Option("--cpu")] = 0.1,
-    mem: Annotated[int, typer.Option("--mem", help="MB per instance")] = 256,
+    cpu: Annotated[float, typer.Option("--cpu")] = DeployDefaults.CPU,
+    mem: Annotated[int, typer.Option("--mem", help="MB per instance")] = DeployDefaults.MEM,
     warmup: Annotated[float | None, typer.Option("--warmup")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
-    timeout: Annotated[float, typer.Option("--timeout")] = 60.0,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", help="Rollout health deadline, seconds "
+        f"[the mesh's rollout.timeout, {DeployDefaults.TIMEOUT:g}]")] = None,
 ) -> None:
     """Flow B: set the app's budget and publish its plan (a new digest is a blue/green update)."""
     deploy_app(lambda: ControlClient(home_of(home)).request, app_name, digest, n_min=n_min,

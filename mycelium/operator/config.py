@@ -19,6 +19,7 @@ from typing import Any
 
 import psutil
 
+from mycelium.defaults import DeployDefaults
 from mycelium.errors import BadInput
 from mycelium.home import Home
 
@@ -121,7 +122,7 @@ class RolloutSection:
     """``[rollout]``: blue/green updates (Flow D)."""
 
     parallel: int = _key(1, 1, 1000)
-    timeout: float = _key(60.0, 0, 86_400, lo_open=True)
+    timeout: float = _key(DeployDefaults.TIMEOUT, 0, 86_400, lo_open=True)
 
 
 @dataclass(frozen=True, slots=True)
