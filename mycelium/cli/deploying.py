@@ -1,4 +1,4 @@
-"""``mycelium deploy``: check the input, publish the plan, follow the rollout (SPEC §3).
+"""``mycelium deploy``: check the input, publish the plan, follow the rollout.
 
 Standard library only, shared by the Typer command and the fast path (:mod:`.fast`): each
 passes how to make its request function (over the control socket, with orjson or json).
@@ -106,7 +106,7 @@ def _node_phase(full: str, insts: list[dict[str, Any]], had_blue: bool) -> int:
 
 def _progress(app_name: str, full: str, insts: list[dict[str, Any]],
               seen: dict[str, int]) -> None:
-    """Per node, each phase of the update once and in order on stderr (SPEC §3: progress).
+    """Per node, each phase of the update once and in order on stderr (deploy's progress lines).
 
     Status is polled, so a phase shorter than a poll may be noticed only by its successor; it
     still happened (a node cannot drain before its green was healthy), so it is printed too.

@@ -141,7 +141,7 @@ def run_fast(args: list[str]) -> int | None:
 
     ``None`` means nothing was changed (nothing sent, or only a ``status`` request) and the
     Typer CLI should run ``args``. Errors exit as the Typer path exits (one ``error:`` line,
-    SPEC §3's codes).
+    the CLI's exit codes: 2 bad input, 1 failed).
     """
     if os.environ.get("MYCELIUM_DEBUG") == "1":
         return None

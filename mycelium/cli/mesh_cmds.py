@@ -1,5 +1,5 @@
 """Commands that talk to a running mesh: up, deploy, stop, status, tree, logs, kill, chaos,
-repl, down (SPEC §3). Each one parses, sends one request over the control socket, renders.
+repl, down (docs/reference.md). Each one parses, sends one request over the control socket, renders.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def up_cmd(
     config: Annotated[Path | None, typer.Option("--config", help="TOML config file")] = None,
     repl: Annotated[bool, typer.Option("--repl", help="A Python console in the mesh")] = False,
     fabric: Annotated[str | None, typer.Option(
-        "--fabric", help="etcd://HOST:PORT[,…]: join a multi-machine mesh (SPEC §9)")] = None,
+        "--fabric", help="etcd://HOST:PORT[,…]: join a multi-machine mesh")] = None,
     node_prefix: Annotated[str | None, typer.Option(
         "--node-prefix", help="Node names <prefix>-N [host name] (with --fabric)")] = None,
     advertise_host: Annotated[str | None, typer.Option(
@@ -211,7 +211,7 @@ def stop_cmd(app_name: Annotated[str, typer.Argument(metavar="APP")],
 def status_cmd(app_name: Annotated[str | None, typer.Argument(metavar="[APP]")] = None,
                home: HomeOption = None,
                as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Apps, plans and instances (SPEC §6)."""
+    """Apps, plans and instances."""
     status = ControlClient(home_of(home)).request("status", app=app_name)
     if app_name is not None and not status["apps"]:
         raise BadInput(f"no app named {app_name!r}")
@@ -242,7 +242,7 @@ def logs_cmd(home: HomeOption = None,
              app_name: Annotated[str | None, typer.Option("--app")] = None,
              follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """The supervision log (SPEC §7), oldest first; it survives mesh restarts."""
+    """The supervision log, oldest first; it survives mesh restarts."""
     from mycelium.operator import SupervisionLog, format_record
 
     log = SupervisionLog(home_of(home))

@@ -75,7 +75,7 @@ class MeshSection:
 
 @dataclass(frozen=True, slots=True)
 class EdgeSection:
-    """``[edge]``: the reverse proxy (SPEC §5) and the dashboard port (0 = off)."""
+    """``[edge]``: the reverse proxy and the dashboard port (0 = off)."""
 
     host: str = _key("127.0.0.1")
     port: int = _key(8080, 1, 65535)
@@ -127,7 +127,7 @@ class RolloutSection:
 
 @dataclass(frozen=True, slots=True)
 class SporesSection:
-    """``[spores]``: size limits checked before a spore is extracted (SPEC §4)."""
+    """``[spores]``: size limits checked before a spore is extracted."""
 
     max_archive_mb: int = _key(1024, 1, 4095)
     max_binary_mb: int = _key(1024, 1, 4095)
@@ -135,7 +135,7 @@ class SporesSection:
 
 @dataclass(frozen=True, slots=True)
 class LogsSection:
-    """``[logs]``: rotation of the supervision log (SPEC §7)."""
+    """``[logs]``: rotation of the supervision log."""
 
     rotate_bytes: int = _key(10 * _MIB, 1024, 2**40)
     keep: int = _key(5, 0, 1000)

@@ -1,4 +1,4 @@
-"""The mesh's Python console (SPEC §8): ``mycelium up --repl`` and ``mycelium repl``.
+"""The mesh's Python console: ``mycelium up --repl`` and ``mycelium repl``.
 
 Both consoles offer exactly the same names: ``fabric``, ``edge``, ``nodes`` (node name → the
 node's agent), ``msg`` (:mod:`mycelium.messages`), ``tree()`` and ``status()``. A handle reaches
@@ -63,7 +63,7 @@ class Backend(Protocol):
         """The live tree document (``mycelium tree --json``)."""
 
     def status(self, app: str | None) -> dict[str, Any]:
-        """SPEC §6's status document."""
+        """The status document (``mycelium status --json``)."""
 
     def node_names(self) -> list[str]:
         """The node agents' registered names (``node-1`` …)."""
@@ -266,14 +266,14 @@ def _natural(name: str) -> tuple[str, int]:
 
 
 def namespace(backend: Backend) -> dict[str, Any]:
-    """Exactly the names SPEC §8 promises, bound to ``backend``."""
+    """Exactly the names both consoles promise (:data:`NAMES`), bound to ``backend``."""
 
     def tree() -> TreeView:
         """The live supervision tree (a dict; shown drawn)."""
         return TreeView(backend.tree())
 
     def status(app: str | None = None) -> StatusView:
-        """SPEC §6's status document, optionally for one app (a dict; shown as a table)."""
+        """The status document, optionally for one app (a dict; shown as a table)."""
         return StatusView(backend.status(app))
 
     return {

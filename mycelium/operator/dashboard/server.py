@@ -61,7 +61,7 @@ class Dashboard:
     Args:
         config: Where to listen and how often to look.
         tree: Returns the mesh's supervision tree (``mycelium tree --json``'s document).
-        status: Returns SPEC §6's status document.
+        status: Returns the status document (``mycelium status --json``).
         log_file: The supervision log, whose tail is the page's first history.
     """
 
