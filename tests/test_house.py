@@ -23,20 +23,6 @@ KNOWN_CIRCLES: list[frozenset[str]] = []
 
 #: ``x._name`` accesses still being removed: (module, attribute) pairs.
 KNOWN_PRIVATE_ACCESS: set[tuple[str, str]] = {
-    # the edge's connection/proxy/slow path share one another's helpers (helper `edge`)
-    ("mycelium.edge.connection", "_dispatch"),
-    ("mycelium.edge.connection", "_fast_detach"),
-    ("mycelium.edge.connection", "_fast_response"),
-    ("mycelium.edge.proxy", "_edge_line"),
-    ("mycelium.edge.proxy", "_error"),
-    ("mycelium.edge.proxy", "_serve"),
-    ("mycelium.edge.proxy", "_serve_rest"),
-    ("mycelium.edge.proxy", "_upstream_head"),
-    ("mycelium.edge.slowpath", "_edge_line"),
-    ("mycelium.edge.slowpath", "_error"),
-    ("mycelium.edge.slowpath", "_send_own"),
-    ("mycelium.edge.slowpath", "_task_done"),
-    ("mycelium.edge.slowpath", "_upstream_head"),
     # ClusterFabric subclasses Fabric and uses its state (helper `core`)
     ("mycelium.fabric.cluster", "_after_sync"),
     ("mycelium.fabric.cluster", "_budgets"),
