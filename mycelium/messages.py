@@ -13,6 +13,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from mycelium.defaults import DeployDefaults
+
 __all__ = [
     "AgentSync",
     "AppFailed",
@@ -168,10 +170,10 @@ class PublishPlan:
 
     app: str
     digest: str
-    min: int = 1
-    max: int = 1
+    min: int = DeployDefaults.MIN
+    max: int = DeployDefaults.MAX
     warmup: float = 0.0
-    timeout: float = 60.0
+    timeout: float = DeployDefaults.TIMEOUT
     budget: SetBudget | None = None
     """Optionally the app's budget, written in the same transaction as the plan (one fsync)."""
 

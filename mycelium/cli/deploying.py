@@ -1,4 +1,4 @@
-"""``mycelium deploy``: check the input, publish the plan, follow the rollout (SPEC §3).
+"""``mycelium deploy``: check the input, publish the plan, follow the rollout.
 
 Standard library only, shared by the Typer command and the fast path (:mod:`.fast`): each
 passes how to make its request function (over the control socket, with orjson or json).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from mycelium.defaults import DeployDefaults
 from mycelium.errors import OperationFailed
 
 from .lines import err, out
@@ -26,11 +27,13 @@ _PHASES = ("launching", "healthy", "warming", "draining", "done")
 
 def deploy_app(connect: Callable[[], Request], app_name: str, digest: str, *, n_min: int,
                n_max: int, max_instances: int | None, cpu: float, mem: int,
-               warmup: float | None, wait: bool, timeout: float) -> None:
+               warmup: float | None, wait: bool, timeout: float | None) -> None:
     """Check, publish, and (with ``wait``) follow until min Ready and no old digest is left.
 
     ``connect()`` is called once the input is known good, so that bad input is reported
-    before a bad home or a missing mesh, whichever path runs.
+    before a bad home or a missing mesh, whichever path runs. ``timeout`` None (no
+    ``--timeout``) lets the mesh apply its ``[rollout] timeout``; the wait then follows the
+    deadline the published plan carries.
 
     Raises:
         BadPlan: bad numbers or names (exit 2), whether or not a mesh runs.
@@ -42,7 +45,7 @@ def deploy_app(connect: Callable[[], Request], app_name: str, digest: str, *, n_
     # again, with the digest and the spore's manifest
     check_app_name(app_name)
     check_plan_fields(app_name, "0" * 64, n_min, n_max, 0.0 if warmup is None else warmup,
-                      timeout)
+                      DeployDefaults.TIMEOUT if timeout is None else timeout)
     check_budget_fields(app_name, n_max if max_instances is None else max_instances, cpu, mem)
     request = connect()
     started = time.monotonic()
@@ -50,6 +53,7 @@ def deploy_app(connect: Callable[[], Request], app_name: str, digest: str, *, n_
                    max_instances=max_instances, cpu=cpu, mem=mem, warmup=warmup,
                    rollout_timeout=timeout)
     full, generation = plan["digest"], plan["generation"]
+    timeout = float(plan["timeout"])  # the mesh's, when --timeout was not given
     if not wait:
         out(f"deploying {app_name} {full[:12]} (generation {generation}, not waiting)")
         return
@@ -102,7 +106,7 @@ def _node_phase(full: str, insts: list[dict[str, Any]], had_blue: bool) -> int:
 
 def _progress(app_name: str, full: str, insts: list[dict[str, Any]],
               seen: dict[str, int]) -> None:
-    """Per node, each phase of the update once and in order on stderr (SPEC §3: progress).
+    """Per node, each phase of the update once and in order on stderr (deploy's progress lines).
 
     Status is polled, so a phase shorter than a poll may be noticed only by its successor; it
     still happened (a node cannot drain before its green was healthy), so it is printed too.

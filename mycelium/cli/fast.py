@@ -29,6 +29,7 @@ import json
 import os
 import sys
 
+from mycelium.defaults import DeployDefaults
 from mycelium.errors import BadInput, MyceliumError, OperationFailed
 from mycelium.operator.client import ControlClient, reply_result
 
@@ -52,8 +53,10 @@ _SHAPES: dict[str, tuple[int, int, frozenset[str], frozenset[str]]] = {
                           "--warmup", "--timeout"})),
 }
 _INTEGER = frozenset("0123456789")
-_DEPLOY_INTS = {"--min": 1, "--max": 1, "--mem": 256}
-_DEPLOY_FLOATS = {"--cpu": 0.1, "--timeout": 60.0}
+_DEPLOY_INTS = {"--min": DeployDefaults.MIN, "--max": DeployDefaults.MAX,
+                "--mem": DeployDefaults.MEM}
+#: ``--timeout`` absent: None, the mesh applies its ``[rollout] timeout``
+_DEPLOY_FLOATS: dict[str, float | None] = {"--cpu": DeployDefaults.CPU, "--timeout": None}
 
 _OK_PREFIX = b'{"ok":true,"result":'
 """How the mesh's orjson encodes ``{"ok": True, "result": …}`` up to the result."""
@@ -138,7 +141,7 @@ def run_fast(args: list[str]) -> int | None:
 
     ``None`` means nothing was changed (nothing sent, or only a ``status`` request) and the
     Typer CLI should run ``args``. Errors exit as the Typer path exits (one ``error:`` line,
-    SPEC §3's codes).
+    the CLI's exit codes: 2 bad input, 1 failed).
     """
     if os.environ.get("MYCELIUM_DEBUG") == "1":
         return None

@@ -11,11 +11,12 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 
+from mycelium.defaults import DeployDefaults
 from mycelium.errors import BadInput, OperationFailed
 from mycelium.home import Home
 from mycelium.operator.client import ControlClient
@@ -23,6 +24,9 @@ from mycelium.operator.client import ControlClient
 from .app import HomeOption, app, home_of, out
 from .deploying import deploy_app
 from .fast import signal_number, stop_app
+
+if TYPE_CHECKING:
+    from mycelium.mesh import Mesh
 
 __all__ = ["deploy_cmd", "down_cmd", "kill_cmd", "logs_cmd", "status_cmd", "stop_cmd",
            "tree_cmd", "up_cmd"]
@@ -71,7 +75,6 @@ def up_cmd(
 
     Exit 1 if a mesh already runs on this home. Options and config: docs/reference.md.
     """
-    from mycelium.mesh import Mesh
     from mycelium.operator import load_config
     from supervisors import StartError
 
@@ -81,17 +84,9 @@ def up_cmd(
     ui = _dashboard_config(cfg, ui_port, port)
     if fabric is None and (node_prefix or advertise_host or no_edge):
         raise BadInput("--node-prefix, --advertise-host and --no-edge need --fabric etcd://…")
-    if fabric is not None:
-        from mycelium.member import Member
-
-        mesh: Mesh = Member(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host,
-                            port, fabric=fabric,
-                            node_prefix=node_prefix, advertise_host=advertise_host,
-                            edge=not no_edge, ttl=lease_ttl, out=out)
-    else:
-        mesh = Mesh(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host, port,
-                    out=out)
-    mesh.color = sys.stdout.isatty()  # the log in colour on a terminal, plain otherwise
+    mesh = _build_mesh(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host, port,
+                       fabric=fabric, node_prefix=node_prefix, advertise_host=advertise_host,
+                       edge=not no_edge, ttl=lease_ttl)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: mesh.request_stop())
     try:
@@ -124,6 +119,31 @@ def up_cmd(
             out("mesh down")
     if mesh.failure is not None:
         raise OperationFailed(f"the mesh gave up: {mesh.failure}")
+
+
+def _build_mesh(h: Home, cfg: Any, nodes: int, edge_host: str, edge_port: int, *,
+                fabric: str | None, node_prefix: str | None, advertise_host: str | None,
+                edge: bool, ttl: float) -> Mesh:
+    """The mesh ``up`` runs: one machine's, or (``--fabric``) a member of a multi-machine one.
+
+    Raises:
+        BadInput: a bad ``--fabric``, ``--node-prefix`` or ``--lease-ttl``.
+    """
+    from mycelium.mesh import LocalFabric, Mesh
+    from mycelium.mesh.backend import FabricBackend
+
+    backend: FabricBackend
+    if fabric is None:
+        backend = LocalFabric(h, nodes)
+    else:
+        from mycelium.member import Member
+        from mycelium.spores import Limits
+
+        limits = Limits.from_mb(cfg.spores.max_archive_mb, cfg.spores.max_binary_mb)
+        backend = Member(h, limits, nodes, fabric=fabric, node_prefix=node_prefix,
+                         advertise_host=advertise_host, edge=edge, ttl=ttl)
+    # colour on a terminal, plain otherwise
+    return Mesh(h, cfg, backend, edge_host, edge_port, out=out, color=sys.stdout.isatty())
 
 
 def _dashboard_config(cfg: Any, ui_port: int | None, edge_port: int) -> Any:
@@ -180,24 +200,26 @@ def deploy_cmd(
         metavar="DIGEST", help="Digest of a published spore (a unique prefix of 4+ hex)")],
     home: HomeOption = None,
     n_min: Annotated[int, typer.Option(
-        "--min", help="Ready instances below which the app is degraded")] = 1,
+        "--min", help="Ready instances below which the app is degraded")] = DeployDefaults.MIN,
     n_max: Annotated[int, typer.Option(
-        "--max", help="Instances wanted, at most one per node")] = 1,
+        "--max", help="Instances wanted, at most one per node")] = DeployDefaults.MAX,
     max_instances: Annotated[int | None, typer.Option(
         "--max-instances", help="Hard cap on instances mesh-wide (default: --max)")] = None,
     cpu: Annotated[float, typer.Option(
-        "--cpu", help="CPU cores each instance reserves on its node")] = 0.1,
+        "--cpu", help="CPU cores each instance reserves on its node")] = DeployDefaults.CPU,
     mem: Annotated[int, typer.Option(
-        "--mem", help="Memory budget per instance in MB; beyond it the workload is killed")] = 256,
+        "--mem", help="Memory budget per instance in MB; beyond it the workload is killed")
+    ] = DeployDefaults.MEM,
     warmup: Annotated[float | None, typer.Option(
         "--warmup", help="Seconds blue and green serve side by side before blue drains "
                          "(default: the manifest's warmup, else 0)")] = None,
     wait: Annotated[bool, typer.Option(
         "--wait/--no-wait", help="Wait until the rollout is done (exit 1 if it failed) or "
                                  "return at once")] = True,
-    timeout: Annotated[float, typer.Option(
+    timeout: Annotated[float | None, typer.Option(
         "--timeout", help="Seconds new instances have to get Ready, else the update is "
-                          "rolled back")] = 60.0,
+                          "rolled back (default: the mesh's rollout.timeout, "
+                          f"{DeployDefaults.TIMEOUT:g})")] = None,
 ) -> None:
     """Deploy or update APP: set its budget and publish its plan.
 

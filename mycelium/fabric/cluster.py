@@ -107,12 +107,14 @@ class ClusterFabric(Fabric):
         prefetch: Called (must not block) with the digest of every plan seen, so that each
             member keeps a verified copy of every planned spore: instances can be re-placed
             here even after the member that had the spore died.
+        parallel: Instances replaced at a time in a rollout (``[rollout] parallel``).
     """
 
     def __init__(self, names: Names, store: EtcdStore, nodes: tuple[str, ...],
                  digest_known: Any = lambda _d: True, advertise_host: str = "127.0.0.1",
-                 prefetch: Callable[[str], None] | None = None) -> None:
-        super().__init__(names, lambda: SharedStore(store), nodes, digest_known)
+                 prefetch: Callable[[str], None] | None = None, *, parallel: int = 1) -> None:
+        super().__init__(names, lambda: SharedStore(store), nodes, digest_known,
+                         parallel=parallel)
         self._etcd = store
         self._prefetch = prefetch or (lambda _digest: None)
         self._advertise = advertise_host

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mycelium.defaults import DeployDefaults
 from mycelium.messages import (
     AgentSync,
     Budget,
@@ -219,7 +220,8 @@ class Fabric(SupervisedActor):
             budget = Budget(app=msg.app, max_instances=msg.budget.max_instances,
                             cpu=float(msg.budget.cpu), mem=msg.budget.mem)
         elif budget is None:
-            budget = Budget(app=msg.app, max_instances=msg.max, cpu=0.1, mem=256)
+            budget = Budget(app=msg.app, max_instances=msg.max, cpu=DeployDefaults.CPU,
+                            mem=DeployDefaults.MEM)
         assert self._store is not None
         self._store.save(plan, budget if budget != self._budgets.get(msg.app) else None)
         self._plans[msg.app] = plan

@@ -21,6 +21,7 @@ from typing import Any
 import pykka
 
 from mycelium._logger import get_logger
+from mycelium.defaults import DeployDefaults
 from mycelium.fabric.names import Names
 from mycelium.fabric.switch import ClaimSwitch, IsRouted, ReleaseSwitch
 from mycelium.messages import (
@@ -318,7 +319,8 @@ class Agent(SupervisedActor):
         return granted
 
     def _place(self, app: str, plan: Plan) -> None:
-        budget = self._budgets.get(app) or Budget(app, plan.max, 0.1, 256)
+        budget = self._budgets.get(app) or Budget(app, plan.max, DeployDefaults.CPU,
+                                                  DeployDefaults.MEM)
         used = self._used()
         if (used["cpu"] + budget.cpu > self._settings.cpu + 1e-9
                 or used["mem"] + budget.mem > self._settings.mem_mb):

@@ -19,6 +19,7 @@ from typing import Any
 
 import psutil
 
+from mycelium.defaults import DeployDefaults
 from mycelium.errors import BadInput
 from mycelium.home import Home
 
@@ -74,7 +75,7 @@ class MeshSection:
 
 @dataclass(frozen=True, slots=True)
 class EdgeSection:
-    """``[edge]``: the reverse proxy (SPEC §5) and the dashboard port (0 = off)."""
+    """``[edge]``: the reverse proxy and the dashboard port (0 = off)."""
 
     host: str = _key("127.0.0.1")
     port: int = _key(8080, 1, 65535)
@@ -121,12 +122,12 @@ class RolloutSection:
     """``[rollout]``: blue/green updates (Flow D)."""
 
     parallel: int = _key(1, 1, 1000)
-    timeout: float = _key(60.0, 0, 86_400, lo_open=True)
+    timeout: float = _key(DeployDefaults.TIMEOUT, 0, 86_400, lo_open=True)
 
 
 @dataclass(frozen=True, slots=True)
 class SporesSection:
-    """``[spores]``: size limits checked before a spore is extracted (SPEC §4)."""
+    """``[spores]``: size limits checked before a spore is extracted."""
 
     max_archive_mb: int = _key(1024, 1, 4095)
     max_binary_mb: int = _key(1024, 1, 4095)
@@ -134,7 +135,7 @@ class SporesSection:
 
 @dataclass(frozen=True, slots=True)
 class LogsSection:
-    """``[logs]``: rotation of the supervision log (SPEC §7)."""
+    """``[logs]``: rotation of the supervision log."""
 
     rotate_bytes: int = _key(10 * _MIB, 1024, 2**40)
     keep: int = _key(5, 0, 1000)

@@ -1,4 +1,4 @@
-"""The mesh's Python console (SPEC §8): ``mycelium up --repl`` and ``mycelium repl``.
+"""The mesh's Python console: ``mycelium up --repl`` and ``mycelium repl``.
 
 Both consoles offer exactly the same names: ``fabric``, ``edge``, ``nodes`` (node name → the
 node's agent), ``msg`` (:mod:`mycelium.messages`), ``tree()`` and ``status()``. A handle reaches
@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pykka
 
@@ -35,6 +35,9 @@ from mycelium.home import Home
 from mycelium.operator.client import ControlClient, ControlError
 from mycelium.operator.console import LeaveConsole, PromptSafeStream, PromptState, interact
 from mycelium.operator.render import render_status, render_tree
+
+if TYPE_CHECKING:
+    from mycelium.mesh import Mesh
 
 __all__ = ["HISTORY_FILE", "NAMES", "Backend", "Handle", "LocalBackend", "RemoteBackend",
            "StatusView", "TreeView", "banner", "namespace", "run_attached", "run_in_process"]
@@ -60,7 +63,7 @@ class Backend(Protocol):
         """The live tree document (``mycelium tree --json``)."""
 
     def status(self, app: str | None) -> dict[str, Any]:
-        """SPEC §6's status document."""
+        """The status document (``mycelium status --json``)."""
 
     def node_names(self) -> list[str]:
         """The node agents' registered names (``node-1`` …)."""
@@ -124,7 +127,7 @@ class LocalBackend:
         mesh: The running :class:`mycelium.mesh.Mesh`.
     """
 
-    def __init__(self, mesh: Any) -> None:
+    def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
 
     def _call(self, name: str, use: Callable[[pykka.ActorRef[Any]], Any]) -> Any:
@@ -173,11 +176,11 @@ class LocalBackend:
 
     def tree(self) -> dict[str, Any]:
         """The annotated tree, as the control socket's ``tree`` op returns it."""
-        return self._fabric_op(lambda: self.mesh._op_tree({}))  # the mesh's own tree op
+        return self._fabric_op(self.mesh.ops.tree)  # the control socket's own tree op
 
     def status(self, app: str | None) -> dict[str, Any]:
         """The status document."""
-        return self._fabric_op(lambda: self.mesh.status(app))
+        return self._fabric_op(lambda: self.mesh.ops.status(app))
 
     def node_names(self) -> list[str]:
         """The mesh's node names."""
@@ -263,14 +266,14 @@ def _natural(name: str) -> tuple[str, int]:
 
 
 def namespace(backend: Backend) -> dict[str, Any]:
-    """Exactly the names SPEC §8 promises, bound to ``backend``."""
+    """Exactly the names both consoles promise (:data:`NAMES`), bound to ``backend``."""
 
     def tree() -> TreeView:
         """The live supervision tree (a dict; shown drawn)."""
         return TreeView(backend.tree())
 
     def status(app: str | None = None) -> StatusView:
-        """SPEC §6's status document, optionally for one app (a dict; shown as a table)."""
+        """The status document, optionally for one app (a dict; shown as a table)."""
         return StatusView(backend.status(app))
 
     return {
@@ -367,7 +370,7 @@ def _wake_main_on_sigint(state: PromptState) -> Callable[[], None]:
     return undo
 
 
-def run_in_process(mesh: Any, out: Callable[[str], None] | None = None) -> None:
+def run_in_process(mesh: Mesh, out: Callable[[str], None] | None = None) -> None:
     """``mycelium up --repl``: a console in the mesh's process, then wait for the mesh's end.
 
     Runs in the main thread so that Ctrl-C at the prompt cancels the line, as in Python's own

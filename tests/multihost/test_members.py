@@ -15,9 +15,13 @@ from pathlib import Path
 import pytest
 from etcd_helpers import EtcdServer, MemberProcess, free_port, get, kill_workloads, wait_for
 
+from mycelium.fabric import Names
+from mycelium.fabric.switch import ClaimSwitch
 from mycelium.home import Home
+from mycelium.member import Member
+from mycelium.mesh import LocalFabric
 from mycelium.operator.control import ControlError
-from mycelium.spores import Repo, keygen, publish, trust
+from mycelium.spores import Limits, Repo, keygen, publish, trust
 
 HELLO = Path(__file__).resolve().parents[2] / "examples" / "hello" / "hello"
 TTL = 2.0
@@ -201,3 +205,30 @@ def test_a_planned_spore_outlives_the_member_that_published_it(
     finally:
         for m in members:
             m.stop()
+
+
+@pytest.mark.parametrize("mode", ["local", "etcd"])
+def test_rollout_parallel_reaches_the_fabric_in_both_modes(
+        mode: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """``[rollout] parallel`` goes through the backend's one fabric-building method: two nodes
+    may switch at once with parallel = 2, a third waits, on one machine as in etcd mode."""
+    home = Home(tmp_path / "h").ensure()
+    repo = Repo(home.repo)
+    backend: LocalFabric | Member
+    if mode == "local":
+        backend = LocalFabric(home, 3)
+    else:
+        etcd = request.getfixturevalue("etcd")
+        backend = Member(home, Limits.from_mb(64, 64), 3, fabric=etcd.url, node_prefix="p")
+    lines: list[str] = []
+    backend.open(repo, lines.append)
+    try:
+        ref = backend.fabric_child(Names(), repo, parallel=2).start()
+        try:
+            nodes = backend.node_names
+            granted = [ref.ask(ClaimSwitch("hello", node), timeout=10.0) for node in nodes]
+            assert granted == [True, True, False]
+        finally:
+            ref.stop()
+    finally:
+        backend.close()

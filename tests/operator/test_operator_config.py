@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -45,12 +48,35 @@ def test_the_shipped_file_loads_to_exactly_the_defaults() -> None:
     assert load_config(SHIPPED, {}) == MeshConfig()
 
 
-def test_the_shipped_file_documents_every_key() -> None:
-    text = SHIPPED.read_text()
-    for section, keys in MeshConfig().to_dict().items():
-        assert f"[{section}]" in text
-        for key in keys:
-            assert f"{key} = " in text, f"{section}.{key} is not documented"
+def _shipped_keys() -> dict[str, dict[str, tuple[Any, bool]]]:
+    """``{section: {key: (value, commented_out)}}`` as the shipped file spells them: the keys
+    TOML reads, and the ``# key = value`` lines of machine-dependent defaults."""
+    keys: dict[str, dict[str, tuple[Any, bool]]] = {}
+    for section, table in tomllib.loads(SHIPPED.read_text()).items():
+        keys[section] = {key: (value, False) for key, value in table.items()}
+    section = ""
+    for line in SHIPPED.read_text().splitlines():
+        if head := re.fullmatch(r"\[(\w+)\]", line):
+            section = head.group(1)
+        elif commented := re.fullmatch(r"# (\w+) = (.+)", line):
+            value = tomllib.loads(f"v = {commented.group(2)}")["v"]
+            keys.setdefault(section, {})[commented.group(1)] = (value, True)
+    return keys
+
+
+def test_the_shipped_file_and_the_settings_list_the_same_keys_with_the_same_defaults() -> None:
+    shipped = _shipped_keys()
+    sections = {f.name: f.default_factory for f in dataclasses.fields(MeshConfig)}
+    assert set(shipped) == set(sections), "every [section] in the file, and only those"
+    for name, cls in sections.items():
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        assert set(shipped[name]) == set(fields), f"[{name}]: the file and {cls} differ"
+        for key, (value, commented) in shipped[name].items():
+            f = fields[key]
+            machine = f.default is dataclasses.MISSING  # a default_factory: this machine's
+            assert commented == machine, f"{name}.{key}: comment out exactly the computed ones"
+            if not machine:
+                assert value == f.default and type(value) is type(f.default), f"{name}.{key}"
 
 
 def test_a_file_overrides_defaults_and_the_environment_overrides_the_file(

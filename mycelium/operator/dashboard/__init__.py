@@ -1,4 +1,4 @@
-"""The live dashboard (SPEC §10): the supervision tree, the apps, the supervision log and
+"""The live dashboard: the supervision tree, the apps, the supervision log and
 per-app request/error rates in a browser, pushed as they change.
 
 Served by the mesh process on its own loopback port, on its own event loop thread, read-only

@@ -61,7 +61,7 @@ class Dashboard:
     Args:
         config: Where to listen and how often to look.
         tree: Returns the mesh's supervision tree (``mycelium tree --json``'s document).
-        status: Returns SPEC §6's status document.
+        status: Returns the status document (``mycelium status --json``).
         log_file: The supervision log, whose tail is the page's first history.
     """
 
@@ -197,9 +197,8 @@ class Dashboard:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
-        server = site._server  # aiohttp exposes the bound port only through the server
-        sockets = getattr(server, "sockets", None) or ()
-        self.port = int(sockets[0].getsockname()[1]) if sockets else self.config.port
+        addresses = self._runner.addresses  # (host, port, …) of each bound socket
+        self.port = int(addresses[0][1]) if addresses else self.config.port
         self._tasks = [asyncio.create_task(self._sample_tree(), name="dashboard-tree")]
         if self.config.edge_port:
             self._tasks.append(asyncio.create_task(self._sample_rates(), name="dashboard-rates"))

@@ -1,0 +1,28 @@
+"""The deploy defaults, written once: the CLI (both paths), the mesh and the messages use them.
+
+Standard library only and nothing imported: ``mycelium deploy`` reads these on its fast path,
+which must not pay for typing, dataclasses or pykka. ``[rollout] timeout`` in the
+configuration (whose own default is :attr:`DeployDefaults.TIMEOUT`) is the mesh-wide default
+of ``deploy --timeout``: the CLI sends no timeout when the flag is absent and the mesh fills
+in its configured one.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DeployDefaults"]
+
+
+class DeployDefaults:
+    """What ``deploy APP DIGEST`` means with no option given (docs/reference.md, deploy)."""
+
+    MIN = 1
+    """``--min``: Ready instances below which the app is degraded."""
+    MAX = 1
+    """``--max``: instances wanted (one per node at most)."""
+    CPU = 0.1
+    """``--cpu``: cores per instance, counted against a node's capacity."""
+    MEM = 256
+    """``--mem``: MiB per instance, counted against a node's capacity."""
+    TIMEOUT = 60.0
+    """``--timeout`` when ``[rollout] timeout`` is not configured: the rollout's health
+    deadline in seconds."""

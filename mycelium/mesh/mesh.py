@@ -1,0 +1,184 @@
+"""The lifecycle of one running mesh (``mycelium up``): the parts composed, started, stopped.
+
+:class:`Mesh` holds no policy of its own. It locks the home (:class:`~.lock.HomeLock`), reaps
+what a previous mesh left, starts the supervision log (:class:`~.logsink.LogSink`), lets its
+:class:`~.backend.FabricBackend` run its steps before the tree, starts the root supervisor with
+the children :class:`~.tree.TreeBuilder` builds (the control socket serving
+:class:`~.ops.ControlOps`), optionally serves the dashboard, and undoes all of it in reverse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from mycelium.edge import EdgeConfig
+from mycelium.fabric import Names
+from mycelium.home import Home
+from mycelium.node.leftovers import reap_home
+from mycelium.operator import MeshConfig
+from mycelium.operator.logs import LOG_NAME
+from mycelium.spores import Limits
+from supervisors import Exit, SupervisedActor, Supervisor
+from supervisors.actor import actor_of
+
+from .backend import FabricBackend
+from .lock import HomeLock
+from .logsink import LogSink
+from .ops import ControlOps
+from .sporesource import SporeSource
+from .tree import ROOT_FLAGS, TreeBuilder, node_settings
+
+if TYPE_CHECKING:  # aiohttp's import is paid only by a mesh that serves the dashboard
+    from mycelium.operator.dashboard import Dashboard, DashboardConfig
+
+__all__ = ["Mesh", "limit_malloc_arenas"]
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas (``M_ARENA_MAX``) before the tree's hundreds of threads start.
+
+    glibc gives each new thread that allocates its own arena (up to 8 per core); with one thread
+    per actor that is mostly untouched slack, which shows up as RSS. Two arenas serve a
+    GIL-bound process as well. No-op where glibc is absent.
+    """
+    with contextlib.suppress(Exception):
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+
+
+class Mesh:
+    """One running mesh on one home.
+
+    Args:
+        home: The mesh home.
+        config: The loaded configuration.
+        backend: Where the control-plane state lives (:class:`~.backend.LocalFabric` on one
+            machine, :class:`mycelium.member.Member` in a multi-machine mesh).
+        edge_host: Where the edge listens.
+        edge_port: The edge's port (0: any free port).
+        out: Receives each human-readable supervision log line.
+        color: ANSI colours in those lines (``up`` sets it when stdout is a terminal).
+    """
+
+    def __init__(self, home: Home, config: MeshConfig, backend: FabricBackend, edge_host: str,
+                 edge_port: int, out: Callable[[str], None] = print, *,
+                 color: bool = False) -> None:
+        self.home = home
+        self.config = config
+        self.backend = backend
+        self.node_names = backend.node_names
+        self.edge_host = edge_host
+        self.edge_port = edge_port
+        self.names = Names()
+        #: Set once the mesh should stop (``down``, a signal) or has stopped.
+        self.stopped = threading.Event()
+        self.edge_bound_port: int | None = None
+        #: Why the root supervisor gave up, if it did.
+        self.failure: str | None = None
+        #: The live dashboard once :meth:`start_dashboard` ran.
+        self.dashboard: Dashboard | None = None
+        self.out = out
+        digest = hashlib.sha256(str(home.root).encode()).hexdigest()[:8]
+        self.edge_id = f"edge-{os.uname().nodename}-{digest}"
+        self.lock = HomeLock(home)
+        self.log = LogSink(home, config.logs.rotate_bytes, config.logs.keep, out, color=color)
+        limits = Limits.from_mb(config.spores.max_archive_mb, config.spores.max_binary_mb)
+        self.spores = SporeSource(home, limits, backend.fetch)
+        self.ops = ControlOps(self.names, self.spores, config.rollout.timeout,
+                              backend.kill_scope, lambda: self._root, self.request_stop)
+        self._root: pykka.ActorRef[Any] | None = None
+
+    def start(self) -> None:
+        """Lock the home, reap leftovers, start the tree; return once the edge listens.
+
+        Raises:
+            MeshLocked: a mesh already runs on this home.
+            StartError: a part of the tree could not start (e.g. the edge port is taken).
+            OperationFailed: the backend could not open (e.g. etcd unreachable).
+        """
+        self.home.ensure()
+        self.lock.acquire()
+        limit_malloc_arenas()
+        reaped = reap_home(self.home)
+        self.log.start()
+        if reaped:
+            self.out(f"reaped {len(reaped)} workload(s) left by a previous mesh: "
+                     f"{' '.join(map(str, reaped))}")
+        self.backend.open(self.spores.repo, self.out)
+        self._root = Supervisor.start(ROOT_FLAGS, self._children(), path="mesh",
+                                      reporter=self.log.report)
+        root = actor_of(self._root)
+        if isinstance(root, SupervisedActor):
+            root.watch(self._root_exited)
+
+    def _children(self) -> list[Any]:
+        cfg = self.config
+        builder = TreeBuilder(self.names, node_settings(cfg), self.spores, self.home.instances,
+                              self.log.report)
+        edge = None
+        if self.backend.with_edge:
+            edge = EdgeConfig(host=self.edge_host, port=self.edge_port, edge_id=self.edge_id,
+                              connect_timeout=cfg.edge.connect_timeout,
+                              read_timeout=cfg.edge.read_timeout,
+                              max_body_bytes=cfg.edge.max_body or None)
+        fabric = self.backend.fabric_child(self.names, self.spores.repo, cfg.rollout.parallel)
+        return builder.children(fabric, edge, self._edge_listening, self.home.control_socket,
+                                self.ops.handlers(), self.node_names)
+
+    def _edge_listening(self, port: int) -> None:
+        self.edge_bound_port = port
+
+    def _root_exited(self, exit_: Exit) -> None:
+        """The root supervisor ended; unless we stopped it, the mesh gave up: stop `up`."""
+        if not exit_.normal:
+            self.failure = exit_.reason
+        self.stopped.set()
+
+    def start_dashboard(self, config: DashboardConfig) -> Dashboard:
+        """Serve the live dashboard from this process (after :meth:`start`); :meth:`stop`
+        stops it first.
+
+        Raises:
+            UnsafeBind: a non-loopback host without ``allow_remote``, or the edge's port.
+            DashboardError: the port cannot be bound.
+        """
+        from mycelium.operator.dashboard import Dashboard
+
+        dash = Dashboard(dataclasses.replace(config, edge_port=self.edge_bound_port,
+                                             edge_host=self.edge_host),
+                         tree=self.ops.tree, status=self.ops.status,
+                         log_file=self.home.logs / LOG_NAME)
+        dash.start()
+        self.dashboard = dash
+        self.log.subscribe(dash.publish)
+        return dash
+
+    def stop(self) -> None:
+        """Graceful shutdown in reverse start order; idempotent."""
+        dash, self.dashboard = self.dashboard, None
+        if dash is not None:
+            self.log.unsubscribe(dash.publish)
+            dash.stop()
+        root, self._root = self._root, None
+        if root is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                root.stop(timeout=120)
+        self.backend.close()
+        self.log.close()
+        self.lock.release()
+        self.stopped.set()
+
+    def request_stop(self) -> None:
+        """Ask the foreground ``up`` to shut down (from ``down`` or a signal)."""
+        self.stopped.set()

@@ -1,0 +1,65 @@
+"""The spores a mesh runs: resolved, fetched if the backend can, verified against local trust.
+
+Every spore an agent starts and every digest ``deploy`` names goes through here, so that a
+member of a multi-machine mesh fetches what it lacks at the same two points the single-machine
+mesh only reads its repo: the backend's :meth:`~mycelium.mesh.backend.FabricBackend.fetch` is
+called first, then the local repo answers (verified against this home's own trusted keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from mycelium.fabric.validate import DIGEST
+from mycelium.home import Home
+from mycelium.node.settings import SporeInfo
+from mycelium.spores import Limits, Manifest, Repo, extract, load_trusted
+
+__all__ = ["SporeSource"]
+
+
+class SporeSource:
+    """The home's repo plus a way to fill it.
+
+    Args:
+        home: The mesh home (its repo and trusted keys).
+        limits: Size limits checked before a spore is extracted.
+        fetch: Makes a digest present locally if it can (the backend's ``fetch``).
+    """
+
+    def __init__(self, home: Home, limits: Limits,
+                 fetch: Callable[[str], None] = lambda _digest: None) -> None:
+        self.home = home
+        self.limits = limits
+        self.repo = Repo(home.repo)
+        self.fetch = fetch
+
+    def resolve(self, digest: str) -> str:
+        """The full digest ``digest`` names (a full one is fetched first if missing).
+
+        Raises:
+            UnknownSpore: no such spore here, nor (for a full digest) anywhere it can fetch.
+        """
+        if DIGEST.fullmatch(digest):
+            self.fetch(digest)
+        return self.repo.resolve(digest)
+
+    def manifest(self, digest: str) -> Manifest:
+        """The verified manifest of a local spore.
+
+        Raises:
+            SporeError: missing, tampered with, untrusted or over the limits.
+        """
+        return self.repo.verify(digest, load_trusted(self.home), self.limits).manifest
+
+    def info(self, digest: str) -> SporeInfo:
+        """What an agent needs to start ``digest`` (fetched first if missing)."""
+        self.fetch(digest)
+        m = self.manifest(digest)
+        return SporeInfo(path=self.repo.path(digest), args=tuple(m.args), env=dict(m.env),
+                         health=m.health)
+
+    def extract(self, spore: Path, dest: Path) -> Path:
+        """Unpack a verified spore into ``dest`` (the instance's directory)."""
+        return extract(spore, dest, load_trusted(self.home), self.limits)
