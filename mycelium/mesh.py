@@ -148,8 +148,8 @@ class Mesh:
 
     def _root_exited(self, exit_: Exit) -> None:
         """The root supervisor ended; unless we stopped it, the mesh gave up: stop `up`."""
-        if not exit_.normal:
-            self.failure = exit_.reason
+        if not exit_.normal or "cause" in exit_.details:  # e.g. it reached its intensity
+            self.failure = str(exit_.details.get("cause", exit_.reason))
         self.stopped.set()
 
     def start_dashboard(self, config: DashboardConfig) -> Dashboard:
@@ -265,9 +265,12 @@ class Mesh:
 
         def apps_reporter(report: Report) -> None:
             reporter(report)
-            if report.event == "child_terminated" and report.reason not in (
-                    None, "normal", "shutdown"):
-                names.tell(node, AppFailed(str(report.child), str(report.reason)))
+            # an app supervisor that reached its intensity exits shutdown (as in OTP), with
+            # the cause in the report's extra
+            if report.event == "child_terminated" and (
+                    report.reason not in (None, "normal", "shutdown") or "cause" in report.extra):
+                names.tell(node, AppFailed(str(report.child),
+                                           str(report.extra.get("cause", report.reason))))
             elif report.event == "child_restarted":
                 names.tell(node, AppRestarted(str(report.child)))
 

@@ -59,7 +59,8 @@ class Exit:
 
     Attributes:
         reason: ``normal`` after a plain stop, else the exception's ``reason`` attribute or
-            ``"<Type>: <message>"``; a supervisor gives up with ``reached_max_restart_intensity``.
+            ``"<Type>: <message>"``; a supervisor that gives up exits ``shutdown`` (as in OTP)
+            with ``details["cause"] == "reached_max_restart_intensity"``.
         normal: ``True`` for ``normal``/``shutdown``: transient children are not restarted.
         in_start: The actor died in ``on_start`` (it never ran).
         details: The exception's ``details`` attribute (a dict), for the report's extra.
@@ -274,8 +275,8 @@ class SupervisedActor(pykka.ThreadingActor):
         """Stop now, from inside the actor's own thread, with the given exit reason.
 
         The rest of the mailbox is not processed; ``on_stop`` runs. Used by supervisors that
-        give up (``reached_max_restart_intensity``, abnormal) or shut down on their own
-        (``shutdown``, normal) so that their parent sees that reason.
+        give up or shut down on their own (``shutdown``, normal, as OTP's) so that their
+        parent sees that reason.
 
         Args:
             reason: The exit reason the watcher receives.

@@ -43,6 +43,9 @@ class ChildOperations:
     def _terminate_many(self, children: list[Child]) -> None:
         raise NotImplementedError
 
+    def _cancel_restart_of(self, child: Child) -> None:
+        raise NotImplementedError
+
     def _report(self, event: str, child: Child | None = None, reason: str | None = None) -> None:
         raise NotImplementedError
 
@@ -77,6 +80,7 @@ class ChildOperations:
 
     def _api_terminate_child(self, child_id: str) -> None:
         child = self._get(child_id)
+        self._cancel_restart_of(child)
         self._terminate_many([child])
         if self._forget_stopped:
             self._children.pop(child_id, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -31,8 +32,8 @@ def test_exceeding_intensity_stops_children_in_reverse_and_exits(
     journal.clear()
     ref_of(sup, "B").tell(Crash())
     exit_ = wait_exit(sup, timeout=5)
-    assert exit_ is not None and exit_.reason == "reached_max_restart_intensity"
-    assert not exit_.normal
+    assert exit_ is not None and (exit_.reason, exit_.normal) == ("shutdown", True)  # OTP's
+    assert exit_.details == {"cause": "reached_max_restart_intensity"}
     assert journal.of("stop") == ["C", "A"]
     report = recorder.wait("reached_max_restart_intensity")[0]
     assert (report.child, report.reason) == ("B", "Crash: boom")
@@ -62,7 +63,7 @@ def test_escalation_through_three_levels(journal: Journal, recorder: Recorder) -
     w = ref_of(ref_of(ref_of(root, "mid"), "leaf"), "W")
     w.tell(Crash())
     exit_ = wait_exit(root, timeout=5)
-    assert exit_ is not None and exit_.reason == "reached_max_restart_intensity"
+    assert exit_ is not None and exit_.details == {"cause": "reached_max_restart_intensity"}
     gave_up = recorder.events("reached_max_restart_intensity")
     assert [(r.supervisor, r.child) for r in gave_up] == [
         ("root/mid/leaf", "W"),
@@ -70,11 +71,23 @@ def test_escalation_through_three_levels(journal: Journal, recorder: Recorder) -
         ("root", "mid"),
     ]
     terminated = recorder.events("child_terminated")
-    assert [(r.supervisor, r.child, r.reason) for r in terminated][1:] == [
-        ("root/mid", "leaf", "reached_max_restart_intensity"),
-        ("root", "mid", "reached_max_restart_intensity"),
+    assert [(r.supervisor, r.child, r.reason, r.extra.get("cause")) for r in terminated][1:] == [
+        ("root/mid", "leaf", "shutdown", "reached_max_restart_intensity"),
+        ("root", "mid", "shutdown", "reached_max_restart_intensity"),
     ]
     assert sorted(journal.of("stop")) == ["M", "R"]
+
+
+def test_a_transient_parent_does_not_restart_a_child_supervisor_that_gave_up(
+    start_sup: StartSup, journal: Journal, recorder: Recorder
+) -> None:
+    leaf = nested("root/leaf", 0, [worker("W", journal)], recorder)
+    root = start_sup([dataclasses.replace(leaf, restart="transient")], SupFlags(intensity=1))
+    ref_of(ref_of(root, "leaf"), "W").tell(Crash())
+    recorder.wait("child_terminated", "leaf")
+    wait_until(lambda: [(i.id, i.status) for i in which_children(root)] == [("leaf", "undefined")])
+    assert recorder.events("child_restarted", "leaf") == []
+    assert root.is_alive()
 
 
 def test_a_parent_restarts_a_child_supervisor_that_gave_up(
