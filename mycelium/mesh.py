@@ -106,7 +106,7 @@ class Mesh:
         self.stopped = threading.Event()
         self.edge_bound_port: int | None = None
         self.failure: str | None = None
-        #: The live dashboard (SPEC §10) once :meth:`start_dashboard` ran.
+        #: The live dashboard once :meth:`start_dashboard` ran.
         self.dashboard: Dashboard | None = None
         self._out = out
         #: ANSI colours in the human log lines (``up`` sets it when stdout is a terminal).
@@ -342,7 +342,7 @@ class Mesh:
                 "tree": self._op_tree, "kill": self._op_kill, "down": self._op_down}
 
     def status(self, app: str | None = None) -> dict[str, Any]:
-        """SPEC §6's status document."""
+        """The status document (``mycelium status``; its fields are in docs/reference.md)."""
         result = self._fabric().ask(GetStatus(app), timeout=10.0)
         assert isinstance(result, dict)
         return result

@@ -8,7 +8,7 @@ loop (setup, running, teardown): every way of dying ends there, after cleanup, e
 and no extra thread per child is needed.
 
 An actor class with ``pooled = True`` has no thread of its own: its turns run on the shared
-scheduler of :mod:`supervisors.pool`, and the same single end-of-life path runs at the end of
+worker pool of :mod:`supervisors.pool`, and the same single end-of-life path runs at the end of
 the turn that tore it down.
 """
 
@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import pykka
 
-from .pool import PooledInbox, scheduler
+from supervisors.pool import PooledInbox, shared_pool
 
 __all__ = ["NORMAL_REASONS", "Exit", "Latch", "SupervisedActor", "actor_of", "exit_of",
            "recent_exit"]
@@ -136,13 +136,13 @@ class SupervisedActor(pykka.ThreadingActor):
     ``tell`` handler (or ``on_start``) to crash; give the exception ``reason: str`` and
     ``details: dict`` attributes to control the report. ``self.stop()`` exits ``normal``.
 
-    Set the class attribute ``pooled = True`` to run on the shared scheduler instead of a
+    Set the class attribute ``pooled = True`` to run on the shared worker pool instead of a
     thread of its own (see :mod:`supervisors.pool`): the same semantics, one message at a time,
     in order; only the thread is borrowed, turn by turn.
     """
 
     pooled: ClassVar[bool] = False
-    """Run the actor's turns on the shared scheduler (no thread of its own while idle)."""
+    """Run the actor's turns on the shared worker pool (no thread of its own while idle)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -163,7 +163,7 @@ class SupervisedActor(pykka.ThreadingActor):
 
     def _create_actor_inbox(self) -> Any:  # type: ignore[override]  # a staticmethod in Pykka
         if self.pooled:
-            return PooledInbox(scheduler())
+            return PooledInbox(shared_pool())
         return pykka.ThreadingActor._create_actor_inbox()
 
     def _start_actor_loop(self) -> None:

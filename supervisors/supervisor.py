@@ -43,7 +43,7 @@ from supervisors.messages import (
 from supervisors.operations import ChildOperations
 from supervisors.reports import Report, Reporter, emit
 from supervisors.spec import ChildSpec, SupFlags, check_specs
-from supervisors.timer import TimerHandle, call_later
+from supervisors.timers import TimerHandle, call_later
 
 __all__ = ["Supervisor"]
 
