@@ -11,10 +11,14 @@ import pytest
 from sv_helpers import Crash, Journal, Recorder, ref_of, wait_until, worker
 
 from supervisors import (
+    Backoff,
     ChildSpec,
+    DynamicSupervisor,
+    SupervisedActor,
     Supervisor,
     SupervisorNotRunning,
     SupFlags,
+    start_child,
     wait_exit,
     which_children,
 )
@@ -137,3 +141,35 @@ def test_auto_shutdown_with_significant_children(
     else:
         wait_until(lambda: [i.status for i in which_children(sup)].count("undefined") == len(exits))
         assert sup.is_alive()
+
+
+class CrashesAtOnce(SupervisedActor):
+    """Starts fine, then crashes on its first message (which it sends itself)."""
+
+    def on_start(self) -> None:
+        self.actor_ref.tell("crash")
+
+    def on_receive(self, message: Any) -> Any:
+        raise Crash()
+
+
+def test_a_dynamic_parent_with_backoff_retries_a_crash_looping_child_supervisor_ever_slower(
+    recorder: Recorder,
+) -> None:
+    # The mesh's shape: `apps` (a DynamicSupervisor with backoff) over app supervisors that
+    # reach their intensity. They exit shutdown, and a permanent child is restarted after any
+    # exit: retried ever more slowly, and `apps` itself never gives up.
+    apps = DynamicSupervisor.start(path="apps", reporter=recorder, intensity=1000, period=1.0,
+                                   backoff=Backoff(base=0.01, cap=10.0, jitter=0.0))
+    try:
+        app = ChildSpec("app", lambda: Supervisor.start(
+            SupFlags(intensity=0), [ChildSpec("w", CrashesAtOnce.start)], path="apps/app",
+            reporter=recorder), type="supervisor")
+        start_child(apps, app)
+        delays = [r.delay for r in recorder.wait("backoff", "app", count=3, timeout=10)][:3]
+        assert delays == [0.01, 0.02, 0.04]
+        gave_up = recorder.events("reached_max_restart_intensity")
+        assert gave_up and {r.supervisor for r in gave_up} == {"apps/app"}
+        assert apps.is_alive()
+    finally:
+        apps.stop(block=True, timeout=10)
