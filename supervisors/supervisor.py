@@ -40,7 +40,7 @@ from supervisors.messages import (
     TerminateChild,
     WhichChildren,
 )
-from supervisors.operations import ChildOperations
+from supervisors.operations import ChildOperations, DynamicRules
 from supervisors.reports import Report, Reporter, emit
 from supervisors.spec import ChildSpec, SupFlags, check_specs
 from supervisors.timers import TimerHandle, call_later
@@ -57,7 +57,7 @@ def _tell_quietly(ref: pykka.ActorRef[Any], message: object) -> None:
         ref.tell(message)
 
 
-class Supervisor(ChildOperations, SupervisedActor):
+class Supervisor(SupervisedActor):
     """An OTP supervisor as a Pykka actor (itself supervisable: it is a SupervisedActor).
 
     Start it with ``Supervisor.start(flags, children, path=..., reporter=...)``; like OTP's
@@ -83,6 +83,8 @@ class Supervisor(ChildOperations, SupervisedActor):
         children: Iterable[ChildSpec] = (),
         path: str = "supervisor",
         reporter: Reporter | None = None,
+        *,
+        dynamic: DynamicRules | None = None,
     ) -> None:
         super().__init__()
         flags = SupFlags() if flags is None else flags
@@ -104,6 +106,11 @@ class Supervisor(ChildOperations, SupervisedActor):
         self._random = _JITTER
         self._start_error: StartError | None = None
         self._exit_reason = "shutdown"
+        self._dynamic = dynamic
+        self._ops = ChildOperations(
+            self._children, flags, path, dynamic, start=self._start,
+            terminate=self._terminate_many, cancel_restart=self._cancel_restart_of,
+            report=self._report)
 
     @classmethod
     def start(cls, *args: Any, **kwargs: Any) -> pykka.ActorRef[Any]:
@@ -169,21 +176,21 @@ class Supervisor(ChildOperations, SupervisedActor):
             case RetryRestart(child_id, reason):
                 self._retry(child_id, reason)
             case StartChild(spec):
-                return self._api_start_child(spec)
+                return self._ops.start_child(spec)
             case TerminateChild(child_id):
-                self._api_terminate_child(child_id)
+                self._ops.terminate_child(child_id)
             case RestartChild(child_id):
-                return self._api_restart_child(child_id)
+                return self._ops.restart_child(child_id)
             case DeleteChild(child_id):
-                self._api_delete_child(child_id)
+                self._ops.delete_child(child_id)
             case GetChildSpec(child_id):
-                return self._get(child_id).spec
+                return self._ops.get(child_id).spec
             case WhichChildren():
                 return [child.info() for child in self._children.values()]
             case CountChildren():
-                return self._count()
+                return self._ops.count()
             case Describe():
-                return self._describe()
+                return self._ops.describe()
             case _:
                 return super().on_receive(message)
         return None
@@ -201,7 +208,7 @@ class Supervisor(ChildOperations, SupervisedActor):
         if spec.restart == "permanent" or (spec.restart == "transient" and not exit_.normal):
             self._restart(child, exit_, up_for)
             return
-        if spec.restart == "temporary" or self._forget_stopped:
+        if spec.restart == "temporary" or self._dynamic is not None:  # forgotten
             del self._children[child_id]
         if spec.significant:
             self._maybe_auto_shutdown()
@@ -320,8 +327,21 @@ class Supervisor(ChildOperations, SupervisedActor):
             started.append(child)
 
     def _stop_all(self, children: list[Child]) -> None:
-        """Stop every child at shutdown (one by one here; all at once in a DynamicSupervisor)."""
-        self._terminate_many(children)
+        """Stop every child at shutdown: one by one; a DynamicSupervisor asks all of them at
+        once, then awaits each up to its own shutdown time (its nodes drain in parallel)."""
+        if self._dynamic is None:
+            self._terminate_many(children)
+            return
+        since = time.monotonic()
+        stopping = [(child, child.actor) for child in children]
+        for child in children:
+            if child.ref is not None:
+                request_stop(child.ref)
+            child.clear()
+        for child, actor in stopping:
+            if actor is not None:
+                self._await(child, actor, since)
+        self._children.clear()
 
     def _terminate_many(self, children: list[Child]) -> None:
         """Stop children one after the other, in the order given (callers pass reverse)."""
