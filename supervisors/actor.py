@@ -26,31 +26,42 @@ from typing import Any, ClassVar
 import pykka
 
 from supervisors.pool import PooledInbox, shared_pool
+from supervisors.singleton import Singleton
 
 __all__ = ["NORMAL_REASONS", "Exit", "Latch", "SupervisedActor", "actor_of", "exit_of",
            "recent_exit"]
 
 NORMAL_REASONS = frozenset({"normal", "shutdown"})
 
-# How recently finished actors ended, by urn: Pykka's refs hold the actor only weakly, so a
-# caller that asks after the actor was collected (e.g. wait_exit on a root that shut itself
-# down) still learns its exit. Bounded: the oldest records are dropped.
-_RECENT_EXITS: OrderedDict[str, Exit] = OrderedDict()
 _RECENT_EXITS_MAX = 4096
-_recent_lock = threading.Lock()
+
+
+class _RecentExits:
+    """How recently finished actors ended, by urn: Pykka's refs hold the actor only weakly, so
+    a caller that asks after the actor was collected (e.g. wait_exit on a root that shut
+    itself down, or a start that failed) still learns its exit. Bounded: the oldest go."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._exits: OrderedDict[str, Exit] = OrderedDict()
+
+    def get(self, urn: str) -> Exit | None:
+        with self._lock:
+            return self._exits.get(urn)
+
+    def remember(self, urn: str, result: Exit) -> None:
+        with self._lock:
+            self._exits[urn] = result
+            while len(self._exits) > _RECENT_EXITS_MAX:
+                self._exits.popitem(last=False)
+
+
+_recent_exits: Singleton[_RecentExits] = Singleton(_RecentExits)
 
 
 def recent_exit(urn: str) -> Exit | None:
     """How the finished actor with this urn ended, if it finished recently; else ``None``."""
-    with _recent_lock:
-        return _RECENT_EXITS.get(urn)
-
-
-def _remember_exit(urn: str, result: Exit) -> None:
-    with _recent_lock:
-        _RECENT_EXITS[urn] = result
-        while len(_RECENT_EXITS) > _RECENT_EXITS_MAX:
-            _RECENT_EXITS.popitem(last=False)
+    return _recent_exits().get(urn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +99,7 @@ def exit_of(exc: BaseException, in_start: bool = False) -> Exit:
 
 Watcher = Callable[[Exit], None]
 
-_LATCH_GUARD = threading.Lock()
+_latch_guard: Singleton[threading.Lock] = Singleton(threading.Lock)
 
 
 class Latch:
@@ -111,7 +122,7 @@ class Latch:
         return self._flag
 
     def set(self) -> None:
-        with _LATCH_GUARD:  # two setters must not both release
+        with _latch_guard():  # two setters must not both release
             if self._flag:
                 return
             self._flag = True
@@ -314,7 +325,7 @@ class SupervisedActor(pykka.ThreadingActor):
         with self._sv_lock:
             self._sv_result = result
             watcher, self._sv_watcher = self._sv_watcher, None
-        _remember_exit(self.actor_urn, result)
+        _recent_exits().remember(self.actor_urn, result)
         self.sv_done.set()
         if watcher is not None:
             watcher(result)

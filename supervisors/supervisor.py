@@ -42,14 +42,15 @@ from supervisors.messages import (
 )
 from supervisors.operations import ChildOperations, DynamicRules
 from supervisors.reports import Report, Reporter, emit
+from supervisors.singleton import Singleton
 from supervisors.spec import ChildSpec, SupFlags, check_specs
 from supervisors.timers import TimerHandle, call_later
 
 __all__ = ["Supervisor"]
 
 # One jitter source for every supervisor (a Random holds 2.5 KB of state; a mesh has hundreds
-# of supervisors). Its methods are atomic under the GIL.
-_JITTER = random.Random()
+# of supervisors). Its methods are atomic under the GIL; a forked child seeds its own.
+_jitter: Singleton[random.Random] = Singleton(random.Random)
 
 
 def _tell_quietly(ref: pykka.ActorRef[Any], message: object) -> None:
@@ -103,7 +104,7 @@ class Supervisor(SupervisedActor):
         self._restart_times: tuple[float, ...] = ()
         self._timers: dict[int, tuple[str, TimerHandle]] = {}  # seq -> (crashed child, timer)
         self._seq = itertools.count(1)
-        self._random = _JITTER
+        self._random = _jitter()
         self._start_error: StartError | None = None
         self._exit_reason = "shutdown"
         self._dynamic = dynamic
