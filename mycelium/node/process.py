@@ -29,16 +29,8 @@ from mycelium.node.health import free_port, probe_health
 from mycelium.node.reaper import shared_reaper
 from supervisors.callbacks import call_logged
 
-__all__ = [
-    "ProcessError",
-    "ProcessRecord",
-    "Workload",
-    "describe_exit",
-    "free_port",
-    "probe_health",
-    "reap_leftovers",
-    "spawn",
-]
+__all__ = ["ProcessError", "ProcessRecord", "Workload", "describe_exit", "free_port",
+           "probe_health", "reap_leftovers", "spawn"]
 
 log = get_logger(__name__)
 
