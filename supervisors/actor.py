@@ -8,7 +8,7 @@ loop (setup, running, teardown): every way of dying ends there, after cleanup, e
 and no extra thread per child is needed.
 
 An actor class with ``pooled = True`` has no thread of its own: its turns run on the shared
-scheduler of :mod:`supervisors.pool`, and the same single end-of-life path runs at the end of
+worker pool of :mod:`supervisors.pool`, and the same single end-of-life path runs at the end of
 the turn that tore it down.
 """
 
@@ -25,32 +25,43 @@ from typing import Any, ClassVar
 
 import pykka
 
-from .pool import PooledInbox, scheduler
+from supervisors.pool import PooledInbox, shared_pool
+from supervisors.singleton import Singleton
 
 __all__ = ["NORMAL_REASONS", "Exit", "Latch", "SupervisedActor", "actor_of", "exit_of",
            "recent_exit"]
 
 NORMAL_REASONS = frozenset({"normal", "shutdown"})
 
-# How recently finished actors ended, by urn: Pykka's refs hold the actor only weakly, so a
-# caller that asks after the actor was collected (e.g. wait_exit on a root that shut itself
-# down) still learns its exit. Bounded: the oldest records are dropped.
-_RECENT_EXITS: OrderedDict[str, Exit] = OrderedDict()
 _RECENT_EXITS_MAX = 4096
-_recent_lock = threading.Lock()
+
+
+class _RecentExits:
+    """How recently finished actors ended, by urn: Pykka's refs hold the actor only weakly, so
+    a caller that asks after the actor was collected (e.g. wait_exit on a root that shut
+    itself down, or a start that failed) still learns its exit. Bounded: the oldest go."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._exits: OrderedDict[str, Exit] = OrderedDict()
+
+    def get(self, urn: str) -> Exit | None:
+        with self._lock:
+            return self._exits.get(urn)
+
+    def remember(self, urn: str, result: Exit) -> None:
+        with self._lock:
+            self._exits[urn] = result
+            while len(self._exits) > _RECENT_EXITS_MAX:
+                self._exits.popitem(last=False)
+
+
+_recent_exits: Singleton[_RecentExits] = Singleton(_RecentExits)
 
 
 def recent_exit(urn: str) -> Exit | None:
     """How the finished actor with this urn ended, if it finished recently; else ``None``."""
-    with _recent_lock:
-        return _RECENT_EXITS.get(urn)
-
-
-def _remember_exit(urn: str, result: Exit) -> None:
-    with _recent_lock:
-        _RECENT_EXITS[urn] = result
-        while len(_RECENT_EXITS) > _RECENT_EXITS_MAX:
-            _RECENT_EXITS.popitem(last=False)
+    return _recent_exits().get(urn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +70,8 @@ class Exit:
 
     Attributes:
         reason: ``normal`` after a plain stop, else the exception's ``reason`` attribute or
-            ``"<Type>: <message>"``; a supervisor gives up with ``reached_max_restart_intensity``.
+            ``"<Type>: <message>"``; a supervisor that gives up exits ``shutdown`` (as in OTP)
+            with ``details["cause"] == "reached_max_restart_intensity"``.
         normal: ``True`` for ``normal``/``shutdown``: transient children are not restarted.
         in_start: The actor died in ``on_start`` (it never ran).
         details: The exception's ``details`` attribute (a dict), for the report's extra.
@@ -87,7 +99,7 @@ def exit_of(exc: BaseException, in_start: bool = False) -> Exit:
 
 Watcher = Callable[[Exit], None]
 
-_LATCH_GUARD = threading.Lock()
+_latch_guard: Singleton[threading.Lock] = Singleton(threading.Lock)
 
 
 class Latch:
@@ -110,7 +122,7 @@ class Latch:
         return self._flag
 
     def set(self) -> None:
-        with _LATCH_GUARD:  # two setters must not both release
+        with _latch_guard():  # two setters must not both release
             if self._flag:
                 return
             self._flag = True
@@ -135,13 +147,13 @@ class SupervisedActor(pykka.ThreadingActor):
     ``tell`` handler (or ``on_start``) to crash; give the exception ``reason: str`` and
     ``details: dict`` attributes to control the report. ``self.stop()`` exits ``normal``.
 
-    Set the class attribute ``pooled = True`` to run on the shared scheduler instead of a
+    Set the class attribute ``pooled = True`` to run on the shared worker pool instead of a
     thread of its own (see :mod:`supervisors.pool`): the same semantics, one message at a time,
     in order; only the thread is borrowed, turn by turn.
     """
 
     pooled: ClassVar[bool] = False
-    """Run the actor's turns on the shared scheduler (no thread of its own while idle)."""
+    """Run the actor's turns on the shared worker pool (no thread of its own while idle)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -162,7 +174,7 @@ class SupervisedActor(pykka.ThreadingActor):
 
     def _create_actor_inbox(self) -> Any:  # type: ignore[override]  # a staticmethod in Pykka
         if self.pooled:
-            return PooledInbox(scheduler())
+            return PooledInbox(shared_pool())
         return pykka.ThreadingActor._create_actor_inbox()
 
     def _start_actor_loop(self) -> None:
@@ -274,8 +286,8 @@ class SupervisedActor(pykka.ThreadingActor):
         """Stop now, from inside the actor's own thread, with the given exit reason.
 
         The rest of the mailbox is not processed; ``on_stop`` runs. Used by supervisors that
-        give up (``reached_max_restart_intensity``, abnormal) or shut down on their own
-        (``shutdown``, normal) so that their parent sees that reason.
+        give up or shut down on their own (``shutdown``, normal, as OTP's) so that their
+        parent sees that reason.
 
         Args:
             reason: The exit reason the watcher receives.
@@ -313,7 +325,7 @@ class SupervisedActor(pykka.ThreadingActor):
         with self._sv_lock:
             self._sv_result = result
             watcher, self._sv_watcher = self._sv_watcher, None
-        _remember_exit(self.actor_urn, result)
+        _recent_exits().remember(self.actor_urn, result)
         self.sv_done.set()
         if watcher is not None:
             watcher(result)

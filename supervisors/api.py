@@ -185,7 +185,7 @@ def wait_exit(ref: pykka.ActorRef[Any], timeout: float | None = None) -> Exit | 
     """Wait until a supervisor (or any SupervisedActor) is gone and its cleanup finished.
 
     For the top of a tree, which has no parent to tell: e.g. a program exits once its root
-    supervisor gave up with ``reached_max_restart_intensity``.
+    supervisor gave up (``shutdown``, with ``details["cause"]`` ``reached_max_restart_intensity``).
 
     Args:
         ref: The actor's ref.

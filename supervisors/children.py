@@ -16,7 +16,7 @@ from typing import Any
 
 import pykka
 
-from supervisors.actor import SupervisedActor, actor_of, exit_of
+from supervisors.actor import SupervisedActor, actor_of, exit_of, recent_exit
 from supervisors.errors import StartError
 from supervisors.messages import ChildInfo
 from supervisors.spec import ChildSpec, Shutdown
@@ -75,7 +75,9 @@ def start_incarnation(spec: ChildSpec) -> tuple[pykka.ActorRef[Any], SupervisedA
     """Call ``spec.start`` and wait until the new actor's ``on_start`` finished.
 
     Waiting makes starts synchronous, as in OTP: a child that fails in ``on_start`` is a
-    start error, and it has finished dying before the error is raised.
+    start error, and it has finished dying before the error is raised. Its reason is the
+    actor's own (as OTP's ``{failed_to_start_child, Id, Reason}``), read from the exit it
+    recorded even when the dead actor was already collected.
 
     Args:
         spec: The child spec.
@@ -94,6 +96,12 @@ def start_incarnation(spec: ChildSpec) -> tuple[pykka.ActorRef[Any], SupervisedA
     except Exception as exc:
         raise StartError(spec.id, exit_of(exc).reason) from exc
     actor = actor_of(ref) if isinstance(ref, pykka.ActorRef) else None
+    if actor is None and isinstance(ref, pykka.ActorRef):
+        # Already dead and collected (a ref holds its actor weakly): the exit it recorded on
+        # the way out is the real reason, as OTP's {failed_to_start_child, Id, Reason}.
+        ended = recent_exit(ref.actor_urn)
+        if ended is not None:
+            raise StartError(spec.id, ended.reason)
     if not isinstance(actor, SupervisedActor):
         if isinstance(ref, pykka.ActorRef):
             ref.stop(block=False)

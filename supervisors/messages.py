@@ -51,12 +51,10 @@ class RestartDue:
 
 @dataclass(frozen=True, slots=True)
 class RetryRestart:
-    """Told by the supervisor to itself when a restart failed to start (OTP try_again);
-    ``group`` holds the ids of that restart still waiting to start."""
+    """Told by the supervisor to itself when a restart failed to start (OTP try_again)."""
 
     child_id: str
     reason: str
-    group: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,17 @@
 """The OTP child operations a supervisor answers (start_child, terminate_child…).
 
-A mixin of :class:`~supervisors.supervisor.Supervisor`, kept apart from the restart logic:
-these handlers run for the ``ask``s of :mod:`supervisors.api`, and their OTP error outcomes
-are raised, so that Pykka hands them to the caller's future.
+Kept apart from the restart logic: these handlers run for the ``ask``s of
+:mod:`supervisors.api`, and their OTP error outcomes are raised, so that Pykka hands them to
+the caller's future. The supervisor composes a :class:`ChildOperations` over its child table
+and hands it the few actions it needs (start, stop, report), so neither reaches into the
+other's internals.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pykka
@@ -15,53 +20,95 @@ from supervisors.children import Child
 from supervisors.errors import (
     AlreadyPresent,
     AlreadyStarted,
+    MaxChildren,
     NotFound,
     Restarting,
     Running,
     SpecError,
     StartError,
 )
-from supervisors.spec import ChildSpec, SupFlags, check_specs
+from supervisors.spec import Backoff, ChildSpec, SupFlags, check_specs
 
-__all__ = ["ChildOperations"]
+__all__ = ["ChildOperations", "DynamicRules"]
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicRules:
+    """What makes a supervisor a DynamicSupervisor (Elixir's): its children are forgotten
+    once they stop for good, stopped concurrently at shutdown, at most ``max_children`` of
+    them, and ``backoff`` applies to every child whose spec has none."""
+
+    max_children: int | None = None
+    backoff: Backoff | None = None
+
+
+Report = Callable[..., None]  # report(event, child, reason=...)
 
 
 class ChildOperations:
-    """OTP's child operations over the supervisor's child table (ids in start order)."""
+    """OTP's child operations over a supervisor's child table (ids in start order).
 
-    kind = "supervisor"
-    _forget_stopped = False  # a DynamicSupervisor forgets children that are not restarted
-    _children: dict[str, Child]
-    flags: SupFlags
-    path: str
+    Args:
+        children: The supervisor's table (shared, not copied: the supervisor's restarts and
+            these operations work on the same records, always on the supervisor's thread).
+        flags: The supervisor's flags (to check new specs).
+        path: The supervisor's path, for error messages.
+        dynamic: The DynamicSupervisor's rules, or ``None`` for a plain supervisor.
+        start: Starts a child's incarnation (raises StartError).
+        terminate: Stops children one after the other.
+        cancel_restart: Cancels the pending restart a child's crash caused.
+        report: Emits a report.
+    """
 
-    # Provided by Supervisor (declared here for the type checker):
+    def __init__(self, children: dict[str, Child], flags: SupFlags, path: str,
+                 dynamic: DynamicRules | None, *, start: Callable[[Child], None],
+                 terminate: Callable[[list[Child]], None],
+                 cancel_restart: Callable[[Child], None], report: Report) -> None:
+        self._children = children
+        self._flags = flags
+        self._path = path
+        self._dynamic = dynamic
+        self._start = start
+        self._terminate = terminate
+        self._cancel_restart = cancel_restart
+        self._report = report
 
-    def _start(self, child: Child) -> None:
-        raise NotImplementedError
+    @property
+    def kind(self) -> str:
+        """``supervisor`` or ``dynamic_supervisor``."""
+        return "supervisor" if self._dynamic is None else "dynamic_supervisor"
 
-    def _terminate_many(self, children: list[Child]) -> None:
-        raise NotImplementedError
+    def get(self, child_id: str) -> Child:
+        """The child's record.
 
-    def _report(self, event: str, child: Child | None = None, reason: str | None = None) -> None:
-        raise NotImplementedError
-
-    def _get(self, child_id: str) -> Child:
+        Raises:
+            NotFound: No such child.
+        """
         child = self._children.get(child_id)
         if child is None:
-            raise NotFound(f"{self.path}: no child {child_id!r}")
+            raise NotFound(f"{self._path}: no child {child_id!r}")
         return child
 
-    def _api_start_child(self, spec: ChildSpec) -> pykka.ActorRef[Any]:
+    def start_child(self, spec: ChildSpec) -> pykka.ActorRef[Any]:
+        """OTP ``start_child``: add the child and start it.
+
+        Raises:
+            SpecError, AlreadyStarted, AlreadyPresent, MaxChildren, StartError.
+        """
         if not isinstance(spec, ChildSpec):
             raise SpecError(f"start_child needs a ChildSpec; got {spec!r}")
-        check_specs([spec], self.flags)
+        dynamic = self._dynamic
+        if dynamic is not None and spec.backoff is None and dynamic.backoff is not None:
+            spec = dataclasses.replace(spec, backoff=dynamic.backoff)
+        check_specs([spec], self._flags)
         existing = self._children.get(spec.id)
         if existing is not None:
             if existing.ref is not None:
-                raise AlreadyStarted(f"{self.path}: {spec.id!r} already started", existing.ref)
-            raise AlreadyPresent(f"{self.path}: {spec.id!r} already present")
-        self._check_capacity()
+                raise AlreadyStarted(f"{self._path}: {spec.id!r} already started", existing.ref)
+            raise AlreadyPresent(f"{self._path}: {spec.id!r} already present")
+        limit = dynamic.max_children if dynamic is not None else None
+        if limit is not None and len(self._children) >= limit:
+            raise MaxChildren(f"{self._path}: already {limit} children (max_children)")
         child = self._children[spec.id] = Child(spec)
         try:
             self._start(child)
@@ -72,16 +119,24 @@ class ChildOperations:
         assert child.ref is not None
         return child.ref
 
-    def _check_capacity(self) -> None:
-        """Refuse one more child (a DynamicSupervisor's max_children); here: no limit."""
+    def terminate_child(self, child_id: str) -> None:
+        """OTP ``terminate_child`` (a DynamicSupervisor then forgets it).
 
-    def _api_terminate_child(self, child_id: str) -> None:
-        child = self._get(child_id)
-        self._terminate_many([child])
-        if self._forget_stopped:
+        Raises:
+            NotFound: No such child.
+        """
+        child = self.get(child_id)
+        self._cancel_restart(child)
+        self._terminate([child])
+        if self._dynamic is not None:
             self._children.pop(child_id, None)
 
-    def _api_restart_child(self, child_id: str) -> pykka.ActorRef[Any]:
+    def restart_child(self, child_id: str) -> pykka.ActorRef[Any]:
+        """OTP ``restart_child`` of a stopped child.
+
+        Raises:
+            NotFound, Running, Restarting, StartError.
+        """
         child = self._stopped(child_id)
         try:
             self._start(child)
@@ -91,19 +146,25 @@ class ChildOperations:
         assert child.ref is not None
         return child.ref
 
-    def _api_delete_child(self, child_id: str) -> None:
+    def delete_child(self, child_id: str) -> None:
+        """OTP ``delete_child`` of a stopped child.
+
+        Raises:
+            NotFound, Running, Restarting.
+        """
         self._stopped(child_id)
         del self._children[child_id]
 
     def _stopped(self, child_id: str) -> Child:
-        child = self._get(child_id)
+        child = self.get(child_id)
         if child.ref is not None:
-            raise Running(f"{self.path}: {child_id!r} is running")
+            raise Running(f"{self._path}: {child_id!r} is running")
         if child.status == "restarting":
-            raise Restarting(f"{self.path}: {child_id!r} is waiting to restart")
+            raise Restarting(f"{self._path}: {child_id!r} is waiting to restart")
         return child
 
-    def _count(self) -> dict[str, int]:
+    def count(self) -> dict[str, int]:
+        """OTP ``count_children``."""
         children = list(self._children.values())
         return {
             "specs": len(children),
@@ -112,12 +173,16 @@ class ChildOperations:
             "workers": sum(c.spec.type == "worker" for c in children),
         }
 
-    def _describe(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
+    def describe(self) -> dict[str, Any]:
+        """Path, kind, flags and the children (a DynamicSupervisor adds ``max_children``)."""
+        description: dict[str, Any] = {
+            "path": self._path,
             "kind": self.kind,
-            "strategy": self.flags.strategy,
-            "intensity": self.flags.intensity,
-            "period": self.flags.period,
+            "strategy": self._flags.strategy,
+            "intensity": self._flags.intensity,
+            "period": self._flags.period,
             "children": [child.info() for child in self._children.values()],
         }
+        if self._dynamic is not None:
+            description["max_children"] = self._dynamic.max_children
+        return description

@@ -23,7 +23,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["IDLE_SECONDS", "KEEP_IDLE", "PooledInbox", "Scheduler", "scheduler"]
+from supervisors.callbacks import call_logged
+from supervisors.singleton import Singleton
+
+__all__ = ["IDLE_SECONDS", "KEEP_IDLE", "PooledInbox", "WorkerPool", "shared_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +47,10 @@ class _Worker:
     def __init__(self) -> None:
         self.turn: Turn | None = None
         self.wake = threading.Lock()
-        self.wake.acquire()  # released by the scheduler to wake the worker
+        self.wake.acquire()  # released by the pool to wake the worker
 
 
-class Scheduler:
+class WorkerPool:
     """A cached pool of daemon worker threads: a turn goes to an idle worker or a new one.
 
     Idle workers are woken last-in first-out, so that a steady trickle of turns keeps the same
@@ -65,6 +68,7 @@ class Scheduler:
         self._keep_idle = keep_idle
         self._max_workers = max_workers
         self._name = name
+        self._what = f"{name}: a turn"
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []  # a stack: the most recently idle worker on top
         self._queued: deque[Turn] = deque()  # only when max_workers are all busy
@@ -104,10 +108,7 @@ class Scheduler:
         while True:
             turn, worker.turn = worker.turn, None
             assert turn is not None
-            try:
-                turn()
-            except BaseException:  # a turn handles its own failures; never lose the worker
-                log.exception("%s: a turn failed", self._name)
+            call_logged(log, self._what, turn)  # a turn handles its own failures: a bug
             del turn
             with self._lock:
                 if self._queued:
@@ -131,8 +132,8 @@ class PooledInbox:
     actor's turn takes messages with :meth:`next_or_release`.
     """
 
-    def __init__(self, scheduler: Scheduler) -> None:
-        self._scheduler = scheduler
+    def __init__(self, pool: WorkerPool) -> None:
+        self._pool = pool
         self._lock = threading.Lock()
         # None while empty between turns: an idle actor holds no deque (~600 bytes each)
         self._items: deque[Any] | None = None
@@ -144,7 +145,7 @@ class PooledInbox:
         with self._lock:
             self._turn = turn
             self._scheduled = True
-        self._scheduler.submit(turn)
+        self._pool.submit(turn)
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         with self._lock:
@@ -155,7 +156,7 @@ class PooledInbox:
                 return
             self._scheduled = True
             turn = self._turn
-        self._scheduler.submit(turn)
+        self._pool.submit(turn)
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         with self._lock:
@@ -190,9 +191,5 @@ class PooledInbox:
             return None
 
 
-_SCHEDULER = Scheduler()
-
-
-def scheduler() -> Scheduler:
-    """The process-wide scheduler that pooled actors run on."""
-    return _SCHEDULER
+shared_pool: Singleton[WorkerPool] = Singleton(WorkerPool)
+"""The process-wide pool that pooled actors' turns run on (``shared_pool()``)."""

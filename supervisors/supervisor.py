@@ -40,16 +40,17 @@ from supervisors.messages import (
     TerminateChild,
     WhichChildren,
 )
-from supervisors.operations import ChildOperations
+from supervisors.operations import ChildOperations, DynamicRules
 from supervisors.reports import Report, Reporter, emit
+from supervisors.singleton import Singleton
 from supervisors.spec import ChildSpec, SupFlags, check_specs
-from supervisors.timer import TimerHandle, call_later
+from supervisors.timers import TimerHandle, call_later
 
 __all__ = ["Supervisor"]
 
 # One jitter source for every supervisor (a Random holds 2.5 KB of state; a mesh has hundreds
-# of supervisors). Its methods are atomic under the GIL.
-_JITTER = random.Random()
+# of supervisors). Its methods are atomic under the GIL; a forked child seeds its own.
+_jitter: Singleton[random.Random] = Singleton(random.Random)
 
 
 def _tell_quietly(ref: pykka.ActorRef[Any], message: object) -> None:
@@ -57,7 +58,7 @@ def _tell_quietly(ref: pykka.ActorRef[Any], message: object) -> None:
         ref.tell(message)
 
 
-class Supervisor(ChildOperations, SupervisedActor):
+class Supervisor(SupervisedActor):
     """An OTP supervisor as a Pykka actor (itself supervisable: it is a SupervisedActor).
 
     Start it with ``Supervisor.start(flags, children, path=..., reporter=...)``; like OTP's
@@ -68,7 +69,8 @@ class Supervisor(ChildOperations, SupervisedActor):
     Restarts through backoff count against intensity when they are decided (at the crash),
     not when the delayed start happens, so a crash loop slowed by backoff still ends in
     ``reached_max_restart_intensity`` if it crashes more than ``intensity`` times within
-    ``period``; size ``period`` with the backoff delays in mind.
+    ``period``; size ``period`` with the backoff delays in mind. Then, like OTP's, it exits
+    ``shutdown`` (``details["cause"]`` names the intensity): only a permanent parent restarts it.
 
     Supervisors are pooled (:mod:`supervisors.pool`): they idle almost always, so they borrow a
     thread per turn instead of holding one each.
@@ -82,6 +84,8 @@ class Supervisor(ChildOperations, SupervisedActor):
         children: Iterable[ChildSpec] = (),
         path: str = "supervisor",
         reporter: Reporter | None = None,
+        *,
+        dynamic: DynamicRules | None = None,
     ) -> None:
         super().__init__()
         flags = SupFlags() if flags is None else flags
@@ -98,11 +102,16 @@ class Supervisor(ChildOperations, SupervisedActor):
         self.reporter = reporter
         self._children: dict[str, Child] = {spec.id: Child(spec) for spec in specs}
         self._restart_times: tuple[float, ...] = ()
-        self._timers: dict[int, TimerHandle] = {}
+        self._timers: dict[int, tuple[str, TimerHandle]] = {}  # seq -> (crashed child, timer)
         self._seq = itertools.count(1)
-        self._random = _JITTER
+        self._random = _jitter()
         self._start_error: StartError | None = None
         self._exit_reason = "shutdown"
+        self._dynamic = dynamic
+        self._ops = ChildOperations(
+            self._children, flags, path, dynamic, start=self._start,
+            terminate=self._terminate_many, cancel_restart=self._cancel_restart_of,
+            report=self._report)
 
     @classmethod
     def start(cls, *args: Any, **kwargs: Any) -> pykka.ActorRef[Any]:
@@ -148,7 +157,7 @@ class Supervisor(ChildOperations, SupervisedActor):
         self._shutdown()
 
     def _shutdown(self) -> None:
-        for handle in self._timers.values():
+        for _cause, handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
         self._stop_all(list(reversed(self._children.values())))
@@ -165,24 +174,24 @@ class Supervisor(ChildOperations, SupervisedActor):
                 self._timers.pop(seq, None)
                 due = [i for i in child_ids if self._pending_is(i, seq)]
                 self._restart_group(due)
-            case RetryRestart(child_id, reason, group):
-                self._retry(child_id, reason, group)
+            case RetryRestart(child_id, reason):
+                self._retry(child_id, reason)
             case StartChild(spec):
-                return self._api_start_child(spec)
+                return self._ops.start_child(spec)
             case TerminateChild(child_id):
-                self._api_terminate_child(child_id)
+                self._ops.terminate_child(child_id)
             case RestartChild(child_id):
-                return self._api_restart_child(child_id)
+                return self._ops.restart_child(child_id)
             case DeleteChild(child_id):
-                self._api_delete_child(child_id)
+                self._ops.delete_child(child_id)
             case GetChildSpec(child_id):
-                return self._get(child_id).spec
+                return self._ops.get(child_id).spec
             case WhichChildren():
                 return [child.info() for child in self._children.values()]
             case CountChildren():
-                return self._count()
+                return self._ops.count()
             case Describe():
-                return self._describe()
+                return self._ops.describe()
             case _:
                 return super().on_receive(message)
         return None
@@ -200,7 +209,7 @@ class Supervisor(ChildOperations, SupervisedActor):
         if spec.restart == "permanent" or (spec.restart == "transient" and not exit_.normal):
             self._restart(child, exit_, up_for)
             return
-        if spec.restart == "temporary" or self._forget_stopped:
+        if spec.restart == "temporary" or self._dynamic is not None:  # forgotten
             del self._children[child_id]
         if spec.significant:
             self._maybe_auto_shutdown()
@@ -216,8 +225,10 @@ class Supervisor(ChildOperations, SupervisedActor):
                 reason=exit_.reason,
                 extra={"intensity": self.flags.intensity, "period": self.flags.period},
             )
+            # OTP exits with reason shutdown here: a transient parent does not restart it, a
+            # permanent one does; the cause rides along for the parent's report and the root.
             self._exit_reason = "reached_max_restart_intensity"
-            self.exit_with(self._exit_reason)
+            self.exit_with("shutdown", {"cause": self._exit_reason})
             return
         stop_ids, start_ids = restart_plan(self.flags.strategy, list(self._children), child.spec.id)
         self._terminate_many([self._children[i] for i in stop_ids])
@@ -236,7 +247,7 @@ class Supervisor(ChildOperations, SupervisedActor):
         self._report("backoff", child, reason=exit_.reason, delay=delay, extra={"step": step})
         me = self.actor_ref
         message = RestartDue(tuple(start_ids), seq)
-        self._timers[seq] = call_later(delay, lambda: _tell_quietly(me, message))
+        self._timers[seq] = (child.spec.id, call_later(delay, lambda: _tell_quietly(me, message)))
 
     def _restart_group(self, ids: list[str]) -> None:
         for child_id in ids:
@@ -246,24 +257,35 @@ class Supervisor(ChildOperations, SupervisedActor):
             try:
                 self._start(child)
             except StartError as exc:
+                # OTP's try_again: only the failed child is "restarting"; the rest of the
+                # group stay undefined and start when its retry restarts its group again.
                 self._report("start_error", child, reason=exc.reason)
-                waiting = tuple(i for i in ids[ids.index(child_id) :] if self._is_down(i))
-                for i in waiting:
-                    self._children[i].status = "restarting"
-                _tell_quietly(self.actor_ref, RetryRestart(child_id, exc.reason, waiting))
+                child.status = "restarting"
+                _tell_quietly(self.actor_ref, RetryRestart(child_id, exc.reason))
                 return
             child.restarts += 1
             self._report("child_restarted", child, extra={"restarts": child.restarts})
 
-    def _retry(self, child_id: str, reason: str, group: tuple[str, ...]) -> None:
-        """Retry a restart that failed to start; if that child was terminated or deleted
-        meanwhile, still start the rest of its group, never leaving them "restarting"."""
-        waiting = [i for i in group if self._is_down(i) and self._children[i].status != "undefined"]
-        if child_id in waiting:
-            child = self._children[child_id]
-            self._restart(child, Exit(reason=reason, normal=False), up_for=0.0)
-        else:
-            self._restart_group(waiting)
+    def _retry(self, child_id: str, reason: str) -> None:
+        """Retry a restart that failed to start, as a new restart of that child (its group by
+        the strategy, counted against intensity); if it was terminated, deleted or restarted
+        meanwhile, nothing (OTP leaves the rest of its group stopped)."""
+        child = self._children.get(child_id)
+        if child is None or child.ref is not None or child.status != "restarting":
+            return
+        self._restart(child, Exit(reason=reason, normal=False), up_for=0.0)
+
+    def _cancel_restart_of(self, child: Child) -> None:
+        """The child whose crash a backoff restart waits for is terminated: cancel that
+        restart, leaving its group stopped (``undefined``), as OTP leaves a failed group."""
+        seq = child.pending
+        if seq is None or seq not in self._timers or self._timers[seq][0] != child.spec.id:
+            return
+        _crashed, handle = self._timers.pop(seq)
+        handle.cancel()
+        for other in self._children.values():
+            if other.pending == seq:
+                other.status, other.pending = "undefined", None
 
     def _is_down(self, child_id: str) -> bool:
         child = self._children.get(child_id)
@@ -306,8 +328,21 @@ class Supervisor(ChildOperations, SupervisedActor):
             started.append(child)
 
     def _stop_all(self, children: list[Child]) -> None:
-        """Stop every child at shutdown (one by one here; all at once in a DynamicSupervisor)."""
-        self._terminate_many(children)
+        """Stop every child at shutdown: one by one; a DynamicSupervisor asks all of them at
+        once, then awaits each up to its own shutdown time (its nodes drain in parallel)."""
+        if self._dynamic is None:
+            self._terminate_many(children)
+            return
+        since = time.monotonic()
+        stopping = [(child, child.actor) for child in children]
+        for child in children:
+            if child.ref is not None:
+                request_stop(child.ref)
+            child.clear()
+        for child, actor in stopping:
+            if actor is not None:
+                self._await(child, actor, since)
+        self._children.clear()
 
     def _terminate_many(self, children: list[Child]) -> None:
         """Stop children one after the other, in the order given (callers pass reverse)."""

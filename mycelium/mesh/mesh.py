@@ -141,8 +141,8 @@ class Mesh:
 
     def _root_exited(self, exit_: Exit) -> None:
         """The root supervisor ended; unless we stopped it, the mesh gave up: stop `up`."""
-        if not exit_.normal:
-            self.failure = exit_.reason
+        if not exit_.normal or "cause" in exit_.details:  # e.g. it reached its intensity
+            self.failure = str(exit_.details.get("cause", exit_.reason))
         self.stopped.set()
 
     def start_dashboard(self, config: DashboardConfig) -> Dashboard:

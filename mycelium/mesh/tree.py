@@ -130,8 +130,12 @@ class TreeBuilder:
 
         def apps_reporter(rep: Report) -> None:
             report(rep)
-            if rep.event == "child_terminated" and rep.reason not in (None, "normal", "shutdown"):
-                names.tell(node, AppFailed(str(rep.child), str(rep.reason)))
+            # an app supervisor that reached its intensity exits shutdown (as in OTP), with
+            # the cause in the report's extra
+            if rep.event == "child_terminated" and (
+                    rep.reason not in (None, "normal", "shutdown") or "cause" in rep.extra):
+                names.tell(node, AppFailed(str(rep.child),
+                                           str(rep.extra.get("cause", rep.reason))))
             elif rep.event == "child_restarted":
                 names.tell(node, AppRestarted(str(rep.child)))
 

@@ -60,11 +60,11 @@ from supervisors import (
     which_children,
 )
 from supervisors.reports import Reporter
+from supervisors.timers import TimerHandle, shared_timers
 
 from .instance import AppInstance, InstanceSpec
 from .rollout import ChildView, Fail, Start, Stop, WakeAt, step
 from .settings import NodeSettings, SporeInfo
-from .ticker import shared_ticker
 
 __all__ = ["Agent", "NodeSettings", "SporeInfo"]
 
@@ -87,7 +87,7 @@ class _AppHere:
     switching: bool = False
     cpu: float = 0.0
     mem: int = 0
-    wake: int | None = None
+    wake: TimerHandle | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,8 +286,8 @@ class Agent(SupervisedActor):
                     self._names.tell("fabric", RolloutFailed(app, digest, self.node, reason))
                 case WakeAt(when=when):
                     if here.wake is not None:
-                        shared_ticker().cancel(here.wake)
-                    here.wake = shared_ticker().call_later(
+                        shared_timers().cancel(here.wake)
+                    here.wake = shared_timers().call_later(
                         when - time.time() + 0.001, _teller(self.actor_ref, Tick(f"wake:{app}")))
         if here.switching and all(v.digest == plan.digest for v in here.children.values()):
             here.switching = False  # every blue is gone: the next node may switch

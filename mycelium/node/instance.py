@@ -40,10 +40,11 @@ from mycelium.messages import (
 from mycelium.node.health import free_port
 from mycelium.node.process import ProcessError, Workload, describe_exit, spawn
 from supervisors import Latch, SupervisedActor
-from supervisors.pool import Scheduler
+from supervisors.pool import WorkerPool
+from supervisors.singleton import Singleton
+from supervisors.timers import TimerHandle, shared_timers
 
 from .prober import shared_prober
-from .ticker import shared_ticker
 
 __all__ = ["RECORD_FILE", "AppInstance", "InstanceFailed", "InstanceSpec"]
 
@@ -57,7 +58,7 @@ RECORD_FILE = "process.json"
 # fight over the same cores. Every health probe, startup or liveness, is one non-blocking
 # socket in the prober's thread (node/prober.py): a pool of blocking probers made ~7,000
 # context switches a second at 300 workloads.
-_LAUNCHES = Scheduler(max_workers=8, keep_idle=1, name="mycelium-launch")
+_LAUNCHES = Singleton(lambda: WorkerPool(max_workers=8, keep_idle=1, name="mycelium-launch"))
 _CHECK_SLACK = 0.05
 
 
@@ -193,7 +194,7 @@ class AppInstance(SupervisedActor):
         self._checks = 0
         self._probe_due = 0.0
         self._latest: tuple[int, float] | None = None  # the last sample's (rss, cpu)
-        self._tick: int | None = None
+        self._tick: TimerHandle | None = None
         self._dir = spec.instances_dir / instance_id.replace("/", "_")
         self.info = InstanceInfo(id=instance_id, app=spec.app, node=spec.node, digest=spec.digest,
                                  state="Idle", child=spec.child, restarts=restarts,
@@ -204,7 +205,7 @@ class AppInstance(SupervisedActor):
     def on_start(self) -> None:
         """Go Launching and hand the blocking work to the launch pool (not this actor's turn)."""
         self._set(state="Launching")
-        _LAUNCHES.submit(self._launch)
+        _LAUNCHES().submit(self._launch)
 
     def on_stop(self) -> None:
         """Graceful stop: leave the routes, SIGTERM the group, SIGKILL after the grace."""
@@ -219,7 +220,7 @@ class AppInstance(SupervisedActor):
             self._closing.set()
             spawned = self._spawned
         if self._tick is not None:
-            shared_ticker().cancel(self._tick)
+            shared_timers().cancel(self._tick)
         if self.info.state in ("Launching", "Ready"):
             self._set(state="Draining")
         workload = self._workload or spawned
@@ -261,7 +262,7 @@ class AppInstance(SupervisedActor):
             _tell(ref, _LaunchFailed(f"launch failed: {exc}"))
 
     def _probe_startup(self, workload: Workload, health: str, deadline: float) -> None:
-        """Ask the prober once (from the launch task, then from the ticker's timer)."""
+        """Ask the prober once (from the launch task, then from the shared timers)."""
         if self._closing.is_set() or workload.exited:
             _LAUNCHING.leave()
             return
@@ -285,7 +286,7 @@ class AppInstance(SupervisedActor):
             _LAUNCHING.leave()
             _tell(ref, _LaunchFailed(f"not healthy within {self.spec.startup_timeout:g}s"))
         else:
-            shared_ticker().call_later(_LAUNCHING.interval(self.spec.probe_interval),
+            shared_timers().call_later(_LAUNCHING.interval(self.spec.probe_interval),
                                        lambda: self._probe_startup(workload, health, deadline))
 
     # -- messages --------------------------------------------------------------------------
@@ -343,12 +344,13 @@ class AppInstance(SupervisedActor):
 
     def _schedule(self) -> None:
         interval = min(self.spec.health_interval, self.spec.sample_interval)
-        # 50 ms of slack: the checks of hundreds of instances fire together, so the ticker wakes
-        # a few times a second instead of once per instance, and samples them all in a row
-        self._tick = shared_ticker().call_later(interval, self._check, slack=_CHECK_SLACK)
+        # 50 ms of slack: the checks of hundreds of instances fire together, so the timer
+        # thread wakes a few times a second instead of once per instance, and samples them all
+        # in a row
+        self._tick = shared_timers().call_later(interval, self._check, slack=_CHECK_SLACK)
 
     def _check(self) -> None:
-        """One periodic check, run by the ticker's thread itself (not a turn of the actor).
+        """One periodic check, run by the timer thread itself (not a turn of the actor).
 
         Samples the group (a few reads of ``/proc``, ~60 µs: no hand-over to another thread is
         cheaper than that); the liveness probe, when due, goes to the prober (non-blocking), so

@@ -9,7 +9,8 @@ for it). So a workload that hangs its probe delays nobody else's, and hundreds o
 second cost one thread and no hand-over between threads (a pool of blocking probers made
 thousands of context switches a second).
 
-Callbacks run in the prober's thread and must be quick (tell an actor, schedule a timer).
+Callbacks run in the prober's thread and must be quick (tell an actor, schedule a timer); one
+that raises is logged and the prober goes on.
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ import itertools
 import os
 import selectors
 import socket
-import threading
 import time
 from collections.abc import Callable
 from functools import lru_cache
 from urllib.parse import urlsplit
 
 from mycelium._logger import get_logger
+from supervisors.callbacks import call_logged
+from supervisors.singleton import Singleton
 
-from .shared import Shared
+from .selectloop import SelectLoop
 
 __all__ = ["Prober", "shared_prober"]
 
@@ -89,18 +91,12 @@ class Prober:
     """The node's prober thread; :meth:`probe` may be called from any thread."""
 
     def __init__(self) -> None:
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._lock = threading.Lock()
-        self._pending: list[tuple[str, float, ProbeCallback]] = []
         self._deadlines: list[tuple[float, int, _Probe]] = []
         self._ids = itertools.count()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="mycelium-prober", daemon=True)
-        self._thread.start()
+        self._loop: SelectLoop[tuple[str, float, ProbeCallback]] = SelectLoop(
+            "mycelium-prober", log, on_event=self._advance, on_handed=self._start_handed,
+            timeout=self._timeout, after_select=self._expire, on_close=self._fail_all)
+        self._selector = self._loop.selector
 
     def probe(self, url: str, timeout: float, callback: ProbeCallback) -> None:
         """Probe ``url`` once; ``callback(ok)`` runs in the prober's thread within ``timeout``
@@ -110,51 +106,38 @@ class Prober:
             ValueError: ``url`` is not an ``http://host:port/path`` URL (checked here, at once).
         """
         _target(url)
-        with self._lock:
-            self._pending.append((url, timeout, callback))
-        with contextlib.suppress(BlockingIOError):  # a full pipe wakes the thread anyway
-            os.write(self._wake_w, b"x")
+        self._loop.hand((url, timeout, callback))
 
     def close(self) -> None:
         """Stop the thread; probes in flight are answered False (the shared one never closes)."""
-        self._closed = True
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"x")
-        self._thread.join(5)
+        self._loop.close()
+
+    @property
+    def running(self) -> bool:
+        """True while the prober's thread runs."""
+        return self._loop.running
 
     # -- the prober's thread -------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while not self._closed:
-            try:
-                self._step()
-            except Exception:  # the prober must outlive any one odd socket
-                log.exception("health prober: unexpected error")
-        for key in list(self._selector.get_map().values()):
-            if isinstance(key.data, _Probe):
-                self._finish(key.data, False)
+    def _timeout(self) -> float | None:
+        if not self._deadlines:
+            return None
+        return max(0.0, self._deadlines[0][0] - time.monotonic())
 
-    def _step(self) -> None:
-        timeout = None
-        if self._deadlines:
-            timeout = max(0.0, self._deadlines[0][0] - time.monotonic())
-        for key, events in self._selector.select(timeout):
-            if key.data is None:
-                self._start_pending()
-            else:
-                self._advance(key.data, events)
+    def _expire(self) -> None:
         now = time.monotonic()
         while self._deadlines and self._deadlines[0][0] <= now:
             _, _, probe = heapq.heappop(self._deadlines)
             if probe.callback is not None:  # not finished yet: out of time
                 self._finish(probe, bool(probe.ok))  # a 200 still draining counts
 
-    def _start_pending(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._wake_r, 4096)
-        with self._lock:
-            pending, self._pending = self._pending, []
-        for url, timeout, callback in pending:
+    def _fail_all(self) -> None:
+        for key in list(self._selector.get_map().values()):
+            if isinstance(key.data, _Probe):
+                self._finish(key.data, False)
+
+    def _start_handed(self, handed: list[tuple[str, float, ProbeCallback]]) -> None:
+        for url, timeout, callback in handed:
             self._start(url, timeout, callback)
 
     def _start(self, url: str, timeout: float, callback: ProbeCallback) -> None:
@@ -165,7 +148,7 @@ class Prober:
                 family, _, _, _, address = socket.getaddrinfo(*target, type=socket.SOCK_STREAM)[0]
             sock = socket.socket(family, socket.SOCK_STREAM)
         except OSError:
-            _call(callback, False)
+            call_logged(log, "a health probe's callback", callback, False)
             return
         sock.setblocking(False)
         probe = _Probe(sock, request, time.monotonic() + timeout, callback)
@@ -176,7 +159,8 @@ class Prober:
         self._selector.register(sock, selectors.EVENT_WRITE, probe)
         heapq.heappush(self._deadlines, (probe.deadline, next(self._ids), probe))
 
-    def _advance(self, probe: _Probe, events: int) -> None:
+    def _advance(self, key: selectors.SelectorKey, events: int) -> None:
+        probe: _Probe = key.data
         try:
             if events & selectors.EVENT_WRITE:
                 self._send(probe)
@@ -228,15 +212,8 @@ class Prober:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(probe.sock)
         probe.sock.close()
-        _call(callback, ok)
+        call_logged(log, "a health probe's callback", callback, ok)
 
 
-def _call(callback: ProbeCallback, ok: bool) -> None:
-    try:
-        callback(ok)
-    except Exception:  # a broken callback must not stop the prober
-        log.exception("a health probe's callback failed")
-
-
-shared_prober = Shared(Prober)
+shared_prober: Singleton[Prober] = Singleton(Prober)
 """The process-wide prober (``shared_prober()``), started on first use."""

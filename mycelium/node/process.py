@@ -1,9 +1,8 @@
-"""Workload OS processes: spawn, notice the exit at once, signal, stop, reap (SPEC §5, Flow E).
+"""Workload OS processes: spawn, notice the exit at once, signal, stop, reap.
 
 A workload runs in its own session and process group, so that one ``killpg`` reaches everything
-it started. Exits are noticed without a polling period: one shared reaper thread waits on a pidfd
-per workload with epoll and reaps the child the moment its pidfd becomes readable (one thread and
-one fd per workload instead of one thread each; kernels without pidfds get a thread each).
+it started. Exits are noticed without a polling period: the shared reaper
+(:mod:`mycelium.node.reaper`) calls :meth:`Workload._reap` the moment the child exits.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import selectors
 import shutil
 import signal as _signal
 import subprocess
@@ -28,18 +26,11 @@ import psutil
 from mycelium._logger import get_logger
 from mycelium.errors import MyceliumError
 from mycelium.node.health import free_port, probe_health
-from mycelium.node.shared import Shared
+from mycelium.node.reaper import shared_reaper
+from supervisors.callbacks import call_logged
 
-__all__ = [
-    "ProcessError",
-    "ProcessRecord",
-    "Workload",
-    "describe_exit",
-    "free_port",
-    "probe_health",
-    "reap_leftovers",
-    "spawn",
-]
+__all__ = ["ProcessError", "ProcessRecord", "Workload", "describe_exit", "free_port",
+           "probe_health", "reap_leftovers", "spawn"]
 
 log = get_logger(__name__)
 
@@ -161,7 +152,7 @@ class Workload:
                 self._callbacks.append(callback)
                 return
             returncode = self._returncode
-        _run_callback(callback, returncode, self.pid)
+        call_logged(log, f"exit callback for pid {self.pid}", callback, returncode)
 
     def _reap(self) -> None:
         """Reaper side: the pidfd is readable, so the child is a zombie; collect it."""
@@ -179,7 +170,7 @@ class Workload:
                 pass
         self._exited.set()
         for callback in callbacks:
-            _run_callback(callback, returncode, self.pid)
+            call_logged(log, f"exit callback for pid {self.pid}", callback, returncode)
 
     # -- control ------------------------------------------------------------------------------
 
@@ -284,13 +275,6 @@ class Workload:
         return f"<Workload pid={self.pid} {state} {' '.join(self.argv)!r}>"
 
 
-def _run_callback(callback: ExitCallback, returncode: int, pid: int) -> None:
-    try:
-        callback(returncode)
-    except Exception:  # a broken callback must not kill the reaper thread
-        log.exception("exit callback for pid %s failed", pid)
-
-
 def _children(pid: int) -> list[int]:
     """Direct children's pids, from /proc/PID/task/*/children (no scan of every process)."""
     pids: list[int] = []
@@ -364,74 +348,6 @@ def _wait_group_gone(pgid: int, deadline: float) -> bool:
     return True
 
 
-class _Reaper:
-    """One daemon thread that reaps every workload the moment it exits.
-
-    Each workload's pidfd (Linux >= 5.3) is registered with epoll; a readable pidfd means the
-    child exited, so the reap never blocks. A pipe wakes the thread to register new pidfds (the
-    selector is only ever touched by its own thread).
-    """
-
-    def __init__(self) -> None:
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._pending: list[tuple[int, Callable[[], None]]] = []
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="mycelium-reaper", daemon=True)
-        self._thread.start()
-
-    def watch(self, pid: int, on_exit: Callable[[], None]) -> None:
-        """Call ``on_exit()`` from the reaper thread once child ``pid`` exited (not yet reaped)."""
-        try:
-            pidfd = os.pidfd_open(pid)
-        except OSError:  # no pidfd support: a thread that waits without reaping
-            threading.Thread(target=_wait_then, args=(pid, on_exit),
-                             name=f"mycelium-wait-{pid}", daemon=True).start()
-            return
-        with self._lock:
-            self._pending.append((pidfd, on_exit))
-        with contextlib.suppress(BlockingIOError):  # a full pipe will wake the thread anyway
-            os.write(self._wake_w, b"x")
-
-    def _run(self) -> None:
-        while True:
-            try:
-                self._step()
-            except Exception:  # the reaper must outlive any one workload or odd fd
-                log.exception("workload reaper: unexpected error")
-
-    def _step(self) -> None:
-        for key, _events in self._selector.select():
-            if key.data is None:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_r, 4096)
-                with self._lock:
-                    pending, self._pending = self._pending, []
-                for pidfd, on_exit in pending:
-                    self._selector.register(pidfd, selectors.EVENT_READ, on_exit)
-                continue
-            self._selector.unregister(key.fd)
-            os.close(key.fd)
-            try:
-                key.data()
-            except Exception:
-                log.exception("reaping a workload failed")
-
-
-def _wait_then(pid: int, on_exit: Callable[[], None]) -> None:
-    """Fallback watcher: block until ``pid`` exited, leaving the zombie for ``on_exit`` to reap."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-    on_exit()
-
-
-shared_reaper = Shared(_Reaper)
-"""The process-wide reaper (``shared_reaper()``), started on first use."""
-
-
 def _check_spawnable(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> str:
     """The binary's path, or a ProcessError that says precisely what is wrong."""
     if not argv:
@@ -489,7 +405,7 @@ def _interpreter_first(path: str) -> str:
 
 def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path,
           *, inherit_env: bool = True) -> Workload:
-    """Start a workload in its own session and process group (SPEC §5).
+    """Start a workload in its own session and process group (see docs/reference.md).
 
     stdin is /dev/null; stdout and stderr are appended to ``log_path`` (created with its parent
     directory); no other descriptor is inherited. The exit is watched from the moment it starts.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -20,7 +21,7 @@ def prober() -> Iterator[Prober]:
     p = Prober()
     yield p
     p.close()
-    assert not p._thread.is_alive()
+    assert not p.running
 
 
 def ask(prober: Prober, url: str, timeout: float = 2.0) -> tuple[bool, float]:
@@ -73,9 +74,19 @@ def test_a_hung_server_costs_its_own_timeout_and_delays_nobody(
     assert not any(ok for _, ok, _ in hang) and min(t for _, _, t in hang) >= 0.9
 
 
-def test_a_broken_callback_does_not_stop_the_prober(prober: Prober, health_server: int) -> None:
+def test_a_broken_callback_is_logged_and_does_not_stop_the_prober(
+        prober: Prober, health_server: int, caplog: pytest.LogCaptureFixture) -> None:
+    ran = threading.Event()
+
     def broken(_ok: bool) -> None:
+        ran.set()
         raise RuntimeError("boom")
 
-    prober.probe(f"http://127.0.0.1:{health_server}/health", 1.0, broken)
-    assert ask(prober, f"http://127.0.0.1:{health_server}/health")[0]
+    with caplog.at_level(logging.ERROR, logger="mycelium.node.prober"):
+        prober.probe(f"http://127.0.0.1:{health_server}/health", 1.0, broken)
+        assert ran.wait(5)
+        # answered on the same thread after the broken callback's failure was logged
+        assert ask(prober, f"http://127.0.0.1:{health_server}/health")[0]
+    failed = [r for r in caplog.records if r.name == "mycelium.node.prober"]
+    assert [r.getMessage() for r in failed] == ["a health probe's callback failed"]
+    assert failed[0].exc_info is not None

@@ -217,7 +217,7 @@ def test_cpu_percent_sees_a_busy_workload(spawned: Spawner) -> None:
 
 def test_the_fallback_watcher_waits_without_reaping(tmp_path: Path) -> None:
     """Kernels without pidfd get a waiting thread per workload: it must leave the reap to us."""
-    from mycelium.node.process import _wait_then
+    from mycelium.node.reaper import wait_then_call
 
     child = subprocess.Popen(["sleep", "30"], cwd=tmp_path)
     seen: list[int] = []
@@ -228,7 +228,7 @@ def test_the_fallback_watcher_waits_without_reaping(tmp_path: Path) -> None:
         seen.append(child.wait())
         done.set()
 
-    watcher = threading.Thread(target=_wait_then, args=(child.pid, on_exit), daemon=True)
+    watcher = threading.Thread(target=wait_then_call, args=(child.pid, on_exit), daemon=True)
     watcher.start()
     child.kill()
     assert done.wait(10)

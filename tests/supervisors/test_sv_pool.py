@@ -11,7 +11,7 @@ import pytest
 from sv_helpers import Crash, Journal, Recorder, Worker, dead, ref_of, wait_until, worker
 
 from supervisors import ChildSpec, Latch, SupervisedActor, SupFlags, wait_exit
-from supervisors.pool import PooledInbox, Scheduler
+from supervisors.pool import PooledInbox, WorkerPool
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -127,8 +127,8 @@ def test_a_pooled_start_failure_under_a_supervisor_is_a_start_error(start_sup: A
         start_sup([ChildSpec("F", FailsToStart.start)])
 
 
-def test_the_scheduler_lets_idle_workers_go_and_keeps_a_few() -> None:
-    pool = Scheduler(idle_seconds=0.05, keep_idle=1)
+def test_the_pool_lets_idle_workers_go_and_keeps_a_few() -> None:
+    pool = WorkerPool(idle_seconds=0.05, keep_idle=1)
     release = threading.Event()
     done = threading.Semaphore(0)
 
@@ -146,7 +146,7 @@ def test_the_scheduler_lets_idle_workers_go_and_keeps_a_few() -> None:
 
 
 def test_the_inbox_schedules_one_turn_at_a_time() -> None:
-    pool = Scheduler(idle_seconds=0.05, keep_idle=0)
+    pool = WorkerPool(idle_seconds=0.05, keep_idle=0)
     inbox = PooledInbox(pool)
     running = 0
     most = 0
@@ -179,7 +179,7 @@ def test_the_inbox_schedules_one_turn_at_a_time() -> None:
 
 def test_a_steady_trickle_of_turns_keeps_few_workers_busy_and_lets_the_rest_go() -> None:
     """Idle workers are woken last-in first-out: the bottom of the stack times out and exits."""
-    pool = Scheduler(idle_seconds=0.1, keep_idle=1)
+    pool = WorkerPool(idle_seconds=0.1, keep_idle=1)
     release = threading.Event()
     for _ in range(8):
         pool.submit(lambda: release.wait(5))
@@ -209,8 +209,8 @@ def test_a_latch_is_a_one_shot_event_that_wakes_every_waiter() -> None:
     assert latch.is_set() and latch.wait() and latch.wait(0)
 
 
-def test_a_bounded_scheduler_queues_turns_beyond_its_workers() -> None:
-    pool = Scheduler(idle_seconds=0.05, keep_idle=0, max_workers=2, name="bounded")
+def test_a_bounded_pool_queues_turns_beyond_its_workers() -> None:
+    pool = WorkerPool(idle_seconds=0.05, keep_idle=0, max_workers=2, name="bounded")
     release = threading.Event()
     done = threading.Semaphore(0)
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pykka
@@ -173,3 +178,32 @@ def test_a_base_exception_stops_the_whole_tree_promptly_as_pykka_does(
     assert wait_exit(sup, timeout=10) is not None
     assert time.monotonic() - began < 3.0  # no wait for a shutdown timeout
     assert recorder.events("child_terminated", "X")[0].reason == "SystemExit: 3"
+
+
+_FAILS_IN_ON_START = textwrap.dedent("""
+    from supervisors import ChildSpec, StartError, SupervisedActor, Supervisor, SupFlags
+
+    class Bad(SupervisedActor):
+        def on_start(self):
+            raise RuntimeError("the port is taken")
+
+    reports = []
+    try:
+        Supervisor.start(SupFlags(), [ChildSpec("bad", Bad.start)], reporter=reports.append)
+    except StartError as exc:
+        print("error:", exc.reason)
+    print("report:", [r.reason for r in reports if r.event == "start_error"][0])
+""")
+
+
+def test_a_child_failing_in_on_start_keeps_its_reason_without_log_capture() -> None:
+    # In a plain process nothing keeps the dead actor alive (pytest's log capture holds the
+    # traceback, and with it the actor): the reason must come from the recorded exit.
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    done = subprocess.run([sys.executable, "-c", _FAILS_IN_ON_START], env=env, cwd=repo,
+                          capture_output=True, text=True, timeout=30, check=True)
+    assert done.stdout.splitlines() == [
+        "error: RuntimeError: the port is taken",
+        "report: RuntimeError: the port is taken",
+    ]

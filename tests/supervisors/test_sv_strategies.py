@@ -9,8 +9,16 @@ import pykka
 import pytest
 from sv_helpers import Crash, Journal, Recorder, Worker, dead, ref_of, wait_until, worker
 
-from supervisors import ChildSpec, SupFlags, wait_exit, which_children
-from supervisors.messages import RetryRestart, TerminateChild
+from supervisors import (
+    Backoff,
+    ChildSpec,
+    SupFlags,
+    restart_child,
+    terminate_child,
+    wait_exit,
+    which_children,
+)
+from supervisors.messages import RestartDue, TerminateChild, WhichChildren
 
 StartSup = Callable[..., pykka.ActorRef[Any]]
 
@@ -130,15 +138,19 @@ def test_a_replacement_that_fails_to_start_is_retried_within_intensity(
     wait_until(lambda: which_children(sup)[0].status == "running")
 
 
-def test_a_group_restart_goes_on_when_its_failed_child_is_terminated_meanwhile(
+def test_a_failed_restart_leaves_the_rest_undefined_and_terminating_it_leaves_them_stopped(
     start_sup: StartSup, journal: Journal, recorder: Recorder
 ) -> None:
+    # OTP: in a rest_for_one restart whose child fails to start, the later siblings are
+    # undefined (not restarting); terminate_child of the failing child leaves them stopped.
     sup_box: list[pykka.ActorRef[Any]] = []
     calls: list[int] = []
+    during: list[pykka.Future[Any]] = []
 
     def b_start() -> pykka.ActorRef[Any]:
         calls.append(1)
-        if len(calls) == 2:  # the replacement: queue a terminate_child, then fail to start
+        if len(calls) == 2:  # the replacement: queue a look and a terminate_child, then fail
+            during.append(sup_box[0].ask(WhichChildren(), block=False))
             sup_box[0].tell(TerminateChild("B"))
             raise Crash("no", reason="no_restart")
         return Worker.start(name="B", journal=journal)
@@ -147,18 +159,40 @@ def test_a_group_restart_goes_on_when_its_failed_child_is_terminated_meanwhile(
     sup = start_sup(children, SupFlags("rest_for_one", intensity=5))
     sup_box.append(sup)
     ref_of(sup, "B").tell(Crash())
-    recorder.wait("child_restarted", "C")
-    assert [(i.id, i.status) for i in which_children(sup)] == [
-        ("A", "running"), ("B", "undefined"), ("C", "running"),
+    recorder.wait("start_error", "B")
+    looping = during[0].get(timeout=5)
+    assert [(i.id, i.status) for i in looping] == [
+        ("A", "running"), ("B", "restarting"), ("C", "undefined"),
     ]  # fmt: skip
-    assert [r.child for r in recorder.events("start_error")] == ["B"]
+    which_children(sup)  # the retry was queued before this ask: it has run after it
+    assert [(i.id, i.status) for i in which_children(sup)] == [
+        ("A", "running"), ("B", "undefined"), ("C", "undefined"),
+    ]  # fmt: skip
+    assert len(calls) == 2 and recorder.events("child_restarted") == []
+    assert journal.of("start").count("C") == 1  # never started again
+
+
+def test_terminating_the_crashed_child_during_its_backoff_leaves_its_group_stopped(
+    start_sup: StartSup, journal: Journal, recorder: Recorder
+) -> None:
+    slow = Backoff(base=30.0, cap=30.0, jitter=0.0)
+    children = [worker("A", journal), worker("B", journal, backoff=slow), worker("C", journal)]
+    sup = start_sup(children, SupFlags("rest_for_one", intensity=5))
+    ref_of(sup, "B").tell(Crash())
+    recorder.wait("backoff", "B")
+    assert [i.status for i in which_children(sup)] == ["running", "restarting", "restarting"]
+    terminate_child(sup, "B")
+    assert [(i.id, i.status) for i in which_children(sup)] == [
+        ("A", "running"), ("B", "undefined"), ("C", "undefined"),
+    ]  # fmt: skip
+    assert restart_child(sup, "C") is not None  # stopped, not waiting: it can be restarted
 
 
 def test_a_crashing_supervisor_still_stops_its_children(
     start_sup: StartSup, journal: Journal, recorder: Recorder
 ) -> None:
     sup = start_sup([worker("A", journal)])
-    sup.tell(RetryRestart("A", "x", None))  # type: ignore[arg-type]  # a bug: crashes it
+    sup.tell(RestartDue(None, 1))  # type: ignore[arg-type]  # a bug: crashes it
     exit_ = wait_exit(sup, timeout=5)
     assert exit_ is not None and exit_.reason.startswith("TypeError")
     assert journal.of("stop") == ["A"]
