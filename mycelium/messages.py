@@ -380,14 +380,15 @@ class Drain:
 # --------------------------------------------------------------------------- wire form
 
 REPORTS: frozenset[type[Any]] = frozenset({
-    AgentSync, AppFailed, AppRestarted, ClaimSlot, ClaimSwitch, DeregisterEndpoint,
-    EndpointsChanged, InstanceStatus, PlanChanged, PlansSynced, RegisterEndpoint, ReleaseSlot,
-    ReleaseSwitch, RolloutFailed, SlotDeclined, SlotReply, Tick,
+    AgentSync, DeregisterEndpoint, EndpointsChanged, InstanceStatus, PlanChanged, PlansSynced,
+    RegisterEndpoint, ReleaseSlot,
 })
-"""Messages only the mesh's own actors send: facts about what they run (an instance's
-endpoint and state, an agent's apps and slots, a rollout's failure), the fabric's pushes, and
-timers. Told from outside, a well-typed one would still be a lie the mesh acts on (a forged
-``RegisterEndpoint`` routes users to a dead port), so the control socket refuses them."""
+"""Messages that state what exists — an instance's endpoint and state, an agent's apps and
+slots, the fabric's plans and routing table pushed to agents and the edge — which only the
+mesh's own actors may send. Told from outside, even a well-typed one is a lie the mesh acts on
+(a forged ``RegisterEndpoint`` routes users to a dead port), so the control socket refuses
+them. Requests, queries, commands and events the mesh then acts on itself (``ClaimSwitch``,
+``IsRouted``, ``RolloutFailed``, ``Crash`` …) stay open to the REPL."""
 
 # Every class above is on the wire: the control socket, etcd and the fabric's store carry them.
 # Private messages an actor sends itself (``_Spawned`` in the instance, ``_Remote`` in the

@@ -23,7 +23,8 @@ from typing import Any
 
 from mycelium.errors import BadInput
 
-__all__ = ["WireError", "decode_message", "from_wire", "message_types", "register", "to_wire"]
+__all__ = ["WIRE", "Codec", "WireError", "decode_message", "from_wire", "message_types",
+           "register", "to_wire"]
 
 Check = Callable[[Any, str], Any]
 """Checks one wire value (``where`` names it in errors) and returns its Python value."""
@@ -37,30 +38,111 @@ class WireError(BadInput, ValueError):
     """
 
 
-_REGISTRY: dict[str, type[Any]] = {}
-_DECODERS: dict[type[Any], Callable[[Mapping[str, Any]], Any]] = {}
+class Codec:
+    """A registry of message classes by name, with their cached decoders.
 
-
-def register(*classes: type[Any]) -> None:
-    """Put message dataclasses on the wire (by class name).
-
-    Raises:
-        TypeError: not a dataclass, a field named ``type``, or another class of the same name.
+    The mesh uses one (:data:`WIRE`, whose methods this module's functions are); a test can
+    make its own without touching the mesh's.
     """
-    for cls in classes:
-        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-            raise TypeError(f"{cls!r} is not a dataclass")
-        if any(f.name == "type" for f in dataclasses.fields(cls)):
-            raise TypeError(f"{cls.__name__}: a field named 'type' would hide the wire tag")
-        known = _REGISTRY.get(cls.__name__)
-        if known is not None and known is not cls:
-            raise TypeError(f"two message classes are named {cls.__name__}")
-        _REGISTRY[cls.__name__] = cls
+
+    def __init__(self) -> None:
+        self._registry: dict[str, type[Any]] = {}
+        self._decoders: dict[type[Any], Callable[[Mapping[str, Any]], Any]] = {}
+
+    def register(self, *classes: type[Any]) -> None:
+        """Put message dataclasses on the wire (by class name).
+
+        Raises:
+            TypeError: not a dataclass, a field named ``type``, or another class of the same
+                name.
+        """
+        for cls in classes:
+            if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+                raise TypeError(f"{cls!r} is not a dataclass")
+            if any(f.name == "type" for f in dataclasses.fields(cls)):
+                raise TypeError(f"{cls.__name__}: a field named 'type' would hide the wire tag")
+            known = self._registry.get(cls.__name__)
+            if known is not None and known is not cls:
+                raise TypeError(f"two message classes are named {cls.__name__}")
+            self._registry[cls.__name__] = cls
+
+    def message_types(self) -> dict[str, type[Any]]:
+        """Every message class on the wire, by name (what ``msg`` offers in the REPL)."""
+        return dict(self._registry)
+
+    def decode_message(self, data: Any) -> Any:
+        """Exactly one message: ``data`` must be a registered message's wire form.
+
+        Raises:
+            WireError: not a message, an unknown type, or fields that do not fit it.
+        """
+        if not isinstance(data, dict) or "type" not in data:
+            raise WireError('a message is an object {"type": "<MessageClass>", ...fields}')
+        cls = self._registry.get(data["type"]) if isinstance(data["type"], str) else None
+        if cls is None:
+            raise WireError(f"unknown message type {data['type']!r}")
+        return self.decoder(cls)(data)
+
+    def from_wire(self, data: Any) -> Any:
+        """The inverse of :func:`to_wire` for a message, a list of them, or plain data.
+
+        A dict with a ``type`` is decoded (and checked) as that message; a list element by
+        element; anything else (a plain answer such as a status document) is returned as it
+        is.
+
+        Raises:
+            WireError: a message of an unknown type or with fields that do not fit it.
+        """
+        if isinstance(data, dict) and "type" in data:
+            return self.decode_message(data)
+        if isinstance(data, list):
+            return [self.from_wire(x) for x in data]
+        return data
+
+    def decoder(self, cls: type[Any]) -> Callable[[Mapping[str, Any]], Any]:
+        """The cached decoder of one message class (built on its first use).
+
+        Raises:
+            TypeError: a field's annotation the wire cannot carry.
+        """
+        decoder = self._decoders.get(cls)
+        if decoder is None:
+            decoder = self._decoders[cls] = self._build_decoder(cls)
+        return decoder
+
+    def _build_decoder(self, cls: type[Any]) -> Callable[[Mapping[str, Any]], Any]:
+        hints = typing.get_type_hints(cls)
+        name = cls.__name__
+        fields = [(f.name, _check_for(hints[f.name], f"{name}.{f.name}", self),
+                   f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING)
+                  for f in dataclasses.fields(cls)]
+        allowed = {f for f, _, _ in fields} | {"type"}
+
+        def decode(data: Mapping[str, Any]) -> Any:
+            if data.get("type") != name:
+                raise WireError(f"expected a {name}, got type {data.get('type')!r}")
+            unknown = [k for k in data if k not in allowed]
+            if unknown:
+                raise WireError(f"{name}: unknown fields {sorted(map(str, unknown))}")
+            kwargs: dict[str, Any] = {}
+            for field, check, required in fields:
+                if field in data:
+                    kwargs[field] = check(data[field], f"{name}.{field}")
+                elif required:
+                    raise WireError(f"{name}: missing field {field!r}")
+            return cls(**kwargs)
+
+        return decode
 
 
-def message_types() -> dict[str, type[Any]]:
-    """Every message class on the wire, by name (what ``msg`` offers in the REPL)."""
-    return dict(_REGISTRY)
+WIRE = Codec()
+"""The mesh's codec: :mod:`mycelium.messages` registers every message class with it."""
+
+register = WIRE.register
+message_types = WIRE.message_types
+decode_message = WIRE.decode_message
+from_wire = WIRE.from_wire
 
 
 def to_wire(obj: Any) -> Any:
@@ -80,70 +162,7 @@ def to_wire(obj: Any) -> Any:
     return obj
 
 
-def decode_message(data: Any) -> Any:
-    """Exactly one message: ``data`` must be a registered message's wire form.
-
-    Raises:
-        WireError: not a message, an unknown type, or fields that do not fit it.
-    """
-    if not isinstance(data, dict) or "type" not in data:
-        raise WireError('a message is an object {"type": "<MessageClass>", ...fields}')
-    cls = _REGISTRY.get(data["type"]) if isinstance(data["type"], str) else None
-    if cls is None:
-        raise WireError(f"unknown message type {data['type']!r}")
-    return _decoder(cls)(data)
-
-
-def from_wire(data: Any) -> Any:
-    """The inverse of :func:`to_wire` for a message, a list of them, or plain data.
-
-    A dict with a ``type`` is decoded (and checked) as that message; a list element by
-    element; anything else (a plain answer such as a status document) is returned as it is.
-
-    Raises:
-        WireError: a message of an unknown type or with fields that do not fit it.
-    """
-    if isinstance(data, dict) and "type" in data:
-        return decode_message(data)
-    if isinstance(data, list):
-        return [from_wire(x) for x in data]
-    return data
-
-
 # --------------------------------------------------------------------------- the checks
-
-
-def _decoder(cls: type[Any]) -> Callable[[Mapping[str, Any]], Any]:
-    """The cached decoder of one message class (built on its first use)."""
-    decoder = _DECODERS.get(cls)
-    if decoder is None:
-        decoder = _DECODERS[cls] = _build_decoder(cls)
-    return decoder
-
-
-def _build_decoder(cls: type[Any]) -> Callable[[Mapping[str, Any]], Any]:
-    hints = typing.get_type_hints(cls)
-    name = cls.__name__
-    fields = [(f.name, _check_for(hints[f.name], f"{name}.{f.name}"),
-               f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-              for f in dataclasses.fields(cls)]
-    allowed = {f for f, _, _ in fields} | {"type"}
-
-    def decode(data: Mapping[str, Any]) -> Any:
-        if data.get("type") != name:
-            raise WireError(f"expected a {name}, got type {data.get('type')!r}")
-        unknown = [k for k in data if k not in allowed]
-        if unknown:
-            raise WireError(f"{name}: unknown fields {sorted(map(str, unknown))}")
-        kwargs: dict[str, Any] = {}
-        for field, check, required in fields:
-            if field in data:
-                kwargs[field] = check(data[field], f"{name}.{field}")
-            elif required:
-                raise WireError(f"{name}: missing field {field!r}")
-        return cls(**kwargs)
-
-    return decode
 
 
 def _describe(value: Any) -> str:
@@ -154,7 +173,7 @@ def _fail(where: str, want: str, value: Any) -> WireError:
     return WireError(f"{where}: expected {want}, got {_describe(value)}")
 
 
-def _check_for(hint: Any, where: str) -> Check:
+def _check_for(hint: Any, where: str, codec: Codec) -> Check:
     """Build the check of one annotation.
 
     Raises:
@@ -162,7 +181,7 @@ def _check_for(hint: Any, where: str) -> Check:
             and by the test that decodes every registered class).
     """
     if hint is Any:
-        return lambda v, _w: from_wire(v)
+        return lambda v, _w: codec.from_wire(v)
     if hint is None or hint is type(None):
         return _exact(type(None), "null")
     if hint is bool:
@@ -174,18 +193,18 @@ def _check_for(hint: Any, where: str) -> Check:
     if hint is float:
         return _float
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return _nested(hint)
+        return _nested(hint, codec)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Union or origin is types.UnionType:
-        return _union(args, where)
+        return _union(args, where, codec)
     if origin is typing.Literal:
         return _literal(args)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
-            return _tuple_of(_check_for(args[0], where))
-        return _fixed_tuple([_check_for(a, where) for a in args])
+            return _tuple_of(_check_for(args[0], where, codec))
+        return _fixed_tuple([_check_for(a, where, codec) for a in args])
     if origin in (dict, Mapping):
-        return _mapping(_check_for(args[0], where), _check_for(args[1], where))
+        return _mapping(_check_for(args[0], where, codec), _check_for(args[1], where, codec))
     raise TypeError(f"{where}: the wire cannot carry values of type {hint!r}")
 
 
@@ -215,23 +234,23 @@ def _float(value: Any, where: str) -> float:
     raise _fail(where, "a number", value)
 
 
-def _nested(cls: type[Any]) -> Check:
+def _nested(cls: type[Any], codec: Codec) -> Check:
     def check(value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise _fail(where, f"a {cls.__name__}", value)
         try:
-            return _decoder(cls)(value)
+            return codec.decoder(cls)(value)
         except WireError as exc:
             raise WireError(f"{where}: {exc}") from None
     return check
 
 
-def _union(hints: tuple[Any, ...], where: str) -> Check:
+def _union(hints: tuple[Any, ...], where: str, codec: Codec) -> Check:
     """``X | Y``: a dict goes to the arm whose message class its ``type`` names (so that the
     nested message's own complaint is the error); any other value to the first arm it fits."""
-    nested = {h.__name__: _check_for(h, where) for h in hints
+    nested = {h.__name__: _check_for(h, where, codec) for h in hints
               if isinstance(h, type) and dataclasses.is_dataclass(h)}
-    plain = [_check_for(h, where) for h in hints if _name(h) not in nested]
+    plain = [_check_for(h, where, codec) for h in hints if _name(h) not in nested]
     want = " or ".join(_name(h) for h in hints)
 
     def check(value: Any, where: str) -> Any:
