@@ -190,12 +190,15 @@ class ControlServer:
         sel.register(self._wake_r, selectors.EVENT_READ)
         try:
             while not self._closed:
-                for key, _ in sel.select(self._next_timeout()):
-                    if key.fileobj is self._sock:
-                        self._accept(sel)
-                    elif key.fileobj is not self._wake_r:
-                        self._read(sel, key.fileobj)  # type: ignore[arg-type]  # our conns
-                self._expire(sel)
+                try:
+                    for key, _ in sel.select(self._next_timeout()):
+                        if key.fileobj is self._sock:
+                            self._accept(sel)
+                        elif key.fileobj is not self._wake_r:
+                            self._read(sel, key.fileobj)  # type: ignore[arg-type]  # a conn
+                    self._expire(sel)
+                except Exception:  # the socket must outlive any one connection's trouble
+                    log.exception("control socket: serving failed")
         finally:
             for conn in list(self._waiting):
                 self._drop(sel, conn, None)
@@ -235,7 +238,9 @@ class ControlServer:
             sel.register(conn, selectors.EVENT_READ)
 
     def _read(self, sel: selectors.BaseSelector, conn: socket.socket) -> None:
-        waiting = self._waiting[conn]
+        waiting = self._waiting.get(conn)
+        if waiting is None:  # dropped earlier in the same round of events
+            return
         try:
             data = conn.recv(65536)
         except (BlockingIOError, InterruptedError):
