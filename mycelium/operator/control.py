@@ -31,7 +31,12 @@ from mycelium._logger import get_logger
 from mycelium.errors import MyceliumError
 from mycelium.messages import REPORTS, Crash, CrashRequested, GetInfo, decode_message, to_wire
 from mycelium.operator.client import ControlClient, ControlError, NoMesh, encode_line
-from mycelium.operator.control_server import IDLE_TIMEOUT, MAX_CONNECTIONS, ControlServer
+from mycelium.operator.control_server import (
+    IDLE_TIMEOUT,
+    MAX_CONNECTIONS,
+    ControlServer,
+    check_limits,
+)
 from supervisors import SupervisedActor
 
 if TYPE_CHECKING:  # only annotated: the mesh passes its Names in
@@ -56,16 +61,21 @@ class ControlActor(SupervisedActor):
         ops: The mesh's own operations by name.
         max_connections: Open connections at most; also the worker threads at most.
         idle_timeout: Seconds a connection may take to send its request line.
+
+    Raises:
+        ValueError: a limit that is not positive (when the actor is made, before any bind).
     """
 
     def __init__(self, names: Names, path: Path, ops: Mapping[str, Op], *,
                  max_connections: int = MAX_CONNECTIONS,
                  idle_timeout: float = IDLE_TIMEOUT) -> None:
         super().__init__()
+        check_limits(max_connections, idle_timeout)
         self._names = names
         self._path = path
         self._ops = dict(ops)
-        self._limits = {"max_connections": max_connections, "idle_timeout": idle_timeout}
+        self._max_connections = max_connections
+        self._idle_timeout = idle_timeout
         self._server: ControlServer | None = None
 
     def on_start(self) -> None:
@@ -77,8 +87,8 @@ class ControlActor(SupervisedActor):
         os.chmod(self._path, 0o600)
         sock.listen(128)
         self._server = ControlServer(sock, self.handle_line,
-                                     max_connections=int(self._limits["max_connections"]),
-                                     idle_timeout=float(self._limits["idle_timeout"]))
+                                     max_connections=self._max_connections,
+                                     idle_timeout=self._idle_timeout)
         self._names.register("control", self.actor_ref)
         self._server.start()
 
@@ -110,7 +120,8 @@ class ControlActor(SupervisedActor):
             case GetInfo():
                 server = self._server
                 return {"name": "control", "socket": str(self._path), "ops": sorted(self._ops),
-                        **self._limits,
+                        "max_connections": self._max_connections,
+                        "idle_timeout": self._idle_timeout,
                         "connections": 0 if server is None else server.connections(),
                         "threads": 0 if server is None else server.threads()}
         return None

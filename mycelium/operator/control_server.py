@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from mycelium._logger import get_logger
 from mycelium.operator.client import MAX_LINE, encode_line
 
-__all__ = ["IDLE_TIMEOUT", "MAX_CONNECTIONS", "ControlServer"]
+__all__ = ["IDLE_TIMEOUT", "MAX_CONNECTIONS", "ControlServer", "check_limits"]
 
 log = get_logger(__name__)
 
@@ -49,6 +49,17 @@ WORKER_IDLE = 60.0
 
 Handler = Callable[[bytes], bytes]
 """Turns one request line (without its newline) into one reply line (without its newline)."""
+
+
+def check_limits(max_connections: int, idle_timeout: float) -> None:
+    """Refuse limits the server cannot work with.
+
+    Raises:
+        ValueError: ``max_connections`` below 1 or ``idle_timeout`` not above 0.
+    """
+    if max_connections < 1 or not idle_timeout > 0:
+        raise ValueError(f"the control socket needs max_connections >= 1 and idle_timeout > 0 "
+                         f"(got {max_connections} and {idle_timeout})")
 
 
 def _refusal(error: str) -> bytes:
@@ -142,9 +153,7 @@ class ControlServer:
     def __init__(self, sock: socket.socket, handle: Handler, *,
                  max_connections: int = MAX_CONNECTIONS,
                  idle_timeout: float = IDLE_TIMEOUT) -> None:
-        if max_connections < 1 or not idle_timeout > 0:
-            raise ValueError("the control socket needs max_connections >= 1 and "
-                             "idle_timeout > 0")
+        check_limits(max_connections, idle_timeout)
         self._sock = sock
         self._handle = handle
         self._max = max_connections

@@ -188,11 +188,14 @@ def test_a_connection_that_sends_no_request_line_is_closed_after_the_idle_timeou
     assert "probe" in ctl.client.request("names")
 
 
-def test_the_limits_must_be_positive() -> None:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        for limits in ({"max_connections": 0}, {"idle_timeout": 0.0}):
-            with pytest.raises(ValueError, match="max_connections >= 1"):
-                ControlServer(sock, lambda line: line, **limits)
+def test_the_limits_must_be_positive(tmp_path: Path) -> None:
+    for limits in ({"max_connections": 0}, {"idle_timeout": 0.0}):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, \
+                pytest.raises(ValueError, match="max_connections >= 1"):
+            ControlServer(sock, lambda line: line, **limits)
+        with pytest.raises(ValueError, match="max_connections >= 1"):
+            ControlActor(Names(), tmp_path / "control.sock", {}, **limits)
+        assert not (tmp_path / "control.sock").exists()
 
 
 @pytest.mark.parametrize(("msg", "complaint", "code"), [
