@@ -121,7 +121,7 @@ class Codec:
 
         def decode(data: Mapping[str, Any]) -> Any:
             if data.get("type") != name:
-                raise WireError(f"expected a {name}, got type {data.get('type')!r}")
+                raise WireError(f"expected {name}, got type {data.get('type')!r}")
             unknown = [k for k in data if k not in allowed]
             if unknown:
                 raise WireError(f"{name}: unknown fields {sorted(map(str, unknown))}")
@@ -237,7 +237,7 @@ def _float(value: Any, where: str) -> float:
 def _nested(cls: type[Any], codec: Codec) -> Check:
     def check(value: Any, where: str) -> Any:
         if not isinstance(value, dict):
-            raise _fail(where, f"a {cls.__name__}", value)
+            raise _fail(where, cls.__name__, value)
         try:
             return codec.decoder(cls)(value)
         except WireError as exc:

@@ -27,11 +27,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from mycelium._logger import get_logger
-from mycelium.operator.client import MAX_LINE, encode_line
+from mycelium.operator.client import encode_line
 
-__all__ = ["IDLE_TIMEOUT", "MAX_CONNECTIONS", "ControlServer", "check_limits"]
+__all__ = ["IDLE_TIMEOUT", "MAX_CONNECTIONS", "MAX_REQUEST", "ControlServer", "admission",
+           "check_limits"]
 
 log = get_logger(__name__)
 
@@ -40,6 +42,11 @@ MAX_CONNECTIONS = 64
 
 IDLE_TIMEOUT = 10.0
 """Default seconds a control connection may take to send its request line."""
+
+MAX_REQUEST = 1024 * 1024
+"""The longest request line (bytes): the waiting connections' buffers stay within
+``max_connections`` times this. Requests are small; replies may be longer (the client reads up to
+:data:`mycelium.operator.client.MAX_LINE`)."""
 
 SEND_TIMEOUT = 10.0
 """Seconds a worker waits for a client that does not read its reply."""
@@ -60,6 +67,26 @@ def check_limits(max_connections: int, idle_timeout: float) -> None:
     if max_connections < 1 or not idle_timeout > 0:
         raise ValueError(f"the control socket needs max_connections >= 1 and idle_timeout > 0 "
                          f"(got {max_connections} and {idle_timeout})")
+
+
+Admission = Literal["admit", "evict-oldest", "refuse"]
+
+
+def admission(waiting: int, busy: int, limit: int) -> Admission:
+    """What a new connection gets, given the open ones (pure: the selector applies it).
+
+    Args:
+        waiting: Open connections whose request line is not complete yet.
+        busy: Open connections a worker is serving.
+        limit: The most open connections.
+
+    Returns:
+        ``admit`` below the limit; at it, ``evict-oldest`` (the oldest waiting connection
+        gives its place) while any connection waits, else ``refuse``.
+    """
+    if waiting + busy < limit:
+        return "admit"
+    return "evict-oldest" if waiting else "refuse"
 
 
 def _refusal(error: str) -> bytes:
@@ -231,12 +258,12 @@ class ControlServer:
                 log.warning("control socket: accept failed", exc_info=True)
                 return
             with self._lock:
-                full = len(self._waiting) + self._busy >= self._max
-            if full and self._waiting:
+                decision = admission(len(self._waiting), self._busy, self._max)
+            if decision == "evict-oldest":
                 oldest = next(iter(self._waiting))
                 self._drop(sel, oldest, "too many control connections: this one sent no "
                                         "request and gave its place to a newer one")
-            elif full:
+            elif decision == "refuse":
                 _send_and_close(conn, _refusal(
                     f"the control socket serves {self._max} connections at most; try again"))
                 continue
@@ -263,9 +290,9 @@ class ControlServer:
         waiting.buf += data
         end = waiting.buf.find(b"\n", start)
         if end < 0:
-            if len(waiting.buf) > MAX_LINE:
-                self._drop(sel, conn, f"a control request is one line of {MAX_LINE} bytes "
-                                      f"at most")
+            if len(waiting.buf) > MAX_REQUEST:
+                self._drop(sel, conn, f"a control request is one line of {MAX_REQUEST} "
+                                      f"bytes at most")
             return
         sel.unregister(conn)
         line = bytes(waiting.buf[:end])

@@ -22,13 +22,15 @@ from typing import Any
 import orjson
 import pykka
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mycelium.fabric.names import Names
 from mycelium.home import Home
 from mycelium.messages import GetInfo, Tick, to_wire
 from mycelium.operator.client import ControlClient, ControlError
 from mycelium.operator.control import ControlActor
-from mycelium.operator.control_server import ControlServer
+from mycelium.operator.control_server import MAX_REQUEST, ControlServer, admission
 
 
 class Recorder(pykka.ThreadingActor):
@@ -185,6 +187,26 @@ def test_a_connection_that_sends_no_request_line_is_closed_after_the_idle_timeou
         reply = _reply(sock)  # blocks until the server gives up on it (10 s socket timeout)
     assert reply == {"ok": False, "error": "no request within 0.2s: closed", "exit_code": 1}
     assert ctl.info()["connections"] == 0
+    assert "probe" in ctl.client.request("names")
+
+
+@given(waiting=st.integers(0, 50), busy=st.integers(0, 50), limit=st.integers(1, 60))
+def test_admission_keeps_the_open_connections_within_the_limit(
+        waiting: int, busy: int, limit: int) -> None:
+    decision = admission(waiting, busy, limit)
+    if waiting + busy < limit:
+        assert decision == "admit"
+    else:  # at (or, after a lower limit, above) the cap: the newcomer never adds one
+        assert decision == ("evict-oldest" if waiting else "refuse")
+
+
+def test_a_request_line_longer_than_the_limit_is_refused(
+        control_factory: Callable[..., Control]) -> None:
+    ctl = control_factory()
+    with ctl.connect() as sock:
+        sock.sendall(b"x" * (MAX_REQUEST + 1))
+        reply = _reply(sock)
+    assert "bytes at most" in reply["error"]
     assert "probe" in ctl.client.request("names")
 
 

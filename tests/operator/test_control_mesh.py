@@ -130,7 +130,7 @@ def test_a_forged_register_endpoint_never_reaches_the_routes(mesh: Mesh) -> None
     assert "RegisterEndpoint is sent only by the mesh's own actors" in str(error)
     assert error.exit_code == 2
     mistyped = {**to_wire(forged), "instance": FORGED_URL}
-    assert "expected a InstanceInfo, got str" in str(_refused(mesh, "tell", "fabric", mistyped))
+    assert "expected InstanceInfo, got str" in str(_refused(mesh, "tell", "fabric", mistyped))
     _still_serving(mesh, urls)
     assert mesh.client.ask("edge", IsRouted(FORGED_URL)) is False
     assert mesh.client.ask("edge", IsRouted(urls[0])) is True
