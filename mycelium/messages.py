@@ -1,27 +1,30 @@
 """Every message exchanged between the mesh's actors.
 
-Messages are data (STYLE §7): frozen, slotted dataclasses that never carry a mutable object
+Messages are data: frozen, slotted dataclasses that never carry a mutable object
 another actor keeps. The same messages cross the control socket, so each one serialises to a
-plain dict with :func:`to_wire` and comes back with :func:`from_wire` (a registry by class name).
-That is what lets ``mycelium repl`` tell or ask any actor anything by name.
+plain dict with :func:`to_wire` and comes back, checked field by field against its annotations,
+with :func:`from_wire` (the codec lives in :mod:`mycelium.wire`; every class here is
+registered with it). That is what lets ``mycelium repl`` tell or ask an actor by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass
 from typing import Any
 
 from mycelium.defaults import DeployDefaults
+from mycelium.wire import WireError, decode_message, from_wire, message_types, register, to_wire
 
 __all__ = [
+    "REPORTS",
     "AgentSync",
     "AppFailed",
     "AppRestarted",
     "AppRoute",
     "Budget",
     "ClaimSlot",
+    "ClaimSwitch",
     "Crash",
     "CrashRequested",
     "DeregisterEndpoint",
@@ -34,12 +37,14 @@ __all__ = [
     "GetStatus",
     "InstanceInfo",
     "InstanceStatus",
+    "IsRouted",
     "Plan",
     "PlanChanged",
     "PlansSynced",
     "PublishPlan",
     "RegisterEndpoint",
     "ReleaseSlot",
+    "ReleaseSwitch",
     "Resync",
     "RolloutFailed",
     "SetBudget",
@@ -48,6 +53,8 @@ __all__ = [
     "StopApp",
     "SyncRequest",
     "Tick",
+    "WireError",
+    "decode_message",
     "from_wire",
     "message_types",
     "to_wire",
@@ -55,7 +62,8 @@ __all__ = [
 
 
 class CrashRequested(Exception):
-    """Raised by an actor that received :class:`Crash`: a failure on purpose (SPEC §8)."""
+    """Raised by an actor that received :class:`Crash`: a failure on purpose (the REPL's way
+    to watch a supervisor react)."""
 
     reason = "crash requested"
 
@@ -282,7 +290,7 @@ class RolloutFailed:
 
 @dataclass(frozen=True, slots=True)
 class GetStatus:
-    """Ask the fabric for SPEC §6's status document (optionally one app)."""
+    """Ask the fabric for the ``status --json`` document (optionally one app)."""
 
     app: str | None = None
 
@@ -290,6 +298,26 @@ class GetStatus:
 @dataclass(frozen=True, slots=True)
 class GetPlans:
     """Ask the fabric for every plan and budget."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimSwitch:
+    """Ask the fabric whether ``node`` may start switching ``app`` (answer: bool).
+
+    Blue/green's bounded parallelism: see :class:`mycelium.fabric.switch.SwitchGate`.
+    """
+
+    app: str
+    node: str
+    lease: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseSwitch:
+    """``node`` finished switching ``app`` (its blue is gone) or dropped the app."""
+
+    app: str
+    node: str
 
 
 # --------------------------------------------------------------------------- from the fabric
@@ -324,6 +352,19 @@ class FabricRestarted:
     """A restarted fabric asks agents to re-sync (AgentSync + instance reports)."""
 
 
+# --------------------------------------------------------------------------- to the edge
+
+
+@dataclass(frozen=True, slots=True)
+class IsRouted:
+    """Ask the edge whether its applied routing table still holds ``url`` (answer: bool).
+
+    A draining instance waits for ``False`` before its in-flight requests get their grace.
+    """
+
+    url: str
+
+
 # --------------------------------------------------------------------------- to instances
 
 
@@ -337,75 +378,22 @@ class Drain:
     """Leave the routes now and go Draining; termination follows from the supervisor."""
 
 
-# --------------------------------------------------------------------------- wire format
+# --------------------------------------------------------------------------- wire form
 
-_REGISTRY: dict[str, type[Any]] = {}
-_HINTS: dict[str, dict[str, Any]] = {}
+REPORTS: frozenset[type[Any]] = frozenset({
+    AgentSync, DeregisterEndpoint, EndpointsChanged, InstanceStatus, PlanChanged, PlansSynced,
+    RegisterEndpoint, ReleaseSlot,
+})
+"""Messages that state what exists — an instance's endpoint and state, an agent's apps and
+slots, the fabric's plans and routing table pushed to agents and the edge — which only the
+mesh's own actors may send. Told from outside, even a well-typed one is a lie the mesh acts on
+(a forged ``RegisterEndpoint`` routes users to a dead port), so the control socket refuses
+them. Requests, queries, commands and events the mesh then acts on itself (``ClaimSwitch``,
+``IsRouted``, ``RolloutFailed``, ``Crash`` …) stay open to the REPL."""
 
-
-def _register() -> None:
-    for name in __all__:
-        obj = globals()[name]
-        if isinstance(obj, type) and dataclasses.is_dataclass(obj):
-            _REGISTRY[name] = obj
-
-
-def message_types() -> dict[str, type[Any]]:
-    """Every message class by name (what ``msg`` offers in the REPL)."""
-    return dict(_REGISTRY)
-
-
-def to_wire(obj: Any) -> Any:
-    """A message as plain JSON-able data: ``{"type": "PublishPlan", ...fields}``."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out: dict[str, Any] = {"type": type(obj).__name__}
-        for f in dataclasses.fields(obj):
-            out[f.name] = to_wire(getattr(obj, f.name))
-        return out
-    if isinstance(obj, tuple | list):
-        return [to_wire(x) for x in obj]
-    if isinstance(obj, dict):
-        return {k: to_wire(v) for k, v in obj.items()}
-    return obj
-
-
-def _type_hints(cls: type[Any]) -> dict[str, Any]:
-    """A message class's resolved field types (resolving them on every decode is slow)."""
-    hints = _HINTS.get(cls.__name__)
-    if hints is None:
-        hints = _HINTS[cls.__name__] = typing.get_type_hints(cls)
-    return hints
-
-
-def from_wire(data: Any) -> Any:
-    """The inverse of :func:`to_wire`.
-
-    Raises:
-        ValueError: unknown message type or fields that do not fit it.
-    """
-    if isinstance(data, dict) and "type" in data:
-        cls = _REGISTRY.get(str(data["type"]))
-        if cls is None:
-            raise ValueError(f"unknown message type {data['type']!r}")
-        hints = _type_hints(cls)
-        kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in data:
-                continue
-            value = from_wire(data[f.name])
-            if isinstance(value, list) and "tuple" in str(hints.get(f.name, "")):
-                value = tuple(value)
-            kwargs[f.name] = value
-        unknown = set(data) - {"type"} - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"{data['type']}: unknown fields {sorted(unknown)}")
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:
-            raise ValueError(f"{data['type']}: {exc}") from exc
-    if isinstance(data, list):
-        return [from_wire(x) for x in data]
-    return data
-
-
-_register()
+# Every class above is on the wire: the control socket, etcd and the fabric's store carry them.
+# Private messages an actor sends itself (``_Spawned`` in the instance, ``_Remote`` in the
+# cluster fabric …) and the supervisors' own messages stay off it: they carry live objects
+# (a workload handle, etcd events, child specs, actor refs) that mean nothing elsewhere.
+register(*(globals()[name] for name in __all__ if isinstance(globals()[name], type)
+           and dataclasses.is_dataclass(globals()[name])))

@@ -55,6 +55,8 @@ __all__ = ["ClusterFabric", "SharedStore"]
 log = get_logger(__name__)
 
 
+# Private messages of the actor to itself (from its watch thread), off the wire on purpose:
+# they carry etcd events, which no one outside this process may forge.
 @dataclass(frozen=True, slots=True)
 class _Remote:
     """A batch of etcd watch events (from the watch thread to the actor)."""

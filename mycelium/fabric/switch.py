@@ -9,36 +9,9 @@ its view) loses the switch after ``lease`` seconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from mycelium.messages import ClaimSwitch, IsRouted, ReleaseSwitch  # kept importable from here
 
 __all__ = ["ClaimSwitch", "IsRouted", "ReleaseSwitch", "SwitchGate"]
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimSwitch:
-    """Ask the fabric whether ``node`` may start switching ``app`` (answer: bool)."""
-
-    app: str
-    node: str
-    lease: float = 120.0
-
-
-@dataclass(frozen=True, slots=True)
-class ReleaseSwitch:
-    """``node`` finished switching ``app`` (its blue is gone) or dropped the app."""
-
-    app: str
-    node: str
-
-
-@dataclass(frozen=True, slots=True)
-class IsRouted:
-    """Ask the edge whether its applied routing table still holds ``url`` (answer: bool).
-
-    A draining instance waits for ``False`` before its in-flight requests get their grace.
-    """
-
-    url: str
 
 
 class SwitchGate:

@@ -90,6 +90,8 @@ class _AppHere:
     wake: TimerHandle | None = None
 
 
+# Private messages of the agent to itself (from its supervisors' watchers), off the wire on
+# purpose: only this process knows when one of its children is gone.
 @dataclass(frozen=True, slots=True)
 class _ChildGone:
     app: str

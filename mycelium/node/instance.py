@@ -132,6 +132,8 @@ class InstanceSpec:
 
 
 # private messages of the actor to itself -----------------------------------------------------
+# Off the wire on purpose: they report what this actor's own threads saw of its workload (one
+# carries the live Workload handle); a message from outside must never pose as one.
 
 @dataclass(frozen=True, slots=True)
 class _Spawned:

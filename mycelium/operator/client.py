@@ -94,12 +94,11 @@ class ControlClient:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
-            try:
-                sock.connect(str(self.home.control_socket))
-            except (FileNotFoundError, ConnectionRefusedError):
-                raise NoMesh(f"no mesh running at {self.home.root} (start one with "
-                             f"`mycelium up --home {self.home.root}`)") from None
-            sock.sendall(request + b"\n")
+            self._connect(sock, timeout)
+            try:  # noqa: SIM105  (no contextlib: this module keeps the CLI's imports few)
+                sock.sendall(request + b"\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused at once (too many connections): its reason waits to be read
             with sock.makefile("rb") as rfile:
                 line = rfile.readline(MAX_LINE)
         except TimeoutError:
@@ -110,6 +109,28 @@ class ControlClient:
         if not line:
             raise ControlError("the mesh closed the control connection without answering", 1)
         return line
+
+    def _connect(self, sock: socket.socket, timeout: float) -> None:
+        """Connect, waiting while the socket's backlog is full (a busy mesh, not a gone one).
+
+        Raises:
+            NoMesh: nothing listens on the home's control socket.
+            TimeoutError: the backlog stayed full for ``timeout`` seconds.
+        """
+        import time  # only on this path's rare retry would it matter; it is cheap anyway
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                sock.connect(str(self.home.control_socket))
+                return
+            except (FileNotFoundError, ConnectionRefusedError):
+                raise NoMesh(f"no mesh running at {self.home.root} (start one with "
+                             f"`mycelium up --home {self.home.root}`)") from None
+            except BlockingIOError:  # a unix socket's full backlog, with a timeout set
+                if time.monotonic() >= deadline:
+                    raise TimeoutError from None
+                time.sleep(0.005)
 
     def request(self, op: str, timeout: float = 30.0, **fields: Any) -> Any:
         """Send one request and return its result.

@@ -3,16 +3,23 @@
 A unix socket ``<home>/control.sock`` (mode 0600, inside the 0700 home). One request per
 connection: a JSON line ``{"op": ..., ...}`` in, a JSON line ``{"ok": true, "result": ...}`` or
 ``{"ok": false, "error": "...", "exit_code": N}`` out. Two generic ops reach any actor by its
-registered name with any message of :mod:`mycelium.messages` — ``tell`` and ``ask`` — so a REPL
+registered name with a message of :mod:`mycelium.messages` — ``tell`` and ``ask`` — so a REPL
 needs nothing else; the mesh adds its own ops (``status``, ``deploy``, ``down`` …).
+
+Nothing from the socket reaches an actor unchecked: the message is decoded with every field
+checked against its annotation (:func:`mycelium.wire.decode_message`), and the messages only
+the mesh's own actors send (:data:`mycelium.messages.REPORTS`: an instance's endpoint, an
+agent's inventory …) are refused, since a well-typed forgery would still be a lie the mesh acts
+on. A refused request gets an error reply; the actor never sees it. The socket's connections
+and threads are bounded (:mod:`mycelium.operator.control_server`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,8 +29,14 @@ import pykka
 
 from mycelium._logger import get_logger
 from mycelium.errors import MyceliumError
-from mycelium.messages import Crash, CrashRequested, GetInfo, from_wire, to_wire
-from mycelium.operator.client import MAX_LINE, ControlClient, ControlError, NoMesh, encode_line
+from mycelium.messages import REPORTS, Crash, CrashRequested, GetInfo, decode_message, to_wire
+from mycelium.operator.client import ControlClient, ControlError, NoMesh, encode_line
+from mycelium.operator.control_server import (
+    IDLE_TIMEOUT,
+    MAX_CONNECTIONS,
+    ControlServer,
+    check_limits,
+)
 from supervisors import SupervisedActor
 
 if TYPE_CHECKING:  # only annotated: the mesh passes its Names in
@@ -35,22 +48,35 @@ log = get_logger(__name__)
 
 Op = Callable[[dict[str, Any]], Any]
 
+MAX_ASK_TIMEOUT = 300.0
+"""The longest ``ask_timeout`` a request may set (a worker thread waits that long at most)."""
+
 
 class ControlActor(SupervisedActor):
-    """The ``control`` worker: serves the control socket from an accept thread.
+    """The ``control`` worker: serves the control socket from its own threads.
 
     Args:
         names: The mesh's registered names (``tell``/``ask`` targets).
         path: The socket path.
         ops: The mesh's own operations by name.
+        max_connections: Open connections at most; also the worker threads at most.
+        idle_timeout: Seconds a connection may take to send its request line.
+
+    Raises:
+        ValueError: a limit that is not positive (when the actor is made, before any bind).
     """
 
-    def __init__(self, names: Names, path: Path, ops: Mapping[str, Op]) -> None:
+    def __init__(self, names: Names, path: Path, ops: Mapping[str, Op], *,
+                 max_connections: int = MAX_CONNECTIONS,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
         super().__init__()
+        check_limits(max_connections, idle_timeout)
         self._names = names
         self._path = path
         self._ops = dict(ops)
-        self._sock: socket.socket | None = None
+        self._max_connections = max_connections
+        self._idle_timeout = idle_timeout
+        self._server: ControlServer | None = None
 
     def on_start(self) -> None:
         """Bind the socket (replacing a stale one; the home's flock says it is ours)."""
@@ -60,10 +86,11 @@ class ControlActor(SupervisedActor):
         sock.bind(str(self._path))
         os.chmod(self._path, 0o600)
         sock.listen(128)
-        self._sock = sock
+        self._server = ControlServer(sock, self.handle_line,
+                                     max_connections=self._max_connections,
+                                     idle_timeout=self._idle_timeout)
         self._names.register("control", self.actor_ref)
-        threading.Thread(target=self._serve, args=(sock,), name="control-accept",
-                         daemon=True).start()
+        self._server.start()
 
     def on_stop(self) -> None:
         """Close the socket."""
@@ -75,11 +102,9 @@ class ControlActor(SupervisedActor):
 
     def _close(self) -> None:
         self._names.unregister("control", self.actor_ref)
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
             with contextlib.suppress(FileNotFoundError):
                 self._path.unlink()
 
@@ -93,59 +118,62 @@ class ControlActor(SupervisedActor):
             case Crash():
                 raise CrashRequested("crash requested")
             case GetInfo():
-                return {"name": "control", "socket": str(self._path), "ops": sorted(self._ops)}
+                server = self._server
+                return {"name": "control", "socket": str(self._path), "ops": sorted(self._ops),
+                        "max_connections": self._max_connections,
+                        "idle_timeout": self._idle_timeout,
+                        "connections": 0 if server is None else server.connections(),
+                        "threads": 0 if server is None else server.threads()}
         return None
 
     # -- serving ---------------------------------------------------------------------------
 
-    def _serve(self, sock: socket.socket) -> None:
-        while True:
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                return  # closed
-            threading.Thread(target=self._connection, args=(conn,), name="control-conn",
-                             daemon=True).start()
-
-    def _connection(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as rfile:
-            line = rfile.readline(MAX_LINE)
-            try:
-                request = orjson.loads(line)
-                if not isinstance(request, dict):
-                    raise ControlError("a request is a JSON object", 2)
-                reply = {"ok": True, "result": self.handle(request)}
-            except MyceliumError as exc:
-                reply = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
-            except pykka.Timeout:
-                reply = {"ok": False, "error": "the mesh did not answer in time", "exit_code": 1}
-            except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
-                reply = {"ok": False, "error": f"bad request: {exc}", "exit_code": 2}
-            except Exception as exc:
-                log.exception("control request failed")
-                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "exit_code": 1}
-            with contextlib.suppress(OSError):
-                conn.sendall(encode_line(reply) + b"\n")
+    def handle_line(self, line: bytes) -> bytes:
+        """One request line in, one reply line out (runs in a worker thread; never raises)."""
+        try:
+            request = orjson.loads(line)
+            if not isinstance(request, dict):
+                raise ControlError("a request is a JSON object", 2)
+            reply = {"ok": True, "result": self.handle(request)}
+        except MyceliumError as exc:
+            reply = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
+        except pykka.Timeout:
+            reply = {"ok": False, "error": "the mesh did not answer in time", "exit_code": 1}
+        except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+            reply = {"ok": False, "error": f"bad request: {exc}", "exit_code": 2}
+        except Exception as exc:
+            log.exception("control request failed")
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "exit_code": 1}
+        try:
+            return encode_line(reply)
+        except TypeError as exc:  # an op answered something that is not JSON-able
+            return encode_line({"ok": False, "error": f"unencodable reply: {exc}",
+                                "exit_code": 1})
 
     def handle(self, request: dict[str, Any]) -> Any:
-        """Serve one request (runs in a connection thread, never in the actor's mailbox).
+        """Serve one request (runs in a worker thread, never in the actor's mailbox).
 
         Raises:
-            ControlError: unknown op or actor name.
+            ControlError: unknown op or actor name, a message the socket does not accept.
+            WireError: a message whose fields do not fit its type.
         """
         op = request.get("op")
         if op in ("tell", "ask"):
-            name = str(request.get("to"))
+            name = request.get("to")
+            if not isinstance(name, str):
+                raise ControlError(f"{op}: 'to' must be an actor's name", 2)
+            message = decode_message(request.get("msg"))  # checked before any actor sees it
+            if type(message) in REPORTS:
+                raise ControlError(f"{type(message).__name__} is sent only by the mesh's own "
+                                   f"actors; the control socket does not accept it", 2)
             ref = self._names.get(name)
             if ref is None:
                 raise ControlError(f"no actor named {name!r} is running "
                                    f"(known: {', '.join(self._names.names())})", 1)
-            message = from_wire(request.get("msg"))
             if op == "tell":
                 ref.tell(message)
                 return None
-            timeout = float(request.get("ask_timeout", 5.0))
-            return to_wire(ref.ask(message, timeout=timeout))
+            return to_wire(ref.ask(message, timeout=_ask_timeout(request.get("ask_timeout"))))
         if op == "names":
             return self._names.names()
         if op == "info":
@@ -155,3 +183,18 @@ class ControlActor(SupervisedActor):
         if handler is None:
             raise ControlError(f"unknown control op {op!r}", 2)
         return handler(request)
+
+
+def _ask_timeout(value: Any) -> float:
+    """A request's ``ask_timeout`` (default 5 s), checked.
+
+    Raises:
+        ControlError: not a number in (0, :data:`MAX_ASK_TIMEOUT`].
+    """
+    if value is None:
+        return 5.0
+    if type(value) not in (int, float) or not math.isfinite(value) \
+            or not 0 < value <= MAX_ASK_TIMEOUT:
+        raise ControlError(f"ask: 'ask_timeout' must be a number of seconds in "
+                           f"(0, {MAX_ASK_TIMEOUT:g}]", 2)
+    return float(value)
