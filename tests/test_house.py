@@ -35,17 +35,6 @@ KNOWN_PRIVATE_ACCESS: set[tuple[str, str]] = {
     ("mycelium.fabric.cluster", "_slots"),
     ("mycelium.fabric.cluster", "_syncing"),
     ("mycelium.fabric.cluster", "_tell_self"),
-    # the supervisors share their base class's internals (helper `sup`)
-    ("supervisors.dynamic", "_await"),
-    ("supervisors.dynamic", "_children"),
-    ("supervisors.supervisor", "_api_delete_child"),
-    ("supervisors.supervisor", "_api_restart_child"),
-    ("supervisors.supervisor", "_api_start_child"),
-    ("supervisors.supervisor", "_api_terminate_child"),
-    ("supervisors.supervisor", "_count"),
-    ("supervisors.supervisor", "_describe"),
-    ("supervisors.supervisor", "_forget_stopped"),
-    ("supervisors.supervisor", "_get"),
 }
 
 #: Private accesses that are someone's documented interface, each with its reason.
@@ -68,7 +57,6 @@ ALLOWED_PRIVATE_ACCESS: dict[tuple[str, str], str] = {
 #: Modules over MAX_LINES that are being split.
 KNOWN_LONG: set[str] = {
     "mycelium.node.agent",  # helper `core`
-    "mycelium.node.process",  # helper `core`
 }
 
 

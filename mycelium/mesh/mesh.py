@@ -134,7 +134,7 @@ class Mesh:
                               max_body_bytes=cfg.edge.max_body or None)
         fabric = self.backend.fabric_child(self.names, self.spores.repo, cfg.rollout.parallel)
         return builder.children(fabric, edge, self._edge_listening, self.home.control_socket,
-                                self.ops.handlers(), self.node_names)
+                                self.ops.handlers(), self.node_names, cfg.control)
 
     def _edge_listening(self, port: int) -> None:
         self.edge_bound_port = port

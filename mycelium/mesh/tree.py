@@ -29,6 +29,7 @@ from mycelium.messages import AppFailed, AppRestarted
 from mycelium.node.agent import Agent
 from mycelium.node.settings import NodeSettings
 from mycelium.operator import MeshConfig
+from mycelium.operator.config import ControlSection
 from mycelium.operator.control import ControlActor
 from supervisors import (
     Backoff,
@@ -90,7 +91,8 @@ class TreeBuilder:
 
     def children(self, fabric: ChildSpec, edge: EdgeConfig | None,
                  on_listening: Callable[[int], None], control_socket: Path,
-                 ops: Mapping[str, Op], nodes: tuple[str, ...]) -> list[ChildSpec]:
+                 ops: Mapping[str, Op], nodes: tuple[str, ...],
+                 control: ControlSection) -> list[ChildSpec]:
         """``fabric``, ``edge`` (unless ``edge`` is None), ``control``, ``nodes``, in order.
 
         Args:
@@ -100,6 +102,7 @@ class TreeBuilder:
             control_socket: Where the control socket listens.
             ops: The control socket's op table.
             nodes: The node agents, in start order.
+            control: The control socket's bounds.
         """
         names = self.names
         node_specs = [self.node_spec(n) for n in nodes]
@@ -118,8 +121,9 @@ class TreeBuilder:
         if edge is not None:
             children.append(ChildSpec("edge", lambda: EdgeActor.start(names, edge, on_listening),
                                       shutdown=10.0))
-        children += [ChildSpec("control", lambda: ControlActor.start(names, control_socket,
-                                                                     ops)),
+        children += [ChildSpec("control", lambda: ControlActor.start(
+                         names, control_socket, ops, max_connections=control.max_connections,
+                         idle_timeout=control.idle_timeout)),
                      ChildSpec("nodes", start_nodes, type="supervisor")]
         return children
 

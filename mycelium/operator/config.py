@@ -22,6 +22,7 @@ import psutil
 from mycelium.defaults import DeployDefaults
 from mycelium.errors import BadInput
 from mycelium.home import Home
+from mycelium.operator.control_server import IDLE_TIMEOUT, MAX_CONNECTIONS
 
 __all__ = [
     "ConfigError",
@@ -126,6 +127,14 @@ class RolloutSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ControlSection:
+    """``[control]``: the control socket's bounds (idle connections cost no thread)."""
+
+    max_connections: int = _key(MAX_CONNECTIONS, 1, 10_000)
+    idle_timeout: float = _key(IDLE_TIMEOUT, 0, 3600, lo_open=True)
+
+
+@dataclass(frozen=True, slots=True)
 class SporesSection:
     """``[spores]``: size limits checked before a spore is extracted."""
 
@@ -163,6 +172,7 @@ class MeshConfig:
     instance: InstanceSection = field(default_factory=InstanceSection)
     restart: RestartSection = field(default_factory=RestartSection)
     rollout: RolloutSection = field(default_factory=RolloutSection)
+    control: ControlSection = field(default_factory=ControlSection)
     spores: SporesSection = field(default_factory=SporesSection)
     logs: LogsSection = field(default_factory=LogsSection)
     ui: UiSection = field(default_factory=UiSection)
