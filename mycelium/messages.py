@@ -40,7 +40,9 @@ __all__ = [
     "IsRouted",
     "Plan",
     "PlanChanged",
+    "PlanVersion",
     "PlansSynced",
+    "PublishBatch",
     "PublishPlan",
     "RegisterEndpoint",
     "ReleaseSlot",
@@ -191,6 +193,28 @@ class StopApp:
     """Remove the app's plan: its instances drain and stop, nothing respawns."""
 
     app: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanVersion:
+    """The generation of an app's plan that a batch was computed against (0: no plan)."""
+
+    app: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublishBatch:
+    """Publish several plans and remove several, all or nothing (``mycelium apply``).
+
+    Refused as a whole, with nothing changed, if any app in ``expect`` no longer has the
+    plan generation it names (like Nomad's check-index): the batch was computed against a
+    view of the mesh that another deploy or apply changed meanwhile.
+    """
+
+    plans: tuple[PublishPlan, ...] = ()
+    stops: tuple[str, ...] = ()
+    expect: tuple[PlanVersion, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 Standard library only, shared by the Typer command and the fast path (:mod:`.fast`): each
 passes how to make its request function (over the control socket, with orjson or json).
+:func:`judge` and :func:`progress` are also what ``mycelium apply`` follows its rollouts with.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
     Request = Callable[..., Any]
 
-__all__ = ["deploy_app"]
+__all__ = ["Judged", "app_doc", "deploy_app", "judge", "progress"]
 
 _PHASES = ("launching", "healthy", "warming", "draining", "done")
 
@@ -61,33 +62,71 @@ def deploy_app(connect: Callable[[], Request], app_name: str, digest: str, *, n_
     last = ""
     phases: dict[str, int] = {}
     while True:
-        doc = _app_doc(request, app_name)
-        if doc is None:
-            raise OperationFailed(f"deploy of {app_name} failed: the app was stopped")
-        insts = [i for i in doc["instances"] if i["state"] != "Stopped"]
-        _progress(app_name, full, insts, phases)
-        ready = sum(1 for i in insts if i["digest"] == full and i["state"] == "Ready")
-        old = [i for i in insts if i["digest"] != full]
-        line = f"{app_name}: {ready}/{doc['desired']} Ready ({doc['state']})"
-        if line != last:
+        doc = app_doc(request("status", app=app_name), app_name)
+        if doc is not None:
+            progress(app_name, full, doc, phases)
+        view = judge(doc, full, generation)
+        line = f"{app_name}: {view.ready}/{view.desired} Ready ({view.state})"
+        if doc is not None and line != last:
             err(line)
             last = line
-        if doc.get("generation", 0) > generation and doc.get("plan_status") == "failed":
+        if view.outcome == "stopped":
+            raise OperationFailed(f"deploy of {app_name} failed: the app was stopped")
+        if view.outcome == "rolled back":
             raise OperationFailed(f"deploy of {app_name} {full[:12]} rolled back: "
-                                  f"{doc.get('reason')}")
-        if doc["digest"] != full:
+                                  f"{view.detail}")
+        if view.outcome == "superseded":
             raise OperationFailed(f"deploy of {app_name} {full[:12]} superseded by "
-                                  f"{str(doc['digest'])[:12]}")
-        if ready >= max(doc["min"], 1 if doc["desired"] else 0) and not old:
+                                  f"{view.detail[:12]}")
+        if view.outcome == "done":
             took = time.monotonic() - started
-            out(f"deployed {app_name} {full[:12]}: {ready}/{doc['desired']} Ready "
+            out(f"deployed {app_name} {full[:12]}: {view.ready}/{view.desired} Ready "
                  f"in {took:.2f}s")
             return
         if time.monotonic() > deadline:
             raise OperationFailed(f"deploy of {app_name} {full[:12]} timed out after "
-                                  f"{timeout:g}s: {ready}/{doc['min']} Ready ({doc['state']})")
+                                  f"{timeout:g}s: {view.ready}/{view.min} Ready ({view.state})")
         time.sleep(0.02)
 
+
+class Judged:
+    """Where one app's rollout stands, judged from its status document (see :func:`judge`).
+
+    ``outcome`` is ``waiting``, ``done`` (``min`` instances of the digest Ready and no other
+    digest left), ``rolled back`` (``detail``: the reason), ``superseded`` (``detail``: the
+    digest now planned) or ``stopped`` (the app has no plan any more).
+    """
+
+    __slots__ = ("desired", "detail", "min", "outcome", "ready", "state")
+
+    def __init__(self, outcome: str, ready: int = 0, desired: int = 0, n_min: int = 0,
+                 state: str = "stopped", detail: str = "") -> None:
+        self.outcome = outcome
+        self.ready = ready
+        self.desired = desired
+        self.min = n_min
+        self.state = state
+        self.detail = detail
+
+
+def judge(doc: dict[str, Any] | None, full: str, generation: int) -> Judged:
+    """Judge the rollout of digest ``full`` published as ``generation`` (pure).
+
+    Shared by ``deploy --wait`` and ``apply``, which follows many apps with one status poll.
+    """
+    if doc is None:
+        return Judged("stopped")
+    insts = [i for i in doc["instances"] if i["state"] != "Stopped"]
+    ready = sum(1 for i in insts if i["digest"] == full and i["state"] == "Ready")
+    old = [i for i in insts if i["digest"] != full]
+    facts = (ready, doc["desired"], doc["min"], doc["state"])
+    if doc.get("generation", 0) > generation and doc.get("plan_status") == "failed":
+        return Judged("rolled back", *facts, detail=str(doc.get("reason")))
+    if doc["digest"] != full:
+        return Judged("superseded", *facts, detail=str(doc["digest"]))
+    if ready >= max(doc["min"], 1 if doc["desired"] else 0) and not old:
+        return Judged("done", *facts)
+    return Judged("waiting", *facts)
 
 
 def _node_phase(full: str, insts: list[dict[str, Any]], had_blue: bool) -> int:
@@ -104,15 +143,17 @@ def _node_phase(full: str, insts: list[dict[str, Any]], had_blue: bool) -> int:
     return 2 if had_blue else 1
 
 
-def _progress(app_name: str, full: str, insts: list[dict[str, Any]],
-              seen: dict[str, int]) -> None:
-    """Per node, each phase of the update once and in order on stderr (deploy's progress lines).
+def progress(app_name: str, full: str, doc: dict[str, Any], seen: dict[str, int],
+             emit: Callable[[str], None] = err) -> None:
+    """Per node, each phase of the update once and in order, to ``emit`` (stderr by default).
 
     Status is polled, so a phase shorter than a poll may be noticed only by its successor; it
     still happened (a node cannot drain before its green was healthy), so it is printed too.
     """
     by_node: dict[str, list[dict[str, Any]]] = {}
-    for i in insts:
+    for i in doc["instances"]:
+        if i["state"] == "Stopped":
+            continue
         by_node.setdefault(i["node"], []).append(i)
     moves: list[tuple[int, str, list[str]]] = []
     for node, here in sorted(by_node.items()):
@@ -129,11 +170,11 @@ def _progress(app_name: str, full: str, insts: list[dict[str, Any]],
     # before the next one starts): print it first, so that the lines keep the real order.
     for _phase, _node, lines in sorted(moves, key=lambda move: (-move[0], move[1])):
         for line in lines:
-            err(line)
+            emit(line)
 
 
-def _app_doc(request: Request, app_name: str) -> dict[str, Any] | None:
-    status = request("status", app=app_name)
+def app_doc(status: dict[str, Any], app_name: str) -> dict[str, Any] | None:
+    """The app's document in a status reply, if it has a plan."""
     for doc in status["apps"]:
         if doc["app"] == app_name and doc["digest"] is not None:
             return dict(doc)

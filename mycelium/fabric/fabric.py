@@ -34,6 +34,7 @@ from mycelium.messages import (
     Plan,
     PlanChanged,
     PlansSynced,
+    PublishBatch,
     PublishPlan,
     RegisterEndpoint,
     ReleaseSlot,
@@ -48,6 +49,7 @@ from mycelium.messages import (
 )
 from supervisors import SupervisedActor
 
+from .batch import PlanMoved, check_batch_shape, moved_plans
 from .errors import BadPlan
 from .names import Names
 from .state import Store
@@ -154,6 +156,8 @@ class Fabric(SupervisedActor):
                 return to_wire(self._set_budget(message))
             case PublishPlan():
                 return to_wire(self._publish(message))
+            case PublishBatch():
+                return self._publish_batch(message)
             case StopApp(app=app):
                 return self._stop_app(app)
             case SyncRequest(requester=who):
@@ -199,7 +203,7 @@ class Fabric(SupervisedActor):
             self._broadcast(msg.app)
         return budget
 
-    def _publish(self, msg: PublishPlan) -> Plan:
+    def _check_publish(self, msg: PublishPlan) -> None:
         check_plan(msg)
         if msg.budget is not None:
             check_budget(msg.budget)
@@ -207,6 +211,32 @@ class Fabric(SupervisedActor):
                 raise BadPlan(f"budget for {msg.budget.app!r} sent with the plan of {msg.app!r}")
         if not self._digest_known(msg.digest):
             raise BadPlan(f"unknown digest {msg.digest}: publish the spore first")
+
+    def _publish_batch(self, batch: PublishBatch) -> dict[str, Any]:
+        """All of the batch or nothing: every check runs before the first write.
+
+        Raises:
+            PlanMoved: an expected plan moved since the batch was computed (exit 1).
+            BadPlan: a plan of the batch is refused (exit 2).
+        """
+        check_batch_shape(batch)
+        moved = moved_plans(self._plans, batch.expect)
+        if moved:
+            raise PlanMoved("the mesh changed since this apply read it (" + "; ".join(moved)
+                            + ", by another apply or deploy); nothing was changed: run it again")
+        for msg in batch.plans:
+            self._check_publish(msg)
+        for app in batch.stops:
+            if app not in self._plans:
+                raise BadPlan(f"no plan for app {app!r}")
+        plans = [to_wire(self._publish(msg, checked=True)) for msg in batch.plans]
+        for app in batch.stops:
+            self._stop_app(app)
+        return {"plans": plans, "stopped": list(batch.stops)}
+
+    def _publish(self, msg: PublishPlan, checked: bool = False) -> Plan:
+        if not checked:
+            self._check_publish(msg)
         old = self._plans.get(msg.app)
         previous = None
         if old is not None:

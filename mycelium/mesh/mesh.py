@@ -134,7 +134,15 @@ class Mesh:
                               max_body_bytes=cfg.edge.max_body or None)
         fabric = self.backend.fabric_child(self.names, self.spores.repo, cfg.rollout.parallel)
         return builder.children(fabric, edge, self._edge_listening, self.home.control_socket,
-                                self.ops.handlers(), self.node_names, cfg.control)
+                                {**self.ops.handlers(), **self._desired_ops()},
+                                self.node_names, cfg.control)
+
+    def _desired_ops(self) -> dict[str, Any]:
+        """``plan``/``apply``/``export``'s ops (``desired``, ``apply``)."""
+        from mycelium.desired.mesh_ops import DesiredOps
+
+        return DesiredOps(self.ops.status, self.ops.fabric, self.spores,
+                          self.config.rollout.timeout).ops()
 
     def _edge_listening(self, port: int) -> None:
         self.edge_bound_port = port

@@ -1,0 +1,122 @@
+"""What it takes to make the running mesh match a file: a pure function, app by app.
+
+Identity of a spore is what its signed manifest says: an app whose ``binary`` hashes to the
+running spore's ``binary_sha256`` (same size) and whose manifest's input fields equal the
+running spore's is the same spore, however and whenever it was packed. A ``digest = …`` table
+is the same spore when it names the running digest. Beside identity, the deploy settings are
+compared one by one. Each app gets one action:
+
+- ``create``: no plan runs for it;
+- ``update``: another spore (a blue/green rollout), or the last rollout failed (a retry);
+- ``scale``: only ``min``, ``max`` or ``max_instances`` differ;
+- ``settings``: other deploy settings differ (scale ones may too);
+- ``unchanged``; and, with ``prune``, ``destroy`` for a running app the file does not name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .model import MANIFEST_KEYS, SCALE_KEYS, SETTING_KEYS, DesiredApp, RunningApp, Settings
+
+__all__ = ["ACTIONS", "AppChange", "Change", "diff", "same_spore"]
+
+ACTIONS = ("create", "update", "scale", "settings", "unchanged", "destroy")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One field that differs: ``old`` is what runs (``None``: nothing), ``new`` what the file
+    wants (``None`` for a digest that only packing will tell)."""
+
+    field: str
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True, slots=True)
+class AppChange:
+    """The action for one app, with every field that differs.
+
+    ``pack`` says the file's binary + manifest must be packed and published first (the new
+    digest is unknown until then); ``digest`` is the digest to deploy otherwise.
+    """
+
+    app: str
+    action: str
+    changes: tuple[Change, ...] = ()
+    old_digest: str | None = None
+    digest: str | None = None
+    pack: bool = False
+    desired: DesiredApp | None = None
+    running: RunningApp | None = None
+
+    @property
+    def changing(self) -> bool:
+        """True unless the action is ``unchanged``."""
+        return self.action != "unchanged"
+
+
+def same_spore(want: DesiredApp, have: RunningApp) -> bool:
+    """Whether ``want`` is the spore that runs (see the module's docstring)."""
+    if want.digest is not None:
+        return want.digest == have.digest
+    return (have.manifest is not None and want.binary_sha256 == have.binary_sha256
+            and want.binary_size == have.binary_size
+            and all(want.manifest.get(k) == have.manifest.get(k) for k in MANIFEST_KEYS))
+
+
+def _settings_changes(old: Settings, new: Settings) -> list[Change]:
+    return [Change(k, old.get(k), new.get(k)) for k in SETTING_KEYS if old.get(k) != new.get(k)]
+
+
+def _spore_changes(want: DesiredApp, have: RunningApp) -> list[Change]:
+    changes: list[Change] = []
+    old = have.manifest or {}
+    for key in MANIFEST_KEYS:
+        if key == "env":
+            before, after = old.get("env") or {}, want.manifest.get("env") or {}
+            for name in sorted(set(before) | set(after)):
+                if before.get(name) != after.get(name):
+                    changes.append(Change(f"env.{name}", before.get(name), after.get(name)))
+        elif old.get(key) != want.manifest.get(key):
+            field = "manifest.warmup" if key == "warmup" else key
+            changes.append(Change(field, old.get(key), want.manifest.get(key)))
+    if want.binary_sha256 != have.binary_sha256 or want.binary_size != have.binary_size:
+        changes.append(Change("binary", have.binary_sha256 or None, want.binary_sha256))
+    changes.append(Change("digest", have.digest, want.digest))
+    return changes
+
+
+def _one(want: DesiredApp, have: RunningApp | None) -> AppChange:
+    pack = want.digest is None
+    if have is None:
+        return AppChange(want.name, "create", (), None, want.digest, pack, want, None)
+    settings = _settings_changes(have.settings, want.settings)
+    if not same_spore(want, have):
+        changes = _spore_changes(want, have) + settings
+        return AppChange(want.name, "update", tuple(changes), have.digest, want.digest, pack,
+                         want, have)
+    if have.status == "failed":  # the spore that runs is the file's, but its rollout failed
+        retry = Change("rollout", f"failed: {have.reason}", "retry")
+        return AppChange(want.name, "update", (retry, *settings), have.digest, have.digest,
+                         False, want, have)
+    if not settings:
+        return AppChange(want.name, "unchanged", (), have.digest, have.digest, False, want, have)
+    action = "scale" if all(c.field in SCALE_KEYS for c in settings) else "settings"
+    return AppChange(want.name, action, tuple(settings), have.digest, have.digest, False,
+                     want, have)
+
+
+def diff(desired: Sequence[DesiredApp], running: Mapping[str, RunningApp],
+         prune: bool = False) -> list[AppChange]:
+    """One :class:`AppChange` per app of ``desired`` (in its order), then, with ``prune``, a
+    ``destroy`` for each running app it does not name (sorted by name)."""
+    out = [_one(want, running.get(want.name)) for want in desired]
+    if prune:
+        named = {want.name for want in desired}
+        out += [AppChange(name, "destroy", (), have.digest, None, False, None, have)
+                for name, have in sorted(running.items()) if name not in named]
+    return out
