@@ -212,10 +212,10 @@ class _Reader:
             if isinstance(value, bool) or not isinstance(value, int | float) or (
                     integer and not isinstance(value, int)):
                 kind = "an integer" if integer else "a number"
-                raise self.fail(app, key, f"must be {kind}, got {value!r}")
+                raise self.fail(app, key, f"must be {kind}, got {_shown(value)}")
             if not math.isfinite(value) or value < minimum or (strict and value <= minimum):
                 sign = ">" if strict else ">="
-                raise self.fail(app, key, f"must be {sign} {minimum:g}, got {value!r}")
+                raise self.fail(app, key, f"must be {sign} {minimum:g}, got {_shown(value)}")
             return value if integer else float(value)
 
         n_min = number("min", DEFAULTS["min"], integer=True, minimum=0)
@@ -271,16 +271,26 @@ class _Reader:
             weight = value.get("weight", 50)
             promote = value.get("auto_promote", 0)
             if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 99:
-                raise self.fail(app, "canary", f"weight must be an integer 1-99, got {weight!r}")
+                raise self.fail(app, "canary",
+                                f"weight must be an integer 1-99, got {_shown(weight)}")
             if isinstance(promote, bool) or not isinstance(promote, int | float) or not (
                     math.isfinite(promote) and promote >= 0):
                 raise self.fail(app, "canary", f"auto_promote must be seconds >= 0, got "
-                                f"{promote!r}")
+                                f"{_shown(promote)}")
             value = value.get("instances", 1)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise self.fail(app, "canary", f"must be an instance count >= 0 or a table "
-                            f"{{instances, weight, auto_promote}}, got {value!r}")
+                            f"{{instances, weight, auto_promote}}, got {_shown(value)}")
         return value
+
+
+def _shown(value: object) -> str:
+    """A value as the TOML file spells it (``true``, ``"x"``, ``1.5``)."""
+    import json
+
+    if isinstance(value, bool | str):
+        return json.dumps(value)
+    return repr(value) if isinstance(value, int | float) else type(value).__name__
 
 
 def _regular(mode: int) -> bool:

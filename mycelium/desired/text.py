@@ -21,9 +21,11 @@ def _short(digest: str | None) -> str:
 
 
 def _value(field: str, value: Any) -> str:
+    if field == "digest":
+        return _short(value)  # None: only packing tells the new digest
     if value is None:
-        return "(none)"
-    if field in ("binary", "digest"):
+        return "unset" if field.startswith("env.") else "(none)"
+    if field == "binary":
         return _short(value)
     if isinstance(value, bool):
         return str(value).lower()
