@@ -32,7 +32,7 @@ __all__ = ["Outcome", "apply_lock", "follow", "load_desired", "publish_batch", "
 
 Request = Callable[..., Any]
 
-SLACK = 10.0
+SLACK = 5.0
 """Seconds the CLI waits beyond an app's own rollout deadline (``timeout`` + ``warmup``)."""
 
 

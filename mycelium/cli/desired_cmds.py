@@ -58,7 +58,7 @@ def apply_cmd(
     wait: Annotated[bool, typer.Option(
         "--wait/--no-wait", help="Wait until every changed app converged")] = True,
     timeout: Annotated[float | None, typer.Option(
-        "--timeout", help="Seconds to wait for all of them [each app's timeout + warmup + 10]")
+        "--timeout", help="Seconds to wait for all of them [each app's timeout + warmup + 5]")
     ] = None,
     key: Annotated[str, typer.Option("--key", help="Signing key for the spores it packs")
                    ] = "default",
