@@ -155,14 +155,15 @@ def test_two_applies_on_one_home_run_one_after_the_other(
         mesh: MeshProcess, home: Path, tmp_path: Path) -> None:
     slow = EXAMPLES / "slow-start"
     first = write(tmp_path / "first.toml",
-                  table("slow-start", slow / "slow-start", slow / "manifest.json"),
+                  table("slow-start", slow / "slow-start",
+                        manifest(tmp_path, "slow-start", env={"START_DELAY": "6"})),
                   table("hello", HELLO, manifest(tmp_path, "hello")))
     second = write(tmp_path / "second.toml",
                    table("hello", HELLO, manifest(tmp_path, "hello", "2.0.0"), max=2))
     argv = [sys.executable, "-m", "mycelium", "apply", "--home", str(home)]
     a = subprocess.Popen([*argv, str(first)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=ENV)
-    try:  # `first` holds the lock while slow-start starts (~3 s)
+    try:  # `first` holds the lock while slow-start starts (~6 s)
         wait_until(lambda: any(d["app"] == "slow-start" for d in mesh.status()["apps"]), 20,
                    "the first apply's batch")
         b = cli(home, "apply", str(second))
