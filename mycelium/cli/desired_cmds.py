@@ -29,7 +29,8 @@ PruneOption = Annotated[bool, typer.Option(
 
 @app.command("plan")
 def plan_cmd(file: FileArgument, home: HomeOption = None, prune: PruneOption = False,
-             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+             as_json: Annotated[bool, typer.Option(
+                 "--json", help="One JSON document for scripts")] = False) -> None:
     """Show what `apply FILE` would change, app by app and field by field; change nothing."""
     from mycelium.desired.text import plan_json, plan_lines, summary_line
 
