@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from mycelium.messages import Plan, PlanVersion, PublishBatch
+from mycelium.defaults import DeployDefaults
+from mycelium.messages import Budget, Plan, PlanVersion, PublishBatch, PublishPlan
 
 from .errors import BadPlan, FabricError
 
-__all__ = ["PlanMoved", "check_batch_shape", "moved_plans"]
+__all__ = ["PlanMoved", "check_batch_shape", "moved_message", "moved_plans", "next_plan"]
 
 
 class PlanMoved(FabricError):
@@ -60,3 +61,32 @@ def moved_plans(plans: Mapping[str, Plan], expect: Iterable[PlanVersion]) -> lis
         else:
             moved.append(f"{version.app} moved from generation {version.generation} to {now}")
     return moved
+
+
+def moved_message(moved: list[str]) -> str:
+    """The one error line of a refused batch."""
+    return ("the mesh changed since this apply read it (" + "; ".join(moved)
+            + ", by another apply or deploy); nothing was changed: run it again")
+
+
+def next_plan(msg: PublishPlan, old: Plan | None, budget: Budget | None, generation: int,
+              now: float) -> tuple[Plan, Budget]:
+    """The plan and budget that publishing ``msg`` over ``old`` and ``budget`` makes.
+
+    ``previous`` (what a failed update rolls back to) is the old digest, or the old plan's own
+    ``previous`` when the digest stays; without a budget in ``msg`` the app keeps its budget,
+    and a first plan without one gets ``deploy``'s defaults (``max`` instances).
+    """
+    previous = None
+    if old is not None:
+        previous = old.previous if old.digest == msg.digest else old.digest
+    plan = Plan(app=msg.app, digest=msg.digest, min=msg.min, max=msg.max,
+                warmup=float(msg.warmup), timeout=float(msg.timeout), generation=generation,
+                published_at=now, previous=previous)
+    if msg.budget is not None:
+        budget = Budget(app=msg.app, max_instances=msg.budget.max_instances,
+                        cpu=float(msg.budget.cpu), mem=msg.budget.mem)
+    elif budget is None:
+        budget = Budget(app=msg.app, max_instances=msg.max, cpu=DeployDefaults.CPU,
+                        mem=DeployDefaults.MEM)
+    return plan, budget

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +92,11 @@ class SharedStore:
     def delete(self, app: str) -> None:
         """Forget an app's plan."""
         self.store.delete(app)
+
+    def save_batch(self, writes: Sequence[tuple[Plan, Budget | None]], deletes: Sequence[str],
+                   expect: Mapping[str, Plan | None]) -> bool:
+        """One etcd transaction, only if etcd still holds the expected plans."""
+        return self.store.save_batch(writes, deletes, expect)
 
     def close(self) -> None:
         """Nothing: the member closes the store when it stops."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -121,6 +121,31 @@ class EtcdStore:
     def delete(self, app: str) -> None:
         """Forget an app's plan (its budget stays)."""
         self.client.delete(f"{self.prefix}plans/{app}")
+
+    def save_batch(self, writes: Sequence[tuple[Plan, Budget | None]], deletes: Sequence[str],
+                   expect: Mapping[str, Plan | None]) -> bool:
+        """Write and delete plans in ONE transaction that compares, in etcd, every expected
+        plan with what this member last saw of it (absent, or the same bytes).
+
+        This is what keeps two applies through two members from both landing: each checked
+        its member's view, and etcd refuses the one whose view was stale.
+
+        Returns:
+            False (and nothing written) when an expected plan changed in etcd.
+        """
+        compare = [EtcdClient.absent(f"{self.prefix}plans/{app}") if plan is None else
+                   EtcdClient.value_is(f"{self.prefix}plans/{app}", orjson.dumps(to_wire(plan)))
+                   for app, plan in sorted(expect.items())]
+        ops = []
+        for plan, budget in writes:
+            ops.append(EtcdClient.put_op(f"{self.prefix}plans/{plan.app}",
+                                         orjson.dumps(to_wire(plan))))
+            if budget is not None:
+                ops.append(EtcdClient.put_op(f"{self.prefix}budgets/{budget.app}",
+                                             orjson.dumps(to_wire(budget))))
+        ops += [EtcdClient.delete_op(f"{self.prefix}plans/{app}") for app in deletes]
+        reply = self.client.txn(compare, ops)
+        return bool(reply.get("succeeded"))
 
     def close(self) -> None:
         """Stop keeping the lease alive and revoke it: this member's keys leave at once."""

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mycelium.defaults import DeployDefaults
 from mycelium.messages import (
     AgentSync,
     Budget,
@@ -49,7 +48,7 @@ from mycelium.messages import (
 )
 from supervisors import SupervisedActor
 
-from .batch import PlanMoved, check_batch_shape, moved_plans
+from .batch import PlanMoved, check_batch_shape, moved_message, moved_plans, next_plan
 from .errors import BadPlan
 from .names import Names
 from .state import Store
@@ -213,7 +212,7 @@ class Fabric(SupervisedActor):
             raise BadPlan(f"unknown digest {msg.digest}: publish the spore first")
 
     def _publish_batch(self, batch: PublishBatch) -> dict[str, Any]:
-        """All of the batch or nothing: every check runs before the first write.
+        """All of the batch or nothing: every check runs before one write of all of it.
 
         Raises:
             PlanMoved: an expected plan moved since the batch was computed (exit 1).
@@ -222,57 +221,63 @@ class Fabric(SupervisedActor):
         check_batch_shape(batch)
         moved = moved_plans(self._plans, batch.expect)
         if moved:
-            raise PlanMoved("the mesh changed since this apply read it (" + "; ".join(moved)
-                            + ", by another apply or deploy); nothing was changed: run it again")
+            raise PlanMoved(moved_message(moved))
         for msg in batch.plans:
             self._check_publish(msg)
         for app in batch.stops:
             if app not in self._plans:
                 raise BadPlan(f"no plan for app {app!r}")
-        plans = [to_wire(self._publish(msg, checked=True)) for msg in batch.plans]
+        writes = []
+        for msg in batch.plans:
+            self._generation += 1
+            writes.append(next_plan(msg, self._plans.get(msg.app), self._budgets.get(msg.app),
+                                    self._generation, time.time()))
+        assert self._store is not None
+        expect = {v.app: self._plans.get(v.app) for v in batch.expect}
+        if not self._store.save_batch(
+                [(plan, None if budget == self._budgets.get(plan.app) else budget)
+                 for plan, budget in writes], batch.stops, expect):
+            raise PlanMoved(moved_message(["a plan it names changed in the store"]))
+        for plan, budget in writes:
+            self._install(plan, budget)
         for app in batch.stops:
-            self._stop_app(app)
-        return {"plans": plans, "stopped": list(batch.stops)}
+            self._forget(app)
+        return {"plans": [to_wire(plan) for plan, _ in writes], "stopped": list(batch.stops)}
 
-    def _publish(self, msg: PublishPlan, checked: bool = False) -> Plan:
-        if not checked:
-            self._check_publish(msg)
-        old = self._plans.get(msg.app)
-        previous = None
-        if old is not None:
-            previous = old.previous if old.digest == msg.digest else old.digest
+    def _publish(self, msg: PublishPlan) -> Plan:
+        self._check_publish(msg)
         self._generation += 1
-        plan = Plan(app=msg.app, digest=msg.digest, min=msg.min, max=msg.max,
-                    warmup=float(msg.warmup), timeout=float(msg.timeout),
-                    generation=self._generation, published_at=time.time(), previous=previous)
-        budget = self._budgets.get(msg.app)
-        if msg.budget is not None:
-            budget = Budget(app=msg.app, max_instances=msg.budget.max_instances,
-                            cpu=float(msg.budget.cpu), mem=msg.budget.mem)
-        elif budget is None:
-            budget = Budget(app=msg.app, max_instances=msg.max, cpu=DeployDefaults.CPU,
-                            mem=DeployDefaults.MEM)
+        plan, budget = next_plan(msg, self._plans.get(msg.app), self._budgets.get(msg.app),
+                                 self._generation, time.time())
         assert self._store is not None
         self._store.save(plan, budget if budget != self._budgets.get(msg.app) else None)
-        self._plans[msg.app] = plan
-        self._budgets[msg.app] = budget
-        self._declined.pop(msg.app, None)
-        self._broadcast(msg.app)
-        self._push_routes()
+        self._install(plan, budget)
         return plan
+
+    def _install(self, plan: Plan, budget: Budget) -> None:
+        """A saved plan takes effect: the agents and the edge hear of it."""
+        self._plans[plan.app] = plan
+        self._budgets[plan.app] = budget
+        self._declined.pop(plan.app, None)
+        self._broadcast(plan.app)
+        self._push_routes()
 
     def _stop_app(self, app: str) -> dict[str, Any]:
         if app not in self._plans:
             raise BadPlan(f"no plan for app {app!r}")
         assert self._store is not None
         self._store.delete(app)
+        self._forget(app)
+        return {"app": app, "stopped": True}
+
+    def _forget(self, app: str) -> None:
+        """A deleted plan takes effect: its instances drain and stop, nothing respawns."""
         del self._plans[app]
         self._declined.pop(app, None)
         self._switches.forget(app)
         self._restarting.pop(app, None)
         self._broadcast(app)
         self._push_routes()
-        return {"app": app, "stopped": True}
 
     def _rollout_failed(self, msg: RolloutFailed) -> None:
         plan = self._plans.get(msg.app)

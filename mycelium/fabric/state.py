@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -43,6 +44,15 @@ class Store(Protocol):
 
     def delete(self, app: str) -> None:
         """Forget an app's plan (its budget stays, like a Nomad job's resources)."""
+        ...
+
+    def save_batch(self, writes: Sequence[tuple[Plan, Budget | None]], deletes: Sequence[str],
+                   expect: Mapping[str, Plan | None]) -> bool:
+        """Write plans (each with its budget, if changed) and delete plans, in one transaction,
+        only if each app in ``expect`` still has that plan (``None``: none); False if not.
+
+        A store with one writer (the fabric) may take ``expect`` as checked already.
+        """
         ...
 
     def close(self) -> None:
@@ -98,6 +108,27 @@ class SqliteStore:
         with self._lock:
             self._db.execute("DELETE FROM plans WHERE app = ?", (app,))
 
+    def save_batch(self, writes: Sequence[tuple[Plan, Budget | None]], deletes: Sequence[str],
+                   expect: Mapping[str, Plan | None]) -> bool:
+        """One transaction (one fsync for the whole batch); the fabric is the only writer, so
+        ``expect`` was checked against its memory already."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for plan, budget in writes:
+                    self._db.execute("INSERT OR REPLACE INTO plans VALUES (?, ?)",
+                                     (plan.app, orjson.dumps(to_wire(plan))))
+                    if budget is not None:
+                        self._db.execute("INSERT OR REPLACE INTO budgets VALUES (?, ?)",
+                                         (budget.app, orjson.dumps(to_wire(budget))))
+                for app in deletes:
+                    self._db.execute("DELETE FROM plans WHERE app = ?", (app,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return True
+
     def close(self) -> None:
         """Close the database (idempotent)."""
         with self._lock:
@@ -125,6 +156,17 @@ class MemoryStore:
     def delete(self, app: str) -> None:
         """Forget an app's plan."""
         self._plans.pop(app, None)
+
+    def save_batch(self, writes: Sequence[tuple[Plan, Budget | None]], deletes: Sequence[str],
+                   expect: Mapping[str, Plan | None]) -> bool:
+        """Keep and forget plans, if ``expect`` holds."""
+        if any(self._plans.get(app) != plan for app, plan in expect.items()):
+            return False
+        for plan, budget in writes:
+            self.save(plan, budget)
+        for app in deletes:
+            self.delete(app)
+        return True
 
     def close(self) -> None:
         """Nothing to release."""
