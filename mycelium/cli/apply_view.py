@@ -45,13 +45,17 @@ class PlainView:
 
 
 class LiveView:
-    """Progress as a live table on the terminal (stderr), cleared when done."""
+    """Progress as a live table on the terminal (stderr), cleared when done.
 
-    def __init__(self) -> None:
+    Args:
+        console: Where to draw (a rich ``Console``; default: stderr).
+    """
+
+    def __init__(self, console: Any = None) -> None:
         from rich.console import Console
         from rich.live import Live
 
-        self._console = Console(stderr=True)
+        self._console = console or Console(stderr=True)
         self._rows: dict[str, Outcome] = {}
         self._live = Live(console=self._console, refresh_per_second=10, transient=True,
                           auto_refresh=True)
