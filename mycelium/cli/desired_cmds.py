@@ -90,7 +90,7 @@ def apply_cmd(
         for line in plan_lines(todo):
             err(line)
         digests = applying.pack_changed(h, todo, key)
-        generations = applying.publish_batch(request, todo, running, digests, prune)
+        generations = applying.publish_batch(request, changes, running, digests, prune)
         if not wait:
             for c in todo:
                 gen = generations.get(c.app)

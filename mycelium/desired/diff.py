@@ -7,7 +7,8 @@ is the same spore when it names the running digest. Beside identity, the deploy 
 compared one by one. Each app gets one action:
 
 - ``create``: no plan runs for it;
-- ``update``: another spore (a blue/green rollout), or the last rollout failed (a retry);
+- ``update``: another spore (a blue/green rollout), or the plan's own spore whose rollout
+  failed and which runs below ``min`` (a retry);
 - ``scale``: only ``min``, ``max`` or ``max_instances`` differ;
 - ``settings``: other deploy settings differ (scale ones may too);
 - ``unchanged``; and, with ``prune``, ``destroy`` for a running app the file does not name.
@@ -99,7 +100,9 @@ def _one(want: DesiredApp, have: RunningApp | None) -> AppChange:
         changes = _spore_changes(want, have) + settings
         return AppChange(want.name, "update", tuple(changes), have.digest, want.digest, pack,
                          want, have)
-    if have.status == "failed":  # the spore that runs is the file's, but its rollout failed
+    if have.status == "failed" and have.ready < max(1, have.settings.min):
+        # the plan names the file's spore, but its rollout failed and too little of it runs
+        # (a rolled-back update names, and runs, the spore it went back to: that is unchanged)
         retry = Change("rollout", f"failed: {have.reason}", "retry")
         return AppChange(want.name, "update", (retry, *settings), have.digest, have.digest,
                          False, want, have)

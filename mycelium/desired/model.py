@@ -81,6 +81,7 @@ class RunningApp:
     binary_size: int = 0
     status: str = "active"
     reason: str | None = None
+    ready: int = 0
 
     @property
     def version(self) -> str:
@@ -103,4 +104,5 @@ class RunningApp:
                    manifest=manifest,
                    binary_sha256=str((spore or {}).get("binary_sha256", "")),
                    binary_size=int((spore or {}).get("binary_size", 0)),
-                   status=str(doc.get("plan_status") or "active"), reason=doc.get("reason"))
+                   status=str(doc.get("plan_status") or "active"), reason=doc.get("reason"),
+                   ready=int(doc.get("ready") or 0))

@@ -123,6 +123,12 @@ def test_one_failed_rollout_is_rolled_back_and_the_others_are_kept(
     assert errors[0].endswith("; the others are kept")
     assert _versions(mesh) == {"hello": "2.0.0", "broken": "1.0.0"}
     assert mesh.app("broken")["state"] == "failed" and mesh.app("broken")["ready"] == 1
+    replan = cli(home, "plan", str(two)).stdout.splitlines()
+    assert replan[0] == "hello   = unchanged"
+    assert replan[1].startswith("broken  ~ update (version 1.0.0 → 2.0.0")  # applying retries
+    exported = tmp_path / "exported.toml"
+    exported.write_text(cli(home, "export").stdout)  # what runs: broken back at 1.0.0
+    assert cli(home, "plan", str(exported)).stdout.count("= unchanged") == 2
 
 
 def test_the_mesh_refuses_a_batch_computed_before_another_deploy(

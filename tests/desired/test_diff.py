@@ -164,6 +164,8 @@ def test_a_failed_rollout_of_the_same_spore_is_retried() -> None:
     (change,) = diff([_hello()], {"hello": have})
     assert change.action == "update" and not change.pack and change.digest == have.digest
     assert plan_lines([change]) == ["hello  ~ update (last rollout failed: exit code 3: retry)"]
+    rolled_back = dataclasses.replace(have, ready=1)  # it went back to this spore, which runs
+    assert diff([_hello()], {"hello": rolled_back})[0].action == "unchanged"
 
 
 def test_a_running_spore_whose_manifest_is_unknown_is_never_the_same() -> None:
