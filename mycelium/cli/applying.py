@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mycelium.desired import AppChange, DesiredFile, RunningApp, diff, load_file
+from mycelium.desired import AppChange, DesiredFile, RunningApp, load_file
+from mycelium.desired.model import DEFAULTS
 from mycelium.home import Home
 
 from .deploying import app_doc, judge, progress
@@ -58,14 +59,15 @@ def load_desired(home: Home, path: Path) -> DesiredFile:
     return load_file(path, lookup, limits)
 
 
-def read_mesh(request: Request) -> dict[str, RunningApp]:
-    """Every planned app of the running mesh, by name.
+def read_mesh(request: Request) -> tuple[dict[str, RunningApp], float]:
+    """Every planned app of the running mesh, by name, and its default rollout timeout.
 
     Raises:
         NoMesh: no mesh runs on the home (exit 1).
     """
     reply = request("desired")
-    return {doc["app"]: RunningApp.from_doc(doc) for doc in reply["apps"]}
+    timeout = float((reply.get("defaults") or {}).get("timeout", DEFAULTS["timeout"]))
+    return {doc["app"]: RunningApp.from_doc(doc) for doc in reply["apps"]}, timeout
 
 
 @contextlib.contextmanager
@@ -233,9 +235,3 @@ def _judge_destroy(out: Outcome, status: dict[str, Any]) -> None:
         out.result = "ok"
 
 
-def planned(home: Home, request: Request, path: Path, prune: bool
-            ) -> tuple[DesiredFile, dict[str, RunningApp], list[AppChange]]:
-    """Validate the file, read the mesh and diff them (what ``plan`` prints)."""
-    desired = load_desired(home, path)
-    running = read_mesh(request)
-    return desired, running, diff(desired.apps, running, prune)

@@ -38,10 +38,10 @@ def plan_cmd(file: FileArgument, home: HomeOption = None, prune: PruneOption = F
 
     h = home_of(home)
     desired = load_desired(h, file)
-    running = read_mesh(ControlClient(h).request)
+    running, default_timeout = read_mesh(ControlClient(h).request)
     from mycelium.desired import diff
 
-    changes = diff(desired.apps, running, prune)
+    changes = diff(desired.apps, running, prune, default_timeout)
     kept = [] if prune else sorted(set(running) - set(desired.names()))
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(plan_json(changes, str(file), prune, kept)) + b"\n")
@@ -80,8 +80,8 @@ def apply_cmd(
     desired = applying.load_desired(h, file)  # all of the file, before anything is done
     request = ControlClient(h).request
     with applying.apply_lock(h, err):
-        running = applying.read_mesh(request)
-        changes = diff(desired.apps, running, prune)
+        running, default_timeout = applying.read_mesh(request)
+        changes = diff(desired.apps, running, prune, default_timeout)
         todo = [c for c in changes if c.changing]
         if not todo:
             out(f"nothing to do: {len(changes)} app{'s' if len(changes) != 1 else ''} "
@@ -122,7 +122,7 @@ def export_cmd(home: HomeOption = None) -> None:
     from .applying import read_mesh
 
     h = home_of(home)
-    running = read_mesh(ControlClient(h).request)
+    running, _ = read_mesh(ControlClient(h).request)
     at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     header = (f"Desired state of the mesh at {h.root}, exported {at}.\n"
               "`mycelium plan FILE` reads it back as unchanged; `mycelium apply FILE` "

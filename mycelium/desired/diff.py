@@ -114,9 +114,15 @@ def _one(want: DesiredApp, have: RunningApp | None) -> AppChange:
 
 
 def diff(desired: Sequence[DesiredApp], running: Mapping[str, RunningApp],
-         prune: bool = False) -> list[AppChange]:
+         prune: bool = False, timeout: float | None = None) -> list[AppChange]:
     """One :class:`AppChange` per app of ``desired`` (in its order), then, with ``prune``, a
-    ``destroy`` for each running app it does not name (sorted by name)."""
+    ``destroy`` for each running app it does not name (sorted by name).
+
+    ``timeout`` is the mesh's default rollout deadline (``[rollout] timeout``): an app whose
+    table names none is compared, and deployed, with it.
+    """
+    if timeout is not None:
+        desired = [want.with_mesh_defaults(timeout) for want in desired]
     out = [_one(want, running.get(want.name)) for want in desired]
     if prune:
         named = {want.name for want in desired}

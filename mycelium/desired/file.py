@@ -147,7 +147,8 @@ class _Reader:
         self._unsupported(name, table)
         return DesiredApp(name=name, settings=settings, manifest=manifest, binary_sha256=sha,
                           binary_size=size, digest=digest, binary=binary,
-                          manifest_path=manifest_path, line=self.index.line("apps", name))
+                          manifest_path=manifest_path, line=self.index.line("apps", name),
+                          given=frozenset(k for k in SETTING_KEYS if k in table))
 
     # -- where the spore comes from -------------------------------------------------------
 

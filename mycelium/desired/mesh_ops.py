@@ -55,7 +55,8 @@ class DesiredOps:
     # -- desired ---------------------------------------------------------------------------
 
     def desired(self, _req: dict[str, Any]) -> dict[str, Any]:
-        """Every planned app: plan, budget and the signed manifest of its digest."""
+        """Every planned app (plan, budget, the signed manifest of its digest) and the mesh's
+        defaults for what a file may leave out (``[rollout] timeout``)."""
         apps = []
         for doc in self._status()["apps"]:
             if doc.get("digest") is None:
@@ -64,7 +65,7 @@ class DesiredOps:
                     "plan_status", "reason", "state", "ready")
             apps.append({key: doc.get(key) for key in keys}
                         | {"manifest": self._manifest(doc["digest"])})
-        return {"apps": apps}
+        return {"apps": apps, "defaults": {"timeout": self._rollout_timeout}}
 
     def _manifest(self, digest: str) -> dict[str, Any] | None:
         """The spore's manifest, verified once per digest (a digest's content never changes)."""

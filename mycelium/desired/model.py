@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from mycelium.defaults import DeployDefaults
 
 __all__ = ["DEFAULTS", "MANIFEST_KEYS", "SCALE_KEYS", "SETTING_KEYS", "DesiredApp", "RunningApp",
            "Settings"]
@@ -17,8 +19,11 @@ SCALE_KEYS = frozenset({"min", "max", "max_instances"})
 MANIFEST_KEYS = ("name", "version", "health", "args", "env", "warmup")
 """A manifest's input fields: what the signed manifest holds beside the binary's hash."""
 
-DEFAULTS: dict[str, Any] = {"min": 1, "max": 1, "cpu": 0.1, "mem": 256, "timeout": 60.0}
-"""``mycelium deploy``'s defaults (``max_instances`` = ``max``; ``warmup`` = the manifest's)."""
+DEFAULTS: dict[str, Any] = {"min": DeployDefaults.MIN, "max": DeployDefaults.MAX,
+                            "cpu": DeployDefaults.CPU, "mem": DeployDefaults.MEM,
+                            "timeout": DeployDefaults.TIMEOUT}
+"""``mycelium deploy``'s defaults (``max_instances`` = ``max``; ``warmup`` = the manifest's;
+``timeout``: the mesh's ``[rollout] timeout``, this one only if the mesh names none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +62,19 @@ class DesiredApp:
     binary: Path | None = None
     manifest_path: Path | None = None
     line: int | None = None
+    given: frozenset[str] = frozenset(SETTING_KEYS)
+    """The settings the table names; the others are defaults (see :func:`with_mesh_defaults`)."""
 
     @property
     def version(self) -> str:
         """The manifest's version."""
         return str(self.manifest["version"])
+
+    def with_mesh_defaults(self, timeout: float) -> DesiredApp:
+        """This app with the mesh's own default ``timeout`` where the table names none."""
+        if "timeout" in self.given or self.settings.timeout == timeout:
+            return self
+        return replace(self, settings=replace(self.settings, timeout=timeout))
 
 
 @dataclass(frozen=True, slots=True)

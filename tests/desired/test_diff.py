@@ -171,3 +171,13 @@ def test_a_failed_rollout_of_the_same_spore_is_retried() -> None:
 def test_a_running_spore_whose_manifest_is_unknown_is_never_the_same() -> None:
     have = dataclasses.replace(running_from(_hello()), manifest=None)
     assert diff([_hello()], {"hello": have})[0].action == "update"
+
+
+def test_a_table_without_timeout_takes_the_mesh_default() -> None:
+    want = dataclasses.replace(_hello(), given=frozenset({"min", "max"}))
+    have = {"hello": running_from(dataclasses.replace(
+        _hello(), settings=Settings(1, 1, 1, 0.1, 256, 0.0, 30.0)))}
+    assert diff([want], have)[0].action == "settings"  # 60 (deploy's default) → 30
+    assert diff([want], have, timeout=30.0)[0].action == "unchanged"  # [rollout] timeout = 30
+    named = _hello()  # a table that names timeout = 60 keeps it
+    assert diff([named], have, timeout=30.0)[0].changes[0].new == 60.0
