@@ -9,7 +9,8 @@ included), as an operator would see it:
 - ``apply`` of a file of ``--apps`` new apps (examples/hello, one instance each, cpu 0.01, mem
   64): from the command's start to its exit, which is when every app is Ready (checked again
   through ``status`` right after); it includes packing and publishing every spore;
-- ``plan`` of that file against the mesh running it (all ``= unchanged``), ``--plans`` runs;
+- ``plan`` of that file against the mesh running it (all ``= unchanged``), ``--plans`` runs,
+  beside ``mycelium status`` and ``python -c pass`` as anchors (the machine's own floor);
 - ``export``, then ``plan`` of the exported file (``digest = …`` tables);
 - ``apply`` of the same file again (nothing to do, no pid changes);
 - ``apply --prune`` of an empty file (every app destroyed);
@@ -104,6 +105,12 @@ def main() -> None:
             pids = ready_pids(client)
             assert all(len(pids.get(n, [])) == 1 for n in names), "not all Ready after apply"
             plans = [cli(home.root, "plan", str(file))[0] for _ in range(args.plans)]
+            statuses = [cli(home.root, "status")[0] for _ in range(args.plans)]
+            bare = []
+            for _ in range(args.plans):
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-c", "pass"], check=True)
+                bare.append(time.perf_counter() - t0)
             _, last = cli(home.root, "plan", str(file))
             assert last.stdout.count("= unchanged") == args.apps, last.stdout[-300:]
             export_s, exported = cli(home.root, "export")
@@ -126,6 +133,8 @@ def main() -> None:
             up.wait(120)
     result.update(apply_all_ready_s=round(apply_s, 2), plan_median_s=round(
         statistics.median(plans), 3), plan_max_s=round(max(plans), 3),
+        status_median_s=round(statistics.median(statuses), 3),
+        python_pass_median_s=round(statistics.median(bare), 3),
         export_s=round(export_s, 3), plan_exported_median_s=round(statistics.median(replans), 3),
         apply_again_s=round(again_s, 3), apply_prune_all_s=round(prune_s, 2),
         sequential_deploys_s=round(deploys_s, 2))
@@ -133,7 +142,9 @@ def main() -> None:
           f"started (goal ≤ 10 s; packing included)")
     print(f"{args.apps} sequential `mycelium deploy`s (each waits for Ready): {deploys_s:.2f} s")
     print(f"plan of {args.apps} unchanged apps: median {statistics.median(plans):.3f} s, "
-          f"max {max(plans):.3f} s over {len(plans)} runs (goal ≤ 0.5 s)")
+          f"max {max(plans):.3f} s over {len(plans)} runs (goal ≤ 0.5 s); in the same run "
+          f"`mycelium status` {statistics.median(statuses):.3f} s, `python -c pass` "
+          f"{statistics.median(bare):.3f} s (medians)")
     print(f"export {export_s:.3f} s; plan of the exported file (digest tables): median "
           f"{statistics.median(replans):.3f} s")
     print(f"apply again (nothing to do, pids unchanged) {again_s:.3f} s; apply --prune of an "
