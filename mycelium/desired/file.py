@@ -88,7 +88,7 @@ def load_file(path: Path, spore: SporeLookup, limits: Limits,
     except tomllib.TOMLDecodeError as exc:
         raise BadFile(shown, _toml_line(str(exc)), None, f"bad TOML: {exc}") from None
     index = LineIndex(text)
-    reader = _Reader(shown, path.resolve().parent, index, spore, limits, secret_exists)
+    reader = _Reader(shown, path.absolute().parent, index, spore, limits, secret_exists)
     for key in data:
         if key != "apps":
             raise BadFile(shown, index.line(key), key, "unknown key (a desired-state file "
@@ -156,7 +156,8 @@ class _Reader:
         raw = table[key]
         if not isinstance(raw, str) or not raw:
             raise self.fail(app, key, "must be a path (a string)")
-        return (self.base / os.path.expanduser(raw)).resolve()
+        # normalised, not resolved: symlinks stay as written, and no syscall per path
+        return Path(os.path.normpath(self.base / os.path.expanduser(raw)))
 
     def _source(self, app: str, table: Mapping[str, Any]
                 ) -> tuple[dict[str, Any], Path, str, int]:
