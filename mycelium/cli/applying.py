@@ -29,7 +29,8 @@ from mycelium.home import Home
 
 from .deploying import app_doc, judge, progress
 
-__all__ = ["Outcome", "apply_lock", "follow", "load_desired", "publish_batch", "read_mesh"]
+__all__ = ["Outcome", "apply_lock", "follow", "load_desired", "plan_file", "publish_batch",
+           "read_mesh"]
 
 Request = Callable[..., Any]
 
@@ -235,3 +236,32 @@ def _judge_destroy(out: Outcome, status: dict[str, Any]) -> None:
         out.result = "ok"
 
 
+
+
+def plan_file(home: Home, request: Request, file: Path, prune: bool, as_json: bool) -> None:
+    """``mycelium plan``: validate, read the mesh, print the plan (the Typer command and the
+    fast path both run this, so that both print the same bytes).
+
+    Raises:
+        BadFile: a bad file (exit 2), before the mesh is asked anything.
+        NoMesh: no mesh runs on the home (exit 1).
+    """
+    import sys
+
+    from mycelium.desired import diff
+    from mycelium.desired.text import plan_json, plan_lines, summary_line
+
+    from .lines import out
+
+    desired = load_desired(home, file)
+    running, default_timeout = read_mesh(request)
+    changes = diff(desired.apps, running, prune, default_timeout)
+    kept = [] if prune else sorted(set(running) - set(desired.names()))
+    if as_json:
+        import orjson
+
+        sys.stdout.buffer.write(orjson.dumps(plan_json(changes, str(file), prune, kept)) + b"\n")
+        sys.stdout.flush()
+        return
+    sys.stdout.write("".join(f"{line}\n" for line in plan_lines(changes)))
+    out(summary_line(changes, len(kept)))

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import orjson
 import typer
 
 from mycelium.errors import OperationFailed
@@ -32,23 +31,10 @@ def plan_cmd(file: FileArgument, home: HomeOption = None, prune: PruneOption = F
              as_json: Annotated[bool, typer.Option(
                  "--json", help="One JSON document for scripts")] = False) -> None:
     """Show what `apply FILE` would change, app by app and field by field; change nothing."""
-    from mycelium.desired.text import plan_json, plan_lines, summary_line
-
-    from .applying import load_desired, read_mesh
+    from .applying import plan_file
 
     h = home_of(home)
-    desired = load_desired(h, file)
-    running, default_timeout = read_mesh(ControlClient(h).request)
-    from mycelium.desired import diff
-
-    changes = diff(desired.apps, running, prune, default_timeout)
-    kept = [] if prune else sorted(set(running) - set(desired.names()))
-    if as_json:
-        sys.stdout.buffer.write(orjson.dumps(plan_json(changes, str(file), prune, kept)) + b"\n")
-        return
-    for line in plan_lines(changes):
-        out(line)
-    out(summary_line(changes, len(kept)))
+    plan_file(h, ControlClient(h).request, file, prune, as_json)
 
 
 @app.command("apply")

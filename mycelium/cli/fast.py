@@ -1,12 +1,13 @@
-"""The CLI's fast path: ``status``, ``kill``, ``stop`` and ``deploy`` without importing Typer.
+"""The CLI's fast path: ``status``, ``kill``, ``stop``, ``deploy``, ``plan`` without Typer.
 
 Typer and click cost ~100 ms of imports, more than a ``status`` request takes. This module
-serves the common, fully valid command lines of four commands with a tiny parser and the
+serves the common, fully valid command lines of five commands with a tiny parser and the
 standard library (os, sys, socket, json; the light :class:`ControlClient`):
 
 - ``status [APP] [--json] [--home H]``
 - ``kill APP [--node N] [--signal S] [--home H]``
 - ``stop APP [--home H]``
+- ``plan FILE [--prune] [--json] [--home H]`` (a plan reads only; its imports, not Typer's)
 - ``deploy APP DIGEST [--min N] [--max N] [--max-instances N] [--cpu F] [--mem N]
   [--warmup F] [--timeout F] [--wait | --no-wait] [--home H]``, numbers in plain decimal
 
@@ -48,6 +49,7 @@ _SHAPES: dict[str, tuple[int, int, frozenset[str], frozenset[str]]] = {
     "status": (0, 1, frozenset({"--json"}), frozenset({"--home"})),
     "kill": (1, 1, frozenset(), frozenset({"--home", "--node", "--signal"})),
     "stop": (1, 1, frozenset(), frozenset({"--home"})),
+    "plan": (1, 1, frozenset({"--prune", "--json"}), frozenset({"--home"})),
     "deploy": (2, 2, frozenset({"--wait", "--no-wait"}),
                frozenset({"--home", "--min", "--max", "--max-instances", "--cpu", "--mem",
                           "--warmup", "--timeout"})),
@@ -161,6 +163,8 @@ def run_fast(args: list[str]) -> int | None:
             _kill(client, positional[0], options)
         elif command == "deploy":
             _deploy(lambda: _requester(client()), positional, options)
+        elif command == "plan":
+            _plan(client, positional[0], options)
         else:
             c = client()
             stop_app(lambda op, **fields: _request(c, op, **fields), positional[0])
@@ -203,6 +207,20 @@ def _status(client: ControlClient, app_name: str | None, as_json: bool) -> None:
 
         body = orjson.dumps(status)
     sys.stdout.buffer.write(body + b"\n")
+
+
+def _plan(client: Callable[[], ControlClient], file: str,
+          options: dict[str, str | bool]) -> None:
+    """``plan FILE``: the Typer command's own function, without Typer."""
+    from pathlib import Path
+
+    from mycelium.home import Home
+
+    from .applying import plan_file
+
+    c = client()
+    plan_file(Home(Path(str(c.home.root))), _requester(c), Path(file), "--prune" in options,
+              "--json" in options)
 
 
 def _kill(client: Callable[[], ControlClient], app_name: str,

@@ -201,3 +201,31 @@ def test_without_a_mesh_plan_apply_and_export_exit_1(home: Path) -> None:
     for args in (("plan", str(file)), ("apply", str(file)), ("export",)):
         run = cli(home, *args)
         assert run.returncode == 1 and run.stderr.startswith("error: no mesh running at "), args
+
+
+def _run(home: Path, *args: str, typer: bool) -> tuple[int, bytes, bytes, bool]:
+    """``mycelium ARGS`` by ``python -m mycelium`` or by the Typer application alone; also
+    whether Typer was imported (``-X importtime``), i.e. which path served it."""
+    head = ["-c", "import sys; from mycelium.cli.full import run; run(sys.argv[1:])"] \
+        if typer else ["-m", "mycelium"]
+    done = subprocess.run([sys.executable, "-X", "importtime", *head, *args, "--home",
+                           str(home)], capture_output=True, timeout=60, env=ENV, check=False)
+    lines = done.stderr.splitlines(keepends=True)
+    imports = {ln.split(b"|")[-1].strip() for ln in lines if ln.startswith(b"import time:")}
+    err = b"".join(ln for ln in lines if not ln.startswith(b"import time:"))
+    return done.returncode, done.stdout, err, b"typer" in imports
+
+
+def test_plan_is_served_without_typer_and_prints_the_typer_paths_bytes(
+        mesh: MeshProcess, home: Path, tmp_path: Path) -> None:
+    file = write(tmp_path / "mesh.toml", table("hello", HELLO, manifest(tmp_path, "hello")))
+    assert cli(home, "apply", str(file)).returncode == 0
+    changed = write(tmp_path / "two.toml", table("hello", HELLO, manifest(tmp_path, "hello"),
+                                                  max=2))
+    bad = write(tmp_path / "bad.toml", "[apps.hello]\nmins = 1\n")
+    for args in ((str(file),), (str(changed), "--json"), (str(changed), "--prune"),
+                 (str(bad),)):
+        fast = _run(home, "plan", *args, typer=False)
+        slow = _run(home, "plan", *args, typer=True)
+        assert not fast[3] and slow[3], args
+        assert fast[:3] == slow[:3], args
