@@ -1,6 +1,6 @@
 """The home directory: one place for keys, repo, state, logs, instances and the control socket.
 
-Two meshes with different homes never share a file (SPEC §2).
+Two meshes with different homes never share a file.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Operating a mesh: its configuration file and its supervision log.
 
 ``config`` loads every tunable (defaults < TOML file < ``MYCELIUM_<SECTION>_<KEY>``);
-``logs`` writes, reads, follows and renders the supervision log (SPEC §7).
+``logs`` writes, reads, follows and renders the supervision log (docs/reference.md#supervision-log).
 
 The names are resolved on first use (PEP 562), so importing a light submodule such as
 :mod:`mycelium.operator.client` does not load the config and log machinery.

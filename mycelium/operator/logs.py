@@ -1,4 +1,4 @@
-"""The supervision log (SPEC §7): one JSON object per line, rotated, readable while written.
+"""The supervision log: one JSON object per line, rotated, readable while written.
 
 Records are supervisor events (OTP's progress, crash and supervisor reports) with at least
 ``ts`` (RFC 3339), ``event``, ``supervisor`` (path in the tree), ``child``, ``app`` (null for
@@ -41,7 +41,7 @@ class LogError(MyceliumError):
 def normalise_record(record: Mapping[str, Any] | Any) -> dict[str, Any]:
     """A log record from a dict or anything with ``to_dict()`` (e.g. ``supervisors.Report``).
 
-    Guarantees the SPEC §7 keys: ``ts`` becomes RFC 3339 (an epoch float is converted, a missing
+    Guarantees the documented keys (docs/reference.md#supervision-log): ``ts`` becomes RFC 3339 (an epoch float is converted, a missing
     one is now), ``app`` is taken from ``extra["app"]`` when not given, and ``supervisor``,
     ``child``, ``reason``, ``delay`` default to null.
 

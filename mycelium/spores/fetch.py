@@ -1,4 +1,4 @@
-"""Spores by digest between the members of a mesh (SPEC §9): no shared filesystem assumed.
+"""Spores by digest between the members of a mesh: no shared filesystem assumed.
 
 Each member serves its repo read-only over HTTP (:class:`SporeServer`, ``GET /spores/<digest>``
 on its advertise host, a port of its own, never the edge's). A member that must run a digest it
