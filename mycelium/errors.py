@@ -13,7 +13,7 @@ class MyceliumError(Exception):
     """A failure an operator can read: the message is the whole ``error:`` line.
 
     Attributes:
-        exit_code: The CLI's exit code for this failure (1 failed, 2 bad input; docs/reference.md#exit-codes).
+        exit_code: The CLI's exit code for this failure (1 failed, 2 bad input).
     """
 
     exit_code: int = 1

@@ -17,7 +17,7 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI and exit with the documented exit codes (docs/reference.md#exit-codes)."""
+    """Run the CLI and exit with the documented exit codes (0, 1, 2)."""
     args = list(sys.argv[1:] if argv is None else argv)
     from .fast import run_fast
 

@@ -26,7 +26,7 @@ __all__ = ["app", "run"]
 
 
 def run(argv: list[str]) -> None:
-    """Run the Typer CLI on ``argv`` and exit with the documented exit codes (docs/reference.md#exit-codes)."""
+    """Run the Typer CLI on ``argv`` and exit with the documented exit codes (0, 1, 2)."""
     args = list(argv)
     debug = os.environ.get("MYCELIUM_DEBUG") == "1"
     if "--debug" in args:

@@ -41,8 +41,8 @@ class LogError(MyceliumError):
 def normalise_record(record: Mapping[str, Any] | Any) -> dict[str, Any]:
     """A log record from a dict or anything with ``to_dict()`` (e.g. ``supervisors.Report``).
 
-    Guarantees the documented keys (docs/reference.md#supervision-log): ``ts`` becomes RFC 3339 (an epoch float is converted, a missing
-    one is now), ``app`` is taken from ``extra["app"]`` when not given, and ``supervisor``,
+    Guarantees the documented keys: ``ts`` becomes RFC 3339 (an epoch float is converted, a
+    missing one is now), ``app`` is taken from ``extra["app"]`` when not given, and ``supervisor``,
     ``child``, ``reason``, ``delay`` default to null.
 
     Raises:
