@@ -147,7 +147,7 @@ def render_tree(tree: Mapping[str, Any], *, color: bool = False, now: float | No
 
 
 def render_status(status: Mapping[str, Any]) -> str:
-    """The status document (docs/reference.md#status-json) as the plain lines ``mycelium status`` prints."""
+    """The status document as the plain lines ``mycelium status`` prints."""
     lines = []
     for doc in status.get("apps") or ():
         digest = (doc.get("digest") or "-")[:12]
