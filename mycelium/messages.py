@@ -38,6 +38,7 @@ __all__ = [
     "InstanceInfo",
     "InstanceStatus",
     "IsRouted",
+    "LastExit",
     "Plan",
     "PlanChanged",
     "PlanVersion",
@@ -106,6 +107,21 @@ class Plan:
 
 
 @dataclass(frozen=True, slots=True)
+class LastExit:
+    """How an instance ended: ``status`` shows it on the replacement as ``last_exit``."""
+
+    instance: str
+    reason: str
+    at: str  # RFC 3339
+    output_tail: tuple[str, ...] = ()  # its last <= 10 lines of stderr (else stdout)
+
+    def to_doc(self) -> dict[str, Any]:
+        """The ``last_exit`` object of ``status --json``."""
+        return {"instance": self.instance, "reason": self.reason, "at": self.at,
+                "output_tail": list(self.output_tail)}
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceInfo:
     """A snapshot of one AppInstance, as the fabric and ``status`` see it."""
 
@@ -123,6 +139,8 @@ class InstanceInfo:
     cpu_percent: float | None = None
     rss_bytes: int | None = None
     reason: str | None = None
+    #: How the instance this one replaced ended (on a dead instance: its own end).
+    last_exit: LastExit | None = None
 
 
 @dataclass(frozen=True, slots=True)

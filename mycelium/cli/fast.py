@@ -1,7 +1,8 @@
-"""The CLI's fast path: ``status``, ``kill``, ``stop``, ``deploy``, ``plan`` without Typer.
+"""The CLI's fast path: ``status``, ``kill``, ``stop``, ``deploy``, ``plan``, ``output``
+without Typer.
 
 Typer and click cost ~100 ms of imports, more than a ``status`` request takes. This module
-serves the common, fully valid command lines of five commands with a tiny parser and the
+serves the common, fully valid command lines of six commands with a tiny parser and the
 standard library (os, sys, socket, json; the light :class:`ControlClient`):
 
 - ``status [APP] [--json] [--home H]``
@@ -10,6 +11,8 @@ standard library (os, sys, socket, json; the light :class:`ControlClient`):
 - ``plan FILE [--prune] [--json] [--home H]`` (a plan reads only; its imports, not Typer's)
 - ``deploy APP DIGEST [--min N] [--max N] [--max-instances N] [--cpu F] [--mem N]
   [--warmup F] [--timeout F] [--wait | --no-wait] [--home H]``, numbers in plain decimal
+- ``output APP [--node N] [--instance I] [--stream S] [--tail N] [--since D] [--follow | -f]
+  [--json] [--home H]`` (it reads the home's files: :func:`mycelium.operator.output.run`)
 
 Options may come before or after the argument, ``--opt=value`` too, each at most once. Anything
 else — ``--help``, ``--debug`` or ``MYCELIUM_DEBUG=1``, an unknown or repeated option, an empty
@@ -50,6 +53,8 @@ _SHAPES: dict[str, tuple[int, int, frozenset[str], frozenset[str]]] = {
     "kill": (1, 1, frozenset(), frozenset({"--home", "--node", "--signal"})),
     "stop": (1, 1, frozenset(), frozenset({"--home"})),
     "plan": (1, 1, frozenset({"--prune", "--json"}), frozenset({"--home"})),
+    "output": (1, 1, frozenset({"--json", "--follow", "-f"}),
+               frozenset({"--home", "--node", "--instance", "--stream", "--tail", "--since"})),
     "deploy": (2, 2, frozenset({"--wait", "--no-wait"}),
                frozenset({"--home", "--min", "--max", "--max-instances", "--cpu", "--mem",
                           "--warmup", "--timeout"})),
@@ -138,6 +143,31 @@ def _requester(client: ControlClient) -> Callable[..., Any]:
     return lambda op, **fields: _request(client, op, **fields)
 
 
+def _output(app: str, options: dict[str, str | bool]) -> None:
+    """``output``: reads the home's files (no Typer, no mesh needed)."""
+    tail = options.get("--tail")
+    if isinstance(tail, str) and not set(tail) <= _INTEGER:
+        raise _Decline(tail)  # Typer reports a tail that is not a number
+    from pathlib import Path
+
+    from mycelium.home import resolve_home
+    from mycelium.operator.output import run
+
+    home = options.get("--home")
+
+    def text(name: str) -> str | None:
+        value = options.get(name)
+        return value if isinstance(value, str) else None
+
+    try:
+        run(resolve_home(Path(home) if isinstance(home, str) else None).instances, app,
+            node=text("--node"), instance=text("--instance"), stream=text("--stream"),
+            tail=int(tail) if isinstance(tail, str) else None, since=text("--since"),
+            follow="--follow" in options or "-f" in options, as_json="--json" in options)
+    except KeyboardInterrupt:
+        return
+
+
 def run_fast(args: list[str]) -> int | None:
     """Serve ``args`` if they are a shape this module knows; the exit code, or ``None``.
 
@@ -165,6 +195,8 @@ def run_fast(args: list[str]) -> int | None:
             _deploy(lambda: _requester(client()), positional, options)
         elif command == "plan":
             _plan(client, positional[0], options)
+        elif command == "output":
+            _output(positional[0], options)
         else:
             c = client()
             stop_app(lambda op, **fields: _request(c, op, **fields), positional[0])

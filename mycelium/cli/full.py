@@ -18,7 +18,12 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 
 from mycelium.errors import MyceliumError
 
-from . import desired_cmds, mesh_cmds, spore_cmds  # noqa: F401  (registers the commands on `app`)
+from . import (  # noqa: F401  (registers the commands on `app`)
+    desired_cmds,
+    mesh_cmds,
+    output_cmds,
+    spore_cmds,
+)
 from .app import app
 from .lines import fail as _fail
 

@@ -1,4 +1,4 @@
-"""Pure views of the fabric's state: the edge's routes and SPEC §6's status document."""
+"""Pure views of the fabric's state: the edge's routes and the ``status --json`` document."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ CRASHLOOP_RESTARTS = 3
 
 
 def desired_count(plan: Plan, budget: Budget | None, nodes: int, declined: int) -> int:
-    """``min(max, max_instances, nodes whose free capacity fits the budget)`` (SPEC §3)."""
+    """``min(max, max_instances, nodes whose free capacity fits the budget)`` (deploy's rule)."""
     limit = plan.max if budget is None else min(plan.max, budget.max_instances)
     return max(0, min(limit, nodes - declined))
 
@@ -31,7 +31,7 @@ def routes(plans: Mapping[str, Plan], instances: Iterable[InstanceInfo]) -> tupl
 
 def app_state(plan: Plan | None, desired: int, instances: list[InstanceInfo],
               now: float | None = None, restarting: int = 0) -> str:
-    """One documented word for an app (SPEC §6).
+    """One documented word for an app (docs/reference.md, ``status --json``).
 
     ``stopped`` no plan; ``failed`` the last update was rolled back; ``updating`` instances of
     another digest still run; ``running`` at least ``min`` and ``desired`` Ready; ``crashloop``
@@ -65,14 +65,15 @@ def _instance_doc(info: InstanceInfo) -> dict[str, Any]:
             "pid": info.pid, "url": info.url, "restarts": info.restarts,
             "started_at": info.started_at, "ready_at": info.ready_at,
             "cpu_percent": info.cpu_percent, "rss_bytes": info.rss_bytes,
-            "reason": info.reason}
+            "reason": info.reason,
+            "last_exit": None if info.last_exit is None else info.last_exit.to_doc()}
 
 
 def status_document(plans: Mapping[str, Plan], budgets: Mapping[str, Budget],
                     instances: Iterable[InstanceInfo], nodes: Mapping[str, str],
                     declined: Mapping[str, set[str]], app: str | None = None,
                     restarting: Mapping[str, int] | None = None) -> dict[str, Any]:
-    """SPEC §6's ``status --json`` document (extra keys are additions, never changes).
+    """The ``status --json`` document (extra keys are additions, never changes).
 
     ``restarting`` maps an app to the restart count of a slot whose instance failed and whose
     replacement is not Ready yet (it may be waiting out a backoff, so no instance shows it).

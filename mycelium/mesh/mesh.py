@@ -23,6 +23,7 @@ from mycelium.edge import EdgeConfig
 from mycelium.fabric import Names
 from mycelium.home import Home
 from mycelium.node.leftovers import reap_home
+from mycelium.node.output import mesh_stopping
 from mycelium.operator import MeshConfig
 from mycelium.operator.logs import LOG_NAME
 from mycelium.spores import Limits
@@ -162,11 +163,14 @@ class Mesh:
             DashboardError: the port cannot be bound.
         """
         from mycelium.operator.dashboard import Dashboard
+        from mycelium.operator.output import instance_tail
 
+        instances = self.home.instances
         dash = Dashboard(dataclasses.replace(config, edge_port=self.edge_bound_port,
                                              edge_host=self.edge_host),
                          tree=self.ops.tree, status=self.ops.status,
-                         log_file=self.home.logs / LOG_NAME)
+                         log_file=self.home.logs / LOG_NAME,
+                         output=lambda iid: instance_tail(instances, iid, 3))
         dash.start()
         self.dashboard = dash
         self.log.subscribe(dash.publish)
@@ -180,6 +184,7 @@ class Mesh:
             dash.stop()
         root, self._root = self._root, None
         if root is not None:
+            mesh_stopping(self.home.instances)  # these instances are "the last that ran"
             with contextlib.suppress(pykka.ActorDeadError):
                 root.stop(timeout=120)
         self.backend.close()

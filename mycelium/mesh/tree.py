@@ -68,7 +68,9 @@ def node_settings(config: MeshConfig) -> NodeSettings:
                         cap=max(restart.backoff_cap, restart.backoff_base, 0.001),
                         jitter=restart.backoff_jitter, reset_after=restart.reset_after),
         host="127.0.0.1", startup_deadline=inst.startup_deadline,
-        intensity=restart.intensity, period=restart.period)
+        intensity=restart.intensity, period=restart.period,
+        output_max_bytes=config.logs.output_max_mb * 1024 * 1024,
+        output_files=config.logs.output_files, output_keep=config.logs.output_keep)
 
 
 @dataclass(frozen=True, slots=True)

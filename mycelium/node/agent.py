@@ -63,13 +63,14 @@ from supervisors.reports import Reporter
 from supervisors.timers import TimerHandle, shared_timers
 
 from .instance import AppInstance, InstanceSpec
+from .output import OutputPolicy, read_last_exit
 from .rollout import ChildView, Fail, Start, Stop, WakeAt, step
+from .serials import next_serial
 from .settings import NodeSettings, SporeInfo
 
 __all__ = ["Agent", "NodeSettings", "SporeInfo"]
 
 log = get_logger(__name__)
-_serial = itertools.count(1)
 
 _SWITCH_RETRY = 0.1
 """Seconds before a node that may not switch yet (``[rollout] parallel``) asks again."""
@@ -384,15 +385,20 @@ class Agent(SupervisedActor):
             health_interval=s.health_interval, health_timeout=s.health_timeout,
             health_failures=s.health_failures,
             sample_interval=s.sample_interval, stop_grace=s.stop_grace, host=s.host,
-            instances_dir=self._instances_dir)
+            instances_dir=self._instances_dir,
+            output=OutputPolicy(max_bytes=s.output_max_bytes, files=s.output_files,
+                                keep=s.output_keep))
 
     def _child_spec(self, spec: InstanceSpec) -> ChildSpec:
         names, counter = self._names, itertools.count()
+        previous: list[str] = []  # the slot's last instance: its end is the next one's last_exit
 
         def start() -> pykka.ActorRef[Any]:
             restarts = next(counter)
-            iid = f"{spec.app}@{spec.node}#{next(_serial)}"
-            return AppInstance.start(spec, names, iid, restarts)
+            iid = f"{spec.app}@{spec.node}#{next_serial(spec.instances_dir)}"
+            last = read_last_exit(spec.instances_dir, previous[0]) if previous else None
+            previous[:] = [iid]
+            return AppInstance.start(spec, names, iid, restarts, last_exit=last)
 
         return ChildSpec(id=spec.child, start=start, restart="transient",
                          shutdown=spec.stop_grace + 2.0, backoff=self._settings.backoff,

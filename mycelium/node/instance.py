@@ -33,6 +33,7 @@ from mycelium.messages import (
     GetInfo,
     InstanceInfo,
     InstanceStatus,
+    LastExit,
     RegisterEndpoint,
     Resync,
     to_wire,
@@ -44,6 +45,7 @@ from supervisors.pool import WorkerPool
 from supervisors.singleton import Singleton
 from supervisors.timers import TimerHandle, shared_timers
 
+from .output import Capture, OutputPolicy, rfc3339
 from .prober import shared_prober
 
 __all__ = ["RECORD_FILE", "AppInstance", "InstanceFailed", "InstanceSpec"]
@@ -129,6 +131,7 @@ class InstanceSpec:
     stop_grace: float
     host: str
     instances_dir: Path
+    output: OutputPolicy
 
 
 # private messages of the actor to itself -----------------------------------------------------
@@ -180,11 +183,13 @@ class AppInstance(SupervisedActor):
         names: The mesh's registered names (reports go to ``fabric`` and the node's agent).
         instance_id: ``<app>@<node>#<k>`` (``MYCELIUM_INSTANCE``; changes on every restart).
         restarts: How many times this slot was restarted (carried by the replacement).
+        last_exit: How the instance this one replaces ended (``status`` shows it).
     """
 
     pooled = True  # hundreds of mostly idle instances: turns on the shared scheduler
 
-    def __init__(self, spec: InstanceSpec, names: Names, instance_id: str, restarts: int) -> None:
+    def __init__(self, spec: InstanceSpec, names: Names, instance_id: str, restarts: int,
+                 last_exit: LastExit | None = None) -> None:
         super().__init__()
         self.spec = spec
         self._names = names
@@ -198,9 +203,10 @@ class AppInstance(SupervisedActor):
         self._latest: tuple[int, float] | None = None  # the last sample's (rss, cpu)
         self._tick: TimerHandle | None = None
         self._dir = spec.instances_dir / instance_id.replace("/", "_")
+        self._capture: Capture | None = None
         self.info = InstanceInfo(id=instance_id, app=spec.app, node=spec.node, digest=spec.digest,
                                  state="Idle", child=spec.child, restarts=restarts,
-                                 started_at=time.time())
+                                 started_at=time.time(), last_exit=last_exit)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -220,7 +226,7 @@ class AppInstance(SupervisedActor):
     def _shutdown(self, grace: float, reason: str | None) -> None:
         with self._spawn_lock:
             self._closing.set()
-            spawned = self._spawned
+            spawned, capture = self._spawned, self._capture
         if self._tick is not None:
             shared_timers().cancel(self._tick)
         if self.info.state in ("Launching", "Ready"):
@@ -228,6 +234,9 @@ class AppInstance(SupervisedActor):
         workload = self._workload or spawned
         if workload is not None:
             workload.terminate(grace=grace)
+        if capture is not None:
+            with contextlib.suppress(Exception):  # never let the record keep a stop from ending
+                capture.close(reason or self.info.reason or "shutdown")
         with contextlib.suppress(OSError):
             (self._dir / RECORD_FILE).unlink()
         shutil.rmtree(self._dir / "app", ignore_errors=True)
@@ -246,7 +255,9 @@ class AppInstance(SupervisedActor):
             with self._spawn_lock:  # either spawned before a stop, or never
                 if self._closing.is_set():
                     return
-                workload = _spawn_retrying([str(binary), *spec.args], self._dir, env)
+                self._capture = capture = Capture.of(self._dir, self.info.id, spec)
+                workload = _spawn_retrying([str(binary), *spec.args], self._dir, env,
+                                           capture.paths)
                 self._spawned = workload
         except Exception as exc:
             _tell(ref, _LaunchFailed(f"launch failed: {exc}"))
@@ -332,17 +343,25 @@ class AppInstance(SupervisedActor):
                     info = replace(info, rss_bytes=latest[0], cpu_percent=latest[1])
                 return to_wire(info)
             case Crash():
-                raise CrashRequested("crash requested")
+                crash = CrashRequested("crash requested")
+                crash.details = {"output_tail": self._exit_tail()}  # type: ignore[attr-defined]
+                raise crash
         return None
 
+    def _exit_tail(self) -> list[str]:
+        return [] if self._capture is None else self._capture.exit_tail()
+
     def _fail(self, reason: str, **details: Any) -> None:
+        tail = self._exit_tail()
+        self.info = replace(self.info, last_exit=LastExit(self.info.id, reason,
+                                                          rfc3339(time.time()), tuple(tail)))
         if self.info.state == "Ready":  # leave the routes before anything else happens
             gone = self._workload is not None and self._workload.exited
             self._set(state="Stopped" if gone else "Draining", reason=reason)
         else:
             self.info = replace(self.info, reason=reason)
         raise InstanceFailed(reason, {"app": self.spec.app, "pid": self.info.pid,
-                                      "instance": self.info.id, **details})
+                                      "instance": self.info.id, "output_tail": tail, **details})
 
     def _schedule(self) -> None:
         interval = min(self.spec.health_interval, self.spec.sample_interval)
@@ -439,7 +458,8 @@ def _tell(ref: Any, message: Any) -> None:
         ref.tell(message)
 
 
-def _spawn_retrying(argv: list[str], directory: Path, env: dict[str, str]) -> Workload:
+def _spawn_retrying(argv: list[str], directory: Path, env: dict[str, str],
+                    output: tuple[Path, ...]) -> Workload:
     """Spawn, retrying briefly on ETXTBSY.
 
     Another thread's fork may briefly hold a copy of the descriptor that wrote this binary (a
@@ -448,8 +468,7 @@ def _spawn_retrying(argv: list[str], directory: Path, env: dict[str, str]) -> Wo
     """
     for attempt in range(50):
         try:
-            return spawn(argv, cwd=directory / "app", env=env,
-                         log_path=directory / "workload.log")
+            return spawn(argv, cwd=directory / "app", env=env, log_path=(output[0], output[1]))
         except ProcessError as exc:
             if "busy" not in str(exc) or attempt == 49:
                 raise

@@ -19,7 +19,9 @@ import psutil
 from mycelium.home import Home
 
 from .instance import RECORD_FILE
+from .output import mesh_stopping, settle_home
 from .process import ProcessRecord, reap_leftovers
+from .serials import begin_run
 
 __all__ = ["reap_home"]
 
@@ -45,7 +47,8 @@ def _reap_strays(home: Home) -> list[int]:
 
 
 def reap_home(home: Home) -> list[int]:
-    """Stop every workload a previous mesh of this home left behind and clear their dirs.
+    """Stop every workload a previous mesh of this home left behind and clear their dirs;
+    then begin this mesh's run of instance serials.
 
     Returns:
         The pids that were still running and were stopped.
@@ -62,4 +65,7 @@ def reap_home(home: Home) -> list[int]:
             shutil.rmtree(child / "app", ignore_errors=True)
             with contextlib.suppress(OSError):
                 (child / RECORD_FILE).unlink()
+        settle_home(home.instances)  # their output stays readable, their end is recorded
+    begin_run(home.instances)
+    mesh_stopping(home.instances, False)
     return pids

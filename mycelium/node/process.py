@@ -370,8 +370,8 @@ def _check_spawnable(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> 
     return str(path)
 
 
-def _popen_retrying(argv: list[str], cwd: Path, env: dict[str, str],
-                    log_file: IO[bytes]) -> subprocess.Popen[bytes]:
+def _popen_retrying(argv: list[str], cwd: Path, env: dict[str, str], log_file: IO[bytes],
+                    err_file: IO[bytes] | int = subprocess.STDOUT) -> subprocess.Popen[bytes]:
     """Popen, retried for a moment on ETXTBSY.
 
     A binary just extracted by this process can be "busy" while another thread's fork still holds
@@ -383,7 +383,7 @@ def _popen_retrying(argv: list[str], cwd: Path, env: dict[str, str],
         try:
             return subprocess.Popen(
                 argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-                stderr=subprocess.STDOUT, close_fds=True, start_new_session=True)
+                stderr=err_file, close_fds=True, start_new_session=True)
         except OSError as exc:
             if exc.errno != errno.ETXTBSY or time.monotonic() >= deadline:
                 raise
@@ -403,19 +403,19 @@ def _interpreter_first(path: str) -> str:
     return os.pathsep.join([bindir, *parts]) if bindir else path
 
 
-def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path,
-          *, inherit_env: bool = True) -> Workload:
+def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str],
+          log_path: Path | tuple[Path, Path], *, inherit_env: bool = True) -> Workload:
     """Start a workload in its own session and process group (see docs/reference.md).
 
-    stdin is /dev/null; stdout and stderr are appended to ``log_path`` (created with its parent
-    directory); no other descriptor is inherited. The exit is watched from the moment it starts.
+    stdin is /dev/null; stdout and stderr are appended to ``log_path`` (or a pair: one each;
+    O_APPEND files never block nor EPIPE); no other fd is inherited. The exit is watched at once.
 
     Args:
         argv: The binary and its arguments; a relative binary path is taken from ``cwd``.
         cwd: The working directory (must exist).
         env: Variables for the workload, on top of the mesh's own environment. Unless ``env``
             sets PATH, the mesh's interpreter directory leads the inherited PATH.
-        log_path: The per-instance stdout/stderr log.
+        log_path: The per-instance stdout/stderr log (created with its directory).
         inherit_env: False gives the workload ``env`` alone.
 
     Raises:
@@ -435,12 +435,13 @@ def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path
         full_env["PATH"] = _interpreter_first(full_env.get("PATH", os.defpath))
     binary = _check_spawnable(argv, cwd, full_env)
     try:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        paths = log_path if isinstance(log_path, tuple) else (log_path,)
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
+        logs = [open(p, "ab") for p in paths]  # noqa: SIM115 - handed to the child, closed below
     except OSError as exc:
         raise ProcessError(f"cannot open workload log {log_path}: {exc.strerror}") from exc
     try:
-        popen = _popen_retrying([binary, *argv[1:]], cwd, full_env, log_file)
+        popen = _popen_retrying([binary, *argv[1:]], cwd, full_env, *logs)
     except OSError as exc:
         reasons: dict[int, str] = {errno.ENOEXEC: "not a valid executable",
                                    errno.EACCES: "permission denied",
@@ -449,7 +450,7 @@ def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path
         reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
         raise ProcessError(f"cannot spawn {argv[0]}: {reason}") from exc
     finally:
-        log_file.close()
+        list(map(IO.close, logs))
     workload = Workload(popen, argv)
     shared_reaper().watch(workload.pid, workload._reap)
     return workload

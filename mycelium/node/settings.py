@@ -39,3 +39,7 @@ class NodeSettings:
     startup_deadline: float = 30.0
     intensity: int = 5
     period: float = 30.0
+    # the config's [logs] output_* keys: workload output kept per stream and per app
+    output_max_bytes: int = 10 * 1024 * 1024
+    output_files: int = 5
+    output_keep: int = 5

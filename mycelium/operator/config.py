@@ -144,10 +144,13 @@ class SporesSection:
 
 @dataclass(frozen=True, slots=True)
 class LogsSection:
-    """``[logs]``: rotation of the supervision log."""
+    """``[logs]``: rotation of the supervision log; workloads' output kept per instance."""
 
     rotate_bytes: int = _key(10 * _MIB, 1024, 2**40)
     keep: int = _key(5, 0, 1000)
+    output_max_mb: int = _key(10, 1, 1 << 20)
+    output_files: int = _key(5, 1, 1000)
+    output_keep: int = _key(5, 1, 1000)
 
 
 @dataclass(frozen=True, slots=True)

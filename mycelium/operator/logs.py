@@ -305,7 +305,9 @@ def format_record(rec: Mapping[str, Any], color: bool = False) -> str:
     E.g. ``02:41:07.123 mesh/nodes/node-1/apps/hello child_terminated hello@node-1#3
     app=hello reason="killed by SIGKILL" pid=4242 restarts=2`` and, for backoff, ``delay=0.400s``.
     Control characters in values (newlines, escape sequences) are shown escaped, so one record
-    is always one line and cannot drive the terminal.
+    is one line and cannot drive the terminal — except that a ``child_terminated`` of an app
+    instance is followed by the last lines its workload wrote (``output_tail``), each on a
+    line of its own, indented (``    | …``).
 
     Args:
         rec: A record as written by :class:`SupervisionLog` (``extra`` keys are looked at too).
@@ -341,7 +343,11 @@ def format_record(rec: Mapping[str, Any], color: bool = False) -> str:
         parts.append(f"delay={delay:.3f}s")
     line = " ".join(parts)
     if color:
-        return f"{_DIM}{clock}{_RESET}{line[len(clock):]}"
+        line = f"{_DIM}{clock}{_RESET}{line[len(clock):]}"
+    tail = extra.get("output_tail")
+    if event == "child_terminated" and isinstance(tail, list) and tail:
+        shown = [f"    | {_show(text)}" for text in tail]
+        line += "\n" + "\n".join(f"{_DIM}{text}{_RESET}" if color else text for text in shown)
     return line
 
 

@@ -55,6 +55,22 @@ _HEADERS = {
 }
 
 
+def _with_output(status: Mapping[str, Any],
+                 output: Callable[[str], list[str]]) -> Mapping[str, Any]:
+    """The status document with each instance's last lines of output as ``output``."""
+    apps = []
+    for app in status.get("apps") or ():
+        insts = []
+        for inst in app.get("instances") or ():
+            try:
+                lines = output(str(inst.get("id")))
+            except Exception:  # a file rotating away under us: show none this time
+                lines = []
+            insts.append({**inst, "output": lines})
+        apps.append({**app, "instances": insts})
+    return {**status, "apps": apps}
+
+
 class Dashboard:
     """The live dashboard of one mesh.
 
@@ -63,12 +79,15 @@ class Dashboard:
         tree: Returns the mesh's supervision tree (``mycelium tree --json``'s document).
         status: Returns the status document (``mycelium status --json``).
         log_file: The supervision log, whose tail is the page's first history.
+        output: Returns an instance's last lines of output (shown under it).
     """
 
     def __init__(self, config: DashboardConfig, *, tree: Source, status: Source,
-                 log_file: Path | None = None) -> None:
+                 log_file: Path | None = None,
+                 output: Callable[[str], list[str]] | None = None) -> None:
         self.config = config
         self._tree, self._status, self._log_file = tree, status, log_file
+        self._output = output
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
@@ -229,6 +248,8 @@ class Dashboard:
         tree, status = self._last
         try:
             status = await loop.run_in_executor(None, self._status)
+            if self._output is not None:
+                status = await loop.run_in_executor(None, _with_output, status, self._output)
             tree = await loop.run_in_executor(None, self._tree)
             if tree.get("pid") and not tree.get("started_at"):  # the root has no parent to say
                 tree = {**tree, "started_at": process_start(int(tree["pid"]))}

@@ -132,7 +132,8 @@ def apps_view(status: Mapping[str, Any]) -> list[dict[str, Any]]:
             per_node.setdefault(str(inst.get("node")), []).append({
                 "id": inst.get("id"), "state": inst.get("state"), "pid": inst.get("pid"),
                 "digest": inst.get("digest"), "colour": colour,
-                "restarts": inst.get("restarts") or 0})
+                "restarts": inst.get("restarts") or 0,
+                "output": list(inst.get("output") or ()), "last_exit": inst.get("last_exit")})
         green_ready = sum(1 for insts in per_node.values() for i in insts
                           if i["colour"] == "green" and i["state"] == "Ready")
         out.append({

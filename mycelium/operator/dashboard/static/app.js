@@ -121,9 +121,18 @@ function renderApps(apps) {
       el("td", {text: `${a.min}/${a.max}`}),
       el("td", {class: "ready", text: `${a.ready}/${a.desired}${progress}`}),
       ...a.nodes.map(n => el("td", {"data-node": n.node},
-        ...n.instances.map(i => el("span", {class: `inst ${i.colour} i-${i.state}`,
-          title: `${i.id} ${i.digest ?? ""} pid ${i.pid ?? "-"} restarts ${i.restarts}`,
-          text: `${i.colour === "blue" ? "blue" : "green"} ${i.state}`})))));
+        ...n.instances.map(i => el("div", {class: "inst-box", "data-instance": i.id ?? ""},
+          el("span", {class: `inst ${i.colour} i-${i.state}`,
+            title: `${i.id} ${i.digest ?? ""} pid ${i.pid ?? "-"} restarts ${i.restarts}`,
+            text: `${i.colour === "blue" ? "blue" : "green"} ${i.state}`}),
+          ...(i.output && i.output.length
+            ? [el("pre", {class: "out", title: `last lines of ${i.id}`, text: i.output.join("\n")})] : []),
+          ...(i.last_exit
+            ? [el("div", {class: "last-exit", title: `${i.last_exit.instance} at ${i.last_exit.at}`,
+                          text: `last exit: ${i.last_exit.reason}`}),
+               ...((i.last_exit.output_tail || []).length
+                 ? [el("pre", {class: "out exit-tail", text: i.last_exit.output_tail.join("\n")})] : [])]
+            : []))))));
   });
   box.replaceChildren(el("table", {}, el("thead", {}, head), el("tbody", {}, ...rows)));
 }
