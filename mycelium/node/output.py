@@ -8,11 +8,12 @@ while no mesh runs (after a ``kill -9`` of the mesh its writes simply land in th
 One watcher thread per process looks at every live stream every ``interval`` seconds (a
 ``stat``; it never reads the bytes): when a stream grew it appends to the stream's index the
 new byte range, the time of its previous look and the file's mtime — each line's timestamp is
-interpolated from those — and once the live file holds ``max_bytes`` it rotates it. Rotation copies the file's head into a segment and then
-removes that head from the live file with ``fallocate(FALLOC_FL_COLLAPSE_RANGE)``: the kernel
-does that under the inode lock the workload's appends take, so no write is lost or misplaced
-(an ``O_APPEND`` write always goes to the current end). Filesystems without it (tmpfs) fall
-back to copy-then-truncate, which can lose what is written in the microseconds between.
+interpolated from those — and once the live file holds ``max_bytes`` it rotates it. Rotation
+copies the file's head into a segment and then removes that head from the live file with
+``fallocate(FALLOC_FL_COLLAPSE_RANGE)``: the kernel does that under the inode lock the
+workload's appends take, so no write is lost or misplaced (an ``O_APPEND`` write always goes
+to the current end). Filesystems without it (tmpfs) fall back to copy-then-truncate, which
+can lose what is written in the microseconds between.
 """
 
 from __future__ import annotations
