@@ -272,7 +272,7 @@ class Clock:
                     last = block.pop()
                 start, stop, lo, hi = record
                 share = (end - start) / (stop - start) if stop > start else 1.0
-                floor = max(floor, lo + (hi - lo) * min(1.0, max(0.0, share)))
+                floor = max(floor, min(hi, lo + (hi - lo) * min(1.0, max(0.0, share))))
                 out.append(floor)
             return out
         finally:

@@ -121,8 +121,8 @@ class _Tracked:
         self.seen = time.time()  # every byte past base + size was written after this
 
     def poll(self) -> None:
-        now = time.time()
         st = os.stat(self.stream.live)
+        now = time.time()  # after the stat: this record's mtime never passes the next's start
         if st.st_size > self.size:  # written after the last look, by the file's mtime
             record = INDEX_RECORD.pack(self.base + self.size, self.base + st.st_size, self.seen,
                                        max(st.st_mtime, self.seen))

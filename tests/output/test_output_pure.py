@@ -111,3 +111,39 @@ def test_instance_dirs_parse() -> None:
     assert parse_instance_dir("hello@node-1#12") == ("hello", "node-1", 12)
     assert parse_instance_dir("host-a-2") is None
     assert rfc3339(0.25) == "1970-01-01T00:00:00.250Z"
+
+
+@given(st.lists(st.tuples(st.integers(1, 50), st.floats(0, 5), st.floats(0, 5)), min_size=1,
+                max_size=8), st.data())
+def test_clock_times_are_monotone_and_within_their_records(
+        batches: list[tuple[int, float, float]], data: st.DataObject) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        stream = Stream(Path(tmp), "stdout")
+        records, end, now = [], 0, 100.0
+        for size, idle, busy in batches:  # a look at `now`, then bytes written within `busy`
+            records.append((end, end + size, now, now + busy))
+            end, now = end + size, now + busy + idle
+        stream.live.write_bytes(b"x" * end)
+        os.utime(stream.live, (now, now))
+        stream.index_path.write_bytes(b"".join(INDEX_RECORD.pack(*r) for r in records))
+        ends = sorted(data.draw(st.lists(st.integers(1, end), min_size=1, unique=True)))
+        times = Clock(stream).times(ends)
+        assert times == sorted(times)
+        for e, t in zip(ends, times, strict=True):
+            _start, _stop, lo, hi = next(r for r in records if r[1] >= e)
+            assert lo <= t <= hi
+
+
+def test_an_exit_tail_shows_under_its_log_line() -> None:
+    from mycelium.operator.logs import format_record
+
+    record = {"ts": "2026-12-06T20:45:33.098Z", "event": "child_terminated",
+              "supervisor": "mesh/nodes/node-1/apps/crashy", "child": "crashy@node-1:abc",
+              "app": "crashy", "reason": "exit code 3",
+              "extra": {"output_tail": ["last words", "\x1b[31mred"]}}
+    lines = format_record(record).split("\n")
+    assert "child_terminated" in lines[0] and 'reason="exit code 3"' in lines[0]
+    assert lines[1:] == ["    | last words", "    | \\x1b[31mred"]
+    assert "\n" not in format_record({**record, "event": "started"})
