@@ -88,6 +88,7 @@ class _AppHere:
     cpu: float = 0.0
     mem: int = 0
     wake: TimerHandle | None = None
+    failed: tuple[int, str] | None = None  # (plan generation, digest) reported failed here
 
 
 # Private messages of the agent to itself (from its supervisors' watchers), off the wire on
@@ -271,7 +272,9 @@ class Agent(SupervisedActor):
         if here.removing:
             return
         views = [v for c, v in here.children.items() if c not in here.stopping]
-        actions = step(plan, views, time.time())
+        stopping = [v for c, v in here.children.items() if c in here.stopping]
+        failed = here.failed == (plan.generation, plan.digest)
+        actions = step(plan, views, time.time(), stopping=stopping, failed=failed)
         if (plan.status != "failed" and any(isinstance(a, Start) for a in actions)
                 and any(v.digest != plan.digest for v in views)
                 and not self._may_switch(app, here, plan)):
@@ -285,6 +288,7 @@ class Agent(SupervisedActor):
                 case Stop(child=child):
                     self._stop_child(app, here, child)
                 case Fail(digest=digest, reason=reason):
+                    here.failed = (plan.generation, digest)
                     self._names.tell("fabric", RolloutFailed(app, digest, self.node, reason))
                 case WakeAt(when=when):
                     if here.wake is not None:
@@ -433,7 +437,9 @@ class Agent(SupervisedActor):
                 try:
                     kid = next((k for k in which_children(app_sup) if k.id == child), None)
                     if kid is not None and kid.ref is not None:
-                        kid.ref.tell(Drain())
+                        # an instance that just failed on its own is dead (its supervisor
+                        # restarts it): it still has to be terminated and deleted below
+                        _tell(kid.ref, Drain())
                         if url is not None:  # it served: routes first, then in-flight requests
                             _wait_unrouted(names, url, _ROUTE_ACK_TIMEOUT)
                             if not _wait_idle(names, url, grace):

@@ -7,7 +7,10 @@ report, a timer), so the whole rollout is a reconciliation with no hidden state:
 - green Ready → after ``warmup`` seconds beside blue, every other digest drains and stops
   (at once after a rollback: the plan is ``failed`` and green is the old blue);
 - green not Ready within ``timeout`` while blue still runs → stop green, leave blue untouched,
-  and report the failure so the fabric rolls the plan back.
+  and report the failure so the fabric rolls the plan back;
+- a green of the plan's digest still being stopped, or a digest this node already reported
+  failed under this very plan → start nothing: wait for the stop to finish, or for the fabric's
+  rolled-back plan (a new green started meanwhile would outlive the rollback).
 """
 
 from __future__ import annotations
@@ -63,13 +66,17 @@ class WakeAt:
 Action = Start | Stop | Fail | WakeAt
 
 
-def step(plan: Plan, children: Iterable[ChildView], now: float) -> list[Action]:
+def step(plan: Plan, children: Iterable[ChildView], now: float, *,
+         stopping: Iterable[ChildView] = (), failed: bool = False) -> list[Action]:
     """The next actions for one app on one node.
 
     Args:
         plan: The app's current plan.
         children: The app's instance children on this node that are not being stopped.
         now: The current time (epoch seconds).
+        stopping: The children being stopped (not counted, but their digest may not start
+            again until they are gone: same child, same name).
+        failed: This node already reported ``plan.digest`` failed under this plan.
 
     Returns:
         Actions in the order to apply them (possibly none).
@@ -80,6 +87,8 @@ def step(plan: Plan, children: Iterable[ChildView], now: float) -> list[Action]:
                     key=lambda c: (c.state != "Ready", c.started_at))
     olds = [c for c in kids if c.digest != plan.digest]
     if not greens:
+        if failed or any(c.digest == plan.digest for c in stopping):
+            return []
         return [Start(plan.digest)]
     actions: list[Action] = [Stop(c.child) for c in greens[1:]]
     green = greens[0]

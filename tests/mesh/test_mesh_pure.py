@@ -67,6 +67,18 @@ def test_after_a_rollback_the_other_digest_stops_at_once() -> None:
     assert step(back, [blue, green], now=100.6) == [Stop("c-green")]
 
 
+def test_a_green_being_stopped_is_not_started_again_until_it_is_gone() -> None:
+    blue = ChildView("c-blue", BLUE, "Ready", 0.0, 1.0)
+    failing = ChildView("c-green", GREEN, "Draining", 100.0)
+    assert step(plan(), [blue], now=110.1, stopping=[failing]) == []
+    assert step(plan(), [blue], now=111.0) == [Start(GREEN)]
+
+
+def test_a_digest_this_node_failed_is_not_started_again_before_the_rollback() -> None:
+    blue = ChildView("c-blue", BLUE, "Ready", 0.0, 1.0)
+    assert step(plan(), [blue], now=111.0, failed=True) == []
+
+
 def test_a_lone_slow_first_instance_is_left_to_its_supervisor() -> None:
     only = ChildView("c", GREEN, "Launching", 0.0)
     assert step(plan(), [only], now=1000.0) == []
@@ -165,6 +177,16 @@ def situations(draw: st.DrawFn) -> tuple[Plan, list[ChildView], float]:
              timeout=draw(st.floats(0.1, 20)),
              status=draw(st.sampled_from(["active", "failed"])))
     return p, kids, draw(st.floats(0, 200))
+
+
+@given(situations(), st.booleans(), st.booleans())
+def test_rollout_never_starts_a_digest_being_stopped_or_failed_here(
+        situation: tuple[Plan, list[ChildView], float], failed: bool, stop_green: bool) -> None:
+    p, kids, now = situation
+    stopping = [ChildView("s", p.digest, "Draining", 0.0)] if stop_green else []
+    actions = step(p, kids, now, stopping=stopping, failed=failed)
+    if failed or stop_green:
+        assert not [a for a in actions if isinstance(a, Start)], (p, kids, actions)
 
 
 @given(situations())
