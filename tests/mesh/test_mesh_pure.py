@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mycelium.fabric import BadPlan, SqliteStore, app_state, desired_count, routes
+from mycelium.fabric.slots import LocalSlots
 from mycelium.fabric.validate import check_budget, check_plan
 from mycelium.messages import (
     Budget,
@@ -212,3 +213,25 @@ def test_rollout_never_leaves_a_node_without_a_ready_instance_it_had(
     for fail in (a for a in actions if isinstance(a, Fail)):
         assert fail.digest == p.digest
         assert stopped <= {k.child for k in kids if k.digest == p.digest}
+
+
+@given(st.lists(st.tuples(st.sampled_from(["claim", "release", "evict"]),
+                          st.sampled_from(["node-1", "node-2", "node-3", "node-4"]),
+                          st.integers(0, 4))))
+def test_local_slots_never_grant_more_than_the_limit(ops: list[tuple[str, str, int]]) -> None:
+    slots, held = LocalSlots(), set()
+    for op, node, limit in ops:
+        if op == "claim":
+            reply = slots.claim("hello", node, limit)
+            if reply.granted and node not in held:
+                assert len(held) < limit, (held, node, limit)
+                held.add(node)
+            assert reply.granted == (node in held)
+        elif op == "release":
+            slots.release("hello", node)
+            held.discard(node)
+        else:
+            evicted = slots.evict("hello", limit)
+            assert evicted <= held and len(held - evicted) == min(len(held), limit)
+            held -= evicted
+    assert slots.lost() == []
