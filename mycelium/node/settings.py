@@ -7,7 +7,7 @@ from typing import Any
 
 from supervisors import Backoff
 
-__all__ = ["NodeSettings", "SporeInfo"]
+__all__ = ["NodeSettings", "SporeInfo", "backoff_intensity"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,3 +39,22 @@ class NodeSettings:
     startup_deadline: float = 30.0
     intensity: int = 5
     period: float = 30.0
+
+
+def backoff_intensity(settings: NodeSettings) -> int:
+    """The app supervisor's intensity: the configured one, raised to what backoff permits.
+
+    Backoff already bounds how fast a crash-looping instance restarts. If intensity were below
+    the number of backed-off restarts that fit into ``period``, the app supervisor would give up
+    after a few seconds, ``apps`` would start a fresh one and the backoff would start over at
+    ``base``: the delays would cycle instead of growing to ``cap``. With this bound a pure crash
+    loop backs off to the cap and intensity only catches restarts faster than backoff allows.
+    """
+    b = settings.backoff
+    elapsed, n = 0.0, 0
+    while n < 1000:
+        elapsed += min(b.cap, b.base * 2 ** n) * (1.0 - b.jitter)
+        if elapsed > settings.period:
+            break
+        n += 1
+    return max(settings.intensity, n + 1)
