@@ -30,6 +30,7 @@ import pykka
 
 from mycelium._logger import get_logger
 from mycelium.messages import Budget, InstanceInfo, Plan, SlotReply, from_wire
+from mycelium.states import InstanceState
 
 from .etcd import EtcdStore, EtcdUnavailable
 from .etcd_client import Event
@@ -264,9 +265,9 @@ class EtcdPeers:
         every sample interval. The other members see the samples of the last real change.
         """
         facts = (info.state, info.url, info.pid, info.restarts, info.digest, info.ready_at)
-        if info.state != "Stopped" and self._shared.get(info.id) == facts:
+        if info.state != InstanceState.STOPPED and self._shared.get(info.id) == facts:
             return
-        if info.state == "Stopped":
+        if info.state == InstanceState.STOPPED:
             self._shared.pop(info.id, None)
         else:
             self._shared[info.id] = facts

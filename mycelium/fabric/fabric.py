@@ -19,6 +19,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from mycelium._logger import get_logger
@@ -49,9 +50,9 @@ from mycelium.messages import (
     SlotReply,
     StopApp,
     SyncRequest,
-    Tick,
     to_wire,
 )
+from mycelium.states import InstanceState, PlanStatus
 from supervisors import SupervisedActor
 
 from .batch import PlanMoved, check_batch_shape, moved_message, moved_plans, next_plan
@@ -70,6 +71,11 @@ log = get_logger(__name__)
 
 SYNC_GRACE = 2.0
 """Seconds a restarted fabric waits for every agent's AgentSync before granting slots."""
+
+
+@dataclass(frozen=True, slots=True)
+class _SyncDeadline:
+    """The re-sync grace of a restarted fabric is over: grant slots even if agents are silent."""
 
 
 class Fabric(SupervisedActor):
@@ -122,7 +128,7 @@ class Fabric(SupervisedActor):
             self._syncing = set(live)
             for node in live:
                 self._names.tell(node, FabricRestarted())
-            timer = threading.Timer(SYNC_GRACE, self._tell_self, (Tick("sync-deadline"),))
+            timer = threading.Timer(SYNC_GRACE, self._tell_self, (_SyncDeadline(),))
             timer.daemon = True
             timer.start()
         self._peers.start(self._plans.values(), self._tell_self)
@@ -188,7 +194,7 @@ class Fabric(SupervisedActor):
                 self._switches.release(app, node)
             case RolloutFailed():
                 self._rollout_failed(message)
-            case Tick(kind="sync-deadline"):
+            case _SyncDeadline():
                 self._syncing.clear()
                 self._after_sync()
             case GetStatus(app=app):
@@ -301,15 +307,15 @@ class Fabric(SupervisedActor):
 
     def _rollout_failed(self, msg: RolloutFailed) -> None:
         plan = self._plans.get(msg.app)
-        if plan is None or plan.digest != msg.digest or plan.status == "failed":
+        if plan is None or plan.digest != msg.digest or plan.status == PlanStatus.FAILED:
             return
         self._generation += 1
         if plan.previous:
-            new = dataclasses.replace(plan, digest=plan.previous, previous=None, status="failed",
-                                      reason=msg.reason, generation=self._generation,
-                                      published_at=time.time())
+            new = dataclasses.replace(plan, digest=plan.previous, previous=None,
+                                      status=PlanStatus.FAILED, reason=msg.reason,
+                                      generation=self._generation, published_at=time.time())
         else:
-            new = dataclasses.replace(plan, status="failed", reason=msg.reason,
+            new = dataclasses.replace(plan, status=PlanStatus.FAILED, reason=msg.reason,
                                       generation=self._generation)
         assert self._store is not None
         self._store.save(new, None)
@@ -372,11 +378,12 @@ class Fabric(SupervisedActor):
 
     def _instance(self, info: InstanceInfo) -> None:
         self._peers.publish(info)
-        if info.state == "Stopped" and info.reason:  # failed: its supervisor backs off, restarts
+        if info.state == InstanceState.STOPPED and info.reason:
+            # failed: its supervisor backs off, restarts
             self._restarting.setdefault(info.app, {})[info.node] = info.restarts + 1
-        elif info.state == "Ready":
+        elif info.state == InstanceState.READY:
             self._restarting.get(info.app, {}).pop(info.node, None)
-        if info.state == "Stopped":
+        if info.state == InstanceState.STOPPED:
             self._instances.pop(info.id, None)
         else:
             old = self._instances.get(info.id)
@@ -415,7 +422,7 @@ class Fabric(SupervisedActor):
         for app in apps:
             self._slots.adopt(app, node)
         for info in infos:
-            if info.state != "Stopped":
+            if info.state != InstanceState.STOPPED:
                 self._instances[info.id] = info
         if node in self._syncing:
             self._syncing.discard(node)

@@ -45,6 +45,7 @@ from mycelium.messages import (
     SlotReply,
     SyncRequest,
 )
+from mycelium.states import InstanceState, PlanStatus
 from supervisors import (
     ChildSpec,
     SupervisedActor,
@@ -284,7 +285,7 @@ class Agent(SupervisedActor):
         stopping = [v for c, v in here.children.items() if c in here.stopping]
         failed = here.failed == (plan.generation, plan.digest)
         actions = step(plan, views, time.time(), stopping=stopping, failed=failed)
-        if (plan.status != "failed" and any(isinstance(a, Start) for a in actions)
+        if (plan.status != PlanStatus.FAILED and any(isinstance(a, Start) for a in actions)
                 and any(v.digest != plan.digest for v in views)
                 and not self._may_switch(app, here, plan)):
             # another node is switching this app: keep serving blue, ask again shortly
@@ -375,7 +376,8 @@ class Agent(SupervisedActor):
             log.warning("%s: starting %s failed: %s", node, app, exc)
             names.tell("fabric", ReleaseSlot(app, node))
             return
-        here.children[child.id] = ChildView(child.id, plan.digest, "Launching", time.time())
+        here.children[child.id] = ChildView(child.id, plan.digest, InstanceState.LAUNCHING,
+                                            time.time())
         self._apps[app] = here
 
     def _instance_spec(self, app: str, digest: str, plan: Plan,
@@ -423,7 +425,7 @@ class Agent(SupervisedActor):
         except SupervisorError as exc:
             log.warning("%s: starting %s failed: %s", self.node, child.id, exc)
             return
-        here.children[child.id] = ChildView(child.id, digest, "Launching", time.time())
+        here.children[child.id] = ChildView(child.id, digest, InstanceState.LAUNCHING, time.time())
 
     def _app_sup(self, app: str) -> pykka.ActorRef[Any] | None:
         for info in which_children(self._apps_ref()):
@@ -434,7 +436,7 @@ class Agent(SupervisedActor):
     def _stop_child(self, app: str, here: _AppHere, child: str) -> None:
         here.stopping.add(child)
         info = here.infos.get(child)
-        url = info.url if info is not None and info.state == "Ready" else None
+        url = info.url if info is not None and info.state == InstanceState.READY else None
         names, app_sup, grace = self._names, self._app_sup(app), self._grace()
         ref = self.actor_ref
         STOPS().submit(lambda: stop_instance(names, app_sup, child, url, grace,
@@ -448,7 +450,7 @@ class Agent(SupervisedActor):
         ref, names = self.actor_ref, self._names
         apps_ref = names.get(f"{self.node}/apps")
         app_sup = self._app_sup(app) if apps_ref is not None else None
-        urls = [i.url for i in here.infos.values() if i.state == "Ready" and i.url]
+        urls = [i.url for i in here.infos.values() if i.state == InstanceState.READY and i.url]
         grace = self._grace()
         STOPS().submit(lambda: remove_app(names, apps_ref, app_sup, app, urls, grace,
                                         lambda: _tell(ref, _AppGone(app))))
@@ -463,7 +465,7 @@ def _adopt_children(here: _AppHere, app_sup: pykka.ActorRef[Any]) -> None:
     now = time.time()
     for kid in which_children(app_sup):
         here.children[kid.id] = ChildView(kid.id, str(kid.meta.get("digest", "")),
-                                          "Launching", now)
+                                          InstanceState.LAUNCHING, now)
         if kid.ref is not None:
             kid.ref.tell(Resync())
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mycelium.messages import Plan
+from mycelium.states import InstanceState, PlanStatus
 
 __all__ = ["Action", "ChildView", "Fail", "Start", "Stop", "WakeAt", "step"]
 
@@ -29,7 +30,7 @@ class ChildView:
 
     child: str
     digest: str
-    state: str
+    state: InstanceState
     started_at: float
     ready_at: float | None = None
 
@@ -84,7 +85,7 @@ def step(plan: Plan, children: Iterable[ChildView], now: float, *,
     kids = list(children)
     # the best green first: a Ready one is kept over a launching duplicate
     greens = sorted((c for c in kids if c.digest == plan.digest),
-                    key=lambda c: (c.state != "Ready", c.started_at))
+                    key=lambda c: (c.state != InstanceState.READY, c.started_at))
     olds = [c for c in kids if c.digest != plan.digest]
     if not greens:
         if failed or any(c.digest == plan.digest for c in stopping):
@@ -92,11 +93,11 @@ def step(plan: Plan, children: Iterable[ChildView], now: float, *,
         return [Start(plan.digest)]
     actions: list[Action] = [Stop(c.child) for c in greens[1:]]
     green = greens[0]
-    if green.state == "Ready":
+    if green.state == InstanceState.READY:
         if not olds:
             return actions
         due = green.ready_at if green.ready_at is not None else now
-        if plan.status != "failed":
+        if plan.status != PlanStatus.FAILED:
             due += plan.warmup
         if now >= due:
             return actions + [Stop(c.child) for c in olds]

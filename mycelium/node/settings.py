@@ -20,26 +20,32 @@ class SporeInfo:
     health: str = "/health"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeSettings:
-    """One node's capacity and the timings its instances use (from the mesh config)."""
+    """One node's capacity and the timings its instances use.
+
+    Every field the config file has (``[node]``, ``[instance]``, ``[restart]``) has no default
+    here: the mesh passes its configured value, so the config is the one place for each
+    default. Only the timings the config does not expose keep one.
+    """
 
     cpu: float
     mem_mb: int
+    health_interval: float
+    health_timeout: float
+    health_failures: int
+    sample_interval: float
+    stop_grace: float
+    backoff: Backoff
+    startup_deadline: float
+    intensity: int
+    period: float
     probe_interval: float = 0.01
-    health_interval: float = 2.0
-    health_timeout: float = 1.0
-    health_failures: int = 3
-    sample_interval: float = 1.0
-    stop_grace: float = 5.0
+    """Seconds between startup probes of one launching instance (not in the config)."""
     drain_grace: float = 0.5
-    # the config's [restart] defaults (the mesh always passes its configured backoff)
-    backoff: Backoff = field(default_factory=lambda: Backoff(base=0.01, cap=30.0, reset_after=10.0))
+    """Least seconds a drain waits for requests in flight (``stop_grace`` if longer)."""
     host: str = "127.0.0.1"
-    startup_deadline: float = 30.0
-    intensity: int = 5
-    period: float = 30.0
-
+    """The address workloads listen on (tests and one machine: loopback)."""
 
 def backoff_intensity(settings: NodeSettings) -> int:
     """The app supervisor's intensity: the configured one, raised to what backoff permits.

@@ -3,6 +3,7 @@ drain's reading of the kernel's socket table (from a real listening socket)."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 
 from hypothesis import given
@@ -42,7 +43,9 @@ def test_an_app_without_a_budget_gets_the_default_one() -> None:
 
 
 def test_intensity_lets_backoff_reach_its_cap() -> None:
-    settings = NodeSettings(cpu=1.0, mem_mb=1024, backoff=Backoff(base=0.1, cap=30.0),
+    settings = NodeSettings(cpu=1.0, mem_mb=1024, health_interval=1.0, health_timeout=1.0,
+                            health_failures=3, sample_interval=1.0, stop_grace=5.0,
+                            backoff=Backoff(base=0.1, cap=30.0), startup_deadline=30.0,
                             intensity=5, period=30.0)
     assert backoff_intensity(settings) > 5
 
@@ -58,3 +61,10 @@ def test_established_counts_connections_to_a_port() -> None:
             client.close()
     assert port_of(f"http://127.0.0.1:{port}/x") == port
     assert port_of("http://nohost") is None
+
+
+def test_node_settings_keep_no_default_of_their_own_for_what_the_config_sets() -> None:
+    with_default = {f.name for f in dataclasses.fields(NodeSettings)
+                    if f.default is not dataclasses.MISSING
+                    or f.default_factory is not dataclasses.MISSING}
+    assert with_default == {"probe_interval", "drain_grace", "host"}  # none is in the config
