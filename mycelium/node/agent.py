@@ -360,13 +360,14 @@ class Agent(SupervisedActor):
             self._names.tell("fabric", ReleaseSlot(app, self.node))
             return
         names, reporter, node, s = self._names, self._reporter, self.node, self._settings
-        child = self._child_spec(spec)
 
         def start_app() -> pykka.ActorRef[Any]:
+            # empty: its instance is started by the agent, so an app supervisor that `apps`
+            # restarts (it reached its intensity) resumes the current plan's digest on the
+            # agent's next reconcile, never the digest it was first placed with
             return Supervisor.start(
                 SupFlags("one_for_one", intensity=backoff_intensity(s), period=s.period),
-                [child],
-                path=f"mesh/nodes/{node}/apps/{app}", reporter=reporter)
+                [], path=f"mesh/nodes/{node}/apps/{app}", reporter=reporter)
 
         try:
             start_child(self._apps_ref(), ChildSpec(
@@ -376,9 +377,8 @@ class Agent(SupervisedActor):
             log.warning("%s: starting %s failed: %s", node, app, exc)
             names.tell("fabric", ReleaseSlot(app, node))
             return
-        here.children[child.id] = ChildView(child.id, plan.digest, InstanceState.LAUNCHING,
-                                            time.time())
         self._apps[app] = here
+        self._start_instance(app, here, spec)
 
     def _instance_spec(self, app: str, digest: str, plan: Plan,
                        budget: Budget | None) -> InstanceSpec | None:
@@ -414,8 +414,10 @@ class Agent(SupervisedActor):
 
     def _start_child(self, app: str, here: _AppHere, digest: str, plan: Plan) -> None:
         spec = self._instance_spec(app, digest, plan, self._budgets.get(app))
-        if spec is None:
-            return
+        if spec is not None:
+            self._start_instance(app, here, spec)
+
+    def _start_instance(self, app: str, here: _AppHere, spec: InstanceSpec) -> None:
         app_sup = self._app_sup(app)
         if app_sup is None:
             return
@@ -425,7 +427,8 @@ class Agent(SupervisedActor):
         except SupervisorError as exc:
             log.warning("%s: starting %s failed: %s", self.node, child.id, exc)
             return
-        here.children[child.id] = ChildView(child.id, digest, InstanceState.LAUNCHING, time.time())
+        here.children[child.id] = ChildView(child.id, spec.digest, InstanceState.LAUNCHING,
+                                            time.time())
 
     def _app_sup(self, app: str) -> pykka.ActorRef[Any] | None:
         for info in which_children(self._apps_ref()):
