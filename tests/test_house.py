@@ -42,9 +42,7 @@ ALLOWED_PRIVATE_ACCESS: dict[tuple[str, str], str] = {
 }
 
 #: Modules over MAX_LINES that are being split.
-KNOWN_LONG: set[str] = {
-    "mycelium.node.agent",  # helper `core`
-}
+KNOWN_LONG: set[str] = set()
 
 
 def _modules() -> dict[str, Path]:
