@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,6 +25,7 @@ from mycelium.messages import (
     to_wire,
 )
 from mycelium.node.rollout import ChildView, Fail, Start, Stop, WakeAt, step
+from mycelium.states import InstanceState, PlanStatus
 
 BLUE, GREEN = "b" * 64, "e" * 64
 
@@ -148,6 +150,19 @@ def test_messages_cross_the_wire_unchanged() -> None:
         assert from_wire(to_wire(message)) == message
     with pytest.raises(ValueError, match="unknown message type"):
         from_wire({"type": "Nope"})
+
+
+def test_state_words_cross_the_wire_as_the_same_strings_and_come_back_as_members() -> None:
+    info = InstanceInfo(id="i", app="hello", node="node-1", digest=GREEN,
+                        state=InstanceState.READY, child="c")
+    wire = orjson.loads(orjson.dumps(to_wire(info)))
+    assert wire["state"] == "Ready"  # the JSON keeps the word
+    back = from_wire(wire)
+    assert back == info and back.state is InstanceState.READY
+    failed = from_wire(orjson.loads(orjson.dumps(to_wire(plan(status=PlanStatus.FAILED)))))
+    assert failed.status is PlanStatus.FAILED
+    with pytest.raises(ValueError, match="state"):
+        from_wire({**wire, "state": "Sleeping"})
 
 
 def test_the_store_keeps_plans_and_budgets_across_reopen(tmp_path: Path) -> None:
