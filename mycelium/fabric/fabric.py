@@ -78,6 +78,13 @@ class _SyncDeadline:
     """The re-sync grace of a restarted fabric is over: grant slots even if agents are silent."""
 
 
+@dataclass(frozen=True, slots=True)
+class _FromPeers:
+    """Something the peers' watch thread saw (handed to :meth:`Peers.handle` in the mailbox)."""
+
+    message: PeerEvents | PeerConnection
+
+
 class Fabric(SupervisedActor):
     """The control-plane actor (registered as ``fabric``).
 
@@ -131,7 +138,7 @@ class Fabric(SupervisedActor):
             timer = threading.Timer(SYNC_GRACE, self._tell_self, (_SyncDeadline(),))
             timer.daemon = True
             timer.start()
-        self._peers.start(self._plans.values(), self._tell_self)
+        self._peers.start(self._plans.values(), lambda m: self._tell_self(_FromPeers(m)))
 
     def on_stop(self) -> None:
         """Stop following the peers; close the store."""
@@ -168,8 +175,8 @@ class Fabric(SupervisedActor):
                 self._instance(info)
             case ClaimSlot(app=app, node=node):
                 return self._claim(app, node)
-            case PeerEvents() | PeerConnection():
-                self._peer_update(self._peers.handle(message))
+            case _FromPeers(message=peer_message):
+                self._peer_update(self._peers.handle(peer_message))
             case ReleaseSlot(app=app, node=node):
                 self._slots.release(app, node)
                 if app in self._plans:

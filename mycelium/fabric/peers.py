@@ -1,8 +1,9 @@
 """The fabric's view of the rest of a mesh: other members' nodes, instances and plan writes.
 
 A single-machine fabric has no peers (:class:`NoPeers`). A member of a multi-machine mesh
-follows etcd (:class:`~mycelium.fabric.cluster.EtcdPeers`): its watch thread tells the fabric
-:class:`PeerEvents` and :class:`PeerConnection`; the fabric hands each to :meth:`Peers.handle`,
+follows etcd (:class:`~mycelium.fabric.cluster.EtcdPeers`): its watch thread hands the fabric
+:class:`PeerEvents` and :class:`PeerConnection` (inside a private message of the fabric to
+itself, off the wire); the fabric passes each to :meth:`Peers.handle` in its mailbox,
 which folds it into the remote view and answers with a :class:`PeerUpdate` — what the fabric
 itself must apply (plans and budgets written elsewhere, slots freed, a re-sync). The fabric's
 logic therefore exists once, whatever the mesh's size.
@@ -19,8 +20,8 @@ from mycelium.messages import Budget, InstanceInfo, Plan
 __all__ = ["NoPeers", "PeerConnection", "PeerEvents", "PeerUpdate", "Peers"]
 
 
-# Messages of the fabric to itself (from its watch thread), off the wire on purpose: they carry
-# etcd events, which no one outside this process may forge.
+# What the watch thread hands the fabric, off the wire on purpose: they carry etcd events, which
+# no one outside this process may forge.
 @dataclass(frozen=True, slots=True)
 class PeerEvents:
     """A batch of changes made by other members (from the watch thread to the fabric)."""
