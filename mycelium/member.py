@@ -8,7 +8,8 @@ log, the control operations and the lifecycle are the single-machine mesh's. The
   running member's keys) connects to etcd — an unreachable etcd is one clear error — takes its
   lease, cleans up what a previous life of this home left and claims its node names
   ``<prefix>-1 … <prefix>-N``;
-- supplies a :class:`~mycelium.fabric.cluster.ClusterFabric` as the fabric child (with the same
+- supplies the fabric with its etcd parts
+  (:func:`~mycelium.fabric.cluster.start_cluster_fabric`) as the fabric child (with the same
   ``[rollout] parallel`` as on one machine); ``--no-edge`` leaves the edge out;
 - serves its spore repo read-only (:class:`~mycelium.spores.fetch.SporeServer`) on its
   advertise host and fetches digests it lacks from the other members, verified against this
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from mycelium._logger import get_logger
 from mycelium.errors import BadInput, OperationFailed
 from mycelium.fabric import Names
-from mycelium.fabric.cluster import ClusterFabric
+from mycelium.fabric.cluster import start_cluster_fabric
 from mycelium.fabric.etcd import DEFAULT_TTL, EtcdStore, EtcdUnavailable, MemberConflict, connect
 from mycelium.home import Home
 from mycelium.mesh import KillScope
@@ -52,9 +53,11 @@ def default_prefix() -> str:
 def cluster_fabric_child(names: Names, store: EtcdStore, nodes: tuple[str, ...], repo: Repo,
                          advertise_host: str, prefetch: Callable[[str], None],
                          parallel: int) -> ChildSpec:
-    """The member's ``fabric`` child (the one place that constructs a :class:`ClusterFabric`)."""
-    return ChildSpec("fabric", lambda: ClusterFabric.start(
-        names, store, nodes, repo.has, advertise_host, prefetch, parallel=parallel))
+    """The member's ``fabric`` child: the fabric with its etcd parts (the one place that
+    assembles them)."""
+    return ChildSpec("fabric", lambda: start_cluster_fabric(
+        names, store, nodes, repo.has, parallel=parallel, advertise_host=advertise_host,
+        prefetch=prefetch))
 
 
 class Member:
@@ -158,7 +161,7 @@ class Member:
             spores.stop()
 
     def fabric_child(self, names: Names, repo: Repo, parallel: int) -> ChildSpec:
-        """A :class:`ClusterFabric` on the etcd store joined by :meth:`open`."""
+        """The fabric with its etcd parts, on the etcd store joined by :meth:`open`."""
         if self.store is None:
             raise OperationFailed("the member has not joined the fabric")
         return cluster_fabric_child(names, self.store, self._nodes, repo, self.advertise_host,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mycelium.defaults import DeployDefaults
+from mycelium.states import InstanceState, PlanStatus
 from mycelium.wire import WireError, decode_message, from_wire, message_types, register, to_wire
 
 __all__ = [
@@ -102,7 +103,7 @@ class Plan:
     generation: int = 0
     published_at: float = 0.0
     previous: str | None = None
-    status: str = "active"
+    status: PlanStatus = PlanStatus.ACTIVE
     reason: str | None = None
 
 
@@ -129,7 +130,7 @@ class InstanceInfo:
     app: str
     node: str
     digest: str
-    state: str
+    state: InstanceState
     child: str
     pid: int | None = None
     url: str | None = None

@@ -4,10 +4,11 @@ Messages (:mod:`mycelium.messages`) are data; this module is how they cross a pr
 — the control socket, etcd, the fabric's sqlite store. :func:`to_wire` turns a message into
 ``{"type": ClassName, ...fields}``; :func:`from_wire` turns that back into the message, and it
 trusts nothing: every field is checked against the class's annotation (``str``, ``int``,
-``float``, ``bool``, ``None`` unions, ``tuple[X, ...]``, ``Literal``, ``dict[K, V]``, nested
-message dataclasses). An actor must never receive a message whose fields lie about their
-types — one ``AgentSync`` with a ``null`` node name would break every later ``status`` — so a
-wrong value is refused here with a :class:`WireError` naming the field.
+``float``, ``bool``, ``None`` unions, ``tuple[X, ...]``, ``Literal``, string enums (the
+:mod:`mycelium.states` words), ``dict[K, V]``, nested message dataclasses). An actor must never
+receive a message whose fields lie about their types — one ``AgentSync`` with a ``null`` node
+name would break every later ``status`` — so a wrong value is refused here with a
+:class:`WireError` naming the field.
 
 Each class's checks are built once from its resolved annotations (on first decode) and cached:
 decoding is a walk over precompiled closures, not a fresh look at ``typing`` every time.
@@ -16,6 +17,7 @@ decoding is a walk over precompiled closures, not a fresh look at ``typing`` eve
 from __future__ import annotations
 
 import dataclasses
+import enum
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -194,6 +196,8 @@ def _check_for(hint: Any, where: str, codec: Codec) -> Check:
         return _float
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _nested(hint, codec)
+    if isinstance(hint, type) and issubclass(hint, enum.StrEnum):
+        return _str_enum(hint)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Union or origin is types.UnionType:
         return _union(args, where, codec)
@@ -274,6 +278,17 @@ def _literal(allowed: tuple[Any, ...]) -> Check:
             if type(value) is type(option) and value == option:
                 return value
         raise WireError(f"{where}: expected one of {list(allowed)!r}, got {value!r}")
+    return check
+
+
+def _str_enum(kind: type[enum.StrEnum]) -> Check:
+    def check(value: Any, where: str) -> Any:
+        if isinstance(value, str):
+            try:
+                return kind(value)  # the word read back as its member
+            except ValueError:
+                pass
+        raise WireError(f"{where}: expected one of {[m.value for m in kind]!r}, got {value!r}")
     return check
 
 

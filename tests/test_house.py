@@ -22,20 +22,7 @@ MAX_LINES = 500
 KNOWN_CIRCLES: list[frozenset[str]] = []
 
 #: ``x._name`` accesses still being removed: (module, attribute) pairs.
-KNOWN_PRIVATE_ACCESS: set[tuple[str, str]] = {
-    # ClusterFabric subclasses Fabric and uses its state (helper `core`)
-    ("mycelium.fabric.cluster", "_after_sync"),
-    ("mycelium.fabric.cluster", "_budgets"),
-    ("mycelium.fabric.cluster", "_declined"),
-    ("mycelium.fabric.cluster", "_instances"),
-    ("mycelium.fabric.cluster", "_names"),
-    ("mycelium.fabric.cluster", "_nodes"),
-    ("mycelium.fabric.cluster", "_plans"),
-    ("mycelium.fabric.cluster", "_push_routes"),
-    ("mycelium.fabric.cluster", "_slots"),
-    ("mycelium.fabric.cluster", "_syncing"),
-    ("mycelium.fabric.cluster", "_tell_self"),
-}
+KNOWN_PRIVATE_ACCESS: set[tuple[str, str]] = set()
 
 #: Private accesses that are someone's documented interface, each with its reason.
 ALLOWED_PRIVATE_ACCESS: dict[tuple[str, str], str] = {
@@ -55,9 +42,7 @@ ALLOWED_PRIVATE_ACCESS: dict[tuple[str, str], str] = {
 }
 
 #: Modules over MAX_LINES that are being split.
-KNOWN_LONG: set[str] = {
-    "mycelium.node.agent",  # helper `core`
-}
+KNOWN_LONG: set[str] = set()
 
 
 def _modules() -> dict[str, Path]:

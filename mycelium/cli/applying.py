@@ -26,6 +26,7 @@ from typing import Any
 from mycelium.desired import AppChange, DesiredFile, RunningApp, load_file
 from mycelium.desired.model import DEFAULTS
 from mycelium.home import Home
+from mycelium.states import InstanceState
 
 from .deploying import app_doc, judge, progress
 
@@ -228,7 +229,7 @@ def _judge_rollout(out: Outcome, view: Any) -> None:
 
 def _judge_destroy(out: Outcome, status: dict[str, Any]) -> None:
     live = [i for doc in status["apps"] if doc["app"] == out.app
-            for i in doc["instances"] if i["state"] != "Stopped"]
+            for i in doc["instances"] if i["state"] != InstanceState.STOPPED]
     out.ready, out.state = len(live), "stopping" if live else "stopped"
     if any(doc["app"] == out.app and doc["digest"] is not None for doc in status["apps"]):
         out.result, out.detail = "failed", "deployed again meanwhile (another deploy or apply)"

@@ -11,6 +11,7 @@ import time
 
 from mycelium.defaults import DeployDefaults
 from mycelium.errors import OperationFailed
+from mycelium.states import InstanceState, PlanStatus
 
 from .lines import err, out
 
@@ -116,11 +117,11 @@ def judge(doc: dict[str, Any] | None, full: str, generation: int) -> Judged:
     """
     if doc is None:
         return Judged("stopped")
-    insts = [i for i in doc["instances"] if i["state"] != "Stopped"]
-    ready = sum(1 for i in insts if i["digest"] == full and i["state"] == "Ready")
+    insts = [i for i in doc["instances"] if i["state"] != InstanceState.STOPPED]
+    ready = sum(1 for i in insts if i["digest"] == full and i["state"] == InstanceState.READY)
     old = [i for i in insts if i["digest"] != full]
     facts = (ready, doc["desired"], doc["min"], doc["state"])
-    if doc.get("generation", 0) > generation and doc.get("plan_status") == "failed":
+    if doc.get("generation", 0) > generation and doc.get("plan_status") == PlanStatus.FAILED:
         return Judged("rolled back", *facts, detail=str(doc.get("reason")))
     if doc["digest"] != full:
         return Judged("superseded", *facts, detail=str(doc["digest"]))
@@ -134,11 +135,11 @@ def _node_phase(full: str, insts: list[dict[str, Any]], had_blue: bool) -> int:
     blues = [i for i in insts if i["digest"] != full]
     if not greens:
         return -1
-    if not any(g["state"] == "Ready" for g in greens):
+    if not any(g["state"] == InstanceState.READY for g in greens):
         return 0
     if not blues:
         return 4
-    if any(b["state"] in ("Draining", "Stopped") for b in blues):
+    if any(b["state"] in (InstanceState.DRAINING, InstanceState.STOPPED) for b in blues):
         return 3
     return 2 if had_blue else 1
 
@@ -152,7 +153,7 @@ def progress(app_name: str, full: str, doc: dict[str, Any], seen: dict[str, int]
     """
     by_node: dict[str, list[dict[str, Any]]] = {}
     for i in doc["instances"]:
-        if i["state"] == "Stopped":
+        if i["state"] == InstanceState.STOPPED:
             continue
         by_node.setdefault(i["node"], []).append(i)
     moves: list[tuple[int, str, list[str]]] = []

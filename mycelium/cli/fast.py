@@ -36,6 +36,7 @@ import sys
 from mycelium.defaults import DeployDefaults
 from mycelium.errors import BadInput, MyceliumError, OperationFailed
 from mycelium.operator.client import ControlClient, reply_result
+from mycelium.states import InstanceState
 
 from .lines import fail, out
 
@@ -326,7 +327,8 @@ def stop_app(request: Callable[..., Any], app_name: str, timeout: float = 60.0) 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = request("status", app=app_name)
-        if not any(i["state"] != "Stopped" for a in status["apps"] for i in a["instances"]):
+        if not any(i["state"] != InstanceState.STOPPED
+                   for a in status["apps"] for i in a["instances"]):
             out(f"stopped {app_name}")
             return
         time.sleep(0.02)

@@ -18,6 +18,7 @@ import typer
 
 from mycelium.errors import OperationFailed
 from mycelium.operator.client import ControlClient
+from mycelium.states import InstanceState
 
 from .app import HomeOption, app, err, home_of, out
 
@@ -67,7 +68,7 @@ def chaos_cmd(home: HomeOption = None,
         tick = time.monotonic()
         status = client.request("status", app=app_name)
         ready = sorted(((a["app"], i) for a in status["apps"] for i in a["instances"]
-                        if i["state"] == "Ready" and i["pid"]),
+                        if i["state"] == InstanceState.READY and i["pid"]),
                        key=lambda v: (v[0], v[1]["node"]))
         if ready:
             app_of, victim = rng.choice(ready)
@@ -111,7 +112,7 @@ def _await_recovery(client: ControlClient, app_name: str, victim: dict[str, Any]
     while time.monotonic() < deadline:
         for doc in client.request("status", app=app_name)["apps"]:
             for i in doc["instances"]:
-                if (i["node"] == victim["node"] and i["state"] == "Ready"
+                if (i["node"] == victim["node"] and i["state"] == InstanceState.READY
                         and i["pid"] != victim["pid"]):
                     return time.monotonic() - start
         time.sleep(0.005)

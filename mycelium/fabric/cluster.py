@@ -1,15 +1,17 @@
-"""The fabric of one member of a multi-machine mesh (SPEC §9): the same actor, state in etcd.
+"""The etcd parts of a member's fabric in a multi-machine mesh: the same actor, state in etcd.
 
-:class:`ClusterFabric` is the :class:`~mycelium.fabric.fabric.Fabric` with three changes:
+A member runs the ordinary :class:`~mycelium.fabric.fabric.Fabric` built with three etcd
+collaborators (:func:`start_cluster_fabric` assembles them):
 
-- slot claims go through etcd transactions (:meth:`EtcdStore.claim_slot`), so ``max_instances``
-  holds across members, and a dead member's slots free themselves when its lease expires;
-- the local instances are published under the member's lease, and the other members'
-  instances (learnt by watching etcd) join the routes pushed to this member's edge and the
-  status document; a node that disappears from etcd shows ``lost``;
-- plans and budgets written by any member reach this member's agents through the watch; when a
-  slot frees itself (a member died), the plan is offered to the local agents again, which is how
-  instances are re-placed on live nodes.
+- :class:`SharedStore` keeps plans and budgets in etcd (the member's store, which outlives one
+  life of the fabric actor);
+- :class:`EtcdSlots` claims slots in etcd transactions, so ``max_instances`` holds across
+  members, and a dead member's slots free themselves when its lease expires;
+- :class:`EtcdPeers` publishes the local instances under the member's lease and follows etcd:
+  the other members' instances join the routes pushed to this member's edge and the status
+  document (a node that disappears from etcd shows ``lost``); plans and budgets written by any
+  member reach this member's agents; a slot that frees itself offers its plan to the local
+  agents again, which is how instances are re-placed on live nodes.
 
 Every etcd call is best-effort inside the actor: while etcd is away the local workloads keep
 serving and the routes keep their last view; the store retries and republishes on return.
@@ -20,55 +22,26 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
+import pykka
 
 from mycelium._logger import get_logger
-from mycelium.messages import (
-    Budget,
-    ClaimSlot,
-    DeregisterEndpoint,
-    EndpointsChanged,
-    GetInfo,
-    InstanceInfo,
-    InstanceStatus,
-    Plan,
-    PlanChanged,
-    RegisterEndpoint,
-    ReleaseSlot,
-    SlotReply,
-    from_wire,
-)
+from mycelium.messages import Budget, InstanceInfo, Plan, SlotReply, from_wire
+from mycelium.states import InstanceState
 
 from .etcd import EtcdStore, EtcdUnavailable
 from .etcd_client import Event
 from .fabric import Fabric
 from .names import Names
+from .peers import PeerConnection, PeerEvents, PeerUpdate
 from .state import StoredState
-from .view import routes, status_document
 
-__all__ = ["ClusterFabric", "SharedStore"]
+__all__ = ["EtcdPeers", "EtcdSlots", "SharedStore", "start_cluster_fabric"]
 
 log = get_logger(__name__)
-
-
-# Private messages of the actor to itself (from its watch thread), off the wire on purpose:
-# they carry etcd events, which no one outside this process may forge.
-@dataclass(frozen=True, slots=True)
-class _Remote:
-    """A batch of etcd watch events (from the watch thread to the actor)."""
-
-    events: tuple[Event, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _Member:
-    """The member's connection to etcd changed: ``etcd-lost``, ``etcd-back``, ``lease-renewed``."""
-
-    kind: str
 
 
 class SharedStore:
@@ -102,29 +75,88 @@ class SharedStore:
         """Nothing: the member closes the store when it stops."""
 
 
-class ClusterFabric(Fabric):
-    """The fabric of one member (registered as ``fabric``, like the single-machine one).
+class EtcdSlots:
+    """Slots as numbered etcd keys under the member's lease, claimed in transactions.
 
     Args:
-        names: The member's registered names.
+        store: The member's joined etcd store.
+        nodes: This member's node names (only their slots are evicted or checked here).
+    """
+
+    def __init__(self, store: EtcdStore, nodes: tuple[str, ...]) -> None:
+        self._etcd = store
+        self._nodes = nodes
+        self._holders: dict[str, set[str]] = {}  # what this member's nodes believe they hold
+
+    def claim(self, app: str, node: str, limit: int) -> SlotReply:
+        """One of the app's ``limit`` slots across the mesh, or why not."""
+        try:
+            granted = self._etcd.claim_slot(app, node, limit)
+        except EtcdUnavailable as exc:
+            return SlotReply(False, f"etcd unavailable: {exc}")
+        if not granted:
+            return SlotReply(False, f"max_instances reached ({limit}) across the mesh")
+        self._holders.setdefault(app, set()).add(node)
+        return SlotReply(True)
+
+    def release(self, app: str, node: str) -> None:
+        """Give the slot back in etcd (later, if etcd is away)."""
+        with contextlib.suppress(EtcdUnavailable):
+            self._etcd.release_slot(app, node)
+        self._holders.get(app, set()).discard(node)
+
+    def adopt(self, app: str, node: str) -> None:
+        """The node's slot key lives on under the lease; remember it holds one."""
+        self._holders.setdefault(app, set()).add(node)
+
+    def evict(self, app: str, limit: int) -> set[str]:
+        """Release this member's slots numbered ``limit`` or more (scaled down)."""
+        try:
+            held = self._etcd.slots(app)
+        except EtcdUnavailable:
+            held = {}
+        evicted = {node for k, node in held.items() if k >= limit and node in self._nodes}
+        for node in evicted:
+            self.release(app, node)
+        return evicted
+
+    def lost(self) -> list[tuple[str, str]]:
+        """Slots our nodes held whose keys died with an expired lease and went to others.
+
+        The local instances holding them would exceed ``max_instances``: they must stop.
+        """
+        out = []
+        for app, holders in self._holders.items():
+            try:
+                held = set(self._etcd.slots(app).values())
+            except EtcdUnavailable:
+                continue
+            for node in sorted(holders - held):
+                if node in self._nodes:
+                    holders.discard(node)
+                    out.append((app, node))
+        return out
+
+
+class EtcdPeers:
+    """The other members, learnt by watching etcd; this member's instances, shared through it.
+
+    Args:
         store: The member's joined etcd store.
         nodes: This member's node names.
-        digest_known: Whether the local repo holds a digest (for deploys made here).
         advertise_host: The host other machines use to reach this member's workloads.
         prefetch: Called (must not block) with the digest of every plan seen, so that each
             member keeps a verified copy of every planned spore: instances can be re-placed
             here even after the member that had the spore died.
-        parallel: Instances replaced at a time in a rollout (``[rollout] parallel``).
     """
 
-    def __init__(self, names: Names, store: EtcdStore, nodes: tuple[str, ...],
-                 digest_known: Any = lambda _d: True, advertise_host: str = "127.0.0.1",
-                 prefetch: Callable[[str], None] | None = None, *, parallel: int = 1) -> None:
-        super().__init__(names, lambda: SharedStore(store), nodes, digest_known,
-                         parallel=parallel)
+    def __init__(self, store: EtcdStore, nodes: tuple[str, ...],
+                 advertise_host: str = "127.0.0.1",
+                 prefetch: Callable[[str], None] | None = None) -> None:
         self._etcd = store
-        self._prefetch = prefetch or (lambda _digest: None)
+        self._nodes = nodes
         self._advertise = advertise_host
+        self._prefetch = prefetch or (lambda _digest: None)
         self._remote: dict[str, InstanceInfo] = {}
         self._members: dict[str, str] = {}
         self._seen_nodes: set[str] = set()
@@ -132,12 +164,11 @@ class ClusterFabric(Fabric):
         self._shared: dict[str, tuple[Any, ...]] = {}
         self._watch_stop = threading.Event()
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- following etcd --------------------------------------------------------------------
 
-    def on_start(self) -> None:
-        """Load plans, the other members' nodes and instances; then follow etcd's changes."""
-        super().on_start()
-        for plan in self._plans.values():
+    def start(self, plans: Iterable[Plan], tell: Callable[[Any], None]) -> None:
+        """Prefetch every plan's spore, load the other members' view, then follow etcd."""
+        for plan in plans:
             self._prefetch(plan.digest)
         try:
             revision = self._refresh()
@@ -145,9 +176,13 @@ class ClusterFabric(Fabric):
             log.warning("fabric: etcd unavailable at start (%s); following it when it returns",
                         exc)
             revision = 0
-        self._etcd.on_event(lambda kind: self._tell_self(_Member(kind)))
-        self._etcd.watch(lambda events: self._tell_self(_Remote(tuple(events))),
+        self._etcd.on_event(lambda kind: tell(PeerConnection(kind)))
+        self._etcd.watch(lambda events: tell(PeerEvents(tuple(events))),
                          stop=self._watch_stop, start_revision=revision)
+
+    def stop(self) -> None:
+        """Stop following etcd."""
+        self._watch_stop.set()
 
     def _refresh(self) -> int:
         """Re-read the mesh's nodes and remote instances; returns the revision read at."""
@@ -156,60 +191,27 @@ class ClusterFabric(Fabric):
         self._remote.clear()
         self._left.clear()
         for kv in kvs:
-            self._apply(Event("put", kv.key, kv.value, kv.mod_revision), initial=True)
+            self._apply(Event("put", kv.key, kv.value, kv.mod_revision), None, initial=True)
         return revision + 1
 
-    def on_stop(self) -> None:
-        """Stop following etcd; then as the single-machine fabric."""
-        self._watch_stop.set()
-        super().on_stop()
+    def handle(self, message: PeerEvents | PeerConnection) -> PeerUpdate:
+        """Fold etcd's changes into the view; what the fabric applies besides."""
+        if isinstance(message, PeerConnection):
+            if message.kind not in ("etcd-back", "lease-renewed"):
+                return PeerUpdate()
+            try:
+                self._refresh()
+            except EtcdUnavailable:
+                return PeerUpdate(resynced=True)
+            return PeerUpdate(resynced=True, check_slots=message.kind == "lease-renewed")
+        collected = _Collected()
+        for event in message.events:
+            self._apply(event, collected)
+        return PeerUpdate(routes=collected.routes, plans=tuple(collected.plans),
+                          budgets=tuple(collected.budgets), freed=tuple(collected.freed))
 
-    def on_failure(self, *exc: object) -> None:
-        """Stop following etcd; the successor starts its own watch."""
-        self._watch_stop.set()
-        super().on_failure(*exc)
-
-    # -- dispatch --------------------------------------------------------------------------
-
-    def on_receive(self, message: Any) -> Any:
-        """Route the cluster's messages; everything else as the single-machine fabric."""
-        match message:
-            case _Remote(events=events):
-                changed = False
-                for event in events:
-                    changed = self._apply(event) or changed
-                if changed:
-                    self._push_routes()
-                return None
-            case _Member(kind=kind):
-                if kind in ("etcd-back", "lease-renewed"):
-                    with contextlib.suppress(EtcdUnavailable):
-                        self._refresh()
-                        if kind == "lease-renewed":
-                            self._drop_lost_slots()
-                    self._after_sync()
-                return None
-            case ClaimSlot(app=app, node=node):
-                return self._claim_cluster(app, node)
-            case ReleaseSlot(app=app, node=node):
-                with contextlib.suppress(EtcdUnavailable):
-                    self._etcd.release_slot(app, node)
-                return super().on_receive(message)
-            case RegisterEndpoint(instance=info) | InstanceStatus(instance=info) | \
-                    DeregisterEndpoint(instance=info):
-                self._publish_instance(info)
-                return super().on_receive(message)
-            case GetInfo():
-                info = super().on_receive(message)
-                info.update(member=self._etcd.member, etcd=self._etcd.connected,
-                            remote_instances=len(self._remote))
-                return info
-        return super().on_receive(message)
-
-    # -- etcd events -----------------------------------------------------------------------
-
-    def _apply(self, event: Event, initial: bool = False) -> bool:
-        """Fold one etcd change into the view; True when the routes may have changed."""
+    def _apply(self, event: Event, out: _Collected | None, initial: bool = False) -> None:
+        """Fold one etcd change into the view; plan, budget and slot changes go to ``out``."""
         rest = event.key[len(self._etcd.prefix):]
         kind, _, name = rest.partition("/")
         put = event.kind == "put"
@@ -221,7 +223,8 @@ class ClusterFabric(Fabric):
                 self._members.pop(name, None)
                 for iid in [i for i, inf in self._remote.items() if inf.node == name]:
                     del self._remote[iid]
-                return True
+                if out is not None:
+                    out.routes = True
         elif kind == "left":
             if put:
                 self._left.add(name)
@@ -233,134 +236,91 @@ class ClusterFabric(Fabric):
                 info = from_wire(orjson.loads(event.value))
                 if isinstance(info, InstanceInfo) and info.node not in self._nodes:
                     self._remote[info.id] = info
-                    return True
-            elif self._remote.pop(name, None) is not None:
-                return True
-        elif kind == "slots" and not put and not initial:
-            app = name.partition("/")[0]
-            if app in self._plans:  # a slot freed itself: offer the plan to our nodes again
-                self._declined.pop(app, None)
-                self._broadcast(app)
-        elif kind in ("plans", "budgets") and not initial:
-            self._remote_plan(kind, name, event)
-            return True
-        return False
-
-    def _remote_plan(self, kind: str, app: str, event: Event) -> None:
-        if kind == "plans":
-            if event.kind == "put":
-                plan = from_wire(orjson.loads(event.value))
-                if not isinstance(plan, Plan) or plan == self._plans.get(app):
-                    return
-                self._plans[app] = plan
+                    if out is not None:
+                        out.routes = True
+            elif self._remote.pop(name, None) is not None and out is not None:
+                out.routes = True
+        elif out is None or initial:
+            return
+        elif kind == "slots" and not put:
+            out.freed.append(name.partition("/")[0])
+        elif kind == "plans":
+            plan = from_wire(orjson.loads(event.value)) if put else None
+            if put and not isinstance(plan, Plan):
+                return
+            if isinstance(plan, Plan):
                 self._prefetch(plan.digest)  # a copy here survives the publisher's death
-                self._generation = max(self._generation, plan.generation)
-                self._declined.pop(app, None)
-            elif self._plans.pop(app, None) is None:
-                return
-        else:
-            if event.kind != "put":
-                return
+            out.plans.append((name, plan))
+        elif kind == "budgets" and put:
             budget = from_wire(orjson.loads(event.value))
-            if not isinstance(budget, Budget) or budget == self._budgets.get(app):
-                return
-            self._budgets[app] = budget
-        self._broadcast(app)
+            if isinstance(budget, Budget):
+                out.budgets.append(budget)
 
-    # -- slots and instances -----------------------------------------------------------------
+    # -- sharing ---------------------------------------------------------------------------
 
-    def _claim_cluster(self, app: str, node: str) -> SlotReply:
-        plan = self._plans.get(app)
-        if plan is None:
-            return SlotReply(False, "no plan")
-        if self._syncing:
-            return SlotReply(False, "fabric re-syncing")
-        budget = self._budgets.get(app)
-        limit = plan.max if budget is None else min(plan.max, budget.max_instances)
-        try:
-            granted = self._etcd.claim_slot(app, node, limit)
-        except EtcdUnavailable as exc:
-            return SlotReply(False, f"etcd unavailable: {exc}")
-        if not granted:
-            return SlotReply(False, f"max_instances reached ({limit}) across the mesh")
-        self._slots.setdefault(app, set()).add(node)
-        self._declined.get(app, set()).discard(node)
-        return SlotReply(True)
-
-    def _drop_lost_slots(self) -> None:
-        """After our lease expired (a partition), stop what other members re-placed meanwhile.
-
-        Our slot keys died with the lease; those another member took since are not ours any
-        more, so the local instances holding them would exceed ``max_instances``: they stop.
-        """
-        for app, holders in self._slots.items():
-            held = set(self._etcd.slots(app).values())
-            for node in sorted(holders - held):
-                if node in self._nodes:
-                    log.warning("fabric: %s lost its slot of %s while cut off; stopping it",
-                                node, app)
-                    holders.discard(node)
-                    self._names.tell(node, PlanChanged(app, None, None))
-
-    def _broadcast(self, app: str) -> None:
-        plan, budget = self._plans.get(app), self._budgets.get(app)
-        evicted: set[str] = set()
-        if plan is not None:
-            limit = plan.max if budget is None else min(plan.max, budget.max_instances)
-            try:
-                held = self._etcd.slots(app)
-            except EtcdUnavailable:
-                held = {}
-            for k, node in held.items():
-                if k >= limit and node in self._nodes:  # scaled down: the last slots go
-                    evicted.add(node)
-                    with contextlib.suppress(EtcdUnavailable):
-                        self._etcd.release_slot(app, node)
-            self._slots.get(app, set()).difference_update(evicted)
-        message = PlanChanged(app, plan, budget)
-        for node in self._nodes:
-            self._names.tell(node, PlanChanged(app, None, None) if node in evicted else message)
-
-    def _publish_instance(self, info: InstanceInfo) -> None:
+    def publish(self, info: InstanceInfo) -> None:
         """Share an instance with the other members when a routing or status fact changed.
 
         Resource samples (cpu, rss) alone are not written: every instance would write etcd
         every sample interval. The other members see the samples of the last real change.
         """
         facts = (info.state, info.url, info.pid, info.restarts, info.digest, info.ready_at)
-        if info.state != "Stopped" and self._shared.get(info.id) == facts:
+        if info.state != InstanceState.STOPPED and self._shared.get(info.id) == facts:
             return
-        if info.state == "Stopped":
+        if info.state == InstanceState.STOPPED:
             self._shared.pop(info.id, None)
         else:
             self._shared[info.id] = facts
         url = info.url
         if url and self._advertise not in ("127.0.0.1", "localhost"):
             url = url.replace("://127.0.0.1:", f"://{self._advertise}:", 1)
-        shared = dataclasses.replace(info, url=url)
         with contextlib.suppress(EtcdUnavailable):
-            self._etcd.put_instance(shared)
-
-    def _endpoints(self) -> EndpointsChanged:
-        everything = [*self._instances.values(), *self._remote.values()]
-        restarts: dict[str, int] = {}
-        for info in everything:
-            restarts[info.app] = restarts.get(info.app, 0) + info.restarts
-        return EndpointsChanged(routes(self._plans, everything), tuple(sorted(restarts.items())))
+            self._etcd.put_instance(dataclasses.replace(info, url=url))
 
     # -- views -----------------------------------------------------------------------------
 
-    def status(self, app: str | None = None) -> dict[str, Any]:
-        """SPEC §6's status document over the whole mesh (every member's nodes and instances)."""
-        nodes = {n: ("up" if self._names.get(n) is not None else "restarting")
-                 for n in self._nodes}
-        nodes.update((n, "up") for n in self._members if n not in nodes)
-        lost = sorted(n for n in self._seen_nodes if n not in nodes)
-        doc = status_document(self._plans, self._budgets,  # desired counts live nodes only
-                              [*self._instances.values(), *self._remote.values()],
-                              nodes, self._declined, app)
-        gone = ({"name": n, "state": "down" if n in self._left else "lost"} for n in lost)
-        doc["nodes"] = sorted([*doc["nodes"], *gone], key=lambda n: str(n["name"]))
-        doc["fabric"] = {"store": "etcd", "member": self._etcd.member,
-                         "etcd": "connected" if self._etcd.connected else "unreachable"}
-        return doc
+    def instances(self) -> list[InstanceInfo]:
+        """The other members' instances."""
+        return list(self._remote.values())
+
+    def nodes(self, local: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+        """Every member's live nodes, and the nodes gone: ``down`` (left) or ``lost``."""
+        live = dict(local)
+        live.update((n, "up") for n in self._members if n not in live)
+        gone = {n: ("down" if n in self._left else "lost")
+                for n in sorted(self._seen_nodes) if n not in live}
+        return live, gone
+
+    def describe(self) -> dict[str, Any]:
+        """The member, its etcd connection and how many remote instances it sees."""
+        return {"member": self._etcd.member, "etcd": self._etcd.connected,
+                "remote_instances": len(self._remote)}
+
+    def store_doc(self) -> dict[str, Any]:
+        """The status document's ``fabric`` entry."""
+        return {"store": "etcd", "member": self._etcd.member,
+                "etcd": "connected" if self._etcd.connected else "unreachable"}
+
+
+@dataclasses.dataclass(slots=True)
+class _Collected:
+    """What one batch of etcd events changed besides the view."""
+
+    routes: bool = False
+    plans: list[tuple[str, Plan | None]] = dataclasses.field(default_factory=list)
+    budgets: list[Budget] = dataclasses.field(default_factory=list)
+    freed: list[str] = dataclasses.field(default_factory=list)
+
+
+def start_cluster_fabric(names: Names, store: EtcdStore, nodes: tuple[str, ...],
+                         digest_known: Callable[[str], bool] = lambda _d: True, *,
+                         parallel: int = 1, advertise_host: str = "127.0.0.1",
+                         prefetch: Callable[[str], None] | None = None) -> pykka.ActorRef[Any]:
+    """Start a member's fabric: the ordinary :class:`Fabric` with its etcd parts.
+
+    Each call builds fresh collaborators (a restarted fabric re-reads etcd; the store itself
+    belongs to the member and stays open). Arguments as :class:`Fabric` and :class:`EtcdPeers`.
+    """
+    return Fabric.start(names, lambda: SharedStore(store), nodes, digest_known,
+                        parallel=parallel, slots=EtcdSlots(store, nodes),
+                        peers=EtcdPeers(store, nodes, advertise_host, prefetch))

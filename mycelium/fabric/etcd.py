@@ -34,6 +34,7 @@ import orjson
 
 from mycelium._logger import get_logger
 from mycelium.messages import Budget, InstanceInfo, Plan, from_wire, to_wire
+from mycelium.states import InstanceState
 
 from .errors import FabricError
 from .etcd_client import EtcdClient, EtcdUnavailable, Event, parse_endpoints
@@ -305,7 +306,7 @@ class EtcdStore:
     def put_instance(self, info: InstanceInfo) -> None:
         """Publish (or withdraw, when Stopped) one of this member's instances."""
         key = f"{self.prefix}endpoints/{info.id}"
-        if info.state == "Stopped":
+        if info.state == InstanceState.STOPPED:
             with self._lock:
                 self._endpoints.pop(info.id, None)
             if self.connected:  # else: the republish on etcd's return deletes it

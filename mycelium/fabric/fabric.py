@@ -1,11 +1,16 @@
 """The fabric actor: the control plane of one mesh (Flow B's middle).
 
-It owns budgets, plans, slots and the live instance view; persists plans and budgets in its
-:class:`~mycelium.fabric.state.Store`; pushes :class:`EndpointsChanged` to the edge and
+It owns budgets, plans and the live instance view; persists plans and budgets in its
+:class:`~mycelium.fabric.state.Store`; grants slots through its
+:class:`~mycelium.fabric.slots.SlotClaims`; pushes :class:`EndpointsChanged` to the edge and
 :class:`PlanChanged` to the agents. Its mailbox serialises :class:`ClaimSlot`, so
 ``max_instances`` is never exceeded. It never asks another actor (only tells), so no ask cycle
 can deadlock it. A restarted fabric recovers plans from its store and the rest by re-sync:
 agents answer :class:`FabricRestarted` with :class:`AgentSync`.
+
+The same actor runs one machine and each member of a multi-machine mesh: only its three
+collaborators differ (store, slot claims, :class:`~mycelium.fabric.peers.Peers`), see
+:func:`mycelium.fabric.cluster.start_cluster_fabric`.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from mycelium._logger import get_logger
 from mycelium.messages import (
     AgentSync,
     Budget,
@@ -43,14 +50,16 @@ from mycelium.messages import (
     SlotReply,
     StopApp,
     SyncRequest,
-    Tick,
     to_wire,
 )
+from mycelium.states import InstanceState, PlanStatus
 from supervisors import SupervisedActor
 
 from .batch import PlanMoved, check_batch_shape, moved_message, moved_plans, next_plan
 from .errors import BadPlan
 from .names import Names
+from .peers import NoPeers, PeerConnection, PeerEvents, Peers, PeerUpdate
+from .slots import LocalSlots, SlotClaims
 from .state import Store
 from .switch import ClaimSwitch, ReleaseSwitch, SwitchGate
 from .validate import check_budget, check_plan
@@ -58,8 +67,22 @@ from .view import routes, status_document
 
 __all__ = ["SYNC_GRACE", "Fabric"]
 
+log = get_logger(__name__)
+
 SYNC_GRACE = 2.0
 """Seconds a restarted fabric waits for every agent's AgentSync before granting slots."""
+
+
+@dataclass(frozen=True, slots=True)
+class _SyncDeadline:
+    """The re-sync grace of a restarted fabric is over: grant slots even if agents are silent."""
+
+
+@dataclass(frozen=True, slots=True)
+class _FromPeers:
+    """Something the peers' watch thread saw (handed to :meth:`Peers.handle` in the mailbox)."""
+
+    message: PeerEvents | PeerConnection
 
 
 class Fabric(SupervisedActor):
@@ -71,11 +94,14 @@ class Fabric(SupervisedActor):
         nodes: The node names of this mesh (``node-1`` …).
         digest_known: Whether the repo holds a digest (unknown digests are refused).
         parallel: Nodes that may switch one app's blue/green at a time (``[rollout] parallel``).
+        slots: Grants slots (:class:`LocalSlots` by default: one machine).
+        peers: The rest of the mesh (:class:`NoPeers` by default: one machine).
     """
 
     def __init__(self, names: Names, store_factory: Callable[[], Store], nodes: tuple[str, ...],
-                 digest_known: Callable[[str], bool] = lambda _d: True,
-                 parallel: int = 1) -> None:
+                 digest_known: Callable[[str], bool] = lambda _d: True, *,
+                 parallel: int = 1, slots: SlotClaims | None = None,
+                 peers: Peers | None = None) -> None:
         super().__init__()
         self._names = names
         self._store_factory = store_factory
@@ -85,7 +111,8 @@ class Fabric(SupervisedActor):
         self._plans: dict[str, Plan] = {}
         self._budgets: dict[str, Budget] = {}
         self._instances: dict[str, InstanceInfo] = {}
-        self._slots: dict[str, set[str]] = {}
+        self._slots: SlotClaims = slots if slots is not None else LocalSlots()
+        self._peers: Peers = peers if peers is not None else NoPeers()
         self._declined: dict[str, set[str]] = {}
         self._syncing: set[str] = set()
         self._routes: EndpointsChanged | None = None
@@ -108,16 +135,19 @@ class Fabric(SupervisedActor):
             self._syncing = set(live)
             for node in live:
                 self._names.tell(node, FabricRestarted())
-            timer = threading.Timer(SYNC_GRACE, self._tell_self, (Tick("sync-deadline"),))
+            timer = threading.Timer(SYNC_GRACE, self._tell_self, (_SyncDeadline(),))
             timer.daemon = True
             timer.start()
+        self._peers.start(self._plans.values(), lambda m: self._tell_self(_FromPeers(m)))
 
     def on_stop(self) -> None:
-        """Close the store."""
+        """Stop following the peers; close the store."""
+        self._peers.stop()
         self._close()
 
     def on_failure(self, *_exc: object) -> None:
-        """Close the store so that the replacement can open it."""
+        """Stop following the peers (the successor follows anew); close the store."""
+        self._peers.stop()
         self._close()
 
     def _close(self) -> None:
@@ -133,7 +163,7 @@ class Fabric(SupervisedActor):
     # -- dispatch --------------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
-        """Dispatch one message (STYLE §7: ``match`` over frozen dataclasses).
+        """Dispatch one message (``match`` over frozen dataclasses).
 
         Raises:
             BadPlan: a refused plan or budget (the asker gets it; the fabric keeps running).
@@ -145,8 +175,10 @@ class Fabric(SupervisedActor):
                 self._instance(info)
             case ClaimSlot(app=app, node=node):
                 return self._claim(app, node)
+            case _FromPeers(message=peer_message):
+                self._peer_update(self._peers.handle(peer_message))
             case ReleaseSlot(app=app, node=node):
-                self._slots.get(app, set()).discard(node)
+                self._slots.release(app, node)
                 if app in self._plans:
                     self._broadcast(app)
             case SlotDeclined(app=app, node=node):
@@ -169,7 +201,7 @@ class Fabric(SupervisedActor):
                 self._switches.release(app, node)
             case RolloutFailed():
                 self._rollout_failed(message)
-            case Tick(kind="sync-deadline"):
+            case _SyncDeadline():
                 self._syncing.clear()
                 self._after_sync()
             case GetStatus(app=app):
@@ -179,7 +211,8 @@ class Fabric(SupervisedActor):
                         "budgets": [to_wire(b) for b in self._budgets.values()]}
             case GetInfo():
                 return {"name": "fabric", "plans": len(self._plans),
-                        "instances": len(self._instances), "syncing": sorted(self._syncing)}
+                        "instances": len(self._instances), "syncing": sorted(self._syncing),
+                        **self._peers.describe()}
             case Crash():
                 raise CrashRequested("crash requested")
             case _:
@@ -281,15 +314,15 @@ class Fabric(SupervisedActor):
 
     def _rollout_failed(self, msg: RolloutFailed) -> None:
         plan = self._plans.get(msg.app)
-        if plan is None or plan.digest != msg.digest or plan.status == "failed":
+        if plan is None or plan.digest != msg.digest or plan.status == PlanStatus.FAILED:
             return
         self._generation += 1
         if plan.previous:
-            new = dataclasses.replace(plan, digest=plan.previous, previous=None, status="failed",
-                                      reason=msg.reason, generation=self._generation,
-                                      published_at=time.time())
+            new = dataclasses.replace(plan, digest=plan.previous, previous=None,
+                                      status=PlanStatus.FAILED, reason=msg.reason,
+                                      generation=self._generation, published_at=time.time())
         else:
-            new = dataclasses.replace(plan, status="failed", reason=msg.reason,
+            new = dataclasses.replace(plan, status=PlanStatus.FAILED, reason=msg.reason,
                                       generation=self._generation)
         assert self._store is not None
         self._store.save(new, None)
@@ -298,31 +331,66 @@ class Fabric(SupervisedActor):
 
     # -- slots -----------------------------------------------------------------------------
 
+    def _limit(self, plan: Plan) -> int:
+        budget = self._budgets.get(plan.app)
+        return plan.max if budget is None else min(plan.max, budget.max_instances)
+
     def _claim(self, app: str, node: str) -> SlotReply:
         plan = self._plans.get(app)
         if plan is None:
             return SlotReply(False, "no plan")
         if self._syncing:
             return SlotReply(False, "fabric re-syncing")
-        holders = self._slots.setdefault(app, set())
-        if node in holders:
-            return SlotReply(True)
-        budget = self._budgets.get(app)
-        limit = plan.max if budget is None else min(plan.max, budget.max_instances)
-        if len(holders) >= limit:
-            return SlotReply(False, f"max_instances reached ({len(holders)}/{limit})")
-        holders.add(node)
-        self._declined.get(app, set()).discard(node)
-        return SlotReply(True)
+        reply = self._slots.claim(app, node, self._limit(plan))
+        if reply.granted:
+            self._declined.get(app, set()).discard(node)
+        return reply
+
+    # -- peers -----------------------------------------------------------------------------
+
+    def _peer_update(self, update: PeerUpdate) -> None:
+        """Apply what the rest of the mesh changed (nothing ever, on one machine)."""
+        changed: set[str] = set()
+        for app, plan in update.plans:
+            if plan is None:
+                if self._plans.pop(app, None) is not None:
+                    changed.add(app)
+            elif plan != self._plans.get(app):
+                self._plans[app] = plan
+                self._generation = max(self._generation, plan.generation)
+                self._declined.pop(app, None)
+                changed.add(app)
+        for budget in update.budgets:
+            if budget != self._budgets.get(budget.app):
+                self._budgets[budget.app] = budget
+                changed.add(budget.app)
+        for app in update.freed:
+            if app in self._plans:  # a slot freed itself: offer the plan to our nodes again
+                self._declined.pop(app, None)
+                changed.add(app)
+        if update.check_slots:
+            for app, node in self._slots.lost():
+                log.warning("fabric: %s lost its slot of %s while cut off; stopping it",
+                            node, app)
+                self._names.tell(node, PlanChanged(app, None, None))
+        if update.resynced:
+            self._after_sync()
+            return
+        for app in sorted(changed):
+            self._broadcast(app)
+        if update.routes or update.plans:
+            self._push_routes()
 
     # -- instances and routes ----------------------------------------------------------------
 
     def _instance(self, info: InstanceInfo) -> None:
-        if info.state == "Stopped" and info.reason:  # failed: its supervisor backs off, restarts
+        self._peers.publish(info)
+        if info.state == InstanceState.STOPPED and info.reason:
+            # failed: its supervisor backs off, restarts
             self._restarting.setdefault(info.app, {})[info.node] = info.restarts + 1
-        elif info.state == "Ready":
+        elif info.state == InstanceState.READY:
             self._restarting.get(info.app, {}).pop(info.node, None)
-        if info.state == "Stopped":
+        if info.state == InstanceState.STOPPED:
             self._instances.pop(info.id, None)
         else:
             old = self._instances.get(info.id)
@@ -341,11 +409,11 @@ class Fabric(SupervisedActor):
             self._names.tell("edge", message)
 
     def _endpoints(self) -> EndpointsChanged:
+        everything = [*self._instances.values(), *self._peers.instances()]
         restarts: dict[str, int] = {}
-        for info in self._instances.values():
+        for info in everything:
             restarts[info.app] = restarts.get(info.app, 0) + info.restarts
-        return EndpointsChanged(routes(self._plans, self._instances.values()),
-                                tuple(sorted(restarts.items())))
+        return EndpointsChanged(routes(self._plans, everything), tuple(sorted(restarts.items())))
 
     def _sync(self, who: str) -> None:
         if who == "edge":
@@ -359,9 +427,9 @@ class Fabric(SupervisedActor):
     def _agent_sync(self, node: str, apps: tuple[str, ...],
                     infos: tuple[InstanceInfo, ...]) -> None:
         for app in apps:
-            self._slots.setdefault(app, set()).add(node)
+            self._slots.adopt(app, node)
         for info in infos:
-            if info.state != "Stopped":
+            if info.state != InstanceState.STOPPED:
                 self._instances[info.id] = info
         if node in self._syncing:
             self._syncing.discard(node)
@@ -375,13 +443,8 @@ class Fabric(SupervisedActor):
 
     def _broadcast(self, app: str) -> None:
         plan, budget = self._plans.get(app), self._budgets.get(app)
-        evicted: set[str] = set()
-        holders = self._slots.get(app, set())
-        if plan is not None:
-            limit = plan.max if budget is None else min(plan.max, budget.max_instances)
-            if len(holders) > limit:  # scaled down: the last nodes give their slot back
-                evicted = set(sorted(holders)[limit:])
-                holders -= evicted
+        # scaled down: the nodes beyond the limit give their slot back
+        evicted = self._slots.evict(app, self._limit(plan)) if plan is not None else set()
         message = PlanChanged(app, plan, budget)
         for node in self._nodes:
             self._names.tell(node, PlanChanged(app, None, None) if node in evicted else message)
@@ -389,10 +452,20 @@ class Fabric(SupervisedActor):
     # -- views -----------------------------------------------------------------------------
 
     def status(self, app: str | None = None) -> dict[str, Any]:
-        """SPEC §6's status document."""
-        nodes = {n: ("up" if self._names.get(n) is not None else "restarting")
+        """The ``status --json`` document (docs/reference.md) over every node of the mesh."""
+        local = {n: ("up" if self._names.get(n) is not None else "restarting")
                  for n in self._nodes}
+        live, gone = self._peers.nodes(local)
         restarting = {a: max(by_node.values()) for a, by_node in self._restarting.items()
                       if by_node}
-        return status_document(self._plans, self._budgets, self._instances.values(), nodes,
-                               self._declined, app, restarting)
+        doc = status_document(self._plans, self._budgets,  # desired counts live nodes only
+                              [*self._instances.values(), *self._peers.instances()],
+                              live, self._declined, app, restarting)
+        if gone:
+            doc["nodes"] = sorted([*doc["nodes"],
+                                   *({"name": n, "state": s} for n, s in gone.items())],
+                                  key=lambda n: str(n["name"]))
+        fabric = self._peers.store_doc()
+        if fabric is not None:
+            doc["fabric"] = fabric
+        return doc

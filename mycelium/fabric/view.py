@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mycelium.messages import AppRoute, Budget, EndpointInfo, InstanceInfo, Plan
+from mycelium.states import AppState, InstanceState, PlanStatus
 
 __all__ = ["CRASHLOOP_RESTARTS", "app_state", "desired_count", "routes", "status_document"]
 
@@ -23,14 +24,14 @@ def routes(plans: Mapping[str, Plan], instances: Iterable[InstanceInfo]) -> tupl
     """The routing table: every planned app with its Ready endpoints, sorted for stability."""
     by_app: dict[str, list[EndpointInfo]] = {app: [] for app in plans}
     for info in instances:
-        if info.state == "Ready" and info.url and info.app in by_app:
+        if info.state == InstanceState.READY and info.url and info.app in by_app:
             by_app[info.app].append(EndpointInfo(url=info.url, instance=info.id))
     return tuple(AppRoute(app=app, endpoints=tuple(sorted(eps, key=lambda e: e.instance)))
                  for app, eps in sorted(by_app.items()))
 
 
 def app_state(plan: Plan | None, desired: int, instances: list[InstanceInfo],
-              now: float | None = None, restarting: int = 0) -> str:
+              now: float | None = None, restarting: int = 0) -> AppState:
     """One documented word for an app (docs/reference.md, ``status --json``).
 
     ``stopped`` no plan; ``failed`` the last update was rolled back; ``updating`` instances of
@@ -40,24 +41,24 @@ def app_state(plan: Plan | None, desired: int, instances: list[InstanceInfo],
     ``degraded`` below ``min`` after it.
     """
     if plan is None:
-        return "stopped"
-    if plan.status == "failed":
-        return "failed"
-    live = [i for i in instances if i.state != "Stopped"]
+        return AppState.STOPPED
+    if plan.status == PlanStatus.FAILED:
+        return AppState.FAILED
+    live = [i for i in instances if i.state != InstanceState.STOPPED]
     if any(i.digest != plan.digest for i in live):
-        return "updating"
-    ready = sum(1 for i in live if i.state == "Ready")
+        return AppState.UPDATING
+    ready = sum(1 for i in live if i.state == InstanceState.READY)
     if ready >= plan.min and ready >= desired:
-        return "running"
+        return AppState.RUNNING
     if restarting >= CRASHLOOP_RESTARTS or any(
-            i.restarts >= CRASHLOOP_RESTARTS and i.state != "Ready" for i in live):
-        return "crashloop"
+            i.restarts >= CRASHLOOP_RESTARTS and i.state != InstanceState.READY for i in live):
+        return AppState.CRASHLOOP
     if ready >= plan.min:
-        return "running"
+        return AppState.RUNNING
     now = time.time() if now is None else now
     if now - plan.published_at < plan.timeout:
-        return "starting"
-    return "degraded"
+        return AppState.STARTING
+    return AppState.DEGRADED
 
 
 def _instance_doc(info: InstanceInfo) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def status_document(plans: Mapping[str, Plan], budgets: Mapping[str, Budget],
             "min": plan.min if plan else 0,
             "max": plan.max if plan else 0,
             "desired": desired,
-            "ready": sum(1 for i in insts if i.state == "Ready"
+            "ready": sum(1 for i in insts if i.state == InstanceState.READY
                          and (plan is None or i.digest == plan.digest)),
             "state": app_state(plan, desired, insts,
                                restarting=(restarting or {}).get(name, 0)),

@@ -3,9 +3,9 @@
 A :class:`~mycelium.mesh.Mesh` is the same tree on one machine and as a member of a
 multi-machine mesh; what differs is composed in as a :class:`FabricBackend`:
 
-- the fabric child (a SQLite-backed :class:`~mycelium.fabric.Fabric`, or an etcd-backed
-  :class:`~mycelium.fabric.cluster.ClusterFabric`), built by :meth:`FabricBackend.fabric_child`
-  with the same rollout parallelism either way;
+- the fabric child (the same :class:`~mycelium.fabric.Fabric`, with its SQLite store, or with
+  its etcd parts from :func:`~mycelium.fabric.cluster.start_cluster_fabric`), built by
+  :meth:`FabricBackend.fabric_child` with the same rollout parallelism either way;
 - the node names (``node-N``, or ``<prefix>-N``) and whether an edge runs;
 - where a spore the local repo lacks comes from (nowhere, or the other members);
 - which nodes' workloads ``kill`` may signal (a pid means nothing on another host);

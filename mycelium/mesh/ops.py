@@ -24,6 +24,7 @@ from mycelium.fabric.errors import BadPlan
 from mycelium.fabric.validate import check_app_name, check_budget, check_plan
 from mycelium.messages import GetStatus, PublishPlan, SetBudget, StopApp
 from mycelium.operator.control import ControlError
+from mycelium.states import LIVE_STATES
 from supervisors import describe_tree
 
 from .backend import KillScope
@@ -33,7 +34,7 @@ __all__ = ["ControlOps", "annotate_tree", "deploy_plan", "kill_targets"]
 
 Op = Callable[[dict[str, Any]], Any]
 #: States in which an instance has a process worth signalling.
-_RUNNING = ("Launching", "Ready")
+_RUNNING = LIVE_STATES
 
 
 def deploy_plan(req: Mapping[str, Any], digest: str, manifest_warmup: float,

@@ -4,15 +4,15 @@ One agent per node (Flows B and D). It is a sibling of the node's ``apps`` super
 parent, so a crashed agent takes no workload with it: the restarted agent adopts the running
 app supervisors (their child ids and meta say which app and digest they run) and asks their
 instances to report again. Decisions are pure (:func:`mycelium.node.rollout.step`); the agent
-only applies them, and anything slow (draining and stopping an instance or an app) happens in a
-helper thread that reports back by message.
+only applies them (:mod:`.placement` says whether an app fits), and anything slow (draining and
+stopping an instance or an app) runs on the stop pool of :mod:`.drain` and reports back by
+message.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,9 +21,8 @@ from typing import Any
 import pykka
 
 from mycelium._logger import get_logger
-from mycelium.defaults import DeployDefaults
 from mycelium.fabric.names import Names
-from mycelium.fabric.switch import ClaimSwitch, IsRouted, ReleaseSwitch
+from mycelium.fabric.switch import ClaimSwitch, ReleaseSwitch
 from mycelium.messages import (
     AgentSync,
     AppFailed,
@@ -32,7 +31,6 @@ from mycelium.messages import (
     ClaimSlot,
     Crash,
     CrashRequested,
-    Drain,
     FabricRestarted,
     GetInfo,
     InstanceInfo,
@@ -46,27 +44,27 @@ from mycelium.messages import (
     SlotDeclined,
     SlotReply,
     SyncRequest,
-    Tick,
 )
+from mycelium.states import InstanceState, PlanStatus
 from supervisors import (
     ChildSpec,
     SupervisedActor,
     Supervisor,
     SupervisorError,
     SupFlags,
-    delete_child,
     start_child,
-    terminate_child,
     which_children,
 )
 from supervisors.reports import Reporter
 from supervisors.timers import TimerHandle, shared_timers
 
+from .drain import STOPS, remove_app, stop_instance
 from .instance import AppInstance, InstanceSpec
 from .output import OutputPolicy, read_last_exit
+from .placement import decline_reason, default_budget, usage
 from .rollout import ChildView, Fail, Start, Stop, WakeAt, step
 from .serials import next_serial
-from .settings import NodeSettings, SporeInfo
+from .settings import NodeSettings, SporeInfo, backoff_intensity
 
 __all__ = ["Agent", "NodeSettings", "SporeInfo"]
 
@@ -75,8 +73,8 @@ log = get_logger(__name__)
 _SWITCH_RETRY = 0.1
 """Seconds before a node that may not switch yet (``[rollout] parallel``) asks again."""
 
-_ROUTE_ACK_TIMEOUT = 2.0
-"""Seconds a draining instance waits for the edge to drop it from its routes."""
+_STOP_RETRY = 0.5
+"""Seconds before a stop that failed half-way (the child may still run) is tried again."""
 
 
 @dataclass(slots=True)
@@ -89,14 +87,25 @@ class _AppHere:
     cpu: float = 0.0
     mem: int = 0
     wake: TimerHandle | None = None
+    failed: tuple[int, str] | None = None  # (plan generation, digest) reported failed here
 
 
-# Private messages of the agent to itself (from its supervisors' watchers), off the wire on
+# Private messages of the agent to itself (from its stop tasks and timers), off the wire on
 # purpose: only this process knows when one of its children is gone.
 @dataclass(frozen=True, slots=True)
 class _ChildGone:
+    """A stop finished; ``gone`` False: the child may still be there (stop it again)."""
+
     app: str
     child: str
+    gone: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Wake:
+    """A rollout's timer (:class:`WakeAt`) for one app fired: reconcile it again."""
+
+    app: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,18 +205,20 @@ class Agent(SupervisedActor):
                     self._remove_app(app)  # stopped while this agent was down
             case InstanceStatus(instance=info):
                 self._instance(info)
-            case Tick(kind=kind) if kind.startswith("wake:"):
-                app = kind[5:]
+            case _Wake(app=app):
                 if app in self._apps:
                     self._apps[app].wake = None
                     self._reconcile(app)
-            case _ChildGone(app=app, child=child):
+            case _ChildGone(app=app, child=child, gone=gone):
                 here = self._apps.get(app)
                 if here is not None:
                     here.stopping.discard(child)
-                    here.children.pop(child, None)
-                    here.infos.pop(child, None)
-                    self._reconcile(app)
+                    if gone:
+                        here.children.pop(child, None)
+                        here.infos.pop(child, None)
+                        self._reconcile(app)
+                    else:  # it may still run: the next reconcile stops it again
+                        self._wake_at(app, here, time.time() + _STOP_RETRY)
             case _AppGone(app=app):
                 self._apps.pop(app, None)
                 self._names.tell("fabric", ReleaseSwitch(app, self.node))
@@ -258,8 +269,8 @@ class Agent(SupervisedActor):
     # -- placement and rollout -------------------------------------------------------------
 
     def _used(self) -> dict[str, float]:
-        return {"cpu": sum(h.cpu for h in self._apps.values()),
-                "mem": sum(h.mem for h in self._apps.values())}
+        used = usage((h.cpu, h.mem) for h in self._apps.values())
+        return {"cpu": used.cpu, "mem": used.mem}
 
     def _reconcile(self, app: str) -> None:
         plan = self._plans.get(app)
@@ -272,8 +283,10 @@ class Agent(SupervisedActor):
         if here.removing:
             return
         views = [v for c, v in here.children.items() if c not in here.stopping]
-        actions = step(plan, views, time.time())
-        if (plan.status != "failed" and any(isinstance(a, Start) for a in actions)
+        stopping = [v for c, v in here.children.items() if c in here.stopping]
+        failed = here.failed == (plan.generation, plan.digest)
+        actions = step(plan, views, time.time(), stopping=stopping, failed=failed)
+        if (plan.status != PlanStatus.FAILED and any(isinstance(a, Start) for a in actions)
                 and any(v.digest != plan.digest for v in views)
                 and not self._may_switch(app, here, plan)):
             # another node is switching this app: keep serving blue, ask again shortly
@@ -286,15 +299,19 @@ class Agent(SupervisedActor):
                 case Stop(child=child):
                     self._stop_child(app, here, child)
                 case Fail(digest=digest, reason=reason):
+                    here.failed = (plan.generation, digest)
                     self._names.tell("fabric", RolloutFailed(app, digest, self.node, reason))
                 case WakeAt(when=when):
-                    if here.wake is not None:
-                        shared_timers().cancel(here.wake)
-                    here.wake = shared_timers().call_later(
-                        when - time.time() + 0.001, _teller(self.actor_ref, Tick(f"wake:{app}")))
+                    self._wake_at(app, here, when)
         if here.switching and all(v.digest == plan.digest for v in here.children.values()):
             here.switching = False  # every blue is gone: the next node may switch
             self._names.tell("fabric", ReleaseSwitch(app, self.node))
+
+    def _wake_at(self, app: str, here: _AppHere, when: float) -> None:
+        if here.wake is not None:
+            shared_timers().cancel(here.wake)
+        here.wake = shared_timers().call_later(when - time.time() + 0.001,
+                                               _teller(self.actor_ref, _Wake(app)))
 
     def _lease(self, plan: Plan) -> float:
         """How long the fabric keeps this node's switch if the node never releases it."""
@@ -322,15 +339,11 @@ class Agent(SupervisedActor):
         return granted
 
     def _place(self, app: str, plan: Plan) -> None:
-        budget = self._budgets.get(app) or Budget(app, plan.max, DeployDefaults.CPU,
-                                                  DeployDefaults.MEM)
-        used = self._used()
-        if (used["cpu"] + budget.cpu > self._settings.cpu + 1e-9
-                or used["mem"] + budget.mem > self._settings.mem_mb):
-            self._names.tell("fabric", SlotDeclined(
-                app, self.node, f"node capacity: cpu {used['cpu']:g}+{budget.cpu:g}/"
-                f"{self._settings.cpu:g}, mem {used['mem']:g}+{budget.mem}/"
-                f"{self._settings.mem_mb} MB"))
+        budget = self._budgets.get(app) or default_budget(plan)
+        declined = decline_reason(usage((h.cpu, h.mem) for h in self._apps.values()), budget,
+                                  self._settings.cpu, self._settings.mem_mb)
+        if declined is not None:
+            self._names.tell("fabric", SlotDeclined(app, self.node, declined))
             return
         fabric = self._names.get("fabric")
         if fabric is None:
@@ -348,13 +361,14 @@ class Agent(SupervisedActor):
             self._names.tell("fabric", ReleaseSlot(app, self.node))
             return
         names, reporter, node, s = self._names, self._reporter, self.node, self._settings
-        child = self._child_spec(spec)
 
         def start_app() -> pykka.ActorRef[Any]:
+            # empty: its instance is started by the agent, so an app supervisor that `apps`
+            # restarts (it reached its intensity) resumes the current plan's digest on the
+            # agent's next reconcile, never the digest it was first placed with
             return Supervisor.start(
                 SupFlags("one_for_one", intensity=backoff_intensity(s), period=s.period),
-                [child],
-                path=f"mesh/nodes/{node}/apps/{app}", reporter=reporter)
+                [], path=f"mesh/nodes/{node}/apps/{app}", reporter=reporter)
 
         try:
             start_child(self._apps_ref(), ChildSpec(
@@ -364,8 +378,8 @@ class Agent(SupervisedActor):
             log.warning("%s: starting %s failed: %s", node, app, exc)
             names.tell("fabric", ReleaseSlot(app, node))
             return
-        here.children[child.id] = ChildView(child.id, plan.digest, "Launching", time.time())
         self._apps[app] = here
+        self._start_instance(app, here, spec)
 
     def _instance_spec(self, app: str, digest: str, plan: Plan,
                        budget: Budget | None) -> InstanceSpec | None:
@@ -406,8 +420,10 @@ class Agent(SupervisedActor):
 
     def _start_child(self, app: str, here: _AppHere, digest: str, plan: Plan) -> None:
         spec = self._instance_spec(app, digest, plan, self._budgets.get(app))
-        if spec is None:
-            return
+        if spec is not None:
+            self._start_instance(app, here, spec)
+
+    def _start_instance(self, app: str, here: _AppHere, spec: InstanceSpec) -> None:
         app_sup = self._app_sup(app)
         if app_sup is None:
             return
@@ -417,7 +433,8 @@ class Agent(SupervisedActor):
         except SupervisorError as exc:
             log.warning("%s: starting %s failed: %s", self.node, child.id, exc)
             return
-        here.children[child.id] = ChildView(child.id, digest, "Launching", time.time())
+        here.children[child.id] = ChildView(child.id, spec.digest, InstanceState.LAUNCHING,
+                                            time.time())
 
     def _app_sup(self, app: str) -> pykka.ActorRef[Any] | None:
         for info in which_children(self._apps_ref()):
@@ -427,58 +444,29 @@ class Agent(SupervisedActor):
 
     def _stop_child(self, app: str, here: _AppHere, child: str) -> None:
         here.stopping.add(child)
-        app_sup = self._app_sup(app)
-        ref = self.actor_ref
-        grace = max(self._settings.drain_grace, self._settings.stop_grace)
         info = here.infos.get(child)
-        url = info.url if info is not None and info.state == "Ready" else None
-        names = self._names
-
-        def drain_and_stop() -> None:
-            if app_sup is not None:
-                try:
-                    kid = next((k for k in which_children(app_sup) if k.id == child), None)
-                    if kid is not None and kid.ref is not None:
-                        kid.ref.tell(Drain())
-                        if url is not None:  # it served: routes first, then in-flight requests
-                            _wait_unrouted(names, url, _ROUTE_ACK_TIMEOUT)
-                            if not _wait_idle(names, url, grace):
-                                log.info("%s: requests still in flight after %gs", child, grace)
-                    terminate_child(app_sup, child)
-                    delete_child(app_sup, child)
-                except (SupervisorError, pykka.ActorDeadError) as exc:
-                    log.info("stopping %s: %s", child, exc)
-            _tell(ref, _ChildGone(app, child))
-
-        threading.Thread(target=drain_and_stop, name=f"stop-{child}", daemon=True).start()
+        url = info.url if info is not None and info.state == InstanceState.READY else None
+        names, app_sup, grace = self._names, self._app_sup(app), self._grace()
+        ref = self.actor_ref
+        STOPS().submit(lambda: stop_instance(names, app_sup, child, url, grace,
+                                           lambda gone: _tell(ref, _ChildGone(app, child, gone))))
 
     def _remove_app(self, app: str) -> None:
         here = self._apps.get(app)
         if here is None or here.removing:
             return
         here.removing = True
-        ref, node, names = self.actor_ref, self.node, self._names
-        apps_ref = self._names.get(f"{node}/apps")
+        ref, names = self.actor_ref, self._names
+        apps_ref = names.get(f"{self.node}/apps")
         app_sup = self._app_sup(app) if apps_ref is not None else None
-        urls = [i.url for i in here.infos.values() if i.state == "Ready" and i.url]
-        grace = max(self._settings.drain_grace, self._settings.stop_grace)
+        urls = [i.url for i in here.infos.values() if i.state == InstanceState.READY and i.url]
+        grace = self._grace()
+        STOPS().submit(lambda: remove_app(names, apps_ref, app_sup, app, urls, grace,
+                                        lambda: _tell(ref, _AppGone(app))))
 
-        def remove() -> None:
-            if apps_ref is not None:
-                try:
-                    # scaled down or stopped: leave the routes and let requests finish first
-                    for kid in which_children(app_sup) if app_sup is not None else ():
-                        if kid.ref is not None:
-                            _tell(kid.ref, Drain())
-                    for url in urls:
-                        _wait_unrouted(names, url, _ROUTE_ACK_TIMEOUT)
-                        _wait_idle(names, url, grace)
-                    terminate_child(apps_ref, app)
-                except (SupervisorError, pykka.ActorDeadError) as exc:
-                    log.info("removing %s from %s: %s", app, node, exc)
-            _tell(ref, _AppGone(app))
-
-        threading.Thread(target=remove, name=f"remove-{app}", daemon=True).start()
+    def _grace(self) -> float:
+        """How long a drain waits for requests in flight."""
+        return max(self._settings.drain_grace, self._settings.stop_grace)
 
 
 def _adopt_children(here: _AppHere, app_sup: pykka.ActorRef[Any]) -> None:
@@ -486,93 +474,9 @@ def _adopt_children(here: _AppHere, app_sup: pykka.ActorRef[Any]) -> None:
     now = time.time()
     for kid in which_children(app_sup):
         here.children[kid.id] = ChildView(kid.id, str(kid.meta.get("digest", "")),
-                                          "Launching", now)
+                                          InstanceState.LAUNCHING, now)
         if kid.ref is not None:
             kid.ref.tell(Resync())
-
-
-def backoff_intensity(settings: NodeSettings) -> int:
-    """The app supervisor's intensity: the configured one, raised to what backoff permits.
-
-    Backoff already bounds how fast a crash-looping instance restarts. If intensity were below
-    the number of backed-off restarts that fit into ``period``, the app supervisor would give up
-    after a few seconds, ``apps`` would start a fresh one and the backoff would start over at
-    ``base``: the delays would cycle instead of growing to ``cap``. With this bound a pure crash
-    loop backs off to the cap and intensity only catches restarts faster than backoff allows.
-    """
-    b = settings.backoff
-    elapsed, n = 0.0, 0
-    while n < 1000:
-        elapsed += min(b.cap, b.base * 2 ** n) * (1.0 - b.jitter)
-        if elapsed > settings.period:
-            break
-        n += 1
-    return max(settings.intensity, n + 1)
-
-
-def _established(port: int) -> int:
-    """Established TCP connections to local ``port`` (IPv4 and IPv6), from /proc/net.
-
-    After the edge dropped an endpoint and closed its idle keep-alive connections to it, what
-    remains established to the workload's port are requests in flight.
-    """
-    needle = f":{port:04X} "
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table, encoding="ascii") as f:
-                next(f, None)
-                for line in f:
-                    fields = line.split(None, 4)
-                    if len(fields) > 3 and fields[3] == "01" and (fields[1] + " ").endswith(
-                            needle):
-                        count += 1
-        except OSError:
-            continue
-    return count
-
-
-def _wait_idle(names: Names, url: str, timeout: float) -> bool:
-    """Wait until no request is in flight to ``url`` (its port has no established connection).
-
-    Each round asks the edge again (:class:`IsRouted`), which closes the keep-alive connections
-    that requests finishing meanwhile handed back to its pool. False if the grace ran out.
-    """
-    try:
-        port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
-    except (IndexError, ValueError):
-        return False
-    deadline = time.monotonic() + timeout
-    while True:
-        edge = names.get("edge")
-        if edge is not None:
-            with contextlib.suppress(Exception):
-                edge.ask(IsRouted(url), timeout=1.0)
-        if _established(port) == 0:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-
-
-def _wait_unrouted(names: Names, url: str, timeout: float) -> bool:
-    """Wait until the edge applied a routing table without ``url``; False if it never did.
-
-    No edge (a member without one, or it is restarting) counts as applied: a restarted edge
-    starts from the fabric's current table, which no longer holds a draining instance.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        edge = names.get("edge")
-        if edge is None:
-            return True
-        try:
-            if edge.ask(IsRouted(url), timeout=1.0) is False:
-                return True
-        except Exception:
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def _teller(ref: Any, message: Any) -> Callable[[], None]:

@@ -40,6 +40,7 @@ from mycelium.messages import (
 )
 from mycelium.node.health import free_port
 from mycelium.node.process import ProcessError, Workload, describe_exit, spawn
+from mycelium.states import LIVE_STATES, InstanceState
 from supervisors import Latch, SupervisedActor
 from supervisors.pool import WorkerPool
 from supervisors.singleton import Singleton
@@ -205,14 +206,14 @@ class AppInstance(SupervisedActor):
         self._dir = spec.instances_dir / instance_id.replace("/", "_")
         self._capture: Capture | None = None
         self.info = InstanceInfo(id=instance_id, app=spec.app, node=spec.node, digest=spec.digest,
-                                 state="Idle", child=spec.child, restarts=restarts,
+                                 state=InstanceState.IDLE, child=spec.child, restarts=restarts,
                                  started_at=time.time(), last_exit=last_exit)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def on_start(self) -> None:
         """Go Launching and hand the blocking work to the launch pool (not this actor's turn)."""
-        self._set(state="Launching")
+        self._set(state=InstanceState.LAUNCHING)
         _LAUNCHES().submit(self._launch)
 
     def on_stop(self) -> None:
@@ -229,8 +230,8 @@ class AppInstance(SupervisedActor):
             spawned, capture = self._spawned, self._capture
         if self._tick is not None:
             shared_timers().cancel(self._tick)
-        if self.info.state in ("Launching", "Ready"):
-            self._set(state="Draining")
+        if self.info.state in LIVE_STATES:
+            self._set(state=InstanceState.DRAINING)
         workload = self._workload or spawned
         if workload is not None:
             workload.terminate(grace=grace)
@@ -240,7 +241,7 @@ class AppInstance(SupervisedActor):
         with contextlib.suppress(OSError):
             (self._dir / RECORD_FILE).unlink()
         shutil.rmtree(self._dir / "app", ignore_errors=True)
-        self._set(state="Stopped", reason=reason)
+        self._set(state=InstanceState.STOPPED, reason=reason)
 
     # -- the launch tasks (on the launch pool) ------------------------------------------------
 
@@ -316,8 +317,8 @@ class AppInstance(SupervisedActor):
                 self._workload = workload
                 self._set(pid=workload.pid, url=url)
             case _Healthy():
-                if self.info.state == "Launching":
-                    self._set(state="Ready", ready_at=time.time())
+                if self.info.state == InstanceState.LAUNCHING:
+                    self._set(state=InstanceState.READY, ready_at=time.time())
                     self._schedule()
             case _Exited(returncode=rc):
                 if not self._closing.is_set():
@@ -333,13 +334,13 @@ class AppInstance(SupervisedActor):
             case _Probed(ok=ok):
                 self._probed(ok)
             case Drain():
-                if self.info.state in ("Launching", "Ready"):
-                    self._set(state="Draining")
+                if self.info.state in LIVE_STATES:
+                    self._set(state=InstanceState.DRAINING)
             case Resync():
                 self._report()
             case GetInfo():
                 latest, info = self._latest, self.info
-                if latest is not None and info.state == "Ready":
+                if latest is not None and info.state == InstanceState.READY:
                     info = replace(info, rss_bytes=latest[0], cpu_percent=latest[1])
                 return to_wire(info)
             case Crash():
@@ -355,9 +356,10 @@ class AppInstance(SupervisedActor):
         tail = self._exit_tail()
         self.info = replace(self.info, last_exit=LastExit(self.info.id, reason,
                                                           rfc3339(time.time()), tuple(tail)))
-        if self.info.state == "Ready":  # leave the routes before anything else happens
+        if self.info.state == InstanceState.READY:  # leave the routes before anything else
             gone = self._workload is not None and self._workload.exited
-            self._set(state="Stopped" if gone else "Draining", reason=reason)
+            self._set(state=InstanceState.STOPPED if gone else InstanceState.DRAINING,
+                      reason=reason)
         else:
             self.info = replace(self.info, reason=reason)
         raise InstanceFailed(reason, {"app": self.spec.app, "pid": self.info.pid,
@@ -382,7 +384,7 @@ class AppInstance(SupervisedActor):
         actor turns between reports.
         """
         workload, ref = self._workload, self.actor_ref
-        if workload is None or self._closing.is_set() or self.info.state != "Ready":
+        if workload is None or self._closing.is_set() or self.info.state != InstanceState.READY:
             return
         self._checks += 1
         try:
@@ -415,14 +417,15 @@ class AppInstance(SupervisedActor):
         self._schedule()
 
     def _over_budget(self, rss: int) -> None:
-        if self._closing.is_set() or self.info.state != "Ready" or self._workload is None:
+        if (self._closing.is_set() or self.info.state != InstanceState.READY
+                or self._workload is None):
             return
         self._workload.terminate(grace=0.5)
         self._fail(f"mem_budget_exceeded: rss {rss / 1048576:.0f} MB > {self.spec.mem_mb} MB",
                    rss_bytes=rss)
 
     def _probed(self, ok: bool) -> None:
-        if self._closing.is_set() or self.info.state != "Ready":
+        if self._closing.is_set() or self.info.state != InstanceState.READY:
             return
         self._failures = 0 if ok else self._failures + 1
         if not ok and self._failures < self.spec.health_failures:
@@ -443,9 +446,9 @@ class AppInstance(SupervisedActor):
 
     def _report(self, before: str | None = None) -> None:
         info = self.info
-        if info.state == "Ready":
+        if info.state == InstanceState.READY:
             message: Any = RegisterEndpoint(info)
-        elif before == "Ready":
+        elif before == InstanceState.READY:
             message = DeregisterEndpoint(info)
         else:
             message = InstanceStatus(info)

@@ -7,7 +7,10 @@ report, a timer), so the whole rollout is a reconciliation with no hidden state:
 - green Ready → after ``warmup`` seconds beside blue, every other digest drains and stops
   (at once after a rollback: the plan is ``failed`` and green is the old blue);
 - green not Ready within ``timeout`` while blue still runs → stop green, leave blue untouched,
-  and report the failure so the fabric rolls the plan back.
+  and report the failure so the fabric rolls the plan back;
+- a green of the plan's digest still being stopped, or a digest this node already reported
+  failed under this very plan → start nothing: wait for the stop to finish, or for the fabric's
+  rolled-back plan (a new green started meanwhile would outlive the rollback).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mycelium.messages import Plan
+from mycelium.states import InstanceState, PlanStatus
 
 __all__ = ["Action", "ChildView", "Fail", "Start", "Stop", "WakeAt", "step"]
 
@@ -26,7 +30,7 @@ class ChildView:
 
     child: str
     digest: str
-    state: str
+    state: InstanceState
     started_at: float
     ready_at: float | None = None
 
@@ -63,13 +67,17 @@ class WakeAt:
 Action = Start | Stop | Fail | WakeAt
 
 
-def step(plan: Plan, children: Iterable[ChildView], now: float) -> list[Action]:
+def step(plan: Plan, children: Iterable[ChildView], now: float, *,
+         stopping: Iterable[ChildView] = (), failed: bool = False) -> list[Action]:
     """The next actions for one app on one node.
 
     Args:
         plan: The app's current plan.
         children: The app's instance children on this node that are not being stopped.
         now: The current time (epoch seconds).
+        stopping: The children being stopped (not counted, but their digest may not start
+            again until they are gone: same child, same name).
+        failed: This node already reported ``plan.digest`` failed under this plan.
 
     Returns:
         Actions in the order to apply them (possibly none).
@@ -77,17 +85,19 @@ def step(plan: Plan, children: Iterable[ChildView], now: float) -> list[Action]:
     kids = list(children)
     # the best green first: a Ready one is kept over a launching duplicate
     greens = sorted((c for c in kids if c.digest == plan.digest),
-                    key=lambda c: (c.state != "Ready", c.started_at))
+                    key=lambda c: (c.state != InstanceState.READY, c.started_at))
     olds = [c for c in kids if c.digest != plan.digest]
     if not greens:
+        if failed or any(c.digest == plan.digest for c in stopping):
+            return []
         return [Start(plan.digest)]
     actions: list[Action] = [Stop(c.child) for c in greens[1:]]
     green = greens[0]
-    if green.state == "Ready":
+    if green.state == InstanceState.READY:
         if not olds:
             return actions
         due = green.ready_at if green.ready_at is not None else now
-        if plan.status != "failed":
+        if plan.status != PlanStatus.FAILED:
             due += plan.warmup
         if now >= due:
             return actions + [Stop(c.child) for c in olds]

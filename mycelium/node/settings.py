@@ -7,7 +7,7 @@ from typing import Any
 
 from supervisors import Backoff
 
-__all__ = ["NodeSettings", "SporeInfo"]
+__all__ = ["NodeSettings", "SporeInfo", "backoff_intensity"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,26 +20,54 @@ class SporeInfo:
     health: str = "/health"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeSettings:
-    """One node's capacity and the timings its instances use (from the mesh config)."""
+    """One node's capacity and the timings its instances use.
+
+    Every field the config file has (``[node]``, ``[instance]``, ``[restart]``, ``[logs]``)
+    has no default here: the mesh passes its configured value, so the config is the one place
+    for each default. Only the timings the config does not expose keep one.
+    """
 
     cpu: float
     mem_mb: int
+    health_interval: float
+    health_timeout: float
+    health_failures: int
+    sample_interval: float
+    stop_grace: float
+    backoff: Backoff
+    startup_deadline: float
+    intensity: int
+    period: float
+    output_max_bytes: int
+    """``[logs] output_max_mb`` in bytes: a workload's stream rotates beyond it."""
+    output_files: int
+    """``[logs] output_files``: files kept per stream."""
+    output_keep: int
+    """``[logs] output_keep``: instances of an app whose output is kept."""
     probe_interval: float = 0.01
-    health_interval: float = 2.0
-    health_timeout: float = 1.0
-    health_failures: int = 3
-    sample_interval: float = 1.0
-    stop_grace: float = 5.0
+    """Seconds between startup probes of one launching instance (not in the config)."""
     drain_grace: float = 0.5
-    # the config's [restart] defaults (the mesh always passes its configured backoff)
-    backoff: Backoff = field(default_factory=lambda: Backoff(base=0.01, cap=30.0, reset_after=10.0))
+    """Least seconds a drain waits for requests in flight (``stop_grace`` if longer)."""
     host: str = "127.0.0.1"
-    startup_deadline: float = 30.0
-    intensity: int = 5
-    period: float = 30.0
-    # the config's [logs] output_* keys: workload output kept per stream and per app
-    output_max_bytes: int = 10 * 1024 * 1024
-    output_files: int = 5
-    output_keep: int = 5
+    """The address workloads listen on (tests and one machine: loopback)."""
+
+
+def backoff_intensity(settings: NodeSettings) -> int:
+    """The app supervisor's intensity: the configured one, raised to what backoff permits.
+
+    Backoff already bounds how fast a crash-looping instance restarts. If intensity were below
+    the number of backed-off restarts that fit into ``period``, the app supervisor would give up
+    after a few seconds, ``apps`` would start a fresh one and the backoff would start over at
+    ``base``: the delays would cycle instead of growing to ``cap``. With this bound a pure crash
+    loop backs off to the cap and intensity only catches restarts faster than backoff allows.
+    """
+    b = settings.backoff
+    elapsed, n = 0.0, 0
+    while n < 1000:
+        elapsed += min(b.cap, b.base * 2 ** n) * (1.0 - b.jitter)
+        if elapsed > settings.period:
+            break
+        n += 1
+    return max(settings.intensity, n + 1)

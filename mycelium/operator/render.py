@@ -14,6 +14,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from mycelium.states import InstanceState
+
 if TYPE_CHECKING:  # rich is imported when a tree is drawn: `mycelium status` starts faster
     from rich.text import Text
     from rich.tree import Tree
@@ -21,8 +23,9 @@ if TYPE_CHECKING:  # rich is imported when a tree is drawn: `mycelium status` st
 __all__ = ["format_uptime", "render_status", "render_tree", "tree_renderable"]
 
 _STATUS_STYLE = {"running": "green", "restarting": "yellow", "undefined": "red"}
-_STATE_STYLE = {"Ready": "green", "Launching": "yellow", "Idle": "yellow", "Draining": "cyan",
-                "Stopped": "dim"}
+_STATE_STYLE: dict[str, str] = {
+    InstanceState.READY: "green", InstanceState.LAUNCHING: "yellow", InstanceState.IDLE: "yellow",
+    InstanceState.DRAINING: "cyan", InstanceState.STOPPED: "dim"}
 
 
 def format_uptime(seconds: float) -> str:

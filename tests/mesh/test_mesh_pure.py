@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mycelium.fabric import BadPlan, SqliteStore, app_state, desired_count, routes
+from mycelium.fabric.slots import LocalSlots
 from mycelium.fabric.validate import check_budget, check_plan
 from mycelium.messages import (
     Budget,
@@ -23,6 +25,7 @@ from mycelium.messages import (
     to_wire,
 )
 from mycelium.node.rollout import ChildView, Fail, Start, Stop, WakeAt, step
+from mycelium.states import InstanceState, PlanStatus
 
 BLUE, GREEN = "b" * 64, "e" * 64
 
@@ -65,6 +68,18 @@ def test_after_a_rollback_the_other_digest_stops_at_once() -> None:
     blue = ChildView("c-blue", BLUE, "Ready", 0.0, 1.0)
     green = ChildView("c-green", GREEN, "Ready", 100.0, 100.5)
     assert step(back, [blue, green], now=100.6) == [Stop("c-green")]
+
+
+def test_a_green_being_stopped_is_not_started_again_until_it_is_gone() -> None:
+    blue = ChildView("c-blue", BLUE, "Ready", 0.0, 1.0)
+    failing = ChildView("c-green", GREEN, "Draining", 100.0)
+    assert step(plan(), [blue], now=110.1, stopping=[failing]) == []
+    assert step(plan(), [blue], now=111.0) == [Start(GREEN)]
+
+
+def test_a_digest_this_node_failed_is_not_started_again_before_the_rollback() -> None:
+    blue = ChildView("c-blue", BLUE, "Ready", 0.0, 1.0)
+    assert step(plan(), [blue], now=111.0, failed=True) == []
 
 
 def test_a_lone_slow_first_instance_is_left_to_its_supervisor() -> None:
@@ -137,6 +152,19 @@ def test_messages_cross_the_wire_unchanged() -> None:
         from_wire({"type": "Nope"})
 
 
+def test_state_words_cross_the_wire_as_the_same_strings_and_come_back_as_members() -> None:
+    info = InstanceInfo(id="i", app="hello", node="node-1", digest=GREEN,
+                        state=InstanceState.READY, child="c")
+    wire = orjson.loads(orjson.dumps(to_wire(info)))
+    assert wire["state"] == "Ready"  # the JSON keeps the word
+    back = from_wire(wire)
+    assert back == info and back.state is InstanceState.READY
+    failed = from_wire(orjson.loads(orjson.dumps(to_wire(plan(status=PlanStatus.FAILED)))))
+    assert failed.status is PlanStatus.FAILED
+    with pytest.raises(ValueError, match="state"):
+        from_wire({**wire, "state": "Sleeping"})
+
+
 def test_the_store_keeps_plans_and_budgets_across_reopen(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "fabric.db")
     store.save(plan(), Budget("hello", 3, 0.1, 256))
@@ -167,6 +195,16 @@ def situations(draw: st.DrawFn) -> tuple[Plan, list[ChildView], float]:
     return p, kids, draw(st.floats(0, 200))
 
 
+@given(situations(), st.booleans(), st.booleans())
+def test_rollout_never_starts_a_digest_being_stopped_or_failed_here(
+        situation: tuple[Plan, list[ChildView], float], failed: bool, stop_green: bool) -> None:
+    p, kids, now = situation
+    stopping = [ChildView("s", p.digest, "Draining", 0.0)] if stop_green else []
+    actions = step(p, kids, now, stopping=stopping, failed=failed)
+    if failed or stop_green:
+        assert not [a for a in actions if isinstance(a, Start)], (p, kids, actions)
+
+
 @given(situations())
 def test_rollout_never_leaves_a_node_without_a_ready_instance_it_had(
         situation: tuple[Plan, list[ChildView], float]) -> None:
@@ -190,3 +228,25 @@ def test_rollout_never_leaves_a_node_without_a_ready_instance_it_had(
     for fail in (a for a in actions if isinstance(a, Fail)):
         assert fail.digest == p.digest
         assert stopped <= {k.child for k in kids if k.digest == p.digest}
+
+
+@given(st.lists(st.tuples(st.sampled_from(["claim", "release", "evict"]),
+                          st.sampled_from(["node-1", "node-2", "node-3", "node-4"]),
+                          st.integers(0, 4))))
+def test_local_slots_never_grant_more_than_the_limit(ops: list[tuple[str, str, int]]) -> None:
+    slots, held = LocalSlots(), set()
+    for op, node, limit in ops:
+        if op == "claim":
+            reply = slots.claim("hello", node, limit)
+            if reply.granted and node not in held:
+                assert len(held) < limit, (held, node, limit)
+                held.add(node)
+            assert reply.granted == (node in held)
+        elif op == "release":
+            slots.release("hello", node)
+            held.discard(node)
+        else:
+            evicted = slots.evict("hello", limit)
+            assert evicted <= held and len(held - evicted) == min(len(held), limit)
+            held -= evicted
+    assert slots.lost() == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import enum
 import importlib
 import inspect
 import pkgutil
@@ -115,6 +116,8 @@ def _strategy(hint: Any) -> st.SearchStrategy[Any]:
         return st.floats(allow_nan=False, allow_infinity=False)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _instances(hint)
+    if isinstance(hint, type) and issubclass(hint, enum.StrEnum):
+        return st.sampled_from(list(hint))
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Union or origin is types.UnionType:
         return st.one_of(*map(_strategy, args))
@@ -256,6 +259,8 @@ def _defaults(cls: type[Any]) -> Any:
                 kwargs[f.name] = simple[hint]
             elif isinstance(hint, type) and dataclasses.is_dataclass(hint):
                 kwargs[f.name] = _defaults(hint)
+            elif isinstance(hint, type) and issubclass(hint, enum.StrEnum):
+                kwargs[f.name] = next(iter(hint))
             elif origin is tuple:
                 kwargs[f.name] = ()
             else:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from mycelium.states import InstanceState
+
 __all__ = ["LastExit", "LogIndex", "apps_view", "build_view", "tree_view"]
 
 _MAX_PATHS = 10_000  # a long-lived mesh forgets the oldest children it indexed
@@ -135,7 +137,7 @@ def apps_view(status: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "restarts": inst.get("restarts") or 0,
                 "output": list(inst.get("output") or ()), "last_exit": inst.get("last_exit")})
         green_ready = sum(1 for insts in per_node.values() for i in insts
-                          if i["colour"] == "green" and i["state"] == "Ready")
+                          if i["colour"] == "green" and i["state"] == InstanceState.READY)
         out.append({
             "app": app.get("app"), "digest": digest, "previous": previous,
             "min": app.get("min"), "max": app.get("max"), "desired": app.get("desired"),
