@@ -9,6 +9,8 @@ anywhere else fails at once; the lists are meant to be emptied, never extended.
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -230,3 +232,25 @@ def test_the_checks_see_what_they_look_for() -> None:
                      "    def g(self):\n        self._x = 1\n")
     own = _own_privates(tree)
     assert "_x" in own and "_y" not in own
+
+
+#: The planning documents the first engineers had; users never see them, so nothing cites them.
+_OUTSIDE_DOCS = re.compile(r"\b(" + "|".join(["SP" + "EC", "ST" + "YLE", "ARCHI" + "TECTURE"])
+                           + r")\b")
+
+
+def test_the_repository_cites_no_document_outside_it() -> None:
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    cited = []
+    for name in tracked:
+        path = ROOT / name
+        if path.suffix in {".png", ".ico", ".spore", ".zip"} or not path.is_file():
+            continue
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        cited += [f"{name}:{n}" for n, line in enumerate(text.splitlines(), 1)
+                  if _OUTSIDE_DOCS.search(line)]
+    assert not cited, f"these lines cite documents a user never has: {cited}"

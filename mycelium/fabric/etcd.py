@@ -1,4 +1,4 @@
-"""The fabric's state in etcd (SPEC §9): plans, budgets, slots, nodes and endpoints.
+"""The fabric's state in etcd: plans, budgets, slots, nodes and endpoints.
 
 :class:`EtcdStore` implements the :class:`~mycelium.fabric.state.Store` interface (plans and
 budgets, no lease: they outlive every member) and adds what a mesh of several members needs:
@@ -45,7 +45,7 @@ __all__ = ["DEFAULT_TTL", "EtcdStore", "EtcdUnavailable", "MemberConflict", "con
 log = get_logger(__name__)
 
 DEFAULT_TTL = 5.0
-"""Seconds a member's lease outlives its last keep-alive (SPEC §9's default)."""
+"""Seconds a member's lease outlives its last keep-alive (the documented default, 5 s)."""
 
 
 class MemberConflict(FabricError):

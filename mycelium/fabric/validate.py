@@ -1,4 +1,4 @@
-"""Boundary checks for plans and budgets (pure; STYLE §5: one check, one precise reason)."""
+"""Boundary checks for plans and budgets (pure: one check, one precise reason)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
 def check_app_name(app: object) -> str:
-    """The app name, if it is one (SPEC §4: ``^[a-z0-9][a-z0-9-]{0,62}$``).
+    """The app name, if it is one (``^[a-z0-9][a-z0-9-]{0,62}$``).
 
     Raises:
         BadPlan: not a valid app name.

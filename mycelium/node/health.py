@@ -1,4 +1,4 @@
-"""Readiness probes and port allocation for workloads (SPEC §5).
+"""Readiness probes and port allocation for workloads.
 
 :func:`probe_health` is the blocking form of one probe of :mod:`.prober` (the node's single
 non-blocking prober thread, where the probe itself lives): for callers that simply wait, such as
