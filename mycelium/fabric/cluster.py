@@ -171,11 +171,13 @@ class EtcdPeers:
         for plan in plans:
             self._prefetch(plan.digest)
         try:
-            revision = self._refresh()
+            revision, written = self._refresh()
         except EtcdUnavailable as exc:
             log.warning("fabric: etcd unavailable at start (%s); following it when it returns",
                         exc)
-            revision = 0
+            revision, written = 0, ()
+        if written:  # plans written between the store's load and this read: apply them too
+            tell(PeerEvents(written))
         self._etcd.on_event(lambda kind: tell(PeerConnection(kind)))
         self._etcd.watch(lambda events: tell(PeerEvents(tuple(events))),
                          stop=self._watch_stop, start_revision=revision)
@@ -184,15 +186,25 @@ class EtcdPeers:
         """Stop following etcd."""
         self._watch_stop.set()
 
-    def _refresh(self) -> int:
-        """Re-read the mesh's nodes and remote instances; returns the revision read at."""
+    def _refresh(self) -> tuple[int, tuple[Event, ...]]:
+        """Re-read the mesh's nodes and remote instances.
+
+        Returns:
+            The revision to follow from, and the plans and budgets read: the fabric loaded its
+            store a moment earlier, and one written in between would otherwise be missed (the
+            fabric ignores the ones it already has).
+        """
         kvs, revision = self._etcd.client.get_prefix(self._etcd.prefix)
         self._members.clear()
         self._remote.clear()
         self._left.clear()
+        written = []
         for kv in kvs:
-            self._apply(Event("put", kv.key, kv.value, kv.mod_revision), None, initial=True)
-        return revision + 1
+            event = Event("put", kv.key, kv.value, kv.mod_revision)
+            self._apply(event, None, initial=True)
+            if kv.key[len(self._etcd.prefix):].partition("/")[0] in ("plans", "budgets"):
+                written.append(event)
+        return revision + 1, tuple(written)
 
     def handle(self, message: PeerEvents | PeerConnection) -> PeerUpdate:
         """Fold etcd's changes into the view; what the fabric applies besides."""
