@@ -24,6 +24,8 @@ __all__ = [
     "AppRestarted",
     "AppRoute",
     "Budget",
+    "CheckReport",
+    "CheckResult",
     "ClaimSlot",
     "ClaimSwitch",
     "Crash",
@@ -123,6 +125,33 @@ class LastExit:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One health check's outcome (``last_check`` in ``status``): ``at`` is epoch seconds."""
+
+    check: str
+    ok: bool
+    at: float
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """What an instance's health checks say now: the check engine's message to its instance.
+
+    Carries the whole truth with a sequence number (a report overtaken by a later one is
+    dropped). ``failure`` is a reason to stop the instance (a liveness failure, a watchdog
+    timeout, a startup check that failed or ran out of time); once set it stays set.
+    """
+
+    seq: int
+    ready: bool
+    serving: bool
+    last: CheckResult | None
+    status_text: str | None
+    failure: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceInfo:
     """A snapshot of one AppInstance, as the fabric and ``status`` see it."""
 
@@ -142,6 +171,9 @@ class InstanceInfo:
     reason: str | None = None
     #: How the instance this one replaced ended (on a dead instance: its own end).
     last_exit: LastExit | None = None
+    serving: bool = True  # False: Ready but a readiness check fails (out of the routes)
+    last_check: CheckResult | None = None
+    status_text: str | None = None  # the workload's last sd_notify STATUS=
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,11 +456,12 @@ class Drain:
 # --------------------------------------------------------------------------- wire form
 
 REPORTS: frozenset[type[Any]] = frozenset({
-    AgentSync, DeregisterEndpoint, EndpointsChanged, InstanceStatus, PlanChanged, PlansSynced,
-    RegisterEndpoint, ReleaseSlot,
+    AgentSync, CheckReport, DeregisterEndpoint, EndpointsChanged, InstanceStatus, PlanChanged,
+    PlansSynced, RegisterEndpoint, ReleaseSlot,
 })
 """Messages that state what exists — an instance's endpoint and state, an agent's apps and
-slots, the fabric's plans and routing table pushed to agents and the edge — which only the
+slots, what its health checks saw, the fabric's plans and routing table pushed to agents and
+the edge — which only the
 mesh's own actors may send. Told from outside, even a well-typed one is a lie the mesh acts on
 (a forged ``RegisterEndpoint`` routes users to a dead port), so the control socket refuses
 them. Requests, queries, commands and events the mesh then acts on itself (``ClaimSwitch``,

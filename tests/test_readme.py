@@ -336,6 +336,44 @@ def _tree_head(_tour: Tour, out: str, _err: str) -> None:
     assert lines[1].startswith("├── fabric") and "restarts 1" in lines[1], out
 
 
+def _notify_deployed(tour: Tour, out: str, _err: str) -> None:
+    assert out.startswith("deployed notify-daemon "), out
+    (inst,) = tour.app("notify-daemon")["instances"]
+    assert inst["state"] == "Ready" and inst["serving"], inst
+    tour.seen["notify_pid"] = inst["pid"]
+
+
+def _drained(tour: Tour) -> None:  # a human reads the curl's answer first
+    wait_for(lambda: tour.app("notify-daemon")["instances"][0]["serving"] is False,
+             "notify-daemon out of the routes")
+
+
+def _not_serving(tour: Tour, out: str, _err: str) -> None:
+    assert re.search(r"notify-daemon@\S+\s+node-\d+\s+Ready .*not serving "
+                     r"\(http-readiness: HTTP 503\)", out), out
+    assert tour.app("notify-daemon")["instances"][0]["pid"] == tour.seen["notify_pid"]
+
+
+def _serving_again(tour: Tour) -> None:  # the drain lasts 2 s
+    wait_for(lambda: tour.app("notify-daemon")["instances"][0]["serving"] is True,
+             "notify-daemon back in the routes")
+
+
+def _hung(_tour: Tour, out: str, _err: str) -> None:
+    assert json.loads(out) == {"watchdog_paused_for": 10.0}, out
+
+
+def _watchdog_restarted(tour: Tour) -> None:
+    wait_for(lambda: tour.has_record(event="child_restarted", app="notify-daemon"),
+             "notify-daemon restarted by its watchdog")
+
+
+def _watchdog_logged(tour: Tour, out: str, _err: str) -> None:
+    assert int(out.strip()) >= 1, out
+    (inst,) = [i for i in tour.app("notify-daemon")["instances"] if i["state"] != "Stopped"]
+    assert inst["pid"] != tour.seen["notify_pid"] and inst["restarts"] == 1, inst
+
+
 def _bad_config(_tour: Tour, out: str, err: str) -> None:
     assert out.strip() == "exit 2", out
     assert err.startswith("error: config: ") and err.count("\n") == 1, err
@@ -374,6 +412,14 @@ STEPS = [
     Step(r"^<pycon>$", _repl, before=_remember_pids),
     Step(r"^mycelium logs \| grep 'crash requested'$", _crash_lines),
     Step(r"^mycelium tree \| head -n 2$", _tree_head),
+    Step(r"^nd=\$\(mycelium publish ", _digest_var("nd")),
+    Step(r'^mycelium deploy notify-daemon "\$nd"$', _notify_deployed),
+    Step(r"^curl -s \"http://127\.0\.0\.1:\d+/notify-daemon/drain\?seconds=2\"; echo$"),
+    Step(r"^mycelium status notify-daemon$", _not_serving, before=_drained),
+    Step(r"^curl -s \"http://127\.0\.0\.1:\d+/notify-daemon/hang\?seconds=10\"; echo$",
+         _hung, before=_serving_again),
+    Step(r"^mycelium logs --app notify-daemon \| grep -c 'reason=watchdog_timeout'$",
+         _watchdog_logged, before=_watchdog_restarted),
     Step(r"^MYCELIUM_EDGE_PORT=x mycelium up \|\| echo ", _bad_config),
     Step(r"^mycelium down$", _down),
 ]

@@ -87,6 +87,8 @@ def up_cmd(
     mesh = _build_mesh(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host, port,
                        fabric=fabric, node_prefix=node_prefix, advertise_host=advertise_host,
                        edge=not no_edge, ttl=lease_ttl)
+    from mycelium.operator.sdnotify import SystemdNotifier
+    systemd = SystemdNotifier()  # before any workload starts: they must not inherit its socket
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: mesh.request_stop())
     try:
@@ -106,12 +108,15 @@ def up_cmd(
              f"({', '.join(mesh.node_names)}), home {h.root}")
         if mesh.dashboard is not None:
             out(f"dashboard {mesh.dashboard.url}")
+        systemd.ready(f"mesh up: {edge}")
+        systemd.start_watchdog(lambda: _edge_answers(mesh))
         if repl:
             mesh_tools.console(mesh)
         else:
             while not mesh.stopped.wait(0.5):
                 pass
     finally:
+        systemd.stopping()
         with contextlib.suppress(OSError):  # a closed stdout must not leave the tree running
             out("mesh shutting down")
         mesh.stop()
@@ -144,6 +149,18 @@ def _build_mesh(h: Home, cfg: Any, nodes: int, edge_host: str, edge_port: int, *
                          advertise_host=advertise_host, edge=edge, ttl=ttl)
     # colour on a terminal, plain otherwise
     return Mesh(h, cfg, backend, edge_host, edge_port, out=out, color=sys.stdout.isatty())
+
+
+def _edge_answers(mesh: Any) -> bool:
+    """The mesh runs and its edge (if it has one) answers ``/_mycelium/health``: the watchdog."""
+    if mesh.stopped.is_set():
+        return False
+    if mesh.edge_bound_port is None:
+        return True
+    from mycelium.node.health import probe_health
+    host = "127.0.0.1" if mesh.edge_host in ("", "0.0.0.0", "::") else mesh.edge_host
+    host = f"[{host}]" if ":" in host else host
+    return probe_health(f"http://{host}:{mesh.edge_bound_port}/_mycelium/health", 1.0)
 
 
 def _dashboard_config(cfg: Any, ui_port: int | None, edge_port: int) -> Any:

@@ -184,6 +184,8 @@ def inspect_cmd(
         ("args", json.dumps(list(manifest.args))),
         ("env", json.dumps(dict(manifest.env), sort_keys=True)),
         ("warmup", f"{manifest.warmup:g}s"),
+        *([("checks", json.dumps([c.to_dict() for c in manifest.checks]))]
+          if manifest.checks else []),
         ("binary", f"sha256 {manifest.binary_sha256} ({manifest.binary_size} bytes)"),
         ("created_at", manifest.created_at),
         ("signer", f"{manifest.signer} ({'trusted' if trusted else 'NOT trusted'})"),

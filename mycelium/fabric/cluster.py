@@ -276,7 +276,8 @@ class EtcdPeers:
         Resource samples (cpu, rss) alone are not written: every instance would write etcd
         every sample interval. The other members see the samples of the last real change.
         """
-        facts = (info.state, info.url, info.pid, info.restarts, info.digest, info.ready_at)
+        facts = (info.state, info.url, info.pid, info.restarts, info.digest, info.ready_at,
+                 info.serving)
         if info.state != InstanceState.STOPPED and self._shared.get(info.id) == facts:
             return
         if info.state == InstanceState.STOPPED:

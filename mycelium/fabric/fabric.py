@@ -395,8 +395,8 @@ class Fabric(SupervisedActor):
         else:
             old = self._instances.get(info.id)
             self._instances[info.id] = info
-            if old is not None and (old.state, old.url, old.restarts) == (
-                    info.state, info.url, info.restarts):
+            if old is not None and (old.state, old.url, old.restarts, old.serving) == (
+                    info.state, info.url, info.restarts, info.serving):
                 return  # a sample: the routes cannot have changed
         self._push_routes()
 

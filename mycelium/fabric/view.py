@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from mycelium.messages import AppRoute, Budget, EndpointInfo, InstanceInfo, Plan
@@ -21,10 +22,14 @@ def desired_count(plan: Plan, budget: Budget | None, nodes: int, declined: int) 
 
 
 def routes(plans: Mapping[str, Plan], instances: Iterable[InstanceInfo]) -> tuple[AppRoute, ...]:
-    """The routing table: every planned app with its Ready endpoints, sorted for stability."""
+    """The routing table: every planned app with its Ready endpoints, sorted for stability.
+
+    A Ready instance whose readiness check fails (``serving`` False) is left out: it keeps
+    running and comes back once the check passes again.
+    """
     by_app: dict[str, list[EndpointInfo]] = {app: [] for app in plans}
     for info in instances:
-        if info.state == InstanceState.READY and info.url and info.app in by_app:
+        if info.state == InstanceState.READY and info.serving and info.url and info.app in by_app:
             by_app[info.app].append(EndpointInfo(url=info.url, instance=info.id))
     return tuple(AppRoute(app=app, endpoints=tuple(sorted(eps, key=lambda e: e.instance)))
                  for app, eps in sorted(by_app.items()))
@@ -67,7 +72,17 @@ def _instance_doc(info: InstanceInfo) -> dict[str, Any]:
             "started_at": info.started_at, "ready_at": info.ready_at,
             "cpu_percent": info.cpu_percent, "rss_bytes": info.rss_bytes,
             "reason": info.reason,
-            "last_exit": None if info.last_exit is None else info.last_exit.to_doc()}
+            "last_exit": None if info.last_exit is None else info.last_exit.to_doc(),
+            "serving": info.state == InstanceState.READY and info.serving,
+            "last_check": None if info.last_check is None else {
+                "check": info.last_check.check, "ok": info.last_check.ok,
+                "at": _rfc3339(info.last_check.at), "detail": info.last_check.detail},
+            "status_text": info.status_text}
+
+
+def _rfc3339(epoch: float) -> str:
+    stamp = datetime.fromtimestamp(epoch, tz=UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 
 def status_document(plans: Mapping[str, Plan], budgets: Mapping[str, Budget],

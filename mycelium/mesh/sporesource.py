@@ -58,7 +58,7 @@ class SporeSource:
         self.fetch(digest)
         m = self.manifest(digest)
         return SporeInfo(path=self.repo.path(digest), args=tuple(m.args), env=dict(m.env),
-                         health=m.health)
+                         health=m.health, checks=m.checks)
 
     def extract(self, spore: Path, dest: Path) -> Path:
         """Unpack a verified spore into ``dest`` (the instance's directory)."""

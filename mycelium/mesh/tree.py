@@ -70,7 +70,8 @@ def node_settings(config: MeshConfig) -> NodeSettings:
         host="127.0.0.1", startup_deadline=inst.startup_deadline,
         intensity=restart.intensity, period=restart.period,
         output_max_bytes=config.logs.output_max_mb * 1024 * 1024,
-        output_files=config.logs.output_files, output_keep=config.logs.output_keep)
+        output_files=config.logs.output_files, output_keep=config.logs.output_keep,
+        exec_checks_parallel=config.node.exec_checks_parallel)
 
 
 @dataclass(frozen=True, slots=True)

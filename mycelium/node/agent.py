@@ -401,7 +401,8 @@ class Agent(SupervisedActor):
             sample_interval=s.sample_interval, stop_grace=s.stop_grace, host=s.host,
             instances_dir=self._instances_dir,
             output=OutputPolicy(max_bytes=s.output_max_bytes, files=s.output_files,
-                                keep=s.output_keep))
+                                keep=s.output_keep),
+            checks=tuple(info.checks), exec_parallel=s.exec_checks_parallel)
 
     def _child_spec(self, spec: InstanceSpec) -> ChildSpec:
         names, counter = self._names, itertools.count()

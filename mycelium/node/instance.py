@@ -21,11 +21,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from mycelium._logger import get_logger
 from mycelium.fabric.names import Names
 from mycelium.messages import (
+    CheckReport,
     Crash,
     CrashRequested,
     DeregisterEndpoint,
@@ -39,13 +38,15 @@ from mycelium.messages import (
     to_wire,
 )
 from mycelium.node.health import free_port
-from mycelium.node.process import ProcessError, Workload, describe_exit, spawn
+from mycelium.node.process import Workload, describe_exit
 from mycelium.states import LIVE_STATES, InstanceState
 from supervisors import Latch, SupervisedActor
 from supervisors.pool import WorkerPool
 from supervisors.singleton import Singleton
 from supervisors.timers import TimerHandle, shared_timers
 
+from .checks import CheckEngine, engine_for, report_changes
+from .launch import spawn_retrying, write_record
 from .output import Capture, OutputPolicy, rfc3339
 from .prober import shared_prober
 
@@ -57,10 +58,9 @@ RECORD_FILE = "process.json"
 """Each instance directory holds its workload's ProcessRecord while the workload runs."""
 
 # Launch work (extract, spawn) runs on a small bounded pool of its own, not on the actors'
-# cached pool: it waits on nothing but the OS, and during a mass start more threads would only
-# fight over the same cores. Every health probe, startup or liveness, is one non-blocking
-# socket in the prober's thread (node/prober.py): a pool of blocking probers made ~7,000
-# context switches a second at 300 workloads.
+# cached pool: it waits on nothing but the OS, and in a mass start more threads would only fight
+# over the cores. Every probe is a non-blocking socket in the prober's thread (node/prober.py;
+# exec checks: node/checks.py): blocking probers made ~7,000 context switches/s at 300 workloads.
 _LAUNCHES = Singleton(lambda: WorkerPool(max_workers=8, keep_idle=1, name="mycelium-launch"))
 _CHECK_SLACK = 0.05
 
@@ -133,6 +133,8 @@ class InstanceSpec:
     host: str
     instances_dir: Path
     output: OutputPolicy
+    checks: tuple[Any, ...] = ()  # the manifest's CheckSpecs; none: GET <health> as before
+    exec_parallel: int = 4
 
 
 # private messages of the actor to itself -----------------------------------------------------
@@ -203,6 +205,7 @@ class AppInstance(SupervisedActor):
         self._probe_due = 0.0
         self._latest: tuple[int, float] | None = None  # the last sample's (rss, cpu)
         self._tick: TimerHandle | None = None
+        self._engine: CheckEngine | None = None  # runs the manifest's checks, if it has any
         self._dir = spec.instances_dir / instance_id.replace("/", "_")
         self._capture: Capture | None = None
         self.info = InstanceInfo(id=instance_id, app=spec.app, node=spec.node, digest=spec.digest,
@@ -227,7 +230,9 @@ class AppInstance(SupervisedActor):
     def _shutdown(self, grace: float, reason: str | None) -> None:
         with self._spawn_lock:
             self._closing.set()
-            spawned, capture = self._spawned, self._capture
+            spawned, capture, engine = self._spawned, self._capture, self._engine
+        if engine is not None:
+            engine.close()
         if self._tick is not None:
             shared_timers().cancel(self._tick)
         if self.info.state in LIVE_STATES:
@@ -257,16 +262,21 @@ class AppInstance(SupervisedActor):
                 if self._closing.is_set():
                     return
                 self._capture = capture = Capture.of(self._dir, self.info.id, spec)
-                workload = _spawn_retrying([str(binary), *spec.args], self._dir, env,
+                self._engine = engine = engine_for(spec, self._dir, lambda r: _tell(ref, r))
+                env.update(engine.environment() if engine is not None else {})
+                workload = spawn_retrying([str(binary), *spec.args], self._dir, env,
                                            capture.paths)
                 self._spawned = workload
-        except Exception as exc:
+        except Exception as exc:  # a bound notify socket is closed by the shutdown
             _tell(ref, _LaunchFailed(f"launch failed: {exc}"))
             return
-        _write_record(self._dir / RECORD_FILE, workload)
+        write_record(self._dir / RECORD_FILE, workload)
         url = f"http://{spec.host}:{port}"
         _tell(ref, _Spawned(workload, url))
         workload.on_exit(lambda rc: _tell(ref, _Exited(rc)))
+        if engine is not None:  # the manifest's checks decide Ready, serving and restarts
+            engine.start(workload.pid, workload.pgid, url, {**os.environ, **env}, self._dir / "app")
+            return
         _LAUNCHING.enter()
         try:
             self._probe_startup(workload, url + spec.health,
@@ -333,6 +343,8 @@ class AppInstance(SupervisedActor):
                 self._over_budget(rss)
             case _Probed(ok=ok):
                 self._probed(ok)
+            case CheckReport() if self._engine is not None and self._engine.latest(message):
+                self._checked(message)
             case Drain():
                 if self.info.state in LIVE_STATES:
                     self._set(state=InstanceState.DRAINING)
@@ -400,7 +412,7 @@ class AppInstance(SupervisedActor):
         if self._checks % 5 == 0:
             _tell(ref, _Sampled(rss, cpu))
         now = time.monotonic()
-        if now >= self._probe_due:  # the liveness probe has its own period
+        if now >= self._probe_due and self._engine is None:  # the liveness probe's own period
             self._probe_due = now + self.spec.health_interval
             shared_prober().probe(f"{self.info.url}{self.spec.health}",
                                   self.spec.health_timeout, self._probed_live)
@@ -437,6 +449,16 @@ class AppInstance(SupervisedActor):
             self._fail(f"health check failed {self._failures} times in a row")
         self._schedule()
 
+    def _checked(self, report: CheckReport) -> None:
+        """Apply what the manifest's checks say (:mod:`.checks`): Ready, serving, or a failure."""
+        changes = report_changes(self.info, report, time.time())
+        if report.failure is not None and self.info.state in LIVE_STATES:
+            self.info = replace(self.info, **changes)
+            self._fail(report.failure)  # the shutdown that follows stops the workload
+        self._set(**changes)  # a report comes only when something changed
+        if changes.get("state") == InstanceState.READY:
+            self._schedule()
+
     # -- reporting -------------------------------------------------------------------------
 
     def _set(self, **changes: Any) -> None:
@@ -459,38 +481,3 @@ class AppInstance(SupervisedActor):
 def _tell(ref: Any, message: Any) -> None:
     with contextlib.suppress(Exception):
         ref.tell(message)
-
-
-def _spawn_retrying(argv: list[str], directory: Path, env: dict[str, str],
-                    output: tuple[Path, ...]) -> Workload:
-    """Spawn, retrying briefly on ETXTBSY.
-
-    Another thread's fork may briefly hold a copy of the descriptor that wrote this binary (a
-    sibling instance extracting while we fork), which makes exec fail with "Text file busy"
-    until that child has exec'd; it clears within milliseconds.
-    """
-    for attempt in range(50):
-        try:
-            return spawn(argv, cwd=directory / "app", env=env, log_path=(output[0], output[1]))
-        except ProcessError as exc:
-            if "busy" not in str(exc) or attempt == 49:
-                raise
-            time.sleep(0.005)
-    raise AssertionError("unreachable")
-
-
-def _write_record(path: Path, workload: Workload) -> None:
-    """Note the workload's ProcessRecord so that a later ``up`` can reap it after a crash.
-
-    Written atomically (rename) but not fsynced: the record only matters while the workload
-    outlives the mesh, which a kill -9 of the mesh allows (the page cache survives it) and a
-    machine crash does not (no workload survives that either). Hundreds of fsyncs during a
-    mass start would otherwise queue behind each other and behind the fabric's plan writes.
-    """
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, orjson.dumps(workload.record().to_dict()))
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)

@@ -9,6 +9,10 @@ for it). So a workload that hangs its probe delays nobody else's, and hundreds o
 second cost one thread and no hand-over between threads (a pool of blocking probers made
 thousands of context switches a second).
 
+Besides the health probe (True only on a 200), :meth:`Prober.check` runs the manifest's
+``http`` checks (2xx/3xx pass) and ``tcp`` checks (a connect passes), with a detail that says
+what was seen (``HTTP 503``, ``connect refused``, ``timeout after 1s``).
+
 Callbacks run in the prober's thread and must be quick (tell an actor, schedule a timer); one
 that raises is logged and the prober goes on.
 """
@@ -39,6 +43,9 @@ __all__ = ["Prober", "shared_prober"]
 log = get_logger(__name__)
 
 ProbeCallback = Callable[[bool], None]
+CheckCallback = Callable[[bool, str], None]
+"""``callback(ok, detail)`` of :meth:`Prober.check`."""
+_HEALTH, _HTTP, _TCP = 0, 1, 2  # what a probe passes on: a 200, a 2xx/3xx, a connect
 
 _MAX_HEAD = 8192
 _MAX_BODY = 64 * 1024
@@ -71,20 +78,33 @@ def _is_200(data: bytes) -> bool:
     return len(parts) >= 2 and parts[0].startswith(b"HTTP/1.") and parts[1] == b"200"
 
 
+def _status(data: bytes) -> tuple[bool, str]:
+    """(passes as an http check, detail) from a status line: 2xx and 3xx pass."""
+    parts = data.split(b"\n", 1)[0].split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        return False, "malformed response"
+    code = int(parts[1])
+    return 200 <= code < 400, f"HTTP {code}"
+
+
 class _Probe:
     """One probe in flight: its socket, what it has read, and what it waits for."""
 
-    __slots__ = ("buffer", "callback", "deadline", "ok", "request", "sent", "sock")
+    __slots__ = ("buffer", "callback", "deadline", "detail", "mode", "ok", "request", "sent",
+                 "sock", "timeout")
 
     def __init__(self, sock: socket.socket, request: bytes, deadline: float,
-                 callback: ProbeCallback) -> None:
+                 callback: CheckCallback, mode: int = _HEALTH, timeout: float = 0.0) -> None:
         self.sock = sock
         self.request = request
         self.sent = 0
         self.buffer = b""
         self.ok: bool | None = None  # known once the status line is in (then: draining)
         self.deadline = deadline
-        self.callback: ProbeCallback | None = callback
+        self.callback: CheckCallback | None = callback
+        self.mode = mode
+        self.timeout = timeout
+        self.detail = ""
 
 
 class Prober:
@@ -93,7 +113,7 @@ class Prober:
     def __init__(self) -> None:
         self._deadlines: list[tuple[float, int, _Probe]] = []
         self._ids = itertools.count()
-        self._loop: SelectLoop[tuple[str, float, ProbeCallback]] = SelectLoop(
+        self._loop: SelectLoop[tuple[str, float, CheckCallback, int]] = SelectLoop(
             "mycelium-prober", log, on_event=self._advance, on_handed=self._start_handed,
             timeout=self._timeout, after_select=self._expire, on_close=self._fail_all)
         self._selector = self._loop.selector
@@ -106,7 +126,24 @@ class Prober:
             ValueError: ``url`` is not an ``http://host:port/path`` URL (checked here, at once).
         """
         _target(url)
-        self._loop.hand((url, timeout, callback))
+        self._loop.hand((url, timeout, lambda ok, _detail: callback(ok), _HEALTH))
+
+    def check(self, kind: str, url: str, timeout: float, callback: CheckCallback) -> None:
+        """Run one ``http`` or ``tcp`` check; ``callback(ok, detail)`` runs in the prober's
+        thread within ``timeout`` (plus a brief drain after a pass).
+
+        ``http`` GETs ``url`` and passes on 2xx/3xx (detail ``HTTP <code>``); ``tcp`` connects
+        to ``url``'s host and port and passes once connected. A failure's detail says why:
+        ``connect refused``, ``timeout after <s>s``, ``malformed response``, an OS error.
+
+        Raises:
+            ValueError: an unknown ``kind``, or ``url`` is not an ``http://host:port/path`` URL.
+        """
+        modes = {"http": _HTTP, "tcp": _TCP}
+        if kind not in modes:
+            raise ValueError(f"a prober check is http or tcp, got {kind!r}")
+        _target(url)
+        self._loop.hand((url, timeout, callback, modes[kind]))
 
     def close(self) -> None:
         """Stop the thread; probes in flight are answered False (the shared one never closes)."""
@@ -129,6 +166,8 @@ class Prober:
         while self._deadlines and self._deadlines[0][0] <= now:
             _, _, probe = heapq.heappop(self._deadlines)
             if probe.callback is not None:  # not finished yet: out of time
+                if probe.ok is None:
+                    probe.detail = f"timeout after {probe.timeout:g}s"
                 self._finish(probe, bool(probe.ok))  # a 200 still draining counts
 
     def _fail_all(self) -> None:
@@ -136,24 +175,27 @@ class Prober:
             if isinstance(key.data, _Probe):
                 self._finish(key.data, False)
 
-    def _start_handed(self, handed: list[tuple[str, float, ProbeCallback]]) -> None:
-        for url, timeout, callback in handed:
-            self._start(url, timeout, callback)
+    def _start_handed(self, handed: list[tuple[str, float, CheckCallback, int]]) -> None:
+        for url, timeout, callback, mode in handed:
+            self._start(url, timeout, callback, mode)
 
-    def _start(self, url: str, timeout: float, callback: ProbeCallback) -> None:
+    def _start(self, url: str, timeout: float, callback: CheckCallback, mode: int) -> None:
         family, target, request = _target(url)
         address: tuple[object, ...] = target
         try:
             if family == socket.AF_UNSPEC:  # a name: resolved here, like the blocking probe
                 family, _, _, _, address = socket.getaddrinfo(*target, type=socket.SOCK_STREAM)[0]
             sock = socket.socket(family, socket.SOCK_STREAM)
-        except OSError:
-            call_logged(log, "a health probe's callback", callback, False)
+        except OSError as exc:
+            call_logged(log, "a health probe's callback", callback, False,
+                        exc.strerror or str(exc))
             return
         sock.setblocking(False)
-        probe = _Probe(sock, request, time.monotonic() + timeout, callback)
+        probe = _Probe(sock, request, time.monotonic() + timeout, callback, mode, timeout)
         code = sock.connect_ex(address)
         if code not in (0, errno.EINPROGRESS):  # refused at once: the usual "not up yet"
+            probe.detail = ("connect refused" if code == errno.ECONNREFUSED
+                            else os.strerror(code))
             self._finish(probe, False)
             return
         self._selector.register(sock, selectors.EVENT_WRITE, probe)
@@ -166,7 +208,10 @@ class Prober:
                 self._send(probe)
             elif events & selectors.EVENT_READ:
                 self._read(probe)
-        except OSError:  # refused, reset, unreachable
+        except OSError as exc:  # refused, reset, unreachable
+            if not probe.ok:
+                probe.detail = ("connect refused" if exc.errno == errno.ECONNREFUSED
+                                else exc.strerror or str(exc))
             self._finish(probe, bool(probe.ok))
 
     def _send(self, probe: _Probe) -> None:
@@ -174,6 +219,10 @@ class Prober:
             code = probe.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if code:
                 raise OSError(code, os.strerror(code))
+            if probe.mode == _TCP:
+                probe.detail = "connected"
+                self._finish(probe, True)
+                return
         try:
             probe.sent += probe.sock.send(probe.request[probe.sent:])
         except BlockingIOError:  # no room yet: the next writable event goes on
@@ -189,7 +238,10 @@ class Prober:
         if probe.ok is None:  # still reading the status line
             probe.buffer += chunk
             if b"\n" in probe.buffer:
-                probe.ok = _is_200(probe.buffer)
+                if probe.mode == _HEALTH:
+                    probe.ok = _is_200(probe.buffer)
+                else:
+                    probe.ok, probe.detail = _status(probe.buffer)
                 if not probe.ok:
                     self._finish(probe, False)
                     return
@@ -198,6 +250,7 @@ class Prober:
                 heapq.heappush(self._deadlines, (probe.deadline, next(self._ids), probe))
                 probe.buffer = probe.buffer[probe.buffer.index(b"\n"):]
             elif not chunk or len(probe.buffer) > _MAX_HEAD:
+                probe.detail = "connection closed" if not chunk else "malformed response"
                 self._finish(probe, False)
                 return
         else:
@@ -212,7 +265,7 @@ class Prober:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(probe.sock)
         probe.sock.close()
-        call_logged(log, "a health probe's callback", callback, ok)
+        call_logged(log, "a health probe's callback", callback, ok, probe.detail)
 
 
 shared_prober: Singleton[Prober] = Singleton(Prober)

@@ -18,6 +18,7 @@ class SporeInfo:
     args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     health: str = "/health"
+    checks: tuple[Any, ...] = ()  # the manifest's CheckSpecs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +47,8 @@ class NodeSettings:
     """``[logs] output_files``: files kept per stream."""
     output_keep: int
     """``[logs] output_keep``: instances of an app whose output is kept."""
+    exec_checks_parallel: int
+    """``[node] exec_checks_parallel``: exec health checks at once on the node."""
     probe_interval: float = 0.01
     """Seconds between startup probes of one launching instance (not in the config)."""
     drain_grace: float = 0.5

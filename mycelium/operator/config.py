@@ -92,6 +92,7 @@ class NodeSection:
 
     cpu: float = _computed(_cpu_count, 0, 4096)
     mem_mb: int = _computed(_total_mem_mb, 0, 2**32)
+    exec_checks_parallel: int = _key(4, 1, 256)
 
 
 @dataclass(frozen=True, slots=True)

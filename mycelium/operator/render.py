@@ -150,7 +150,11 @@ def render_tree(tree: Mapping[str, Any], *, color: bool = False, now: float | No
 
 
 def render_status(status: Mapping[str, Any]) -> str:
-    """The status document as the plain lines ``mycelium status`` prints."""
+    """The ``status --json`` document as the plain lines ``mycelium status`` prints.
+
+    An instance that is Ready but out of the routes (a readiness check fails) says
+    ``not serving`` and which check failed; a workload's sd_notify ``STATUS=`` is shown quoted.
+    """
     lines = []
     for doc in status.get("apps") or ():
         digest = (doc.get("digest") or "-")[:12]
@@ -160,9 +164,17 @@ def render_status(status: Mapping[str, Any]) -> str:
             line += f"  reason: {doc['reason']}"
         lines.append(line)
         for i in doc.get("instances") or ():
-            lines.append(f"  {i['id']:<24} {i['node']:<8} {i['state']:<9} "
-                         f"pid {i.get('pid') or '-':<7} {i.get('url') or '-':<24} "
-                         f"restarts {i.get('restarts', 0)}")
+            line = (f"  {i['id']:<24} {i['node']:<8} {i['state']:<9} "
+                    f"pid {i.get('pid') or '-':<7} {i.get('url') or '-':<24} "
+                    f"restarts {i.get('restarts', 0)}")
+            last = i.get("last_check") or {}
+            if i.get("state") == "Ready" and i.get("serving") is False:
+                line += "  not serving"
+                if last and not last.get("ok"):
+                    line += f" ({last.get('check')}: {last.get('detail')})"
+            if i.get("status_text"):
+                line += f"  \"{i['status_text']}\""
+            lines.append(line)
     nodes = status.get("nodes") or ()
     lines.append("nodes: " + ", ".join(f"{n['name']} {n['state']}" for n in nodes))
     return "\n".join(lines)

@@ -1,9 +1,9 @@
 """The spore manifest: validation of every field, and its canonical (signed) JSON form.
 
 The input manifest a user writes has ``name``, ``version`` and optional ``health``, ``args``,
-``env`` and ``warmup``; ``pack`` adds ``binary_sha256``, ``binary_size``, ``created_at``,
-``signer`` and ``signature``. Each field has its own check with a precise reason, like OTP's
-child-spec validation, so a bad manifest never reaches a node.
+``env``, ``warmup`` and ``checks`` (:mod:`.checks`); ``pack`` adds ``binary_sha256``,
+``binary_size``, ``created_at``, ``signer`` and ``signature``. Each field has its own check
+with a precise reason, like OTP's child-spec validation, so a bad manifest never reaches a node.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .checks import CheckSpec, parse_checks
 from .errors import ManifestError
 
 __all__ = [
@@ -37,7 +38,9 @@ HEX64_RE = re.compile(r"[0-9a-f]{64}")
 HEX128_RE = re.compile(r"[0-9a-f]{128}")
 CREATED_AT_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
 
-INPUT_KEYS = frozenset({"name", "version", "health", "args", "env", "warmup"})
+INPUT_KEYS = frozenset({"name", "version", "health", "args", "env", "warmup", "checks"})
+OPTIONAL_KEYS = frozenset({"checks"})
+"""Written into a spore only when set, so that spores made before they existed keep verifying."""
 PACK_KEYS = frozenset({"binary_sha256", "binary_size", "created_at", "signer", "signature"})
 SIGNED_KEYS = INPUT_KEYS | PACK_KEYS
 MAX_WARMUP = 86_400.0
@@ -59,6 +62,7 @@ class Manifest:
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     warmup: float = 0.0
+    checks: tuple[CheckSpec, ...] = ()
     binary_sha256: str = ""
     binary_size: int = 0
     created_at: str = ""
@@ -80,6 +84,8 @@ class Manifest:
             "env": dict(self.env),
             "warmup": self.warmup,
         }
+        if self.checks:
+            data["checks"] = [c.to_dict() for c in self.checks]
         if self.signer or self.binary_sha256:
             data.update(binary_sha256=self.binary_sha256, binary_size=self.binary_size,
                         created_at=self.created_at, signer=self.signer)
@@ -186,8 +192,9 @@ def _validate_input_fields(data: Mapping[str, Any], in_spore: bool) -> dict[str,
     if not math.isfinite(warmup) or not 0 <= warmup <= MAX_WARMUP:
         raise ManifestError(f"manifest: warmup must be between 0 and {MAX_WARMUP:g} seconds, "
                             f"got {warmup!r}", in_spore=in_spore)
+    checks = parse_checks(data["checks"], health, in_spore=in_spore) if "checks" in data else ()
     return {"name": name, "version": version, "health": health, "args": args, "env": env,
-            "warmup": float(warmup)}
+            "warmup": float(warmup), "checks": checks}
 
 
 def parse_input_manifest(raw: bytes | Mapping[str, Any]) -> Manifest:
@@ -205,7 +212,7 @@ def parse_input_manifest(raw: bytes | Mapping[str, Any]) -> Manifest:
     fields = _validate_input_fields(data, False)
     return Manifest(name=fields["name"], version=fields["version"], health=fields["health"],
                     args=fields["args"], env=MappingProxyType(fields["env"]),
-                    warmup=fields["warmup"])
+                    warmup=fields["warmup"], checks=fields["checks"])
 
 
 def load_input_manifest(source: Manifest | Mapping[str, Any] | Path | str) -> Manifest:
@@ -242,7 +249,7 @@ def parse_spore_manifest(raw: bytes) -> tuple[Manifest, dict[str, Any]]:
             raise ManifestError(f"manifest: unknown key {key!r}", in_spore=True)
     if "signature" not in data:
         raise ManifestError("manifest: missing signature (spore is not signed)", in_spore=True)
-    for key in sorted(SIGNED_KEYS - {"signature"}):
+    for key in sorted(SIGNED_KEYS - {"signature"} - OPTIONAL_KEYS):
         if key not in data:
             raise ManifestError(f"manifest: missing key {key!r}", in_spore=True)
     if canonical_json(data) != raw:
@@ -275,6 +282,7 @@ def parse_spore_manifest(raw: bytes) -> tuple[Manifest, dict[str, Any]]:
                             in_spore=True)
     manifest = Manifest(name=fields["name"], version=fields["version"], health=fields["health"],
                         args=fields["args"], env=MappingProxyType(fields["env"]),
-                        warmup=fields["warmup"], binary_sha256=sha, binary_size=size,
+                        warmup=fields["warmup"], checks=fields["checks"],
+                        binary_sha256=sha, binary_size=size,
                         created_at=created, signer=signer, signature=signature)
     return manifest, data

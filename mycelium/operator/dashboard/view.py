@@ -135,7 +135,11 @@ def apps_view(status: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "id": inst.get("id"), "state": inst.get("state"), "pid": inst.get("pid"),
                 "digest": inst.get("digest"), "colour": colour,
                 "restarts": inst.get("restarts") or 0,
-                "output": list(inst.get("output") or ()), "last_exit": inst.get("last_exit")})
+                "output": list(inst.get("output") or ()), "last_exit": inst.get("last_exit"),
+                # Ready but out of the routes: a readiness check fails (shown as "unready")
+                "unready": inst.get("state") == "Ready" and inst.get("serving") is False,
+                "check": _failed_check(inst.get("last_check")),
+                "status_text": inst.get("status_text")})
         green_ready = sum(1 for insts in per_node.values() for i in insts
                           if i["colour"] == "green" and i["state"] == InstanceState.READY)
         out.append({
@@ -146,6 +150,13 @@ def apps_view(status: Mapping[str, Any]) -> list[dict[str, Any]]:
             "nodes": [{"node": n, "instances": insts} for n, insts in per_node.items()],
         })
     return out
+
+
+def _failed_check(last: object) -> str | None:
+    """``name: detail`` of an instance's last check when it failed, else None."""
+    if isinstance(last, Mapping) and last.get("ok") is False:
+        return f"{last.get('check')}: {last.get('detail')}"
+    return None
 
 
 def build_view(tree: Mapping[str, Any] | None, status: Mapping[str, Any] | None,

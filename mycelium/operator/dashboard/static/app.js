@@ -122,9 +122,11 @@ function renderApps(apps) {
       el("td", {class: "ready", text: `${a.ready}/${a.desired}${progress}`}),
       ...a.nodes.map(n => el("td", {"data-node": n.node},
         ...n.instances.map(i => el("div", {class: "inst-box", "data-instance": i.id ?? ""},
-          el("span", {class: `inst ${i.colour} i-${i.state}`,
-            title: `${i.id} ${i.digest ?? ""} pid ${i.pid ?? "-"} restarts ${i.restarts}`,
-            text: `${i.colour === "blue" ? "blue" : "green"} ${i.state}`}),
+          el("span", {class: `inst ${i.colour} i-${i.state}${i.unready ? " unready" : ""}`,
+            title: `${i.id} ${i.digest ?? ""} pid ${i.pid ?? "-"} restarts ${i.restarts}` +
+                   (i.check ? `\nlast check ${i.check}` : "") +
+                   (i.status_text ? `\nstatus ${i.status_text}` : ""),
+            text: `${i.colour === "blue" ? "blue" : "green"} ${i.unready ? "unready" : i.state}`}),
           ...(i.output && i.output.length
             ? [el("pre", {class: "out", title: `last lines of ${i.id}`, text: i.output.join("\n")})] : []),
           ...(i.last_exit
