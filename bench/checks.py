@@ -111,7 +111,7 @@ def notify_ready(home: Path, client: ControlClient, digest: str, rounds: int) ->
                                   if i["state"] == "Ready" and i["id"] not in seen), None),
                     what="notify Ready")
         seen.add(inst["id"])
-        log = workdir(home, inst) / "workload.log"
+        log = workdir(home, inst) / "output" / "stdout"  # the live stdout file
         sent = wait(lambda log=log: re.search(r"READY=1 sent at ([\d.]+)", log.read_text()),
                     what="READY=1 in the workload's log")
         if len(seen) > 1:  # the first one started with the deploy: not a restart
