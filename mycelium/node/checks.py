@@ -50,8 +50,32 @@ log = get_logger(__name__)
 REFRESH = 10.0
 """Seconds between reports of results that changed nothing (``last_check.at`` stays this fresh)."""
 _STATUS_DELAY = 0.05  # STATUS= lines are reported at most this often (a flood stays cheap)
+_MAX_STARTUP_RATE = 3000.0  # startup polls a second over the whole mesh, at most (see _Starting)
 _EXEC_POOLS: dict[str, ThreadPoolExecutor] = {}
 _EXEC_LOCK = threading.Lock()
+
+
+class _Starting:
+    """How many engines wait for their instance's first Ready right now.
+
+    Each startup poll costs the mesh ~0.1 ms of CPU; hundreds of instances polling every 10 ms
+    would burn the cores they need to start, so the poll period grows with their number (as
+    the mesh's own startup probe does) to keep the whole mesh near ``_MAX_STARTUP_RATE``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.count += n
+
+    def period(self, base: float) -> float:
+        return max(base, self.count / _MAX_STARTUP_RATE)
+
+
+_STARTING = _Starting()
 
 
 class CheckEngine:
@@ -94,6 +118,7 @@ class CheckEngine:
         self._env: dict[str, str] = {}
         self._cwd = directory
         self._notify: NotifySocket | None = None
+        self._starting = False  # counted in _STARTING
         self._notify_spec = next((c for c in checks if c.type == "notify"), None)
 
     # -- the instance's side ---------------------------------------------------------------
@@ -121,6 +146,8 @@ class CheckEngine:
         self._url, self._env, self._cwd = url, dict(env), cwd
         with self._lock:
             self._after(self._startup_timeout, self._deadline)
+            self._starting = True
+            _STARTING.add(1)
         if self._notify is not None:
             self._notify.allow(pid, pgid)
         self._kick()
@@ -136,10 +163,17 @@ class CheckEngine:
         with self._lock:
             self._closed = True
             timers, self._timers = self._timers, set()
+            self._started()
         for handle in timers:
             shared_timers().cancel(handle)
         if self._notify is not None:
             self._notify.close()
+
+    def _started(self) -> None:
+        """No longer waiting for the first Ready (the lock held; counted once)."""
+        if self._starting:
+            self._starting = False
+            _STARTING.add(-1)
 
     # -- running checks --------------------------------------------------------------------
 
@@ -153,6 +187,8 @@ class CheckEngine:
                     continue
                 self._running.add(spec.name)
                 delay = self._book.interval(spec) if spec is finished else 0.0
+                if delay and not self._book.ready:
+                    delay = _STARTING.period(delay)
                 self._after(delay, functools.partial(self._run, spec))
 
     def _after(self, delay: float, callback: Callable[[], None]) -> None:
@@ -286,6 +322,8 @@ class CheckEngine:
             if facts == self._reported and now - self._reported_at < REFRESH:
                 return
             self._reported, self._reported_at = facts, now
+            if self._book.ready or self._failure is not None:
+                self._started()
             self._seq += 1
             report = CheckReport(self._seq, self._book.ready, self._book.serving, last,
                                  self._status, self._failure)
