@@ -142,6 +142,9 @@ class InstanceInfo:
     reason: str | None = None
     #: How the instance this one replaced ended (on a dead instance: its own end).
     last_exit: LastExit | None = None
+    uid: int | None = None  # the workload's uid (None: not isolated, the mesh's own)
+    limits: str | None = None  # "cgroup" or "sampled": how its budget is enforced
+    dir: str | None = None  # its private working directory
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,7 +67,8 @@ def _instance_doc(info: InstanceInfo) -> dict[str, Any]:
             "started_at": info.started_at, "ready_at": info.ready_at,
             "cpu_percent": info.cpu_percent, "rss_bytes": info.rss_bytes,
             "reason": info.reason,
-            "last_exit": None if info.last_exit is None else info.last_exit.to_doc()}
+            "last_exit": None if info.last_exit is None else info.last_exit.to_doc(),
+            "uid": info.uid, "limits": info.limits, "dir": info.dir}
 
 
 def status_document(plans: Mapping[str, Plan], budgets: Mapping[str, Budget],

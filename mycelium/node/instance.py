@@ -12,7 +12,6 @@ backoff.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import threading
 import time
@@ -20,8 +19,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from mycelium._logger import get_logger
 from mycelium.fabric.names import Names
@@ -39,7 +36,9 @@ from mycelium.messages import (
     to_wire,
 )
 from mycelium.node.health import free_port
-from mycelium.node.process import ProcessError, Workload, describe_exit, spawn
+from mycelium.node.isolation import Isolation
+from mycelium.node.process import Confinement, ProcessError, Workload, describe_exit, spawn
+from mycelium.node.sandboxed import InstanceSandbox
 from mycelium.states import LIVE_STATES, InstanceState
 from supervisors import Latch, SupervisedActor
 from supervisors.pool import WorkerPool
@@ -133,6 +132,9 @@ class InstanceSpec:
     host: str
     instances_dir: Path
     output: OutputPolicy
+    isolation: Isolation | None = None  # uid, built env, limits, containment (None: as the mesh)
+    extra_env: Mapping[str, str] = field(default_factory=dict)  # after the manifest's (secrets)
+    credentials: Mapping[str, bytes] = field(default_factory=dict)  # $CREDENTIALS_DIRECTORY
 
 
 # private messages of the actor to itself -----------------------------------------------------
@@ -204,6 +206,7 @@ class AppInstance(SupervisedActor):
         self._latest: tuple[int, float] | None = None  # the last sample's (rss, cpu)
         self._tick: TimerHandle | None = None
         self._dir = spec.instances_dir / instance_id.replace("/", "_")
+        self._box = InstanceSandbox(spec.isolation, self._dir)
         self._capture: Capture | None = None
         self.info = InstanceInfo(id=instance_id, app=spec.app, node=spec.node, digest=spec.digest,
                                  state=InstanceState.IDLE, child=spec.child, restarts=restarts,
@@ -241,6 +244,7 @@ class AppInstance(SupervisedActor):
         with contextlib.suppress(OSError):
             (self._dir / RECORD_FILE).unlink()
         shutil.rmtree(self._dir / "app", ignore_errors=True)
+        self._box.release()  # nothing of it runs any more: its directories and uid go
         self._set(state=InstanceState.STOPPED, reason=reason)
 
     # -- the launch tasks (on the launch pool) ------------------------------------------------
@@ -248,22 +252,23 @@ class AppInstance(SupervisedActor):
     def _launch(self) -> None:
         spec, ref = self.spec, self.actor_ref
         try:
-            binary = spec.extract(spec.spore, self._dir / "app")
+            binary = spec.extract(spec.spore, self._box.root / "app")
             port = free_port(spec.host)
-            env = {**spec.env, "PORT": str(port), "MYCELIUM_APP": spec.app,
-                   "MYCELIUM_NODE": spec.node, "MYCELIUM_DIGEST": spec.digest,
-                   "MYCELIUM_INSTANCE": self.info.id}
+            own = {"PORT": str(port), "MYCELIUM_APP": spec.app, "MYCELIUM_NODE": spec.node,
+                   "MYCELIUM_DIGEST": spec.digest, "MYCELIUM_INSTANCE": self.info.id}
             with self._spawn_lock:  # either spawned before a stop, or never
                 if self._closing.is_set():
                     return
                 self._capture = capture = Capture.of(self._dir, self.info.id, spec)
-                workload = _spawn_retrying([str(binary), *spec.args], self._dir, env,
-                                           capture.paths)
+                env, confine = self._box.enter(self.info.id, own, spec.env, spec.extra_env,
+                                               spec.credentials)
+                workload = _spawn_retrying([str(binary), *spec.args], self._box.root, env,
+                                           capture.paths, confine)
                 self._spawned = workload
         except Exception as exc:
             _tell(ref, _LaunchFailed(f"launch failed: {exc}"))
             return
-        _write_record(self._dir / RECORD_FILE, workload)
+        workload.record().write(self._dir / RECORD_FILE)
         url = f"http://{spec.host}:{port}"
         _tell(ref, _Spawned(workload, url))
         workload.on_exit(lambda rc: _tell(ref, _Exited(rc)))
@@ -315,7 +320,7 @@ class AppInstance(SupervisedActor):
         match message:
             case _Spawned(workload=workload, url=url):
                 self._workload = workload
-                self._set(pid=workload.pid, url=url)
+                self._set(pid=workload.pid, url=url, **self._box.fields())
             case _Healthy():
                 if self.info.state == InstanceState.LAUNCHING:
                     self._set(state=InstanceState.READY, ready_at=time.time())
@@ -462,7 +467,7 @@ def _tell(ref: Any, message: Any) -> None:
 
 
 def _spawn_retrying(argv: list[str], directory: Path, env: dict[str, str],
-                    output: tuple[Path, ...]) -> Workload:
+                    output: tuple[Path, ...], confine: Confinement | None) -> Workload:
     """Spawn, retrying briefly on ETXTBSY.
 
     Another thread's fork may briefly hold a copy of the descriptor that wrote this binary (a
@@ -471,26 +476,11 @@ def _spawn_retrying(argv: list[str], directory: Path, env: dict[str, str],
     """
     for attempt in range(50):
         try:
-            return spawn(argv, cwd=directory / "app", env=env, log_path=(output[0], output[1]))
+            return spawn(argv, cwd=directory / "app", env=env, log_path=(output[0], output[1]),
+                         confine=confine)
         except ProcessError as exc:
             if "busy" not in str(exc) or attempt == 49:
                 raise
             time.sleep(0.005)
     raise AssertionError("unreachable")
 
-
-def _write_record(path: Path, workload: Workload) -> None:
-    """Note the workload's ProcessRecord so that a later ``up`` can reap it after a crash.
-
-    Written atomically (rename) but not fsynced: the record only matters while the workload
-    outlives the mesh, which a kill -9 of the mesh allows (the page cache survives it) and a
-    machine crash does not (no workload survives that either). Hundreds of fsyncs during a
-    mass start would otherwise queue behind each other and behind the fabric's plan writes.
-    """
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, orjson.dumps(workload.record().to_dict()))
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)

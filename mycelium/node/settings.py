@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mycelium.node.isolation import Isolation
 from supervisors import Backoff
 
 __all__ = ["NodeSettings", "SporeInfo", "backoff_intensity"]
@@ -52,6 +53,8 @@ class NodeSettings:
     """Least seconds a drain waits for requests in flight (``stop_grace`` if longer)."""
     host: str = "127.0.0.1"
     """The address workloads listen on (tests and one machine: loopback)."""
+    isolation: Isolation | None = None
+    """Who workloads run as, their environment and limits (None: spawned as the mesh is)."""
 
 
 def backoff_intensity(settings: NodeSettings) -> int:
