@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 from isokit import MeshWithEnv, deploy, escapees, get, needs_root, post
 from mesh_helpers import MeshProcess, cli, wait_until
 
 from mycelium.node.isolation import fallback_instances_dir
 from mycelium.node.uids import RANGE_FIRST, RANGE_LAST
-from tests.meshkit import stopped_cleanly
+from tests.meshkit import private_home, stopped_cleanly
 
 pytestmark = needs_root
 
@@ -80,7 +84,8 @@ def test_the_homes_private_parts_and_other_instances_are_unreadable_to_a_workloa
                                 next((home / "repo").glob("*.spore")), home / "control.sock",
                                 home / "mesh.lock", home / "logs", other, other / "binary",
                                 other.parent / "home", other.parent / "tmp",
-                                other.parent / "workload.log", other.parent / "process.json")]
+                                home / "instances" / other.parent.name / "process.json",
+                                home / "instances" / other.parent.name / "output")]
     answers = post(mesh, "probe", "/try", targets)
     assert {path: answers[path] for path in targets} == {path: "EACCES" for path in targets}
     mine = Path(ready_one(mesh, "probe")["dir"])
@@ -155,3 +160,36 @@ def test_the_next_up_after_a_kill_9_of_the_mesh_kills_every_leftover(
     with stopped_cleanly(again, home):
         assert_gone([main, *procs])
         ready_one(again, "escaper")  # the plan came back by itself
+
+
+@pytest.fixture
+def open_home(spores: tuple[Path, dict[str, str]]) -> Iterator[Path]:
+    """A home whose parents every uid may search (so its instances stay inside it)."""
+    parent = Path(tempfile.mkdtemp(prefix="mycelium-iso-", dir="/tmp"))
+    os.chmod(parent, 0o711)
+    try:
+        yield from private_home(spores[0], parent / "home")
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_instances_inside_a_reachable_home_leave_its_private_parts_unreadable(
+        open_home: Path, digests: dict[str, str]) -> None:
+    home = open_home
+    mesh = MeshProcess(home, nodes=1)
+    with stopped_cleanly(mesh, home):
+        deploy(home, "probe", digests["probe"])
+        deploy(home, "other", digests["other"])
+        other = Path(ready_one(mesh, "other")["dir"])
+        mine = Path(ready_one(mesh, "probe")["dir"])
+        assert mine.parent.parent == home / "instances" == other.parent.parent
+        assert stat.S_IMODE(home.stat().st_mode) == 0o711
+        targets = [str(p) for p in (home, home / "keys", home / "state", home / "repo",
+                                    home / "logs", home / "trusted", home / "control.sock",
+                                    home / "mesh.lock", home / "mycelium.toml",
+                                    home / "instances", other, other.parent / "home",
+                                    mine.parent / "process.json", mine.parent / "output",
+                                    other.parent / "process.json", other.parent / "output")]
+        answers = post(mesh, "probe", "/try", targets)
+        assert answers == {path: "EACCES" for path in targets}
+        assert post(mesh, "probe", "/try", [str(mine / "binary")]) == {str(mine / "binary"): "ok"}
