@@ -139,9 +139,8 @@ class Mesh:
 
     def _children(self) -> list[Any]:
         cfg = self.config
-        settings = dataclasses.replace(node_settings(cfg), isolation=self.isolation)
-        builder = TreeBuilder(self.names, settings, self.spores, self.home.instances,
-                              self.log.report)
+        builder = TreeBuilder(self.names, node_settings(cfg, self.isolation), self.spores,
+                              self.home.instances, self.log.report)
         edge = None
         if self.backend.with_edge:
             edge = EdgeConfig(host=self.edge_host, port=self.edge_port, edge_id=self.edge_id,

@@ -47,14 +47,15 @@ class NodeSettings:
     """``[logs] output_files``: files kept per stream."""
     output_keep: int
     """``[logs] output_keep``: instances of an app whose output is kept."""
+    isolation: Isolation | None
+    """``[node] run_as``, ``path``, ``nofile``, ``instances_dir`` as resolved for the home: who
+    workloads run as, their environment and limits (None: spawned as the mesh is)."""
     probe_interval: float = 0.01
     """Seconds between startup probes of one launching instance (not in the config)."""
     drain_grace: float = 0.5
     """Least seconds a drain waits for requests in flight (``stop_grace`` if longer)."""
     host: str = "127.0.0.1"
     """The address workloads listen on (tests and one machine: loopback)."""
-    isolation: Isolation | None = None
-    """Who workloads run as, their environment and limits (None: spawned as the mesh is)."""
 
 
 def backoff_intensity(settings: NodeSettings) -> int:
