@@ -35,6 +35,7 @@ from pathlib import Path
 from mycelium.defaults import WorkloadDefaults
 from mycelium.errors import BadInput
 
+from .sandboxfs import own, own_tree, private_files, write_credentials
 from .uids import UidPool, UidRange, claim_range
 
 __all__ = [
@@ -55,8 +56,6 @@ DEFAULT_NOFILE = WorkloadDefaults.NOFILE
 STATE_ROOT = Path("/var/lib/mycelium")
 #: The mesh's variables a workload sees although they come from the mesh's environment.
 LOCALE_VARS = ("LANG", "LC_ALL")
-#: The workload's own parts of an instance directory (the rest is the mesh's).
-_WORKLOAD_PARTS = frozenset({"app", "home", "tmp", "credentials"})
 
 
 class IsolationError(BadInput):
@@ -195,12 +194,6 @@ class Isolation:
         """True when workloads keep root (``run_as = root`` under a root mesh)."""
         return os.geteuid() == 0 and self.uids is None and self.user is None
 
-    @property
-    def private_home(self) -> bool:
-        """True when the instances live inside the home (which must then be 0711)."""
-        return self.instances_dir.name == "instances" and not str(
-            self.instances_dir).startswith(str(STATE_ROOT) + os.sep)
-
     def summary(self) -> dict[str, object]:
         """The ``isolation`` section of ``status --json``."""
         if self.uids is not None:
@@ -289,18 +282,18 @@ class Isolation:
             uid, gid, groups = self.user
         os.chmod(root, 0o711 if uid is not None else 0o700)
         if not armed:
-            _private_files(root)
+            private_files(root)
         sandbox = Sandbox(root=root, uid=uid, gid=gid, groups=groups,
                           dynamic=self.pool is not None,
                           credentials=root / "credentials" if credentials else None)
         for directory in (sandbox.home, sandbox.tmp):
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir(mode=0o700)
-        _own_tree(sandbox.work, uid, gid)
+        own_tree(sandbox.work, uid, gid)
         for directory in (sandbox.home, sandbox.tmp):
-            _own(directory, uid, gid, 0o700)
+            own(directory, uid, gid, 0o700)
         if credentials:
-            _write_credentials(root / "credentials", credentials, uid, gid)
+            write_credentials(root / "credentials", credentials, uid, gid)
         return sandbox
 
     def release(self, sandbox: Sandbox) -> None:
@@ -459,54 +452,3 @@ def _instances_dir(home_root: Path, configured: str, user: tuple[int, int, tuple
     else:
         return inside  # the mesh's own user (or root) reaches its own home
     return inside if ok else fallback_instances_dir(home_root)
-
-
-def _private_files(root: Path) -> None:
-    """The mesh's own files of the instance (its output, its record) for the mesh alone.
-
-    Only needed when the mesh's umask is not 077 (see :meth:`Isolation.arm_mesh`): the
-    instance's directory is searchable by the workload's uid, so anything in it that is not the
-    workload's must not be readable by others.
-    """
-    for entry in root.iterdir():
-        if entry.name in _WORKLOAD_PARTS or entry.is_symlink():
-            continue
-        os.chmod(entry, 0o700 if entry.is_dir() else 0o600)
-
-
-def _own(path: Path, uid: int | None, gid: int | None, mode: int) -> None:
-    if uid is not None and gid is not None:
-        os.chown(path, uid, gid, follow_symlinks=False)
-    os.chmod(path, mode)
-
-
-def _own_tree(top: Path, uid: int | None, gid: int | None) -> None:
-    """Hand the extracted app to the workload's uid; its top becomes 0700."""
-    if not top.is_dir():
-        return
-    if uid is not None and gid is not None:
-        for dirpath, dirnames, filenames in os.walk(top):
-            for name in [*dirnames, *filenames]:
-                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
-        os.chown(top, uid, gid)
-    os.chmod(top, 0o700)
-
-
-def _write_credentials(directory: Path, credentials: Mapping[str, bytes], uid: int | None,
-                       gid: int | None) -> None:
-    """One file per credential, 0400, in a 0500 directory, both owned by the workload's uid."""
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(mode=0o700)
-    for name, value in credentials.items():
-        if "/" in name or name in ("", ".", ".."):
-            raise IsolationError(f"bad credential name {name!r}")
-        fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                     0o400)
-        try:
-            os.write(fd, value)
-            if uid is not None and gid is not None:
-                os.fchown(fd, uid, gid)
-        finally:
-            os.close(fd)
-    _own(directory, uid, gid, 0o500)
-
