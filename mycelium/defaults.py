@@ -9,7 +9,16 @@ in its configured one.
 
 from __future__ import annotations
 
-__all__ = ["DeployDefaults"]
+__all__ = ["DeployDefaults", "WorkloadDefaults"]
+
+
+class WorkloadDefaults:
+    """``[node]``'s isolation keys: who workloads run as, their PATH, their open-file limit."""
+
+    RUN_AS = "dynamic"
+    PATH = "/usr/local/bin:/usr/bin:/bin"
+    NOFILE = 65536
+    INSTANCES_DIR = "auto"
 
 
 class DeployDefaults:

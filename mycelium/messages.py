@@ -174,6 +174,9 @@ class InstanceInfo:
     serving: bool = True  # False: Ready but a readiness check fails (out of the routes)
     last_check: CheckResult | None = None
     status_text: str | None = None  # the workload's last sd_notify STATUS=
+    uid: int | None = None  # the workload's uid (None: not isolated, the mesh's own)
+    limits: str | None = None  # "cgroup" or "sampled": how its budget is enforced
+    dir: str | None = None  # its private working directory
 
 
 @dataclass(frozen=True, slots=True)

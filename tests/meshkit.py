@@ -39,14 +39,17 @@ def free_port() -> int:
 
 
 def workload_pids(home: Path) -> list[int]:
-    """Every live process whose command line runs a binary from this home's instances."""
-    marker = str(home / "instances")
+    """Every live process whose command line runs a binary from this home's instances (in the
+    home, or outside it when the workloads' uid cannot reach the home)."""
+    from mycelium.node.isolation import fallback_instances_dir
+
+    markers = (str(home / "instances"), str(fallback_instances_dir(Path(home).absolute())))
     pids = []
     for proc in psutil.process_iter(["pid", "cmdline", "status"]):
         try:
             if proc.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
-            if any(marker in part for part in proc.info["cmdline"] or ()):
+            if any(m in part for part in proc.info["cmdline"] or () for m in markers):
                 pids.append(proc.info["pid"])
         except (psutil.Error, TypeError):
             continue
@@ -126,9 +129,13 @@ def private_home(template: Path, target: Path) -> Iterator[Path]:
     Raises:
         AssertionError: at teardown, naming the workloads that had to be killed.
     """
+    from mycelium.node.isolation import fallback_instances_dir
+
     shutil.copytree(template, target, symlinks=True)
     yield target
     leftovers = kill_leftovers(target)
+    outside = fallback_instances_dir(Path(target).absolute())  # where a root mesh put them
+    shutil.rmtree(outside.parent, ignore_errors=True)
     assert not leftovers, f"workload processes survived the test: {leftovers}"
 
 

@@ -77,7 +77,8 @@ def _instance_doc(info: InstanceInfo) -> dict[str, Any]:
             "last_check": None if info.last_check is None else {
                 "check": info.last_check.check, "ok": info.last_check.ok,
                 "at": _rfc3339(info.last_check.at), "detail": info.last_check.detail},
-            "status_text": info.status_text}
+            "status_text": info.status_text,
+            "uid": info.uid, "limits": info.limits, "dir": info.dir}
 
 
 def _rfc3339(epoch: float) -> str:

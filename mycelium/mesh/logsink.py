@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from mycelium.home import Home
 from mycelium.operator import SupervisionLog, format_record
 from supervisors import Report
+from supervisors.reports import rfc3339
 
 __all__ = ["LogSink", "record_of"]
 
@@ -68,6 +70,12 @@ class LogSink:
     def report(self, report: Report) -> None:
         """A supervisor's reporter: queue the report's record (never blocks)."""
         self._lines.put(record_of(report))
+
+    def note(self, event: str, reason: str) -> None:
+        """Log a mesh-level event that no supervisor reports (e.g. a ``warning``)."""
+        self._lines.put({"ts": rfc3339(time.time()), "event": event, "supervisor": "mesh",
+                         "child": None, "reason": reason, "delay": None, "extra": {},
+                         "app": None})
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Also hand every later record to ``subscriber`` (called in the writer thread)."""

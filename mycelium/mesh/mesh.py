@@ -22,6 +22,7 @@ import pykka
 from mycelium.edge import EdgeConfig
 from mycelium.fabric import Names
 from mycelium.home import Home
+from mycelium.node.isolation import Isolation
 from mycelium.node.leftovers import reap_home
 from mycelium.node.output import mesh_stopping
 from mycelium.operator import MeshConfig
@@ -99,6 +100,11 @@ class Mesh:
         self.ops = ControlOps(self.names, self.spores, config.rollout.timeout,
                               backend.kill_scope, lambda: self._root, self.request_stop)
         self._root: pykka.ActorRef[Any] | None = None
+        #: who workloads run as, where their directories are (a bad ``run_as`` fails here)
+        self.isolation = Isolation.resolve(
+            home.root, run_as=config.node.run_as, path=config.node.path,
+            nofile=config.node.nofile, instances_dir=config.node.instances_dir)
+        self.ops.isolation = self.isolation.summary()
 
     def start(self) -> None:
         """Lock the home, reap leftovers, start the tree; return once the edge listens.
@@ -111,11 +117,19 @@ class Mesh:
         self.home.ensure()
         self.lock.acquire()
         limit_malloc_arenas()
-        reaped = reap_home(self.home)
+        self.isolation.arm_mesh()  # before any thread: they and the workloads inherit it
+        self.isolation.ensure_dirs(self.home.root)
+        reaped = reap_home(self.home, self.isolation.instances_dir, self.isolation.uids)
         self.log.start()
         if reaped:
             self.out(f"reaped {len(reaped)} workload(s) left by a previous mesh: "
                      f"{' '.join(map(str, reaped))}")
+        self.out(self.isolation.describe())
+        if self.isolation.as_root:
+            warning = ("warning: [node] run_as = root: workloads run as root, "
+                       "unisolated from the mesh and from each other")
+            self.out(warning)
+            self.log.note("warning", warning)
         self.backend.open(self.spores.repo, self.out)
         self._root = Supervisor.start(ROOT_FLAGS, self._children(), path="mesh",
                                       reporter=self.log.report)
@@ -125,8 +139,8 @@ class Mesh:
 
     def _children(self) -> list[Any]:
         cfg = self.config
-        builder = TreeBuilder(self.names, node_settings(cfg), self.spores, self.home.instances,
-                              self.log.report)
+        builder = TreeBuilder(self.names, node_settings(cfg, self.isolation), self.spores,
+                              self.home.instances, self.log.report)
         edge = None
         if self.backend.with_edge:
             edge = EdgeConfig(host=self.edge_host, port=self.edge_port, edge_id=self.edge_id,
@@ -189,6 +203,8 @@ class Mesh:
                 root.stop(timeout=120)
         self.backend.close()
         self.log.close()
+        if root is not None:
+            self.isolation.forget_dirs()
         self.lock.release()
         self.stopped.set()
 

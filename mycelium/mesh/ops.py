@@ -109,6 +109,8 @@ class ControlOps:
         self.kill_scope = kill_scope
         self.root = root
         self.request_stop = request_stop
+        #: this member's ``isolation`` section of the status document (set by the mesh)
+        self.isolation: dict[str, Any] | None = None
 
     def handlers(self) -> dict[str, Op]:
         """Op name → handler of the decoded request, for the control socket."""
@@ -131,6 +133,8 @@ class ControlOps:
         """The status document (``mycelium status --json``), optionally for one app."""
         result = self.fabric().ask(GetStatus(app), timeout=10.0)
         assert isinstance(result, dict)
+        if self.isolation is not None:
+            result = {**result, "isolation": self.isolation}
         return result
 
     def deploy(self, req: dict[str, Any]) -> Any:

@@ -27,6 +27,7 @@ from mycelium.edge.actor import EdgeActor
 from mycelium.fabric import Names
 from mycelium.messages import AppFailed, AppRestarted
 from mycelium.node.agent import Agent
+from mycelium.node.isolation import Isolation
 from mycelium.node.settings import NodeSettings
 from mycelium.operator import MeshConfig
 from mycelium.operator.config import ControlSection
@@ -56,8 +57,9 @@ ROOT_FLAGS = SupFlags("one_for_one", intensity=10, period=10.0)
 APP_BACKOFF = Backoff(base=1.0, cap=60.0, jitter=0.1, reset_after=120.0)
 
 
-def node_settings(config: MeshConfig) -> NodeSettings:
-    """What every node agent of the mesh is given: its capacity and its instances' timings."""
+def node_settings(config: MeshConfig, isolation: Isolation | None = None) -> NodeSettings:
+    """What every node agent of the mesh is given: its capacity and its instances' timings,
+    and ``isolation`` (resolved from ``[node]`` for the home by the mesh)."""
     restart, inst = config.restart, config.instance
     return NodeSettings(
         cpu=config.node.cpu, mem_mb=config.node.mem_mb,
@@ -71,7 +73,8 @@ def node_settings(config: MeshConfig) -> NodeSettings:
         intensity=restart.intensity, period=restart.period,
         output_max_bytes=config.logs.output_max_mb * 1024 * 1024,
         output_files=config.logs.output_files, output_keep=config.logs.output_keep,
-        exec_checks_parallel=config.node.exec_checks_parallel)
+        exec_checks_parallel=config.node.exec_checks_parallel,
+        isolation=isolation)
 
 
 @dataclass(frozen=True, slots=True)

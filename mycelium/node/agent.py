@@ -399,7 +399,7 @@ class Agent(SupervisedActor):
             health_interval=s.health_interval, health_timeout=s.health_timeout,
             health_failures=s.health_failures,
             sample_interval=s.sample_interval, stop_grace=s.stop_grace, host=s.host,
-            instances_dir=self._instances_dir,
+            instances_dir=self._instances_dir, isolation=s.isolation,
             output=OutputPolicy(max_bytes=s.output_max_bytes, files=s.output_files,
                                 keep=s.output_keep),
             checks=tuple(info.checks), exec_parallel=s.exec_checks_parallel)

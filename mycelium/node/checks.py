@@ -117,14 +117,20 @@ class CheckEngine:
         self._url = ""
         self._env: dict[str, str] = {}
         self._cwd = directory
+        self._prefix: tuple[str, ...] = ()
+        self._umask = -1
         self._notify: NotifySocket | None = None
         self._starting = False  # counted in _STARTING
         self._notify_spec = next((c for c in checks if c.type == "notify"), None)
 
     # -- the instance's side ---------------------------------------------------------------
 
-    def environment(self) -> dict[str, str]:
+    def environment(self, owner: tuple[int, int] | None = None) -> dict[str, str]:
         """``NOTIFY_SOCKET`` (bound now) and ``WATCHDOG_USEC`` for a notify check, else {}.
+
+        Args:
+            owner: The workload's (uid, gid) when it is not the mesh's: the socket (0600) is
+                handed to it, so only it and the mesh can send.
 
         Raises:
             OSError: the notify socket cannot be bound.
@@ -133,17 +139,23 @@ class CheckEngine:
         if spec is None:
             return {}
         self._notify = NotifySocket(self._directory, self._notified)
+        if owner is not None and self._notify.path is not None:
+            os.chown(self._notify.path, *owner)
         env = {"NOTIFY_SOCKET": self._notify.address}
         if spec.watchdog is not None:
             env["WATCHDOG_USEC"] = str(round(spec.watchdog * 1_000_000))
         return env
 
-    def start(self, pid: int, pgid: int, url: str, env: Mapping[str, str], cwd: Path) -> None:
+    def start(self, pid: int, pgid: int, url: str, env: Mapping[str, str], cwd: Path,
+              prefix: tuple[str, ...] = (), umask: int = -1) -> None:
         """The workload runs (``pid``, serving on ``url``): run the checks, start the deadline.
 
-        ``env`` (the workload's whole environment) and ``cwd`` are what exec checks run with.
+        ``env`` (the workload's whole environment), ``cwd``, and the workload's confinement
+        (``prefix``: the command that drops to its uid and limits; ``umask``) are what exec
+        checks run with: a check runs as the workload does, never as the mesh.
         """
         self._url, self._env, self._cwd = url, dict(env), cwd
+        self._prefix, self._umask = prefix, umask
         with self._lock:
             self._after(self._startup_timeout, self._deadline)
             self._starting = True
@@ -217,11 +229,12 @@ class CheckEngine:
             elif spec.type == "tcp":
                 shared_prober().check("tcp", f"{self._url}/", spec.timeout, done)
             else:
-                command, cwd, env = list(spec.command), self._cwd, self._env
+                command, cwd, env = [*self._prefix, *spec.command], self._cwd, self._env
+                umask = self._umask
 
                 def run() -> None:
                     try:
-                        ok, detail = run_exec(command, cwd, env, spec.timeout)
+                        ok, detail = run_exec(command, cwd, env, spec.timeout, umask)
                     except Exception as exc:  # never expected: the check must still answer
                         ok, detail = False, f"exec check failed: {exc}"
                     done(ok, detail)
@@ -354,7 +367,7 @@ def report_changes(info: InstanceInfo, report: CheckReport, now: float) -> dict[
 
 
 def run_exec(command: list[str], cwd: Path, env: Mapping[str, str],
-             timeout: float) -> tuple[bool, str]:
+             timeout: float, umask: int = -1) -> tuple[bool, str]:
     """Run one exec check: (passed, detail), the detail being the exit and the output's first line.
 
     The command runs in a new session (its own process group); at the timeout the whole group
@@ -363,7 +376,7 @@ def run_exec(command: list[str], cwd: Path, env: Mapping[str, str],
     try:
         proc = subprocess.Popen(command, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, umask=umask)
     except OSError as exc:
         return False, f"cannot run {command[0]}: {exc.strerror or exc}"
     timed_out = False

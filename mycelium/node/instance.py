@@ -12,7 +12,6 @@ backoff.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import threading
 import time
@@ -38,7 +37,9 @@ from mycelium.messages import (
     to_wire,
 )
 from mycelium.node.health import free_port
+from mycelium.node.isolation import Isolation
 from mycelium.node.process import Workload, describe_exit
+from mycelium.node.sandboxed import InstanceSandbox
 from mycelium.states import LIVE_STATES, InstanceState
 from supervisors import Latch, SupervisedActor
 from supervisors.pool import WorkerPool
@@ -46,7 +47,7 @@ from supervisors.singleton import Singleton
 from supervisors.timers import TimerHandle, shared_timers
 
 from .checks import CheckEngine, engine_for, report_changes
-from .launch import spawn_retrying, write_record
+from .launch import spawn_retrying
 from .output import Capture, OutputPolicy, rfc3339
 from .prober import shared_prober
 
@@ -135,6 +136,9 @@ class InstanceSpec:
     output: OutputPolicy
     checks: tuple[Any, ...] = ()  # the manifest's CheckSpecs; none: GET <health> as before
     exec_parallel: int = 4
+    isolation: Isolation | None = None  # uid, built env, limits, containment (None: as the mesh)
+    extra_env: Mapping[str, str] = field(default_factory=dict)  # after the manifest's (secrets)
+    credentials: Mapping[str, bytes] = field(default_factory=dict)  # $CREDENTIALS_DIRECTORY
 
 
 # private messages of the actor to itself -----------------------------------------------------
@@ -207,6 +211,7 @@ class AppInstance(SupervisedActor):
         self._tick: TimerHandle | None = None
         self._engine: CheckEngine | None = None  # runs the manifest's checks, if it has any
         self._dir = spec.instances_dir / instance_id.replace("/", "_")
+        self._box = InstanceSandbox(spec.isolation, self._dir)
         self._capture: Capture | None = None
         self.info = InstanceInfo(id=instance_id, app=spec.app, node=spec.node, digest=spec.digest,
                                  state=InstanceState.IDLE, child=spec.child, restarts=restarts,
@@ -246,6 +251,7 @@ class AppInstance(SupervisedActor):
         with contextlib.suppress(OSError):
             (self._dir / RECORD_FILE).unlink()
         shutil.rmtree(self._dir / "app", ignore_errors=True)
+        self._box.release()  # nothing of it runs any more: its directories and uid go
         self._set(state=InstanceState.STOPPED, reason=reason)
 
     # -- the launch tasks (on the launch pool) ------------------------------------------------
@@ -253,29 +259,35 @@ class AppInstance(SupervisedActor):
     def _launch(self) -> None:
         spec, ref = self.spec, self.actor_ref
         try:
-            binary = spec.extract(spec.spore, self._dir / "app")
+            binary = spec.extract(spec.spore, self._box.root / "app")
             port = free_port(spec.host)
-            env = {**spec.env, "PORT": str(port), "MYCELIUM_APP": spec.app,
-                   "MYCELIUM_NODE": spec.node, "MYCELIUM_DIGEST": spec.digest,
-                   "MYCELIUM_INSTANCE": self.info.id}
+            own = {"PORT": str(port), "MYCELIUM_APP": spec.app, "MYCELIUM_NODE": spec.node,
+                   "MYCELIUM_DIGEST": spec.digest, "MYCELIUM_INSTANCE": self.info.id}
             with self._spawn_lock:  # either spawned before a stop, or never
                 if self._closing.is_set():
                     return
                 self._capture = capture = Capture.of(self._dir, self.info.id, spec)
-                self._engine = engine = engine_for(spec, self._dir, lambda r: _tell(ref, r))
-                env.update(engine.environment() if engine is not None else {})
-                workload = spawn_retrying([str(binary), *spec.args], self._dir, env,
-                                           capture.paths)
+                env, confine = self._box.enter(self.info.id, own, spec.env, spec.extra_env,
+                                               spec.credentials)
+                self._engine = engine = engine_for(spec, self._box.root,
+                                                   lambda r: _tell(ref, r))
+                box = self._box.sandbox
+                owner = None if box is None or box.uid is None or box.gid is None else (
+                    box.uid, box.gid)
+                env.update(engine.environment(owner) if engine is not None else {})
+                workload = spawn_retrying([str(binary), *spec.args], self._box.root, env,
+                                          capture.paths, confine)
                 self._spawned = workload
         except Exception as exc:  # a bound notify socket is closed by the shutdown
             _tell(ref, _LaunchFailed(f"launch failed: {exc}"))
             return
-        write_record(self._dir / RECORD_FILE, workload)
+        workload.record().write(self._dir / RECORD_FILE)
         url = f"http://{spec.host}:{port}"
         _tell(ref, _Spawned(workload, url))
         workload.on_exit(lambda rc: _tell(ref, _Exited(rc)))
         if engine is not None:  # the manifest's checks decide Ready, serving and restarts
-            engine.start(workload.pid, workload.pgid, url, {**os.environ, **env}, self._dir / "app")
+            engine.start(workload.pid, workload.pgid, url, env, self._box.root / "app",
+                         *(() if confine is None else (confine.prefix, confine.umask)))
             return
         _LAUNCHING.enter()
         try:
@@ -325,7 +337,7 @@ class AppInstance(SupervisedActor):
         match message:
             case _Spawned(workload=workload, url=url):
                 self._workload = workload
-                self._set(pid=workload.pid, url=url)
+                self._set(pid=workload.pid, url=url, **self._box.fields())
             case _Healthy():
                 if self.info.state == InstanceState.LAUNCHING:
                     self._set(state=InstanceState.READY, ready_at=time.time())

@@ -3,7 +3,9 @@
 A workload outlives a kill -9 of the mesh (it runs in its own session). Each instance keeps its
 workload's ProcessRecord in its directory while the workload runs; the next ``up`` on the home
 stops every recorded group that still runs (create time checked, so a reused pid is never
-touched) and any process still running inside an instance directory, before the tree starts.
+touched), every process of this home's dynamic uid range, every process whose ``HOME`` is an
+instance's (see :mod:`.containment`) and any process still running inside an instance
+directory, before the tree starts.
 """
 
 from __future__ import annotations
@@ -12,30 +14,33 @@ import contextlib
 import os
 import shutil
 import signal
+from pathlib import Path
 
 import orjson
 import psutil
 
 from mycelium.home import Home
 
+from .containment import reap_contained
 from .instance import RECORD_FILE
 from .output import mesh_stopping, settle_home
 from .process import ProcessRecord, reap_leftovers
 from .serials import begin_run
+from .uids import UidRange
 
 __all__ = ["reap_home"]
 
 
-def _reap_strays(home: Home) -> list[int]:
+def _reap_strays(dirs: tuple[Path, ...]) -> list[int]:
     """Kill workloads whose record was never written (a crash between spawn and record).
 
     Any process still running in one of this home's instance directories is one of them.
     """
-    root = str(home.instances) + os.sep
+    roots = tuple(str(d) + os.sep for d in dirs)
     strays = []
     for proc in psutil.process_iter(["pid", "cwd"]):
         cwd = proc.info.get("cwd")
-        if cwd and (cwd + os.sep).startswith(root):
+        if cwd and (cwd + os.sep).startswith(roots):
             pid = int(proc.info["pid"])
             with contextlib.suppress(OSError):
                 if os.getpgid(pid) == pid:
@@ -46,9 +51,16 @@ def _reap_strays(home: Home) -> list[int]:
     return strays
 
 
-def reap_home(home: Home) -> list[int]:
+def reap_home(home: Home, workdirs: Path | None = None, uids: UidRange | None = None
+              ) -> list[int]:
     """Stop every workload a previous mesh of this home left behind and clear their dirs;
     then begin this mesh's run of instance serials.
+
+    Args:
+        home: The mesh home.
+        workdirs: Where the workloads' own directories are (``[node] instances_dir``; default
+            and usually ``<home>/instances``).
+        uids: This home's dynamic uid range, if workloads run under one.
 
     Returns:
         The pids that were still running and were stopped.
@@ -59,12 +71,19 @@ def reap_home(home: Home) -> list[int]:
             with contextlib.suppress(Exception):
                 records.append(ProcessRecord.from_dict(orjson.loads(record_file.read_bytes())))
     pids = reap_leftovers(records) if records else []
-    pids += _reap_strays(home)
-    if home.instances.is_dir():
-        for child in home.instances.iterdir():
-            shutil.rmtree(child / "app", ignore_errors=True)
+    workdirs = home.instances if workdirs is None else workdirs
+    pids += [pid for pid in reap_contained(uids, str(workdirs)) if pid not in pids]
+    pids += [pid for pid in _reap_strays((home.instances, workdirs)) if pid not in pids]
+    for directory in {home.instances, workdirs}:
+        for child in directory.iterdir() if directory.is_dir() else ():
+            for part in ("app", "home", "tmp", "credentials"):
+                shutil.rmtree(child / part, ignore_errors=True)
             with contextlib.suppress(OSError):
                 (child / RECORD_FILE).unlink()
+            if directory != home.instances:
+                with contextlib.suppress(OSError):
+                    child.rmdir()
+    if home.instances.is_dir():
         settle_home(home.instances)  # their output stays readable, their end is recorded
     begin_run(home.instances)
     mesh_stopping(home.instances, False)

@@ -21,21 +21,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 import psutil
 
 from mycelium._logger import get_logger
 from mycelium.errors import MyceliumError
+from mycelium.node.containment import Confinement, Jail, stop_jail
 from mycelium.node.health import free_port, probe_health
+from mycelium.node.procfs import children as _children
+from mycelium.node.procfs import group_alive as _group_alive
+from mycelium.node.procfs import read_stat as _read_stat
+from mycelium.node.procfs import wait_group_gone as _wait_group_gone
 from mycelium.node.reaper import shared_reaper
 from supervisors.callbacks import call_logged
 
-__all__ = ["ProcessError", "ProcessRecord", "Workload", "describe_exit", "free_port",
-           "probe_health", "reap_leftovers", "spawn"]
+__all__ = ["Confinement", "ProcessError", "ProcessRecord", "Workload", "describe_exit",
+           "free_port", "probe_health", "reap_leftovers", "spawn"]
 
 log = get_logger(__name__)
 
-#: How often a stop re-checks whether the process group is empty (no event exists for that).
-_GROUP_POLL = 0.005
 #: How long a stop waits for the group to vanish after SIGKILL before giving up.
 _KILL_WAIT = 5.0
 #: How long a spawn retries while the binary is "text file busy" (see _popen_retrying).
@@ -66,6 +70,22 @@ class ProcessRecord:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (orjson/json)."""
         return {"pid": self.pid, "pgid": self.pgid, "create_time": self.create_time}
+
+    def write(self, path: Path) -> None:
+        """Note the record at ``path`` so that a later ``up`` can reap the workload after a crash.
+
+        Written atomically (rename) but not fsynced: the record only matters while the workload
+        outlives the mesh, which a kill -9 of the mesh allows (the page cache survives it) and a
+        machine crash does not (no workload survives that either). Hundreds of fsyncs during a
+        mass start would otherwise queue behind each other and behind the fabric's plan writes.
+        """
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, orjson.dumps(self.to_dict()))
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProcessRecord:
@@ -104,8 +124,11 @@ class Workload:
     may be called from any thread, any number of times.
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes], argv: Sequence[str]) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], argv: Sequence[str],
+                 jail: Jail | None = None) -> None:
         self._popen = popen
+        #: Finds the processes that left the group (see :mod:`mycelium.node.containment`).
+        self.jail = jail
         self.argv: tuple[str, ...] = tuple(argv)
         self.pid: int = popen.pid
         self.pgid: int = popen.pid  # start_new_session: the leader of its own session and group
@@ -202,6 +225,10 @@ class Workload:
                                 self.pid, self.pgid)
                     return self._returncode
             self._group_gone = True
+        # then whatever left the group: one scan of /proc when nothing did
+        if self.jail is not None and not stop_jail(self.jail, grace=min(max(grace, 0.0), 0.5)):
+            log.warning("workload pid %s: processes of its instance still alive after SIGKILL",
+                        self.pid)
         return self._returncode
 
     def _killpg(self, sig: int) -> None:
@@ -275,79 +302,6 @@ class Workload:
         return f"<Workload pid={self.pid} {state} {' '.join(self.argv)!r}>"
 
 
-def _children(pid: int) -> list[int]:
-    """Direct children's pids, from /proc/PID/task/*/children (no scan of every process)."""
-    pids: list[int] = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children", "rb") as fh:
-                pids.extend(int(p) for p in fh.read().split())
-    except FileNotFoundError:  # gone, or a kernel without CONFIG_PROC_CHILDREN
-        with contextlib.suppress(psutil.Error):
-            return [child.pid for child in psutil.Process(pid).children()]
-        return []
-    except OSError:
-        return []
-    return pids
-
-
-def _read_stat(pid: int) -> tuple[int, int, int] | None:
-    """``(pgrp, rss_pages, utime+stime ticks)`` of a live process; None if gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return None
-    # "pid (comm) state ppid pgrp ... utime(14) stime(15) ... rss(24)": comm may hold ") ".
-    fields = stat[stat.rfind(b")") + 2:].split()
-    if len(fields) < 22 or fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[2]), int(fields[21]), int(fields[11]) + int(fields[12])
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while a process that is not a zombie is in the group.
-
-    ``killpg(pgid, 0)`` answers first and cheaply; it also succeeds on zombies, which stay around
-    when PID 1 does not reap orphans (common in containers), so a yes is confirmed from /proc.
-    """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
-
-
-def _wait_group_gone(pgid: int, deadline: float) -> bool:
-    """Poll (no event exists for it) until the group is empty; False if the deadline passed."""
-    delay = _GROUP_POLL
-    while _group_alive(pgid):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 2, 0.05)
-    return True
-
-
 def _check_spawnable(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> str:
     """The binary's path, or a ProcessError that says precisely what is wrong."""
     if not argv:
@@ -370,8 +324,9 @@ def _check_spawnable(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> 
     return str(path)
 
 
-def _popen_retrying(argv: list[str], cwd: Path, env: dict[str, str], log_file: IO[bytes],
-                    err_file: IO[bytes] | int = subprocess.STDOUT) -> subprocess.Popen[bytes]:
+def _popen_retrying(argv: list[str], cwd: Path, env: dict[str, str], confine: Confinement,
+                    log_file: IO[bytes], err_file: IO[bytes] | int = subprocess.STDOUT
+                    ) -> subprocess.Popen[bytes]:
     """Popen, retried for a moment on ETXTBSY.
 
     A binary just extracted by this process can be "busy" while another thread's fork still holds
@@ -383,7 +338,9 @@ def _popen_retrying(argv: list[str], cwd: Path, env: dict[str, str], log_file: I
         try:
             return subprocess.Popen(
                 argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-                stderr=err_file, close_fds=True, start_new_session=True)
+                stderr=err_file, close_fds=True, start_new_session=True, umask=confine.umask,
+                preexec_fn=confine.preexec, user=confine.user, group=confine.group,
+                extra_groups=None if confine.extra_groups is None else list(confine.extra_groups))
         except OSError as exc:
             if exc.errno != errno.ETXTBSY or time.monotonic() >= deadline:
                 raise
@@ -404,7 +361,8 @@ def _interpreter_first(path: str) -> str:
 
 
 def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str],
-          log_path: Path | tuple[Path, Path], *, inherit_env: bool = True) -> Workload:
+          log_path: Path | tuple[Path, Path], *, inherit_env: bool = True,
+          confine: Confinement | None = None) -> Workload:
     """Start a workload in its own session and process group (see docs/reference.md).
 
     stdin is /dev/null; stdout and stderr are appended to ``log_path`` (or a pair: one each;
@@ -417,6 +375,7 @@ def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str],
             sets PATH, the mesh's interpreter directory leads the inherited PATH.
         log_path: The per-instance stdout/stderr log (created with its directory).
         inherit_env: False gives the workload ``env`` alone.
+        confine: Credentials, limits and containment (the workload then gets ``env`` alone).
 
     Raises:
         ProcessError: the working directory or binary is missing, the binary is not executable
@@ -430,6 +389,8 @@ def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str],
     if bad:
         raise ProcessError(f"cannot spawn {argv[0] if argv else '?'}: environment variable "
                            f"{bad[0]!r} must be a string name without '=' with a string value")
+    confine = confine or Confinement()
+    inherit_env = inherit_env and confine == Confinement()
     full_env = {**os.environ, **env} if inherit_env else dict(env)
     if inherit_env and "PATH" not in env:
         full_env["PATH"] = _interpreter_first(full_env.get("PATH", os.defpath))
@@ -441,7 +402,8 @@ def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str],
     except OSError as exc:
         raise ProcessError(f"cannot open workload log {log_path}: {exc.strerror}") from exc
     try:
-        popen = _popen_retrying([binary, *argv[1:]], cwd, full_env, *logs)
+        popen = _popen_retrying([*confine.prefix, binary, *argv[1:]], cwd, full_env, confine,
+                                *logs)
     except OSError as exc:
         reasons: dict[int, str] = {errno.ENOEXEC: "not a valid executable",
                                    errno.EACCES: "permission denied",
@@ -451,7 +413,7 @@ def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str],
         raise ProcessError(f"cannot spawn {argv[0]}: {reason}") from exc
     finally:
         list(map(IO.close, logs))
-    workload = Workload(popen, argv)
+    workload = Workload(popen, argv, confine.jail)
     shared_reaper().watch(workload.pid, workload._reap)
     return workload
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mycelium.node.isolation import Isolation
 from supervisors import Backoff
 
 __all__ = ["NodeSettings", "SporeInfo", "backoff_intensity"]
@@ -49,6 +50,9 @@ class NodeSettings:
     """``[logs] output_keep``: instances of an app whose output is kept."""
     exec_checks_parallel: int
     """``[node] exec_checks_parallel``: exec health checks at once on the node."""
+    isolation: Isolation | None
+    """``[node] run_as``, ``path``, ``nofile``, ``instances_dir`` as resolved for the home: who
+    workloads run as, their environment and limits (None: spawned as the mesh is)."""
     probe_interval: float = 0.01
     """Seconds between startup probes of one launching instance (not in the config)."""
     drain_grace: float = 0.5

@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from mycelium.defaults import DeployDefaults
+from mycelium.defaults import DeployDefaults, WorkloadDefaults
 from mycelium.errors import BadInput
 from mycelium.home import Home
 from mycelium.operator.control_server import IDLE_TIMEOUT, MAX_CONNECTIONS
@@ -88,11 +88,16 @@ class EdgeSection:
 
 @dataclass(frozen=True, slots=True)
 class NodeSection:
-    """``[node]``: the capacity each node agent offers to budgets (defaults: this machine)."""
+    """``[node]``: the capacity each node agent offers to budgets (defaults: this machine), and
+    who its workloads run as (see docs/reference.md#isolation)."""
 
     cpu: float = _computed(_cpu_count, 0, 4096)
     mem_mb: int = _computed(_total_mem_mb, 0, 2**32)
     exec_checks_parallel: int = _key(4, 1, 256)
+    run_as: str = _key(WorkloadDefaults.RUN_AS)
+    path: str = _key(WorkloadDefaults.PATH)
+    nofile: int = _key(WorkloadDefaults.NOFILE, 16, 2**30)
+    instances_dir: str = _key(WorkloadDefaults.INSTANCES_DIR)
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,7 +166,8 @@ def render_status(status: Mapping[str, Any]) -> str:
         for i in doc.get("instances") or ():
             line = (f"  {i['id']:<24} {i['node']:<8} {i['state']:<9} "
                     f"pid {i.get('pid') or '-':<7} {i.get('url') or '-':<24} "
-                    f"restarts {i.get('restarts', 0)}")
+                    f"restarts {i.get('restarts', 0)}"
+                    + (f"  uid {i['uid']}" if i.get("uid") is not None else ""))
             last = i.get("last_check") or {}
             if i.get("state") == "Ready" and i.get("serving") is False:
                 line += "  not serving"
@@ -177,4 +178,8 @@ def render_status(status: Mapping[str, Any]) -> str:
             lines.append(line)
     nodes = status.get("nodes") or ()
     lines.append("nodes: " + ", ".join(f"{n['name']} {n['state']}" for n in nodes))
+    iso = status.get("isolation")
+    if isinstance(iso, Mapping):
+        lines.append(f"isolation: run_as {iso.get('run_as')}, limits: {iso.get('limits')}, "
+                     f"instances in {iso.get('instances_dir')}")
     return "\n".join(lines)

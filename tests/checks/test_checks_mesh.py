@@ -18,6 +18,8 @@ from mesh_helpers import MeshProcess, cli, wait_until
 
 def workdir(home: Path, instance: dict[str, Any]) -> Path:
     """Where the instance's workload runs (its files tell the checker what to fail)."""
+    if instance.get("dir"):  # isolated: outside the home when its uid cannot reach it
+        return Path(instance["dir"])
     return home / "instances" / str(instance["id"]).replace("/", "_") / "app"
 
 

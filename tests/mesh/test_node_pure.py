@@ -47,7 +47,8 @@ def test_intensity_lets_backoff_reach_its_cap() -> None:
                             health_failures=3, sample_interval=1.0, stop_grace=5.0,
                             backoff=Backoff(base=0.1, cap=30.0), startup_deadline=30.0,
                             intensity=5, period=30.0, output_max_bytes=1 << 20,
-                            output_files=5, output_keep=5, exec_checks_parallel=4)
+                            output_files=5, output_keep=5, exec_checks_parallel=4,
+                            isolation=None)
     assert backoff_intensity(settings) > 5
 
 
