@@ -22,6 +22,7 @@ from mycelium.messages import (
     SyncRequest,
 )
 from supervisors import SupervisedActor
+from supervisors.reports import Reporter
 
 from .config import EdgeConfig
 from .routes import Endpoint, Route, RouteTable
@@ -65,13 +66,17 @@ class EdgeActor(SupervisedActor):
         names: The mesh's registered names.
         config: Where the edge listens and its id (``X-Mycelium-Edge``).
         on_listening: Called with the bound port once the edge accepts requests.
+        reporter: Receives the edge's own supervision-log records (``endpoint_ejected``,
+            ``endpoint_returned``); called from the edge's loop thread, so it must be
+            thread-safe and quick (the mesh's puts the record on its log queue).
     """
 
     def __init__(self, names: Names, config: EdgeConfig,
-                 on_listening: Any = None) -> None:
+                 on_listening: Any = None, reporter: Reporter | None = None) -> None:
         super().__init__()
         self._names = names
         self._config = config
+        self._reporter = reporter
         self._server: EdgeServer | None = None
         self._on_listening = on_listening
         self._cache: dict[AppRoute, Route] = {}
@@ -82,7 +87,7 @@ class EdgeActor(SupervisedActor):
         Raises:
             EdgeError: the port cannot be bound.
         """
-        self._server = EdgeServer(self._config)
+        self._server = EdgeServer(self._config, self._reporter)
         self._server.start()
         self._names.register("edge", self.actor_ref)
         self._names.tell("fabric", SyncRequest("edge"))

@@ -44,12 +44,24 @@ class FastPath:
 
     # -- the connection's callbacks ---------------------------------------------------------------
     def opened(self, client: ClientConnection) -> None:
-        """Track a new client connection."""
-        self.state.clients.add(client)
+        """Track a new client connection, or close it at once when the edge is full.
+
+        Its request head is due within ``header_timeout`` of now (the accept).
+        """
+        clients = self.state.clients
+        if len(clients) >= self.state.max_clients:
+            self.metrics.refused += 1
+            client.close()
+            return
+        clients.add(client)
+        self.metrics.connections = len(clients)
+        client.head_started = self.loop.time()
 
     def lost(self, client: ClientConnection) -> None:
         """Forget a client that is gone; drop its fast exchange's upstream (mid-response)."""
-        self.state.clients.discard(client)
+        clients = self.state.clients
+        clients.discard(client)
+        self.metrics.connections = len(clients)
         if client.exchange is not None:
             self.detach(client, pool=False)
 

@@ -36,6 +36,8 @@ class EdgeMetrics:
         self._hist: dict[str, list[float]] = {}  # app → bucket counts + [sum, count]
         self.restarts: Mapping[str, int] = {}
         self.active = 0
+        self.connections = 0
+        self.refused = 0
 
     def request(self, app: str, status: int) -> None:
         """Count one answered request of ``app`` (``""`` for the edge's own paths)."""
@@ -95,5 +97,12 @@ class EdgeMetrics:
             out.append(f'mycelium_app_restarts{{app="{_label(app)}"}} {n}')
         out += ["# HELP mycelium_edge_active_requests Requests in flight.",
                 "# TYPE mycelium_edge_active_requests gauge",
-                f"mycelium_edge_active_requests {self.active}"]
+                f"mycelium_edge_active_requests {self.active}",
+                "# HELP mycelium_edge_connections Client connections open.",
+                "# TYPE mycelium_edge_connections gauge",
+                f"mycelium_edge_connections {self.connections}",
+                "# HELP mycelium_edge_connections_refused_total Connections closed at accept "
+                "because the edge was full.",
+                "# TYPE mycelium_edge_connections_refused_total counter",
+                f"mycelium_edge_connections_refused_total {self.refused}"]
         return "\n".join(out) + "\n"

@@ -60,7 +60,12 @@ class EdgeProxy:
         self._sweeper = self.state.loop.create_task(self._sweep())
 
     async def _sweep(self) -> None:
-        """Every tick, time out idle, slow-head and fast-path connections (no timer each)."""
+        """Every tick, time out idle, slow-head and fast-path connections (no timer each).
+
+        A connection is closed once ``header_timeout`` passed since its accept (or since the
+        first byte of a later request) without a complete head, whether or not it trickles
+        bytes meanwhile; an idle kept-alive one after ``keepalive_timeout``.
+        """
         state, fast = self.state, self.fast
         cfg = state.config
         tick = max(0.05, min(0.5, cfg.header_timeout / 4, cfg.read_timeout / 4,
@@ -73,11 +78,12 @@ class EdgeProxy:
                     continue  # its own coroutine keeps its own deadlines
                 if fast.expire(client, now):
                     continue
-                if client.buf:
-                    if client.head_started and now - client.head_started > cfg.header_timeout:
-                        state.error(client, 408, "request head too slow", "", close=True)
+                if client.head_started:  # a head is due: counted from accept or first byte
+                    if now - client.head_started > cfg.header_timeout:
+                        if client.buf:
+                            state.error(client, 408, "request head too slow", "", close=True)
                         client.close()
-                elif now - client.last_active > cfg.keepalive_timeout:
+                elif not client.buf and now - client.last_active > cfg.keepalive_timeout:
                     client.close()
 
     async def drain(self, grace: float) -> None:

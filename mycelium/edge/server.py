@@ -17,6 +17,7 @@ from mycelium.edge.config import EdgeConfig
 from mycelium.edge.errors import EdgeError
 from mycelium.edge.proxy import EdgeProxy
 from mycelium.edge.routes import RouteTable
+from supervisors.reports import Reporter
 
 __all__ = ["EdgeServer", "new_loop"]
 
@@ -50,10 +51,14 @@ class EdgeServer:
 
     Args:
         config: Where to listen and how to behave; defaults to :class:`EdgeConfig`'s.
+        reporter: Receives the edge's supervision-log records (endpoint ejections), called
+            on the edge's loop thread; ``None`` drops them.
     """
 
-    def __init__(self, config: EdgeConfig | None = None) -> None:
+    def __init__(self, config: EdgeConfig | None = None,
+                 reporter: Reporter | None = None) -> None:
         self.config = config or EdgeConfig()
+        self._reporter = reporter
         self._routes = RouteTable()
         self._restarts: Mapping[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None

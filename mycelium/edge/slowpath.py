@@ -137,7 +137,8 @@ class SlowPath:
         """
         buf = client.buf
         limit = self.config.max_header_bytes
-        started = 0.0
+        loop = self.loop
+        started = client.head_started  # from the accept, or from the first byte of this head
         while True:
             while buf[:2] == b"\r\n":  # RFC 9112 §2.2: ignore blank lines before a request
                 del buf[:2]
@@ -155,11 +156,13 @@ class SlowPath:
                 if buf:
                     raise ProtocolError("incomplete request head")
                 return None
-            if buf:
-                if not started:
-                    started = time.monotonic()
-                timeout = started + self.config.header_timeout - time.monotonic()
+            if buf and not started:
+                started = loop.time()
+            if started:
+                timeout = started + self.config.header_timeout - loop.time()
                 if timeout <= 0:
+                    if not buf:
+                        return None
                     raise ProtocolError("request head too slow", 408)
             else:
                 timeout = self.config.keepalive_timeout

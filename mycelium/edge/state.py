@@ -11,6 +11,7 @@ from mycelium.edge.balancer import Balancer
 from mycelium.edge.config import EdgeConfig
 from mycelium.edge.connection import ClientConnection
 from mycelium.edge.http1 import RequestHead
+from mycelium.edge.limits import connection_cap, descriptor_limit
 from mycelium.edge.metrics import EdgeMetrics
 from mycelium.edge.routes import Endpoint, RouteTable
 from mycelium.edge.upstream import UpstreamPool
@@ -49,6 +50,8 @@ class EdgeState:
         self.balancer = Balancer(config.max_fails, config.fail_timeout)
         self.draining = False
         self.clients: set[ClientConnection] = set()
+        self.max_clients = connection_cap(config.max_connections, descriptor_limit())
+        """Client connections held at once (``max_connections``, lowered to fit descriptors)."""
         self.pool = UpstreamPool(loop, config.upstream_keepalive, config.connect_timeout)
         self.edge_line = b"X-Mycelium-Edge: " + config.edge_id.encode("latin-1") + b"\r\n"
         """The ``X-Mycelium-Edge`` field every response carries, ready to append to a head."""

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from mycelium.edge import EdgeConfig
+from mycelium.edge.config import edge_config
+from mycelium.edge.limits import raise_nofile_limit
 from mycelium.fabric import Names
 from mycelium.home import Home
 from mycelium.node.leftovers import reap_home
@@ -111,6 +112,7 @@ class Mesh:
         self.home.ensure()
         self.lock.acquire()
         limit_malloc_arenas()
+        raise_nofile_limit()  # client connections must never starve probes and spawns
         reaped = reap_home(self.home)
         self.log.start()
         if reaped:
@@ -129,10 +131,8 @@ class Mesh:
                               self.log.report)
         edge = None
         if self.backend.with_edge:
-            edge = EdgeConfig(host=self.edge_host, port=self.edge_port, edge_id=self.edge_id,
-                              connect_timeout=cfg.edge.connect_timeout,
-                              read_timeout=cfg.edge.read_timeout,
-                              max_body_bytes=cfg.edge.max_body or None)
+            edge = edge_config(cfg, host=self.edge_host, port=self.edge_port,
+                               edge_id=self.edge_id, logs=self.home.logs)
         fabric = self.backend.fabric_child(self.names, self.spores.repo, cfg.rollout.parallel)
         return builder.children(fabric, edge, self._edge_listening, self.home.control_socket,
                                 {**self.ops.handlers(), **self._desired_ops()},

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from edge_helpers import RawUpstream, Upstream, echo_app
+from edge_mesh import hello_spores, mesh_home  # noqa: F401  (fixtures of the real-mesh tests)
 
 from mycelium.edge import EdgeConfig, EdgeServer, RouteTable
 
