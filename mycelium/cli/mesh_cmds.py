@@ -301,11 +301,20 @@ def logs_cmd(home: HomeOption = None,
                  "--follow", "-f", help="Keep printing new records as they are written")] = False,
              as_json: Annotated[bool, typer.Option(
                  "--json", help="One JSON object per line (docs/reference.md#supervision-log)")
+             ] = False,
+             access: Annotated[bool, typer.Option(
+                 "--access", help="The edge's access log instead (docs/reference.md#the-edge)")
              ] = False) -> None:
-    """The supervision log, oldest first; it survives mesh restarts (no mesh needed)."""
+    """The supervision log (or the edge's access log), oldest first; no mesh needed."""
     from mycelium.operator import SupervisionLog, format_record
 
-    log = SupervisionLog(home_of(home))
+    if access:
+        from mycelium.edge.accesslog import format_access
+        from mycelium.edge.config import ACCESS_LOG_NAME
+
+        log = SupervisionLog(home_of(home), name=ACCESS_LOG_NAME)
+    else:
+        log = SupervisionLog(home_of(home))
     records = log.follow(app_name) if follow else log.read(app_name)
     color = sys.stdout.isatty()
     with contextlib.suppress(KeyboardInterrupt):
@@ -313,6 +322,8 @@ def logs_cmd(home: HomeOption = None,
             if as_json:
                 sys.stdout.buffer.write(orjson.dumps(record) + b"\n")
                 sys.stdout.flush()
+            elif access:
+                out(format_access(record))
             else:
                 out(format_record(record, color=color))
 

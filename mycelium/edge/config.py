@@ -51,8 +51,8 @@ class EdgeConfig:
         eject_time: Seconds an endpoint stays ejected, times its ejection count.
         eject_max: Percentage of an app's endpoints that may be ejected at once (rounded
             down; one endpoint is always kept).
-        access_log: File the access log is appended to (one JSON object per request), or
-            ``None`` for no access log.
+        access_log_home: The mesh home whose ``logs/access.jsonl`` receives the access log
+            (one JSON object per request), or ``None`` for no access log.
         access_rotate_bytes: Size at which the access log rotates.
         access_keep: Rotated access log files kept.
         event_loop: ``"auto"`` (uvloop when installed, else asyncio), ``"uvloop"`` or
@@ -78,7 +78,7 @@ class EdgeConfig:
     eject_after: int = 5
     eject_time: float = 30.0
     eject_max: int = 50
-    access_log: Path | None = None
+    access_log_home: Path | None = None
     access_rotate_bytes: int = 10 * 1024 * 1024
     access_keep: int = 5
     event_loop: str = "auto"
@@ -119,7 +119,7 @@ class EdgeConfig:
 
 
 def edge_config(cfg: MeshConfig, *, host: str, port: int, edge_id: str,
-                logs: Path) -> EdgeConfig:
+                home: Path) -> EdgeConfig:
     """The edge's settings from the mesh's ``[edge]`` (and ``[logs]``) configuration.
 
     Args:
@@ -127,7 +127,7 @@ def edge_config(cfg: MeshConfig, *, host: str, port: int, edge_id: str,
         host: Where the edge listens (``--edge-host`` wins over the file).
         port: The edge's port (``--edge-port``).
         edge_id: Sent as ``X-Mycelium-Edge``.
-        logs: The home's log directory (the access log goes there).
+        home: The mesh home (the access log goes to its ``logs/``).
     """
     e = cfg.edge
     return EdgeConfig(
@@ -136,5 +136,5 @@ def edge_config(cfg: MeshConfig, *, host: str, port: int, edge_id: str,
         max_connections=e.max_connections, header_timeout=e.header_timeout,
         keepalive_timeout=e.keepalive_timeout, eject_after=e.eject_after,
         eject_time=e.eject_time, eject_max=e.eject_max,
-        access_log=logs / ACCESS_LOG_NAME if e.access_log else None,
+        access_log_home=home if e.access_log else None,
         access_rotate_bytes=cfg.logs.rotate_bytes, access_keep=cfg.logs.keep)

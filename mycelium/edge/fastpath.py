@@ -41,6 +41,7 @@ class FastPath:
         self._max_head = state.config.max_header_bytes
         self._read_timeout = state.config.read_timeout
         self._edge_line = state.edge_line
+        self.access = state.access
 
     # -- the connection's callbacks ---------------------------------------------------------------
     def opened(self, client: ClientConnection) -> None:
@@ -170,6 +171,10 @@ class FastPath:
             client.write(head + body if body else head)
         except ConnectionError:
             return
+        access = self.access
+        if access is not None:
+            access.add(client.peer, req.method, req.host, req.target, resp.status, length,
+                       (time.monotonic() - ex.started) * 1000, ex.app, ex.ep.instance, 0)
         if not keep:
             client.close()
             return
@@ -205,8 +210,15 @@ class FastPath:
             self.detach(client, pool=False)
             self.metrics.upstream_failure(ex.app)
             self.state.error(client, 504, f"upstream {ex.ep.url} timed out", ex.app, close=True)
+            self._log_error(client, ex)
             client.close()
         return True
+
+    def _log_error(self, client: ClientConnection, ex: Exchange) -> None:
+        """Log the error the edge answered a fast exchange with."""
+        if self.access is not None:
+            client.instance, client.retries = ex.ep.instance, 0
+            self.state.log_access(client, ex.req, ex.started)
 
     def _to_task(self, client: ClientConnection, ex: Exchange) -> None:
         """Continue a fast exchange in a task (streaming bodies, interim responses)."""
@@ -224,5 +236,6 @@ class FastPath:
         self.metrics.upstream_failure(ex.app)
         self.state.error(client, 502, f"upstream {ex.ep.url} failed: {why}", ex.app,
                          close=not ex.req.keep_alive)
+        self._log_error(client, ex)
         if not ex.req.keep_alive:
             client.close()

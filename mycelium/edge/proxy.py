@@ -70,8 +70,11 @@ class EdgeProxy:
         cfg = state.config
         tick = max(0.05, min(0.5, cfg.header_timeout / 4, cfg.read_timeout / 4,
                              cfg.keepalive_timeout / 4))
+        access = state.access
         while True:
             await asyncio.sleep(tick)
+            if access is not None:
+                access.flush()
             now = state.loop.time()
             for client in list(state.clients):
                 if client.task is not None:
@@ -82,6 +85,7 @@ class EdgeProxy:
                     if now - client.head_started > cfg.header_timeout:
                         if client.buf:
                             state.error(client, 408, "request head too slow", "", close=True)
+                            state.log_access(client, None, client.head_started)
                         client.close()
                 elif not client.buf and now - client.last_active > cfg.keepalive_timeout:
                     client.close()
@@ -106,6 +110,8 @@ class EdgeProxy:
         if self._sweeper is not None:
             self._sweeper.cancel()
         state.pool.close_all()
+        if state.access is not None:
+            state.access.close()
 
     def prune(self, keep: set[tuple[str, int]]) -> None:
         """Forget health state and close pooled connections of endpoints no longer routed."""

@@ -68,6 +68,10 @@ class SlowPath:
                      first: tuple[RequestHead, Sequence[Endpoint] | None] | None) -> None:
         """Run one request in a task, then give the connection back to the callbacks."""
         keep = False
+        req: RequestHead | None = None
+        started = time.monotonic()
+        client.status = client.sent_bytes = client.retries = 0
+        client.routed_app = client.instance = None
         try:
             if first is None:
                 try:
@@ -78,6 +82,7 @@ class SlowPath:
                 if head is None:
                     return
                 first = (head, None)
+                started = time.monotonic()
             req, order = first
             self.metrics.active += 1
             try:
@@ -91,12 +96,16 @@ class SlowPath:
             log.exception("edge: unexpected error serving %s", client.peer)
             client.abort()
         finally:
+            if self.state.access is not None:
+                self.state.log_access(client, req, started)
             self._task_done(client, keep)
 
     async def _serve_rest(self, client: ClientConnection, ex: Exchange) -> None:
         """Finish a fast exchange whose response needs streaming."""
         keep = False
         up = ex.up
+        client.status = client.sent_bytes = client.retries = 0
+        client.routed_app, client.instance = ex.app, ex.ep.instance
         try:
             self.metrics.active += 1
             try:
@@ -115,7 +124,8 @@ class SlowPath:
                 self.balancer.succeeded(ex.ep)
                 self.metrics.observe(ex.app, time.monotonic() - ex.started)
                 self.metrics.request(ex.app, resp.status)
-                keep = await relay_response(
+                client.status = resp.status
+                keep, client.sent_bytes = await relay_response(
                     client, ex.req, up, resp, None, self.config, self.state.edge_line,
                     ex.req.keep_alive and not self.state.draining, self.pool)
                 client.upstream = None  # pooled or closed by relay_response
@@ -127,6 +137,8 @@ class SlowPath:
             log.exception("edge: unexpected error serving %s", client.peer)
             client.abort()
         finally:
+            if self.state.access is not None:
+                self.state.log_access(client, ex.req, ex.started)
             self._task_done(client, keep)
 
     async def _read_head(self, client: ClientConnection) -> RequestHead | None:
@@ -244,10 +256,13 @@ class SlowPath:
         started = 0.0
         tries = list(order)
         i = 0
+        client.routed_app = app
         while i < len(tries):
             ep = tries[i]
             if attempt:
                 self.metrics.retry(app)
+            client.retries = attempt
+            client.instance = ep.instance
             attempt += 1
             try:
                 up = client.upstream = await self.pool.acquire(ep)
@@ -302,8 +317,11 @@ class SlowPath:
         self.balancer.succeeded(ep)
         self.metrics.observe(app, time.monotonic() - started)
         self.metrics.request(app, resp.status)
-        return await relay_response(client, req, up, resp, pump, self.config, self.state.edge_line,
-                                    req.keep_alive and not self.state.draining, self.pool)
+        client.status = resp.status
+        keep, client.sent_bytes = await relay_response(
+            client, req, up, resp, pump, self.config, self.state.edge_line,
+            req.keep_alive and not self.state.draining, self.pool)
+        return keep
 
     def _pump_failed(self, client: ClientConnection, pump: asyncio.Task[None] | None,
                      app: str) -> bool:

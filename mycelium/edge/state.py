@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import orjson
 
+from mycelium.edge.accesslog import AccessLog
 from mycelium.edge.balancer import Balancer
 from mycelium.edge.config import EdgeConfig
 from mycelium.edge.connection import ClientConnection
@@ -56,6 +58,10 @@ class EdgeState:
         self.edge_line = b"X-Mycelium-Edge: " + config.edge_id.encode("latin-1") + b"\r\n"
         """The ``X-Mycelium-Edge`` field every response carries, ready to append to a head."""
         self._proto_line = b"X-Forwarded-Proto: " + config.forwarded_proto.encode() + b"\r\n"
+        home = config.access_log_home
+        self.access = (AccessLog(home, config.access_rotate_bytes, config.access_keep)
+                       if home is not None else None)
+        """Where answered requests are logged, when ``[edge] access_log`` is on."""
 
     def error(self, client: ClientConnection, status: int, message: str, app: str,
               close: bool = False) -> None:
@@ -63,10 +69,13 @@ class EdgeState:
         body = orjson.dumps({"error": message})
         self.send_own(client, status, body, b"application/json", close)
         self.metrics.request(app, status)
+        client.routed_app = app or None
 
     def send_own(self, client: ClientConnection, status: int, body: bytes, ctype: bytes,
                  close: bool) -> None:
         """Send a response the edge made itself (a client already gone is ignored)."""
+        client.status = status
+        client.sent_bytes = len(body)
         head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
                 f"Content-Length: {len(body)}\r\n").encode()
         head += b"Content-Type: " + ctype + b"\r\n" + self.edge_line
@@ -74,6 +83,27 @@ class EdgeState:
             head += b"Connection: close\r\n"
         with contextlib.suppress(ConnectionError):
             client.write(head + b"\r\n" + body)
+
+    def log_access(self, client: ClientConnection, req: RequestHead | None,
+                   started: float) -> None:
+        """Log the answer the slow path (or an error) gave, from the client's record of it.
+
+        Args:
+            client: The connection; its ``status``, ``sent_bytes``, ``routed_app``,
+                ``instance`` and ``retries`` describe the answer.
+            req: The request, when its head could be parsed.
+            started: ``time.monotonic()`` when the request's head was complete.
+        """
+        access = self.access
+        if access is None or not client.status:
+            return
+        if req is None:
+            access.add(client.peer, None, None, None, client.status, client.sent_bytes,
+                       (time.monotonic() - started) * 1000, None, None, 0)
+            return
+        access.add(client.peer, req.method, req.host, req.target, client.status,
+                   client.sent_bytes, (time.monotonic() - started) * 1000, client.routed_app,
+                   client.instance, client.retries)
 
     def upstream_head(self, client: ClientConnection, req: RequestHead, target: str,
                       ep: Endpoint) -> bytes:

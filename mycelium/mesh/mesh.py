@@ -132,7 +132,7 @@ class Mesh:
         edge = None
         if self.backend.with_edge:
             edge = edge_config(cfg, host=self.edge_host, port=self.edge_port,
-                               edge_id=self.edge_id, logs=self.home.logs)
+                               edge_id=self.edge_id, home=self.home.root)
         fabric = self.backend.fabric_child(self.names, self.spores.repo, cfg.rollout.parallel)
         return builder.children(fabric, edge, self._edge_listening, self.home.control_socket,
                                 {**self.ops.handlers(), **self._desired_ops()},
