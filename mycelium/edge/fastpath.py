@@ -164,6 +164,7 @@ class FastPath:
         keep = req.keep_alive and not self.state.draining
         head, keep, _ = response_head(req, resp, self._edge_line, keep)
         self.balancer.succeeded(ex.ep)
+        self.state.outcome(ex.app, ex.ep, resp.status < 500, len(ex.order))
         self.metrics.observe(ex.app, time.monotonic() - ex.started)
         self.metrics.request(ex.app, resp.status)
         self.detach(client, pool=resp.keep_alive and not up.eof and not ubuf)
@@ -209,6 +210,7 @@ class FastPath:
         if now > ex.deadline:
             self.detach(client, pool=False)
             self.metrics.upstream_failure(ex.app)
+            self.state.outcome(ex.app, ex.ep, False, len(ex.order))
             self.state.error(client, 504, f"upstream {ex.ep.url} timed out", ex.app, close=True)
             self._log_error(client, ex)
             client.close()
@@ -234,6 +236,7 @@ class FastPath:
             self.slow.take(client, (ex.req, ex.order))  # bodyless and idempotent: resend
             return
         self.metrics.upstream_failure(ex.app)
+        self.state.outcome(ex.app, ex.ep, False, len(ex.order))
         self.state.error(client, 502, f"upstream {ex.ep.url} failed: {why}", ex.app,
                          close=not ex.req.keep_alive)
         self._log_error(client, ex)

@@ -38,6 +38,8 @@ class EdgeMetrics:
         self.active = 0
         self.connections = 0
         self.refused = 0
+        self.ejections: dict[str, int] = {}
+        self.ejected: Mapping[str, int] = {}  # app → endpoints out of rotation now
 
     def request(self, app: str, status: int) -> None:
         """Count one answered request of ``app`` (``""`` for the edge's own paths)."""
@@ -51,6 +53,10 @@ class EdgeMetrics:
     def upstream_failure(self, app: str) -> None:
         """Count one failed attempt to reach an upstream (refused, reset, timed out)."""
         self.upstream_failures[app] = self.upstream_failures.get(app, 0) + 1
+
+    def ejection(self, app: str) -> None:
+        """Count one endpoint of ``app`` ejected as an outlier."""
+        self.ejections[app] = self.ejections.get(app, 0) + 1
 
     def observe(self, app: str, seconds: float) -> None:
         """Record the time from sending a request upstream to its response head."""
@@ -77,6 +83,14 @@ class EdgeMetrics:
                 "# TYPE mycelium_edge_upstream_failures_total counter"]
         for app, n in sorted(self.upstream_failures.items()):
             out.append(f'mycelium_edge_upstream_failures_total{{app="{_label(app)}"}} {n}')
+        out += ["# HELP mycelium_edge_ejections_total Endpoints ejected as outliers, by app.",
+                "# TYPE mycelium_edge_ejections_total counter"]
+        for app, n in sorted(self.ejections.items()):
+            out.append(f'mycelium_edge_ejections_total{{app="{_label(app)}"}} {n}')
+        out += ["# HELP mycelium_edge_ejected_endpoints Endpoints out of rotation now, by app.",
+                "# TYPE mycelium_edge_ejected_endpoints gauge"]
+        for app, n in sorted(self.ejected.items()):
+            out.append(f'mycelium_edge_ejected_endpoints{{app="{_label(app)}"}} {n}')
         out += ["# HELP mycelium_edge_upstream_latency_seconds Time to response head.",
                 "# TYPE mycelium_edge_upstream_latency_seconds histogram"]
         for app, hist in sorted(self._hist.items()):

@@ -18,6 +18,7 @@ from mycelium.edge.metrics import EdgeMetrics
 from mycelium.edge.routes import RouteTable
 from mycelium.edge.slowpath import SlowPath
 from mycelium.edge.state import EdgeState
+from supervisors.reports import Reporter
 
 __all__ = ["EdgeProxy"]
 
@@ -28,10 +29,12 @@ class EdgeProxy:
     Args:
         config: Limits, timeouts and the edge id.
         loop: The loop every connection runs on.
+        reporter: Receives the edge's supervision-log records (endpoint ejections).
     """
 
-    def __init__(self, config: EdgeConfig, loop: asyncio.AbstractEventLoop) -> None:
-        self.state = EdgeState(config, loop)
+    def __init__(self, config: EdgeConfig, loop: asyncio.AbstractEventLoop,
+                 reporter: Reporter | None = None) -> None:
+        self.state = EdgeState(config, loop, reporter)
         self.slow = SlowPath(self.state)
         self.fast = FastPath(self.state, self.slow)
         self._sweeper: asyncio.Task[None] | None = None
@@ -75,6 +78,7 @@ class EdgeProxy:
             await asyncio.sleep(tick)
             if access is not None:
                 access.flush()
+            state.release_ejections()
             now = state.loop.time()
             for client in list(state.clients):
                 if client.task is not None:
@@ -115,5 +119,8 @@ class EdgeProxy:
 
     def prune(self, keep: set[tuple[str, int]]) -> None:
         """Forget health state and close pooled connections of endpoints no longer routed."""
-        self.state.balancer.forget(keep)
-        self.state.pool.prune(keep)
+        state = self.state
+        state.balancer.forget(keep)
+        state.pool.prune(keep)
+        state.ejector.forget({ep.url for route in state.routes.values()
+                              for ep in route.endpoints})

@@ -107,7 +107,7 @@ class EdgeServer:
             return
         self._loop = loop
         asyncio.set_event_loop(loop)
-        proxy = EdgeProxy(self.config, loop)
+        proxy = EdgeProxy(self.config, loop, self._reporter)
         proxy.routes = self._routes
         proxy.metrics.restarts = self._restarts
         self._proxy = proxy

@@ -113,15 +113,18 @@ class SlowPath:
                     resp = await read_response_head(up, self.config.read_timeout)
                 except TimeoutError:
                     self.metrics.upstream_failure(ex.app)
+                    self.state.outcome(ex.app, ex.ep, False, len(ex.order))
                     self.state.error(client, 504, f"upstream {ex.ep.url} timed out", ex.app,
                                 close=True)
                     return
                 except (ConnectionError, ProtocolError, OSError) as exc:
                     self.metrics.upstream_failure(ex.app)
+                    self.state.outcome(ex.app, ex.ep, False, len(ex.order))
                     self.state.error(client, 502, f"upstream {ex.ep.url} failed: {exc}", ex.app,
                                 close=True)
                     return
                 self.balancer.succeeded(ex.ep)
+                self.state.outcome(ex.app, ex.ep, resp.status < 500, len(ex.order))
                 self.metrics.observe(ex.app, time.monotonic() - ex.started)
                 self.metrics.request(ex.app, resp.status)
                 client.status = resp.status
@@ -270,6 +273,7 @@ class SlowPath:
                 timed_out = isinstance(exc, TimeoutError)
                 failure = f"upstream {ep.url} unreachable: {exc.__class__.__name__}"
                 self.balancer.failed(ep)
+                self.state.outcome(app, ep, False, len(order))
                 self.metrics.upstream_failure(app)
                 i += 1
                 continue
@@ -291,6 +295,7 @@ class SlowPath:
                 if client_fault(pump) is not None:
                     return self._pump_failed(client, pump, app)
                 self.metrics.upstream_failure(app)
+                self.state.outcome(app, ep, False, len(order))
                 self.state.error(client, 504, f"upstream {ep.url} timed out", app, close=True)
                 return False
             except (ConnectionError, ProtocolError, OSError) as exc:
@@ -303,6 +308,7 @@ class SlowPath:
                 if reused and may_resend:
                     continue  # a stale pooled connection: same endpoint, fresh connection
                 self.metrics.upstream_failure(app)
+                self.state.outcome(app, ep, False, len(order))
                 failure = f"upstream {ep.url} failed: {exc or exc.__class__.__name__}"
                 if may_resend and isinstance(exc, ConnectionError):
                     i += 1
@@ -315,6 +321,7 @@ class SlowPath:
             self.state.error(client, 504 if timed_out else 502, failure, app, close=not reusable)
             return reusable
         self.balancer.succeeded(ep)
+        self.state.outcome(app, ep, resp.status < 500, len(order))
         self.metrics.observe(app, time.monotonic() - started)
         self.metrics.request(app, resp.status)
         client.status = resp.status

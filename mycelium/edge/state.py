@@ -12,11 +12,13 @@ from mycelium.edge.accesslog import AccessLog
 from mycelium.edge.balancer import Balancer
 from mycelium.edge.config import EdgeConfig
 from mycelium.edge.connection import ClientConnection
+from mycelium.edge.ejection import EjectionEvent, EjectionPolicy, Ejector
 from mycelium.edge.http1 import RequestHead
 from mycelium.edge.limits import connection_cap, descriptor_limit
 from mycelium.edge.metrics import EdgeMetrics
 from mycelium.edge.routes import Endpoint, RouteTable
 from mycelium.edge.upstream import UpstreamPool
+from supervisors.reports import Report, Reporter
 
 __all__ = ["DROP_REQUEST", "IDEMPOTENT", "EdgeState"]
 
@@ -42,14 +44,22 @@ class EdgeState:
     Args:
         config: Limits, timeouts and the edge id.
         loop: The loop every connection runs on.
+        reporter: Receives ``endpoint_ejected`` / ``endpoint_returned`` records (on the loop
+            thread); ``None`` drops them.
     """
 
-    def __init__(self, config: EdgeConfig, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, config: EdgeConfig, loop: asyncio.AbstractEventLoop,
+                 reporter: Reporter | None = None) -> None:
         self.config = config
         self.loop = loop
         self.routes = RouteTable()
         self.metrics = EdgeMetrics()
-        self.balancer = Balancer(config.max_fails, config.fail_timeout)
+        self.ejector = Ejector(EjectionPolicy(config.eject_after, config.eject_time,
+                                              config.eject_max))
+        self.balancer = Balancer(config.max_fails, config.fail_timeout,
+                                 ejected=self.ejector.ejected)
+        self.metrics.ejected = self.ejector.out_per_app
+        self._reporter = reporter
         self.draining = False
         self.clients: set[ClientConnection] = set()
         self.max_clients = connection_cap(config.max_connections, descriptor_limit())
@@ -62,6 +72,33 @@ class EdgeState:
         self.access = (AccessLog(home, config.access_rotate_bytes, config.access_keep)
                        if home is not None else None)
         """Where answered requests are logged, when ``[edge] access_log`` is on."""
+
+    def outcome(self, app: str, ep: Endpoint, ok: bool, total: int) -> None:
+        """Count one outcome of a request to ``ep`` towards its ejection (``ok``: not 5xx,
+        not failed, not timed out); ``total`` is how many endpoints ``app`` has."""
+        event = self.ejector.outcome(app, ep, ok, total, self.loop.time())
+        if event is not None:
+            self._announce(event)
+
+    def release_ejections(self) -> None:
+        """Put back every endpoint whose ejection is over (the sweeper's tick)."""
+        for event in self.ejector.release(self.loop.time()):
+            self._announce(event)
+
+    def _announce(self, event: EjectionEvent) -> None:
+        """Count an ejection in the metrics and report it to the supervision log."""
+        if event.event == "endpoint_ejected":
+            self.metrics.ejection(event.app)
+            reason = (f"{self.config.eject_after} consecutive failures; out for "
+                      f"{event.seconds:g} s (ejection {event.count})")
+        else:
+            reason = "ejection over"
+        if self._reporter is not None:
+            self._reporter(Report(
+                ts=time.time(), event=event.event, supervisor="mesh/edge",
+                child=event.instance or event.url, reason=reason,
+                extra={"app": event.app, "instance": event.instance or None, "url": event.url,
+                       "count": event.count, "seconds": event.seconds}))
 
     def error(self, client: ClientConnection, status: int, message: str, app: str,
               close: bool = False) -> None:
