@@ -117,6 +117,12 @@ class Ejector:
         return self._out.keys()
 
     @property
+    def failing(self) -> Mapping[str, int]:
+        """Consecutive failures of the endpoints that have some (a live view; empty, it lets
+        a caller skip :meth:`outcome` for a success)."""
+        return self._failures
+
+    @property
     def out_per_app(self) -> Mapping[str, int]:
         """Endpoints out of rotation now, by app (a live view)."""
         return self._out_per_app

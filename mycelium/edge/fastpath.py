@@ -42,6 +42,7 @@ class FastPath:
         self._read_timeout = state.config.read_timeout
         self._edge_line = state.edge_line
         self.access = state.access
+        self._failing = state.ejector.failing  # empty: a success changes no ejection count
 
     # -- the connection's callbacks ---------------------------------------------------------------
     def opened(self, client: ClientConnection) -> None:
@@ -164,7 +165,8 @@ class FastPath:
         keep = req.keep_alive and not self.state.draining
         head, keep, _ = response_head(req, resp, self._edge_line, keep)
         self.balancer.succeeded(ex.ep)
-        self.state.outcome(ex.app, ex.ep, resp.status < 500, len(ex.order))
+        if resp.status >= 500 or self._failing:
+            self.state.outcome(ex.app, ex.ep, resp.status < 500, len(ex.order))
         self.metrics.observe(ex.app, time.monotonic() - ex.started)
         self.metrics.request(ex.app, resp.status)
         self.detach(client, pool=resp.keep_alive and not up.eof and not ubuf)
