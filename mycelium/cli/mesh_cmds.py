@@ -303,7 +303,7 @@ def logs_cmd(home: HomeOption = None,
                  "--json", help="One JSON object per line (docs/reference.md#supervision-log)")
              ] = False,
              access: Annotated[bool, typer.Option(
-                 "--access", help="The edge's access log instead (docs/reference.md#the-edge)")
+                 "--access", help="The edge's access log instead (docs/reference.md#edge)")
              ] = False) -> None:
     """The supervision log (or the edge's access log), oldest first; no mesh needed."""
     from mycelium.operator import SupervisionLog, format_record
