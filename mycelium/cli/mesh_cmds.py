@@ -332,17 +332,29 @@ def logs_cmd(home: HomeOption = None,
 
 
 @app.command("kill")
-def kill_cmd(app_name: Annotated[str, typer.Argument(
-                 metavar="APP", help="The app whose workload processes to signal")],
+def kill_cmd(app_name: Annotated[str | None, typer.Argument(
+                 metavar="[APP]", help="The app whose workload processes to signal")] = None,
              home: HomeOption = None,
              node: Annotated[str | None, typer.Option(
                  "--node", help="Only the instance on this node (default: every node)")] = None,
              sig: Annotated[str, typer.Option(
                  "--signal", help="Signal name or number: SIGTERM, TERM, 15, …")
-             ] = "SIGKILL") -> None:
-    """Crash test: signal the workload process(es) of APP; print one pid per line."""
+             ] = "SIGKILL",
+             edge: Annotated[bool, typer.Option(
+                 "--edge", help="Signal one edge worker process instead ([edge] workers)")
+             ] = False) -> None:
+    """Crash test: signal the workload process(es) of APP, or one edge worker; print one pid
+    per line."""
     number = signal_number(sig)
-    pids = ControlClient(home_of(home)).request("kill", app=app_name, node=node, signal=number)
+    if edge:
+        if app_name is not None or node is not None:
+            raise BadInput("kill --edge takes no APP and no --node")
+        pids = ControlClient(home_of(home)).request("kill", edge=True, signal=number)
+    elif app_name is None:
+        raise BadInput("kill needs an APP (or --edge)")
+    else:
+        pids = ControlClient(home_of(home)).request("kill", app=app_name, node=node,
+                                                    signal=number)
     for pid in pids:
         out(str(pid))
 

@@ -55,6 +55,8 @@ class EdgeConfig:
             (one JSON object per request), or ``None`` for no access log.
         access_rotate_bytes: Size at which the access log rotates.
         access_keep: Rotated access log files kept.
+        reuse_port: Bind with ``SO_REUSEPORT`` (edge worker processes share the port).
+        workers: Edge worker processes; 0 runs the edge in the mesh's own process.
         event_loop: ``"auto"`` (uvloop when installed, else asyncio), ``"uvloop"`` or
             ``"asyncio"``.
     """
@@ -81,6 +83,8 @@ class EdgeConfig:
     access_log_home: Path | None = None
     access_rotate_bytes: int = 10 * 1024 * 1024
     access_keep: int = 5
+    reuse_port: bool = False
+    workers: int = 0
     event_loop: str = "auto"
 
     def __post_init__(self) -> None:
@@ -114,6 +118,8 @@ class EdgeConfig:
             raise EdgeConfigError("edge eject_after must be >= 1")
         if not 0 <= self.eject_max <= 100:
             raise EdgeConfigError("edge eject_max must be a percentage, 0..100")
+        if not 0 <= self.workers <= 256:
+            raise EdgeConfigError("edge workers must be 0..256")
         if self.access_rotate_bytes < 1024 or self.access_keep < 0:
             raise EdgeConfigError("edge access_rotate_bytes must be >= 1024, access_keep >= 0")
 
@@ -136,5 +142,5 @@ def edge_config(cfg: MeshConfig, *, host: str, port: int, edge_id: str,
         max_connections=e.max_connections, header_timeout=e.header_timeout,
         keepalive_timeout=e.keepalive_timeout, eject_after=e.eject_after,
         eject_time=e.eject_time, eject_max=e.eject_max,
-        access_log_home=home if e.access_log else None,
+        access_log_home=home if e.access_log else None, workers=e.workers,
         access_rotate_bytes=cfg.logs.rotate_bytes, access_keep=cfg.logs.keep)

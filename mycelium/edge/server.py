@@ -114,7 +114,7 @@ class EdgeServer:
         try:
             self._server = loop.run_until_complete(loop.create_server(
                 proxy.protocol, self.config.host, self.config.port, backlog=1024,
-                reuse_address=True))
+                reuse_address=True, reuse_port=self.config.reuse_port or None))
             proxy.start()
             sock = self._server.sockets[0]
             self._port = sock.getsockname()[1]

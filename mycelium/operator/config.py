@@ -91,6 +91,7 @@ class EdgeSection:
     eject_after: int = _key(5, 1, 1000)
     eject_time: float = _key(30.0, 0, 86_400, lo_open=True)
     eject_max: int = _key(50, 0, 100)
+    workers: int = _key(0, 0, 256)
 
 
 @dataclass(frozen=True, slots=True)

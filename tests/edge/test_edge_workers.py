@@ -1,0 +1,150 @@
+"""Edge worker processes: one port shared with SO_REUSEPORT, fed snapshots, restarted."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from edge_helpers import table
+from edge_mesh import EdgeMesh, cli, wait_until
+
+from mycelium.edge import EdgeConfig
+from mycelium.edge.worker import (
+    config_from_wire,
+    config_to_wire,
+    routes_from_wire,
+    routes_to_wire,
+)
+from mycelium.edge.workers import EdgeWorkers, restart_delay
+from supervisors.reports import Report
+from tests.meshkit import stopped_cleanly
+
+
+def get(port: int, path: str = "/hello/") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def reports() -> list[Report]:
+    return []
+
+
+@pytest.fixture
+def workers(reports: list[Report]) -> Iterator[EdgeWorkers]:
+    pool = EdgeWorkers(EdgeConfig(port=0, edge_id="edge-test", workers=2), reports.append)
+    pool.start()
+    yield pool
+    pids = [w["pid"] for w in pool.describe()]
+    pool.stop(grace=2.0)
+    assert not [p for p in pids if psutil.pid_exists(p) and
+                psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_config_and_routes_survive_the_wire(tmp_path: Path):
+    config = EdgeConfig(port=0, access_log_home=tmp_path, eject_after=3, workers=2)
+    assert config_from_wire(config_to_wire(config)) == config
+    routes = table(hello=["http://127.0.0.1:1", "http://127.0.0.1:2"], other=[])
+    assert routes_from_wire(routes_to_wire(routes)) == routes
+
+
+def test_restart_delays_grow_and_are_capped():
+    assert [restart_delay(n) for n in (1, 2, 3)] == [0.05, 0.1, 0.2]
+    assert restart_delay(100) == 5.0
+
+
+@pytest.mark.timeout(60)
+def test_two_workers_share_the_port_and_serve_the_latest_snapshot(upstreams, workers):
+    up = upstreams()
+    assert get(workers.port)[0] == 404  # no routes yet: every worker answers on its own
+    version = workers.set_routes(table(hello=[up.url]))
+    assert workers.wait_applied(version, timeout=10.0)
+    assert {w["routes_version"] for w in workers.describe()} == {version}
+    statuses = [get(workers.port)[0] for _ in range(40)]
+    assert statuses == [200] * 40
+    pids = {w["pid"] for w in workers.describe()}
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+@pytest.mark.timeout(60)
+def test_a_killed_worker_is_restarted_with_the_routes_and_the_other_keeps_serving(
+        upstreams, workers, reports):
+    up = upstreams()
+    workers.wait_applied(workers.set_routes(table(hello=[up.url])), timeout=10.0)
+    victim = workers.kill_one(signal.SIGKILL)
+    failures: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:  # meanwhile, new connections keep being served by the survivor
+        while not stop.is_set():
+            try:
+                status = get(workers.port)[0]
+            except OSError:
+                status = -1  # a connection queued at the victim as it died
+            if status != 200:
+                failures.append(status)
+
+    loader = threading.Thread(target=load)
+    wait_until(lambda: not psutil.pid_exists(victim) or
+               psutil.Process(victim).status() == psutil.STATUS_ZOMBIE, 10, "the victim gone")
+    loader.start()
+    try:
+        wait_until(lambda: all(w["status"] == "running" and w["pid"] != victim
+                               for w in workers.describe()), 20, "the worker restarted")
+        assert workers.wait_applied(1, timeout=10.0)  # the new one got the snapshot
+    finally:
+        stop.set()
+        loader.join(10)
+    assert failures == []
+    assert get(workers.port)[0] == 200
+    events = [(r.event, r.child, r.reason) for r in reports]
+    assert ("child_terminated", "worker-1", "killed by SIGKILL") in events
+    assert ("child_restarted", "worker-1", "killed by SIGKILL") in events
+    assert [w["restarts"] for w in workers.describe()] == [1, 0]
+
+
+@pytest.mark.timeout(180)
+def test_a_mesh_with_edge_workers_serves_shows_them_in_the_tree_and_kill_edge_heals(
+        mesh_home: Path, hello_spores: tuple[Path, dict[str, str]]) -> None:
+    (mesh_home / "mycelium.toml").write_text("[edge]\nworkers = 2\n")
+    mesh = EdgeMesh(mesh_home, nodes=1)
+    with stopped_cleanly(mesh, mesh_home):
+        deployed = cli(mesh_home, "deploy", "hello", hello_spores[1]["hello"])
+        assert deployed.returncode == 0, deployed.stderr
+        mesh.ready("hello", 1)
+        wait_until(lambda: get(mesh.port)[0] == 200, 10, "hello served by the workers")
+
+        def edge_node() -> dict:  # type: ignore[type-arg]
+            tree = mesh.client.request("tree")
+            return next(c for c in tree["children"] if c["id"] == "edge")
+
+        workers = edge_node()["children"]
+        assert [(w["id"], w["type"], w["status"]) for w in workers] == [
+            ("worker-1", "worker", "running"), ("worker-2", "worker", "running")]
+        killed = cli(mesh_home, "kill", "--edge")
+        assert killed.returncode == 0, killed.stderr
+        pid = int(killed.stdout.split()[0])
+        assert pid in {w["pid"] for w in workers}
+        wait_until(lambda: all(w["status"] == "running" and w["pid"] != pid
+                               for w in edge_node()["children"]), 30, "the worker restarted")
+        assert [w["restarts"] for w in edge_node()["children"]].count(1) == 1
+        statuses = [get(mesh.port)[0] for _ in range(20)]
+        assert statuses == [200] * 20
+        mesh.wait_line("child_restarted worker-", 10)
+        worker_pids = [w["pid"] for w in edge_node()["children"]]
+    deadline = time.monotonic() + 10
+    while any(psutil.pid_exists(p) for p in worker_pids):  # `down` leaves no worker behind
+        assert time.monotonic() < deadline, "edge workers survived the mesh"
+        time.sleep(0.05)  # polls a condition with a deadline
