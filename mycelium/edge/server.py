@@ -8,6 +8,7 @@ actor's mailbox never waits on network I/O, and a route swap is one attribute st
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from mycelium._logger import get_logger
 from mycelium.edge.config import EdgeConfig
 from mycelium.edge.errors import EdgeError
+from mycelium.edge.metrics import Snapshot
 from mycelium.edge.proxy import EdgeProxy
 from mycelium.edge.routes import RouteTable
 from supervisors.reports import Reporter
@@ -192,6 +194,27 @@ class EdgeServer:
         self._restarts = dict(restarts)
         if self._proxy is not None:
             self._proxy.metrics.restarts = self._restarts
+
+    def set_peer_metrics(self, peers: Snapshot | None) -> None:
+        """Add the other edge workers' values to what ``/_mycelium/metrics`` shows."""
+        if self._proxy is not None:
+            self._proxy.metrics.peers = peers  # one attribute store: atomic for the loop
+
+    def metrics_snapshot(self, timeout: float = 2.0) -> Snapshot:
+        """This edge's metrics as data, taken on its loop thread.
+
+        Raises:
+            EdgeError: Not running, or the loop did not answer within ``timeout``.
+        """
+        proxy, loop = self._proxy, self._loop
+        if proxy is None or loop is None or loop.is_closed():
+            raise EdgeError("edge server not running")
+        answer: concurrent.futures.Future[Snapshot] = concurrent.futures.Future()
+        loop.call_soon_threadsafe(lambda: answer.set_result(proxy.metrics.snapshot()))
+        try:
+            return answer.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise EdgeError("edge loop did not answer") from None
 
     # -- read-only views --------------------------------------------------------------------------
     @property

@@ -7,7 +7,10 @@ The parent talks to it over its stdin and stdout, one JSON object per line:
   ``{"version": v, "routes": {app: [[url, instance], ...]}, "restarts": {app: n}}``
   for every routing snapshot (versioned: a worker applies only newer ones);
 - worker → parent: ``{"listening": port, "pid": pid}`` once it serves, ``{"applied": v}``
-  after each snapshot, ``{"report": {...}}`` for its supervision-log records (ejections).
+  after each snapshot, ``{"report": {...}}`` for its supervision-log records (ejections),
+  ``{"metrics": {...}}`` every ``METRICS_EVERY`` seconds (its counters);
+- parent → worker, also: ``{"peers": {...}}``, the other workers' counters summed, which its
+  ``/_mycelium/metrics`` adds to its own, so any worker shows the whole edge.
 
 The worker stops, draining its requests, on SIGTERM or when its stdin closes (its parent is
 gone): a worker never outlives the mesh that started it.
@@ -15,6 +18,7 @@ gone): a worker never outlives the mesh that started it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -33,6 +37,8 @@ from supervisors.reports import Report
 __all__ = ["config_from_wire", "config_to_wire", "routes_from_wire", "routes_to_wire"]
 
 _STOP_GRACE = 5.0
+METRICS_EVERY = 0.5
+"""Seconds between two metrics reports of a worker to its parent."""
 
 
 def config_to_wire(config: EdgeConfig) -> dict[str, Any]:
@@ -118,7 +124,9 @@ def main() -> int:
         nonlocal version
         for line in sys.stdin.buffer:
             message = orjson.loads(line)
-            if message.get("version", -1) > version:
+            if "peers" in message:
+                server.set_peer_metrics(message["peers"])
+            elif message.get("version", -1) > version:
                 version = message["version"]
                 server.set_routes(routes_from_wire(message["routes"]))
                 server.set_restarts(message.get("restarts", {}))
@@ -126,7 +134,9 @@ def main() -> int:
         stop.set()  # the parent is gone
 
     threading.Thread(target=read, name="edge-worker-feed", daemon=True).start()
-    stop.wait()
+    while not stop.wait(METRICS_EVERY):
+        with contextlib.suppress(Exception):  # a busy loop skips a report, never the worker
+            channel.send({"metrics": server.metrics_snapshot()})
     server.stop(grace=_STOP_GRACE)
     return 0
 

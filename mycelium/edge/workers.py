@@ -33,6 +33,7 @@ import orjson
 from mycelium._logger import get_logger
 from mycelium.edge.config import EdgeConfig
 from mycelium.edge.errors import EdgeError
+from mycelium.edge.metrics import Snapshot, combine, counters_only
 from mycelium.edge.routes import RouteTable
 from mycelium.edge.worker import config_to_wire, routes_to_wire
 from supervisors.reports import Report, Reporter
@@ -100,6 +101,8 @@ class EdgeWorkers:
         self._snapshot = b""
         self._stopping = False
         self._applied = threading.Condition(self._lock)
+        self._latest: dict[int, Snapshot] = {}  # worker index → its last metrics
+        self._retired: Snapshot = {}  # counters of workers that exited
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> None:
@@ -168,7 +171,12 @@ class EdgeWorkers:
                     self._applied.notify_all()
             elif "report" in message:
                 self._report_dict(message["report"])
+            elif "metrics" in message:
+                self._metrics(worker, message["metrics"])
         code = proc.wait()
+        with self._lock:  # what it counted still counts; its gauges are gone with it
+            self._retired = combine(self._retired, counters_only(self._latest.pop(worker.index,
+                                                                                 {})))
         worker.status = "stopped" if self._stopping else "restarting"
         with self._lock:
             self._applied.notify_all()
@@ -238,6 +246,28 @@ class EdgeWorkers:
                     return False
                 self._applied.wait(left)
             return True
+
+    def _metrics(self, worker: _Worker, snap: Snapshot) -> None:
+        """Keep a worker's metrics; send every worker the sum of the others' (and the
+        retired workers')."""
+        with self._lock:
+            self._latest[worker.index] = snap
+            total = self._retired
+            for latest in self._latest.values():
+                total = combine(total, latest)
+            for other in self._workers:
+                if other.proc is None or other.proc.stdin is None or other.status != "running":
+                    continue
+                peers = combine(total, self._latest.get(other.index, {}), -1)
+                self._write(other.proc.stdin, orjson.dumps({"peers": peers}) + b"\n")
+
+    def metrics(self) -> Snapshot:
+        """Every worker's metrics summed, the exited ones' counters included."""
+        with self._lock:
+            total = self._retired
+            for latest in self._latest.values():
+                total = combine(total, latest)
+            return total
 
     @staticmethod
     def _write(pipe: IO[bytes], data: bytes) -> None:

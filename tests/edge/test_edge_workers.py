@@ -16,6 +16,7 @@ from edge_helpers import table
 from edge_mesh import EdgeMesh, cli, wait_until
 
 from mycelium.edge import EdgeConfig
+from mycelium.edge.metrics import EdgeMetrics, combine, counters_only
 from mycelium.edge.worker import (
     config_from_wire,
     config_to_wire,
@@ -148,3 +149,38 @@ def test_a_mesh_with_edge_workers_serves_shows_them_in_the_tree_and_kill_edge_he
     while any(psutil.pid_exists(p) for p in worker_pids):  # `down` leaves no worker behind
         assert time.monotonic() < deadline, "edge workers survived the mesh"
         time.sleep(0.05)  # polls a condition with a deadline
+
+
+def test_metrics_snapshots_add_up_and_render_with_the_peers():
+    a, b = EdgeMetrics(), EdgeMetrics()
+    a.request("hello", 200)
+    a.observe("hello", 0.002)
+    b.request("hello", 200)
+    b.request("hello", 502)
+    b.retry("hello")
+    b.active = 3
+    total = combine(a.snapshot(), b.snapshot())
+    assert combine(total, b.snapshot(), -1) == combine(a.snapshot(), {})
+    a.peers = b.snapshot()
+    text = a.render()
+    assert 'mycelium_edge_requests_total{app="hello",code="200"} 2' in text
+    assert 'mycelium_edge_requests_total{app="hello",code="502"} 1' in text
+    assert 'mycelium_edge_retries_total{app="hello"} 1' in text
+    assert 'mycelium_edge_upstream_latency_seconds_count{app="hello"} 1' in text
+    assert "mycelium_edge_active_requests 3" in text
+    assert "active" not in counters_only(b.snapshot())
+
+
+@pytest.mark.timeout(60)
+def test_any_worker_shows_the_whole_edges_request_counts(upstreams, workers):
+    up = upstreams()
+    workers.wait_applied(workers.set_routes(table(hello=[up.url])), timeout=10.0)
+    assert [get(workers.port)[0] for _ in range(40)] == [200] * 40  # spread over both
+
+    def every_answer_counts_40() -> bool:
+        texts = [get(workers.port, "/_mycelium/metrics")[1].decode() for _ in range(6)]
+        return all('mycelium_edge_requests_total{app="hello",code="200"} 40' in t
+                   for t in texts)
+
+    wait_until(every_answer_counts_40, 20, "every worker showing all 40 requests")
+    assert workers.metrics()["requests"]["hello\x00200"] == 40
