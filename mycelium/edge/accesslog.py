@@ -15,14 +15,14 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from mycelium._logger import get_logger
 from mycelium.edge.config import ACCESS_LOG_NAME
 
-__all__ = ["FIELDS", "AccessLog", "access_record", "format_access"]
+__all__ = ["FIELDS", "AccessLog", "LineSink", "access_record", "format_access"]
 
 log = get_logger(__name__)
 
@@ -82,6 +82,16 @@ def format_access(record: Mapping[str, Any]) -> str:
             f"{record.get('ms')}ms {app} {instance}{tail}")
 
 
+class LineSink(Protocol):
+    """Where encoded access log lines go: the log file, or an edge worker's parent."""
+
+    def write_lines(self, line: bytes) -> None:
+        """Append encoded JSON lines."""
+
+    def close(self) -> None:
+        """No more lines."""
+
+
 class AccessLog:
     """Appends the edge's requests to ``<home>/logs/access.jsonl``.
 
@@ -92,12 +102,19 @@ class AccessLog:
         home: The mesh home.
         rotate_bytes: Size at which the file rotates (as the supervision log).
         keep: Rotated files kept.
+        sink: Where the encoded lines go instead of the file (an edge worker hands them to
+            the edge actor, which writes the one file).
     """
 
-    def __init__(self, home: Path, rotate_bytes: int, keep: int) -> None:
-        from mycelium.operator.logs import SupervisionLog
+    def __init__(self, home: Path, rotate_bytes: int, keep: int,
+                 sink: LineSink | None = None) -> None:
+        self.file: LineSink
+        if sink is None:
+            from mycelium.operator.logs import SupervisionLog
 
-        self.file = SupervisionLog(home, rotate_bytes, keep, name=ACCESS_LOG_NAME)
+            self.file = SupervisionLog(home, rotate_bytes, keep, name=ACCESS_LOG_NAME)
+        else:
+            self.file = sink
         self._pending: list[Entry] = []
         self._batches: queue.SimpleQueue[list[Entry] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write, name="edge-access-log",

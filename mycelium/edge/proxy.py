@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+from mycelium.edge.accesslog import LineSink
 from mycelium.edge.config import EdgeConfig
 from mycelium.edge.connection import ClientConnection
 from mycelium.edge.fastpath import FastPath
@@ -30,11 +31,12 @@ class EdgeProxy:
         config: Limits, timeouts and the edge id.
         loop: The loop every connection runs on.
         reporter: Receives the edge's supervision-log records (endpoint ejections).
+        access_sink: Where access log lines go instead of the home's access log.
     """
 
     def __init__(self, config: EdgeConfig, loop: asyncio.AbstractEventLoop,
-                 reporter: Reporter | None = None) -> None:
-        self.state = EdgeState(config, loop, reporter)
+                 reporter: Reporter | None = None, access_sink: LineSink | None = None) -> None:
+        self.state = EdgeState(config, loop, reporter, access_sink)
         self.slow = SlowPath(self.state)
         self.fast = FastPath(self.state, self.slow)
         self._sweeper: asyncio.Task[None] | None = None

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Mapping
 
 from mycelium._logger import get_logger
+from mycelium.edge.accesslog import LineSink
 from mycelium.edge.config import EdgeConfig
 from mycelium.edge.errors import EdgeError
 from mycelium.edge.metrics import Snapshot
@@ -55,12 +56,14 @@ class EdgeServer:
         config: Where to listen and how to behave; defaults to :class:`EdgeConfig`'s.
         reporter: Receives the edge's supervision-log records (endpoint ejections), called
             on the edge's loop thread; ``None`` drops them.
+        access_sink: Where access log lines go instead of the home's ``access.jsonl``.
     """
 
-    def __init__(self, config: EdgeConfig | None = None,
-                 reporter: Reporter | None = None) -> None:
+    def __init__(self, config: EdgeConfig | None = None, reporter: Reporter | None = None,
+                 access_sink: LineSink | None = None) -> None:
         self.config = config or EdgeConfig()
         self._reporter = reporter
+        self._access_sink = access_sink
         self._routes = RouteTable()
         self._restarts: Mapping[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,7 +112,7 @@ class EdgeServer:
             return
         self._loop = loop
         asyncio.set_event_loop(loop)
-        proxy = EdgeProxy(self.config, loop, self._reporter)
+        proxy = EdgeProxy(self.config, loop, self._reporter, self._access_sink)
         proxy.routes = self._routes
         proxy.metrics.restarts = self._restarts
         self._proxy = proxy

@@ -8,7 +8,7 @@ import time
 
 import orjson
 
-from mycelium.edge.accesslog import AccessLog
+from mycelium.edge.accesslog import AccessLog, LineSink
 from mycelium.edge.balancer import Balancer
 from mycelium.edge.config import EdgeConfig
 from mycelium.edge.connection import ClientConnection
@@ -46,10 +46,11 @@ class EdgeState:
         loop: The loop every connection runs on.
         reporter: Receives ``endpoint_ejected`` / ``endpoint_returned`` records (on the loop
             thread); ``None`` drops them.
+        access_sink: Where access log lines go instead of ``<home>/logs/access.jsonl``.
     """
 
     def __init__(self, config: EdgeConfig, loop: asyncio.AbstractEventLoop,
-                 reporter: Reporter | None = None) -> None:
+                 reporter: Reporter | None = None, access_sink: LineSink | None = None) -> None:
         self.config = config
         self.loop = loop
         self.routes = RouteTable()
@@ -69,8 +70,8 @@ class EdgeState:
         """The ``X-Mycelium-Edge`` field every response carries, ready to append to a head."""
         self._proto_line = b"X-Forwarded-Proto: " + config.forwarded_proto.encode() + b"\r\n"
         home = config.access_log_home
-        self.access = (AccessLog(home, config.access_rotate_bytes, config.access_keep)
-                       if home is not None else None)
+        self.access = (AccessLog(home, config.access_rotate_bytes, config.access_keep,
+                                 access_sink) if home is not None else None)
         """Where answered requests are logged, when ``[edge] access_log`` is on."""
 
     def outcome(self, app: str, ep: Endpoint, ok: bool, total: int) -> None:

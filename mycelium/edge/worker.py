@@ -3,12 +3,15 @@
 Run as ``python -m mycelium.edge.worker`` by :class:`~mycelium.edge.workers.EdgeWorkers`.
 The parent talks to it over its stdin and stdout, one JSON object per line:
 
-- parent → worker: first ``{"config": {...}}`` (the :class:`EdgeConfig` fields), then
+- parent → worker: first ``{"config": {...}, "snapshot": {...} | null}`` (the
+  :class:`EdgeConfig` fields and the latest snapshot, applied before it listens), then
   ``{"version": v, "routes": {app: [[url, instance], ...]}, "restarts": {app: n}}``
   for every routing snapshot (versioned: a worker applies only newer ones);
 - worker → parent: ``{"listening": port, "pid": pid}`` once it serves, ``{"applied": v}``
   after each snapshot, ``{"report": {...}}`` for its supervision-log records (ejections),
-  ``{"metrics": {...}}`` every ``METRICS_EVERY`` seconds (its counters);
+  ``{"metrics": {...}}`` every ``METRICS_EVERY`` seconds (its counters), and
+  ``{"access_bytes": n}`` followed by n bytes of encoded access log lines (the parent writes
+  them to the one ``access.jsonl``, no re-encoding);
 - parent → worker, also: ``{"peers": {...}}``, the other workers' counters summed, which its
   ``/_mycelium/metrics`` adds to its own, so any worker shows the whole edge.
 
@@ -85,13 +88,29 @@ class _Channel:
         self._out = sys.stdout.buffer
 
     def send(self, message: Mapping[str, Any]) -> None:
-        line = orjson.dumps(message, default=str) + b"\n"
+        self.send_frame(orjson.dumps(message, default=str) + b"\n")
+
+    def send_frame(self, *parts: bytes) -> None:
         with self._lock:
             try:
-                self._out.write(line)
+                for part in parts:
+                    self._out.write(part)
                 self._out.flush()
             except (BrokenPipeError, ValueError):
                 pass  # the parent is gone; stdin's EOF stops us
+
+
+class _AccessSink:
+    """Access log lines go to the parent, framed: a header line, then the bytes."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
+
+    def write_lines(self, line: bytes) -> None:
+        self._channel.send_frame(b'{"access_bytes":%d}\n' % len(line), line)
+
+    def close(self) -> None:
+        """Nothing to close: the pipe is the process's stdout."""
 
 
 def _report(channel: _Channel) -> Any:
@@ -112,13 +131,20 @@ def main() -> int:
     first = sys.stdin.buffer.readline()
     if not first:
         return 0
-    config = dataclasses.replace(config_from_wire(orjson.loads(first)["config"]),
-                                 reuse_port=True, workers=0)
+    hello = orjson.loads(first)
+    config = dataclasses.replace(config_from_wire(hello["config"]), reuse_port=True, workers=0)
     channel = _Channel()
-    server = EdgeServer(config, _report(channel))
+    server = EdgeServer(config, _report(channel), _AccessSink(channel))
+    version = -1
+    snapshot = hello.get("snapshot")
+    if snapshot:  # a restarted worker must not answer 404 for the routes the others serve
+        version = snapshot["version"]
+        server.set_routes(routes_from_wire(snapshot["routes"]))
+        server.set_restarts(snapshot.get("restarts", {}))
     server.start()
     channel.send({"listening": server.port, "pid": os.getpid()})
-    version = -1
+    if version >= 0:
+        channel.send({"applied": version})
 
     def read() -> None:
         nonlocal version

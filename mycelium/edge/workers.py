@@ -31,11 +31,12 @@ from typing import IO, Any
 import orjson
 
 from mycelium._logger import get_logger
-from mycelium.edge.config import EdgeConfig
+from mycelium.edge.config import ACCESS_LOG_NAME, EdgeConfig
 from mycelium.edge.errors import EdgeError
 from mycelium.edge.metrics import Snapshot, combine, counters_only
 from mycelium.edge.routes import RouteTable
 from mycelium.edge.worker import config_to_wire, routes_to_wire
+from mycelium.operator.logs import SupervisionLog
 from supervisors.reports import Report, Reporter
 
 __all__ = ["EdgeWorkers", "restart_delay"]
@@ -99,10 +100,15 @@ class EdgeWorkers:
         self._restarts: dict[str, int] = {}
         self._version = 0
         self._snapshot = b""
+        self._snapshot_data: dict[str, Any] | None = None
         self._stopping = False
         self._applied = threading.Condition(self._lock)
         self._latest: dict[int, Snapshot] = {}  # worker index → its last metrics
         self._retired: Snapshot = {}  # counters of workers that exited
+        self._access: SupervisionLog | None = None
+        if config.access_log_home is not None:  # the workers' lines, written here: one file
+            self._access = SupervisionLog(config.access_log_home, config.access_rotate_bytes,
+                                          config.access_keep, name=ACCESS_LOG_NAME)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> None:
@@ -147,10 +153,9 @@ class EdgeWorkers:
         worker.started_at = time.time()
         config = config_to_wire(self.config)
         config["port"] = self._port
-        with self._lock:
-            self._write(proc.stdin, orjson.dumps({"config": config}) + b"\n")
-            if self._snapshot:
-                self._write(proc.stdin, self._snapshot)
+        with self._lock:  # the latest snapshot rides along: it serves no request without it
+            self._write(proc.stdin, orjson.dumps({"config": config,
+                                                  "snapshot": self._snapshot_data}) + b"\n")
         threading.Thread(target=self._read, args=(worker, proc, proc.stdout),
                          name=f"edge-{worker.id}", daemon=True).start()
 
@@ -173,6 +178,11 @@ class EdgeWorkers:
                 self._report_dict(message["report"])
             elif "metrics" in message:
                 self._metrics(worker, message["metrics"])
+            elif "access_bytes" in message:
+                data = out.read(int(message["access_bytes"]))
+                if self._access is not None:
+                    with contextlib.suppress(Exception):  # a full disk costs log lines
+                        self._access.write_lines(data)
         code = proc.wait()
         with self._lock:  # what it counted still counts; its gauges are gone with it
             self._retired = combine(self._retired, counters_only(self._latest.pop(worker.index,
@@ -216,6 +226,8 @@ class EdgeWorkers:
         if self._holder is not None:
             self._holder.close()
             self._holder = None
+        if self._access is not None:
+            self._access.close()
 
     # -- state pushed by the owner ------------------------------------------------------------
     def set_restarts(self, restarts: Mapping[str, int]) -> None:
@@ -228,9 +240,9 @@ class EdgeWorkers:
         with self._lock:
             self._routes = table
             self._version += 1
-            self._snapshot = orjson.dumps({"version": self._version,
-                                           "routes": routes_to_wire(table),
-                                           "restarts": self._restarts}) + b"\n"
+            self._snapshot_data = {"version": self._version, "routes": routes_to_wire(table),
+                                   "restarts": self._restarts}
+            self._snapshot = orjson.dumps(self._snapshot_data) + b"\n"
             for worker in self._workers:
                 if worker.proc is not None and worker.proc.stdin is not None:
                     self._write(worker.proc.stdin, self._snapshot)
