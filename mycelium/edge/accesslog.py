@@ -43,13 +43,20 @@ class _Clock:
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
+        self._milli = -1
+        self._text = ""
 
     def format(self, ts: float) -> str:
-        second = int(ts)
+        milli = int(ts * 1000)
+        if milli == self._milli:  # under load, many requests end in the same millisecond
+            return self._text
+        second, ms = divmod(milli, 1000)
         if second != self._second:
             self._second = second
             self._prefix = datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._prefix}.{int((ts - second) * 1000):03d}Z"
+        self._milli = milli
+        self._text = f"{self._prefix}.{ms:03d}Z"
+        return self._text
 
 
 def access_record(entry: Entry, clock: _Clock | None = None) -> dict[str, Any]:

@@ -15,7 +15,8 @@ the Ejector and pushes the set of ejected endpoints along with the routes.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import math
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from mycelium.edge.routes import Endpoint
@@ -153,6 +154,24 @@ class Ejector:
         self._out[url] = (app, ep.instance, now + seconds)
         self._out_per_app[app] = self._out_per_app.get(app, 0) + 1
         return EjectionEvent("endpoint_ejected", app, ep.instance, url, count, seconds)
+
+    def shared(self) -> tuple[dict[str, int], dict[str, tuple[str, str]]]:
+        """What edge workers mirror: the failure counts, and the ejected endpoints' app and
+        instance by URL."""
+        return dict(self._failures), {url: (app, inst) for url, (app, inst, _) in
+                                      self._out.items()}
+
+    def mirror(self, failing: Mapping[str, int], out: Mapping[str, Sequence[str]]) -> None:
+        """Take another Ejector's :meth:`shared` state as this one's, in place (the live views
+        stay valid). An edge worker mirrors the edge actor's Ejector, which alone decides;
+        the worker only forwards its outcomes."""
+        self._failures.clear()
+        self._failures.update(failing)
+        self._out.clear()
+        self._out_per_app.clear()
+        for url, (app, instance) in out.items():
+            self._out[url] = (app, instance, math.inf)  # it returns when the actor says so
+            self._out_per_app[app] = self._out_per_app.get(app, 0) + 1
 
     def release(self, now: float) -> list[EjectionEvent]:
         """Return every endpoint whose ejection is over; what came back."""

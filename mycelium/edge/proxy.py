@@ -18,7 +18,7 @@ from mycelium.edge.fastpath import FastPath
 from mycelium.edge.metrics import EdgeMetrics
 from mycelium.edge.routes import RouteTable
 from mycelium.edge.slowpath import SlowPath
-from mycelium.edge.state import EdgeState
+from mycelium.edge.state import EdgeState, OutcomeSink
 from supervisors.reports import Reporter
 
 __all__ = ["EdgeProxy"]
@@ -32,11 +32,13 @@ class EdgeProxy:
         loop: The loop every connection runs on.
         reporter: Receives the edge's supervision-log records (endpoint ejections).
         access_sink: Where access log lines go instead of the home's access log.
+        outcome_sink: In an edge worker, where ejection outcomes go (see EdgeState).
     """
 
     def __init__(self, config: EdgeConfig, loop: asyncio.AbstractEventLoop,
-                 reporter: Reporter | None = None, access_sink: LineSink | None = None) -> None:
-        self.state = EdgeState(config, loop, reporter, access_sink)
+                 reporter: Reporter | None = None, access_sink: LineSink | None = None,
+                 outcome_sink: OutcomeSink | None = None) -> None:
+        self.state = EdgeState(config, loop, reporter, access_sink, outcome_sink)
         self.slow = SlowPath(self.state)
         self.fast = FastPath(self.state, self.slow)
         self._sweeper: asyncio.Task[None] | None = None

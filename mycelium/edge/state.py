@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -20,7 +21,10 @@ from mycelium.edge.routes import Endpoint, RouteTable
 from mycelium.edge.upstream import UpstreamPool
 from supervisors.reports import Report, Reporter
 
-__all__ = ["DROP_REQUEST", "IDEMPOTENT", "EdgeState"]
+__all__ = ["DROP_REQUEST", "IDEMPOTENT", "EdgeState", "OutcomeSink"]
+
+OutcomeSink = Callable[[str, Endpoint, bool, int], None]
+"""Receives ``(app, endpoint, ok, total)`` for each outcome that matters to ejection."""
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 """Methods that may be resent once bytes were sent (RFC 9110 §9.2.2), when bodyless."""
@@ -47,10 +51,14 @@ class EdgeState:
         reporter: Receives ``endpoint_ejected`` / ``endpoint_returned`` records (on the loop
             thread); ``None`` drops them.
         access_sink: Where access log lines go instead of ``<home>/logs/access.jsonl``.
+        outcome_sink: Set in an edge worker: outcomes that matter to ejection (failures, and
+            successes of failing endpoints) go there instead of to the local Ejector, which
+            then only mirrors the edge actor's decisions.
     """
 
     def __init__(self, config: EdgeConfig, loop: asyncio.AbstractEventLoop,
-                 reporter: Reporter | None = None, access_sink: LineSink | None = None) -> None:
+                 reporter: Reporter | None = None, access_sink: LineSink | None = None,
+                 outcome_sink: OutcomeSink | None = None) -> None:
         self.config = config
         self.loop = loop
         self.routes = RouteTable()
@@ -61,6 +69,7 @@ class EdgeState:
                                  ejected=self.ejector.ejected)
         self.metrics.ejected = self.ejector.out_per_app
         self._reporter = reporter
+        self._outcome_sink = outcome_sink
         self.draining = False
         self.clients: set[ClientConnection] = set()
         self.max_clients = connection_cap(config.max_connections, descriptor_limit())
@@ -77,12 +86,19 @@ class EdgeState:
     def outcome(self, app: str, ep: Endpoint, ok: bool, total: int) -> None:
         """Count one outcome of a request to ``ep`` towards its ejection (``ok``: not 5xx,
         not failed, not timed out); ``total`` is how many endpoints ``app`` has."""
+        sink = self._outcome_sink
+        if sink is not None:
+            if not ok or ep.url in self.ejector.failing:
+                sink(app, ep, ok, total)
+            return
         event = self.ejector.outcome(app, ep, ok, total, self.loop.time())
         if event is not None:
             self._announce(event)
 
     def release_ejections(self) -> None:
         """Put back every endpoint whose ejection is over (the sweeper's tick)."""
+        if self._outcome_sink is not None:
+            return  # a worker's ejections end when the edge actor says so
         for event in self.ejector.release(self.loop.time()):
             self._announce(event)
 

@@ -13,7 +13,11 @@ The parent talks to it over its stdin and stdout, one JSON object per line:
   ``{"access_bytes": n}`` followed by n bytes of encoded access log lines (the parent writes
   them to the one ``access.jsonl``, no re-encoding);
 - parent → worker, also: ``{"peers": {...}}``, the other workers' counters summed, which its
-  ``/_mycelium/metrics`` adds to its own, so any worker shows the whole edge.
+  ``/_mycelium/metrics`` adds to its own, so any worker shows the whole edge;
+- ejection is decided by the parent for all workers: a worker sends
+  ``{"outcome": [app, url, instance, ok, total]}`` for each failure (and each success of a
+  failing endpoint) and mirrors ``{"ejections": {"failing": {url: n}, "out": {url: [app,
+  instance]}}}`` from its parent.
 
 The worker stops, draining its requests, on SIGTERM or when its stdin closes (its parent is
 gone): a worker never outlives the mesh that started it.
@@ -134,7 +138,10 @@ def main() -> int:
     hello = orjson.loads(first)
     config = dataclasses.replace(config_from_wire(hello["config"]), reuse_port=True, workers=0)
     channel = _Channel()
-    server = EdgeServer(config, _report(channel), _AccessSink(channel))
+    def outcome(app: str, ep: Endpoint, ok: bool, total: int) -> None:
+        channel.send({"outcome": [app, ep.url, ep.instance, ok, total]})
+
+    server = EdgeServer(config, _report(channel), _AccessSink(channel), outcome)
     version = -1
     snapshot = hello.get("snapshot")
     if snapshot:  # a restarted worker must not answer 404 for the routes the others serve
@@ -152,6 +159,9 @@ def main() -> int:
             message = orjson.loads(line)
             if "peers" in message:
                 server.set_peer_metrics(message["peers"])
+            elif "ejections" in message:
+                shared = message["ejections"]
+                server.mirror_ejections(shared["failing"], shared["out"])
             elif message.get("version", -1) > version:
                 version = message["version"]
                 server.set_routes(routes_from_wire(message["routes"]))
@@ -168,4 +178,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    os._exit(code)  # the stdin reader may still block in read(): skip the interpreter's teardown

@@ -32,9 +32,10 @@ import orjson
 
 from mycelium._logger import get_logger
 from mycelium.edge.config import ACCESS_LOG_NAME, EdgeConfig
+from mycelium.edge.ejection import EjectionEvent, EjectionPolicy, Ejector
 from mycelium.edge.errors import EdgeError
 from mycelium.edge.metrics import Snapshot, combine, counters_only
-from mycelium.edge.routes import RouteTable
+from mycelium.edge.routes import Endpoint, RouteTable
 from mycelium.edge.worker import config_to_wire, routes_to_wire
 from mycelium.operator.logs import SupervisionLog
 from supervisors.reports import Report, Reporter
@@ -105,6 +106,9 @@ class EdgeWorkers:
         self._applied = threading.Condition(self._lock)
         self._latest: dict[int, Snapshot] = {}  # worker index → its last metrics
         self._retired: Snapshot = {}  # counters of workers that exited
+        self._ejector = Ejector(EjectionPolicy(config.eject_after, config.eject_time,
+                                               config.eject_max))
+        self._ejections: dict[str, int] = {}  # app → ejections so far (the metric)
         self._access: SupervisionLog | None = None
         if config.access_log_home is not None:  # the workers' lines, written here: one file
             self._access = SupervisionLog(config.access_log_home, config.access_rotate_bytes,
@@ -130,6 +134,8 @@ class EdgeWorkers:
         self._port = holder.getsockname()[1]
         for worker in self._workers:
             self._spawn(worker)
+        threading.Thread(target=self._release_ejections, name="edge-ejections",
+                         daemon=True).start()
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             if not worker.listening.wait(max(0.0, deadline - time.monotonic())):
@@ -178,6 +184,8 @@ class EdgeWorkers:
                 self._report_dict(message["report"])
             elif "metrics" in message:
                 self._metrics(worker, message["metrics"])
+            elif "outcome" in message:
+                self._outcome(*message["outcome"])
             elif "access_bytes" in message:
                 data = out.read(int(message["access_bytes"]))
                 if self._access is not None:
@@ -243,9 +251,11 @@ class EdgeWorkers:
             self._snapshot_data = {"version": self._version, "routes": routes_to_wire(table),
                                    "restarts": self._restarts}
             self._snapshot = orjson.dumps(self._snapshot_data) + b"\n"
+            self._ejector.forget({ep.url for route in table.values() for ep in route.endpoints})
             for worker in self._workers:
                 if worker.proc is not None and worker.proc.stdin is not None:
                     self._write(worker.proc.stdin, self._snapshot)
+            self._share_ejections()
             return self._version
 
     def wait_applied(self, version: int, timeout: float) -> bool:
@@ -270,13 +280,58 @@ class EdgeWorkers:
             for other in self._workers:
                 if other.proc is None or other.proc.stdin is None or other.status != "running":
                     continue
-                peers = combine(total, self._latest.get(other.index, {}), -1)
+                peers = combine(combine(total, self._latest.get(other.index, {}), -1),
+                                {"ejections": self._ejections})
                 self._write(other.proc.stdin, orjson.dumps({"peers": peers}) + b"\n")
+
+    # -- ejection, decided here for every worker -----------------------------------------
+    def _outcome(self, app: str, url: str, instance: str, ok: bool, total: int) -> None:
+        """A worker's outcome: count it once for the whole edge, share what changed."""
+        with self._lock:
+            try:
+                ep = Endpoint(url, instance)
+            except EdgeError:
+                return
+            event = self._ejector.outcome(app, ep, bool(ok), int(total), time.monotonic())
+            self._share_ejections()
+        if event is not None:
+            self._announce(event)
+
+    def _release_ejections(self) -> None:
+        """Return ejected endpoints on time (a tenth of a second late at most)."""
+        while not self._stopping:
+            time.sleep(0.1)  # the pool's own timer thread; nothing waits on it
+            with self._lock:
+                events = self._ejector.release(time.monotonic())
+                if events:
+                    self._share_ejections()
+            for event in events:
+                self._announce(event)
+
+    def _share_ejections(self) -> None:
+        """Send every worker the failure counts and the ejected endpoints (lock held)."""
+        failing, out = self._ejector.shared()
+        line = orjson.dumps({"ejections": {"failing": failing, "out": out}}) + b"\n"
+        for worker in self._workers:
+            if worker.proc is not None and worker.proc.stdin is not None:
+                self._write(worker.proc.stdin, line)
+
+    def _announce(self, event: EjectionEvent) -> None:
+        if event.event == "endpoint_ejected":
+            with self._lock:
+                self._ejections[event.app] = self._ejections.get(event.app, 0) + 1
+            reason = (f"{self.config.eject_after} consecutive failures; out for "
+                      f"{event.seconds:g} s (ejection {event.count})")
+        else:
+            reason = "ejection over"
+        self._report(event.event, event.instance or event.url, reason, app=event.app,
+                     instance=event.instance or None, url=event.url, count=event.count,
+                     seconds=event.seconds)
 
     def metrics(self) -> Snapshot:
         """Every worker's metrics summed, the exited ones' counters included."""
         with self._lock:
-            total = self._retired
+            total = combine(self._retired, {"ejections": self._ejections})
             for latest in self._latest.values():
                 total = combine(total, latest)
             return total

@@ -208,3 +208,39 @@ def test_the_workers_access_logs_land_in_the_one_file_the_edge_actor_writes(upst
         assert {e["app"] for e in logged()} == {"hello"}
     finally:
         pool.stop(grace=2.0)
+
+
+@pytest.mark.timeout(60)
+def test_ejection_is_counted_once_for_all_workers_and_holds_in_every_worker(upstreams,
+                                                                           reports):
+    from aiohttp import web
+
+    async def broken(request: web.Request) -> web.Response:
+        return web.Response(status=500, text="broken")
+
+    bad_app = web.Application()
+    bad_app.router.add_route("*", "/{tail:.*}", broken)
+    bad = upstreams(bad_app)
+    good = upstreams()
+    pool = EdgeWorkers(EdgeConfig(port=0, workers=2, eject_after=3, eject_time=1.0),
+                       reports.append)
+    pool.start()
+    try:
+        pool.wait_applied(pool.set_routes(table(hello=[good.url, bad.url, good.url])), 10.0)
+        failed = 0
+        for _ in range(60):  # new connections: both workers take turns
+            if get(pool.port)[0] != 200:
+                failed += 1
+            if any(r.event == "endpoint_ejected" for r in reports):
+                break
+        (ejected,) = [r for r in reports if r.event == "endpoint_ejected"]
+        assert ejected.extra["url"] == bad.url and ejected.extra["app"] == "hello"
+        assert failed <= 3 + 1  # one count for the edge, not eject_after per worker
+        assert [get(pool.port)[0] for _ in range(30)] == [200] * 30  # out in every worker
+        wait_until(lambda: 'mycelium_edge_ejections_total{app="hello"} 1' in get(
+            pool.port, "/_mycelium/metrics")[1].decode(), 10, "the ejection in the metrics")
+        wait_until(lambda: any(r.event == "endpoint_returned" for r in reports), 10,
+                   "the endpoint back after eject_time")
+        wait_until(lambda: get(pool.port)[0] == 500, 10, "the returned endpoint tried again")
+    finally:
+        pool.stop(grace=2.0)
