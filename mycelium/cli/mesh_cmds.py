@@ -316,6 +316,10 @@ def logs_cmd(home: HomeOption = None,
     else:
         log = SupervisionLog(home_of(home))
     records = log.follow(app_name) if follow else log.read(app_name)
+    if access and not follow:  # edge workers' batches interleave: merge them in time order
+        from mycelium.edge.accesslog import in_time_order
+
+        records = in_time_order(records)
     color = sys.stdout.isatty()
     with contextlib.suppress(KeyboardInterrupt):
         for record in records:

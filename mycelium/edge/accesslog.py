@@ -9,10 +9,11 @@ A disk that stalls stalls the writer thread, never the loop; batches queue meanw
 
 from __future__ import annotations
 
+import heapq
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ import orjson
 from mycelium._logger import get_logger
 from mycelium.edge.config import ACCESS_LOG_NAME
 
-__all__ = ["FIELDS", "AccessLog", "LineSink", "access_record", "format_access"]
+__all__ = ["FIELDS", "AccessLog", "LineSink", "access_record", "format_access", "in_time_order"]
 
 log = get_logger(__name__)
 
@@ -66,6 +67,20 @@ def access_record(entry: Entry, clock: _Clock | None = None) -> dict[str, Any]:
             "host": host.decode("latin-1") if host is not None else None, "path": path,
             "status": status, "bytes": nbytes, "ms": round(ms, 3), "app": app or None,
             "instance": instance, "retries": retries}
+
+
+def in_time_order(records: Iterable[dict[str, Any]],
+                  window: int = 10_000) -> Iterator[dict[str, Any]]:
+    """``records`` sorted by ``ts``, given that each is out of place by fewer than ``window``
+    records: edge worker processes hand their batches over every half second, so their lines
+    interleave by batch in the file. Streams (a heap of ``window`` records at most)."""
+    heap: list[tuple[str, int, dict[str, Any]]] = []
+    for n, record in enumerate(records):
+        heapq.heappush(heap, (str(record.get("ts", "")), n, record))
+        if len(heap) > window:
+            yield heapq.heappop(heap)[2]
+    while heap:
+        yield heapq.heappop(heap)[2]
 
 
 def _local_clock(ts: Any) -> str:

@@ -15,7 +15,7 @@ import pytest
 from edge_helpers import dead_url, table
 from edge_mesh import ENV
 
-from mycelium.edge.accesslog import FIELDS, AccessLog, access_record, format_access
+from mycelium.edge.accesslog import FIELDS, AccessLog, access_record, format_access, in_time_order
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -166,3 +166,9 @@ def test_logs_access_reads_the_log_filtered_by_app_as_json_and_as_lines(tmp_path
     assert human.returncode == 0, human.stderr
     lines = human.stdout.splitlines()
     assert len(lines) == 2 and "/a/1 200 5B" in lines[0] and "/b/1 503 40B" in lines[1]
+
+
+def test_interleaved_batches_are_read_back_in_time_order():
+    records = [{"ts": f"2026-01-01T00:00:0{s}.000Z", "n": s} for s in (0, 3, 1, 4, 2, 5)]
+    assert [r["n"] for r in in_time_order(records, window=3)] == [0, 1, 2, 3, 4, 5]
+    assert list(in_time_order([])) == []
