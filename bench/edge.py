@@ -2,7 +2,7 @@
 
 One command, alternating rounds, the same plain aiohttp backend behind all three:
 
-    python bench/edge.py [--duration 8] [--rounds 3] [--connections 64]
+    python bench/edge.py [--duration 8] [--rounds 3] [--connections 64] [--access-log]
 
 Needs ``wrk`` and ``nginx`` (bench only): ``apt-get install -y wrk nginx``. Prints per-round
 figures, the medians, the ratios measured in this run, and a final JSON line.
@@ -86,10 +86,13 @@ def run_naive(port: int, backend: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-def run_edge(port: int, backend: int, loop: str, gil_noise: int) -> None:
+def run_edge(port: int, backend: int, loop: str, gil_noise: int,
+             access_home: str | None = None, workers: int = 0) -> None:
     """The edge, as the mesh runs it: an EdgeServer on its own loop thread.
 
-    ``gil_noise`` busy Python threads stand in for actors of the mesh that compete for the GIL.
+    ``gil_noise`` busy Python threads stand in for actors of the mesh that compete for the GIL;
+    with ``access_home`` the edge writes its access log to ``<access_home>/logs/``; with
+    ``workers`` it runs as that many edge worker processes (``[edge] workers``).
     """
     sys.path.insert(0, str(HERE.parent.parent))
     import threading
@@ -102,7 +105,11 @@ def run_edge(port: int, backend: int, loop: str, gil_noise: int) -> None:
         threading.Thread(target=busy, daemon=True).start()
     from mycelium.edge import EdgeConfig, EdgeServer, Endpoint, Route, RouteTable
 
-    server = EdgeServer(EdgeConfig(port=port, edge_id="bench-edge", event_loop=loop))
+    config = EdgeConfig(port=port, edge_id="bench-edge", event_loop=loop, workers=workers,
+                        access_log_home=Path(access_home) if access_home else None)
+    from mycelium.edge.workers import EdgeWorkers
+
+    server: EdgeServer | EdgeWorkers = EdgeWorkers(config) if workers else EdgeServer(config)
     server.start()
     server.set_routes(RouteTable({"hello": Route("hello", (
         Endpoint(f"http://127.0.0.1:{backend}", "hello#1"),))}))
@@ -194,6 +201,11 @@ def main() -> None:
     parser.add_argument("--gil-noise", type=int, default=0,
                         help="busy Python threads in the edge's process (actors competing "
                              "for the GIL)")
+    parser.add_argument("--access-log", action="store_true",
+                        help="the edge writes its access log (to a temporary home)")
+    parser.add_argument("--access-home", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="run the edge as N worker processes ([edge] workers)")
     parser.add_argument("--role", choices=["backend", "naive", "edge"])
     parser.add_argument("--port", type=int)
     parser.add_argument("--backend", type=int)
@@ -203,7 +215,8 @@ def main() -> None:
     if args.role == "naive":
         return run_naive(args.port, args.backend)
     if args.role == "edge":
-        return run_edge(args.port, args.backend, args.loop, args.gil_noise)
+        return run_edge(args.port, args.backend, args.loop, args.gil_noise, args.access_home,
+                        args.workers)
     missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None]
     if missing:
         raise SystemExit(f"missing {' '.join(missing)}: run `apt-get install -y wrk nginx`")
@@ -224,7 +237,9 @@ def main() -> None:
             wait_port(naive_port, procs[-1])
             procs.append(spawn([*me, "--role", "edge", "--port", str(edge_port),
                                 "--backend", str(backend_port), "--loop", args.loop,
-                                "--gil-noise", str(args.gil_noise)]))
+                                "--gil-noise", str(args.gil_noise),
+                                *(["--access-home", tmp] if args.access_log else []),
+                                "--workers", str(args.workers)]))
             wait_port(edge_port, procs[-1])
             targets = {"nginx": nginx_port, "naive": naive_port, "edge": edge_port}
             pids = {"nginx": procs[1].pid, "naive": procs[2].pid, "edge": procs[3].pid}
@@ -280,6 +295,7 @@ def main() -> None:
           "edge/nginx p99 {edge_vs_nginx_p99:.2f}".format(**ratios))
     print(json.dumps({"bench": "edge", "cores": os.cpu_count(), "duration_s": args.duration,
                       "edge_loop": args.loop, "gil_noise": args.gil_noise,
+                      "access_log": args.access_log, "workers": args.workers,
                       "rounds": args.rounds, "connections": args.connections,
                       "summary": summary, "ratios": ratios}))
 

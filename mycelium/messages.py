@@ -41,6 +41,7 @@ __all__ = [
     "InstanceInfo",
     "InstanceStatus",
     "IsRouted",
+    "KillEdgeWorker",
     "LastExit",
     "Plan",
     "PlanChanged",
@@ -201,6 +202,14 @@ class AppRoute:
 @dataclass(frozen=True, slots=True)
 class Crash:
     """Makes any mesh actor fail on purpose, so its supervisor's reaction can be watched."""
+
+
+@dataclass(frozen=True, slots=True)
+class KillEdgeWorker:
+    """Crash test: signal one edge worker process (``mycelium kill --edge``); answers its pid,
+    or None when the edge runs without worker processes."""
+
+    signal: int = 9
 
 
 @dataclass(frozen=True, slots=True)

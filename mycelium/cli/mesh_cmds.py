@@ -301,18 +301,33 @@ def logs_cmd(home: HomeOption = None,
                  "--follow", "-f", help="Keep printing new records as they are written")] = False,
              as_json: Annotated[bool, typer.Option(
                  "--json", help="One JSON object per line (docs/reference.md#supervision-log)")
+             ] = False,
+             access: Annotated[bool, typer.Option(
+                 "--access", help="The edge's access log instead (docs/reference.md#edge)")
              ] = False) -> None:
-    """The supervision log, oldest first; it survives mesh restarts (no mesh needed)."""
+    """The supervision log (or the edge's access log), oldest first; no mesh needed."""
     from mycelium.operator import SupervisionLog, format_record
 
-    log = SupervisionLog(home_of(home))
+    if access:
+        from mycelium.edge.accesslog import format_access
+        from mycelium.edge.config import ACCESS_LOG_NAME
+
+        log = SupervisionLog(home_of(home), name=ACCESS_LOG_NAME)
+    else:
+        log = SupervisionLog(home_of(home))
     records = log.follow(app_name) if follow else log.read(app_name)
+    if access and not follow:  # edge workers' batches interleave: merge them in time order
+        from mycelium.edge.accesslog import in_time_order
+
+        records = in_time_order(records)
     color = sys.stdout.isatty()
     with contextlib.suppress(KeyboardInterrupt):
         for record in records:
             if as_json:
                 sys.stdout.buffer.write(orjson.dumps(record) + b"\n")
                 sys.stdout.flush()
+            elif access:
+                out(format_access(record))
             else:
                 out(format_record(record, color=color))
 
@@ -321,17 +336,29 @@ def logs_cmd(home: HomeOption = None,
 
 
 @app.command("kill")
-def kill_cmd(app_name: Annotated[str, typer.Argument(
-                 metavar="APP", help="The app whose workload processes to signal")],
+def kill_cmd(app_name: Annotated[str | None, typer.Argument(
+                 metavar="[APP]", help="The app whose workload processes to signal")] = None,
              home: HomeOption = None,
              node: Annotated[str | None, typer.Option(
                  "--node", help="Only the instance on this node (default: every node)")] = None,
              sig: Annotated[str, typer.Option(
                  "--signal", help="Signal name or number: SIGTERM, TERM, 15, …")
-             ] = "SIGKILL") -> None:
-    """Crash test: signal the workload process(es) of APP; print one pid per line."""
+             ] = "SIGKILL",
+             edge: Annotated[bool, typer.Option(
+                 "--edge", help="Signal one edge worker process instead ([edge] workers)")
+             ] = False) -> None:
+    """Crash test: signal the workload process(es) of APP, or one edge worker; print one pid
+    per line."""
     number = signal_number(sig)
-    pids = ControlClient(home_of(home)).request("kill", app=app_name, node=node, signal=number)
+    if edge:
+        if app_name is not None or node is not None:
+            raise BadInput("kill --edge takes no APP and no --node")
+        pids = ControlClient(home_of(home)).request("kill", edge=True, signal=number)
+    elif app_name is None:
+        raise BadInput("kill needs an APP (or --edge)")
+    else:
+        pids = ControlClient(home_of(home)).request("kill", app=app_name, node=node,
+                                                    signal=number)
     for pid in pids:
         out(str(pid))
 

@@ -19,13 +19,17 @@ from mycelium.messages import (
     CrashRequested,
     EndpointsChanged,
     GetInfo,
+    KillEdgeWorker,
     SyncRequest,
 )
 from supervisors import SupervisedActor
+from supervisors.reports import Reporter
 
 from .config import EdgeConfig
+from .errors import EdgeError
 from .routes import Endpoint, Route, RouteTable
 from .server import EdgeServer
+from .workers import EdgeWorkers
 
 __all__ = ["EdgeActor", "route_table"]
 
@@ -65,25 +69,35 @@ class EdgeActor(SupervisedActor):
         names: The mesh's registered names.
         config: Where the edge listens and its id (``X-Mycelium-Edge``).
         on_listening: Called with the bound port once the edge accepts requests.
+        reporter: Receives the edge's own supervision-log records (``endpoint_ejected``,
+            ``endpoint_returned``); called from the edge's loop thread, so it must be
+            thread-safe and quick (the mesh's puts the record on its log queue).
     """
 
     def __init__(self, names: Names, config: EdgeConfig,
-                 on_listening: Any = None) -> None:
+                 on_listening: Any = None, reporter: Reporter | None = None) -> None:
         super().__init__()
         self._names = names
         self._config = config
-        self._server: EdgeServer | None = None
+        self._reporter = reporter
+        self._server: EdgeServer | EdgeWorkers | None = None
         self._on_listening = on_listening
         self._cache: dict[AppRoute, Route] = {}
 
     def on_start(self) -> None:
-        """Bind the port, register as ``edge`` and ask the fabric for the routes.
+        """Bind the port (in this process, or in ``[edge] workers`` processes), register as
+        ``edge`` and ask the fabric for the routes.
 
         Raises:
-            EdgeError: the port cannot be bound.
+            EdgeError: the port cannot be bound, or a worker did not start.
         """
-        self._server = EdgeServer(self._config)
-        self._server.start()
+        server: EdgeServer | EdgeWorkers
+        if self._config.workers:
+            server = EdgeWorkers(self._config, self._reporter)
+        else:
+            server = EdgeServer(self._config, self._reporter)
+        server.start()
+        self._server = server
         self._names.register("edge", self.actor_ref)
         self._names.tell("fabric", SyncRequest("edge"))
         if self._on_listening is not None:
@@ -112,8 +126,8 @@ class EdgeActor(SupervisedActor):
         match message:
             case EndpointsChanged():
                 if self._server is not None:
-                    self._server.set_routes(route_table(message, self._cache))
                     self._server.set_restarts(dict(message.restarts))
+                    self._server.set_routes(route_table(message, self._cache))
             case IsRouted(url=url):  # a draining instance waits until it left the table
                 server = self._server
                 if server is None:
@@ -127,9 +141,20 @@ class EdgeActor(SupervisedActor):
                 return False
             case GetInfo():
                 server = self._server
-                return {"name": "edge", "port": server.port if server else None,
-                        "routes": {app: len(r.endpoints) for app, r in server.routes.items()}
-                        if server else {}}
+                info: dict[str, Any] = {
+                    "name": "edge", "port": server.port if server else None,
+                    "routes": {app: len(r.endpoints) for app, r in server.routes.items()}
+                    if server else {}}
+                if isinstance(server, EdgeWorkers):
+                    info["workers"] = server.describe()
+                return info
+            case KillEdgeWorker(signal=sig):
+                if not isinstance(self._server, EdgeWorkers):
+                    return None  # no worker processes: [edge] workers = 0
+                try:
+                    return self._server.kill_one(sig)
+                except EdgeError:
+                    return None
             case Crash():
                 raise CrashRequested("crash requested")
         return None

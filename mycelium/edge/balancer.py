@@ -3,13 +3,14 @@
 An endpoint that refuses connections ``max_fails`` times within ``fail_timeout`` seconds is
 skipped for ``fail_timeout`` seconds (nginx ``max_fails``/``fail_timeout``), before the fabric
 has even noticed that its instance died. When every endpoint of an app is skipped they are all
-tried anyway: a guess is better than a certain 502.
+tried anyway: a guess is better than a certain 502. Endpoints ejected as outliers (see
+:mod:`mycelium.edge.ejection`) come after those, as a last resort.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from mycelium.edge.routes import Endpoint, Route
 
@@ -27,10 +28,14 @@ class Balancer:
         max_fails: Failures within the window that take an endpoint out of rotation.
         fail_timeout: The window, and how long the endpoint then stays out.
         clock: Monotonic seconds; injected for tests.
+        ejected: URLs of endpoints ejected as outliers (a live view, e.g.
+            :attr:`Ejector.ejected <mycelium.edge.ejection.Ejector.ejected>`).
     """
 
     def __init__(self, max_fails: int = 1, fail_timeout: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 ejected: Collection[str] = ()) -> None:
+        self._ejected = ejected
         self._max_fails = max_fails
         self._fail_timeout = fail_timeout
         self._clock = clock
@@ -41,8 +46,8 @@ class Balancer:
     def order(self, route: Route) -> Sequence[Endpoint]:
         """Return the endpoints to try, first choice first.
 
-        Round-robin over the app's endpoints; endpoints passively marked down come last
-        (they are still tried when nothing else is left).
+        Round-robin over the app's endpoints; endpoints passively marked down come after the
+        others, ejected ones last (they are still tried when nothing else is left).
 
         Args:
             route: The app's route; its endpoints must not be empty.
@@ -52,18 +57,23 @@ class Balancer:
         i = self._next.get(route.app, 0)
         self._next[route.app] = (i + 1) % n if n else 0
         rotated = eps if n <= 1 or i % n == 0 else eps[i % n:] + eps[: i % n]
-        if not self._down_until:
+        ejected = self._ejected
+        if not self._down_until and not ejected:
             return rotated
         now = self._clock()
         up: list[Endpoint] = []
         down: list[Endpoint] = []
+        out: list[Endpoint] = []
         for ep in rotated:
+            if ep.url in ejected:
+                out.append(ep)
+                continue
             until = self._down_until.get((ep.host, ep.port))
             if until is None or until <= now:
                 up.append(ep)
             else:
                 down.append(ep)
-        return up + down
+        return up + down + out
 
     def is_down(self, endpoint: Endpoint) -> bool:
         """Tell whether ``endpoint`` is currently skipped."""

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mycelium.edge.errors import EdgeConfigError
 
-__all__ = ["EdgeConfig"]
+if TYPE_CHECKING:
+    from mycelium.operator.config import MeshConfig
+
+__all__ = ["ACCESS_LOG_NAME", "EdgeConfig", "edge_config"]
+
+ACCESS_LOG_NAME = "access.jsonl"
+"""The access log's file name in ``<home>/logs``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,10 +30,14 @@ class EdgeConfig:
         read_timeout: Seconds the upstream may stay silent (for its response head, or between
             two body reads) before the request fails with 504.
         send_timeout: Seconds a client or upstream may refuse to accept our writes.
-        header_timeout: Seconds a client has to deliver a whole request head once it started
-            one (slowloris guard).
+        header_timeout: Seconds a client has to deliver a whole request head, counted from
+            the accept for a new connection and from its first byte on a kept-alive one
+            (slowloris guard).
         body_timeout: Seconds a client may stay silent while sending a request body.
         keepalive_timeout: Seconds an idle client connection is kept open between requests.
+        max_connections: Client connections held at once; beyond it a new connection is
+            closed at once. The edge lowers it further to stay below the process's descriptor
+            limit (see :func:`mycelium.edge.limits.connection_cap`).
         max_header_bytes: Largest request head accepted (431 beyond).
         max_body_bytes: Largest request body accepted (413 beyond); ``None`` means unlimited.
         max_fails: Connection failures within ``fail_timeout`` that take an endpoint out of
@@ -34,6 +46,17 @@ class EdgeConfig:
             skipped (nginx ``fail_timeout``).
         upstream_keepalive: Idle upstream connections kept per endpoint for reuse.
         forwarded_proto: Value of ``X-Forwarded-Proto`` (the edge speaks plain HTTP).
+        eject_after: Consecutive failures (connect errors, timeouts, 5xx answers) that eject
+            an endpoint from its app's rotation.
+        eject_time: Seconds an endpoint stays ejected, times its ejection count.
+        eject_max: Percentage of an app's endpoints that may be ejected at once (rounded
+            down; one endpoint is always kept).
+        access_log_home: The mesh home whose ``logs/access.jsonl`` receives the access log
+            (one JSON object per request), or ``None`` for no access log.
+        access_rotate_bytes: Size at which the access log rotates.
+        access_keep: Rotated access log files kept.
+        reuse_port: Bind with ``SO_REUSEPORT`` (edge worker processes share the port).
+        workers: Edge worker processes; 0 runs the edge in the mesh's own process.
         event_loop: ``"auto"`` (uvloop when installed, else asyncio), ``"uvloop"`` or
             ``"asyncio"``.
     """
@@ -46,13 +69,22 @@ class EdgeConfig:
     send_timeout: float = 30.0
     header_timeout: float = 10.0
     body_timeout: float = 30.0
-    keepalive_timeout: float = 75.0
+    keepalive_timeout: float = 60.0
+    max_connections: int = 10_000
     max_header_bytes: int = 32 * 1024
     max_body_bytes: int | None = 64 * 1024 * 1024
     max_fails: int = 1
     fail_timeout: float = 10.0
     upstream_keepalive: int = 64
     forwarded_proto: str = "http"
+    eject_after: int = 5
+    eject_time: float = 30.0
+    eject_max: int = 50
+    access_log_home: Path | None = None
+    access_rotate_bytes: int = 10 * 1024 * 1024
+    access_keep: int = 5
+    reuse_port: bool = False
+    workers: int = 0
     event_loop: str = "auto"
 
     def __post_init__(self) -> None:
@@ -66,7 +98,7 @@ class EdgeConfig:
         if not self.edge_id or any(c in self.edge_id for c in "\r\n"):
             raise EdgeConfigError("edge_id must be a non-empty single-line string")
         for name in ("connect_timeout", "read_timeout", "send_timeout", "header_timeout",
-                     "body_timeout", "keepalive_timeout", "fail_timeout"):
+                     "body_timeout", "keepalive_timeout", "fail_timeout", "eject_time"):
             if not getattr(self, name) > 0:
                 raise EdgeConfigError(f"edge {name} must be > 0, got {getattr(self, name)!r}")
         if self.max_header_bytes < 1024:
@@ -80,3 +112,35 @@ class EdgeConfig:
                                   f"got {self.event_loop!r}")
         if self.upstream_keepalive < 0:
             raise EdgeConfigError("edge upstream_keepalive must be >= 0")
+        if self.max_connections < 1:
+            raise EdgeConfigError("edge max_connections must be >= 1")
+        if self.eject_after < 1:
+            raise EdgeConfigError("edge eject_after must be >= 1")
+        if not 0 <= self.eject_max <= 100:
+            raise EdgeConfigError("edge eject_max must be a percentage, 0..100")
+        if not 0 <= self.workers <= 256:
+            raise EdgeConfigError("edge workers must be 0..256")
+        if self.access_rotate_bytes < 1024 or self.access_keep < 0:
+            raise EdgeConfigError("edge access_rotate_bytes must be >= 1024, access_keep >= 0")
+
+
+def edge_config(cfg: MeshConfig, *, host: str, port: int, edge_id: str,
+                home: Path) -> EdgeConfig:
+    """The edge's settings from the mesh's ``[edge]`` (and ``[logs]``) configuration.
+
+    Args:
+        cfg: The loaded mesh configuration.
+        host: Where the edge listens (``--edge-host`` wins over the file).
+        port: The edge's port (``--edge-port``).
+        edge_id: Sent as ``X-Mycelium-Edge``.
+        home: The mesh home (the access log goes to its ``logs/``).
+    """
+    e = cfg.edge
+    return EdgeConfig(
+        host=host, port=port, edge_id=edge_id, connect_timeout=e.connect_timeout,
+        read_timeout=e.read_timeout, max_body_bytes=e.max_body or None,
+        max_connections=e.max_connections, header_timeout=e.header_timeout,
+        keepalive_timeout=e.keepalive_timeout, eject_after=e.eject_after,
+        eject_time=e.eject_time, eject_max=e.eject_max,
+        access_log_home=home if e.access_log else None, workers=e.workers,
+        access_rotate_bytes=cfg.logs.rotate_bytes, access_keep=cfg.logs.keep)

@@ -71,6 +71,12 @@ class ClientConnection(Conduit):
         self.peer = ""
         self.last_active = loop.time()
         self.head_started = 0.0
+        # what the slow path's current request was answered with, for the access log
+        self.status = 0
+        self.sent_bytes = 0
+        self.routed_app: str | None = None
+        self.instance: str | None = None
+        self.retries = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register the connection; requests are dispatched as bytes arrive."""

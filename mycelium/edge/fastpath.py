@@ -41,15 +41,29 @@ class FastPath:
         self._max_head = state.config.max_header_bytes
         self._read_timeout = state.config.read_timeout
         self._edge_line = state.edge_line
+        self.access = state.access
+        self._failing = state.ejector.failing  # empty: a success changes no ejection count
 
     # -- the connection's callbacks ---------------------------------------------------------------
     def opened(self, client: ClientConnection) -> None:
-        """Track a new client connection."""
-        self.state.clients.add(client)
+        """Track a new client connection, or close it at once when the edge is full.
+
+        Its request head is due within ``header_timeout`` of now (the accept).
+        """
+        clients = self.state.clients
+        if len(clients) >= self.state.max_clients:
+            self.metrics.refused += 1
+            client.close()
+            return
+        clients.add(client)
+        self.metrics.connections = len(clients)
+        client.head_started = self.loop.time()
 
     def lost(self, client: ClientConnection) -> None:
         """Forget a client that is gone; drop its fast exchange's upstream (mid-response)."""
-        self.state.clients.discard(client)
+        clients = self.state.clients
+        clients.discard(client)
+        self.metrics.connections = len(clients)
         if client.exchange is not None:
             self.detach(client, pool=False)
 
@@ -151,6 +165,8 @@ class FastPath:
         keep = req.keep_alive and not self.state.draining
         head, keep, _ = response_head(req, resp, self._edge_line, keep)
         self.balancer.succeeded(ex.ep)
+        if resp.status >= 500 or self._failing:
+            self.state.outcome(ex.app, ex.ep, resp.status < 500, len(ex.order))
         self.metrics.observe(ex.app, time.monotonic() - ex.started)
         self.metrics.request(ex.app, resp.status)
         self.detach(client, pool=resp.keep_alive and not up.eof and not ubuf)
@@ -158,6 +174,10 @@ class FastPath:
             client.write(head + body if body else head)
         except ConnectionError:
             return
+        access = self.access
+        if access is not None:
+            access.add(client.peer, req.method, req.host, req.target, resp.status, length,
+                       (time.monotonic() - ex.started) * 1000, ex.app, ex.ep.instance, 0)
         if not keep:
             client.close()
             return
@@ -192,9 +212,17 @@ class FastPath:
         if now > ex.deadline:
             self.detach(client, pool=False)
             self.metrics.upstream_failure(ex.app)
+            self.state.outcome(ex.app, ex.ep, False, len(ex.order))
             self.state.error(client, 504, f"upstream {ex.ep.url} timed out", ex.app, close=True)
+            self._log_error(client, ex)
             client.close()
         return True
+
+    def _log_error(self, client: ClientConnection, ex: Exchange) -> None:
+        """Log the error the edge answered a fast exchange with."""
+        if self.access is not None:
+            client.instance, client.retries = ex.ep.instance, 0
+            self.state.log_access(client, ex.req, ex.started)
 
     def _to_task(self, client: ClientConnection, ex: Exchange) -> None:
         """Continue a fast exchange in a task (streaming bodies, interim responses)."""
@@ -210,7 +238,9 @@ class FastPath:
             self.slow.take(client, (ex.req, ex.order))  # bodyless and idempotent: resend
             return
         self.metrics.upstream_failure(ex.app)
+        self.state.outcome(ex.app, ex.ep, False, len(ex.order))
         self.state.error(client, 502, f"upstream {ex.ep.url} failed: {why}", ex.app,
                          close=not ex.req.keep_alive)
+        self._log_error(client, ex)
         if not ex.req.keep_alive:
             client.close()

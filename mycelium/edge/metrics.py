@@ -9,8 +9,15 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["BUCKETS", "EdgeMetrics"]
+__all__ = ["BUCKETS", "GAUGES", "EdgeMetrics", "Snapshot", "combine", "counters_only"]
+
+Snapshot = dict[str, Any]
+"""An :class:`EdgeMetrics`' values as JSON-able data (see :meth:`EdgeMetrics.snapshot`)."""
+
+GAUGES = ("active", "connections")
+"""Snapshot keys that are gauges (a process's values now), not counters."""
 
 BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                               2.5, 5.0, 10.0)
@@ -36,6 +43,33 @@ class EdgeMetrics:
         self._hist: dict[str, list[float]] = {}  # app → bucket counts + [sum, count]
         self.restarts: Mapping[str, int] = {}
         self.active = 0
+        self.connections = 0
+        self.refused = 0
+        self.ejections: dict[str, int] = {}
+        self.ejected: Mapping[str, int] = {}  # app → endpoints out of rotation now
+        self.peers: Snapshot | None = None
+        """The other edge worker processes' values, added when rendering (one attribute
+        store from any thread replaces them)."""
+
+    def snapshot(self) -> Snapshot:
+        """Every value as JSON-able data (on the loop thread: the counters are read whole)."""
+        return {"requests": {f"{app}\x00{code}": n for (app, code), n in self.requests.items()},
+                "retries": dict(self.retries), "upstream_failures": dict(self.upstream_failures),
+                "hist": {app: list(h) for app, h in self._hist.items()},
+                "ejections": dict(self.ejections), "refused": self.refused,
+                "active": self.active, "connections": self.connections}
+
+    def _load(self, snap: Snapshot) -> None:
+        for key, n in snap.get("requests", {}).items():
+            app, _, code = key.partition("\x00")
+            self.requests[(app, int(code))] = int(n)
+        self.retries = dict(snap.get("retries", {}))
+        self.upstream_failures = dict(snap.get("upstream_failures", {}))
+        self._hist = {app: list(h) for app, h in snap.get("hist", {}).items()}
+        self.ejections = dict(snap.get("ejections", {}))
+        self.refused = int(snap.get("refused", 0))
+        self.active = int(snap.get("active", 0))
+        self.connections = int(snap.get("connections", 0))
 
     def request(self, app: str, status: int) -> None:
         """Count one answered request of ``app`` (``""`` for the edge's own paths)."""
@@ -50,6 +84,10 @@ class EdgeMetrics:
         """Count one failed attempt to reach an upstream (refused, reset, timed out)."""
         self.upstream_failures[app] = self.upstream_failures.get(app, 0) + 1
 
+    def ejection(self, app: str) -> None:
+        """Count one endpoint of ``app`` ejected as an outlier."""
+        self.ejections[app] = self.ejections.get(app, 0) + 1
+
     def observe(self, app: str, seconds: float) -> None:
         """Record the time from sending a request upstream to its response head."""
         hist = self._hist.get(app)
@@ -60,7 +98,16 @@ class EdgeMetrics:
         hist[-1] += 1
 
     def render(self) -> str:
-        """Return the Prometheus text exposition (format 0.0.4)."""
+        """Return the Prometheus text exposition (format 0.0.4), the peers' values added."""
+        peers = self.peers
+        if not peers:
+            return self._render()
+        merged = EdgeMetrics()
+        merged._load(combine(self.snapshot(), peers))
+        merged.restarts, merged.ejected = self.restarts, self.ejected
+        return merged._render()
+
+    def _render(self) -> str:
         out = [
             "# HELP mycelium_edge_requests_total Requests answered by the edge, by app and status.",
             "# TYPE mycelium_edge_requests_total counter",
@@ -75,6 +122,14 @@ class EdgeMetrics:
                 "# TYPE mycelium_edge_upstream_failures_total counter"]
         for app, n in sorted(self.upstream_failures.items()):
             out.append(f'mycelium_edge_upstream_failures_total{{app="{_label(app)}"}} {n}')
+        out += ["# HELP mycelium_edge_ejections_total Endpoints ejected as outliers, by app.",
+                "# TYPE mycelium_edge_ejections_total counter"]
+        for app, n in sorted(self.ejections.items()):
+            out.append(f'mycelium_edge_ejections_total{{app="{_label(app)}"}} {n}')
+        out += ["# HELP mycelium_edge_ejected_endpoints Endpoints out of rotation now, by app.",
+                "# TYPE mycelium_edge_ejected_endpoints gauge"]
+        for app, n in sorted(self.ejected.items()):
+            out.append(f'mycelium_edge_ejected_endpoints{{app="{_label(app)}"}} {n}')
         out += ["# HELP mycelium_edge_upstream_latency_seconds Time to response head.",
                 "# TYPE mycelium_edge_upstream_latency_seconds histogram"]
         for app, hist in sorted(self._hist.items()):
@@ -95,5 +150,41 @@ class EdgeMetrics:
             out.append(f'mycelium_app_restarts{{app="{_label(app)}"}} {n}')
         out += ["# HELP mycelium_edge_active_requests Requests in flight.",
                 "# TYPE mycelium_edge_active_requests gauge",
-                f"mycelium_edge_active_requests {self.active}"]
+                f"mycelium_edge_active_requests {self.active}",
+                "# HELP mycelium_edge_connections Client connections open.",
+                "# TYPE mycelium_edge_connections gauge",
+                f"mycelium_edge_connections {self.connections}",
+                "# HELP mycelium_edge_connections_refused_total Connections closed at accept "
+                "because the edge was full.",
+                "# TYPE mycelium_edge_connections_refused_total counter",
+                f"mycelium_edge_connections_refused_total {self.refused}"]
         return "\n".join(out) + "\n"
+
+
+def _merge_map(a: Mapping[str, Any], b: Mapping[str, Any], sign: int) -> dict[str, Any]:
+    out = dict(a)
+    for key, value in b.items():
+        if isinstance(value, list):
+            base = out.get(key) or [0.0] * len(value)
+            out[key] = [x + sign * y for x, y in zip(base, value, strict=False)]
+        else:
+            out[key] = out.get(key, 0) + sign * value
+    return {k: v for k, v in out.items() if v}
+
+
+def combine(a: Snapshot, b: Snapshot, sign: int = 1) -> Snapshot:
+    """``a + b`` (or ``a - b`` with ``sign=-1``), key by key: how the edge actor sums its
+    workers' snapshots, and takes one worker's own part out of the total."""
+    out: Snapshot = {}
+    for key in set(a) | set(b):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) or isinstance(y, dict):
+            out[key] = _merge_map(x or {}, y or {}, sign)
+        else:
+            out[key] = (x or 0) + sign * (y or 0)
+    return out
+
+
+def counters_only(snap: Snapshot) -> Snapshot:
+    """``snap`` without its gauges: what a worker that exited still adds to the totals."""
+    return {k: v for k, v in snap.items() if k not in GAUGES}

@@ -128,7 +128,7 @@ def response_head(req: RequestHead, resp: ResponseHead, edge_line: bytes,
 
 async def relay_response(client: Conduit, req: RequestHead, up: Upstream, resp: ResponseHead,
                          pump: asyncio.Task[None] | None, cfg: EdgeConfig, edge_line: bytes,
-                         keep: bool, pool: UpstreamPool) -> bool:
+                         keep: bool, pool: UpstreamPool) -> tuple[bool, int]:
     """Send the response head and stream the body to the client; pool the upstream.
 
     Args:
@@ -143,9 +143,11 @@ async def relay_response(client: Conduit, req: RequestHead, up: Upstream, resp: 
         pool: Where a still-healthy upstream connection goes back.
 
     Returns:
-        Whether the client connection may carry another request.
+        Whether the client connection may carry another request, and how many body bytes
+        were handed to the client (for the access log; a cut-off answer counts what went).
     """
     head, keep, dechunk = response_head(req, resp, edge_line, keep)
+    sent = 0
     bodyless = req.method == "HEAD" or resp.status in (204, 304)
     ubuf = up.buf
     complete = True
@@ -157,6 +159,7 @@ async def relay_response(client: Conduit, req: RequestHead, up: Upstream, resp: 
             data = reader.feed(ubuf)
             fed = len(ubuf)  # what is left after a feed cannot be used without more bytes
             client.write(head + data if data else head)
+            sent += len(data)
             while not reader.done:
                 if client.must_drain:
                     await client.drain(cfg.send_timeout)
@@ -169,6 +172,7 @@ async def relay_response(client: Conduit, req: RequestHead, up: Upstream, resp: 
                 up.consumed()
                 if data:
                     client.write(data)
+                    sent += len(data)
         elif resp.content_length is not None:
             remaining = resp.content_length
             take = min(remaining, len(ubuf))
@@ -176,6 +180,7 @@ async def relay_response(client: Conduit, req: RequestHead, up: Upstream, resp: 
                 client.write(head + ubuf[:take])
                 del ubuf[:take]
                 remaining -= take
+                sent += take
             else:
                 client.write(head)
             while remaining:
@@ -191,8 +196,10 @@ async def relay_response(client: Conduit, req: RequestHead, up: Upstream, resp: 
                 del ubuf[:take]
                 up.consumed()
                 remaining -= take
+                sent += take
         else:
             client.write(head + ubuf if ubuf else head)
+            sent += len(ubuf)
             ubuf.clear()
             while not up.eof:
                 if client.must_drain:
@@ -200,6 +207,7 @@ async def relay_response(client: Conduit, req: RequestHead, up: Upstream, resp: 
                 await up.wait_data(cfg.read_timeout)
                 if ubuf:
                     client.write(bytes(ubuf))
+                    sent += len(ubuf)
                     ubuf.clear()
                     up.consumed()
             complete = False  # the upstream closed: nothing to pool
@@ -210,20 +218,20 @@ async def relay_response(client: Conduit, req: RequestHead, up: Upstream, resp: 
         client.abort()
         if pump is not None:
             pump.cancel()
-        return False
+        return False, sent
     if pump is not None and not pump.done():
         # The upstream answered before reading the whole body: neither side is reusable.
         pump.cancel()
         up.abort()
-        return False
+        return False, sent
     if pump is not None and error_of(pump) is not None:
         up.abort()
-        return False
+        return False, sent
     if complete and resp.keep_alive and not up.eof and not ubuf:
         pool.release(up)
     else:
         up.close()
-    return keep
+    return keep, sent
 
 
 def abort_on_error(up: Upstream) -> Callable[[asyncio.Task[None]], None]:

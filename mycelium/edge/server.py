@@ -8,15 +8,20 @@ actor's mailbox never waits on network I/O, and a route swap is one attribute st
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from mycelium._logger import get_logger
+from mycelium.edge.accesslog import LineSink
 from mycelium.edge.config import EdgeConfig
 from mycelium.edge.errors import EdgeError
+from mycelium.edge.metrics import Snapshot
 from mycelium.edge.proxy import EdgeProxy
 from mycelium.edge.routes import RouteTable
+from mycelium.edge.state import OutcomeSink
+from supervisors.reports import Reporter
 
 __all__ = ["EdgeServer", "new_loop"]
 
@@ -50,10 +55,20 @@ class EdgeServer:
 
     Args:
         config: Where to listen and how to behave; defaults to :class:`EdgeConfig`'s.
+        reporter: Receives the edge's supervision-log records (endpoint ejections), called
+            on the edge's loop thread; ``None`` drops them.
+        access_sink: Where access log lines go instead of the home's ``access.jsonl``.
+        outcome_sink: In an edge worker: where outcomes that matter to ejection go (the edge
+            actor decides ejections for every worker; see :meth:`mirror_ejections`).
     """
 
-    def __init__(self, config: EdgeConfig | None = None) -> None:
+    def __init__(self, config: EdgeConfig | None = None, reporter: Reporter | None = None,
+                 access_sink: LineSink | None = None,
+                 outcome_sink: OutcomeSink | None = None) -> None:
         self.config = config or EdgeConfig()
+        self._reporter = reporter
+        self._access_sink = access_sink
+        self._outcome_sink = outcome_sink
         self._routes = RouteTable()
         self._restarts: Mapping[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -102,14 +117,15 @@ class EdgeServer:
             return
         self._loop = loop
         asyncio.set_event_loop(loop)
-        proxy = EdgeProxy(self.config, loop)
+        proxy = EdgeProxy(self.config, loop, self._reporter, self._access_sink,
+                          self._outcome_sink)
         proxy.routes = self._routes
         proxy.metrics.restarts = self._restarts
         self._proxy = proxy
         try:
             self._server = loop.run_until_complete(loop.create_server(
                 proxy.protocol, self.config.host, self.config.port, backlog=1024,
-                reuse_address=True))
+                reuse_address=True, reuse_port=self.config.reuse_port or None))
             proxy.start()
             sock = self._server.sockets[0]
             self._port = sock.getsockname()[1]
@@ -187,6 +203,35 @@ class EdgeServer:
         self._restarts = dict(restarts)
         if self._proxy is not None:
             self._proxy.metrics.restarts = self._restarts
+
+    def mirror_ejections(self, failing: Mapping[str, int],
+                         out: Mapping[str, Sequence[str]]) -> None:
+        """Take the edge actor's ejection state (failure counts, ejected endpoints)."""
+        proxy, loop = self._proxy, self._loop
+        if proxy is not None and loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(proxy.state.ejector.mirror, failing, out)
+
+    def set_peer_metrics(self, peers: Snapshot | None) -> None:
+        """Add the other edge workers' values to what ``/_mycelium/metrics`` shows."""
+        if self._proxy is not None:
+            self._proxy.metrics.peers = peers  # one attribute store: atomic for the loop
+
+    def metrics_snapshot(self, timeout: float = 2.0) -> Snapshot:
+        """This edge's metrics as data, taken on its loop thread.
+
+        Raises:
+            EdgeError: Not running, or the loop did not answer within ``timeout``.
+        """
+        proxy, loop = self._proxy, self._loop
+        if proxy is None or loop is None or loop.is_closed():
+            raise EdgeError("edge server not running")
+        answer: concurrent.futures.Future[Snapshot] = concurrent.futures.Future()
+        loop.call_soon_threadsafe(lambda: answer.set_result(proxy.metrics.snapshot()))
+        try:
+            return answer.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise EdgeError("edge loop did not answer") from None
 
     # -- read-only views --------------------------------------------------------------------------
     @property

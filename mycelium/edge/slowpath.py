@@ -68,6 +68,10 @@ class SlowPath:
                      first: tuple[RequestHead, Sequence[Endpoint] | None] | None) -> None:
         """Run one request in a task, then give the connection back to the callbacks."""
         keep = False
+        req: RequestHead | None = None
+        started = time.monotonic()
+        client.status = client.sent_bytes = client.retries = 0
+        client.routed_app = client.instance = None
         try:
             if first is None:
                 try:
@@ -78,6 +82,7 @@ class SlowPath:
                 if head is None:
                     return
                 first = (head, None)
+                started = time.monotonic()
             req, order = first
             self.metrics.active += 1
             try:
@@ -91,12 +96,16 @@ class SlowPath:
             log.exception("edge: unexpected error serving %s", client.peer)
             client.abort()
         finally:
+            if self.state.access is not None:
+                self.state.log_access(client, req, started)
             self._task_done(client, keep)
 
     async def _serve_rest(self, client: ClientConnection, ex: Exchange) -> None:
         """Finish a fast exchange whose response needs streaming."""
         keep = False
         up = ex.up
+        client.status = client.sent_bytes = client.retries = 0
+        client.routed_app, client.instance = ex.app, ex.ep.instance
         try:
             self.metrics.active += 1
             try:
@@ -104,18 +113,22 @@ class SlowPath:
                     resp = await read_response_head(up, self.config.read_timeout)
                 except TimeoutError:
                     self.metrics.upstream_failure(ex.app)
+                    self.state.outcome(ex.app, ex.ep, False, len(ex.order))
                     self.state.error(client, 504, f"upstream {ex.ep.url} timed out", ex.app,
                                 close=True)
                     return
                 except (ConnectionError, ProtocolError, OSError) as exc:
                     self.metrics.upstream_failure(ex.app)
+                    self.state.outcome(ex.app, ex.ep, False, len(ex.order))
                     self.state.error(client, 502, f"upstream {ex.ep.url} failed: {exc}", ex.app,
                                 close=True)
                     return
                 self.balancer.succeeded(ex.ep)
+                self.state.outcome(ex.app, ex.ep, resp.status < 500, len(ex.order))
                 self.metrics.observe(ex.app, time.monotonic() - ex.started)
                 self.metrics.request(ex.app, resp.status)
-                keep = await relay_response(
+                client.status = resp.status
+                keep, client.sent_bytes = await relay_response(
                     client, ex.req, up, resp, None, self.config, self.state.edge_line,
                     ex.req.keep_alive and not self.state.draining, self.pool)
                 client.upstream = None  # pooled or closed by relay_response
@@ -127,6 +140,8 @@ class SlowPath:
             log.exception("edge: unexpected error serving %s", client.peer)
             client.abort()
         finally:
+            if self.state.access is not None:
+                self.state.log_access(client, ex.req, ex.started)
             self._task_done(client, keep)
 
     async def _read_head(self, client: ClientConnection) -> RequestHead | None:
@@ -137,7 +152,8 @@ class SlowPath:
         """
         buf = client.buf
         limit = self.config.max_header_bytes
-        started = 0.0
+        loop = self.loop
+        started = client.head_started  # from the accept, or from the first byte of this head
         while True:
             while buf[:2] == b"\r\n":  # RFC 9112 §2.2: ignore blank lines before a request
                 del buf[:2]
@@ -155,11 +171,13 @@ class SlowPath:
                 if buf:
                     raise ProtocolError("incomplete request head")
                 return None
-            if buf:
-                if not started:
-                    started = time.monotonic()
-                timeout = started + self.config.header_timeout - time.monotonic()
+            if buf and not started:
+                started = loop.time()
+            if started:
+                timeout = started + self.config.header_timeout - loop.time()
                 if timeout <= 0:
+                    if not buf:
+                        return None
                     raise ProtocolError("request head too slow", 408)
             else:
                 timeout = self.config.keepalive_timeout
@@ -241,10 +259,13 @@ class SlowPath:
         started = 0.0
         tries = list(order)
         i = 0
+        client.routed_app = app
         while i < len(tries):
             ep = tries[i]
             if attempt:
                 self.metrics.retry(app)
+            client.retries = attempt
+            client.instance = ep.instance
             attempt += 1
             try:
                 up = client.upstream = await self.pool.acquire(ep)
@@ -252,6 +273,7 @@ class SlowPath:
                 timed_out = isinstance(exc, TimeoutError)
                 failure = f"upstream {ep.url} unreachable: {exc.__class__.__name__}"
                 self.balancer.failed(ep)
+                self.state.outcome(app, ep, False, len(order))
                 self.metrics.upstream_failure(app)
                 i += 1
                 continue
@@ -273,6 +295,7 @@ class SlowPath:
                 if client_fault(pump) is not None:
                     return self._pump_failed(client, pump, app)
                 self.metrics.upstream_failure(app)
+                self.state.outcome(app, ep, False, len(order))
                 self.state.error(client, 504, f"upstream {ep.url} timed out", app, close=True)
                 return False
             except (ConnectionError, ProtocolError, OSError) as exc:
@@ -285,6 +308,7 @@ class SlowPath:
                 if reused and may_resend:
                     continue  # a stale pooled connection: same endpoint, fresh connection
                 self.metrics.upstream_failure(app)
+                self.state.outcome(app, ep, False, len(order))
                 failure = f"upstream {ep.url} failed: {exc or exc.__class__.__name__}"
                 if may_resend and isinstance(exc, ConnectionError):
                     i += 1
@@ -297,10 +321,14 @@ class SlowPath:
             self.state.error(client, 504 if timed_out else 502, failure, app, close=not reusable)
             return reusable
         self.balancer.succeeded(ep)
+        self.state.outcome(app, ep, resp.status < 500, len(order))
         self.metrics.observe(app, time.monotonic() - started)
         self.metrics.request(app, resp.status)
-        return await relay_response(client, req, up, resp, pump, self.config, self.state.edge_line,
-                                    req.keep_alive and not self.state.draining, self.pool)
+        client.status = resp.status
+        keep, client.sent_bytes = await relay_response(
+            client, req, up, resp, pump, self.config, self.state.edge_line,
+            req.keep_alive and not self.state.draining, self.pool)
+        return keep
 
     def _pump_failed(self, client: ClientConnection, pump: asyncio.Task[None] | None,
                      app: str) -> bool:

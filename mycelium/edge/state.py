@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 
 import orjson
 
+from mycelium.edge.accesslog import AccessLog, LineSink
 from mycelium.edge.balancer import Balancer
 from mycelium.edge.config import EdgeConfig
 from mycelium.edge.connection import ClientConnection
+from mycelium.edge.ejection import EjectionEvent, EjectionPolicy, Ejector
 from mycelium.edge.http1 import RequestHead
+from mycelium.edge.limits import connection_cap, descriptor_limit
 from mycelium.edge.metrics import EdgeMetrics
 from mycelium.edge.routes import Endpoint, RouteTable
 from mycelium.edge.upstream import UpstreamPool
+from supervisors.reports import Report, Reporter
 
-__all__ = ["DROP_REQUEST", "IDEMPOTENT", "EdgeState"]
+__all__ = ["DROP_REQUEST", "IDEMPOTENT", "EdgeState", "OutcomeSink"]
+
+OutcomeSink = Callable[[str, Endpoint, bool, int], None]
+"""Receives ``(app, endpoint, ok, total)`` for each outcome that matters to ejection."""
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 """Methods that may be resent once bytes were sent (RFC 9110 §9.2.2), when bodyless."""
@@ -39,20 +48,74 @@ class EdgeState:
     Args:
         config: Limits, timeouts and the edge id.
         loop: The loop every connection runs on.
+        reporter: Receives ``endpoint_ejected`` / ``endpoint_returned`` records (on the loop
+            thread); ``None`` drops them.
+        access_sink: Where access log lines go instead of ``<home>/logs/access.jsonl``.
+        outcome_sink: Set in an edge worker: outcomes that matter to ejection (failures, and
+            successes of failing endpoints) go there instead of to the local Ejector, which
+            then only mirrors the edge actor's decisions.
     """
 
-    def __init__(self, config: EdgeConfig, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, config: EdgeConfig, loop: asyncio.AbstractEventLoop,
+                 reporter: Reporter | None = None, access_sink: LineSink | None = None,
+                 outcome_sink: OutcomeSink | None = None) -> None:
         self.config = config
         self.loop = loop
         self.routes = RouteTable()
         self.metrics = EdgeMetrics()
-        self.balancer = Balancer(config.max_fails, config.fail_timeout)
+        self.ejector = Ejector(EjectionPolicy(config.eject_after, config.eject_time,
+                                              config.eject_max))
+        self.balancer = Balancer(config.max_fails, config.fail_timeout,
+                                 ejected=self.ejector.ejected)
+        self.metrics.ejected = self.ejector.out_per_app
+        self._reporter = reporter
+        self._outcome_sink = outcome_sink
         self.draining = False
         self.clients: set[ClientConnection] = set()
+        self.max_clients = connection_cap(config.max_connections, descriptor_limit())
+        """Client connections held at once (``max_connections``, lowered to fit descriptors)."""
         self.pool = UpstreamPool(loop, config.upstream_keepalive, config.connect_timeout)
         self.edge_line = b"X-Mycelium-Edge: " + config.edge_id.encode("latin-1") + b"\r\n"
         """The ``X-Mycelium-Edge`` field every response carries, ready to append to a head."""
         self._proto_line = b"X-Forwarded-Proto: " + config.forwarded_proto.encode() + b"\r\n"
+        home = config.access_log_home
+        self.access = (AccessLog(home, config.access_rotate_bytes, config.access_keep,
+                                 access_sink) if home is not None else None)
+        """Where answered requests are logged, when ``[edge] access_log`` is on."""
+
+    def outcome(self, app: str, ep: Endpoint, ok: bool, total: int) -> None:
+        """Count one outcome of a request to ``ep`` towards its ejection (``ok``: not 5xx,
+        not failed, not timed out); ``total`` is how many endpoints ``app`` has."""
+        sink = self._outcome_sink
+        if sink is not None:
+            if not ok or ep.url in self.ejector.failing:
+                sink(app, ep, ok, total)
+            return
+        event = self.ejector.outcome(app, ep, ok, total, self.loop.time())
+        if event is not None:
+            self._announce(event)
+
+    def release_ejections(self) -> None:
+        """Put back every endpoint whose ejection is over (the sweeper's tick)."""
+        if self._outcome_sink is not None:
+            return  # a worker's ejections end when the edge actor says so
+        for event in self.ejector.release(self.loop.time()):
+            self._announce(event)
+
+    def _announce(self, event: EjectionEvent) -> None:
+        """Count an ejection in the metrics and report it to the supervision log."""
+        if event.event == "endpoint_ejected":
+            self.metrics.ejection(event.app)
+            reason = (f"{self.config.eject_after} consecutive failures; out for "
+                      f"{event.seconds:g} s (ejection {event.count})")
+        else:
+            reason = "ejection over"
+        if self._reporter is not None:
+            self._reporter(Report(
+                ts=time.time(), event=event.event, supervisor="mesh/edge",
+                child=event.instance or event.url, reason=reason,
+                extra={"app": event.app, "instance": event.instance or None, "url": event.url,
+                       "count": event.count, "seconds": event.seconds}))
 
     def error(self, client: ClientConnection, status: int, message: str, app: str,
               close: bool = False) -> None:
@@ -60,10 +123,13 @@ class EdgeState:
         body = orjson.dumps({"error": message})
         self.send_own(client, status, body, b"application/json", close)
         self.metrics.request(app, status)
+        client.routed_app = app or None
 
     def send_own(self, client: ClientConnection, status: int, body: bytes, ctype: bytes,
                  close: bool) -> None:
         """Send a response the edge made itself (a client already gone is ignored)."""
+        client.status = status
+        client.sent_bytes = len(body)
         head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
                 f"Content-Length: {len(body)}\r\n").encode()
         head += b"Content-Type: " + ctype + b"\r\n" + self.edge_line
@@ -71,6 +137,27 @@ class EdgeState:
             head += b"Connection: close\r\n"
         with contextlib.suppress(ConnectionError):
             client.write(head + b"\r\n" + body)
+
+    def log_access(self, client: ClientConnection, req: RequestHead | None,
+                   started: float) -> None:
+        """Log the answer the slow path (or an error) gave, from the client's record of it.
+
+        Args:
+            client: The connection; its ``status``, ``sent_bytes``, ``routed_app``,
+                ``instance`` and ``retries`` describe the answer.
+            req: The request, when its head could be parsed.
+            started: ``time.monotonic()`` when the request's head was complete.
+        """
+        access = self.access
+        if access is None or not client.status:
+            return
+        if req is None:
+            access.add(client.peer, None, None, None, client.status, client.sent_bytes,
+                       (time.monotonic() - started) * 1000, None, None, 0)
+            return
+        access.add(client.peer, req.method, req.host, req.target, client.status,
+                   client.sent_bytes, (time.monotonic() - started) * 1000, client.routed_app,
+                   client.instance, client.retries)
 
     def upstream_head(self, client: ClientConnection, req: RequestHead, target: str,
                       ep: Endpoint) -> bytes:

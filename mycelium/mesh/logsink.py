@@ -27,12 +27,12 @@ Subscriber = Callable[[dict[str, Any]], None]
 
 
 def record_of(report: Report) -> dict[str, Any]:
-    """The supervision-log record of a report: ``app``, ``pid``, ``restarts`` lifted from
-    ``extra`` to the top level, where ``logs --app`` and the dashboard look for them."""
+    """The supervision-log record of a report: ``app``, ``pid``, ``restarts``, ``instance``
+    lifted from ``extra`` to the top level, where ``logs --app`` and the dashboard look."""
     record = report.to_dict()
     extra = record.get("extra") or {}
     record["app"] = extra.get("app")
-    for key in ("pid", "restarts"):
+    for key in ("pid", "restarts", "instance"):
         if key in extra:
             record[key] = extra[key]
     return record

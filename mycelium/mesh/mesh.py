@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from mycelium.edge import EdgeConfig
+from mycelium.edge.config import edge_config
+from mycelium.edge.limits import raise_nofile_limit
 from mycelium.fabric import Names
 from mycelium.home import Home
 from mycelium.node.isolation import Isolation
@@ -118,6 +119,7 @@ class Mesh:
         self.lock.acquire()
         limit_malloc_arenas()
         self.isolation.arm_mesh()  # before any thread: they and the workloads inherit it
+        raise_nofile_limit()  # client connections must never starve probes and spawns
         self.isolation.ensure_dirs(self.home.root)
         reaped = reap_home(self.home, self.isolation.instances_dir, self.isolation.uids)
         self.log.start()
@@ -143,10 +145,8 @@ class Mesh:
                               self.home.instances, self.log.report)
         edge = None
         if self.backend.with_edge:
-            edge = EdgeConfig(host=self.edge_host, port=self.edge_port, edge_id=self.edge_id,
-                              connect_timeout=cfg.edge.connect_timeout,
-                              read_timeout=cfg.edge.read_timeout,
-                              max_body_bytes=cfg.edge.max_body or None)
+            edge = edge_config(cfg, host=self.edge_host, port=self.edge_port,
+                               edge_id=self.edge_id, home=self.home.root)
         fabric = self.backend.fabric_child(self.names, self.spores.repo, cfg.rollout.parallel)
         return builder.children(fabric, edge, self._edge_listening, self.home.control_socket,
                                 {**self.ops.handlers(), **self._desired_ops()},

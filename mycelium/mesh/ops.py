@@ -22,7 +22,7 @@ from mycelium.defaults import DeployDefaults
 from mycelium.fabric import Names
 from mycelium.fabric.errors import BadPlan
 from mycelium.fabric.validate import check_app_name, check_budget, check_plan
-from mycelium.messages import GetStatus, PublishPlan, SetBudget, StopApp
+from mycelium.messages import GetInfo, GetStatus, KillEdgeWorker, PublishPlan, SetBudget, StopApp
 from mycelium.operator.control import ControlError
 from mycelium.states import LIVE_STATES
 from supervisors import describe_tree
@@ -168,17 +168,41 @@ class ControlOps:
             raise ControlError("the mesh is stopping", 1)
         tree = describe_tree(root)
         annotate_tree(tree, self.status())
+        self._add_edge_workers(tree)
         tree["pid"] = os.getpid()  # every actor runs in this process; workloads have their own
         return tree
 
+    def _add_edge_workers(self, tree: dict[str, Any]) -> None:
+        """Show the edge's worker processes (``[edge] workers``) as children of ``edge``."""
+        ref = self.names.get("edge")
+        if ref is None:
+            return
+        try:
+            info: dict[str, Any] = ref.ask(GetInfo(), block=True, timeout=2.0)
+            workers = info.get("workers")
+        except Exception:  # the edge is restarting: the tree shows it without workers
+            return
+        for child in tree.get("children", []):
+            if child.get("id") == "edge" and workers:
+                child["children"] = workers
+
     def kill(self, req: dict[str, Any]) -> list[int]:
-        """Signal the running instances of ``app`` (on ``node``, else every local node).
+        """Signal the running instances of ``app`` (on ``node``, else every local node), or
+        with ``edge`` one edge worker process.
 
         Raises:
             ControlError: nothing to signal here.
         """
-        app = check_app_name(req.get("app"))
         sig = int(req.get("signal", signal.SIGKILL))
+        if req.get("edge"):
+            ref = self.names.get("edge")
+            pid: int | None = (ref.ask(KillEdgeWorker(sig), block=True, timeout=5.0)
+                               if ref is not None else None)
+            if pid is None:
+                raise ControlError("no edge worker process to signal (the edge runs them only "
+                                   "with [edge] workers >= 1)", 1)
+            return [pid]
+        app = check_app_name(req.get("app"))
         signalled = []
         for pid in kill_targets(self.status(app), app, req.get("node"), self.kill_scope):
             with contextlib.suppress(ProcessLookupError):

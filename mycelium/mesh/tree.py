@@ -125,8 +125,8 @@ class TreeBuilder:
 
         children = [fabric]
         if edge is not None:
-            children.append(ChildSpec("edge", lambda: EdgeActor.start(names, edge, on_listening),
-                                      shutdown=10.0))
+            children.append(ChildSpec("edge", lambda: EdgeActor.start(names, edge, on_listening,
+                                                                      report), shutdown=10.0))
         children += [ChildSpec("control", lambda: ControlActor.start(
                          names, control_socket, ops, max_connections=control.max_connections,
                          idle_timeout=control.idle_timeout)),

@@ -84,6 +84,14 @@ class EdgeSection:
     read_timeout: float = _key(30.0, 0, 3600, lo_open=True)
     max_body: int = _key(64 * _MIB, 0, 2**40)
     ui_port: int = _key(0, 0, 65535)
+    max_connections: int = _key(10_000, 1, 10_000_000)
+    header_timeout: float = _key(10.0, 0, 3600, lo_open=True)
+    keepalive_timeout: float = _key(60.0, 0, 86_400, lo_open=True)
+    access_log: bool = _key(False)
+    eject_after: int = _key(5, 1, 1000)
+    eject_time: float = _key(30.0, 0, 86_400, lo_open=True)
+    eject_max: int = _key(50, 0, 100)
+    workers: int = _key(0, 0, 256)
 
 
 @dataclass(frozen=True, slots=True)

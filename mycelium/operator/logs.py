@@ -72,8 +72,9 @@ class SupervisionLog:
     """
 
     def __init__(self, home: Home | Path, rotate_bytes: int = 10 * 1024 * 1024,
-                 keep: int = 5) -> None:
-        """Open (lazily) the log of ``home``.
+                 keep: int = 5, *, name: str = LOG_NAME) -> None:
+        """Open (lazily) the log of ``home``; ``name`` picks another log of the same kind in
+        ``<home>/logs`` (the edge's access log is rotated and followed the same way).
 
         Raises:
             LogError: ``rotate_bytes`` < 1 or ``keep`` < 0.
@@ -82,7 +83,8 @@ class SupervisionLog:
             raise LogError(f"supervision log: rotate_bytes must be >= 1 and keep >= 0, "
                            f"got {rotate_bytes} and {keep}")
         home = home if isinstance(home, Home) else Home(Path(home))
-        self.path: Path = home.logs / LOG_NAME
+        self.name = name
+        self.path: Path = home.logs / name
         self.rotate_bytes = rotate_bytes
         self.keep = keep
         self._lock = threading.Lock()
@@ -91,7 +93,7 @@ class SupervisionLog:
 
     def files(self) -> list[Path]:
         """The log's files, oldest first (rotated ones, then the current one), existing only."""
-        rotated = [self.path.with_name(f"{LOG_NAME}.{n}") for n in range(self.keep, 0, -1)]
+        rotated = [self.path.with_name(f"{self.name}.{n}") for n in range(self.keep, 0, -1)]
         return [p for p in [*rotated, self.path] if p.exists()]
 
     def write(self, record: Mapping[str, Any] | Any) -> None:
@@ -105,6 +107,14 @@ class SupervisionLog:
             line = orjson.dumps(data, default=str) + b"\n"
         except orjson.JSONEncodeError:  # e.g. an int beyond 64 bits: the slow, lenient encoder
             line = json.dumps(data, default=str, ensure_ascii=False).encode() + b"\n"
+        self.write_lines(line)
+
+    def write_lines(self, line: bytes) -> None:
+        """Append encoded JSON lines (each ending in a newline) in one write, flushed.
+
+        Raises:
+            LogError: the file cannot be written.
+        """
         with self._lock:
             try:
                 if self._file is None:
@@ -128,12 +138,12 @@ class SupervisionLog:
         if self.keep == 0:
             self.path.unlink(missing_ok=True)
         else:
-            self.path.with_name(f"{LOG_NAME}.{self.keep}").unlink(missing_ok=True)
+            self.path.with_name(f"{self.name}.{self.keep}").unlink(missing_ok=True)
             for n in range(self.keep - 1, 0, -1):
-                older = self.path.with_name(f"{LOG_NAME}.{n}")
+                older = self.path.with_name(f"{self.name}.{n}")
                 if older.exists():
-                    older.rename(self.path.with_name(f"{LOG_NAME}.{n + 1}"))
-            self.path.rename(self.path.with_name(f"{LOG_NAME}.1"))
+                    older.rename(self.path.with_name(f"{self.name}.{n + 1}"))
+            self.path.rename(self.path.with_name(f"{self.name}.1"))
         self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for appends
         self._size = 0
 
@@ -231,7 +241,7 @@ class SupervisionLog:
         writer may rotate (rename every file) at any moment. A scan during which any name
         changed its inode is thrown away and done again, so no file is skipped or read twice.
         """
-        names = [self.path.with_name(f"{LOG_NAME}.{n}") for n in range(self.keep, 0, -1)]
+        names = [self.path.with_name(f"{self.name}.{n}") for n in range(self.keep, 0, -1)]
         names.append(self.path)
         for _ in range(100):
             opened: list[tuple[Path, IO[bytes], int]] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 from edge_helpers import RawUpstream, Upstream, echo_app
+from edge_mesh import hello_spores, mesh_home  # noqa: F401  (fixtures of the real-mesh tests)
 
 from mycelium.edge import EdgeConfig, EdgeServer, RouteTable
+from mycelium.edge.workers import EdgeWorkers
 
 
 @pytest.fixture
@@ -54,14 +57,40 @@ def event_loop_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+WORKERS = int(os.environ.get("MYCELIUM_TEST_EDGE_WORKERS", "0") or 0)
+"""``MYCELIUM_TEST_EDGE_WORKERS=N`` runs the suite's edges as N worker processes instead."""
+
+
+class WorkersEdge(EdgeWorkers):
+    """Edge worker processes that look like an EdgeServer to the tests: a route push
+    returns once every worker applied it."""
+
+    def set_routes(self, table: RouteTable) -> int:
+        version = super().set_routes(table)
+        assert self.wait_applied(version, timeout=10.0)
+        return version
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._port is not None
+
+
 @pytest.fixture
 def edges(event_loop_kind: str) -> Iterator[Callable[..., EdgeServer]]:
-    started: list[EdgeServer] = []
+    started: list[Any] = []
 
     def start(routes: RouteTable | None = None, **config: Any) -> EdgeServer:
         config.setdefault("edge_id", "edge-test")
         config.setdefault("event_loop", event_loop_kind)
-        server = EdgeServer(EdgeConfig(port=0, **config))
+        server: Any
+        if WORKERS:
+            server = WorkersEdge(EdgeConfig(port=0, workers=WORKERS, **config))
+        else:
+            server = EdgeServer(EdgeConfig(port=0, **config))
         server.start()
         started.append(server)
         if routes is not None:

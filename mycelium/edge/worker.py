@@ -1,0 +1,184 @@
+"""One edge worker process: an :class:`EdgeServer` on the shared port, fed by its parent.
+
+Run as ``python -m mycelium.edge.worker`` by :class:`~mycelium.edge.workers.EdgeWorkers`.
+The parent talks to it over its stdin and stdout, one JSON object per line:
+
+- parent → worker: first ``{"config": {...}, "snapshot": {...} | null}`` (the
+  :class:`EdgeConfig` fields and the latest snapshot, applied before it listens), then
+  ``{"version": v, "routes": {app: [[url, instance], ...]}, "restarts": {app: n}}``
+  for every routing snapshot (versioned: a worker applies only newer ones);
+- worker → parent: ``{"listening": port, "pid": pid}`` once it serves, ``{"applied": v}``
+  after each snapshot, ``{"report": {...}}`` for its supervision-log records (ejections),
+  ``{"metrics": {...}}`` every ``METRICS_EVERY`` seconds (its counters), and
+  ``{"access_bytes": n}`` followed by n bytes of encoded access log lines (the parent writes
+  them to the one ``access.jsonl``, no re-encoding);
+- parent → worker, also: ``{"peers": {...}}``, the other workers' counters summed, which its
+  ``/_mycelium/metrics`` adds to its own, so any worker shows the whole edge;
+- ejection is decided by the parent for all workers: a worker sends
+  ``{"outcome": [app, url, instance, ok, total]}`` for each failure (and each success of a
+  failing endpoint) and mirrors ``{"ejections": {"failing": {url: n}, "out": {url: [app,
+  instance]}}}`` from its parent.
+
+The worker stops, draining its requests, on SIGTERM or when its stdin closes (its parent is
+gone): a worker never outlives the mesh that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mycelium.edge.config import EdgeConfig
+from mycelium.edge.routes import Endpoint, Route, RouteTable
+from supervisors.reports import Report
+
+__all__ = ["config_from_wire", "config_to_wire", "routes_from_wire", "routes_to_wire"]
+
+_STOP_GRACE = 5.0
+METRICS_EVERY = 0.5
+"""Seconds between two metrics reports of a worker to its parent."""
+
+
+def config_to_wire(config: EdgeConfig) -> dict[str, Any]:
+    """The config as JSON-able data (paths as strings)."""
+    data = dataclasses.asdict(config)
+    if data["access_log_home"] is not None:
+        data["access_log_home"] = str(data["access_log_home"])
+    return data
+
+
+def config_from_wire(data: Mapping[str, Any]) -> EdgeConfig:
+    """Rebuild the config sent by :func:`config_to_wire`.
+
+    Raises:
+        EdgeConfigError: A value is out of range.
+    """
+    values = dict(data)
+    if values.get("access_log_home") is not None:
+        values["access_log_home"] = Path(values["access_log_home"])
+    return EdgeConfig(**values)
+
+
+def routes_to_wire(table: RouteTable) -> dict[str, list[list[str]]]:
+    """A routing snapshot as JSON-able data."""
+    return {app: [[ep.url, ep.instance] for ep in route.endpoints]
+            for app, route in table.items()}
+
+
+def routes_from_wire(data: Mapping[str, Any]) -> RouteTable:
+    """Rebuild a snapshot sent by :func:`routes_to_wire`.
+
+    Raises:
+        EdgeConfigError: A bad app name or endpoint URL.
+    """
+    return RouteTable({app: Route(app, tuple(Endpoint(url, instance) for url, instance in eps))
+                       for app, eps in data.items()})
+
+
+class _Channel:
+    """The worker's side of the pipe to its parent (writes from any thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._out = sys.stdout.buffer
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        self.send_frame(orjson.dumps(message, default=str) + b"\n")
+
+    def send_frame(self, *parts: bytes) -> None:
+        with self._lock:
+            try:
+                for part in parts:
+                    self._out.write(part)
+                self._out.flush()
+            except (BrokenPipeError, ValueError):
+                pass  # the parent is gone; stdin's EOF stops us
+
+
+class _AccessSink:
+    """Access log lines go to the parent, framed: a header line, then the bytes."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
+
+    def write_lines(self, line: bytes) -> None:
+        self._channel.send_frame(b'{"access_bytes":%d}\n' % len(line), line)
+
+    def close(self) -> None:
+        """Nothing to close: the pipe is the process's stdout."""
+
+
+def _report(channel: _Channel) -> Any:
+    def report(rep: Report) -> None:
+        channel.send({"report": {"ts": rep.ts, "event": rep.event, "supervisor": rep.supervisor,
+                                 "child": rep.child, "reason": rep.reason, "delay": rep.delay,
+                                 "extra": dict(rep.extra)}})
+    return report
+
+
+def main() -> int:
+    """Serve until SIGTERM or the parent closes stdin; returns the exit code."""
+    from mycelium.edge.server import EdgeServer
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the mesh's Ctrl-C is the mesh's to handle
+    first = sys.stdin.buffer.readline()
+    if not first:
+        return 0
+    hello = orjson.loads(first)
+    config = dataclasses.replace(config_from_wire(hello["config"]), reuse_port=True, workers=0)
+    channel = _Channel()
+    def outcome(app: str, ep: Endpoint, ok: bool, total: int) -> None:
+        channel.send({"outcome": [app, ep.url, ep.instance, ok, total]})
+
+    server = EdgeServer(config, _report(channel), _AccessSink(channel), outcome)
+    version = -1
+    snapshot = hello.get("snapshot")
+    if snapshot:  # a restarted worker must not answer 404 for the routes the others serve
+        version = snapshot["version"]
+        server.set_routes(routes_from_wire(snapshot["routes"]))
+        server.set_restarts(snapshot.get("restarts", {}))
+    server.start()
+    channel.send({"listening": server.port, "pid": os.getpid()})
+    if version >= 0:
+        channel.send({"applied": version})
+
+    def read() -> None:
+        nonlocal version
+        for line in sys.stdin.buffer:
+            message = orjson.loads(line)
+            if "peers" in message:
+                server.set_peer_metrics(message["peers"])
+            elif "ejections" in message:
+                shared = message["ejections"]
+                server.mirror_ejections(shared["failing"], shared["out"])
+            elif message.get("version", -1) > version:
+                version = message["version"]
+                server.set_routes(routes_from_wire(message["routes"]))
+                server.set_restarts(message.get("restarts", {}))
+                channel.send({"applied": version})
+        stop.set()  # the parent is gone
+
+    threading.Thread(target=read, name="edge-worker-feed", daemon=True).start()
+    while not stop.wait(METRICS_EVERY):
+        with contextlib.suppress(Exception):  # a busy loop skips a report, never the worker
+            channel.send({"metrics": server.metrics_snapshot()})
+    server.stop(grace=_STOP_GRACE)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    os._exit(code)  # the stdin reader may still block in read(): skip the interpreter's teardown

@@ -1,0 +1,395 @@
+"""The edge's worker processes: started, fed, watched and restarted by the edge actor.
+
+With ``[edge] workers = N`` the proxy runs in N OS processes (``python -m
+mycelium.edge.worker``) that share the edge port with ``SO_REUSEPORT``: each binds its own
+listening socket and the kernel spreads new connections over them. That was chosen over one
+listening socket passed to every worker because each worker then has its own accept queue (no
+thundering herd, no worker starved by a busy one) and binds by itself, so a restarted worker
+needs nothing from its parent but its config. The pool first binds (without listening) a
+socket of its own to the port, which reserves it and makes ``port = 0`` pick one port for all.
+
+Every routing snapshot gets a version and is written to every worker's stdin; a worker
+answers with the version it applied, so the pool knows which workers serve which snapshot. A
+worker that dies is reported (``child_terminated``), restarted after a short growing delay
+and fed the latest snapshot (``child_restarted``); the others keep serving meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import orjson
+
+from mycelium._logger import get_logger
+from mycelium.edge.config import ACCESS_LOG_NAME, EdgeConfig
+from mycelium.edge.ejection import EjectionEvent, EjectionPolicy, Ejector
+from mycelium.edge.errors import EdgeError
+from mycelium.edge.metrics import Snapshot, combine, counters_only
+from mycelium.edge.routes import Endpoint, RouteTable
+from mycelium.edge.worker import config_to_wire, routes_to_wire
+from mycelium.operator.logs import SupervisionLog
+from supervisors.reports import Report, Reporter
+
+__all__ = ["EdgeWorkers", "restart_delay"]
+
+log = get_logger(__name__)
+
+SUPERVISOR = "mesh/edge"
+"""The ``supervisor`` of the workers' supervision-log records: the edge actor's path."""
+
+
+def restart_delay(consecutive: int) -> float:
+    """Seconds before restarting a worker that died ``consecutive`` times in a row (≥ 1)."""
+    return min(5.0, 0.05 * 2 ** max(0, consecutive - 1))
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+@dataclass
+class _Worker:
+    """One slot of the pool (``worker-N``) and the process in it now."""
+
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    status: str = "starting"
+    restarts: int = 0
+    failures: int = 0
+    applied: int = -1
+    started_at: float = 0.0
+    listening: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def id(self) -> str:
+        return f"worker-{self.index}"
+
+
+class EdgeWorkers:
+    """N edge worker processes on one port.
+
+    Args:
+        config: The edge's settings (``config.workers`` processes are started).
+        reporter: Receives the workers' supervision-log records (their ejections, their
+            terminations and restarts); ``None`` drops them.
+    """
+
+    def __init__(self, config: EdgeConfig, reporter: Reporter | None = None) -> None:
+        if config.workers < 1:
+            raise EdgeError("EdgeWorkers needs [edge] workers >= 1")
+        self.config = config
+        self._reporter = reporter
+        self._workers = [_Worker(i) for i in range(1, config.workers + 1)]
+        self._lock = threading.Lock()
+        self._holder: socket.socket | None = None
+        self._port: int | None = None
+        self._routes = RouteTable()
+        self._restarts: dict[str, int] = {}
+        self._version = 0
+        self._snapshot = b""
+        self._snapshot_data: dict[str, Any] | None = None
+        self._stopping = False
+        self._applied = threading.Condition(self._lock)
+        self._latest: dict[int, Snapshot] = {}  # worker index → its last metrics
+        self._retired: Snapshot = {}  # counters of workers that exited
+        self._ejector = Ejector(EjectionPolicy(config.eject_after, config.eject_time,
+                                               config.eject_max))
+        self._ejections: dict[str, int] = {}  # app → ejections so far (the metric)
+        self._access: SupervisionLog | None = None
+        if config.access_log_home is not None:  # the workers' lines, written here: one file
+            self._access = SupervisionLog(config.access_log_home, config.access_rotate_bytes,
+                                          config.access_keep, name=ACCESS_LOG_NAME)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> None:
+        """Reserve the port, start every worker, return once all of them listen.
+
+        Raises:
+            EdgeError: The port cannot be bound, or a worker did not start in time.
+        """
+        holder = socket.socket(socket.AF_INET6 if ":" in self.config.host else socket.AF_INET)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            holder.bind((self.config.host, self.config.port))
+        except OSError as exc:
+            holder.close()
+            raise EdgeError(f"edge cannot listen on {self.config.host}:{self.config.port}: "
+                            f"{exc.strerror}") from None
+        self._holder = holder
+        self._port = holder.getsockname()[1]
+        for worker in self._workers:
+            self._spawn(worker)
+        threading.Thread(target=self._release_ejections, name="edge-ejections",
+                         daemon=True).start()
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            if not worker.listening.wait(max(0.0, deadline - time.monotonic())):
+                self.stop(grace=1.0)
+                raise EdgeError(f"edge {worker.id} did not start within {timeout} s")
+
+    def _spawn(self, worker: _Worker) -> None:
+        """Start the process of ``worker`` and its reader thread (lock not needed: one slot
+        is only ever respawned by its own reader thread)."""
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (os.path.dirname(os.path.dirname(os.path.dirname(
+                os.path.abspath(__file__)))), os.environ.get("PYTHONPATH", "")) if p)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mycelium.edge.worker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, env=env, start_new_session=True)
+        assert proc.stdin is not None and proc.stdout is not None
+        worker.proc = proc
+        worker.listening.clear()
+        worker.applied = -1
+        worker.status = "starting"
+        worker.started_at = time.time()
+        config = config_to_wire(self.config)
+        config["port"] = self._port
+        with self._lock:  # the latest snapshot rides along: it serves no request without it
+            self._write(proc.stdin, orjson.dumps({"config": config,
+                                                  "snapshot": self._snapshot_data}) + b"\n")
+        threading.Thread(target=self._read, args=(worker, proc, proc.stdout),
+                         name=f"edge-{worker.id}", daemon=True).start()
+
+    def _read(self, worker: _Worker, proc: subprocess.Popen[bytes], out: IO[bytes]) -> None:
+        """Follow one worker's messages; when it dies, report and restart it."""
+        for line in out:
+            try:
+                message = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if "listening" in message:
+                worker.status = "running"
+                worker.failures = 0
+                worker.listening.set()
+            elif "applied" in message:
+                with self._lock:
+                    worker.applied = int(message["applied"])
+                    self._applied.notify_all()
+            elif "report" in message:
+                self._report_dict(message["report"])
+            elif "metrics" in message:
+                self._metrics(worker, message["metrics"])
+            elif "outcome" in message:
+                self._outcome(*message["outcome"])
+            elif "access_bytes" in message:
+                data = out.read(int(message["access_bytes"]))
+                if self._access is not None:
+                    with contextlib.suppress(Exception):  # a full disk costs log lines
+                        self._access.write_lines(data)
+        code = proc.wait()
+        with self._lock:  # what it counted still counts; its gauges are gone with it
+            self._retired = combine(self._retired, counters_only(self._latest.pop(worker.index,
+                                                                                 {})))
+        worker.status = "stopped" if self._stopping else "restarting"
+        with self._lock:
+            self._applied.notify_all()
+        if self._stopping:
+            return
+        reason = _exit_reason(code)
+        self._report("child_terminated", worker.id, reason, pid=proc.pid)
+        worker.failures += 1
+        time.sleep(restart_delay(worker.failures))  # this slot's own thread: nobody waits on it
+        if self._stopping:
+            return
+        worker.restarts += 1
+        self._spawn(worker)
+        if worker.proc is not None:
+            self._report("child_restarted", worker.id, reason, pid=worker.proc.pid,
+                         restarts=worker.restarts)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM every worker (they drain), SIGKILL what is left after ``grace``; idempotent."""
+        self._stopping = True
+        procs = [w.proc for w in self._workers if w.proc is not None]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5.0)
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+        if self._holder is not None:
+            self._holder.close()
+            self._holder = None
+        if self._access is not None:
+            self._access.close()
+
+    # -- state pushed by the owner ------------------------------------------------------------
+    def set_restarts(self, restarts: Mapping[str, int]) -> None:
+        """Replace the per-app restart counts; they go out with the next snapshot."""
+        with self._lock:
+            self._restarts = dict(restarts)
+
+    def set_routes(self, table: RouteTable) -> int:
+        """Send a new routing snapshot to every worker; returns its version."""
+        with self._lock:
+            self._routes = table
+            self._version += 1
+            self._snapshot_data = {"version": self._version, "routes": routes_to_wire(table),
+                                   "restarts": self._restarts}
+            self._snapshot = orjson.dumps(self._snapshot_data) + b"\n"
+            self._ejector.forget({ep.url for route in table.values() for ep in route.endpoints})
+            for worker in self._workers:
+                if worker.proc is not None and worker.proc.stdin is not None:
+                    self._write(worker.proc.stdin, self._snapshot)
+            self._share_ejections()
+            return self._version
+
+    def wait_applied(self, version: int, timeout: float) -> bool:
+        """Wait until every running worker applied ``version`` (or a later one)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while any(w.status == "running" and w.applied < version for w in self._workers):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._applied.wait(left)
+            return True
+
+    def _metrics(self, worker: _Worker, snap: Snapshot) -> None:
+        """Keep a worker's metrics; send every worker the sum of the others' (and the
+        retired workers')."""
+        with self._lock:
+            self._latest[worker.index] = snap
+            total = self._retired
+            for latest in self._latest.values():
+                total = combine(total, latest)
+            for other in self._workers:
+                if other.proc is None or other.proc.stdin is None or other.status != "running":
+                    continue
+                peers = combine(combine(total, self._latest.get(other.index, {}), -1),
+                                {"ejections": self._ejections})
+                self._write(other.proc.stdin, orjson.dumps({"peers": peers}) + b"\n")
+
+    # -- ejection, decided here for every worker -----------------------------------------
+    def _outcome(self, app: str, url: str, instance: str, ok: bool, total: int) -> None:
+        """A worker's outcome: count it once for the whole edge, share what changed."""
+        with self._lock:
+            try:
+                ep = Endpoint(url, instance)
+            except EdgeError:
+                return
+            event = self._ejector.outcome(app, ep, bool(ok), int(total), time.monotonic())
+            self._share_ejections()
+        if event is not None:
+            self._announce(event)
+
+    def _release_ejections(self) -> None:
+        """Return ejected endpoints on time (a tenth of a second late at most)."""
+        while not self._stopping:
+            time.sleep(0.1)  # the pool's own timer thread; nothing waits on it
+            with self._lock:
+                events = self._ejector.release(time.monotonic())
+                if events:
+                    self._share_ejections()
+            for event in events:
+                self._announce(event)
+
+    def _share_ejections(self) -> None:
+        """Send every worker the failure counts and the ejected endpoints (lock held)."""
+        failing, out = self._ejector.shared()
+        line = orjson.dumps({"ejections": {"failing": failing, "out": out}}) + b"\n"
+        for worker in self._workers:
+            if worker.proc is not None and worker.proc.stdin is not None:
+                self._write(worker.proc.stdin, line)
+
+    def _announce(self, event: EjectionEvent) -> None:
+        if event.event == "endpoint_ejected":
+            with self._lock:
+                self._ejections[event.app] = self._ejections.get(event.app, 0) + 1
+            reason = (f"{self.config.eject_after} consecutive failures; out for "
+                      f"{event.seconds:g} s (ejection {event.count})")
+        else:
+            reason = "ejection over"
+        self._report(event.event, event.instance or event.url, reason, app=event.app,
+                     instance=event.instance or None, url=event.url, count=event.count,
+                     seconds=event.seconds)
+
+    def metrics(self) -> Snapshot:
+        """Every worker's metrics summed, the exited ones' counters included."""
+        with self._lock:
+            total = combine(self._retired, {"ejections": self._ejections})
+            for latest in self._latest.values():
+                total = combine(total, latest)
+            return total
+
+    @staticmethod
+    def _write(pipe: IO[bytes], data: bytes) -> None:
+        try:
+            pipe.write(data)
+            pipe.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            pass  # the worker is dying: its reader thread restarts it and feeds it again
+
+    def kill_one(self, sig: int = signal.SIGKILL) -> int:
+        """Signal one running worker (crash testing); returns its pid.
+
+        Raises:
+            EdgeError: No worker is running.
+        """
+        for worker in self._workers:
+            if worker.status == "running" and worker.proc is not None:
+                os.kill(worker.proc.pid, sig)
+                return worker.proc.pid
+        raise EdgeError("no edge worker is running")
+
+    # -- views ------------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        """The shared port.
+
+        Raises:
+            EdgeError: Not started.
+        """
+        if self._port is None:
+            raise EdgeError("edge workers not started")
+        return self._port
+
+    @property
+    def routes(self) -> RouteTable:
+        """The latest routing snapshot sent."""
+        return self._routes
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Each worker as a tree node: ``{id, type: "worker", pid, status, restarts, ...}``."""
+        return [{"id": w.id, "type": "worker", "pid": w.proc.pid if w.proc else None,
+                 "status": w.status, "restarts": w.restarts, "started_at": w.started_at,
+                 "routes_version": w.applied, "meta": {}} for w in self._workers]
+
+    # -- reports ------------------------------------------------------------------------------
+    def _report(self, event: str, child: str, reason: str | None, **extra: Any) -> None:
+        if self._reporter is not None:
+            self._reporter(Report(ts=time.time(), event=event, supervisor=SUPERVISOR,
+                                  child=child, reason=reason, extra=extra))
+
+    def _report_dict(self, data: dict[str, Any]) -> None:
+        if self._reporter is None:
+            return
+        with contextlib.suppress(Exception):  # a worker's malformed report costs the report
+            self._reporter(Report(ts=float(data["ts"]), event=str(data["event"]),
+                                  supervisor=str(data["supervisor"]), child=data.get("child"),
+                                  reason=data.get("reason"), delay=data.get("delay"),
+                                  extra=dict(data.get("extra") or {})))
