@@ -49,7 +49,9 @@ def test_an_unready_instance_leaves_every_member_s_routes(
         ids = {i["id"] for i in ready}
         wait_for(lambda: answered(b.url, 6) == ids, 10.0, "b's edge routes to both")
         on_a = next(i for i in ready if i["node"].startswith("a"))
-        flag = Path(home_a) / "instances" / on_a["id"].replace("/", "_") / "app" / "unready"
+        work = (Path(on_a["dir"]) if on_a.get("dir")  # isolated: maybe outside the home
+                else Path(home_a) / "instances" / on_a["id"].replace("/", "_") / "app")
+        flag = work / "unready"
         flag.touch()
         wait_for(lambda: answered(b.url, 6) == ids - {on_a["id"]}, 10.0,
                  "a's unready instance out of b's routes")
