@@ -52,6 +52,7 @@ __all__ = [
     "RegisterEndpoint",
     "ReleaseSlot",
     "ReleaseSwitch",
+    "ReloadCerts",
     "Resync",
     "RolloutFailed",
     "SetBudget",
@@ -210,6 +211,12 @@ class KillEdgeWorker:
     or None when the edge runs without worker processes."""
 
     signal: int = 9
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadCerts:
+    """Re-read the edge's TLS certificates (``mycelium reload-certs``, SIGHUP to ``up``);
+    answers None when done, or the one-line reason the old certificates stay in use."""
 
 
 @dataclass(frozen=True, slots=True)

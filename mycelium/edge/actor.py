@@ -8,6 +8,7 @@ crashed edge closes its server before its supervisor starts the successor on the
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from mycelium._logger import get_logger
@@ -20,13 +21,14 @@ from mycelium.messages import (
     EndpointsChanged,
     GetInfo,
     KillEdgeWorker,
+    ReloadCerts,
     SyncRequest,
 )
 from supervisors import SupervisedActor
-from supervisors.reports import Reporter
+from supervisors.reports import Report, Reporter
 
 from .config import EdgeConfig
-from .errors import EdgeError
+from .errors import EdgeConfigError, EdgeError
 from .routes import Endpoint, Route, RouteTable
 from .server import EdgeServer
 from .workers import EdgeWorkers
@@ -117,6 +119,24 @@ class EdgeActor(SupervisedActor):
             self._server.stop(grace=grace)
             self._server = None
 
+    def _reload_certs(self) -> str | None:
+        """Re-read the TLS pairs; on failure keep the old ones, log it and say why."""
+        server = self._server
+        if server is None:
+            return "the edge is not running"
+        try:
+            server.reload_certs()
+        except (EdgeError, EdgeConfigError) as exc:
+            if self._reporter is not None:
+                self._reporter(Report(ts=time.time(), event="certs_reload_failed",
+                                      supervisor="mesh/edge", child="edge", reason=str(exc)))
+            return str(exc)
+        if self._reporter is not None:
+            self._reporter(Report(ts=time.time(), event="certs_reloaded",
+                                  supervisor="mesh/edge", child="edge",
+                                  reason="new TLS handshakes use the new certificates"))
+        return None
+
     def on_receive(self, message: Any) -> Any:
         """Apply a routing push; answer GetInfo; crash on Crash.
 
@@ -155,6 +175,8 @@ class EdgeActor(SupervisedActor):
                     return self._server.kill_one(sig)
                 except EdgeError:
                     return None
+            case ReloadCerts():
+                return self._reload_certs()
             case Crash():
                 raise CrashRequested("crash requested")
         return None

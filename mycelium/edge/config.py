@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mycelium.edge.errors import EdgeConfigError
+from mycelium.edge.tls import TLSSettings
 
 if TYPE_CHECKING:
     from mycelium.operator.config import MeshConfig
@@ -45,7 +46,8 @@ class EdgeConfig:
         fail_timeout: Seconds the failures are counted over, and how long the endpoint is then
             skipped (nginx ``fail_timeout``).
         upstream_keepalive: Idle upstream connections kept per endpoint for reuse.
-        forwarded_proto: Value of ``X-Forwarded-Proto`` (the edge speaks plain HTTP).
+        forwarded_proto: Value of ``X-Forwarded-Proto`` for requests on the plain port
+            (requests that came over TLS always send ``https``).
         eject_after: Consecutive failures (connect errors, timeouts, 5xx answers) that eject
             an endpoint from its app's rotation.
         eject_time: Seconds an endpoint stays ejected, times its ejection count.
@@ -59,6 +61,8 @@ class EdgeConfig:
         workers: Edge worker processes; 0 runs the edge in the mesh's own process.
         event_loop: ``"auto"`` (uvloop when installed, else asyncio), ``"uvloop"`` or
             ``"asyncio"``.
+        tls: The TLS listener (its port, certificate pairs, the HTTPS redirect), or
+            ``None`` for plain HTTP only.
     """
 
     host: str = "127.0.0.1"
@@ -86,6 +90,7 @@ class EdgeConfig:
     reuse_port: bool = False
     workers: int = 0
     event_loop: str = "auto"
+    tls: TLSSettings | None = None
 
     def __post_init__(self) -> None:
         """Reject values that would make the edge hang or refuse everything.
@@ -125,7 +130,7 @@ class EdgeConfig:
 
 
 def edge_config(cfg: MeshConfig, *, host: str, port: int, edge_id: str,
-                home: Path) -> EdgeConfig:
+                home: Path, tls: TLSSettings | None = None) -> EdgeConfig:
     """The edge's settings from the mesh's ``[edge]`` (and ``[logs]``) configuration.
 
     Args:
@@ -134,6 +139,7 @@ def edge_config(cfg: MeshConfig, *, host: str, port: int, edge_id: str,
         port: The edge's port (``--edge-port``).
         edge_id: Sent as ``X-Mycelium-Edge``.
         home: The mesh home (the access log goes to its ``logs/``).
+        tls: The TLS listener ``up`` asked for (``--tls-cert``, ``[[edge.certs]]``).
     """
     e = cfg.edge
     return EdgeConfig(
@@ -143,4 +149,4 @@ def edge_config(cfg: MeshConfig, *, host: str, port: int, edge_id: str,
         keepalive_timeout=e.keepalive_timeout, eject_after=e.eject_after,
         eject_time=e.eject_time, eject_max=e.eject_max,
         access_log_home=home if e.access_log else None, workers=e.workers,
-        access_rotate_bytes=cfg.logs.rotate_bytes, access_keep=cfg.logs.keep)
+        access_rotate_bytes=cfg.logs.rotate_bytes, access_keep=cfg.logs.keep, tls=tls)

@@ -69,6 +69,8 @@ class ClientConnection(Conduit):
         self.upstream: Upstream | None = None  # in use by the current slow request
         self.pump: asyncio.Task[None] | None = None
         self.peer = ""
+        self.tls = False
+        """Whether the client came over TLS (upstreams then see ``X-Forwarded-Proto: https``)."""
         self.last_active = loop.time()
         self.head_started = 0.0
         # what the slow path's current request was answered with, for the access log
@@ -83,6 +85,7 @@ class ClientConnection(Conduit):
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else "unknown"
+        self.tls = transport.get_extra_info("ssl_object") is not None
         self.handler.opened(self)
 
     def data_received(self, data: bytes) -> None:

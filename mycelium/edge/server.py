@@ -11,16 +11,19 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from mycelium._logger import get_logger
 from mycelium.edge.accesslog import LineSink
 from mycelium.edge.config import EdgeConfig
+from mycelium.edge.connection import ClientConnection
 from mycelium.edge.errors import EdgeError
 from mycelium.edge.metrics import Snapshot
 from mycelium.edge.proxy import EdgeProxy
+from mycelium.edge.redirect import RedirectingHandler
 from mycelium.edge.routes import RouteTable
 from mycelium.edge.state import OutcomeSink
+from mycelium.edge.tls import TLSListener, https_location
 from supervisors.reports import Reporter
 
 __all__ = ["EdgeServer", "new_loop"]
@@ -76,6 +79,9 @@ class EdgeServer:
         self._proxy: EdgeProxy | None = None
         self._server: asyncio.AbstractServer | None = None
         self._port: int | None = None
+        self._tls: TLSListener | None = None
+        self._tls_server: asyncio.AbstractServer | None = None
+        self._tls_port: int | None = None
         self._state = "new"
         self._lock = threading.Lock()
 
@@ -84,12 +90,19 @@ class EdgeServer:
         """Start serving; return once the port accepts connections.
 
         Raises:
-            EdgeError: Started before, or the port cannot be bound (the message says why).
+            EdgeError: Started before, or a port cannot be bound (the message says why).
+            TLSConfigError: A certificate or key of ``config.tls`` is bad.
         """
         with self._lock:
             if self._state != "new":
                 raise EdgeError(f"edge server already {self._state}; create a new one")
             self._state = "starting"
+        if self.config.tls is not None:
+            try:
+                self._tls = TLSListener(self.config.tls)
+            except BaseException:
+                self._state = "failed"
+                raise
         ready = threading.Event()
         failure: list[BaseException] = []
         self._thread = threading.Thread(target=self._run, args=(ready, failure),
@@ -122,15 +135,24 @@ class EdgeServer:
         proxy.routes = self._routes
         proxy.metrics.restarts = self._restarts
         self._proxy = proxy
+        cfg = self.config
         try:
             self._server = loop.run_until_complete(loop.create_server(
-                proxy.protocol, self.config.host, self.config.port, backlog=1024,
-                reuse_address=True, reuse_port=self.config.reuse_port or None))
-            proxy.start()
+                self._plain_protocol(proxy), cfg.host, cfg.port, backlog=1024,
+                reuse_address=True, reuse_port=cfg.reuse_port or None))
             sock = self._server.sockets[0]
             self._port = sock.getsockname()[1]
+            if self._tls is not None:
+                self._tls_server = loop.run_until_complete(loop.create_server(
+                    proxy.protocol, cfg.host, self._tls.settings.port, backlog=1024,
+                    reuse_address=True, reuse_port=cfg.reuse_port or None,
+                    ssl=self._tls.context, ssl_handshake_timeout=cfg.header_timeout))
+                self._tls_port = self._tls_server.sockets[0].getsockname()[1]
+            proxy.start()
         except BaseException as exc:  # report any bind failure to start(), never die silently
             failure.append(exc)
+            if self._server is not None:
+                self._server.close()
             loop.close()
             ready.set()
             return
@@ -146,9 +168,22 @@ class EdgeServer:
                     loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
             loop.close()
 
+    def _plain_protocol(self, proxy: EdgeProxy) -> Callable[[], ClientConnection]:
+        """The plain port's protocol factory: with ``--https-redirect``, one that answers
+        308 for hosts that have a certificate."""
+        tls = self._tls
+        if tls is None or not tls.settings.redirect:
+            return proxy.protocol
+        loop = proxy.state.loop
+        handler = RedirectingHandler(proxy.fast, proxy.state, lambda host, target: https_location(
+            host, target, self._tls_port or tls.settings.port, tls.store.names))
+        return lambda: ClientConnection(loop, handler)
+
     async def _shutdown(self, grace: float) -> None:
         assert self._server is not None and self._proxy is not None
         self._server.close()
+        if self._tls_server is not None:
+            self._tls_server.close()
         await self._proxy.drain(grace)
 
     def stop(self, grace: float = 5.0) -> None:
@@ -181,6 +216,17 @@ class EdgeServer:
             raise EdgeError("edge server thread did not stop")
 
     # -- state pushed by the owner ----------------------------------------------------------------
+    def reload_certs(self) -> None:
+        """Re-read the certificate pairs: new handshakes use them, open connections keep theirs.
+
+        Raises:
+            TLSConfigError: A pair is bad now (the old certificates stay in use).
+            EdgeError: This edge has no TLS listener.
+        """
+        if self._tls is None:
+            raise EdgeError("the edge has no TLS listener (up --tls-cert … --tls-key …)")
+        self._tls.reload()
+
     def set_routes(self, table: RouteTable) -> None:
         """Swap the routing snapshot; requests already routed keep their endpoint.
 
@@ -249,6 +295,11 @@ class EdgeServer:
         if self._port is None:
             raise EdgeError("edge server not started")
         return self._port
+
+    @property
+    def tls_port(self) -> int | None:
+        """The bound TLS port, or None without TLS (or before start)."""
+        return self._tls_port
 
     @property
     def url(self) -> str:

@@ -31,11 +31,12 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 DROP_REQUEST = frozenset({b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto",
                           b"expect"})
 """Request fields the edge replaces (the X-Forwarded-* set) or answers itself (Expect)."""
+_PROTO_HTTPS = b"X-Forwarded-Proto: https\r\n"
 _REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             408: "Request Timeout", 413: "Content Too Large", 417: "Expectation Failed",
             431: "Request Header Fields Too Large", 501: "Not Implemented",
             502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
-            505: "HTTP Version Not Supported", 200: "OK"}
+            505: "HTTP Version Not Supported", 200: "OK", 308: "Permanent Redirect"}
 
 
 class EdgeState:
@@ -182,4 +183,4 @@ class EdgeState:
         return b"".join((
             f"{req.method} {target} HTTP/1.1\r\n".encode(), req.forward_block(DROP_REQUEST),
             extra, b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Host: ", host, b"\r\n",
-            self._proto_line, b"\r\n"))
+            _PROTO_HTTPS if client.tls else self._proto_line, b"\r\n"))

@@ -31,6 +31,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ import orjson
 
 from mycelium.edge.config import EdgeConfig
 from mycelium.edge.routes import Endpoint, Route, RouteTable
+from mycelium.edge.tls import CertPair, TLSSettings
 from supervisors.reports import Report
 
 __all__ = ["config_from_wire", "config_to_wire", "routes_from_wire", "routes_to_wire"]
@@ -53,6 +55,9 @@ def config_to_wire(config: EdgeConfig) -> dict[str, Any]:
     data = dataclasses.asdict(config)
     if data["access_log_home"] is not None:
         data["access_log_home"] = str(data["access_log_home"])
+    if config.tls is not None:
+        data["tls"] = {"port": config.tls.port, "redirect": config.tls.redirect,
+                       "pairs": [[str(p.cert), str(p.key)] for p in config.tls.pairs]}
     return data
 
 
@@ -65,6 +70,11 @@ def config_from_wire(data: Mapping[str, Any]) -> EdgeConfig:
     values = dict(data)
     if values.get("access_log_home") is not None:
         values["access_log_home"] = Path(values["access_log_home"])
+    tls = values.get("tls")
+    if tls is not None:
+        values["tls"] = TLSSettings(port=int(tls["port"]), redirect=bool(tls["redirect"]),
+                                    pairs=tuple(CertPair(Path(c), Path(k))
+                                                for c, k in tls["pairs"]))
     return EdgeConfig(**values)
 
 
@@ -159,6 +169,13 @@ def main() -> int:
             message = orjson.loads(line)
             if "peers" in message:
                 server.set_peer_metrics(message["peers"])
+            elif "reload_certs" in message:
+                try:
+                    server.reload_certs()
+                except Exception as exc:  # checked by the parent first: a race with an edit
+                    _report(channel)(Report(ts=time.time(), event="certs_reload_failed",
+                                            supervisor="mesh/edge", child="edge",
+                                            reason=str(exc)))
             elif "ejections" in message:
                 shared = message["ejections"]
                 server.mirror_ejections(shared["failing"], shared["out"])

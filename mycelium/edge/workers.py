@@ -36,6 +36,7 @@ from mycelium.edge.ejection import EjectionEvent, EjectionPolicy, Ejector
 from mycelium.edge.errors import EdgeError
 from mycelium.edge.metrics import Snapshot, combine, counters_only
 from mycelium.edge.routes import Endpoint, RouteTable
+from mycelium.edge.tls import CertStore
 from mycelium.edge.worker import config_to_wire, routes_to_wire
 from mycelium.operator.logs import SupervisionLog
 from supervisors.reports import Report, Reporter
@@ -96,6 +97,8 @@ class EdgeWorkers:
         self._workers = [_Worker(i) for i in range(1, config.workers + 1)]
         self._lock = threading.Lock()
         self._holder: socket.socket | None = None
+        self._tls_holder: socket.socket | None = None
+        self._tls_port: int | None = None
         self._port: int | None = None
         self._routes = RouteTable()
         self._restarts: dict[str, int] = {}
@@ -121,17 +124,19 @@ class EdgeWorkers:
         Raises:
             EdgeError: The port cannot be bound, or a worker did not start in time.
         """
-        holder = socket.socket(socket.AF_INET6 if ":" in self.config.host else socket.AF_INET)
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            holder.bind((self.config.host, self.config.port))
-        except OSError as exc:
-            holder.close()
-            raise EdgeError(f"edge cannot listen on {self.config.host}:{self.config.port}: "
-                            f"{exc.strerror}") from None
+        tls = self.config.tls
+        if tls is not None:
+            CertStore(tls.pairs)  # a bad pair fails here, before any worker starts
+        holder = self._hold(self.config.port)
         self._holder = holder
         self._port = holder.getsockname()[1]
+        if tls is not None:
+            try:
+                self._tls_holder = self._hold(tls.port)
+            except EdgeError:
+                self.stop(grace=0.0)
+                raise
+            self._tls_port = self._tls_holder.getsockname()[1]
         for worker in self._workers:
             self._spawn(worker)
         threading.Thread(target=self._release_ejections, name="edge-ejections",
@@ -141,6 +146,23 @@ class EdgeWorkers:
             if not worker.listening.wait(max(0.0, deadline - time.monotonic())):
                 self.stop(grace=1.0)
                 raise EdgeError(f"edge {worker.id} did not start within {timeout} s")
+
+    def _hold(self, port: int) -> socket.socket:
+        """Bind ``port`` with SO_REUSEPORT and keep it: the workers bind it too.
+
+        Raises:
+            EdgeError: The port cannot be bound.
+        """
+        holder = socket.socket(socket.AF_INET6 if ":" in self.config.host else socket.AF_INET)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            holder.bind((self.config.host, port))
+        except OSError as exc:
+            holder.close()
+            raise EdgeError(f"edge cannot listen on {self.config.host}:{port}: "
+                            f"{exc.strerror}") from None
+        return holder
 
     def _spawn(self, worker: _Worker) -> None:
         """Start the process of ``worker`` and its reader thread (lock not needed: one slot
@@ -159,6 +181,8 @@ class EdgeWorkers:
         worker.started_at = time.time()
         config = config_to_wire(self.config)
         config["port"] = self._port
+        if config.get("tls") is not None:
+            config["tls"]["port"] = self._tls_port
         with self._lock:  # the latest snapshot rides along: it serves no request without it
             self._write(proc.stdin, orjson.dumps({"config": config,
                                                   "snapshot": self._snapshot_data}) + b"\n")
@@ -231,13 +255,35 @@ class EdgeWorkers:
                 if pipe is not None:
                     with contextlib.suppress(OSError):
                         pipe.close()
-        if self._holder is not None:
-            self._holder.close()
-            self._holder = None
+        for holder in (self._holder, self._tls_holder):
+            if holder is not None:
+                holder.close()
+        self._holder = self._tls_holder = None
         if self._access is not None:
             self._access.close()
 
     # -- state pushed by the owner ------------------------------------------------------------
+    def reload_certs(self) -> None:
+        """Check the certificate pairs, then have every worker re-read them.
+
+        Raises:
+            TLSConfigError: A pair is bad now (no worker is told; the old ones stay in use).
+            EdgeError: This edge has no TLS listener.
+        """
+        tls = self.config.tls
+        if tls is None:
+            raise EdgeError("the edge has no TLS listener (up --tls-cert … --tls-key …)")
+        CertStore(tls.pairs)
+        with self._lock:
+            for worker in self._workers:
+                if worker.proc is not None and worker.proc.stdin is not None:
+                    self._write(worker.proc.stdin, b'{"reload_certs":true}\n')
+
+    @property
+    def tls_port(self) -> int | None:
+        """The TLS port the workers share, or None without TLS."""
+        return self._tls_port
+
     def set_restarts(self, restarts: Mapping[str, int]) -> None:
         """Replace the per-app restart counts; they go out with the next snapshot."""
         with self._lock:

@@ -22,7 +22,15 @@ from mycelium.defaults import DeployDefaults
 from mycelium.fabric import Names
 from mycelium.fabric.errors import BadPlan
 from mycelium.fabric.validate import check_app_name, check_budget, check_plan
-from mycelium.messages import GetInfo, GetStatus, KillEdgeWorker, PublishPlan, SetBudget, StopApp
+from mycelium.messages import (
+    GetInfo,
+    GetStatus,
+    KillEdgeWorker,
+    PublishPlan,
+    ReloadCerts,
+    SetBudget,
+    StopApp,
+)
 from mycelium.operator.control import ControlError
 from mycelium.states import LIVE_STATES
 from supervisors import describe_tree
@@ -116,7 +124,8 @@ class ControlOps:
         """Op name → handler of the decoded request, for the control socket."""
         return {"status": lambda req: self.status(req.get("app")), "deploy": self.deploy,
                 "stop": lambda req: self.stop(req.get("app")), "tree": lambda _req: self.tree(),
-                "kill": self.kill, "down": lambda _req: self.down()}
+                "kill": self.kill, "down": lambda _req: self.down(),
+                "reload-certs": lambda _req: self.reload_certs()}
 
     def fabric(self) -> pykka.ActorRef[Any]:
         """The fabric's current ref.
@@ -211,6 +220,20 @@ class ControlOps:
         if not signalled:
             raise ControlError(f"no running instance of {app}", 1)
         return signalled
+
+    def reload_certs(self) -> dict[str, Any]:
+        """Have the edge re-read its TLS certificates (new handshakes use them).
+
+        Raises:
+            ControlError: no edge here, or a new pair is bad (the old ones stay in use).
+        """
+        ref = self.names.get("edge")
+        if ref is None:
+            raise ControlError("no edge runs on this mesh", 1)
+        why = ref.ask(ReloadCerts(), block=True, timeout=10.0)
+        if why is not None:
+            raise ControlError(f"certificates not reloaded, the old ones stay in use: {why}", 1)
+        return {"reloaded": True}
 
     def down(self) -> dict[str, Any]:
         """Ask the mesh to shut down; answers at once."""
