@@ -22,6 +22,7 @@ from mycelium.home import Home
 from mycelium.operator.client import ControlClient
 
 from .app import HomeOption, app, home_of, out
+from .cert_cmds import reload_on_hup, tls_settings
 from .deploying import deploy_app
 from .fast import signal_number, stop_app
 
@@ -68,6 +69,16 @@ def up_cmd(
         "--ui-port", min=0, max=65535,
         help="Serve the read-only dashboard on this port; 0 turns it off (default: config "
              "edge.ui_port, 0)")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(
+        "--tls-cert", help="PEM certificate (chain): the edge also terminates TLS")] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        "--tls-key", help="PEM private key of --tls-cert")] = None,
+    tls_port: Annotated[int | None, typer.Option(
+        "--tls-port", min=0, max=65535,
+        help="TLS port, host as the edge's (default: config edge.tls_port, 8443)")] = None,
+    https_redirect: Annotated[bool, typer.Option(
+        "--https-redirect", help="The plain port answers 308 to https:// for every host a "
+                                 "certificate names")] = False,
 ) -> None:
     """Run the whole supervision tree in the foreground until SIGINT/SIGTERM or `down`.
 
@@ -82,15 +93,17 @@ def up_cmd(
     cfg = load_config(config, home=h)
     port = cfg.edge.port if edge_port is None else edge_port
     ui = _dashboard_config(cfg, ui_port, port)
+    tls = tls_settings(cfg, tls_cert, tls_key, tls_port, https_redirect)
     if fabric is None and (node_prefix or advertise_host or no_edge):
         raise BadInput("--node-prefix, --advertise-host and --no-edge need --fabric etcd://…")
     mesh = _build_mesh(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host, port,
                        fabric=fabric, node_prefix=node_prefix, advertise_host=advertise_host,
-                       edge=not no_edge, ttl=lease_ttl)
+                       edge=not no_edge, ttl=lease_ttl, tls=tls)
     from mycelium.operator.sdnotify import SystemdNotifier
     systemd = SystemdNotifier()  # before any workload starts: they must not inherit its socket
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: mesh.request_stop())
+    signal.signal(signal.SIGHUP, lambda *_: reload_on_hup(mesh))
     try:
         mesh.start()
         if ui is not None:
@@ -104,6 +117,8 @@ def up_cmd(
     try:
         edge = (f"edge http://{mesh.edge_host}:{mesh.edge_bound_port} ({mesh.edge_id})"
                 if mesh.edge_bound_port is not None else "no edge")
+        if mesh.edge_tls_port is not None:
+            edge += f", https://{mesh.edge_host}:{mesh.edge_tls_port}"
         out(f"mesh up: {edge}, {len(mesh.node_names)} nodes "
              f"({', '.join(mesh.node_names)}), home {h.root}")
         if mesh.dashboard is not None:
@@ -128,7 +143,7 @@ def up_cmd(
 
 def _build_mesh(h: Home, cfg: Any, nodes: int, edge_host: str, edge_port: int, *,
                 fabric: str | None, node_prefix: str | None, advertise_host: str | None,
-                edge: bool, ttl: float) -> Mesh:
+                edge: bool, ttl: float, tls: Any = None) -> Mesh:
     """The mesh ``up`` runs: one machine's, or (``--fabric``) a member of a multi-machine one.
 
     Raises:
@@ -148,7 +163,8 @@ def _build_mesh(h: Home, cfg: Any, nodes: int, edge_host: str, edge_port: int, *
         backend = Member(h, limits, nodes, fabric=fabric, node_prefix=node_prefix,
                          advertise_host=advertise_host, edge=edge, ttl=ttl)
     # colour on a terminal, plain otherwise
-    return Mesh(h, cfg, backend, edge_host, edge_port, out=out, color=sys.stdout.isatty())
+    return Mesh(h, cfg, backend, edge_host, edge_port, out=out, color=sys.stdout.isatty(),
+                tls=tls)
 
 
 def _edge_answers(mesh: Any) -> bool:

@@ -103,7 +103,10 @@ class EdgeActor(SupervisedActor):
         self._names.register("edge", self.actor_ref)
         self._names.tell("fabric", SyncRequest("edge"))
         if self._on_listening is not None:
-            self._on_listening(self._server.port)
+            if server.tls_port is not None:  # the TLS port too, for `up`'s "mesh up" line
+                self._on_listening(server.port, tls_port=server.tls_port)
+            else:
+                self._on_listening(server.port)
 
     def on_stop(self) -> None:
         """Stop accepting, let in-flight requests finish, close."""

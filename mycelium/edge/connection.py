@@ -99,7 +99,7 @@ class ClientConnection(Conduit):
         keep_open = super().eof_received()
         if self.task is None and self.exchange is None:
             self.handler.dispatch(self)
-        return keep_open
+        return keep_open and not self.tls  # TLS has no half-close: asyncio warns on True
 
     def on_upstream(self) -> None:
         """The fast path's upstream got bytes or closed (the upstream's ``watcher``)."""

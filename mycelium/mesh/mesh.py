@@ -21,6 +21,7 @@ import pykka
 
 from mycelium.edge.config import edge_config
 from mycelium.edge.limits import raise_nofile_limit
+from mycelium.edge.tls import TLSSettings
 from mycelium.fabric import Names
 from mycelium.home import Home
 from mycelium.node.isolation import Isolation
@@ -72,11 +73,12 @@ class Mesh:
         edge_port: The edge's port (0: any free port).
         out: Receives each human-readable supervision log line.
         color: ANSI colours in those lines (``up`` sets it when stdout is a terminal).
+        tls: The edge's TLS listener (``up --tls-cert``), or None.
     """
 
     def __init__(self, home: Home, config: MeshConfig, backend: FabricBackend, edge_host: str,
                  edge_port: int, out: Callable[[str], None] = print, *,
-                 color: bool = False) -> None:
+                 color: bool = False, tls: TLSSettings | None = None) -> None:
         self.home = home
         self.config = config
         self.backend = backend
@@ -87,6 +89,9 @@ class Mesh:
         #: Set once the mesh should stop (``down``, a signal) or has stopped.
         self.stopped = threading.Event()
         self.edge_bound_port: int | None = None
+        self.tls = tls
+        #: The edge's bound TLS port, once it listens (None without TLS).
+        self.edge_tls_port: int | None = None
         #: Why the root supervisor gave up, if it did.
         self.failure: str | None = None
         #: The live dashboard once :meth:`start_dashboard` ran.
@@ -146,7 +151,7 @@ class Mesh:
         edge = None
         if self.backend.with_edge:
             edge = edge_config(cfg, host=self.edge_host, port=self.edge_port,
-                               edge_id=self.edge_id, home=self.home.root)
+                               edge_id=self.edge_id, home=self.home.root, tls=self.tls)
         fabric = self.backend.fabric_child(self.names, self.spores.repo, cfg.rollout.parallel)
         return builder.children(fabric, edge, self._edge_listening, self.home.control_socket,
                                 {**self.ops.handlers(), **self._desired_ops()},
@@ -159,8 +164,19 @@ class Mesh:
         return DesiredOps(self.ops.status, self.ops.fabric, self.spores,
                           self.config.rollout.timeout).ops()
 
-    def _edge_listening(self, port: int) -> None:
+    def _edge_listening(self, port: int, tls_port: int | None = None) -> None:
         self.edge_bound_port = port
+        self.edge_tls_port = tls_port
+
+    def reload_certs(self) -> str | None:
+        """Have the edge re-read its TLS certificates (SIGHUP); the reason if it did not."""
+        from mycelium.operator.control import ControlError
+
+        try:
+            self.ops.reload_certs()
+        except ControlError as exc:
+            return str(exc)
+        return None
 
     def _root_exited(self, exit_: Exit) -> None:
         """The root supervisor ended; unless we stopped it, the mesh gave up: stop `up`."""

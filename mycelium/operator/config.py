@@ -92,6 +92,9 @@ class EdgeSection:
     eject_time: float = _key(30.0, 0, 86_400, lo_open=True)
     eject_max: int = _key(50, 0, 100)
     workers: int = _key(0, 0, 256)
+    tls_port: int = _key(8443, 0, 65535)
+    certs: tuple[tuple[str, str], ...] = field(default_factory=tuple,
+                                               metadata={"pairs": ("cert", "key")})
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +257,21 @@ def _check(where: str, kind: str, meta: Mapping[str, Any], value: Any,
     return value
 
 
+def _check_pairs(where: str, value: Any, from_env: bool) -> tuple[tuple[str, str], ...]:
+    """An array of ``{cert = "…", key = "…"}`` tables (``[[edge.certs]]``) as path pairs."""
+    bad = ConfigError(f"config: {where} must be [[edge.certs]] tables with a cert and a key "
+                      f"path each, got {value!r}")
+    if from_env or not isinstance(value, list):
+        raise bad
+    pairs = []
+    for table in value:
+        if (not isinstance(table, dict) or set(table) != {"cert", "key"}
+                or not all(isinstance(v, str) and v for v in table.values())):
+            raise bad
+        pairs.append((table["cert"], table["key"]))
+    return tuple(pairs)
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
@@ -339,8 +357,12 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None, 
         for layer in layers:
             for key, (where, raw) in layer.get(name, {}).items():
                 spec = kinds[key]
+                from_env = where.startswith(ENV_PREFIX)
+                if "pairs" in spec.metadata:
+                    values[key] = _check_pairs(where, raw, from_env)
+                    continue
                 values[key] = _check(where, str(spec.type), spec.metadata, raw,
-                                     from_env=where.startswith(ENV_PREFIX))
+                                     from_env=from_env)
         sections[name] = cls(**values)
     config = MeshConfig(**sections)
     _check_coherent(config)
