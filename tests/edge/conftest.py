@@ -11,8 +11,10 @@ import pytest
 from aiohttp import web
 from edge_helpers import RawUpstream, Upstream, echo_app
 from edge_mesh import hello_spores, mesh_home  # noqa: F401  (fixtures of the real-mesh tests)
+from tls_certs import default_pair
 
 from mycelium.edge import EdgeConfig, EdgeServer, RouteTable
+from mycelium.edge.tls import CertPair, TLSSettings
 from mycelium.edge.workers import EdgeWorkers
 
 
@@ -80,12 +82,23 @@ class WorkersEdge(EdgeWorkers):
 
 
 @pytest.fixture
-def edges(event_loop_kind: str) -> Iterator[Callable[..., EdgeServer]]:
+def transport() -> str:
+    """How the suite's edges are reached: ``"plain"``; a module whose tests also run over
+    TLS overrides this fixture with ``params=["plain", "tls"]`` (the helpers then talk TLS
+    to ``edge.tls_port``, trusting a CA made in tls_certs.py)."""
+    return "plain"
+
+
+@pytest.fixture
+def edges(event_loop_kind: str, transport: str) -> Iterator[Callable[..., EdgeServer]]:
     started: list[Any] = []
 
     def start(routes: RouteTable | None = None, **config: Any) -> EdgeServer:
         config.setdefault("edge_id", "edge-test")
         config.setdefault("event_loop", event_loop_kind)
+        if transport == "tls":
+            cert, key = default_pair()
+            config.setdefault("tls", TLSSettings(port=0, pairs=(CertPair(cert, key),)))
         server: Any
         if WORKERS:
             server = WorkersEdge(EdgeConfig(port=0, workers=WORKERS, **config))

@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import http.client
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from tls_certs import client_context
 
 from mycelium.edge import EdgeServer, Endpoint, Route, RouteTable
 
@@ -125,7 +127,7 @@ def request(edge: EdgeServer, method: str, path: str, body: bytes | None = None,
             headers: dict[str, str] | None = None,
             timeout: float = 10.0) -> tuple[int, http.client.HTTPMessage, bytes]:
     """One request on a fresh connection; returns (status, headers, body)."""
-    conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=timeout)
+    conn = http_conn(edge, timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -134,12 +136,32 @@ def request(edge: EdgeServer, method: str, path: str, body: bytes | None = None,
         conn.close()
 
 
-def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    """Send raw bytes, read until the edge closes (or times out); return what came back."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+def http_conn(edge: EdgeServer, timeout: float = 10.0) -> http.client.HTTPConnection:
+    """An HTTP connection to the edge: over TLS (trusting the test CA) when it has TLS."""
+    if edge.tls_port is not None:
+        return http.client.HTTPSConnection("127.0.0.1", edge.tls_port, timeout=timeout,
+                                           context=client_context())
+    return http.client.HTTPConnection("127.0.0.1", edge.port, timeout=timeout)
+
+
+def connect(edge: EdgeServer, timeout: float = 5.0) -> socket.socket:
+    """A raw connection to the edge: a TLS socket (handshake done) when it has TLS."""
+    if edge.tls_port is not None:
+        raw = socket.create_connection(("127.0.0.1", edge.tls_port), timeout=timeout)
+        return client_context().wrap_socket(raw, server_hostname="localhost")
+    return socket.create_connection(("127.0.0.1", edge.port), timeout=timeout)
+
+
+def raw_exchange(edge: EdgeServer | int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes, read until the edge closes (or times out); return what came back.
+
+    ``edge`` is an edge (over TLS when it has TLS) or a plain port."""
+    sock = (socket.create_connection(("127.0.0.1", edge), timeout=timeout)
+            if isinstance(edge, int) else connect(edge, timeout))
+    with sock as s:
         s.sendall(data)
         out = b""
-        with contextlib.suppress(TimeoutError, ConnectionResetError):
+        with contextlib.suppress(TimeoutError, ConnectionResetError, ssl.SSLError):
             while True:
                 chunk = s.recv(65536)
                 if not chunk:

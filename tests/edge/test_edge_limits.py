@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import pytest
-from edge_helpers import raw_exchange, request, table
+from edge_helpers import connect, raw_exchange, request, table
+
+
+@pytest.fixture(params=["plain", "tls"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every test here runs over plain HTTP and over TLS."""
+    return str(request.param)
+
 
 
 def status_of(reply: bytes) -> int:
@@ -30,7 +36,7 @@ def status_of(reply: bytes) -> int:
 def test_junk_is_rejected_with_a_4xx_or_5xx_and_closed(upstreams, edges, junk):
     up = upstreams()
     edge = edges(table(hello=[up.url]))
-    reply = raw_exchange(edge.port, junk)
+    reply = raw_exchange(edge, junk)
     assert 400 <= status_of(reply) < 600
     assert b"X-Mycelium-Edge: edge-test" in reply
     assert request(edge, "GET", "/hello/")[0] == 200
@@ -40,9 +46,9 @@ def test_junk_is_rejected_with_a_4xx_or_5xx_and_closed(upstreams, edges, junk):
 def test_junk_and_a_stalled_client_do_not_hurt_a_concurrent_good_request(upstreams, edges):
     up = upstreams()
     edge = edges(table(hello=[up.url]))
-    stalled = socket.create_connection(("127.0.0.1", edge.port), timeout=5)
+    stalled = connect(edge, timeout=5)
     stalled.sendall(b"GET /hello/ HTTP/1.1\r\nHost: x\r\nX-Partial: ")  # never finishes
-    junk = socket.create_connection(("127.0.0.1", edge.port), timeout=5)
+    junk = connect(edge, timeout=5)
     results: list[int] = []
     try:
         junk.sendall(bytes(range(256)) * 64)
@@ -61,9 +67,9 @@ def test_junk_and_a_stalled_client_do_not_hurt_a_concurrent_good_request(upstrea
 def test_oversize_head_is_431(upstreams, edges):
     up = upstreams()
     edge = edges(table(hello=[up.url]), max_header_bytes=4096)
-    reply = raw_exchange(edge.port, b"GET /hello/ HTTP/1.1\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n")
+    reply = raw_exchange(edge, b"GET /hello/ HTTP/1.1\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n")
     assert status_of(reply) == 431
-    reply = raw_exchange(edge.port, b"GET /hello/ HTTP/1.1\r\nX-Big: " + b"a" * 8000)  # no end
+    reply = raw_exchange(edge, b"GET /hello/ HTTP/1.1\r\nX-Big: " + b"a" * 8000)  # no end
     assert status_of(reply) == 431
 
 
@@ -74,13 +80,13 @@ def test_oversize_body_is_413_by_length_and_by_chunks(upstreams, edges):
     assert request(edge, "POST", "/hello/", body=b"x" * 1000)[0] == 200
     chunked = (b"POST /hello/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                + (b"200\r\n" + b"y" * 512 + b"\r\n") * 2 + b"0\r\n\r\n")
-    assert status_of(raw_exchange(edge.port, chunked)) == 413
+    assert status_of(raw_exchange(edge, chunked)) == 413
 
 
 @pytest.mark.timeout(20)
 def test_slow_client_head_times_out_with_408(edges):
     edge = edges(header_timeout=0.3)
-    reply = raw_exchange(edge.port, b"GET /hello/ HTTP/1.1\r\nHost: x\r\n", timeout=10)
+    reply = raw_exchange(edge, b"GET /hello/ HTTP/1.1\r\nHost: x\r\n", timeout=10)
     assert status_of(reply) == 408
 
 
@@ -88,7 +94,7 @@ def test_slow_client_head_times_out_with_408(edges):
 def test_slow_client_body_times_out_with_408(upstreams, edges):
     up = upstreams()
     edge = edges(table(hello=[up.url]), body_timeout=0.3)
-    reply = raw_exchange(edge.port, b"POST /hello/ HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
+    reply = raw_exchange(edge, b"POST /hello/ HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
                                     b"\r\nabc", timeout=10)
     assert status_of(reply) == 408
 
@@ -96,7 +102,7 @@ def test_slow_client_body_times_out_with_408(upstreams, edges):
 def test_expect_100_continue_is_answered_by_the_edge(upstreams, edges):
     up = upstreams()
     edge = edges(table(hello=[up.url]))
-    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as s:
+    with connect(edge, timeout=5) as s:
         s.sendall(b"POST /hello/ HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
                   b"Expect: 100-continue\r\n\r\n")
         data = s.recv(100)
@@ -112,7 +118,7 @@ def test_expect_100_continue_is_answered_by_the_edge(upstreams, edges):
 def test_idle_keepalive_connections_are_closed(upstreams, edges):
     up = upstreams()
     edge = edges(table(hello=[up.url]), keepalive_timeout=0.3)
-    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as s:
+    with connect(edge, timeout=10) as s:
         s.sendall(b"GET /hello/ HTTP/1.1\r\nHost: x\r\n\r\n")
         data = b""
         while True:  # read until the edge closes the idle connection (or the timeout fails us)

@@ -8,8 +8,16 @@ from __future__ import annotations
 import json
 import socket
 
+import pytest
 from aiohttp import web
-from edge_helpers import dead_url, echo_app, raw_exchange, request, table
+from edge_helpers import connect, dead_url, echo_app, raw_exchange, request, table
+
+
+@pytest.fixture(params=["plain", "tls"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every test here runs over plain HTTP and over TLS."""
+    return str(request.param)
+
 
 
 def seen_headers(body: bytes) -> dict[str, list[str]]:
@@ -41,12 +49,12 @@ def test_forwarded_headers_are_set_and_appended(upstreams, edges):
     seen = seen_headers(body)
     assert seen["x-forwarded-for"] == ["127.0.0.1"]
     assert seen["x-forwarded-host"] == ["shop.example:8080"]
-    assert seen["x-forwarded-proto"] == ["http"]
+    assert seen["x-forwarded-proto"] == ["https" if edge.tls_port else "http"]
     _, _, body = request(edge, "GET", "/hello/", headers={"X-Forwarded-For": "10.1.2.3",
                                                         "X-Forwarded-Proto": "https"})
     seen = seen_headers(body)
     assert seen["x-forwarded-for"] == ["10.1.2.3, 127.0.0.1"]
-    assert seen["x-forwarded-proto"] == ["http"]
+    assert seen["x-forwarded-proto"] == ["https" if edge.tls_port else "http"]
 
 
 def test_hop_by_hop_request_headers_are_stripped_and_cannot_strip_forwarded_ones(upstreams,
@@ -58,7 +66,7 @@ def test_hop_by_hop_request_headers_are_stripped_and_cannot_strip_forwarded_ones
            b"X-Forwarded-Proto\r\n"
            b"X-Secret: s3cret\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n"
            b"TE: trailers\r\nUpgrade: websocket\r\nX-Kept: yes\r\n\r\n")
-    with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as s:
+    with connect(edge, timeout=5) as s:
         s.sendall(raw)
         data = b""
         while b"}" not in data:
@@ -71,7 +79,7 @@ def test_hop_by_hop_request_headers_are_stripped_and_cannot_strip_forwarded_ones
     assert seen["x-kept"] == ["yes"]
     assert seen["x-forwarded-for"] == ["127.0.0.1"]
     assert seen["x-forwarded-host"] == ["h.example"]
-    assert seen["x-forwarded-proto"] == ["http"]
+    assert seen["x-forwarded-proto"] == ["https" if edge.tls_port else "http"]
 
 
 def test_hop_by_hop_response_headers_are_stripped(raw_upstreams, edges):
@@ -115,7 +123,7 @@ def test_health_and_keepalive_on_one_connection(upstreams, edges):
     edge = edges(table(hello=[up.url]))
     reqs = b"GET /_mycelium/health HTTP/1.1\r\nHost: x\r\n\r\n" * 2 + \
         b"GET /hello/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    out = raw_exchange(edge.port, reqs)
+    out = raw_exchange(edge, reqs)
     assert out.count(b"HTTP/1.1 200 OK") == 3
     assert out.count(b"X-Mycelium-Edge: edge-test") == 3
 
@@ -133,9 +141,9 @@ def test_http10_clients_get_close_or_keep_alive_and_dechunked_bodies(upstreams, 
     up = upstreams(echo_app(chunked=chunked))
     edge = edges(table(hello=[up.url]))
     request(edge, "GET", "/hello/warm")  # the next requests take the fast path
-    out = raw_exchange(edge.port, b"GET /hello/x HTTP/1.0\r\n\r\n")
+    out = raw_exchange(edge, b"GET /hello/x HTTP/1.0\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in out
-    out = raw_exchange(edge.port, b"GET /hello/x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    out = raw_exchange(edge, b"GET /hello/x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
                                   b"GET /hello/chunked HTTP/1.0\r\n\r\n")
     first, second = out.split(b"HTTP/1.1 200 OK")[1:]
     assert b"Connection: keep-alive" in first

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import http.client
 import json
 import socket
 import threading
 
 import pytest
 from aiohttp import web
-from edge_helpers import echo_app, table
+from edge_helpers import connect, echo_app, http_conn, table
 
 BIG = 20 * 1024 * 1024
+
+@pytest.fixture(params=["plain", "tls"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every test here runs over plain HTTP and over TLS."""
+    return str(request.param)
+
 
 
 def read_until(sock: socket.socket, marker: bytes, data: bytes = b"") -> bytes:
@@ -39,7 +44,7 @@ def test_response_chunks_reach_the_client_before_the_upstream_finishes(upstreams
 
     up = upstreams(echo_app(stream=stream))
     edge = edges(table(hello=[up.url]))
-    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as s:
+    with connect(edge, timeout=10) as s:
         s.sendall(b"GET /hello/stream HTTP/1.1\r\nHost: x\r\n\r\n")
         data = read_until(s, b"first-chunk")
         assert not go_on.is_set()  # the upstream is still blocked mid-response
@@ -61,7 +66,7 @@ def test_request_chunks_reach_the_upstream_before_the_client_finishes(upstreams,
 
     up = upstreams(echo_app(consume=consume))
     edge = edges(table(hello=[up.url]))
-    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as s:
+    with connect(edge, timeout=10) as s:
         s.sendall(b"POST /hello/consume HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                   b"\r\n5\r\nhello\r\n")
         assert got_first.wait(5), "the first chunk did not reach the upstream"
@@ -94,7 +99,7 @@ def test_twenty_megabytes_each_way(upstreams, edges):
 
     up = upstreams(echo_app(upload=upload, download=download))
     edge = edges(table(hello=[up.url]), max_body_bytes=64 * 1024 * 1024)
-    conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=20)
+    conn = http_conn(edge, timeout=20)
     try:
         conn.request("POST", "/hello/upload", body=payload)
         resp = conn.getresponse()
@@ -119,7 +124,7 @@ def test_chunked_upload_of_twenty_megabytes(upstreams, edges):
         for _ in range(20):
             yield block
 
-    conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=20)
+    conn = http_conn(edge, timeout=20)
     try:
         conn.request("PUT", "/hello/blob", body=chunks(), encode_chunked=True,
                      headers={"Transfer-Encoding": "chunked"})
