@@ -229,3 +229,46 @@ def test_a_bad_pair_fails_start_and_nothing_listens(tmp_path: Path) -> None:
     with pytest.raises(TLSConfigError):
         server.start()
     assert not server.running
+
+
+@pytest.mark.timeout(60)
+def test_edge_workers_serve_tls_and_reload(upstreams, tmp_path: Path) -> None:
+    from edge_mesh import wait_until
+
+    from mycelium.edge.worker import config_from_wire, config_to_wire
+    from mycelium.edge.workers import EdgeWorkers
+
+    first = make_pair("workers-1", "localhost")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    shutil.copy(first[0], cert)
+    shutil.copy(first[1], key)
+    config = EdgeConfig(port=0, workers=2, tls=TLSSettings(port=0, pairs=(CertPair(cert, key),),
+                                                           redirect=True))
+    assert config_from_wire(config_to_wire(config)) == config
+    pool = EdgeWorkers(config)
+    pool.start()
+    try:
+        assert pool.wait_applied(pool.set_routes(table(hello=[upstreams(echo_app()).url])), 10)
+        assert pool.tls_port is not None
+
+        def serials() -> set[int]:
+            found = set()
+            for _ in range(8):  # SO_REUSEPORT spreads the connections over the workers
+                raw = socket.create_connection(("127.0.0.1", pool.tls_port), timeout=5)
+                with client_context().wrap_socket(raw, server_hostname="localhost") as s:
+                    assert get(s)[:4] == b"200 "
+                    found.add(serial_of(s))
+            return found
+
+        old = serials()
+        assert len(old) == 1
+        second = make_pair("workers-2", "localhost")
+        shutil.copy(second[0], cert)
+        shutil.copy(second[1], key)
+        pool.reload_certs()
+        wait_until(lambda: serials().isdisjoint(old), 20, "every worker on the new certificate")
+        key.write_text("garbage\n")
+        with pytest.raises(TLSConfigError):
+            pool.reload_certs()  # checked here first: no worker is told
+    finally:
+        pool.stop(grace=2.0)
