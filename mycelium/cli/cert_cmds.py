@@ -1,5 +1,5 @@
 """TLS commands: ``cert dev`` (a local CA and a certificate), ``reload-certs``, and the check of
-``up``'s TLS options before anything starts (docs/reference-tls.md)."""
+``up``'s TLS options before anything starts (docs/reference.md#tls)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["cert_dev_cmd", "reload_certs_cmd", "reload_on_hup", "tls_settings"]
 
-cert_app = typer.Typer(help="TLS certificates for the edge (docs/reference-tls.md).",
+cert_app = typer.Typer(help="TLS certificates for the edge (docs/reference.md#tls).",
                        no_args_is_help=True)
 app.add_typer(cert_app, name="cert")
 
