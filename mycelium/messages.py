@@ -31,10 +31,13 @@ __all__ = [
     "Crash",
     "CrashRequested",
     "DeregisterEndpoint",
+    "DigestAnswers",
     "Drain",
+    "EdgeAnswers",
     "EndpointInfo",
     "EndpointsChanged",
     "FabricRestarted",
+    "GetHistory",
     "GetInfo",
     "GetPlans",
     "GetStatus",
@@ -47,12 +50,14 @@ __all__ = [
     "PlanChanged",
     "PlanVersion",
     "PlansSynced",
+    "Promote",
     "PublishBatch",
     "PublishPlan",
     "RegisterEndpoint",
     "ReleaseSlot",
     "ReleaseSwitch",
     "Resync",
+    "Rollback",
     "RolloutFailed",
     "SetBudget",
     "SlotDeclined",
@@ -108,6 +113,13 @@ class Plan:
     previous: str | None = None
     status: PlanStatus = PlanStatus.ACTIVE
     reason: str | None = None
+    #: The nodes running a canary of ``digest`` beside the old digest (empty: no canary, or
+    #: promoted): the rest keep the old digest until ``mycelium promote``.
+    canary_nodes: tuple[str, ...] = ()
+    #: Percent of the app's requests the canaries take (0: their share by count).
+    canary_weight: int = 0
+    #: Seconds of passing checks after which the canary promotes itself (0: never).
+    auto_promote: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,10 +194,16 @@ class InstanceInfo:
 
 @dataclass(frozen=True, slots=True)
 class EndpointInfo:
-    """One Ready instance the edge may send requests to."""
+    """One Ready instance the edge may send requests to.
+
+    During a canary each endpoint carries its ``digest`` (the edge counts answers per digest)
+    and a smooth weighted round-robin ``weight``; otherwise both stay empty (plain round-robin).
+    """
 
     url: str
     instance: str
+    digest: str = ""
+    weight: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +267,16 @@ class PublishPlan:
     timeout: float = DeployDefaults.TIMEOUT
     budget: SetBudget | None = None
     """Optionally the app's budget, written in the same transaction as the plan (one fsync)."""
+    canary: int = 0
+    """Instances of ``digest`` to run beside the old digest until promoted (0: no canary)."""
+    canary_weight: int = 0
+    """Percent of requests for the canaries, 1 to 99 (0: their share by count)."""
+    auto_promote: float = 0.0
+    """Seconds of passing checks after which the canary promotes itself (0: never)."""
+    who: str = ""
+    """``user@host`` that asked (the deployment history's ``who``)."""
+    version: str = ""
+    """The spore's manifest version (the deployment history's ``version``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +413,48 @@ class GetStatus:
 @dataclass(frozen=True, slots=True)
 class GetPlans:
     """Ask the fabric for every plan and budget."""
+
+
+@dataclass(frozen=True, slots=True)
+class Promote:
+    """Continue an app's canary as the blue/green rollout of the same generation."""
+
+    app: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """Deploy an earlier deployment of ``app`` again (``to``: a generation or a digest;
+    empty: the most recent superseded one) as a new generation."""
+
+    app: str
+    to: str = ""
+    who: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GetHistory:
+    """Ask the fabric for an app's deployments, oldest first."""
+
+    app: str
+
+
+@dataclass(frozen=True, slots=True)
+class DigestAnswers:
+    """What one digest of one app answered through an edge over the last window."""
+
+    app: str
+    digest: str
+    answered: int
+    errors: int  # 5xx
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeAnswers:
+    """The edge's per-digest answer counts over its sliding window (sent every second while
+    an app runs a canary): what the fabric judges a canary by."""
+
+    counts: tuple[DigestAnswers, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
