@@ -22,6 +22,7 @@ from mycelium.edge.proxy import EdgeProxy
 from mycelium.edge.routes import RouteTable
 from mycelium.edge.state import OutcomeSink
 from supervisors.reports import Reporter
+from mycelium.messages import DigestAnswers
 
 __all__ = ["EdgeServer", "new_loop"]
 
@@ -197,6 +198,11 @@ class EdgeServer:
             if loop is not None and not loop.is_closed():
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(proxy.prune, keep)
+
+    def answer_counts(self) -> tuple[DigestAnswers, ...]:
+        """Per-digest answers over the last window, of apps running a canary (none: empty)."""
+        proxy = self._proxy
+        return () if proxy is None else proxy.state.answers.snapshot()
 
     def set_restarts(self, restarts: Mapping[str, int]) -> None:
         """Replace the per-app restart counts shown by ``/_mycelium/metrics``."""

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import orjson
 
 from mycelium.edge.accesslog import AccessLog, LineSink
+from mycelium.edge.answers import AnswerWindow
 from mycelium.edge.balancer import Balancer
 from mycelium.edge.config import EdgeConfig
 from mycelium.edge.connection import ClientConnection
@@ -70,6 +71,7 @@ class EdgeState:
         self.metrics.ejected = self.ejector.out_per_app
         self._reporter = reporter
         self._outcome_sink = outcome_sink
+        self.answers = AnswerWindow()  # per digest, while an app runs a canary
         self.draining = False
         self.clients: set[ClientConnection] = set()
         self.max_clients = connection_cap(config.max_connections, descriptor_limit())
