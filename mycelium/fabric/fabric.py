@@ -62,7 +62,7 @@ from .peers import NoPeers, PeerConnection, PeerEvents, Peers, PeerUpdate
 from .rollouts import MESSAGES, RolloutPort, Rollouts, reverted
 from .slots import LocalSlots, SlotClaims
 from .state import Store
-from .switch import ClaimSwitch, ReleaseSwitch, SwitchGate
+from .switch import ClaimSwitch, ReleaseSwitch, Switches, SwitchGate
 from .validate import check_budget, check_plan
 from .view import routes, status_document
 
@@ -104,7 +104,7 @@ class Fabric(SupervisedActor):
                  digest_known: Callable[[str], bool] = lambda _d: True, *,
                  parallel: int = 1, slots: SlotClaims | None = None,
                  peers: Peers | None = None, rollouts: Rollouts | None = None,
-                 switches: SwitchGate | None = None) -> None:
+                 switches: Switches | None = None) -> None:
         super().__init__()
         self._names = names
         self._store_factory = store_factory
@@ -122,7 +122,7 @@ class Fabric(SupervisedActor):
         self._generation = 0
         self._parallel = parallel
         self._restarting: dict[str, dict[str, int]] = {}  # app → node → restarts of a failed slot
-        self._switches = switches if switches is not None else SwitchGate()
+        self._switches: Switches = switches if switches is not None else SwitchGate()
         self._rollouts = rollouts if rollouts is not None else Rollouts()
 
     # -- lifecycle -------------------------------------------------------------------------
