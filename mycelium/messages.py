@@ -113,13 +113,9 @@ class Plan:
     previous: str | None = None
     status: PlanStatus = PlanStatus.ACTIVE
     reason: str | None = None
-    #: The nodes running a canary of ``digest`` beside the old digest (empty: no canary, or
-    #: promoted): the rest keep the old digest until ``mycelium promote``.
-    canary_nodes: tuple[str, ...] = ()
-    #: Percent of the app's requests the canaries take (0: their share by count).
-    canary_weight: int = 0
-    #: Seconds of passing checks after which the canary promotes itself (0: never).
-    auto_promote: float = 0.0
+    canary_nodes: tuple[str, ...] = ()  # nodes running a canary beside blue (none: promoted)
+    canary_weight: int = 0  # percent of requests for the canaries (0: their share by count)
+    auto_promote: float = 0.0  # seconds of passing checks before promoting itself (0: never)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +192,7 @@ class InstanceInfo:
 class EndpointInfo:
     """One Ready instance the edge may send requests to.
 
-    During a canary each endpoint carries its ``digest`` (the edge counts answers per digest)
-    and a smooth weighted round-robin ``weight``; otherwise both stay empty (plain round-robin).
+    During a canary each carries its ``digest`` and a smooth weighted round-robin ``weight``.
     """
 
     url: str
@@ -267,16 +262,11 @@ class PublishPlan:
     timeout: float = DeployDefaults.TIMEOUT
     budget: SetBudget | None = None
     """Optionally the app's budget, written in the same transaction as the plan (one fsync)."""
-    canary: int = 0
-    """Instances of ``digest`` to run beside the old digest until promoted (0: no canary)."""
-    canary_weight: int = 0
-    """Percent of requests for the canaries, 1 to 99 (0: their share by count)."""
-    auto_promote: float = 0.0
-    """Seconds of passing checks after which the canary promotes itself (0: never)."""
-    who: str = ""
-    """``user@host`` that asked (the deployment history's ``who``)."""
+    canary: int = 0  # instances of ``digest`` beside the old digest until promoted (0: none)
+    canary_weight: int = 0  # percent of requests for the canaries (0: their share by count)
+    auto_promote: float = 0.0  # seconds of passing checks before promoting itself (0: never)
+    who: str = ""  # ``user@host`` that asked, and the spore's version: for the history
     version: str = ""
-    """The spore's manifest version (the deployment history's ``version``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,8 +414,7 @@ class Promote:
 
 @dataclass(frozen=True, slots=True)
 class Rollback:
-    """Deploy an earlier deployment of ``app`` again (``to``: a generation or a digest;
-    empty: the most recent superseded one) as a new generation."""
+    """Deploy an earlier deployment again (``to``: generation, digest, or "" the last one)."""
 
     app: str
     to: str = ""
@@ -451,8 +440,7 @@ class DigestAnswers:
 
 @dataclass(frozen=True, slots=True)
 class EdgeAnswers:
-    """The edge's per-digest answer counts over its sliding window (sent every second while
-    an app runs a canary): what the fabric judges a canary by."""
+    """The edge's per-digest answers over its window, every second: what judges a canary."""
 
     counts: tuple[DigestAnswers, ...] = ()
 
