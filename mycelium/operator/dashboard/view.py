@@ -163,7 +163,9 @@ def _canary_view(canary: Any) -> dict[str, Any] | None:
     """A canary's share of requests and the 5xx rate of both digests (None: no canary)."""
     if not isinstance(canary, Mapping):
         return None
-    old = canary.get("old") if isinstance(canary.get("old"), Mapping) else {}
+    old = canary.get("old")
+    if not isinstance(old, Mapping):
+        old = {}
     return {"weight": canary.get("weight"), "ready": canary.get("ready"),
             "count": canary.get("count"), "error_rate": canary.get("error_rate"),
             "old_error_rate": old.get("error_rate")}
