@@ -113,8 +113,9 @@ class Rollouts:
                 return to_wire(port.publish(self.rollback(app, to, who, port.plans().get(app))))
             case GetHistory(app=app):
                 return self.history(app)
-            case EdgeAnswers():
+            case EdgeAnswers():  # judged at once: a bad canary leaves within a second
                 self.answers(message)
+                self._judge(port)
             case Tick(kind="canary"):
                 self._ticking = False
                 self._judge(port)
