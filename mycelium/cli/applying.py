@@ -28,7 +28,7 @@ from mycelium.desired.model import DEFAULTS
 from mycelium.home import Home
 from mycelium.states import InstanceState
 
-from .deploying import app_doc, judge, progress
+from .deploying import app_doc, judge, progress, who
 
 __all__ = ["Outcome", "apply_lock", "follow", "load_desired", "plan_file", "publish_batch",
            "read_mesh"]
@@ -135,6 +135,7 @@ def publish_batch(request: Request, changes: Sequence[AppChange],
         ControlError: the mesh refused the batch (moved meanwhile: exit 1; bad plan: exit 2).
     """
     plans = []
+    asker = who()
     for c in changes:
         if not c.changing or c.action == "destroy" or c.desired is None:
             continue
@@ -142,7 +143,7 @@ def publish_batch(request: Request, changes: Sequence[AppChange],
         plans.append({"app": c.app, "digest": digests.get(c.app) or c.digest, "min": s.min,
                       "max": s.max, "max_instances": s.max_instances, "cpu": s.cpu,
                       "mem": s.mem, "warmup": s.warmup, "timeout": s.timeout,
-                      **_canary(c)})
+                      "who": asker, **_canary(c)})
     stops = [c.app for c in changes if c.action == "destroy"]
     named = {c.app for c in changes} | (set(running) if prune else set())
     expect = {app: running[app].generation if app in running else 0 for app in sorted(named)}
