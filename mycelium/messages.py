@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mycelium.defaults import DeployDefaults
+from mycelium.rollout_messages import DigestAnswers, EdgeAnswers, GetHistory, Promote, Rollback
 from mycelium.states import InstanceState, PlanStatus
 from mycelium.wire import WireError, decode_message, from_wire, message_types, register, to_wire
 
@@ -403,46 +404,6 @@ class GetStatus:
 @dataclass(frozen=True, slots=True)
 class GetPlans:
     """Ask the fabric for every plan and budget."""
-
-
-@dataclass(frozen=True, slots=True)
-class Promote:
-    """Continue an app's canary as the blue/green rollout of the same generation."""
-
-    app: str
-
-
-@dataclass(frozen=True, slots=True)
-class Rollback:
-    """Deploy an earlier deployment again (``to``: generation, digest, or "" the last one)."""
-
-    app: str
-    to: str = ""
-    who: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class GetHistory:
-    """Ask the fabric for an app's deployments, oldest first."""
-
-    app: str
-
-
-@dataclass(frozen=True, slots=True)
-class DigestAnswers:
-    """What one digest of one app answered through an edge over the last window."""
-
-    app: str
-    digest: str
-    answered: int
-    errors: int  # 5xx
-
-
-@dataclass(frozen=True, slots=True)
-class EdgeAnswers:
-    """The edge's per-digest answers over its window, every second: what judges a canary."""
-
-    counts: tuple[DigestAnswers, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
