@@ -46,8 +46,8 @@ class CanaryWatch:
                 continue
             key = (plan.app, plan.generation)
             live.add(key)
-            ready = {i.node for i in everything if i.app == plan.app
-                     and i.digest == plan.digest and i.state == InstanceState.READY}
+            ready = {i.node for i in everything if i.app == plan.app and i.digest == plan.digest
+                     and i.state == InstanceState.READY and i.serving}  # its checks pass
             if set(plan.canary_nodes) <= ready:
                 self._ready_since.setdefault(key, now)
             elif key in self._ready_since:

@@ -272,3 +272,22 @@ def test_rollback_targets() -> None:
         history.rollback_target(records, "ffff", NEW)
     with pytest.raises(NothingToRollBack):
         history.rollback_target(_deploy([], 1, OLD), "", OLD)
+
+
+def test_the_watch_reverts_a_canary_whose_readiness_check_fails_after_it_was_ready() -> None:
+    from mycelium.fabric.canary_watch import CanaryWatch
+    from mycelium.messages import DigestAnswers, EdgeAnswers
+
+    watch, plan = CanaryWatch(), _plan()
+    plans = {"web": plan}
+    launching = [_info("node-1", NEW, 1, InstanceState.LAUNCHING), _info("node-2", OLD, 2)]
+    assert isinstance(watch.verdicts(plans, launching, 1.0)[0][1], Keep)  # not Ready yet: fine
+    ready = [_info("node-1", NEW, 1), _info("node-2", OLD, 2)]
+    assert isinstance(watch.verdicts(plans, ready, 2.0)[0][1], Keep)
+    watch.answers(EdgeAnswers((DigestAnswers("web", NEW, 10, 0), DigestAnswers("web", OLD, 9, 0))))
+    assert watch.doc(plan, ready)["answered"] == 10
+    unready = [dataclasses.replace(ready[0], serving=False), ready[1]]
+    (_, verdict), = watch.verdicts(plans, unready, 3.0)
+    assert isinstance(verdict, Revert) and "health checks" in verdict.reason
+    assert watch.verdicts({}, unready, 4.0) == []  # the canary ended: nothing kept
+    assert watch.rates("web", NEW) == Rates()
