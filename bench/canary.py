@@ -5,10 +5,14 @@ One command:
     python bench/canary.py [--duration 5] [--rounds 3] [--connections 32] [--rate 200]
 
 1. **Weighted routing cost.** One EdgeServer (as the mesh runs it) with two routes over the same
-   two aiohttp backends: ``plain`` (round-robin) and ``weighted`` (a canary's route: endpoints
-   with digests and weights 30/70, so smooth weighted round-robin picks and every answer is
-   counted per digest). wrk alternates between them, round after round, in the same run; the
+   aiohttp backend (two endpoints each, both on it, so that the backend's load is the same):
+   ``plain`` (round-robin) and ``weighted`` (a canary's route: endpoints with digests and
+   weights 30/70, so smooth weighted round-robin picks and every answer is counted per
+   digest). wrk alternates between them, round after round, in the same run; the
    figure is the ratio of the median req/s (goal: weighted ≥ 97 % of plain).
+   Because wrk, the edge and the backend share the machine's cores with everything else, the
+   bench also times the per-request decision alone (balancer order + answer count, plain vs
+   weighted, in-process, best of 5) and relates the difference to the edge's cost per request.
 2. **Revert detection.** A real ``mycelium up --nodes 3``: ``web`` v1 on 3 nodes, then a canary
    (``--canary 1``) that answers 500 to every request, under a paced load of ``--rate`` req/s
    through the edge. The figure is the time from the canary's 20th 500 (as the client saw it)
@@ -30,6 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from edge import free_port, spawn, stop, wait_port, wrk
 from reliability_common import Mesh, cli
@@ -45,7 +50,7 @@ def run_edge(port: int, backends: list[int]) -> None:
 
     server = EdgeServer(EdgeConfig(port=port, edge_id="bench-canary"))
     server.start()
-    urls = [f"http://127.0.0.1:{b}" for b in backends]
+    urls = [f"http://127.0.0.1:{b}" for b in backends] * (2 if len(backends) == 1 else 1)
     plain = Route("plain", tuple(Endpoint(u, f"plain#{k}") for k, u in enumerate(urls)))
     weighted = Route("weighted", (Endpoint(urls[0], "w#0", "b" * 64, 30 * 1),
                                   Endpoint(urls[1], "w#1", "a" * 64, 70 * 1)))
@@ -54,9 +59,9 @@ def run_edge(port: int, backends: list[int]) -> None:
     server.stop(1.0)
 
 
-def weighted_cost(duration: float, rounds: int, connections: int) -> dict[str, object]:
+def weighted_cost(duration: float, rounds: int, connections: int) -> dict[str, Any]:
     """Alternate wrk rounds over the plain and the weighted route of one edge."""
-    backends = [free_port(), free_port()]
+    backends = [free_port()]
     port = free_port()
     procs = [spawn([sys.executable, str(HERE.parent / "edge.py"), "--role", "backend",
                     "--port", str(b)]) for b in backends]
@@ -90,15 +95,47 @@ def weighted_cost(duration: float, rounds: int, connections: int) -> dict[str, o
             "weighted_ratio": round(ratio, 4), "cost_percent": round(100 * (1 - ratio), 2)}
 
 
-class PacedLoad:
-    """``rate`` requests per second over two keep-alive connections; (time, status) of each."""
+def decision_cost(plain_rps: float, n: int = 200_000) -> dict[str, float]:
+    """Microseconds per request of the balancer's choice (and, weighted, the answer count)."""
+    sys.path.insert(0, str(HERE.parents[1]))
+    from mycelium.edge.answers import AnswerWindow
+    from mycelium.edge.balancer import Balancer
+    from mycelium.edge.routes import Endpoint, Route
 
-    def __init__(self, port: int, app: str, rate: float) -> None:
-        self.port, self.app, self.interval = port, app, 2.0 / rate
+    url = "http://127.0.0.1:1"
+    plain = Route("plain", (Endpoint(url, "a"), Endpoint(url, "b")))
+    weighted = Route("weighted", (Endpoint(url, "a", "b" * 64, 30),
+                                  Endpoint(url, "b", "a" * 64, 70)))
+    balancer, window = Balancer(), AnswerWindow()
+    best = {"plain": float("inf"), "weighted": float("inf")}
+    for _ in range(5):
+        for name, route in (("plain", plain), ("weighted", weighted)):
+            started = time.perf_counter()
+            for _k in range(n):
+                ep = balancer.order(route)[0]
+                if ep.digest:
+                    window.count("weighted", ep.digest, 200)
+            best[name] = min(best[name], (time.perf_counter() - started) / n * 1e6)
+    extra = best["weighted"] - best["plain"]
+    per_request = 1e6 / plain_rps  # the edge's whole cost of one request at that throughput
+    print(f"decision per request: plain {best['plain']:.2f} us, weighted {best['weighted']:.2f} "
+          f"us: +{extra:.2f} us = {100 * extra / per_request:.2f} % of the {per_request:.0f} us "
+          f"a request costs the edge at {plain_rps:.0f} req/s")
+    return {"decision_plain_us": round(best["plain"], 3),
+            "decision_weighted_us": round(best["weighted"], 3),
+            "decision_cost_percent": round(100 * extra / per_request, 3)}
+
+
+class PacedLoad:
+    """``rate`` requests per second over ``threads`` keep-alive connections (each paced, so a
+    slow answer does not slow the others); (time, status) of each answer."""
+
+    def __init__(self, port: int, app: str, rate: float, threads: int = 8) -> None:
+        self.port, self.app, self.interval = port, app, threads / rate
         self.answers: list[tuple[float, int]] = []
         self.failures = 0
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(2)]
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def __enter__(self) -> PacedLoad:
         for t in self._threads:
@@ -148,6 +185,7 @@ def revert_detection(rate: float) -> dict[str, object]:
             with PacedLoad(mesh.port, "web", rate) as load:
                 time.sleep(2.0)  # the load settles before the canary starts
                 started = time.monotonic()
+                settled = len(load.answers) / 2.0
                 result = cli(root, "deploy", "web", bad, "--min", "3", "--max", "3",
                              "--canary", "1")
                 if result.returncode:
@@ -167,7 +205,8 @@ def revert_detection(rate: float) -> dict[str, object]:
         raise SystemExit(f"only {len(errors)} 500s seen")
     after = errors[-1] - errors[19]
     span = load.answers[-1][0] - load.answers[0][0]
-    print(f"load: {len(load.answers) / span:.0f} req/s measured, {load.failures} failed "
+    print(f"load: {len(load.answers) / span:.0f} req/s measured over the run "
+          f"({settled:.0f} in its first 2 s), {load.failures} failed "
           f"connections; canary 500s seen: {len(errors)}")
     print(f"revert detection: last 500 {after:.2f} s after the 20th; app failed "
           f"{failed_at - errors[19]:.2f} s after it (status polled); reason: {doc['reason']}")
@@ -193,8 +232,9 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("missing wrk: run `apt-get install -y wrk`")
     cost = weighted_cost(args.duration, args.rounds, args.connections)
+    decision = decision_cost(max(cost["plain_rps"]))
     revert = revert_detection(args.rate)
-    print(json.dumps({"bench": "canary", **cost, **revert,
+    print(json.dumps({"bench": "canary", **cost, **decision, **revert,
                       "goals": {"cost_percent_max": 3.0, "out_of_routes_s_max": 2.0}}))
 
 

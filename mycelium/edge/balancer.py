@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 
 from mycelium.edge.routes import Endpoint, Route
-from mycelium.edge.weights import SmoothWeights
+from mycelium.edge.weights import WeightedCycle
 
 __all__ = ["Balancer"]
 
@@ -43,7 +43,7 @@ class Balancer:
         self._next: dict[str, int] = {}
         self._fails: dict[_Key, tuple[int, float]] = {}
         self._down_until: dict[_Key, float] = {}
-        self._smooth: dict[str, tuple[tuple[Endpoint, ...], SmoothWeights]] = {}
+        self._smooth: dict[str, tuple[tuple[Endpoint, ...], WeightedCycle]] = {}
 
     def order(self, route: Route) -> Sequence[Endpoint]:
         """Return the endpoints to try, first choice first.
@@ -83,7 +83,7 @@ class Balancer:
     def _weighted(self, route: Route) -> int:
         held = self._smooth.get(route.app)
         if held is None or held[0] is not route.endpoints:
-            held = (route.endpoints, SmoothWeights([max(1, ep.weight) for ep in route.endpoints]))
+            held = (route.endpoints, WeightedCycle([max(1, ep.weight) for ep in route.endpoints]))
             self._smooth[route.app] = held
         return held[1].pick()
 

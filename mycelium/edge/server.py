@@ -199,10 +199,26 @@ class EdgeServer:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(proxy.prune, keep)
 
-    def answer_counts(self) -> tuple[DigestAnswers, ...]:
-        """Per-digest answers over the last window, of apps running a canary (none: empty)."""
-        proxy = self._proxy
-        return () if proxy is None else proxy.state.answers.snapshot()
+    def answer_counts(self, timeout: float = 1.0) -> tuple[DigestAnswers, ...]:
+        """Per-digest answers over the last window, of apps running a canary (none: empty).
+
+        Taken on the edge's loop, where every answer is counted (so the counts need no lock);
+        a loop that does not answer within ``timeout`` reports nothing this time.
+        """
+        proxy, loop = self._proxy, self._loop
+        if proxy is None or loop is None or loop.is_closed():
+            return ()
+        answers = proxy.state.answers
+        done: concurrent.futures.Future[tuple[DigestAnswers, ...]] = concurrent.futures.Future()
+
+        def take() -> None:
+            done.set_result(answers.snapshot())
+
+        try:
+            loop.call_soon_threadsafe(take)
+            return done.result(timeout)
+        except (RuntimeError, concurrent.futures.TimeoutError):
+            return ()
 
     def set_restarts(self, restarts: Mapping[str, int]) -> None:
         """Replace the per-app restart counts shown by ``/_mycelium/metrics``."""

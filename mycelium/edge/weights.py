@@ -9,9 +9,10 @@ share of requests from the first second on. Traefik's weighted round-robin does 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-__all__ = ["SmoothWeights"]
+__all__ = ["MAX_CYCLE", "SmoothWeights", "WeightedCycle"]
 
 
 class SmoothWeights:
@@ -43,3 +44,45 @@ class SmoothWeights:
                 best = i
         current[best] -= self._total
         return best
+
+
+MAX_CYCLE = 10_000
+"""Longest cycle precomputed by :class:`WeightedCycle` (beyond it picks are computed live)."""
+
+
+class WeightedCycle:
+    """The same picks as :class:`SmoothWeights`, read from one precomputed cycle.
+
+    SWRR repeats itself every ``sum(weights)`` picks (after dividing the weights by their gcd),
+    so the edge computes one cycle when the routes change and then pays one list read per
+    request instead of a pass over every endpoint.
+
+    Args:
+        weights: One positive integer weight per endpoint.
+
+    Raises:
+        ValueError: an empty list, or a weight below 1.
+    """
+
+    __slots__ = ("_cycle", "_live", "_pos")
+
+    def __init__(self, weights: Sequence[int]) -> None:
+        live = SmoothWeights(weights)
+        divisor = math.gcd(*live.weights)
+        reduced = [w // divisor for w in live.weights]
+        self._live: SmoothWeights | None = None
+        self._cycle: tuple[int, ...] = ()
+        self._pos = 0
+        if sum(reduced) <= MAX_CYCLE:
+            smooth = SmoothWeights(reduced)
+            self._cycle = tuple(smooth.pick() for _ in range(sum(reduced)))
+        else:
+            self._live = live
+
+    def pick(self) -> int:
+        """The index of the next endpoint."""
+        if self._live is not None:
+            return self._live.pick()
+        pos = self._pos
+        self._pos = pos + 1 if pos + 1 < len(self._cycle) else 0
+        return self._cycle[pos]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -196,6 +197,8 @@ def test_the_answer_window_counts_per_digest_and_forgets_after_30_seconds() -> N
     for k in range(10):
         window.count("web", NEW, 500 if k % 2 else 200)
     window.count("web", OLD, 200)
+    assert {a.digest: (a.answered, a.errors) for a in window.snapshot()} == {
+        NEW: (10, 5), OLD: (1, 0)}
     now[0] += 29.0
     window.count("web", NEW, 503)
     got = {a.digest: (a.answered, a.errors) for a in window.snapshot()}
@@ -210,16 +213,33 @@ def test_the_answer_window_counts_per_digest_and_forgets_after_30_seconds() -> N
 @given(st.lists(st.tuples(st.integers(0, 100), st.booleans()), max_size=200))
 def test_the_window_total_is_what_was_counted_in_the_last_30_seconds(
         events: list[tuple[int, bool]]) -> None:
-    events = sorted(events)
     now = [0.0]
     window = AnswerWindow(clock=lambda: now[0])
-    for second, bad in events:
+    end = max((second for second, _bad in events), default=0)
+    got: tuple[object, ...] = ()
+    for second in range(end + 1):  # the edge snapshots once a second
+        for _ in [e for e in events if e[0] == second]:
+            window.count("web", NEW, 500 if _[1] else 200)
         now[0] = float(second)
-        window.count("web", NEW, 500 if bad else 200)
-    end = events[-1][0] if events else 0
+        got = window.snapshot()
     recent = [bad for second, bad in events if end - second < 30]
-    got = window.snapshot()
-    assert (got[0].answered, got[0].errors) == (len(recent), sum(recent)) if recent else not got
+    if recent:
+        (answers,) = got
+        assert (answers.answered, answers.errors) == (len(recent), sum(recent))  # type: ignore[attr-defined]
+    else:
+        assert got == ()
+
+
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=6), st.integers(1, 3))
+def test_the_precomputed_cycle_picks_exactly_as_live_swrr(weights: list[int], turns: int) -> None:
+    from mycelium.edge.weights import WeightedCycle
+
+    cycle, live = WeightedCycle(weights), SmoothWeights(weights)
+    n = sum(weights) * turns
+    picks = [cycle.pick() for _ in range(n)]
+    assert [picks.count(i) for i in range(len(weights))] == [w * turns for w in weights]
+    if math.gcd(*weights) == 1:
+        assert picks == [live.pick() for _ in range(n)]
 
 
 # -- history ---------------------------------------------------------------------------------
