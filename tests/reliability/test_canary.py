@@ -114,3 +114,25 @@ def test_bad_canary_input_changes_nothing(mesh: MeshProcess, digests: dict[str, 
             args, result.stderr)
     assert mesh.app("web")["generation"] == generation
     assert [r["outcome"] for r in _history(mesh)] == ["running"]
+
+
+@pytest.mark.timeout(150)
+def test_auto_promote_finishes_a_passing_canary_and_a_failing_one_is_rolled_back(
+        mesh: MeshProcess, digests: dict[str, str]) -> None:
+    v1, v2, bad = digests["v1"], digests["v2"], digests["bad"]
+    assert cli(mesh.home, "deploy", "web", v1, "--min", "2", "--max", "2").returncode == 0
+    mesh.ready("web", 2, v1)
+    result = cli(mesh.home, "deploy", "web", bad, "--min", "2", "--max", "2", "--canary", "1",
+                 "--timeout", "3", timeout=60)
+    assert result.returncode == 1, result.stderr  # never Ready: the canary failed
+    assert mesh.app("web")["state"] == "failed"
+    assert str(_history(mesh)[-1]["outcome"]).startswith("rolled back: rollout of ")
+    result = cli(mesh.home, "deploy", "web", v2, "--min", "2", "--max", "2", "--canary", "1",
+                 "--auto-promote", "1", timeout=60)
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: mesh.app("web")["state"] == "running"
+               and {i["digest"] for i in mesh.app("web")["instances"]} == {v2}, 60.0,
+               "promoted by itself")
+    outcomes = [str(r["outcome"]) for r in _history(mesh)]
+    assert outcomes[0] == "superseded" and outcomes[2] == "running", outcomes
+    assert outcomes[1].startswith("rolled back: "), outcomes
