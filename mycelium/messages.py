@@ -487,13 +487,13 @@ class Drain:
 # --------------------------------------------------------------------------- wire form
 
 REPORTS: frozenset[type[Any]] = frozenset({
-    AgentSync, CheckReport, DeregisterEndpoint, EndpointsChanged, InstanceStatus, PlanChanged,
-    PlansSynced, RegisterEndpoint, ReleaseSlot,
+    AgentSync, CheckReport, DeregisterEndpoint, EdgeAnswers, EndpointsChanged, InstanceStatus,
+    PlanChanged, PlansSynced, RegisterEndpoint, ReleaseSlot,
 })
 """Messages that state what exists — an instance's endpoint and state, an agent's apps and
-slots, what its health checks saw, the fabric's plans and routing table pushed to agents and
-the edge — which only the
-mesh's own actors may send. Told from outside, even a well-typed one is a lie the mesh acts on
+slots, what its health checks saw, what the edge answered per digest (a forged count would
+revert a canary), the fabric's plans and routing table pushed to agents and the edge — which
+only the mesh's own actors may send. Told from outside, even a well-typed one is a lie the mesh acts on
 (a forged ``RegisterEndpoint`` routes users to a dead port), so the control socket refuses
 them. Requests, queries, commands and events the mesh then acts on itself (``ClaimSwitch``,
 ``IsRouted``, ``RolloutFailed``, ``Crash`` …) stay open to the REPL."""
