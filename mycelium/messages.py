@@ -493,10 +493,10 @@ REPORTS: frozenset[type[Any]] = frozenset({
 """Messages that state what exists — an instance's endpoint and state, an agent's apps and
 slots, what its health checks saw, what the edge answered per digest (a forged count would
 revert a canary), the fabric's plans and routing table pushed to agents and the edge — which
-only the mesh's own actors may send. Told from outside, even a well-typed one is a lie the mesh acts on
-(a forged ``RegisterEndpoint`` routes users to a dead port), so the control socket refuses
-them. Requests, queries, commands and events the mesh then acts on itself (``ClaimSwitch``,
-``IsRouted``, ``RolloutFailed``, ``Crash`` …) stay open to the REPL."""
+only the mesh's own actors may send. Told from outside, even a well-typed one is a lie the
+mesh acts on (a forged ``RegisterEndpoint`` routes users to a dead port), so the control
+socket refuses them. Requests, queries, commands and events the mesh then acts on itself
+(``ClaimSwitch``, ``IsRouted``, ``RolloutFailed``, ``Crash`` …) stay open to the REPL."""
 
 # Every class above is on the wire: the control socket, etcd and the fabric's store carry them.
 # Private messages an actor sends itself (``_Spawned`` in the instance, ``_Remote`` in the
