@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mycelium.defaults import DeployDefaults
-from mycelium.rollout_messages import DigestAnswers, EdgeAnswers, GetHistory, Promote, Rollback
+from mycelium.rollout_messages import EdgeAnswers  # and registers the rollout messages
 from mycelium.states import InstanceState, PlanStatus
 from mycelium.wire import WireError, decode_message, from_wire, message_types, register, to_wire
 
@@ -32,13 +32,10 @@ __all__ = [
     "Crash",
     "CrashRequested",
     "DeregisterEndpoint",
-    "DigestAnswers",
     "Drain",
-    "EdgeAnswers",
     "EndpointInfo",
     "EndpointsChanged",
     "FabricRestarted",
-    "GetHistory",
     "GetInfo",
     "GetPlans",
     "GetStatus",
@@ -51,14 +48,12 @@ __all__ = [
     "PlanChanged",
     "PlanVersion",
     "PlansSynced",
-    "Promote",
     "PublishBatch",
     "PublishPlan",
     "RegisterEndpoint",
     "ReleaseSlot",
     "ReleaseSwitch",
     "Resync",
-    "Rollback",
     "RolloutFailed",
     "SetBudget",
     "SlotDeclined",
@@ -191,10 +186,7 @@ class InstanceInfo:
 
 @dataclass(frozen=True, slots=True)
 class EndpointInfo:
-    """One Ready instance the edge may send requests to.
-
-    During a canary each carries its ``digest`` and a smooth weighted round-robin ``weight``.
-    """
+    """One Ready instance the edge may send requests to (a canary's: digest and SWRR weight)."""
 
     url: str
     instance: str

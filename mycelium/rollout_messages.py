@@ -1,12 +1,16 @@
-"""The messages of deployment history and canaries (re-exported by :mod:`mycelium.messages`).
+"""The messages of deployment history and canaries: ``promote``, ``rollback``, ``history``
+and the edge's per-digest answer counts.
 
-Kept in a module of their own only for size: they are ordinary messages, registered with the
-wire codec with every other one, and imported from :mod:`mycelium.messages`.
+Ordinary messages (frozen, slotted, on the wire), kept beside :mod:`mycelium.messages` only for
+its size; they register with the wire codec here, and :mod:`mycelium.messages` imports this
+module, so anything that decodes messages knows them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from mycelium.wire import register
 
 __all__ = ["DigestAnswers", "EdgeAnswers", "GetHistory", "Promote", "Rollback"]
 
@@ -49,3 +53,6 @@ class EdgeAnswers:
     """The edge's per-digest answers over its window, every second: what judges a canary."""
 
     counts: tuple[DigestAnswers, ...] = ()
+
+
+register(DigestAnswers, EdgeAnswers, GetHistory, Promote, Rollback)

@@ -17,13 +17,13 @@ from mycelium.messages import (
     AppRoute,
     Crash,
     CrashRequested,
-    EdgeAnswers,
     EndpointsChanged,
     GetInfo,
     KillEdgeWorker,
     SyncRequest,
     Tick,
 )
+from mycelium.rollout_messages import EdgeAnswers
 from supervisors import SupervisedActor
 from supervisors.reports import Reporter
 from supervisors.timers import TimerHandle, shared_timers

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from mycelium.messages import DigestAnswers
+from mycelium.rollout_messages import DigestAnswers
 
 __all__ = ["WINDOW", "AnswerWindow"]
 

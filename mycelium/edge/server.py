@@ -21,7 +21,7 @@ from mycelium.edge.metrics import Snapshot
 from mycelium.edge.proxy import EdgeProxy
 from mycelium.edge.routes import RouteTable
 from mycelium.edge.state import OutcomeSink
-from mycelium.messages import DigestAnswers
+from mycelium.rollout_messages import DigestAnswers
 from supervisors.reports import Reporter
 
 __all__ = ["EdgeServer", "new_loop"]

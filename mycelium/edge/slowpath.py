@@ -124,7 +124,8 @@ class SlowPath:
                                 close=True)
                     return
                 self.balancer.succeeded(ex.ep)
-                self.state.outcome(ex.app, ex.ep, resp.status < 500, len(ex.order))
+                self.state.outcome(ex.app, ex.ep, resp.status < 500 or bool(ex.ep.digest),
+                                   len(ex.order))
                 self.metrics.observe(ex.app, time.monotonic() - ex.started)
                 self.metrics.request(ex.app, resp.status)
                 if ex.ep.digest:
@@ -323,7 +324,7 @@ class SlowPath:
             self.state.error(client, 504 if timed_out else 502, failure, app, close=not reusable)
             return reusable
         self.balancer.succeeded(ep)
-        self.state.outcome(app, ep, resp.status < 500, len(order))
+        self.state.outcome(app, ep, resp.status < 500 or bool(ep.digest), len(order))
         self.metrics.observe(app, time.monotonic() - started)
         self.metrics.request(app, resp.status)
         if ep.digest:

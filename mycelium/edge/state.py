@@ -87,7 +87,11 @@ class EdgeState:
 
     def outcome(self, app: str, ep: Endpoint, ok: bool, total: int) -> None:
         """Count one outcome of a request to ``ep`` towards its ejection (``ok``: not 5xx,
-        not failed, not timed out); ``total`` is how many endpoints ``app`` has."""
+        not failed, not timed out); ``total`` is how many endpoints ``app`` has.
+
+        During a canary (endpoints with a digest) the paths pass a 5xx answer as ``ok``: the
+        fabric judges the canary by its 5xx rate and reverts it, which ejection would prevent
+        by starving it of the answers it is judged by; failures to connect still eject."""
         sink = self._outcome_sink
         if sink is not None:
             if not ok or ep.url in self.ejector.failing:

@@ -37,8 +37,8 @@ from mycelium.edge.errors import EdgeError
 from mycelium.edge.metrics import Snapshot, combine, counters_only
 from mycelium.edge.routes import Endpoint, RouteTable
 from mycelium.edge.worker import config_to_wire, routes_to_wire
-from mycelium.messages import DigestAnswers
 from mycelium.operator.logs import SupervisionLog
+from mycelium.rollout_messages import DigestAnswers
 from supervisors.reports import Report, Reporter
 
 __all__ = ["EdgeWorkers", "restart_delay"]

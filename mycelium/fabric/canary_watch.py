@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from mycelium.messages import EdgeAnswers, InstanceInfo, Plan
+from mycelium.messages import InstanceInfo, Plan
+from mycelium.rollout_messages import EdgeAnswers
 from mycelium.states import InstanceState
 
 from .canary import Rates, Verdict, canary_doc, judge

@@ -15,18 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mycelium._logger import get_logger
-from mycelium.messages import (
-    EdgeAnswers,
-    GetHistory,
-    InstanceInfo,
-    Plan,
-    Promote,
-    PublishPlan,
-    Rollback,
-    RolloutFailed,
-    Tick,
-    to_wire,
-)
+from mycelium.messages import InstanceInfo, Plan, PublishPlan, RolloutFailed, Tick, to_wire
+from mycelium.rollout_messages import EdgeAnswers, GetHistory, Promote, Rollback
 from mycelium.states import PlanStatus
 from supervisors.timers import shared_timers
 

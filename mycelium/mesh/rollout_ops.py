@@ -15,7 +15,7 @@ import pykka
 
 from mycelium.fabric.errors import BadPlan
 from mycelium.fabric.validate import check_app_name
-from mycelium.messages import GetHistory, Promote, Rollback
+from mycelium.rollout_messages import GetHistory, Promote, Rollback
 
 __all__ = ["canary_fields", "rollout_handlers"]
 

@@ -296,7 +296,7 @@ def test_rollback_targets() -> None:
 
 def test_the_watch_reverts_a_canary_whose_readiness_check_fails_after_it_was_ready() -> None:
     from mycelium.fabric.canary_watch import CanaryWatch
-    from mycelium.messages import DigestAnswers, EdgeAnswers
+    from mycelium.rollout_messages import DigestAnswers, EdgeAnswers
 
     watch, plan = CanaryWatch(), _plan()
     plans = {"web": plan}
