@@ -31,6 +31,7 @@ from mycelium.errors import BadInput, OperationFailed
 from mycelium.fabric import Names
 from mycelium.fabric.cluster import start_cluster_fabric
 from mycelium.fabric.etcd import DEFAULT_TTL, EtcdStore, EtcdUnavailable, MemberConflict, connect
+from mycelium.fabric.history import DEFAULT_KEEP
 from mycelium.home import Home
 from mycelium.mesh import KillScope
 from mycelium.spores import Limits, Repo, load_trusted
@@ -52,12 +53,12 @@ def default_prefix() -> str:
 
 def cluster_fabric_child(names: Names, store: EtcdStore, nodes: tuple[str, ...], repo: Repo,
                          advertise_host: str, prefetch: Callable[[str], None],
-                         parallel: int) -> ChildSpec:
+                         parallel: int, history_keep: int = DEFAULT_KEEP) -> ChildSpec:
     """The member's ``fabric`` child: the fabric with its etcd parts (the one place that
     assembles them)."""
     return ChildSpec("fabric", lambda: start_cluster_fabric(
         names, store, nodes, repo.has, parallel=parallel, advertise_host=advertise_host,
-        prefetch=prefetch))
+        prefetch=prefetch, history_keep=history_keep))
 
 
 class Member:
@@ -160,12 +161,13 @@ class Member:
         if spores is not None:
             spores.stop()
 
-    def fabric_child(self, names: Names, repo: Repo, parallel: int) -> ChildSpec:
+    def fabric_child(self, names: Names, repo: Repo, parallel: int, *,
+                     history_keep: int = DEFAULT_KEEP) -> ChildSpec:
         """The fabric with its etcd parts, on the etcd store joined by :meth:`open`."""
         if self.store is None:
             raise OperationFailed("the member has not joined the fabric")
         return cluster_fabric_child(names, self.store, self._nodes, repo, self.advertise_host,
-                                    self.prefetch, parallel)
+                                    self.prefetch, parallel, history_keep)
 
     # -- spores ----------------------------------------------------------------------------
 

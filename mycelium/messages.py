@@ -14,58 +14,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from mycelium.defaults import DeployDefaults
+from mycelium.rollout_messages import EdgeAnswers  # and registers the rollout messages
 from mycelium.states import InstanceState, PlanStatus
 from mycelium.wire import WireError, decode_message, from_wire, message_types, register, to_wire
 
 __all__ = [
-    "REPORTS",
-    "AgentSync",
-    "AppFailed",
-    "AppRestarted",
-    "AppRoute",
-    "Budget",
-    "CheckReport",
-    "CheckResult",
-    "ClaimSlot",
-    "ClaimSwitch",
-    "Crash",
-    "CrashRequested",
-    "DeregisterEndpoint",
-    "Drain",
-    "EndpointInfo",
-    "EndpointsChanged",
-    "FabricRestarted",
-    "GetInfo",
-    "GetPlans",
-    "GetStatus",
-    "InstanceInfo",
-    "InstanceStatus",
-    "IsRouted",
-    "KillEdgeWorker",
-    "LastExit",
-    "Plan",
-    "PlanChanged",
-    "PlanVersion",
-    "PlansSynced",
-    "PublishBatch",
-    "PublishPlan",
-    "RegisterEndpoint",
-    "ReleaseSlot",
-    "ReleaseSwitch",
-    "ReloadCerts",
-    "Resync",
-    "RolloutFailed",
-    "SetBudget",
-    "SlotDeclined",
-    "SlotReply",
-    "StopApp",
-    "SyncRequest",
-    "Tick",
-    "WireError",
-    "decode_message",
-    "from_wire",
-    "message_types",
-    "to_wire",
+    "REPORTS", "AgentSync", "AppFailed", "AppRestarted", "AppRoute", "Budget", "CheckReport",
+    "CheckResult", "ClaimSlot", "ClaimSwitch", "Crash", "CrashRequested", "DeregisterEndpoint",
+    "Drain", "EndpointInfo", "EndpointsChanged", "FabricRestarted", "GetInfo", "GetPlans",
+    "GetStatus", "InstanceInfo", "InstanceStatus", "IsRouted", "KillEdgeWorker", "LastExit",
+    "Plan", "PlanChanged", "PlanVersion", "PlansSynced", "PublishBatch", "PublishPlan",
+    "RegisterEndpoint", "ReleaseSlot", "ReleaseSwitch", "ReloadCerts", "Resync",
+    "RolloutFailed", "SetBudget", "SlotDeclined", "SlotReply", "StopApp", "SyncRequest",
+    "Tick", "WireError", "decode_message", "from_wire", "message_types", "to_wire",
 ]
 
 
@@ -109,6 +70,9 @@ class Plan:
     previous: str | None = None
     status: PlanStatus = PlanStatus.ACTIVE
     reason: str | None = None
+    canary_nodes: tuple[str, ...] = ()  # nodes running a canary beside blue (none: promoted)
+    canary_weight: int = 0  # percent of requests for the canaries (0: their share by count)
+    auto_promote: float = 0.0  # seconds of passing checks before promoting itself (0: never)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,10 +147,12 @@ class InstanceInfo:
 
 @dataclass(frozen=True, slots=True)
 class EndpointInfo:
-    """One Ready instance the edge may send requests to."""
+    """One Ready instance the edge may send requests to (a canary's: digest and SWRR weight)."""
 
     url: str
     instance: str
+    digest: str = ""
+    weight: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +222,11 @@ class PublishPlan:
     timeout: float = DeployDefaults.TIMEOUT
     budget: SetBudget | None = None
     """Optionally the app's budget, written in the same transaction as the plan (one fsync)."""
+    canary: int = 0  # instances of ``digest`` beside the old digest until promoted (0: none)
+    canary_weight: int = 0  # percent of requests for the canaries (0: their share by count)
+    auto_promote: float = 0.0  # seconds of passing checks before promoting itself (0: never)
+    who: str = ""  # ``user@host`` that asked, and the spore's version: for the history
+    version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,16 +446,16 @@ class Drain:
 # --------------------------------------------------------------------------- wire form
 
 REPORTS: frozenset[type[Any]] = frozenset({
-    AgentSync, CheckReport, DeregisterEndpoint, EndpointsChanged, InstanceStatus, PlanChanged,
-    PlansSynced, RegisterEndpoint, ReleaseSlot,
+    AgentSync, CheckReport, DeregisterEndpoint, EdgeAnswers, EndpointsChanged, InstanceStatus,
+    PlanChanged, PlansSynced, RegisterEndpoint, ReleaseSlot,
 })
 """Messages that state what exists — an instance's endpoint and state, an agent's apps and
-slots, what its health checks saw, the fabric's plans and routing table pushed to agents and
-the edge — which only the
-mesh's own actors may send. Told from outside, even a well-typed one is a lie the mesh acts on
-(a forged ``RegisterEndpoint`` routes users to a dead port), so the control socket refuses
-them. Requests, queries, commands and events the mesh then acts on itself (``ClaimSwitch``,
-``IsRouted``, ``RolloutFailed``, ``Crash`` …) stay open to the REPL."""
+slots, what its health checks saw, what the edge answered per digest (a forged count would
+revert a canary), the fabric's plans and routing table pushed to agents and the edge — which
+only the mesh's own actors may send. Told from outside, even a well-typed one is a lie the
+mesh acts on (a forged ``RegisterEndpoint`` routes users to a dead port), so the control
+socket refuses them. Requests, queries, commands and events the mesh then acts on itself
+(``ClaimSwitch``, ``IsRouted``, ``RolloutFailed``, ``Crash`` …) stay open to the REPL."""
 
 # Every class above is on the wire: the control socket, etcd and the fabric's store carry them.
 # Private messages an actor sends itself (``_Spawned`` in the instance, ``_Remote`` in the

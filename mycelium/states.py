@@ -47,6 +47,8 @@ class AppState(StrEnum):
     """The last update was rolled back."""
     UPDATING = "updating"
     """Instances of another digest still run."""
+    CANARY = "canary"
+    """Canaries of the new digest run beside the old one, waiting for ``promote``."""
     RUNNING = "running"
     """At least ``min`` and the desired number Ready."""
     CRASHLOOP = "crashloop"

@@ -28,7 +28,7 @@ from mycelium.desired.model import DEFAULTS
 from mycelium.home import Home
 from mycelium.states import InstanceState
 
-from .deploying import app_doc, judge, progress
+from .deploying import app_doc, judge, progress, who
 
 __all__ = ["Outcome", "apply_lock", "follow", "load_desired", "plan_file", "publish_batch",
            "read_mesh"]
@@ -135,18 +135,31 @@ def publish_batch(request: Request, changes: Sequence[AppChange],
         ControlError: the mesh refused the batch (moved meanwhile: exit 1; bad plan: exit 2).
     """
     plans = []
+    asker = who()
     for c in changes:
         if not c.changing or c.action == "destroy" or c.desired is None:
             continue
         s = c.desired.settings
         plans.append({"app": c.app, "digest": digests.get(c.app) or c.digest, "min": s.min,
                       "max": s.max, "max_instances": s.max_instances, "cpu": s.cpu,
-                      "mem": s.mem, "warmup": s.warmup, "timeout": s.timeout})
+                      "mem": s.mem, "warmup": s.warmup, "timeout": s.timeout,
+                      "who": asker, **_canary(c)})
     stops = [c.app for c in changes if c.action == "destroy"]
     named = {c.app for c in changes} | (set(running) if prune else set())
     expect = {app: running[app].generation if app in running else 0 for app in sorted(named)}
     reply = request("apply", timeout=90.0, plans=plans, stops=stops, expect=expect)
     return {p["app"]: int(p["generation"]) for p in reply["plans"]}
+
+
+def _canary(change: AppChange) -> dict[str, Any]:
+    """The canary fields of an update that changes the spore (a canary needs a running one)."""
+    assert change.desired is not None
+    instances, weight, promote = change.desired.canary
+    if not instances or change.action != "update" or change.running is None or (
+            change.digest is not None and change.digest == change.running.digest):
+        return {}
+    return {"canary": instances, "canary_weight": weight or None,
+            "auto_promote": promote or None}
 
 
 @dataclass(slots=True)
@@ -201,6 +214,10 @@ def follow(request: Request, changes: Sequence[AppChange], digests: dict[str, st
                 if doc is not None and c.action == "update":
                     progress(c.app, full, doc, phases[c.app], on_line)
                 _judge_rollout(out, judge(doc, full, generations.get(c.app, 0)))
+                canary = (doc or {}).get("canary")
+                if not out.done and canary is not None and canary["digest"] == full \
+                        and canary["ready"] >= canary["count"]:
+                    out.result, out.detail = "ok", "canary Ready: mycelium promote continues"
             if not out.done and now > deadlines[c.app]:
                 out.result, out.detail = "timed out", (
                     f"{out.ready}/{out.desired} Ready ({out.state}) after "

@@ -22,14 +22,16 @@ if TYPE_CHECKING:
 
     Request = Callable[..., Any]
 
-__all__ = ["Judged", "app_doc", "deploy_app", "judge", "progress"]
+__all__ = ["Judged", "app_doc", "deploy_app", "follow_canary", "judge", "progress", "who"]
 
 _PHASES = ("launching", "healthy", "warming", "draining", "done")
 
 
 def deploy_app(connect: Callable[[], Request], app_name: str, digest: str, *, n_min: int,
                n_max: int, max_instances: int | None, cpu: float, mem: int,
-               warmup: float | None, wait: bool, timeout: float | None) -> None:
+               warmup: float | None, wait: bool, timeout: float | None,
+               canary: int | None = None, canary_weight: int | None = None,
+               auto_promote: float | None = None) -> None:
     """Check, publish, and (with ``wait``) follow until min Ready and no old digest is left.
 
     ``connect()`` is called once the input is known good, so that bad input is reported
@@ -49,15 +51,25 @@ def deploy_app(connect: Callable[[], Request], app_name: str, digest: str, *, n_
     check_plan_fields(app_name, "0" * 64, n_min, n_max, 0.0 if warmup is None else warmup,
                       DeployDefaults.TIMEOUT if timeout is None else timeout)
     check_budget_fields(app_name, n_max if max_instances is None else max_instances, cpu, mem)
+    canaried = {}
+    if canary is not None or canary_weight is not None or auto_promote is not None:
+        from mycelium.mesh.rollout_ops import canary_fields
+
+        canaried = {"canary": canary, "canary_weight": canary_weight,
+                    "auto_promote": auto_promote}
+        canary_fields(canaried)  # bad input before any connection
     request = connect()
     started = time.monotonic()
     plan = request("deploy", app=app_name, digest=digest, min=n_min, max=n_max,
                    max_instances=max_instances, cpu=cpu, mem=mem, warmup=warmup,
-                   rollout_timeout=timeout)
+                   rollout_timeout=timeout, who=who(), **canaried)
     full, generation = plan["digest"], plan["generation"]
     timeout = float(plan["timeout"])  # the mesh's, when --timeout was not given
     if not wait:
         out(f"deploying {app_name} {full[:12]} (generation {generation}, not waiting)")
+        return
+    if plan.get("canary_nodes"):
+        follow_canary(request, app_name, full, generation, started + timeout + 5.0)
         return
     deadline = started + timeout + 5.0  # the mesh enforces --timeout; this only bounds the wait
     last = ""
@@ -87,6 +99,44 @@ def deploy_app(connect: Callable[[], Request], app_name: str, digest: str, *, n_
         if time.monotonic() > deadline:
             raise OperationFailed(f"deploy of {app_name} {full[:12]} timed out after "
                                   f"{timeout:g}s: {view.ready}/{view.min} Ready ({view.state})")
+        time.sleep(0.02)
+
+
+def who() -> str:
+    """``user@host`` for the deployment history."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in this environment
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def follow_canary(request: Request, app_name: str, full: str, generation: int,
+                  deadline: float) -> None:
+    """``deploy --canary … --wait``: return once every canary is Ready.
+
+    Raises:
+        OperationFailed: the canary was rolled back, superseded, or not Ready in time.
+    """
+    while True:
+        doc = app_doc(request("status", app=app_name), app_name)
+        view = judge(doc, full, generation)
+        if view.outcome in ("rolled back", "superseded", "stopped"):
+            raise OperationFailed(f"canary of {app_name} {full[:12]} {view.outcome}"
+                                  + (f": {view.detail}" if view.detail else ""))
+        canary = (doc or {}).get("canary")
+        if canary is not None and canary["ready"] >= canary["count"]:
+            out(f"canary of {app_name} {full[:12]}: {canary['ready']}/{canary['count']} Ready, "
+                f"{canary['weight']:g}% of requests (mycelium promote {app_name} continues)")
+            return
+        if canary is None and view.outcome == "done":  # promoted meanwhile, and done
+            out(f"deployed {app_name} {full[:12]}: {view.ready}/{view.desired} Ready")
+            return
+        if time.monotonic() > deadline:
+            raise OperationFailed(f"canary of {app_name} {full[:12]} not Ready in time")
         time.sleep(0.02)
 
 

@@ -20,6 +20,7 @@ from mycelium.errors import MyceliumError
 
 from . import (  # noqa: F401  (registers the commands on `app`)
     desired_cmds,
+    history_cmds,
     mesh_cmds,
     output_cmds,
     spore_cmds,

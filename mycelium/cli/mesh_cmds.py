@@ -253,6 +253,15 @@ def deploy_cmd(
         "--timeout", help="Seconds new instances have to get Ready, else the update is "
                           "rolled back (default: the mesh's rollout.timeout, "
                           f"{DeployDefaults.TIMEOUT:g})")] = None,
+    canary: Annotated[int | None, typer.Option(
+        "--canary", help="Run N instances of DIGEST beside the old ones until `mycelium "
+                         "promote` (N >= 1)")] = None,
+    canary_weight: Annotated[int | None, typer.Option(
+        "--canary-weight", help="Percent of requests the canaries take, 1-99 (default: "
+                                "their share by count)")] = None,
+    auto_promote: Annotated[float | None, typer.Option(
+        "--auto-promote", help="Promote the canary after S seconds of passing checks")
+    ] = None,
 ) -> None:
     """Deploy or update APP: set its budget and publish its plan.
 
@@ -262,7 +271,8 @@ def deploy_cmd(
     """
     deploy_app(lambda: ControlClient(home_of(home)).request, app_name, digest, n_min=n_min,
                n_max=n_max, max_instances=max_instances, cpu=cpu, mem=mem, warmup=warmup,
-               wait=wait, timeout=timeout)
+               wait=wait, timeout=timeout, canary=canary, canary_weight=canary_weight,
+               auto_promote=auto_promote)
 
 
 @app.command("stop")

@@ -145,8 +145,9 @@ class _Reader:
             sha, size = signed.binary_sha256, signed.binary_size
         settings = self._settings(name, table, float(manifest["warmup"]))
         self._unsupported(name, table)
+        canary = self._canary(name, table.get("canary", 0))
         return DesiredApp(name=name, settings=settings, manifest=manifest, binary_sha256=sha,
-                          binary_size=size, digest=digest, binary=binary,
+                          binary_size=size, digest=digest, binary=binary, canary=canary,
                           manifest_path=manifest_path, line=self.index.line("apps", name),
                           given=frozenset(k for k in SETTING_KEYS if k in table))
 
@@ -250,7 +251,6 @@ class _Reader:
         hosts = self._names(app, table, "hosts", HOST_NAME, "host name")
         secrets = self._names(app, table, "secrets", SECRET_NAME, "secret name")
         env_secrets = self._names(app, table, "env_secrets", SECRET_NAME, "secret name")
-        canary = self._canary(app, table.get("canary", 0))
         for key, names in (("secrets", secrets), ("env_secrets", env_secrets)):
             for name in names:
                 if not self.secret_exists(app, name):
@@ -259,20 +259,22 @@ class _Reader:
         if hosts:
             raise self.fail(app, "hosts", "routing by host name is not supported by this mesh "
                             "yet (the edge routes /APP/… only): leave hosts empty")
-        if canary:
-            raise self.fail(app, "canary", "canary rollouts are not supported by this mesh yet: "
-                            "leave canary out (or 0)")
 
-    def _canary(self, app: str, value: object) -> int:
-        """The canary's instance count (0: none) from ``N`` or ``{instances, weight, …}``."""
+    def _canary(self, app: str, value: object) -> tuple[int, int, float]:
+        """``(instances, weight, auto_promote)`` from ``N`` or ``{instances, weight,
+        auto_promote}``: instances 0 is no canary, weight 0 (absent) their share by count,
+        auto_promote 0 never."""
+        weight: object = 0
+        promote: object = 0
         if isinstance(value, dict):
             for key in value:
                 if key not in CANARY_KEYS:
                     raise self.fail(app, "canary", f"unknown key {key!r} (known: "
                                     f"{', '.join(CANARY_KEYS)})")
-            weight = value.get("weight", 50)
+            weight = value.get("weight", 0)
             promote = value.get("auto_promote", 0)
-            if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 99:
+            if "weight" in value and (isinstance(weight, bool) or not isinstance(weight, int)
+                                      or not 1 <= weight <= 99):
                 raise self.fail(app, "canary",
                                 f"weight must be an integer 1-99, got {_shown(weight)}")
             if isinstance(promote, bool) or not isinstance(promote, int | float) or not (
@@ -283,7 +285,8 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise self.fail(app, "canary", f"must be an instance count >= 0 or a table "
                             f"{{instances, weight, auto_promote}}, got {_shown(value)}")
-        return value
+        assert isinstance(weight, int) and isinstance(promote, int | float)
+        return (value, weight, float(promote)) if value else (0, 0, 0.0)
 
 
 def _shown(value: object) -> str:

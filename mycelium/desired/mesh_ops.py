@@ -13,12 +13,14 @@ control socket's connection threads, never in an actor.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mycelium.fabric.errors import BadPlan
 from mycelium.fabric.validate import check_app_name
+from mycelium.mesh.rollout_ops import canary_fields
 from mycelium.messages import PlanVersion, PublishBatch, PublishPlan
 
 if TYPE_CHECKING:  # the mesh passes its own in
@@ -109,4 +111,6 @@ class DesiredOps:
         if manifest.name != app:
             raise BadPlan(f"spore {digest[:12]} is app {manifest.name!r}, not {app!r}")
         request = {**item, "rollout_timeout": item.get("timeout")}
-        return deploy_plan(request, digest, manifest.warmup, self._rollout_timeout)
+        return dataclasses.replace(
+            deploy_plan(request, digest, manifest.warmup, self._rollout_timeout),
+            **canary_fields(item), who=str(item.get("who") or ""), version=manifest.version)

@@ -64,6 +64,8 @@ class DesiredApp:
     line: int | None = None
     given: frozenset[str] = frozenset(SETTING_KEYS)
     """The settings the table names; the others are defaults (see :func:`with_mesh_defaults`)."""
+    canary: tuple[int, int, float] = (0, 0, 0.0)
+    """``(instances, weight, auto_promote)``: an update of the spore starts a canary (0: no)."""
 
     @property
     def version(self) -> str:

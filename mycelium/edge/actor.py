@@ -23,9 +23,12 @@ from mycelium.messages import (
     KillEdgeWorker,
     ReloadCerts,
     SyncRequest,
+    Tick,
 )
+from mycelium.rollout_messages import EdgeAnswers
 from supervisors import SupervisedActor
 from supervisors.reports import Report, Reporter
+from supervisors.timers import TimerHandle, shared_timers
 
 from .config import EdgeConfig
 from .errors import EdgeConfigError, EdgeError
@@ -53,7 +56,8 @@ def route_table(message: EndpointsChanged,
         endpoints = []
         for ep in app_route.endpoints:
             try:
-                endpoints.append(Endpoint(url=ep.url, instance=ep.instance))
+                endpoints.append(Endpoint(url=ep.url, instance=ep.instance, digest=ep.digest,
+                                          weight=ep.weight))
             except Exception as exc:
                 log.warning("edge: skipping endpoint %s of %s: %s", ep.url, app_route.app, exc)
         table[app_route.app] = Route(app=app_route.app, endpoints=tuple(endpoints))
@@ -85,6 +89,7 @@ class EdgeActor(SupervisedActor):
         self._server: EdgeServer | EdgeWorkers | None = None
         self._on_listening = on_listening
         self._cache: dict[AppRoute, Route] = {}
+        self._report: TimerHandle | None = None
 
     def on_start(self) -> None:
         """Bind the port (in this process, or in ``[edge] workers`` processes), register as
@@ -107,6 +112,13 @@ class EdgeActor(SupervisedActor):
                 self._on_listening(server.port, tls_port=server.tls_port)
             else:
                 self._on_listening(server.port)
+        self._arm()
+
+    def _arm(self) -> None:
+        """Report per-digest answers (of apps running a canary) to the fabric every second."""
+        ref = self.actor_ref
+        self._report = shared_timers().call_later(
+            1.0, lambda: ref.tell(Tick("answers")) if ref.is_alive() else None)
 
     def on_stop(self) -> None:
         """Stop accepting, let in-flight requests finish, close."""
@@ -117,6 +129,9 @@ class EdgeActor(SupervisedActor):
         self._close(0.5)
 
     def _close(self, grace: float) -> None:
+        if self._report is not None:
+            shared_timers().cancel(self._report)
+            self._report = None
         self._names.unregister("edge", self.actor_ref)
         if self._server is not None:
             self._server.stop(grace=grace)
@@ -162,6 +177,12 @@ class EdgeActor(SupervisedActor):
                 # last push handed back to the pool, so that what stays open is in flight
                 server.set_routes(server.routes)
                 return False
+            case Tick(kind="answers"):
+                counts = self._server.answer_counts() if self._server is not None else ()
+                if counts:
+                    self._names.tell("fabric", EdgeAnswers(counts))
+                if self._server is not None:
+                    self._arm()
             case GetInfo():
                 server = self._server
                 info: dict[str, Any] = {

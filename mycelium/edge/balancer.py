@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 
 from mycelium.edge.routes import Endpoint, Route
+from mycelium.edge.weights import WeightedCycle
 
 __all__ = ["Balancer"]
 
@@ -42,6 +43,7 @@ class Balancer:
         self._next: dict[str, int] = {}
         self._fails: dict[_Key, tuple[int, float]] = {}
         self._down_until: dict[_Key, float] = {}
+        self._smooth: dict[str, tuple[tuple[Endpoint, ...], WeightedCycle]] = {}
 
     def order(self, route: Route) -> Sequence[Endpoint]:
         """Return the endpoints to try, first choice first.
@@ -54,8 +56,11 @@ class Balancer:
         """
         eps = route.endpoints
         n = len(eps)
-        i = self._next.get(route.app, 0)
-        self._next[route.app] = (i + 1) % n if n else 0
+        if route.weighted:  # a canary: smooth weighted round-robin
+            i = self._weighted(route)
+        else:
+            i = self._next.get(route.app, 0)
+            self._next[route.app] = (i + 1) % n if n else 0
         rotated = eps if n <= 1 or i % n == 0 else eps[i % n:] + eps[: i % n]
         ejected = self._ejected
         if not self._down_until and not ejected:
@@ -74,6 +79,13 @@ class Balancer:
             else:
                 down.append(ep)
         return up + down + out
+
+    def _weighted(self, route: Route) -> int:
+        held = self._smooth.get(route.app)
+        if held is None or held[0] is not route.endpoints:
+            held = (route.endpoints, WeightedCycle([max(1, ep.weight) for ep in route.endpoints]))
+            self._smooth[route.app] = held
+        return held[1].pick()
 
     def is_down(self, endpoint: Endpoint) -> bool:
         """Tell whether ``endpoint`` is currently skipped."""

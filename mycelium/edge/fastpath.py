@@ -166,9 +166,12 @@ class FastPath:
         head, keep, _ = response_head(req, resp, self._edge_line, keep)
         self.balancer.succeeded(ex.ep)
         if resp.status >= 500 or self._failing:
-            self.state.outcome(ex.app, ex.ep, resp.status < 500, len(ex.order))
+            self.state.outcome(ex.app, ex.ep, resp.status < 500 or bool(ex.ep.digest),
+                               len(ex.order))
         self.metrics.observe(ex.app, time.monotonic() - ex.started)
         self.metrics.request(ex.app, resp.status)
+        if ex.ep.digest:
+            self.state.answers.count(ex.app, ex.ep.digest, resp.status)
         self.detach(client, pool=resp.keep_alive and not up.eof and not ubuf)
         try:
             client.write(head + body if body else head)

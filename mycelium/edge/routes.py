@@ -28,12 +28,17 @@ class Endpoint:
     Attributes:
         url: ``http://host:port`` of the workload.
         instance: The instance id, for logs and metrics only.
+        digest: The instance's digest while its app runs a canary (answers are counted per
+            digest), else empty.
+        weight: Its smooth weighted round-robin weight during a canary (0: plain round-robin).
         host: Parsed from ``url``.
         port: Parsed from ``url``.
     """
 
     url: str
     instance: str = ""
+    digest: str = ""
+    weight: int = 0
     host: str = field(init=False, compare=False, repr=False)
     port: int = field(init=False, compare=False, repr=False)
 
@@ -61,10 +66,13 @@ class Route:
     Attributes:
         app: The app name (``^[a-z0-9][a-z0-9-]{0,62}$``).
         endpoints: The Ready endpoints, in a stable order (round-robin walks it).
+        weighted: Whether its endpoints carry weights (a canary): the balancer then uses
+            smooth weighted round-robin.
     """
 
     app: str
     endpoints: tuple[Endpoint, ...] = ()
+    weighted: bool = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         """Refuse a bad app name or a list where a tuple is needed (immutability).
@@ -76,6 +84,7 @@ class Route:
             raise EdgeConfigError(f"bad app name {self.app!r}")
         if not isinstance(self.endpoints, tuple):
             object.__setattr__(self, "endpoints", tuple(self.endpoints))
+        object.__setattr__(self, "weighted", any(ep.weight > 0 for ep in self.endpoints))
 
 
 class RouteTable(Mapping[str, Route]):

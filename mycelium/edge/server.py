@@ -24,6 +24,7 @@ from mycelium.edge.redirect import RedirectingHandler
 from mycelium.edge.routes import RouteTable
 from mycelium.edge.state import OutcomeSink
 from mycelium.edge.tls import TLSListener, https_location
+from mycelium.rollout_messages import DigestAnswers
 from supervisors.reports import Reporter
 
 __all__ = ["EdgeServer", "new_loop"]
@@ -243,6 +244,27 @@ class EdgeServer:
             if loop is not None and not loop.is_closed():
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(proxy.prune, keep)
+
+    def answer_counts(self, timeout: float = 1.0) -> tuple[DigestAnswers, ...]:
+        """Per-digest answers over the last window, of apps running a canary (none: empty).
+
+        Taken on the edge's loop, where every answer is counted (so the counts need no lock);
+        a loop that does not answer within ``timeout`` reports nothing this time.
+        """
+        proxy, loop = self._proxy, self._loop
+        if proxy is None or loop is None or loop.is_closed():
+            return ()
+        answers = proxy.state.answers
+        done: concurrent.futures.Future[tuple[DigestAnswers, ...]] = concurrent.futures.Future()
+
+        def take() -> None:
+            done.set_result(answers.snapshot())
+
+        try:
+            loop.call_soon_threadsafe(take)
+            return done.result(timeout)
+        except (RuntimeError, concurrent.futures.TimeoutError):
+            return ()
 
     def set_restarts(self, restarts: Mapping[str, int]) -> None:
         """Replace the per-app restart counts shown by ``/_mycelium/metrics``."""

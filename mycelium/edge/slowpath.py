@@ -124,9 +124,12 @@ class SlowPath:
                                 close=True)
                     return
                 self.balancer.succeeded(ex.ep)
-                self.state.outcome(ex.app, ex.ep, resp.status < 500, len(ex.order))
+                self.state.outcome(ex.app, ex.ep, resp.status < 500 or bool(ex.ep.digest),
+                                   len(ex.order))
                 self.metrics.observe(ex.app, time.monotonic() - ex.started)
                 self.metrics.request(ex.app, resp.status)
+                if ex.ep.digest:
+                    self.state.answers.count(ex.app, ex.ep.digest, resp.status)
                 client.status = resp.status
                 keep, client.sent_bytes = await relay_response(
                     client, ex.req, up, resp, None, self.config, self.state.edge_line,
@@ -321,9 +324,11 @@ class SlowPath:
             self.state.error(client, 504 if timed_out else 502, failure, app, close=not reusable)
             return reusable
         self.balancer.succeeded(ep)
-        self.state.outcome(app, ep, resp.status < 500, len(order))
+        self.state.outcome(app, ep, resp.status < 500 or bool(ep.digest), len(order))
         self.metrics.observe(app, time.monotonic() - started)
         self.metrics.request(app, resp.status)
+        if ep.digest:
+            self.state.answers.count(app, ep.digest, resp.status)
         client.status = resp.status
         keep, client.sent_bytes = await relay_response(
             client, req, up, resp, pump, self.config, self.state.edge_line,

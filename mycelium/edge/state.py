@@ -10,6 +10,7 @@ from collections.abc import Callable
 import orjson
 
 from mycelium.edge.accesslog import AccessLog, LineSink
+from mycelium.edge.answers import AnswerWindow
 from mycelium.edge.balancer import Balancer
 from mycelium.edge.config import EdgeConfig
 from mycelium.edge.connection import ClientConnection
@@ -71,6 +72,7 @@ class EdgeState:
         self.metrics.ejected = self.ejector.out_per_app
         self._reporter = reporter
         self._outcome_sink = outcome_sink
+        self.answers = AnswerWindow()  # per digest, while an app runs a canary
         self.draining = False
         self.clients: set[ClientConnection] = set()
         self.max_clients = connection_cap(config.max_connections, descriptor_limit())
@@ -86,7 +88,11 @@ class EdgeState:
 
     def outcome(self, app: str, ep: Endpoint, ok: bool, total: int) -> None:
         """Count one outcome of a request to ``ep`` towards its ejection (``ok``: not 5xx,
-        not failed, not timed out); ``total`` is how many endpoints ``app`` has."""
+        not failed, not timed out); ``total`` is how many endpoints ``app`` has.
+
+        During a canary (endpoints with a digest) the paths pass a 5xx answer as ``ok``: the
+        fabric judges the canary by its 5xx rate and reverts it, which ejection would prevent
+        by starving it of the answers it is judged by; failures to connect still eject."""
         sink = self._outcome_sink
         if sink is not None:
             if not ok or ep.url in self.ejector.failing:

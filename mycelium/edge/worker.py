@@ -78,9 +78,10 @@ def config_from_wire(data: Mapping[str, Any]) -> EdgeConfig:
     return EdgeConfig(**values)
 
 
-def routes_to_wire(table: RouteTable) -> dict[str, list[list[str]]]:
-    """A routing snapshot as JSON-able data."""
-    return {app: [[ep.url, ep.instance] for ep in route.endpoints]
+def routes_to_wire(table: RouteTable) -> dict[str, list[list[str | int]]]:
+    """A routing snapshot as JSON-able data (a canary's endpoints with digest and weight)."""
+    return {app: [[ep.url, ep.instance, ep.digest, ep.weight] if ep.digest or ep.weight
+                  else [ep.url, ep.instance] for ep in route.endpoints]
             for app, route in table.items()}
 
 
@@ -90,7 +91,7 @@ def routes_from_wire(data: Mapping[str, Any]) -> RouteTable:
     Raises:
         EdgeConfigError: A bad app name or endpoint URL.
     """
-    return RouteTable({app: Route(app, tuple(Endpoint(url, instance) for url, instance in eps))
+    return RouteTable({app: Route(app, tuple(Endpoint(*ep) for ep in eps))
                        for app, eps in data.items()})
 
 
@@ -190,6 +191,8 @@ def main() -> int:
     while not stop.wait(METRICS_EVERY):
         with contextlib.suppress(Exception):  # a busy loop skips a report, never the worker
             channel.send({"metrics": server.metrics_snapshot()})
+            channel.send({"answers": [[a.app, a.digest, a.answered, a.errors]  # a canary's
+                                      for a in server.answer_counts()]})
     server.stop(grace=_STOP_GRACE)
     return 0
 

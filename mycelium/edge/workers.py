@@ -39,6 +39,7 @@ from mycelium.edge.routes import Endpoint, RouteTable
 from mycelium.edge.tls import CertStore
 from mycelium.edge.worker import config_to_wire, routes_to_wire
 from mycelium.operator.logs import SupervisionLog
+from mycelium.rollout_messages import DigestAnswers
 from supervisors.reports import Report, Reporter
 
 __all__ = ["EdgeWorkers", "restart_delay"]
@@ -108,6 +109,7 @@ class EdgeWorkers:
         self._stopping = False
         self._applied = threading.Condition(self._lock)
         self._latest: dict[int, Snapshot] = {}  # worker index → its last metrics
+        self._answers: dict[int, list[list[Any]]] = {}  # worker index → its per-digest answers
         self._retired: Snapshot = {}  # counters of workers that exited
         self._ejector = Ejector(EjectionPolicy(config.eject_after, config.eject_time,
                                                config.eject_max))
@@ -208,6 +210,9 @@ class EdgeWorkers:
                 self._report_dict(message["report"])
             elif "metrics" in message:
                 self._metrics(worker, message["metrics"])
+            elif "answers" in message:
+                with self._lock:
+                    self._answers[worker.index] = message["answers"]
             elif "outcome" in message:
                 self._outcome(*message["outcome"])
             elif "access_bytes" in message:
@@ -314,6 +319,18 @@ class EdgeWorkers:
                     return False
                 self._applied.wait(left)
             return True
+
+    def answer_counts(self) -> tuple[DigestAnswers, ...]:
+        """Per-digest answers over the last window, summed over the workers (a canary's)."""
+        totals: dict[tuple[str, str], list[int]] = {}
+        with self._lock:
+            for rows in self._answers.values():
+                for app, digest, answered, errors in rows:
+                    total = totals.setdefault((str(app), str(digest)), [0, 0])
+                    total[0] += int(answered)
+                    total[1] += int(errors)
+        return tuple(DigestAnswers(app, digest, n, bad)
+                     for (app, digest), (n, bad) in sorted(totals.items()))
 
     def _metrics(self, worker: _Worker, snap: Snapshot) -> None:
         """Keep a worker's metrics; send every worker the sum of the others' (and the

@@ -34,9 +34,13 @@ from mycelium.states import InstanceState
 
 from .etcd import EtcdStore, EtcdUnavailable
 from .etcd_client import Event
+from .etcd_switch import EtcdSwitches
 from .fabric import Fabric
+from .history import DEFAULT_KEEP
+from .history_store import EtcdHistory
 from .names import Names
 from .peers import PeerConnection, PeerEvents, PeerUpdate
+from .rollouts import Rollouts
 from .state import StoredState
 
 __all__ = ["EtcdPeers", "EtcdSlots", "SharedStore", "start_cluster_fabric"]
@@ -328,7 +332,8 @@ class _Collected:
 def start_cluster_fabric(names: Names, store: EtcdStore, nodes: tuple[str, ...],
                          digest_known: Callable[[str], bool] = lambda _d: True, *,
                          parallel: int = 1, advertise_host: str = "127.0.0.1",
-                         prefetch: Callable[[str], None] | None = None) -> pykka.ActorRef[Any]:
+                         prefetch: Callable[[str], None] | None = None,
+                         history_keep: int = DEFAULT_KEEP) -> pykka.ActorRef[Any]:
     """Start a member's fabric: the ordinary :class:`Fabric` with its etcd parts.
 
     Each call builds fresh collaborators (a restarted fabric re-reads etcd; the store itself
@@ -336,4 +341,7 @@ def start_cluster_fabric(names: Names, store: EtcdStore, nodes: tuple[str, ...],
     """
     return Fabric.start(names, lambda: SharedStore(store), nodes, digest_known,
                         parallel=parallel, slots=EtcdSlots(store, nodes),
-                        peers=EtcdPeers(store, nodes, advertise_host, prefetch))
+                        peers=EtcdPeers(store, nodes, advertise_host, prefetch),
+                        rollouts=Rollouts(lambda: EtcdHistory(store.client, store.prefix),
+                                          history_keep),
+                        switches=EtcdSwitches(store.client, store.prefix))

@@ -15,7 +15,6 @@ collaborators differ (store, slot claims, :class:`~mycelium.fabric.peers.Peers`)
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -56,12 +55,14 @@ from mycelium.states import InstanceState, PlanStatus
 from supervisors import SupervisedActor
 
 from .batch import PlanMoved, check_batch_shape, moved_message, moved_plans, next_plan
+from .canary import weighted_routes
 from .errors import BadPlan
 from .names import Names
 from .peers import NoPeers, PeerConnection, PeerEvents, Peers, PeerUpdate
+from .rollouts import MESSAGES, RolloutPort, Rollouts, reverted
 from .slots import LocalSlots, SlotClaims
 from .state import Store
-from .switch import ClaimSwitch, ReleaseSwitch, SwitchGate
+from .switch import ClaimSwitch, ReleaseSwitch, Switches, SwitchGate
 from .validate import check_budget, check_plan
 from .view import routes, status_document
 
@@ -96,12 +97,14 @@ class Fabric(SupervisedActor):
         parallel: Nodes that may switch one app's blue/green at a time (``[rollout] parallel``).
         slots: Grants slots (:class:`LocalSlots` by default: one machine).
         peers: The rest of the mesh (:class:`NoPeers` by default: one machine).
+        rollouts: History and canaries; switches: who switches what (etcd: mesh-wide).
     """
 
     def __init__(self, names: Names, store_factory: Callable[[], Store], nodes: tuple[str, ...],
                  digest_known: Callable[[str], bool] = lambda _d: True, *,
                  parallel: int = 1, slots: SlotClaims | None = None,
-                 peers: Peers | None = None) -> None:
+                 peers: Peers | None = None, rollouts: Rollouts | None = None,
+                 switches: Switches | None = None) -> None:
         super().__init__()
         self._names = names
         self._store_factory = store_factory
@@ -119,7 +122,8 @@ class Fabric(SupervisedActor):
         self._generation = 0
         self._parallel = parallel
         self._restarting: dict[str, dict[str, int]] = {}  # app → node → restarts of a failed slot
-        self._switches = SwitchGate()
+        self._switches: Switches = switches if switches is not None else SwitchGate()
+        self._rollouts = rollouts if rollouts is not None else Rollouts()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -139,6 +143,8 @@ class Fabric(SupervisedActor):
             timer.daemon = True
             timer.start()
         self._peers.start(self._plans.values(), lambda m: self._tell_self(_FromPeers(m)))
+        self._rollouts.open(RolloutPort(lambda: self._plans, self._everything, self._publish,
+                                        self._replace, self._rollout_failed, self._tell_self))
 
     def on_stop(self) -> None:
         """Stop following the peers; close the store."""
@@ -152,6 +158,7 @@ class Fabric(SupervisedActor):
 
     def _close(self) -> None:
         self._names.unregister("fabric", self.actor_ref)
+        self._rollouts.close()
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -201,6 +208,8 @@ class Fabric(SupervisedActor):
                 self._switches.release(app, node)
             case RolloutFailed():
                 self._rollout_failed(message)
+            case _ if isinstance(message, MESSAGES):
+                return self._rollouts.handle(message)
             case _SyncDeadline():
                 self._syncing.clear()
                 self._after_sync()
@@ -263,17 +272,21 @@ class Fabric(SupervisedActor):
         writes = []
         for msg in batch.plans:
             self._generation += 1
-            writes.append(next_plan(msg, self._plans.get(msg.app), self._budgets.get(msg.app),
-                                    self._generation, time.time()))
+            plan, budget = next_plan(msg, self._plans.get(msg.app), self._budgets.get(msg.app),
+                                     self._generation, time.time())
+            writes.append((self._rollouts.shape(msg, plan, self._plans.get(msg.app),
+                                                self._everything()), budget))
         assert self._store is not None
         expect = {v.app: self._plans.get(v.app) for v in batch.expect}
         if not self._store.save_batch(
                 [(plan, None if budget == self._budgets.get(plan.app) else budget)
                  for plan, budget in writes], batch.stops, expect):
             raise PlanMoved(moved_message(["a plan it names changed in the store"]))
-        for plan, budget in writes:
+        for (plan, budget), msg in zip(writes, batch.plans, strict=True):
             self._install(plan, budget)
+            self._rollouts.published(plan, msg.who, msg.version)
         for app in batch.stops:
+            self._rollouts.stopped(app)
             self._forget(app)
         return {"plans": [to_wire(plan) for plan, _ in writes], "stopped": list(batch.stops)}
 
@@ -282,9 +295,18 @@ class Fabric(SupervisedActor):
         self._generation += 1
         plan, budget = next_plan(msg, self._plans.get(msg.app), self._budgets.get(msg.app),
                                  self._generation, time.time())
+        plan = self._rollouts.shape(msg, plan, self._plans.get(msg.app), self._everything())
         assert self._store is not None
         self._store.save(plan, budget if budget != self._budgets.get(msg.app) else None)
         self._install(plan, budget)
+        self._rollouts.published(plan, msg.who, msg.version)
+        return plan
+
+    def _replace(self, plan: Plan) -> Plan:
+        """Save and apply a plan of the same generation (a canary promoted)."""
+        assert self._store is not None
+        self._store.save(plan, None)
+        self._install(plan, self._budgets[plan.app])
         return plan
 
     def _install(self, plan: Plan, budget: Budget) -> None:
@@ -294,12 +316,14 @@ class Fabric(SupervisedActor):
         self._declined.pop(plan.app, None)
         self._broadcast(plan.app)
         self._push_routes()
+        self._rollouts.schedule()
 
     def _stop_app(self, app: str) -> dict[str, Any]:
         if app not in self._plans:
             raise BadPlan(f"no plan for app {app!r}")
         assert self._store is not None
         self._store.delete(app)
+        self._rollouts.stopped(app)
         self._forget(app)
         return {"app": app, "stopped": True}
 
@@ -317,17 +341,13 @@ class Fabric(SupervisedActor):
         if plan is None or plan.digest != msg.digest or plan.status == PlanStatus.FAILED:
             return
         self._generation += 1
-        if plan.previous:
-            new = dataclasses.replace(plan, digest=plan.previous, previous=None,
-                                      status=PlanStatus.FAILED, reason=msg.reason,
-                                      generation=self._generation, published_at=time.time())
-        else:
-            new = dataclasses.replace(plan, status=PlanStatus.FAILED, reason=msg.reason,
-                                      generation=self._generation)
+        self._rollouts.failed(plan, msg.reason)
+        new = reverted(plan, msg.reason, self._generation, time.time())
         assert self._store is not None
         self._store.save(new, None)
         self._plans[msg.app] = new
         self._broadcast(msg.app)
+        self._push_routes()  # a canary's weights leave the routes
 
     # -- slots -----------------------------------------------------------------------------
 
@@ -380,6 +400,7 @@ class Fabric(SupervisedActor):
             self._broadcast(app)
         if update.routes or update.plans:
             self._push_routes()
+        self._rollouts.schedule()
 
     # -- instances and routes ----------------------------------------------------------------
 
@@ -408,12 +429,16 @@ class Fabric(SupervisedActor):
             self._routes = message
             self._names.tell("edge", message)
 
+    def _everything(self) -> list[InstanceInfo]:
+        return [*self._instances.values(), *self._peers.instances()]
+
     def _endpoints(self) -> EndpointsChanged:
-        everything = [*self._instances.values(), *self._peers.instances()]
+        everything = self._everything()
         restarts: dict[str, int] = {}
         for info in everything:
             restarts[info.app] = restarts.get(info.app, 0) + info.restarts
-        return EndpointsChanged(routes(self._plans, everything), tuple(sorted(restarts.items())))
+        table = weighted_routes(routes(self._plans, everything), self._plans, everything)
+        return EndpointsChanged(table, tuple(sorted(restarts.items())))
 
     def _sync(self, who: str) -> None:
         if who == "edge":
@@ -468,4 +493,5 @@ class Fabric(SupervisedActor):
         fabric = self._peers.store_doc()
         if fabric is not None:
             doc["fabric"] = fabric
+        self._rollouts.decorate(doc, self._plans, self._everything())
         return doc

@@ -4,14 +4,46 @@ A node *switches* an app from the moment it starts a green beside its blue until
 gone. The fabric's mailbox serialises :class:`ClaimSwitch`, so at most ``parallel`` nodes switch
 one app at a time and the others keep serving their blue untouched. A rollback (plan ``failed``)
 needs no switch: reverting must never wait. A holder that never releases (its agent died with
-its view) loses the switch after ``lease`` seconds.
+its view) loses the switch after ``lease`` seconds. A member of a multi-machine mesh keeps the
+holders in etcd instead (:class:`~mycelium.fabric.etcd_switch.EtcdSwitches`), so the bound holds
+across members; both apply the same :func:`grant`.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from mycelium.messages import ClaimSwitch, IsRouted, ReleaseSwitch  # kept importable from here
 
-__all__ = ["ClaimSwitch", "IsRouted", "ReleaseSwitch", "SwitchGate"]
+__all__ = ["ClaimSwitch", "IsRouted", "ReleaseSwitch", "SwitchGate", "Switches", "grant"]
+
+
+def grant(holders: dict[str, float], node: str, parallel: int, now: float,
+          lease: float) -> bool:
+    """Grant ``node`` the switch if it holds it or fewer than ``parallel`` nodes do (pure,
+    on ``holders``: node → lease expiry, expired holders dropped, the grant renews)."""
+    for other in [n for n, until in holders.items() if until <= now]:
+        del holders[other]
+    if node in holders or len(holders) < max(1, parallel):
+        holders[node] = now + lease
+        return True
+    return False
+
+
+class Switches(Protocol):
+    """Who switches which app (one fabric's memory, or etcd for the whole mesh)."""
+
+    def claim(self, app: str, node: str, parallel: int, now: float, lease: float) -> bool:
+        """Grant or refuse ``node`` the switch of ``app``."""
+        ...
+
+    def release(self, app: str, node: str) -> None:
+        """Forget ``node``'s switch of ``app``."""
+        ...
+
+    def forget(self, app: str) -> None:
+        """The app was stopped."""
+        ...
 
 
 class SwitchGate:
@@ -22,13 +54,7 @@ class SwitchGate:
 
     def claim(self, app: str, node: str, parallel: int, now: float, lease: float) -> bool:
         """Grant if ``node`` holds the switch already or fewer than ``parallel`` nodes do."""
-        holders = self._holders.setdefault(app, {})
-        for other in [n for n, until in holders.items() if until <= now]:
-            del holders[other]
-        if node in holders or len(holders) < max(1, parallel):
-            holders[node] = now + lease
-            return True
-        return False
+        return grant(self._holders.setdefault(app, {}), node, parallel, now, lease)
 
     def release(self, app: str, node: str) -> None:
         """Forget ``node``'s switch of ``app`` (no-op if it held none)."""

@@ -39,7 +39,8 @@ def app_state(plan: Plan | None, desired: int, instances: list[InstanceInfo],
               now: float | None = None, restarting: int = 0) -> AppState:
     """One documented word for an app (docs/reference.md, ``status --json``).
 
-    ``stopped`` no plan; ``failed`` the last update was rolled back; ``updating`` instances of
+    ``stopped`` no plan; ``failed`` the last update was rolled back; ``canary`` canaries of
+    the new digest wait beside the old one for a promote; ``updating`` instances of
     another digest still run; ``running`` at least ``min`` and ``desired`` Ready; ``crashloop``
     below ``min`` while an instance keeps restarting (or waits out a backoff after its
     ``restarting``-th restart); ``starting`` below ``min`` within the rollout's deadline;
@@ -49,6 +50,8 @@ def app_state(plan: Plan | None, desired: int, instances: list[InstanceInfo],
         return AppState.STOPPED
     if plan.status == PlanStatus.FAILED:
         return AppState.FAILED
+    if plan.canary_nodes:
+        return AppState.CANARY
     live = [i for i in instances if i.state != InstanceState.STOPPED]
     if any(i.digest != plan.digest for i in live):
         return AppState.UPDATING

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mycelium.fabric import Fabric, Names, SqliteStore
+from mycelium.fabric.history import DEFAULT_KEEP
+from mycelium.fabric.history_store import HistoryLog, SqliteHistory
+from mycelium.fabric.rollouts import Rollouts
 from mycelium.home import Home
 from mycelium.spores import Repo
 from supervisors import ChildSpec
@@ -67,13 +70,15 @@ class FabricBackend(Protocol):
     def close(self) -> None:
         """Steps after the tree stopped (idempotent)."""
 
-    def fabric_child(self, names: Names, repo: Repo, parallel: int) -> ChildSpec:
+    def fabric_child(self, names: Names, repo: Repo, parallel: int, *,
+                     history_keep: int = DEFAULT_KEEP) -> ChildSpec:
         """The tree's ``fabric`` child.
 
         Args:
             names: The mesh's name registry.
             repo: The spore repo (a plan for a digest it lacks is refused, or fetched).
             parallel: Instances replaced at a time in a rollout (``[rollout] parallel``).
+            history_keep: Deployments kept per app (``[rollout] history_keep``).
         """
 
     def fetch(self, digest: str) -> None:
@@ -85,10 +90,12 @@ class FabricBackend(Protocol):
 
 
 def local_fabric_child(names: Names, store: Callable[[], SqliteStore], nodes: tuple[str, ...],
-                       repo: Repo, parallel: int) -> ChildSpec:
+                       repo: Repo, parallel: int, history: Callable[[], HistoryLog] | None = None,
+                       history_keep: int = DEFAULT_KEEP) -> ChildSpec:
     """The single-machine ``fabric`` child (the one place that constructs a :class:`Fabric`)."""
-    return ChildSpec("fabric", lambda: Fabric.start(names, store, nodes, repo.has,
-                                                    parallel=parallel))
+    return ChildSpec("fabric", lambda: Fabric.start(
+        names, store, nodes, repo.has, parallel=parallel,
+        rollouts=Rollouts(history, history_keep)))
 
 
 class LocalFabric:
@@ -124,10 +131,12 @@ class LocalFabric:
     def close(self) -> None:
         """Nothing to leave."""
 
-    def fabric_child(self, names: Names, repo: Repo, parallel: int) -> ChildSpec:
-        """A :class:`Fabric` on the home's SQLite store."""
+    def fabric_child(self, names: Names, repo: Repo, parallel: int, *,
+                     history_keep: int = DEFAULT_KEEP) -> ChildSpec:
+        """A :class:`Fabric` on the home's SQLite store (its history in the same file)."""
         db = self.db
-        return local_fabric_child(names, lambda: SqliteStore(db), self._nodes, repo, parallel)
+        return local_fabric_child(names, lambda: SqliteStore(db), self._nodes, repo, parallel,
+                                  lambda: SqliteHistory(db), history_keep)
 
     def fetch(self, digest: str) -> None:
         """No other place has spores: a missing digest stays missing."""

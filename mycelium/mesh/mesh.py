@@ -152,7 +152,8 @@ class Mesh:
         if self.backend.with_edge:
             edge = edge_config(cfg, host=self.edge_host, port=self.edge_port,
                                edge_id=self.edge_id, home=self.home.root, tls=self.tls)
-        fabric = self.backend.fabric_child(self.names, self.spores.repo, cfg.rollout.parallel)
+        fabric = self.backend.fabric_child(self.names, self.spores.repo, cfg.rollout.parallel,
+                                            history_keep=cfg.rollout.history_keep)
         return builder.children(fabric, edge, self._edge_listening, self.home.control_socket,
                                 {**self.ops.handlers(), **self._desired_ops()},
                                 self.node_names, cfg.control)

@@ -36,6 +36,7 @@ from mycelium.states import LIVE_STATES
 from supervisors import describe_tree
 
 from .backend import KillScope
+from .rollout_ops import canary_fields, rollout_handlers
 from .sporesource import SporeSource
 
 __all__ = ["ControlOps", "annotate_tree", "deploy_plan", "kill_targets"]
@@ -125,7 +126,8 @@ class ControlOps:
         return {"status": lambda req: self.status(req.get("app")), "deploy": self.deploy,
                 "stop": lambda req: self.stop(req.get("app")), "tree": lambda _req: self.tree(),
                 "kill": self.kill, "down": lambda _req: self.down(),
-                "reload-certs": lambda _req: self.reload_certs()}
+                "reload-certs": lambda _req: self.reload_certs(),
+                **rollout_handlers(self.fabric)}
 
     def fabric(self) -> pykka.ActorRef[Any]:
         """The fabric's current ref.
@@ -154,11 +156,14 @@ class ControlOps:
             SporeError: the digest is unknown, tampered with or untrusted.
         """
         app = check_app_name(req.get("app"))
+        canary = canary_fields(req)
         digest = self.spores.resolve(str(req.get("digest", "")))
         manifest = self.spores.manifest(digest)
         if manifest.name != app:
             raise BadPlan(f"spore {digest[:12]} is app {manifest.name!r}, not {app!r}")
-        plan = deploy_plan(req, digest, manifest.warmup, self.rollout_timeout)
+        plan = dataclasses.replace(deploy_plan(req, digest, manifest.warmup, self.rollout_timeout),
+                                   **canary, who=str(req.get("who") or ""),
+                                   version=manifest.version)
         return self.fabric().ask(plan, timeout=10.0)
 
     def stop(self, app: object) -> Any:

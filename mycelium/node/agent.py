@@ -285,8 +285,10 @@ class Agent(SupervisedActor):
         views = [v for c, v in here.children.items() if c not in here.stopping]
         stopping = [v for c, v in here.children.items() if c in here.stopping]
         failed = here.failed == (plan.generation, plan.digest)
-        actions = step(plan, views, time.time(), stopping=stopping, failed=failed)
+        actions = step(plan, views, time.time(), stopping=stopping, failed=failed,
+                       node=self.node)
         if (plan.status != PlanStatus.FAILED and any(isinstance(a, Start) for a in actions)
+                and self.node not in plan.canary_nodes  # the fabric chose the canaries
                 and any(v.digest != plan.digest for v in views)
                 and not self._may_switch(app, here, plan)):
             # another node is switching this app: keep serving blue, ask again shortly

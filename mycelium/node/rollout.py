@@ -10,7 +10,9 @@ report, a timer), so the whole rollout is a reconciliation with no hidden state:
   and report the failure so the fabric rolls the plan back;
 - a green of the plan's digest still being stopped, or a digest this node already reported
   failed under this very plan → start nothing: wait for the stop to finish, or for the fabric's
-  rolled-back plan (a new green started meanwhile would outlive the rollback).
+  rolled-back plan (a new green started meanwhile would outlive the rollback);
+- a plan in its canary phase (``canary_nodes``) → a canary node runs green beside blue and
+  stops neither until the plan is promoted (or fails); any other node keeps its old digest.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ Action = Start | Stop | Fail | WakeAt
 
 
 def step(plan: Plan, children: Iterable[ChildView], now: float, *,
-         stopping: Iterable[ChildView] = (), failed: bool = False) -> list[Action]:
+         stopping: Iterable[ChildView] = (), failed: bool = False,
+         node: str = "") -> list[Action]:
     """The next actions for one app on one node.
 
     Args:
@@ -78,6 +81,7 @@ def step(plan: Plan, children: Iterable[ChildView], now: float, *,
         stopping: The children being stopped (not counted, but their digest may not start
             again until they are gone: same child, same name).
         failed: This node already reported ``plan.digest`` failed under this plan.
+        node: This node's name (whether it is one of a canary's ``canary_nodes``).
 
     Returns:
         Actions in the order to apply them (possibly none).
@@ -87,6 +91,8 @@ def step(plan: Plan, children: Iterable[ChildView], now: float, *,
     greens = sorted((c for c in kids if c.digest == plan.digest),
                     key=lambda c: (c.state != InstanceState.READY, c.started_at))
     olds = [c for c in kids if c.digest != plan.digest]
+    if plan.canary_nodes and node not in plan.canary_nodes:
+        return _beside_canary(plan, greens, olds, stopping)
     if not greens:
         if failed or any(c.digest == plan.digest for c in stopping):
             return []
@@ -94,7 +100,7 @@ def step(plan: Plan, children: Iterable[ChildView], now: float, *,
     actions: list[Action] = [Stop(c.child) for c in greens[1:]]
     green = greens[0]
     if green.state == InstanceState.READY:
-        if not olds:
+        if not olds or plan.canary_nodes:  # a canary waits beside blue for its promote
             return actions
         due = green.ready_at if green.ready_at is not None else now
         if plan.status != PlanStatus.FAILED:
@@ -110,3 +116,13 @@ def step(plan: Plan, children: Iterable[ChildView], now: float, *,
                   f"{plan.timeout:g}s (state {green.state})")
         return [*actions, Fail(plan.digest, reason), Stop(green.child)]
     return [*actions, WakeAt(deadline)]
+
+
+def _beside_canary(plan: Plan, greens: list[ChildView], olds: list[ChildView],
+                   stopping: Iterable[ChildView]) -> list[Action]:
+    """A node that is not a canary while the plan is in its canary phase keeps the old digest
+    (and starts it again if it has nothing running and nothing stopping)."""
+    actions: list[Action] = [Stop(c.child) for c in greens]
+    if olds or greens or any(True for _c in stopping) or plan.previous is None:
+        return actions
+    return [Start(plan.previous)]

@@ -141,6 +141,7 @@ class RolloutSection:
 
     parallel: int = _key(1, 1, 1000)
     timeout: float = _key(DeployDefaults.TIMEOUT, 0, 86_400, lo_open=True)
+    history_keep: int = _key(50, 1, 100_000)
 
 
 @dataclass(frozen=True, slots=True)

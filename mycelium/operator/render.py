@@ -163,6 +163,13 @@ def render_status(status: Mapping[str, Any]) -> str:
         if doc.get("reason"):
             line += f"  reason: {doc['reason']}"
         lines.append(line)
+        canary = doc.get("canary")
+        if canary:  # both digests, the canaries' share and the 5xx rate of each
+            old = canary.get("old") or {}
+            lines.append(f"  canary {str(canary.get('digest'))[:12]} {canary.get('ready')}/"
+                         f"{canary.get('count')} Ready, {canary.get('weight')}% of requests, "
+                         f"5xx {canary.get('error_rate')}% vs {old.get('error_rate')}% for "
+                         f"{str(old.get('digest'))[:12]}")
         for i in doc.get("instances") or ():
             line = (f"  {i['id']:<24} {i['node']:<8} {i['state']:<9} "
                     f"pid {i.get('pid') or '-':<7} {i.get('url') or '-':<24} "

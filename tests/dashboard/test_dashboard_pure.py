@@ -93,6 +93,18 @@ def test_apps_show_rollout_progress_per_node() -> None:
                        "node-2": [("blue", "Ready"), ("green", "Launching")]}
 
 
+def test_an_app_in_a_canary_shows_its_share_and_both_error_rates() -> None:
+    status = {"nodes": [{"name": "node-1", "state": "up"}],
+              "apps": [{"app": "hello", "digest": "new", "previous": "old", "state": "canary",
+                        "canary": {"weight": 30, "ready": 1, "count": 1, "error_rate": 12.5,
+                                   "old": {"error_rate": 0.5}}, "instances": []},
+                       {"app": "other", "digest": "x", "state": "running", "instances": []}]}
+    hello, other = build_view(None, status, LogIndex())["apps"]
+    assert hello["canary"] == {"weight": 30, "ready": 1, "count": 1, "error_rate": 12.5,
+                               "old_error_rate": 0.5}
+    assert other["canary"] is None
+
+
 METRICS = """# TYPE mycelium_edge_requests_total counter
 mycelium_edge_requests_total{app="",code="200"} 7
 mycelium_edge_requests_total{app="hello",code="200"} 90

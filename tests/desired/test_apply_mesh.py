@@ -229,3 +229,25 @@ def test_plan_is_served_without_typer_and_prints_the_typer_paths_bytes(
         slow = _run(home, "plan", *args, typer=True)
         assert not fast[3] and slow[3], args
         assert fast[:3] == slow[:3], args
+
+
+def test_a_file_canary_starts_a_canary_on_an_update_and_promote_finishes_it(
+        mesh: MeshProcess, home: Path, tmp_path: Path) -> None:
+    one = write(tmp_path / "one.toml",
+                table("hello", HELLO, manifest(tmp_path, "hello"), max=2, canary=1))
+    assert cli(home, "apply", str(one)).returncode == 0  # a create: no canary
+    assert mesh.app("hello")["state"] == "running"
+    two = write(tmp_path / "two.toml", table(
+        "hello", HELLO, manifest(tmp_path, "hello", "2.0.0", env={"HELLO_VERSION": "2.0.0"}),
+        max=2, canary=1))
+    applied = cli(home, "apply", str(two))
+    assert applied.returncode == 0, applied.stderr
+    doc = mesh.app("hello")
+    assert doc["state"] == "canary" and doc["canary"]["ready"] == 1, doc
+    assert sorted(i["digest"] == doc["digest"] for i in doc["instances"]) == [False, False, True]
+    assert cli(home, "promote", "hello").returncode == 0
+    wait_until(lambda: _versions(mesh) == {"hello": "2.0.0"}
+               and mesh.app("hello")["state"] == "running"
+               and len(mesh.app("hello")["instances"]) == 2, 30, "promoted")
+    history = cli(home, "history", "hello")
+    assert history.returncode == 0 and history.stdout.count("\n") == 3, history.stdout

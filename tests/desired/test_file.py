@@ -72,8 +72,10 @@ BAD = [
      "apps.hello.env_secrets", "bad secret name"),
     ('[apps.hello]\nbinary = "B"\nmanifest = "M"\nhosts = ["a.example.com"]\n', 4,
      "apps.hello.hosts", "not supported by this mesh yet"),
-    ('[apps.hello]\nbinary = "B"\nmanifest = "M"\ncanary = {instances = 1, weight = 10}\n', 4,
-     "apps.hello.canary", "not supported by this mesh yet"),
+    ('[apps.hello]\nbinary = "B"\nmanifest = "M"\ncanary = {instances = 1, bogus = 10}\n', 4,
+     "apps.hello.canary", "unknown key 'bogus'"),
+    ('[apps.hello]\nbinary = "B"\nmanifest = "M"\ncanary = -1\n', 4,
+     "apps.hello.canary", "must be an instance count >= 0"),
     ('[apps.hello]\nbinary = "B"\nmanifest = "M"\ncanary = {weight = 100}\n', 4,
      "apps.hello.canary", "weight must be an integer 1-99, got 100"),
     ('[apps.hello]\ndigest = "abcd"\n', 2, "apps.hello.digest", "no spore matching 'abcd'"),
@@ -105,6 +107,19 @@ def test_a_bad_file_is_one_error_naming_file_line_and_key(
     assert message.startswith(f"{f}:{line}: " + (f"{key}: " if key else "")), message
     assert reason in message and "\n" not in message
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize(("value", "want"), [
+    ("0", (0, 0, 0.0)), ("2", (2, 0, 0.0)), ("{instances = 1, weight = 10}", (1, 10, 0.0)),
+    ("{weight = 25, auto_promote = 30}", (1, 25, 30.0)), ("{instances = 0, weight = 5}",
+                                                          (0, 0, 0.0))])
+def test_a_canary_is_read_as_instances_weight_and_auto_promote(
+        home: Home, tmp_path: Path, value: str, want: tuple[int, int, float]) -> None:
+    manifest(tmp_path, "hello")
+    f = write(tmp_path / "mesh.toml", f'[apps.hello]\nbinary = "{HELLO}"\n'
+              f'manifest = "hello-1.0.0.json"\ncanary = {value}\n')
+    (app,) = load_desired(home, f).apps
+    assert app.canary == want
 
 
 def test_a_missing_file_is_bad_input(home: Home, tmp_path: Path) -> None:

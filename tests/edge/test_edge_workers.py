@@ -244,3 +244,28 @@ def test_ejection_is_counted_once_for_all_workers_and_holds_in_every_worker(upst
         wait_until(lambda: get(pool.port)[0] == 500, 10, "the returned endpoint tried again")
     finally:
         pool.stop(grace=2.0)
+
+
+def test_a_canary_route_crosses_the_wire_with_digests_and_weights() -> None:
+    from mycelium.edge.routes import Endpoint, Route, RouteTable
+
+    routes = RouteTable({"web": Route("web", (Endpoint("http://127.0.0.1:1", "a", "b" * 64, 30),
+                                              Endpoint("http://127.0.0.1:2", "b", "a" * 64, 70)))})
+    back = routes_from_wire(routes_to_wire(routes))
+    assert back == routes and back["web"].weighted
+    assert [ep.weight for ep in back["web"].endpoints] == [30, 70]
+
+
+@pytest.mark.timeout(60)
+def test_the_workers_count_a_canary_s_answers_per_digest_for_the_fabric(upstreams, workers):
+    from mycelium.edge.routes import Endpoint, Route, RouteTable
+
+    up = upstreams()
+    version = workers.set_routes(RouteTable({"hello": Route("hello", (
+        Endpoint(up.url, "new", "b" * 64, 1), Endpoint(up.url, "old", "a" * 64, 3)))}))
+    assert workers.wait_applied(version, timeout=10.0)
+    assert [get(workers.port)[0] for _ in range(40)] == [200] * 40
+    counts = wait_until(lambda: (c := workers.answer_counts())
+                        and sum(a.answered for a in c) == 40 and c, 10.0, "answers reported")
+    assert {a.digest for a in counts} == {"a" * 64, "b" * 64}
+    assert all(a.errors == 0 for a in counts)

@@ -17,7 +17,7 @@ from etcd_helpers import EtcdServer, wait_for
 from mycelium.fabric.cluster import start_cluster_fabric
 from mycelium.fabric.etcd import EtcdStore, connect
 from mycelium.fabric.names import Names
-from mycelium.fabric.switch import ClaimSwitch
+from mycelium.fabric.switch import ClaimSwitch, ReleaseSwitch
 from mycelium.messages import ClaimSlot, GetStatus, PublishPlan, SlotReply
 
 DIGEST = "a" * 64
@@ -56,6 +56,10 @@ def test_two_member_fabrics_share_plans_bound_slots_and_honour_parallel(
     assert a.ask(ClaimSwitch("web", "a-1")) is True
     assert a.ask(ClaimSwitch("web", "a-2")) is True
     assert a.ask(ClaimSwitch("web", "x-3")) is False
+    # ... and mesh-wide: the other member's node waits too, until one of them releases
+    assert b.ask(ClaimSwitch("web", "b-1")) is False
+    a.ask(ReleaseSwitch("web", "a-1"))
+    assert b.ask(ClaimSwitch("web", "b-1")) is True
     doc = b.ask(GetStatus(None))
     assert doc["fabric"]["store"] == "etcd"
     assert {n["name"] for n in doc["nodes"]} == {"a-1", "a-2", "b-1", "b-2"}

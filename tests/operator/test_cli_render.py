@@ -96,6 +96,18 @@ def test_status_renders_apps_instances_and_nodes() -> None:
     assert lines[2] == "nodes: node-1 up, node-2 lost"
 
 
+def test_status_renders_a_canary_with_both_digests_its_share_and_both_error_rates() -> None:
+    text = render_status({
+        "apps": [{"app": "web", "digest": "b" * 64, "min": 1, "max": 2, "desired": 2,
+                  "ready": 1, "state": "canary", "instances": [],
+                  "canary": {"digest": "b" * 64, "ready": 1, "count": 1, "weight": 30.0,
+                             "error_rate": 12.5, "old": {"digest": "a" * 64,
+                                                         "error_rate": 0.0}}}],
+        "nodes": []})
+    assert text.splitlines()[1] == ("  canary bbbbbbbbbbbb 1/1 Ready, 30.0% of requests, 5xx "
+                                    "12.5% vs 0.0% for aaaaaaaaaaaa")
+
+
 # --------------------------------------------------------------------------- mycelium logs
 
 

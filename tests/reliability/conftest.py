@@ -49,6 +49,7 @@ def spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
         "v3": ("web", {"REL_VERSION": "3"}),
         "bad": ("web", {"REL_VERSION": "bad", "REL_MODE": "unhealthy"}),
         "stubborn": ("web", {"REL_VERSION": "stubborn", "REL_MODE": "stubborn"}),
+        "erring": ("web", {"REL_VERSION": "erring", "REL_MODE": "errors"}),
         "crashy": ("crashy", {"REL_MODE": "crash"}),
         "steady": ("steady", {"REL_VERSION": "steady"}),
     }

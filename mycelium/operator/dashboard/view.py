@@ -146,7 +146,7 @@ def apps_view(status: Mapping[str, Any]) -> list[dict[str, Any]]:
             "app": app.get("app"), "digest": digest, "previous": previous,
             "min": app.get("min"), "max": app.get("max"), "desired": app.get("desired"),
             "ready": app.get("ready"), "state": app.get("state"), "reason": app.get("reason"),
-            "green_ready": green_ready,
+            "green_ready": green_ready, "canary": _canary_view(app.get("canary")),
             "nodes": [{"node": n, "instances": insts} for n, insts in per_node.items()],
         })
     return out
@@ -157,6 +157,18 @@ def _failed_check(last: object) -> str | None:
     if isinstance(last, Mapping) and last.get("ok") is False:
         return f"{last.get('check')}: {last.get('detail')}"
     return None
+
+
+def _canary_view(canary: Any) -> dict[str, Any] | None:
+    """A canary's share of requests and the 5xx rate of both digests (None: no canary)."""
+    if not isinstance(canary, Mapping):
+        return None
+    old = canary.get("old")
+    if not isinstance(old, Mapping):
+        old = {}
+    return {"weight": canary.get("weight"), "ready": canary.get("ready"),
+            "count": canary.get("count"), "error_rate": canary.get("error_rate"),
+            "old_error_rate": old.get("error_rate")}
 
 
 def build_view(tree: Mapping[str, Any] | None, status: Mapping[str, Any] | None,

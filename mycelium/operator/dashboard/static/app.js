@@ -112,7 +112,10 @@ function renderApps(apps) {
                   ...nodes.map(n => el("th", {text: n})));
   const rows = apps.map(a => {
     const updating = a.previous && a.previous !== a.digest;
-    const progress = updating ? ` (green ${a.green_ready}/${a.desired})` : "";
+    const c = a.canary;
+    const progress = c ? ` (canary ${c.ready}/${c.count}, ${c.weight}% of requests, 5xx ` +
+                         `${c.error_rate}% vs ${c.old_error_rate}%)`
+                   : updating ? ` (green ${a.green_ready}/${a.desired})` : "";
     return el("tr", {"data-app": a.app},
       el("td", {class: "name", text: a.app}),
       el("td", {}, el("span", {class: `badge a-${a.state}`, text: a.state, title: a.reason ?? ""})),
