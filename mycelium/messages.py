@@ -55,6 +55,7 @@ __all__ = [
     "ReloadCerts",
     "Resync",
     "RolloutFailed",
+    "SecretsChanged",
     "SetBudget",
     "SlotDeclined",
     "SlotReply",
@@ -70,8 +71,7 @@ __all__ = [
 
 
 class CrashRequested(Exception):
-    """Raised by an actor that received :class:`Crash`: a failure on purpose (the REPL's way
-    to watch a supervisor react)."""
+    """Raised by an actor told :class:`Crash`: a failure on purpose (to watch a supervisor)."""
 
     reason = "crash requested"
 
@@ -93,9 +93,8 @@ class Budget:
 class Plan:
     """What should run: one digest of one app, ``min``..``max`` instances.
 
-    ``generation`` grows with every publish so that agents can tell a new deploy of the same
-    digest from a re-sync. ``previous`` is the digest a failed update rolls back to;
-    ``status`` is ``active`` or ``failed`` (with ``reason``).
+    ``generation`` grows with every publish (agents tell a new deploy from a re-sync);
+    ``previous`` is what a failed update rolls back to; ``status``: active or failed (reason).
     """
 
     app: str
@@ -109,6 +108,8 @@ class Plan:
     previous: str | None = None
     status: PlanStatus = PlanStatus.ACTIVE
     reason: str | None = None
+    secrets: int = 0  # counts secret changes: a new count rolls the same digest out
+    env_secrets: tuple[str, ...] = ()  # secret names also given as env vars (never values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,8 +208,7 @@ class Crash:
 
 @dataclass(frozen=True, slots=True)
 class KillEdgeWorker:
-    """Crash test: signal one edge worker process (``mycelium kill --edge``); answers its pid,
-    or None when the edge runs without worker processes."""
+    """Crash test: signal one edge worker (``mycelium kill --edge``); answers its pid or None."""
 
     signal: int = 9
 
@@ -256,6 +256,7 @@ class PublishPlan:
     timeout: float = DeployDefaults.TIMEOUT
     budget: SetBudget | None = None
     """Optionally the app's budget, written in the same transaction as the plan (one fsync)."""
+    env_secrets: tuple[str, ...] = ()  # an apply file's: secret names also given as env vars
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +286,13 @@ class PublishBatch:
     plans: tuple[PublishPlan, ...] = ()
     stops: tuple[str, ...] = ()
     expect: tuple[PlanVersion, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SecretsChanged:
+    """The app's secrets changed: roll it out (agents open the values when they spawn)."""
+
+    app: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,16 +487,14 @@ REPORTS: frozenset[type[Any]] = frozenset({
     PlansSynced, RegisterEndpoint, ReleaseSlot,
 })
 """Messages that state what exists — an instance's endpoint and state, an agent's apps and
-slots, what its health checks saw, the fabric's plans and routing table pushed to agents and
-the edge — which only the
-mesh's own actors may send. Told from outside, even a well-typed one is a lie the mesh acts on
-(a forged ``RegisterEndpoint`` routes users to a dead port), so the control socket refuses
-them. Requests, queries, commands and events the mesh then acts on itself (``ClaimSwitch``,
-``IsRouted``, ``RolloutFailed``, ``Crash`` …) stay open to the REPL."""
+slots, what its health checks saw, the fabric's plans and routing table pushed to agents and the
+edge — which only the mesh's own actors may send. Told from outside, even a well-typed one is a
+lie the mesh acts on (a forged ``RegisterEndpoint`` routes users to a dead port), so the control
+socket refuses them. Requests, queries, commands and events the mesh then acts on itself
+(``ClaimSwitch``, ``IsRouted``, ``RolloutFailed``, ``Crash`` …) stay open to the REPL."""
 
 # Every class above is on the wire: the control socket, etcd and the fabric's store carry them.
-# Private messages an actor sends itself (``_Spawned`` in the instance, ``_Remote`` in the
-# cluster fabric …) and the supervisors' own messages stay off it: they carry live objects
-# (a workload handle, etcd events, child specs, actor refs) that mean nothing elsewhere.
+# Private messages an actor sends itself (``_Spawned`` in the instance …) and the supervisors'
+# own stay off it: they carry live objects (a workload handle, child specs, actor refs).
 register(*(globals()[name] for name in __all__ if isinstance(globals()[name], type)
            and dataclasses.is_dataclass(globals()[name])))

@@ -45,6 +45,7 @@ from mycelium.messages import (
     RegisterEndpoint,
     ReleaseSlot,
     RolloutFailed,
+    SecretsChanged,
     SetBudget,
     SlotDeclined,
     SlotReply,
@@ -191,6 +192,8 @@ class Fabric(SupervisedActor):
                 return self._publish_batch(message)
             case StopApp(app=app):
                 return self._stop_app(app)
+            case SecretsChanged(app=app):
+                return self._secrets_changed(app)
             case SyncRequest(requester=who):
                 self._sync(who)
             case AgentSync(node=node, apps=apps, instances=infos):
@@ -312,15 +315,37 @@ class Fabric(SupervisedActor):
         self._broadcast(app)
         self._push_routes()
 
+    def _secrets_changed(self, app: str) -> dict[str, Any]:
+        """A new generation of the same digest with the next secrets count: a blue/green
+        rollout onto the new values (nothing to do for an app without a plan: its first
+        instances open the values when they start). ``previous`` is the same digest: a failed
+        rollout goes back to the instances of the previous count, which still run."""
+        plan = self._plans.get(app)
+        if plan is None:
+            return {"app": app, "rollout": False}
+        self._generation += 1
+        new = dataclasses.replace(plan, secrets=plan.secrets + 1, generation=self._generation,
+                                  published_at=time.time(), status=PlanStatus.ACTIVE,
+                                  reason=None, previous=plan.digest)
+        assert self._store is not None
+        self._store.save(new, None)
+        self._plans[app] = new
+        self._declined.pop(app, None)
+        self._broadcast(app)
+        return {"app": app, "rollout": True, "generation": new.generation,
+                "digest": new.digest}
+
     def _rollout_failed(self, msg: RolloutFailed) -> None:
         plan = self._plans.get(msg.app)
         if plan is None or plan.digest != msg.digest or plan.status == PlanStatus.FAILED:
             return
         self._generation += 1
-        if plan.previous:
+        if plan.previous:  # the same digest: a secrets change, back to the previous count
+            back = plan.secrets - 1 if plan.previous == plan.digest else plan.secrets
             new = dataclasses.replace(plan, digest=plan.previous, previous=None,
                                       status=PlanStatus.FAILED, reason=msg.reason,
-                                      generation=self._generation, published_at=time.time())
+                                      secrets=max(back, 0), generation=self._generation,
+                                      published_at=time.time())
         else:
             new = dataclasses.replace(plan, status=PlanStatus.FAILED, reason=msg.reason,
                                       generation=self._generation)

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from mycelium.fabric import Fabric, Names, SqliteStore
 from mycelium.home import Home
+from mycelium.secrets import HomeStore, SecretStore
 from mycelium.spores import Repo
 from supervisors import ChildSpec
 
@@ -83,6 +84,13 @@ class FabricBackend(Protocol):
             OperationFailed: it could not be fetched.
         """
 
+    def secret_store(self) -> SecretStore:
+        """Where the mesh's sealed secrets live (the home's store, or etcd).
+
+        Raises:
+            OperationFailed: the backend is not open (a member before it joined).
+        """
+
 
 def local_fabric_child(names: Names, store: Callable[[], SqliteStore], nodes: tuple[str, ...],
                        repo: Repo, parallel: int) -> ChildSpec:
@@ -101,6 +109,7 @@ class LocalFabric:
 
     def __init__(self, home: Home, nodes: int) -> None:
         self.db = home.state / "fabric.db"
+        self._secrets = HomeStore(home)
         self._nodes = tuple(f"node-{i}" for i in range(1, nodes + 1))
 
     @property
@@ -131,3 +140,7 @@ class LocalFabric:
 
     def fetch(self, digest: str) -> None:
         """No other place has spores: a missing digest stays missing."""
+
+    def secret_store(self) -> SecretStore:
+        """The home's own store (``<home>/state/secrets``)."""
+        return self._secrets
