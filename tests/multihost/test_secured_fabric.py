@@ -96,6 +96,8 @@ def test_over_tls_with_client_certs_secrets_reach_every_member_and_etcd_holds_ci
         ready = wait_for(lambda: len(r := a.ready("vault")) == 3 and r, 40.0, "3 Ready")
         assert {str(i["node"]) for i in ready} == {"a-1", "a-2", "b-1"}
         for m in members:  # each member's edge reaches instances on both members
+            wait_for(lambda m=m: all(get(f"http://127.0.0.1:{m.port}/vault/")[0] == 200
+                                     for _ in range(6)), 20.0, f"{m.home.name}'s edge routes")
             bodies = [get(f"http://127.0.0.1:{m.port}/vault/")[1] for _ in range(9)]
             assert {body["env"] for body in bodies} == {VALUE}
             assert {body["files"]["DB_PASSWORD"]["value"] for body in bodies} == {VALUE}
