@@ -29,11 +29,14 @@ from collections.abc import Callable
 from mycelium._logger import get_logger
 from mycelium.errors import BadInput, OperationFailed
 from mycelium.fabric import Names
+from mycelium.fabric.access import FabricAccess, fabric_access
 from mycelium.fabric.cluster import start_cluster_fabric
 from mycelium.fabric.etcd import DEFAULT_TTL, EtcdStore, EtcdUnavailable, MemberConflict, connect
+from mycelium.fabric.etcd_client import EtcdAuthFailed
 from mycelium.fabric.history import DEFAULT_KEEP
 from mycelium.home import Home
 from mycelium.mesh import KillScope
+from mycelium.secrets import EtcdSecretStore, SecretStore
 from mycelium.spores import Limits, Repo, load_trusted
 from mycelium.spores.fetch import SporeServer, fetch
 from supervisors import ChildSpec
@@ -68,27 +71,29 @@ class Member:
         home: The member's home (its own keys, trust, repo, logs).
         limits: Size limits for the spores it fetches.
         nodes: How many node agents this member runs.
-        fabric: ``etcd://HOST:PORT[,HOST:PORT…]``.
+        fabric: ``etcd://HOST:PORT[,HOST:PORT…]`` or ``etcds://…`` (TLS).
         node_prefix: Node names are ``<prefix>-N`` (default: the host name).
         advertise_host: The address other members use to reach this one.
         edge: False for ``--no-edge``.
         ttl: The member lease's TTL in seconds.
+        access: TLS and credentials for etcd (:func:`~mycelium.fabric.access.fabric_access`);
+            None: ``fabric`` checked with no credentials and no ``--insecure-fabric``.
 
     Raises:
-        BadInput: a bad prefix, TTL or etcd address.
+        BadInput: a bad prefix, TTL or etcd address; plain etcd:// to another machine.
     """
 
     def __init__(self, home: Home, limits: Limits, nodes: int, *, fabric: str,
                  node_prefix: str | None = None, advertise_host: str | None = None,
-                 edge: bool = True, ttl: float = DEFAULT_TTL) -> None:
+                 edge: bool = True, ttl: float = DEFAULT_TTL,
+                 access: FabricAccess | None = None) -> None:
         prefix = node_prefix or default_prefix()
         if not _PREFIX_RE.fullmatch(prefix):
             raise BadInput(f"bad --node-prefix {prefix!r}: lowercase letters, digits and '-', "
                            "at most 41 characters, starting with a letter or digit")
         if not 0.5 <= ttl <= 3600:
             raise BadInput(f"bad lease TTL {ttl!r}: between 0.5 and 3600 seconds")
-        if not fabric.startswith("etcd://"):
-            raise BadInput(f"bad --fabric {fabric!r}: expected etcd://HOST:PORT[,HOST:PORT…]")
+        self.access = access if access is not None else fabric_access(fabric)
         self.home = home
         self.limits = limits
         self.prefix = prefix
@@ -127,14 +132,18 @@ class Member:
         """Connect to etcd, serve our spores, take the lease and claim our node names.
 
         Raises:
-            BadInput: a malformed etcd address.
+            BadInput: a malformed etcd address, or etcd refused the user or password.
             OperationFailed: etcd is unreachable, or another home holds our node names.
         """
         self._repo, self._out = repo, out
         try:
-            store = connect(self.fabric_url, self.prefix, self.home_id, ttl=self.ttl)
+            store = connect(self.fabric_url, self.prefix, self.home_id, ttl=self.ttl,
+                            tls=self.access.tls, user=self.access.user,
+                            password=self.access.password)
         except ValueError as exc:
             raise BadInput(f"bad --fabric {self.fabric_url!r}: {exc}") from None
+        except EtcdAuthFailed as exc:
+            raise BadInput(str(exc)) from None
         except EtcdUnavailable as exc:
             raise OperationFailed(f"cannot reach the fabric at {self.fabric_url}: {exc}") from None
         self.spores = SporeServer(repo, self.advertise_host, 0).start()
@@ -168,6 +177,17 @@ class Member:
             raise OperationFailed("the member has not joined the fabric")
         return cluster_fabric_child(names, self.store, self._nodes, repo, self.advertise_host,
                                     self.prefetch, parallel, history_keep)
+
+    def secret_store(self) -> SecretStore:
+        """The mesh's secrets in etcd (ciphertext only; every member opens them with its own
+        copy of the secrets key).
+
+        Raises:
+            OperationFailed: the member has not joined etcd yet.
+        """
+        if self.store is None:
+            raise OperationFailed("the member has not joined the fabric")
+        return EtcdSecretStore(self.store.client, self.store.prefix)
 
     # -- spores ----------------------------------------------------------------------------
 

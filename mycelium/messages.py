@@ -25,14 +25,13 @@ __all__ = [
     "GetStatus", "InstanceInfo", "InstanceStatus", "IsRouted", "KillEdgeWorker", "LastExit",
     "Plan", "PlanChanged", "PlanVersion", "PlansSynced", "PublishBatch", "PublishPlan",
     "RegisterEndpoint", "ReleaseSlot", "ReleaseSwitch", "ReloadCerts", "Resync",
-    "RolloutFailed", "SetBudget", "SlotDeclined", "SlotReply", "StopApp", "SyncRequest",
-    "Tick", "WireError", "decode_message", "from_wire", "message_types", "to_wire",
+    "RolloutFailed", "SecretsChanged", "SetBudget", "SlotDeclined", "SlotReply", "StopApp",
+    "SyncRequest", "Tick", "WireError", "decode_message", "from_wire", "message_types", "to_wire",
 ]
 
 
 class CrashRequested(Exception):
-    """Raised by an actor that received :class:`Crash`: a failure on purpose (the REPL's way
-    to watch a supervisor react)."""
+    """Raised by an actor told :class:`Crash`: a failure on purpose (to watch a supervisor)."""
 
     reason = "crash requested"
 
@@ -54,9 +53,8 @@ class Budget:
 class Plan:
     """What should run: one digest of one app, ``min``..``max`` instances.
 
-    ``generation`` grows with every publish so that agents can tell a new deploy of the same
-    digest from a re-sync. ``previous`` is the digest a failed update rolls back to;
-    ``status`` is ``active`` or ``failed`` (with ``reason``).
+    ``generation`` grows with every publish (agents tell a new deploy from a re-sync);
+    ``previous`` is what a failed update rolls back to; ``status``: active or failed (reason).
     """
 
     app: str
@@ -73,6 +71,8 @@ class Plan:
     canary_nodes: tuple[str, ...] = ()  # nodes running a canary beside blue (none: promoted)
     canary_weight: int = 0  # percent of requests for the canaries (0: their share by count)
     auto_promote: float = 0.0  # seconds of passing checks before promoting itself (0: never)
+    secrets: int = 0  # counts secret changes: a new count rolls the same digest out
+    env_secrets: tuple[str, ...] = ()  # secret names also given as env vars (never values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +173,7 @@ class Crash:
 
 @dataclass(frozen=True, slots=True)
 class KillEdgeWorker:
-    """Crash test: signal one edge worker process (``mycelium kill --edge``); answers its pid,
-    or None when the edge runs without worker processes."""
+    """Crash test: signal one edge worker (``mycelium kill --edge``); answers its pid or None."""
 
     signal: int = 9
 
@@ -227,6 +226,7 @@ class PublishPlan:
     auto_promote: float = 0.0  # seconds of passing checks before promoting itself (0: never)
     who: str = ""  # ``user@host`` that asked, and the spore's version: for the history
     version: str = ""
+    env_secrets: tuple[str, ...] = ()  # an apply file's: secret names also given as env vars
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +256,13 @@ class PublishBatch:
     plans: tuple[PublishPlan, ...] = ()
     stops: tuple[str, ...] = ()
     expect: tuple[PlanVersion, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SecretsChanged:
+    """The app's secrets changed: roll it out (agents open the values when they spawn)."""
+
+    app: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,8 +465,7 @@ socket refuses them. Requests, queries, commands and events the mesh then acts o
 (``ClaimSwitch``, ``IsRouted``, ``RolloutFailed``, ``Crash`` …) stay open to the REPL."""
 
 # Every class above is on the wire: the control socket, etcd and the fabric's store carry them.
-# Private messages an actor sends itself (``_Spawned`` in the instance, ``_Remote`` in the
-# cluster fabric …) and the supervisors' own messages stay off it: they carry live objects
-# (a workload handle, etcd events, child specs, actor refs) that mean nothing elsewhere.
+# Private messages an actor sends itself (``_Spawned`` in the instance …) and the supervisors'
+# own stay off it: they carry live objects (a workload handle, child specs, actor refs).
 register(*(globals()[name] for name in __all__ if isinstance(globals()[name], type)
            and dataclasses.is_dataclass(globals()[name])))

@@ -58,7 +58,27 @@ def load_desired(home: Home, path: Path) -> DesiredFile:
         digest = repo.resolve(raw)
         return digest, repo.verify(digest, sp.load_trusted(home), limits).manifest
 
-    return load_file(path, lookup, limits)
+    return load_file(path, lookup, limits, secret_exists(home))
+
+
+def secret_exists(home: Home) -> Callable[[str, str], bool]:
+    """Whether app's secret NAME is set: asked of the running mesh (its store may be etcd),
+    else of the home's own store; each app's names are read once."""
+    from mycelium.operator.client import ControlClient, NoMesh
+    from mycelium.secrets import home_secrets
+
+    known: dict[str, set[str]] = {}
+
+    def exists(app: str, name: str) -> bool:
+        if app not in known:
+            try:
+                rows = ControlClient(home).request("secret_list", app=app)
+                known[app] = {str(r["name"]) for r in rows}
+            except NoMesh:
+                known[app] = {n for n, _t in home_secrets(home).list(app)}
+        return name in known[app]
+
+    return exists
 
 
 def read_mesh(request: Request) -> tuple[dict[str, RunningApp], float]:
@@ -143,7 +163,8 @@ def publish_batch(request: Request, changes: Sequence[AppChange],
         plans.append({"app": c.app, "digest": digests.get(c.app) or c.digest, "min": s.min,
                       "max": s.max, "max_instances": s.max_instances, "cpu": s.cpu,
                       "mem": s.mem, "warmup": s.warmup, "timeout": s.timeout,
-                      "who": asker, **_canary(c)})
+                      "who": asker, **_canary(c),
+                      "env_secrets": list(c.desired.env_secrets)})
     stops = [c.app for c in changes if c.action == "destroy"]
     named = {c.app for c in changes} | (set(running) if prune else set())
     expect = {app: running[app].generation if app in running else 0 for app in sorted(named)}

@@ -23,6 +23,7 @@ from . import (  # noqa: F401  (registers the commands on `app`)
     history_cmds,
     mesh_cmds,
     output_cmds,
+    secret_cmds,
     spore_cmds,
 )
 from .app import app

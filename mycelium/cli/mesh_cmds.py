@@ -52,8 +52,12 @@ def up_cmd(
     repl: Annotated[bool, typer.Option(
         "--repl", help="Also run a Python console inside the mesh's process")] = False,
     fabric: Annotated[str | None, typer.Option(
-        "--fabric", help="etcd://HOST:PORT[,HOST:PORT…]: keep the mesh's state in etcd and "
+        "--fabric", help="etcd://HOST:PORT[,HOST:PORT…] (or etcds://… for TLS, with "
+                         "[fabric] ca/cert/key/user): keep the mesh's state in etcd and "
                          "join a multi-machine mesh")] = None,
+    insecure_fabric: Annotated[bool, typer.Option(
+        "--insecure-fabric", help="Allow plain etcd:// to hosts that are not loopback "
+                                  "(unencrypted, unauthenticated)")] = False,
     node_prefix: Annotated[str | None, typer.Option(
         "--node-prefix", help="Name this member's nodes PREFIX-1 … PREFIX-N (default: the "
                               "host name; with --fabric)")] = None,
@@ -94,11 +98,13 @@ def up_cmd(
     port = cfg.edge.port if edge_port is None else edge_port
     ui = _dashboard_config(cfg, ui_port, port)
     tls = tls_settings(cfg, tls_cert, tls_key, tls_port, https_redirect)
-    if fabric is None and (node_prefix or advertise_host or no_edge):
-        raise BadInput("--node-prefix, --advertise-host and --no-edge need --fabric etcd://…")
+    if fabric is None and (node_prefix or advertise_host or no_edge or insecure_fabric):
+        raise BadInput("--node-prefix, --advertise-host, --no-edge and --insecure-fabric need "
+                       "--fabric etcd://…")
     mesh = _build_mesh(h, cfg, nodes or cfg.mesh.nodes, edge_host or cfg.edge.host, port,
                        fabric=fabric, node_prefix=node_prefix, advertise_host=advertise_host,
-                       edge=not no_edge, ttl=lease_ttl, tls=tls)
+                       edge=not no_edge, ttl=lease_ttl, tls=tls,
+                       insecure=insecure_fabric)
     from mycelium.operator.sdnotify import SystemdNotifier
     systemd = SystemdNotifier()  # before any workload starts: they must not inherit its socket
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -143,11 +149,12 @@ def up_cmd(
 
 def _build_mesh(h: Home, cfg: Any, nodes: int, edge_host: str, edge_port: int, *,
                 fabric: str | None, node_prefix: str | None, advertise_host: str | None,
-                edge: bool, ttl: float, tls: Any = None) -> Mesh:
+                edge: bool, ttl: float, tls: Any = None, insecure: bool = False) -> Mesh:
     """The mesh ``up`` runs: one machine's, or (``--fabric``) a member of a multi-machine one.
 
     Raises:
-        BadInput: a bad ``--fabric``, ``--node-prefix`` or ``--lease-ttl``.
+        BadInput: a bad ``--fabric``, ``--node-prefix`` or ``--lease-ttl``; plain etcd:// to
+            another machine without ``insecure``; bad ``[fabric]`` TLS files or credentials.
     """
     from mycelium.mesh import LocalFabric, Mesh
     from mycelium.mesh.backend import FabricBackend
@@ -156,12 +163,19 @@ def _build_mesh(h: Home, cfg: Any, nodes: int, edge_host: str, edge_port: int, *
     if fabric is None:
         backend = LocalFabric(h, nodes)
     else:
+        import os
+
+        from mycelium.fabric.access import PASSWORD_ENV, fabric_access
         from mycelium.member import Member
         from mycelium.spores import Limits
 
+        # checked before anything connects: insecure, unreadable TLS files, no password
+        access = fabric_access(fabric, ca=cfg.fabric.ca, cert=cfg.fabric.cert,
+                               key=cfg.fabric.key, user=cfg.fabric.user,
+                               password=os.environ.get(PASSWORD_ENV), insecure=insecure)
         limits = Limits.from_mb(cfg.spores.max_archive_mb, cfg.spores.max_binary_mb)
         backend = Member(h, limits, nodes, fabric=fabric, node_prefix=node_prefix,
-                         advertise_host=advertise_host, edge=edge, ttl=ttl)
+                         advertise_host=advertise_host, edge=edge, ttl=ttl, access=access)
     # colour on a terminal, plain otherwise
     return Mesh(h, cfg, backend, edge_host, edge_port, out=out, color=sys.stdout.isatty(),
                 tls=tls)

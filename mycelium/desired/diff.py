@@ -96,6 +96,8 @@ def _one(want: DesiredApp, have: RunningApp | None) -> AppChange:
     if have is None:
         return AppChange(want.name, "create", (), None, want.digest, pack, want, None)
     settings = _settings_changes(have.settings, want.settings)
+    if want.env_secrets != have.env_secrets:  # new environment variables: a rollout
+        settings.append(Change("env_secrets", list(have.env_secrets), list(want.env_secrets)))
     if not same_spore(want, have):
         changes = _spore_changes(want, have) + settings
         return AppChange(want.name, "update", tuple(changes), have.digest, want.digest, pack,

@@ -149,7 +149,8 @@ class _Reader:
         return DesiredApp(name=name, settings=settings, manifest=manifest, binary_sha256=sha,
                           binary_size=size, digest=digest, binary=binary, canary=canary,
                           manifest_path=manifest_path, line=self.index.line("apps", name),
-                          given=frozenset(k for k in SETTING_KEYS if k in table))
+                          given=frozenset(k for k in SETTING_KEYS if k in table),
+                          env_secrets=tuple(dict.fromkeys(table.get("env_secrets", []))))
 
     # -- where the spore comes from -------------------------------------------------------
 
@@ -189,7 +190,7 @@ class _Reader:
         except OSError as exc:
             raise self.fail(app, "binary", f"cannot read {binary}: {exc.strerror}") from None
         data = manifest.to_dict(with_signature=False)
-        return {k: data[k] for k in MANIFEST_KEYS}, binary, sha, st.st_size
+        return {k: data[k] for k in MANIFEST_KEYS if k in data}, binary, sha, st.st_size
 
     def _digest(self, app: str, table: Mapping[str, Any]) -> tuple[str, Manifest]:
         from mycelium.errors import MyceliumError
@@ -254,8 +255,8 @@ class _Reader:
         for key, names in (("secrets", secrets), ("env_secrets", env_secrets)):
             for name in names:
                 if not self.secret_exists(app, name):
-                    raise self.fail(app, key, f"secret {name!r} does not exist (this mesh has "
-                                    "no secret store yet, so no secret exists)")
+                    raise self.fail(app, key, f"secret {name!r} does not exist (set it "
+                                    f"first: mycelium secret set {app} {name})")
         if hosts:
             raise self.fail(app, "hosts", "routing by host name is not supported by this mesh "
                             "yet (the edge routes /APP/… only): leave hosts empty")

@@ -16,7 +16,7 @@ SETTING_KEYS = ("min", "max", "max_instances", "cpu", "mem", "warmup", "timeout"
 
 SCALE_KEYS = frozenset({"min", "max", "max_instances"})
 
-MANIFEST_KEYS = ("name", "version", "health", "args", "env", "warmup")
+MANIFEST_KEYS = ("name", "version", "health", "args", "env", "warmup", "env_secrets")
 """A manifest's input fields: what the signed manifest holds beside the binary's hash."""
 
 DEFAULTS: dict[str, Any] = {"min": DeployDefaults.MIN, "max": DeployDefaults.MAX,
@@ -66,6 +66,8 @@ class DesiredApp:
     """The settings the table names; the others are defaults (see :func:`with_mesh_defaults`)."""
     canary: tuple[int, int, float] = (0, 0, 0.0)
     """``(instances, weight, auto_promote)``: an update of the spore starts a canary (0: no)."""
+    env_secrets: tuple[str, ...] = ()
+    """The table's ``env_secrets``: secret names also given as environment variables."""
 
     @property
     def version(self) -> str:
@@ -97,6 +99,7 @@ class RunningApp:
     status: str = "active"
     reason: str | None = None
     ready: int = 0
+    env_secrets: tuple[str, ...] = ()
 
     @property
     def version(self) -> str:
@@ -120,4 +123,5 @@ class RunningApp:
                    binary_sha256=str((spore or {}).get("binary_sha256", "")),
                    binary_size=int((spore or {}).get("binary_size", 0)),
                    status=str(doc.get("plan_status") or "active"), reason=doc.get("reason"),
-                   ready=int(doc.get("ready") or 0))
+                   ready=int(doc.get("ready") or 0),
+                   env_secrets=tuple(str(n) for n in doc.get("env_secrets") or ()))

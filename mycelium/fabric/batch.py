@@ -74,15 +74,23 @@ def next_plan(msg: PublishPlan, old: Plan | None, budget: Budget | None, generat
     """The plan and budget that publishing ``msg`` over ``old`` and ``budget`` makes.
 
     ``previous`` (what a failed update rolls back to) is the old digest, or the old plan's own
-    ``previous`` when the digest stays; without a budget in ``msg`` the app keeps its budget,
-    and a first plan without one gets ``deploy``'s defaults (``max`` instances).
+    ``previous`` when the digest stays (but not the same digest, which a secrets change leaves
+    there for its own rollback); the app's secrets count carries over (and grows when the
+    same digest's ``env_secrets`` change, so that its instances restart). Without a budget in
+    ``msg`` the app keeps its budget, and a first plan without one gets ``deploy``'s defaults
+    (``max`` instances).
     """
     previous = None
     if old is not None:
-        previous = old.previous if old.digest == msg.digest else old.digest
+        previous = old.digest if old.digest != msg.digest else (
+            old.previous if old.previous != msg.digest else None)
+    secrets = 0 if old is None else old.secrets
+    if old is not None and old.digest == msg.digest and old.env_secrets != msg.env_secrets:
+        secrets, previous = secrets + 1, msg.digest  # new env variables: roll the app out
     plan = Plan(app=msg.app, digest=msg.digest, min=msg.min, max=msg.max,
                 warmup=float(msg.warmup), timeout=float(msg.timeout), generation=generation,
-                published_at=now, previous=previous)
+                published_at=now, previous=previous, secrets=secrets,
+                env_secrets=tuple(msg.env_secrets))
     if msg.budget is not None:
         budget = Budget(app=msg.app, max_instances=msg.budget.max_instances,
                         cpu=float(msg.budget.cpu), mem=msg.budget.mem)

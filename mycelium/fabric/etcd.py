@@ -25,6 +25,7 @@ Key layout under ``prefix`` (default ``/mycelium/``)::
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -53,14 +54,20 @@ class MemberConflict(FabricError):
 
 
 def connect(spec: str, member: str, home_id: str, *, ttl: float = DEFAULT_TTL,
-            prefix: str = "/mycelium/", timeout: float = 2.0) -> EtcdStore:
-    """Open an :class:`EtcdStore` on ``etcd://HOST:PORT[,…]`` and check that etcd answers.
+            prefix: str = "/mycelium/", timeout: float = 2.0, tls: ssl.SSLContext | None = None,
+            user: str | None = None, password: str | None = None) -> EtcdStore:
+    """Open an :class:`EtcdStore` on ``etcd[s]://HOST:PORT[,…]`` and check that etcd answers.
+
+    ``tls``, ``user`` and ``password`` go to the :class:`EtcdClient` (see
+    :mod:`mycelium.fabric.access`).
 
     Raises:
         ValueError: a malformed ``spec``.
+        EtcdAuthFailed: etcd refused the user or password.
         EtcdUnavailable: no endpoint answered.
     """
-    client = EtcdClient(parse_endpoints(spec), timeout=timeout)
+    client = EtcdClient(parse_endpoints(spec), timeout=timeout, tls=tls, user=user,
+                        password=password)
     client.status()
     return EtcdStore(client, member, home_id, ttl=ttl, prefix=prefix)
 

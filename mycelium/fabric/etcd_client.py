@@ -16,6 +16,7 @@ import http.client
 import json
 import random
 import socket
+import ssl
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,11 +25,18 @@ from urllib.parse import urlsplit
 
 from .errors import FabricError
 
-__all__ = ["EtcdClient", "EtcdUnavailable", "Event", "KeyValue", "parse_endpoints", "prefix_end"]
+__all__ = ["EtcdAuthFailed", "EtcdClient", "EtcdUnavailable", "Event", "KeyValue",
+           "parse_endpoints", "prefix_end"]
 
 
 class EtcdUnavailable(FabricError):
     """No etcd endpoint answered (or it answered with an error)."""
+
+
+class EtcdAuthFailed(EtcdUnavailable):
+    """etcd refused the user name or password (bad input: exit 2; the password never shows)."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +60,13 @@ class Event:
 
 
 def parse_endpoints(spec: str) -> tuple[tuple[str, int], ...]:
-    """``etcd://HOST:PORT[,HOST:PORT…]`` (scheme optional) → ``((host, port), …)``.
+    """``etcd://HOST:PORT[,HOST:PORT…]`` (or ``etcds://`` for TLS; scheme optional) →
+    ``((host, port), …)``.
 
     Raises:
         ValueError: an empty list, a missing or bad port.
     """
-    body = spec[len("etcd://"):] if spec.startswith("etcd://") else spec
+    body = spec.split("://", 1)[1] if spec.startswith(("etcd://", "etcds://")) else spec
     out = []
     for part in body.split(","):
         part = part.strip().rstrip("/")
@@ -98,24 +107,87 @@ class EtcdClient:
     Args:
         endpoints: ``(host, port)`` pairs of the etcd cluster's client URLs.
         timeout: Seconds for one HTTP call (connect and answer).
+        tls: HTTPS with this context (CA, and the client certificate for TLS client auth);
+            None: plain HTTP.
+        user: etcd's user name (role-based access); the password comes with it.
+        password: That user's password (kept only to re-authenticate; never in a message).
     """
 
-    def __init__(self, endpoints: Sequence[tuple[str, int]], timeout: float = 2.0) -> None:
+    def __init__(self, endpoints: Sequence[tuple[str, int]], timeout: float = 2.0, *,
+                 tls: ssl.SSLContext | None = None, user: str | None = None,
+                 password: str | None = None) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoint")
         self.endpoints = tuple(endpoints)
         self.timeout = timeout
+        self._tls = tls
+        self._user = user
+        self._password = password
+        self._token: str | None = None
         self._preferred = 0
         self._lock = threading.Lock()
         self._streams: set[http.client.HTTPConnection] = set()
 
+    def __repr__(self) -> str:
+        scheme = "etcds" if self._tls is not None else "etcd"
+        who = f", user={self._user!r}" if self._user else ""
+        return (f"EtcdClient({scheme}://"
+                f"{','.join(f'{h}:{p}' for h, p in self.endpoints)}{who})")
+
     # -- transport -------------------------------------------------------------------------
+
+    def _connect(self, host: str, port: int, timeout: float) -> http.client.HTTPConnection:
+        """A connection to one endpoint: HTTPS with the client's TLS context, else HTTP."""
+        if self._tls is not None:
+            return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls)
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self._user is not None:
+            if self._token is None:
+                self._token = self._authenticate()
+            headers["Authorization"] = self._token
+        return headers
+
+    def _authenticate(self) -> str:
+        """A fresh auth token for the user (etcd's ``/v3/auth/authenticate``).
+
+        Raises:
+            EtcdAuthFailed: etcd refused the user or password.
+            EtcdUnavailable: no endpoint answered.
+        """
+        body = json.dumps({"name": self._user, "password": self._password or ""}).encode()
+        errors = []
+        for i in self._order():
+            host, port = self.endpoints[i]
+            conn = self._connect(host, port, self.timeout)
+            try:
+                conn.request("POST", "/v3/auth/authenticate", body,
+                             {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                payload = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                errors.append(f"{host}:{port}: {exc or type(exc).__name__}")
+                continue
+            finally:
+                conn.close()
+            try:
+                token = json.loads(payload).get("token") if resp.status == 200 else None
+            except ValueError:
+                token = None
+            if not token:
+                raise EtcdAuthFailed(f"etcd {host}:{port} refused user {self._user!r}: wrong "
+                                     "user name or password (MYCELIUM_ETCD_PASSWORD), or "
+                                     "authentication is not enabled")
+            return str(token)
+        raise EtcdUnavailable("etcd unreachable (" + "; ".join(errors) + ")")
 
     def _order(self) -> list[int]:
         n = len(self.endpoints)
         return [(self._preferred + i) % n for i in range(n)]
 
-    def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def call(self, path: str, body: dict[str, Any], *, _fresh: bool = False) -> dict[str, Any]:
         """POST ``body`` to ``/v3/<path>`` on the first endpoint that answers.
 
         Raises:
@@ -125,9 +197,9 @@ class EtcdClient:
         errors = []
         for i in self._order():
             host, port = self.endpoints[i]
-            conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+            conn = self._connect(host, port, self.timeout)
             try:
-                conn.request("POST", f"/v3/{path}", data, {"Content-Type": "application/json"})
+                conn.request("POST", f"/v3/{path}", data, self._headers())
                 resp = conn.getresponse()
                 payload = resp.read()
             except (OSError, http.client.HTTPException) as exc:
@@ -135,6 +207,10 @@ class EtcdClient:
                 continue
             finally:
                 conn.close()
+            if (resp.status != 200 and self._user is not None and not _fresh
+                    and b"auth token" in payload):
+                self._token = None  # expired (etcd's simple tokens do): once more, fresh
+                return self.call(path, body, _fresh=True)
             if resp.status != 200:
                 raise EtcdUnavailable(f"etcd {host}:{port} refused {path}: "
                                       f"HTTP {resp.status} {payload[:200]!r}")
@@ -235,12 +311,12 @@ class EtcdClient:
             "key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
             "start_revision": str(start_revision), "progress_notify": True}}).encode()
         host, port = self.endpoints[self._order()[0]]
-        conn = http.client.HTTPConnection(host, port, timeout=self.timeout + 10.0)
+        conn = self._connect(host, port, self.timeout + 10.0)
         with self._lock:
             self._streams.add(conn)
         try:
             try:
-                conn.request("POST", "/v3/watch", body, {"Content-Type": "application/json"})
+                conn.request("POST", "/v3/watch", body, self._headers())
                 resp = conn.getresponse()
             except (OSError, http.client.HTTPException) as exc:
                 self._preferred = random.randrange(len(self.endpoints))

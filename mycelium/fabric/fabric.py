@@ -44,6 +44,7 @@ from mycelium.messages import (
     RegisterEndpoint,
     ReleaseSlot,
     RolloutFailed,
+    SecretsChanged,
     SetBudget,
     SlotDeclined,
     SlotReply,
@@ -58,8 +59,8 @@ from .batch import PlanMoved, check_batch_shape, moved_message, moved_plans, nex
 from .canary import weighted_routes
 from .errors import BadPlan
 from .names import Names
-from .peers import NoPeers, PeerConnection, PeerEvents, Peers, PeerUpdate
-from .rollouts import MESSAGES, RolloutPort, Rollouts, reverted
+from .peers import NoPeers, PeerConnection, PeerEvents, Peers, PeerUpdate, fold_update
+from .rollouts import MESSAGES, RolloutPort, Rollouts, reverted, with_next_secrets
 from .slots import LocalSlots, SlotClaims
 from .state import Store
 from .switch import ClaimSwitch, ReleaseSwitch, Switches, SwitchGate
@@ -198,6 +199,8 @@ class Fabric(SupervisedActor):
                 return self._publish_batch(message)
             case StopApp(app=app):
                 return self._stop_app(app)
+            case SecretsChanged(app=app):
+                return self._secrets_changed(app)
             case SyncRequest(requester=who):
                 self._sync(who)
             case AgentSync(node=node, apps=apps, instances=infos):
@@ -303,7 +306,7 @@ class Fabric(SupervisedActor):
         return plan
 
     def _replace(self, plan: Plan) -> Plan:
-        """Save and apply a plan of the same generation (a canary promoted)."""
+        """Save and apply a plan whose budget stays (a canary promoted, new secrets)."""
         assert self._store is not None
         self._store.save(plan, None)
         self._install(plan, self._budgets[plan.app])
@@ -335,6 +338,19 @@ class Fabric(SupervisedActor):
         self._restarting.pop(app, None)
         self._broadcast(app)
         self._push_routes()
+
+    def _secrets_changed(self, app: str) -> dict[str, Any]:
+        """A new generation of the same digest with the next secrets count: a blue/green
+        rollout onto the new values (nothing to do for an app without a plan: its first
+        instances open the values when they start). ``previous`` is the same digest: a failed
+        rollout goes back to the instances of the previous count, which still run."""
+        plan = self._plans.get(app)
+        if plan is None:
+            return {"app": app, "rollout": False}
+        self._generation += 1
+        new = self._replace(with_next_secrets(plan, self._generation, time.time()))
+        return {"app": app, "rollout": True, "generation": new.generation,
+                "digest": new.digest}
 
     def _rollout_failed(self, msg: RolloutFailed) -> None:
         plan = self._plans.get(msg.app)
@@ -370,24 +386,8 @@ class Fabric(SupervisedActor):
 
     def _peer_update(self, update: PeerUpdate) -> None:
         """Apply what the rest of the mesh changed (nothing ever, on one machine)."""
-        changed: set[str] = set()
-        for app, plan in update.plans:
-            if plan is None:
-                if self._plans.pop(app, None) is not None:
-                    changed.add(app)
-            elif plan != self._plans.get(app):
-                self._plans[app] = plan
-                self._generation = max(self._generation, plan.generation)
-                self._declined.pop(app, None)
-                changed.add(app)
-        for budget in update.budgets:
-            if budget != self._budgets.get(budget.app):
-                self._budgets[budget.app] = budget
-                changed.add(budget.app)
-        for app in update.freed:
-            if app in self._plans:  # a slot freed itself: offer the plan to our nodes again
-                self._declined.pop(app, None)
-                changed.add(app)
+        changed, self._generation = fold_update(update, self._plans, self._budgets,
+                                                self._declined, self._generation)
         if update.check_slots:
             for app, node in self._slots.lost():
                 log.warning("fabric: %s lost its slot of %s while cut off; stopping it",

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from mycelium.messages import Budget, InstanceInfo, Plan
 
-__all__ = ["NoPeers", "PeerConnection", "PeerEvents", "PeerUpdate", "Peers"]
+__all__ = ["NoPeers", "PeerConnection", "PeerEvents", "PeerUpdate", "Peers", "fold_update"]
 
 
 # What the watch thread hands the fabric, off the wire on purpose: they carry etcd events, which
@@ -128,3 +128,34 @@ class NoPeers:
     def store_doc(self) -> dict[str, Any] | None:
         """None: the single-machine document has no ``fabric`` entry."""
         return None
+
+
+def fold_update(update: PeerUpdate, plans: dict[str, Plan], budgets: dict[str, Budget],
+                declined: dict[str, set[str]], generation: int) -> tuple[set[str], int]:
+    """Fold the plans, budgets and freed slots other members changed into the fabric's maps.
+
+    The maps change in place; a freed slot of a planned app forgets which nodes declined it,
+    so the plan is offered to them again.
+
+    Returns:
+        The apps whose plan or budget changed (to broadcast), and the highest generation seen.
+    """
+    changed: set[str] = set()
+    for app, plan in update.plans:
+        if plan is None:
+            if plans.pop(app, None) is not None:
+                changed.add(app)
+        elif plan != plans.get(app):
+            plans[app] = plan
+            generation = max(generation, plan.generation)
+            declined.pop(app, None)
+            changed.add(app)
+    for budget in update.budgets:
+        if budget != budgets.get(budget.app):
+            budgets[budget.app] = budget
+            changed.add(budget.app)
+    for app in update.freed:
+        if app in plans:  # a slot freed itself: offer the plan to our nodes again
+            declined.pop(app, None)
+            changed.add(app)
+    return changed, generation

@@ -55,12 +55,26 @@ def reverted(plan: Plan, reason: str, generation: int, now: float) -> Plan:
 
     With no previous digest the plan stays but is marked failed; either way a canary ends.
     """
-    if plan.previous:
+    if plan.previous:  # the same digest: a secrets change, back to the previous count
+        back = plan.secrets - 1 if plan.previous == plan.digest else plan.secrets
         return dataclasses.replace(plan, digest=plan.previous, previous=None,
                                    status=PlanStatus.FAILED, reason=reason,
-                                   generation=generation, published_at=now, canary_nodes=())
+                                   secrets=max(back, 0), generation=generation,
+                                   published_at=now, canary_nodes=())
     return dataclasses.replace(plan, status=PlanStatus.FAILED, reason=reason,
                                generation=generation, canary_nodes=())
+
+
+
+def with_next_secrets(plan: Plan, generation: int, now: float) -> Plan:
+    """The same digest with the next secrets count: a blue/green rollout onto new values (pure).
+
+    ``previous`` is the same digest, so a failed rollout goes back to the previous count's
+    instances, which still run (:func:`reverted`).
+    """
+    return dataclasses.replace(plan, secrets=plan.secrets + 1, generation=generation,
+                               published_at=now, status=PlanStatus.ACTIVE, reason=None,
+                               previous=plan.digest)
 
 
 class Rollouts:

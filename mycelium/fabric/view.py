@@ -125,7 +125,8 @@ def status_document(plans: Mapping[str, Plan], budgets: Mapping[str, Budget],
         }
         if plan is not None:
             doc.update(generation=plan.generation, warmup=plan.warmup, timeout=plan.timeout,
-                       previous=plan.previous, plan_status=plan.status, reason=plan.reason)
+                       previous=plan.previous, plan_status=plan.status, reason=plan.reason,
+                       secrets=plan.secrets, env_secrets=list(plan.env_secrets))
         if budget is not None:
             doc["budget"] = {"max_instances": budget.max_instances, "cpu": budget.cpu,
                              "mem": budget.mem}

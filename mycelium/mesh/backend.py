@@ -25,6 +25,7 @@ from mycelium.fabric.history import DEFAULT_KEEP
 from mycelium.fabric.history_store import HistoryLog, SqliteHistory
 from mycelium.fabric.rollouts import Rollouts
 from mycelium.home import Home
+from mycelium.secrets import HomeStore, SecretStore
 from mycelium.spores import Repo
 from supervisors import ChildSpec
 
@@ -88,6 +89,13 @@ class FabricBackend(Protocol):
             OperationFailed: it could not be fetched.
         """
 
+    def secret_store(self) -> SecretStore:
+        """Where the mesh's sealed secrets live (the home's store, or etcd).
+
+        Raises:
+            OperationFailed: the backend is not open (a member before it joined).
+        """
+
 
 def local_fabric_child(names: Names, store: Callable[[], SqliteStore], nodes: tuple[str, ...],
                        repo: Repo, parallel: int, history: Callable[[], HistoryLog] | None = None,
@@ -108,6 +116,7 @@ class LocalFabric:
 
     def __init__(self, home: Home, nodes: int) -> None:
         self.db = home.state / "fabric.db"
+        self._secrets = HomeStore(home)
         self._nodes = tuple(f"node-{i}" for i in range(1, nodes + 1))
 
     @property
@@ -140,3 +149,7 @@ class LocalFabric:
 
     def fetch(self, digest: str) -> None:
         """No other place has spores: a missing digest stays missing."""
+
+    def secret_store(self) -> SecretStore:
+        """The home's own store (``<home>/state/secrets``)."""
+        return self._secrets

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from mycelium.node.leftovers import reap_home
 from mycelium.node.output import mesh_stopping
 from mycelium.operator import MeshConfig
 from mycelium.operator.logs import LOG_NAME
+from mycelium.secrets import Secrets, SecretValues, load_key
 from mycelium.spores import Limits
 from supervisors import Exit, SupervisedActor, Supervisor
 from supervisors.actor import actor_of
@@ -37,6 +39,7 @@ from .backend import FabricBackend
 from .lock import HomeLock
 from .logsink import LogSink
 from .ops import ControlOps
+from .secret_ops import SecretOps
 from .sporesource import SporeSource
 from .tree import ROOT_FLAGS, TreeBuilder, node_settings
 
@@ -105,12 +108,23 @@ class Mesh:
         self.spores = SporeSource(home, limits, backend.fetch)
         self.ops = ControlOps(self.names, self.spores, config.rollout.timeout,
                               backend.kill_scope, lambda: self._root, self.request_stop)
+        self.secret_ops = SecretOps(self.names, self.secrets)
         self._root: pykka.ActorRef[Any] | None = None
         #: who workloads run as, where their directories are (a bad ``run_as`` fails here)
         self.isolation = Isolation.resolve(
             home.root, run_as=config.node.run_as, path=config.node.path,
             nofile=config.node.nofile, instances_dir=config.node.instances_dir)
         self.ops.isolation = self.isolation.summary()
+        self._tail_secrets: dict[str, tuple[float, SecretValues]] = {}
+
+    def secrets(self) -> Secrets:
+        """The mesh's secrets: its backend's store (once open), sealed under the home's key."""
+        home = self.home
+        return Secrets(self.backend.secret_store(), lambda create: load_key(home, create=create))
+
+    def secret_values(self, app: str) -> SecretValues:
+        """``app``'s secrets, opened: what an instance being spawned receives."""
+        return self.secrets().values(app)
 
     def start(self) -> None:
         """Lock the home, reap leftovers, start the tree; return once the edge listens.
@@ -147,7 +161,7 @@ class Mesh:
     def _children(self) -> list[Any]:
         cfg = self.config
         builder = TreeBuilder(self.names, node_settings(cfg, self.isolation), self.spores,
-                              self.home.instances, self.log.report)
+                              self.home.instances, self.log.report, self.secret_values)
         edge = None
         if self.backend.with_edge:
             edge = edge_config(cfg, host=self.edge_host, port=self.edge_port,
@@ -155,7 +169,8 @@ class Mesh:
         fabric = self.backend.fabric_child(self.names, self.spores.repo, cfg.rollout.parallel,
                                             history_keep=cfg.rollout.history_keep)
         return builder.children(fabric, edge, self._edge_listening, self.home.control_socket,
-                                {**self.ops.handlers(), **self._desired_ops()},
+                                {**self.ops.handlers(), **self._desired_ops(),
+                                 **self.secret_ops.handlers()},
                                 self.node_names, cfg.control)
 
     def _desired_ops(self) -> dict[str, Any]:
@@ -201,11 +216,28 @@ class Mesh:
                                              edge_host=self.edge_host),
                          tree=self.ops.tree, status=self.ops.status,
                          log_file=self.home.logs / LOG_NAME,
-                         output=lambda iid: instance_tail(instances, iid, 3))
+                         output=lambda iid: self.dashboard_tail(instance_tail(instances, iid, 3),
+                                                             iid))
         dash.start()
         self.dashboard = dash
         self.log.subscribe(dash.publish)
         return dash
+
+    def dashboard_tail(self, lines: list[str], instance: str) -> list[str]:
+        """A workload's last lines as the dashboard shows them: its app's secret values hidden
+        (nothing shown when they cannot be opened to hide them)."""
+        from mycelium.secrets import redact
+
+        if not lines:
+            return lines
+        app, now = instance.split("@", 1)[0], time.monotonic()
+        cached = self._tail_secrets.get(app)
+        if cached is None or now - cached[0] > 2.0:  # one store read per app per push burst
+            try:
+                cached = self._tail_secrets[app] = (now, self.secret_values(app))
+            except Exception:
+                return ["(output hidden: the app's secrets could not be read to hide them)"]
+        return [redact(line, cached[1]) for line in lines]
 
     def stop(self) -> None:
         """Graceful shutdown in reverse start order; idempotent."""

@@ -32,6 +32,7 @@ from mycelium.messages import (
     StopApp,
 )
 from mycelium.operator.control import ControlError
+from mycelium.secrets import check_name
 from mycelium.states import LIVE_STATES
 from supervisors import describe_tree
 
@@ -52,7 +53,8 @@ def deploy_plan(req: Mapping[str, Any], digest: str, manifest_warmup: float,
 
     Args:
         req: The request: ``app``, ``min``, ``max``, ``max_instances``, ``cpu``, ``mem``,
-            ``warmup``, ``rollout_timeout``; a missing or null field takes its default.
+            ``warmup``, ``rollout_timeout``, ``env_secrets``; a missing or null field takes
+            its default.
         digest: The resolved full digest.
         manifest_warmup: The spore's own ``warmup`` (the default of ``warmup``).
         rollout_timeout: The mesh's ``[rollout] timeout`` (the default of ``rollout_timeout``).
@@ -66,9 +68,14 @@ def deploy_plan(req: Mapping[str, Any], digest: str, manifest_warmup: float,
 
     app = check_app_name(req.get("app"))
     n_max = given("max", DeployDefaults.MAX)
+    env_secrets = req.get("env_secrets") or []
+    if not isinstance(env_secrets, list | tuple):
+        raise BadPlan("env_secrets must be a list of secret names")
+    names = tuple(dict.fromkeys(check_name(n) for n in env_secrets))
     plan = check_plan(PublishPlan(app=app, digest=digest, min=given("min", DeployDefaults.MIN),
                                   max=n_max, warmup=given("warmup", manifest_warmup),
-                                  timeout=given("rollout_timeout", rollout_timeout)))
+                                  timeout=given("rollout_timeout", rollout_timeout),
+                                  env_secrets=names))
     budget = check_budget(SetBudget(app=app, max_instances=given("max_instances", n_max),
                                     cpu=given("cpu", DeployDefaults.CPU),
                                     mem=given("mem", DeployDefaults.MEM)))

@@ -58,7 +58,8 @@ class SporeSource:
         self.fetch(digest)
         m = self.manifest(digest)
         return SporeInfo(path=self.repo.path(digest), args=tuple(m.args), env=dict(m.env),
-                         health=m.health, checks=m.checks)
+                         health=m.health, checks=m.checks,
+                         env_secrets=tuple(m.env_secrets))
 
     def extract(self, spore: Path, dest: Path) -> Path:
         """Unpack a verified spore into ``dest`` (the instance's directory)."""

@@ -87,6 +87,7 @@ class TreeBuilder:
         spores: Where agents get and unpack their spores.
         instances_dir: Where instances get their working directories.
         report: Every supervisor's reporter (the log sink).
+        secrets: Opens an app's secrets for an instance being spawned (None: no secrets).
     """
 
     names: Names
@@ -94,6 +95,7 @@ class TreeBuilder:
     spores: SporeSource
     instances_dir: Path
     report: Reporter
+    secrets: Callable[[str], Mapping[str, bytes]] | None = None
 
     def children(self, fabric: ChildSpec, edge: EdgeConfig | None,
                  on_listening: Callable[[int], None], control_socket: Path,
@@ -136,7 +138,7 @@ class TreeBuilder:
     def node_spec(self, node: str) -> ChildSpec:
         """``node`` (rest_for_one) with its ``apps`` and its ``agent``."""
         names, report, settings, spores = self.names, self.report, self.settings, self.spores
-        instances = self.instances_dir
+        instances, secrets = self.instances_dir, self.secrets
 
         def apps_reporter(rep: Report) -> None:
             report(rep)
@@ -158,7 +160,7 @@ class TreeBuilder:
 
         def start_agent() -> pykka.ActorRef[Any]:
             return Agent.start(node, names, settings, spores.info, spores.extract, instances,
-                               report)
+                               report, secrets=secrets)
 
         children = [ChildSpec("apps", start_apps, type="supervisor"),
                     ChildSpec("agent", start_agent)]

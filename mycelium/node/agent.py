@@ -12,9 +12,10 @@ message.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +63,7 @@ from .drain import STOPS, remove_app, stop_instance
 from .instance import AppInstance, InstanceSpec
 from .output import OutputPolicy, read_last_exit
 from .placement import decline_reason, default_budget, usage
-from .rollout import ChildView, Fail, Start, Stop, WakeAt, step
+from .rollout import ChildView, Fail, Start, Stop, WakeAt, is_green, step
 from .serials import next_serial
 from .settings import NodeSettings, SporeInfo, backoff_intensity
 
@@ -124,12 +125,15 @@ class Agent(SupervisedActor):
         extract: Extracts a verified spore into an instance's directory, returns the binary.
         instances_dir: The home's instances directory.
         reporter: Receives the app supervisors' reports.
+        secrets: Opens an app's secrets when an instance starts (None: instances get none).
     """
 
     def __init__(self, node: str, names: Names, settings: NodeSettings,
                  spore_info: Callable[[str], SporeInfo], extract: Callable[[Any, Any], Any],
-                 instances_dir: Any, reporter: Reporter | None) -> None:
+                 instances_dir: Any, reporter: Reporter | None, *,
+                 secrets: Callable[[str], Mapping[str, bytes]] | None = None) -> None:
         super().__init__()
+        self._secrets = secrets
         self.node = node
         self._names = names
         self._settings = settings
@@ -247,8 +251,9 @@ class Agent(SupervisedActor):
                 self._names.tell("fabric", AgentSync(self.node, tuple(self._apps), infos))
             case GetInfo():
                 return {"name": self.node, "apps": sorted(self._apps),
-                        "used": self._used(), "capacity": {"cpu": self._settings.cpu,
-                                                           "mem": self._settings.mem_mb}}
+                        "used": dataclasses.asdict(usage((h.cpu, h.mem)
+                                                         for h in self._apps.values())),
+                        "capacity": {"cpu": self._settings.cpu, "mem": self._settings.mem_mb}}
             case Crash():
                 raise CrashRequested("crash requested")
         return None
@@ -260,17 +265,13 @@ class Agent(SupervisedActor):
         if here is None or info.child not in here.children:
             return
         view = here.children[info.child]
-        here.children[info.child] = ChildView(view.child, view.digest, info.state,
-                                              view.started_at, info.ready_at)
+        here.children[info.child] = dataclasses.replace(view, state=info.state,
+                                                        ready_at=info.ready_at)
         here.infos[info.child] = info
         if info.state != view.state:
             self._reconcile(info.app)
 
     # -- placement and rollout -------------------------------------------------------------
-
-    def _used(self) -> dict[str, float]:
-        used = usage((h.cpu, h.mem) for h in self._apps.values())
-        return {"cpu": used.cpu, "mem": used.mem}
 
     def _reconcile(self, app: str) -> None:
         plan = self._plans.get(app)
@@ -289,7 +290,7 @@ class Agent(SupervisedActor):
                        node=self.node)
         if (plan.status != PlanStatus.FAILED and any(isinstance(a, Start) for a in actions)
                 and self.node not in plan.canary_nodes  # the fabric chose the canaries
-                and any(v.digest != plan.digest for v in views)
+                and any(not is_green(plan, v) for v in views)
                 and not self._may_switch(app, here, plan)):
             # another node is switching this app: keep serving blue, ask again shortly
             actions = [a for a in actions if not isinstance(a, (Start, WakeAt))]
@@ -305,7 +306,7 @@ class Agent(SupervisedActor):
                     self._names.tell("fabric", RolloutFailed(app, digest, self.node, reason))
                 case WakeAt(when=when):
                     self._wake_at(app, here, when)
-        if here.switching and all(v.digest == plan.digest for v in here.children.values()):
+        if here.switching and all(is_green(plan, v) for v in here.children.values()):
             here.switching = False  # every blue is gone: the next node may switch
             self._names.tell("fabric", ReleaseSwitch(app, self.node))
 
@@ -381,7 +382,7 @@ class Agent(SupervisedActor):
             names.tell("fabric", ReleaseSlot(app, node))
             return
         self._apps[app] = here
-        self._start_instance(app, here, spec)
+        self._start_instance(app, here, spec, plan.secrets)
 
     def _instance_spec(self, app: str, digest: str, plan: Plan,
                        budget: Budget | None) -> InstanceSpec | None:
@@ -393,20 +394,23 @@ class Agent(SupervisedActor):
             return None
         self._manifests[digest] = info
         s = self._settings
+        # a new secrets count is a new child beside the old one (blue/green of one digest)
+        child = f"{app}@{self.node}:{digest[:12]}" + (f"~s{plan.secrets}" if plan.secrets else "")
         return InstanceSpec(
-            app=app, node=self.node, digest=digest, child=f"{app}@{self.node}:{digest[:12]}",
+            app=app, node=self.node, digest=digest, child=child,
             spore=info.path, extract=self._extract, args=info.args, env=info.env,
             health=info.health, mem_mb=(budget.mem if budget else 256),
             startup_timeout=min(plan.timeout, s.startup_deadline), probe_interval=s.probe_interval,
             health_interval=s.health_interval, health_timeout=s.health_timeout,
             health_failures=s.health_failures,
             sample_interval=s.sample_interval, stop_grace=s.stop_grace, host=s.host,
-            instances_dir=self._instances_dir, isolation=s.isolation,
+            instances_dir=self._instances_dir, isolation=s.isolation, secrets=self._secrets,
+            env_secrets=tuple(dict.fromkeys((*info.env_secrets, *plan.env_secrets))),
             output=OutputPolicy(max_bytes=s.output_max_bytes, files=s.output_files,
                                 keep=s.output_keep),
             checks=tuple(info.checks), exec_parallel=s.exec_checks_parallel)
 
-    def _child_spec(self, spec: InstanceSpec) -> ChildSpec:
+    def _child_spec(self, spec: InstanceSpec, secrets: int) -> ChildSpec:
         names, counter = self._names, itertools.count()
         previous: list[str] = []  # the slot's last instance: its end is the next one's last_exit
 
@@ -419,25 +423,27 @@ class Agent(SupervisedActor):
 
         return ChildSpec(id=spec.child, start=start, restart="transient",
                          shutdown=spec.stop_grace + 2.0, backoff=self._settings.backoff,
-                         meta={"app": spec.app, "digest": spec.digest, "node": spec.node})
+                         meta={"app": spec.app, "digest": spec.digest, "node": spec.node,
+                               "secrets": secrets})
 
     def _start_child(self, app: str, here: _AppHere, digest: str, plan: Plan) -> None:
         spec = self._instance_spec(app, digest, plan, self._budgets.get(app))
         if spec is not None:
-            self._start_instance(app, here, spec)
+            self._start_instance(app, here, spec, plan.secrets)
 
-    def _start_instance(self, app: str, here: _AppHere, spec: InstanceSpec) -> None:
+    def _start_instance(self, app: str, here: _AppHere, spec: InstanceSpec,
+                        secrets: int) -> None:
         app_sup = self._app_sup(app)
         if app_sup is None:
             return
-        child = self._child_spec(spec)
+        child = self._child_spec(spec, secrets)
         try:
             start_child(app_sup, child)
         except SupervisorError as exc:
             log.warning("%s: starting %s failed: %s", self.node, child.id, exc)
             return
         here.children[child.id] = ChildView(child.id, spec.digest, InstanceState.LAUNCHING,
-                                            time.time())
+                                            time.time(), secrets=secrets)
 
     def _app_sup(self, app: str) -> pykka.ActorRef[Any] | None:
         for info in which_children(self._apps_ref()):
@@ -477,7 +483,8 @@ def _adopt_children(here: _AppHere, app_sup: pykka.ActorRef[Any]) -> None:
     now = time.time()
     for kid in which_children(app_sup):
         here.children[kid.id] = ChildView(kid.id, str(kid.meta.get("digest", "")),
-                                          InstanceState.LAUNCHING, now)
+                                          InstanceState.LAUNCHING, now,
+                                          secrets=int(kid.meta.get("secrets", 0)))
         if kid.ref is not None:
             kid.ref.tell(Resync())
 

@@ -5,8 +5,7 @@ spawning, probing health until the first 200 — runs as tasks on the launch poo
 actor's turn) that reports back by message, so the mailbox always answers (a ``stop`` or a
 ``Drain`` is never stuck behind a probe). The exit of the process is noticed at once (the
 reaper's callback tells the actor); the actor then leaves the routes first and fails with the
-exit as its ``reason``, so its supervisor starts a replacement from the same digest with
-backoff.
+exit as its ``reason``, so its supervisor starts a replacement from the same digest (backoff).
 """
 
 from __future__ import annotations
@@ -46,6 +45,7 @@ from supervisors.pool import WorkerPool
 from supervisors.singleton import Singleton
 from supervisors.timers import TimerHandle, shared_timers
 
+from . import credentials
 from .checks import CheckEngine, engine_for, report_changes
 from .launch import spawn_retrying
 from .output import Capture, OutputPolicy, rfc3339
@@ -110,8 +110,7 @@ class InstanceSpec:
 
     ``extract`` turns (spore, destination directory) into the binary's path, verifying first.
     The timings have no defaults here: they come from the node's settings
-    (:class:`~mycelium.node.settings.NodeSettings`, from the config): one place for each
-    default.
+    (:class:`~mycelium.node.settings.NodeSettings`, from the config): one place for each.
     """
 
     app: str
@@ -139,6 +138,8 @@ class InstanceSpec:
     isolation: Isolation | None = None  # uid, built env, limits, containment (None: as the mesh)
     extra_env: Mapping[str, str] = field(default_factory=dict)  # after the manifest's (secrets)
     credentials: Mapping[str, bytes] = field(default_factory=dict)  # $CREDENTIALS_DIRECTORY
+    secrets: Callable[[str], Mapping[str, bytes]] | None = None  # opens them at each launch
+    env_secrets: tuple[str, ...] = ()  # secret names also given as environment variables
 
 
 # private messages of the actor to itself -----------------------------------------------------
@@ -266,9 +267,11 @@ class AppInstance(SupervisedActor):
             with self._spawn_lock:  # either spawned before a stop, or never
                 if self._closing.is_set():
                     return
-                self._capture = capture = Capture.of(self._dir, self.info.id, spec)
-                env, confine = self._box.enter(self.info.id, own, spec.env, spec.extra_env,
-                                               spec.credentials)
+                values = spec.secrets(spec.app) if spec.secrets is not None else {}
+                self._capture = capture = Capture.of(self._dir, self.info.id, spec, values)
+                env, confine = self._box.enter(
+                    self.info.id, own, spec.env, {**spec.extra_env, **credentials.environment(
+                        values, spec.env_secrets)}, {**spec.credentials, **values})
                 self._engine = engine = engine_for(spec, self._box.root,
                                                    lambda r: _tell(ref, r))
                 box = self._box.sandbox

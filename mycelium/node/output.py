@@ -46,6 +46,8 @@ from mycelium.output_files import (
     parse_instance_dir,
     rfc3339,
 )
+from mycelium.secrets.redact import redact_lines
+from mycelium.secrets.store import SecretValues
 from supervisors.singleton import Singleton
 
 from .serials import current_run
@@ -247,9 +249,13 @@ class Capture:
         instance_dir: The instance's directory in the home.
         meta: What readers need to find it: instance, app, node, digest, seq, run.
         policy: Rotation and retention.
+        secrets: The instance's secret values: hidden in its exit's output tail (a workload
+            that prints its own secret must not put it into the mesh's records).
     """
 
-    def __init__(self, instance_dir: Path, meta: Mapping[str, Any], policy: OutputPolicy) -> None:
+    def __init__(self, instance_dir: Path, meta: Mapping[str, Any], policy: OutputPolicy,
+                 secrets: Mapping[str, bytes] | None = None) -> None:
+        self._secrets = SecretValues(secrets or {})
         self.instance = str(meta["instance"])
         self.directory = instance_dir / OUTPUT_DIR
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -265,11 +271,12 @@ class Capture:
         prune_instances(self._instances_dir, str(meta["app"]), str(meta["node"]), policy.keep)
 
     @classmethod
-    def of(cls, instance_dir: Path, instance: str, spec: Any) -> Capture:
+    def of(cls, instance_dir: Path, instance: str, spec: Any,
+           secrets: Mapping[str, bytes] | None = None) -> Capture:
         """The capture of one instance of ``spec`` (an :class:`InstanceSpec`)."""
         return cls(instance_dir, {"instance": instance, "app": spec.app, "node": spec.node,
                                   "digest": spec.digest, "child": spec.child,
-                                  "run": current_run(spec.instances_dir)}, spec.output)
+                                  "run": current_run(spec.instances_dir)}, spec.output, secrets)
 
     def tail(self, count: int = TAIL_LINES) -> list[str]:
         """The last lines of stderr, or of stdout when stderr is empty."""
@@ -279,7 +286,7 @@ class Capture:
         """The tail for the instance's exit: read once, the same in its report and its record."""
         with self._lock:
             if self._tail is None:
-                self._tail = self.tail()
+                self._tail = redact_lines(self.tail(), self._secrets)
             return self._tail
 
     def close(self, reason: str) -> dict[str, Any]:

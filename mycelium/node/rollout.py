@@ -3,7 +3,7 @@
 The agent applies the actions and calls :func:`step` again on every event (a plan, an instance
 report, a timer), so the whole rollout is a reconciliation with no hidden state:
 
-- no child of the plan's digest → start one (green; blue keeps serving);
+- no child of the plan's digest and secrets count → start one (green; blue keeps serving);
 - green Ready → after ``warmup`` seconds beside blue, every other digest drains and stops
   (at once after a rollback: the plan is ``failed`` and green is the old blue);
 - green not Ready within ``timeout`` while blue still runs → stop green, leave blue untouched,
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from mycelium.messages import Plan
 from mycelium.states import InstanceState, PlanStatus
 
-__all__ = ["Action", "ChildView", "Fail", "Start", "Stop", "WakeAt", "step"]
+__all__ = ["Action", "ChildView", "Fail", "Start", "Stop", "WakeAt", "is_green", "step"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,7 @@ class ChildView:
     state: InstanceState
     started_at: float
     ready_at: float | None = None
+    secrets: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,11 @@ class WakeAt:
 Action = Start | Stop | Fail | WakeAt
 
 
+def is_green(plan: Plan, child: ChildView) -> bool:
+    """Whether ``child`` runs what ``plan`` wants: its digest with its secrets count."""
+    return child.digest == plan.digest and child.secrets == plan.secrets
+
+
 def step(plan: Plan, children: Iterable[ChildView], now: float, *,
          stopping: Iterable[ChildView] = (), failed: bool = False,
          node: str = "") -> list[Action]:
@@ -88,13 +94,13 @@ def step(plan: Plan, children: Iterable[ChildView], now: float, *,
     """
     kids = list(children)
     # the best green first: a Ready one is kept over a launching duplicate
-    greens = sorted((c for c in kids if c.digest == plan.digest),
+    greens = sorted((c for c in kids if is_green(plan, c)),
                     key=lambda c: (c.state != InstanceState.READY, c.started_at))
-    olds = [c for c in kids if c.digest != plan.digest]
+    olds = [c for c in kids if not is_green(plan, c)]
     if plan.canary_nodes and node not in plan.canary_nodes:
         return _beside_canary(plan, greens, olds, stopping)
     if not greens:
-        if failed or any(c.digest == plan.digest for c in stopping):
+        if failed or any(is_green(plan, c) for c in stopping):
             return []
         return [Start(plan.digest)]
     actions: list[Action] = [Stop(c.child) for c in greens[1:]]

@@ -20,6 +20,7 @@ class SporeInfo:
     env: dict[str, str] = field(default_factory=dict)
     health: str = "/health"
     checks: tuple[Any, ...] = ()  # the manifest's CheckSpecs
+    env_secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,6 +27,7 @@ from mycelium.operator.control_server import IDLE_TIMEOUT, MAX_CONNECTIONS
 __all__ = [
     "ConfigError",
     "EdgeSection",
+    "FabricSection",
     "InstanceSection",
     "LogsSection",
     "MeshConfig",
@@ -57,6 +58,12 @@ def _key(default: Any, lo: float | None = None, hi: float | None = None,
 def _computed(factory: Any, lo: float | None = None, hi: float | None = None) -> Any:
     """A config field whose default depends on the machine."""
     return field(default_factory=factory, metadata={"lo": lo, "hi": hi, "lo_open": True})
+
+
+def _optional() -> Any:
+    """An optional string key: unset (None) unless given; the shipped file shows it commented
+    out."""
+    return field(default_factory=lambda: None, metadata={"lo": None, "hi": None})
 
 
 def _cpu_count() -> float:
@@ -184,6 +191,21 @@ class UiSection:
 
 
 @dataclass(frozen=True, slots=True)
+class FabricSection:
+    """``[fabric]``: how a member reaches etcd (``--fabric etcds://…``).
+
+    ``ca`` verifies etcd's certificate (default: the system's CAs); ``cert`` and ``key`` are
+    the client certificate for TLS client auth; ``user`` authenticates to etcd with the
+    password from ``MYCELIUM_ETCD_PASSWORD`` (never in this file).
+    """
+
+    ca: str | None = _optional()
+    cert: str | None = _optional()
+    key: str | None = _optional()
+    user: str | None = _optional()
+
+
+@dataclass(frozen=True, slots=True)
 class MeshConfig:
     """The whole configuration: one frozen section per TOML table."""
 
@@ -197,6 +219,7 @@ class MeshConfig:
     spores: SporesSection = field(default_factory=SporesSection)
     logs: LogsSection = field(default_factory=LogsSection)
     ui: UiSection = field(default_factory=UiSection)
+    fabric: FabricSection = field(default_factory=FabricSection)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """``{section: {key: value}}``, as the TOML file spells it."""
@@ -224,6 +247,7 @@ def _describe(kind: str, meta: Mapping[str, Any]) -> str:
 def _check(where: str, kind: str, meta: Mapping[str, Any], value: Any,
            from_env: bool = False) -> Any:
     """The value converted to the key's type, or a ConfigError naming the key."""
+    kind = kind.removesuffix(" | None")  # an optional key: given, it is checked as its type
     bad = ConfigError(f"config: {where} must be {_describe(kind, meta)}, got {value!r}")
     if kind == "str":
         if not isinstance(value, str) or not value:

@@ -38,8 +38,9 @@ HEX64_RE = re.compile(r"[0-9a-f]{64}")
 HEX128_RE = re.compile(r"[0-9a-f]{128}")
 CREATED_AT_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
 
-INPUT_KEYS = frozenset({"name", "version", "health", "args", "env", "warmup", "checks"})
-OPTIONAL_KEYS = frozenset({"checks"})
+INPUT_KEYS = frozenset({"name", "version", "health", "args", "env", "warmup", "checks",
+                        "env_secrets"})
+OPTIONAL_KEYS = frozenset({"checks", "env_secrets"})
 """Written into a spore only when set, so that spores made before they existed keep verifying."""
 PACK_KEYS = frozenset({"binary_sha256", "binary_size", "created_at", "signer", "signature"})
 SIGNED_KEYS = INPUT_KEYS | PACK_KEYS
@@ -48,6 +49,8 @@ MAX_ARGS = 1024
 MAX_ENV = 1024
 MAX_STR = 4096
 RESERVED_ENV = frozenset({"PORT"})
+SECRET_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+RESERVED_SECRET_ENV = frozenset({"PORT", "CREDENTIALS_DIRECTORY", "PATH", "HOME", "TMPDIR"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,7 @@ class Manifest:
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     warmup: float = 0.0
     checks: tuple[CheckSpec, ...] = ()
+    env_secrets: tuple[str, ...] = ()
     binary_sha256: str = ""
     binary_size: int = 0
     created_at: str = ""
@@ -86,6 +90,8 @@ class Manifest:
         }
         if self.checks:
             data["checks"] = [c.to_dict() for c in self.checks]
+        if self.env_secrets:
+            data["env_secrets"] = list(self.env_secrets)
         if self.signer or self.binary_sha256:
             data.update(binary_sha256=self.binary_sha256, binary_size=self.binary_size,
                         created_at=self.created_at, signer=self.signer)
@@ -194,7 +200,34 @@ def _validate_input_fields(data: Mapping[str, Any], in_spore: bool) -> dict[str,
                             f"got {warmup!r}", in_spore=in_spore)
     checks = parse_checks(data["checks"], health, in_spore=in_spore) if "checks" in data else ()
     return {"name": name, "version": version, "health": health, "args": args, "env": env,
-            "warmup": float(warmup), "checks": checks}
+            "warmup": float(warmup), "checks": checks,
+            "env_secrets": _env_secrets(data, env, in_spore)}
+
+
+def _env_secrets(data: Mapping[str, Any], env: Mapping[str, str],
+                 in_spore: bool) -> tuple[str, ...]:
+    """The optional ``env_secrets``: secret names also given as environment variables."""
+    raw = data.get("env_secrets", [])
+    if not isinstance(raw, list):
+        raise ManifestError(f"manifest: env_secrets must be a list of secret names, got "
+                            f"{_kind(raw)}", in_spore=in_spore)
+    if len(raw) > MAX_ENV:
+        raise ManifestError(f"manifest: more than {MAX_ENV} env_secrets", in_spore=in_spore)
+    names: list[str] = []
+    for i, name in enumerate(raw):
+        if not isinstance(name, str) or not SECRET_NAME_RE.fullmatch(name):
+            raise ManifestError(f"manifest: env_secrets[{i}] {name!r} must match "
+                                "^[A-Z_][A-Z0-9_]{0,63}$", in_spore=in_spore)
+        if name in RESERVED_SECRET_ENV or name.startswith("MYCELIUM_"):
+            raise ManifestError(f"manifest: env_secrets[{i}] {name!r} is set by the mesh",
+                                in_spore=in_spore)
+        if name in env:
+            raise ManifestError(f"manifest: {name!r} is in both env and env_secrets",
+                                in_spore=in_spore)
+        if name in names:
+            raise ManifestError(f"manifest: env_secrets lists {name!r} twice", in_spore=in_spore)
+        names.append(name)
+    return tuple(names)
 
 
 def parse_input_manifest(raw: bytes | Mapping[str, Any]) -> Manifest:
@@ -212,7 +245,8 @@ def parse_input_manifest(raw: bytes | Mapping[str, Any]) -> Manifest:
     fields = _validate_input_fields(data, False)
     return Manifest(name=fields["name"], version=fields["version"], health=fields["health"],
                     args=fields["args"], env=MappingProxyType(fields["env"]),
-                    warmup=fields["warmup"], checks=fields["checks"])
+                    warmup=fields["warmup"], checks=fields["checks"],
+                    env_secrets=fields["env_secrets"])
 
 
 def load_input_manifest(source: Manifest | Mapping[str, Any] | Path | str) -> Manifest:
@@ -283,6 +317,7 @@ def parse_spore_manifest(raw: bytes) -> tuple[Manifest, dict[str, Any]]:
     manifest = Manifest(name=fields["name"], version=fields["version"], health=fields["health"],
                         args=fields["args"], env=MappingProxyType(fields["env"]),
                         warmup=fields["warmup"], checks=fields["checks"],
+                        env_secrets=fields["env_secrets"],
                         binary_sha256=sha, binary_size=size,
                         created_at=created, signer=signer, signature=signature)
     return manifest, data

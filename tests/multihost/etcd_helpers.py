@@ -107,7 +107,7 @@ class MemberProcess(UpProcess):
 
     def __init__(self, home: Path, etcd_url: str, prefix: str, nodes: int = 2,
                  ttl: float = 2.0, edge: bool = True, advertise: str | None = None,
-                 wrap: tuple[str, ...] = ()) -> None:
+                 wrap: tuple[str, ...] = (), insecure: bool = False) -> None:
         self.home = home
         self.prefix = prefix
         self.port = free_port()
@@ -118,6 +118,8 @@ class MemberProcess(UpProcess):
             argv.append("--no-edge")
         if advertise:
             argv += ["--advertise-host", advertise]
+        if insecure:  # plain etcd:// to a host that is not loopback (a test's netns)
+            argv.append("--insecure-fabric")
         super().__init__(argv, {**os.environ, "MYCELIUM_DEBUG": "1"}, f"member {prefix}")
         self.client = ControlClient(Home(home))
         self.wait_line("mesh up", 30.0)

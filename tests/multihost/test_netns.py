@@ -63,9 +63,9 @@ def test_a_member_cut_off_by_the_network(tmp_path: Path,
     url = f"etcd://{host_ip}:{etcd.client_port}"
     members: list[MemberProcess] = []
     try:
-        a = MemberProcess(a_home.root, url, "a", ttl=TTL, advertise=host_ip)
+        a = MemberProcess(a_home.root, url, "a", ttl=TTL, advertise=host_ip, insecure=True)
         members.append(a)
-        b = MemberProcess(b_home.root, url, "b", ttl=TTL, advertise=ns_ip,
+        b = MemberProcess(b_home.root, url, "b", ttl=TTL, advertise=ns_ip, insecure=True,
                           wrap=("ip", "netns", "exec", ns))
         members.append(b)
         # b's spore comes over the veth from a's spore server, verified by b's own trust

@@ -1,0 +1,38 @@
+"""Hiding secret values in text the mesh keeps or shows about a workload (its output tail).
+
+A workload may print its own secret (a debug line, a failed connection string). The mesh
+cannot stop that, but what it copies of the output into its own records — a crash report's
+``output_tail``, ``status``'s ``last_exit`` — should not carry it: :func:`redact` replaces
+every occurrence of each of the app's values with ``<secret NAME>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+__all__ = ["redact", "redact_lines"]
+
+
+def redact(text: str, values: Mapping[str, bytes]) -> str:
+    """``text`` with every value of ``values`` replaced by ``<secret NAME>``.
+
+    Longer values go first, so a value that contains another is hidden whole. A value that is
+    not valid UTF-8 is matched as the text a workload's output decodes it to (with
+    replacement characters), as well as its exact surrogate-escaped form.
+    """
+    if not values or not text:
+        return text
+    forms: list[tuple[str, str]] = []
+    for name, value in values.items():
+        for form in {value.decode("utf-8", "replace"), value.decode("utf-8", "surrogateescape")}:
+            if form:
+                forms.append((form, name))
+    for form, name in sorted(forms, key=lambda f: -len(f[0])):
+        text = text.replace(form, f"<secret {name}>")
+    return text
+
+
+def redact_lines(lines: Iterable[str], values: Mapping[str, bytes]) -> list[str]:
+    """Each line redacted (see :func:`redact`). A value that spans two lines is not
+    recognised in either: multi-line values are redacted only where a line holds them whole."""
+    return [redact(line, values) for line in lines]
