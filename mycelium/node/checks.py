@@ -150,7 +150,8 @@ class CheckEngine:
               prefix: tuple[str, ...] = (), umask: int = -1) -> None:
         """The workload runs (``pid``, serving on ``url``): run the checks, start the deadline.
 
-        ``env`` (the workload's whole environment), ``cwd``, and the workload's confinement
+        ``env`` (exactly the environment the workload was spawned with, its
+        :attr:`~mycelium.node.process.Workload.env`), ``cwd``, and the workload's confinement
         (``prefix``: the command that drops to its uid and limits; ``umask``) are what exec
         checks run with: a check runs as the workload does, never as the mesh.
         """
