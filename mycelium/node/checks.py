@@ -12,10 +12,11 @@ applies them. Nothing here blocks an actor:
   (:mod:`.notify`); with ``watchdog`` a timer restarts it when ``WATCHDOG=1`` stops coming.
 
 Each check runs again ``interval`` after its previous result (never two at once), from the
-shared timers. The instance hears of a change — Ready, serving, a failure, a new kind of
-result, a new ``STATUS=`` — as one :class:`CheckReport` carrying the whole truth and a sequence
-number, so a report overtaken by a later one is simply dropped. Results that change nothing
-are reported at most every :data:`REFRESH` seconds (for ``last_check``'s ``at``): hundreds of
+shared timers. The instance hears of a change — Ready, serving, a failure, a check whose
+outcome or detail differs from its own previous one, a new ``STATUS=`` — as one
+:class:`CheckReport` carrying the whole truth and a sequence number, so a report overtaken by a
+later one is simply dropped. Results that change nothing (checks taking turns included) are
+reported at most every :data:`REFRESH` seconds (for ``last_check``'s ``at``): hundreds of
 healthy instances cost no actor turns between them.
 """
 
@@ -51,6 +52,7 @@ REFRESH = 10.0
 """Seconds between reports of results that changed nothing (``last_check.at`` stays this fresh)."""
 _STATUS_DELAY = 0.05  # STATUS= lines are reported at most this often (a flood stays cheap)
 _MAX_STARTUP_RATE = 3000.0  # startup polls a second over the whole mesh, at most (see _Starting)
+_SLACK = (0.02, 0.05)  # how late a Ready instance's check may run: 2 % of its interval, <= 50 ms
 _EXEC_POOLS: dict[str, ThreadPoolExecutor] = {}
 _EXEC_LOCK = threading.Lock()
 
@@ -110,6 +112,8 @@ class CheckEngine:
         self._last: CheckResult | None = None
         self._reported: tuple[Any, ...] | None = None
         self._reported_at = 0.0
+        self._outcomes: dict[str, tuple[bool, str]] = {}  # each check's last (ok, detail)
+        self._news = False  # a check's outcome changed since the last report
         self._status: str | None = None
         self._status_due = False
         self._failure: str | None = None
@@ -200,12 +204,21 @@ class CheckEngine:
                     continue
                 self._running.add(spec.name)
                 delay = self._book.interval(spec) if spec is finished else 0.0
+                slack = 0.0
                 if delay and not self._book.ready:
                     delay = _STARTING.period(delay)
-                self._after(delay, functools.partial(self._run, spec))
+                elif delay:  # periodic: fire with the other instances' checks due about now
+                    slack = min(delay * _SLACK[0], _SLACK[1])
+                self._after(delay, functools.partial(self._run, spec), slack)
 
-    def _after(self, delay: float, callback: Callable[[], None]) -> None:
-        """A timer that :meth:`close` cancels (called with the lock held)."""
+    def _after(self, delay: float, callback: Callable[[], None], slack: float = 0.0) -> None:
+        """A timer that :meth:`close` cancels (called with the lock held).
+
+        ``slack`` lets the shared timers round the due time up (see
+        :meth:`~supervisors.timers.Timers.call_later`): the periodic checks of hundreds of
+        instances then run in batches, one wake-up of the timer and prober threads for many
+        checks instead of one each (which cost more than the checks themselves).
+        """
         handle: list[TimerHandle] = []
 
         def fire() -> None:
@@ -214,7 +227,7 @@ class CheckEngine:
                     self._timers.discard(handle[0])
             callback()
 
-        handle.append(shared_timers().call_later(delay, fire))
+        handle.append(shared_timers().call_later(delay, fire, slack))
         self._timers.add(handle[0])
 
     def _run(self, spec: CheckSpec) -> None:
@@ -257,6 +270,10 @@ class CheckEngine:
         """Count a result (the lock held): the book decides, the engine remembers."""
         self._book, decision = self._book.observe(result, time.monotonic())
         self._last = result
+        outcome = (result.ok, result.detail)
+        if self._outcomes.get(result.check) != outcome:  # not merely another check's turn
+            self._outcomes[result.check] = outcome
+            self._news = True
         if self._failure is None:
             self._failure = decision.restart or decision.launch_failed
 
@@ -325,17 +342,22 @@ class CheckEngine:
     # -- reporting -------------------------------------------------------------------------
 
     def _send(self) -> None:
-        """Tell the instance, if something changed or the last report is :data:`REFRESH` old."""
+        """Tell the instance, if something changed or the last report is :data:`REFRESH` old.
+
+        A result that only repeats its check's previous outcome changes nothing, even when
+        another check ran in between (else two checks taking turns would make every result a
+        report: an actor turn and a published instance each, per check and interval).
+        """
         with self._lock:
             if self._closed:
                 return
             last = self._last
             facts = (self._book.ready, self._book.serving, self._failure, self._status,
-                     None if last is None else (last.check, last.ok, last.detail))
+                     last is None)
             now = time.monotonic()
-            if facts == self._reported and now - self._reported_at < REFRESH:
+            if facts == self._reported and not self._news and now - self._reported_at < REFRESH:
                 return
-            self._reported, self._reported_at = facts, now
+            self._reported, self._reported_at, self._news = facts, now, False
             if self._book.ready or self._failure is not None:
                 self._started()
             self._seq += 1
