@@ -185,7 +185,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.cpu:
         result = cpu(args.apps, args.window)
-        result.update(machine=platform.node(), cpus=os.cpu_count(), load=os.getloadavg()[0])
+        commit = subprocess.run(["git", "-C", str(_ROOT), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=False).stdout.strip()
+        result.update(machine=platform.node(), cpus=os.cpu_count(), load=os.getloadavg()[0],
+                      commit=commit)
         print(json.dumps(result))
         return
     with tempfile.TemporaryDirectory() as tmp:

@@ -52,7 +52,7 @@ REFRESH = 10.0
 """Seconds between reports of results that changed nothing (``last_check.at`` stays this fresh)."""
 _STATUS_DELAY = 0.05  # STATUS= lines are reported at most this often (a flood stays cheap)
 _MAX_STARTUP_RATE = 3000.0  # startup polls a second over the whole mesh, at most (see _Starting)
-_SLACK = (0.02, 0.05)  # how late a Ready instance's check may run: 2 % of its interval, <= 50 ms
+_SLACK = (0.02, 0.05)  # how early a Ready instance's check may run: 2 % of its interval, <= 50 ms
 _EXEC_POOLS: dict[str, ThreadPoolExecutor] = {}
 _EXEC_LOCK = threading.Lock()
 
@@ -207,9 +207,9 @@ class CheckEngine:
                 slack = 0.0
                 if delay and not self._book.ready:
                     delay = _STARTING.period(delay)
-                elif delay:  # periodic: fire with the other instances' checks due about now
-                    slack = min(delay * _SLACK[0], _SLACK[1])
-                self._after(delay, functools.partial(self._run, spec), slack)
+                elif delay:  # periodic: fire with the other instances' checks due about now,
+                    slack = min(delay * _SLACK[0], _SLACK[1])  # a little early, never late
+                self._after(delay - slack, functools.partial(self._run, spec), slack)
 
     def _after(self, delay: float, callback: Callable[[], None], slack: float = 0.0) -> None:
         """A timer that :meth:`close` cancels (called with the lock held).
