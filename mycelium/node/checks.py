@@ -12,8 +12,10 @@ applies them. Nothing here blocks an actor:
   (:mod:`.notify`); with ``watchdog`` a timer restarts it when ``WATCHDOG=1`` stops coming.
 
 Each check runs again ``interval`` after its previous result (never two at once), from the
-shared timers. The instance hears of a change — Ready, serving, a failure, a check whose
-outcome or detail differs from its own previous one, a new ``STATUS=`` — as one
+shared timers; once the instance is Ready up to 2 % of the interval (≤ 50 ms,
+:func:`~.checkstate.early`) sooner, so that the checks of hundreds of instances come due
+together and run in one wake-up. The instance hears of a change — Ready, serving, a failure, a
+check whose outcome or detail differs from its own previous one, a new ``STATUS=`` — as one
 :class:`CheckReport` carrying the whole truth and a sequence number, so a report overtaken by a
 later one is simply dropped. Results that change nothing (checks taking turns included) are
 reported at most every :data:`REFRESH` seconds (for ``last_check``'s ``at``): hundreds of
@@ -40,7 +42,7 @@ from mycelium.spores.checks import CheckSpec
 from mycelium.states import InstanceState
 from supervisors.timers import TimerHandle, shared_timers
 
-from .checkstate import Book, effective_checks, watchdog_expired
+from .checkstate import Book, early, effective_checks, watchdog_expired
 from .notify import Notice, NotifySocket
 from .prober import shared_prober
 
@@ -52,7 +54,6 @@ REFRESH = 10.0
 """Seconds between reports of results that changed nothing (``last_check.at`` stays this fresh)."""
 _STATUS_DELAY = 0.05  # STATUS= lines are reported at most this often (a flood stays cheap)
 _MAX_STARTUP_RATE = 3000.0  # startup polls a second over the whole mesh, at most (see _Starting)
-_SLACK = (0.02, 0.05)  # how early a Ready instance's check may run: 2 % of its interval, <= 50 ms
 _EXEC_POOLS: dict[str, ThreadPoolExecutor] = {}
 _EXEC_LOCK = threading.Lock()
 
@@ -208,7 +209,7 @@ class CheckEngine:
                 if delay and not self._book.ready:
                     delay = _STARTING.period(delay)
                 elif delay:  # periodic: fire with the other instances' checks due about now,
-                    slack = min(delay * _SLACK[0], _SLACK[1])  # a little early, never late
+                    slack = early(delay)  # a little early, never late
                 self._after(delay - slack, functools.partial(self._run, spec), slack)
 
     def _after(self, delay: float, callback: Callable[[], None], slack: float = 0.0) -> None:
