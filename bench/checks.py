@@ -100,7 +100,8 @@ def readiness(home: Path, client: ControlClient, port: int, digest: str, rounds:
                    cpu=0.1, mem=256, warmup=0.0, rollout_timeout=30.0)
     inst = wait(lambda: next((i for i in instances(client, "ready")
                               if i["state"] == "Ready"), None), what="ready Ready")
-    flag = workdir(home, inst) / "app" / "unready"
+    app_dir = Path(inst["dir"]) if inst.get("dir") else workdir(home, inst) / "app"  # isolated
+    flag = app_dir / "unready"
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     times = []
     for _ in range(rounds):
