@@ -140,6 +140,40 @@ def bench_kills(mesh: Mesh, kills: int, reset_after: float) -> dict[str, Any]:
     return {"detect": detect, "respawn": respawn, "restart": restart, "launch": launch}
 
 
+def deploy_all(mesh: Mesh, digests: list[str], prefix: str = "app") -> tuple[float, float]:
+    """Deploy ``prefix<n>`` x 3 nodes for each digest and wait until all are Ready.
+
+    Returns:
+        Seconds the deploys took, and seconds from the last deploy to all Ready.
+    """
+    t0 = time.perf_counter()
+    for n, d in enumerate(digests):
+        mesh.client.request("deploy", app=f"{prefix}{n}", digest=d, min=1, max=3,
+                            cpu=0.01, mem=64)
+    last = time.perf_counter()
+    want = len(digests) * 3
+
+    def all_ready() -> bool:
+        docs = mesh.client.request("status")["apps"]
+        return sum(1 for a in docs for i in a["instances"] if i["state"] == "Ready") == want
+
+    wait(all_ready, 300, interval=0.05)
+    return last - t0, time.perf_counter() - last
+
+
+def settle(proc: psutil.Process) -> None:
+    """Wait until the pool's workers from a start burst have gone back (idle 5 s)."""
+    wait(lambda: proc.num_threads() <= 40, 30, interval=0.5)
+
+
+def steady_cpu(proc: psutil.Process, seconds: float) -> float:
+    """The mesh's CPU over the next ``seconds`` (user + system), in % of one core."""
+    c0 = proc.cpu_times()
+    time.sleep(seconds)  # a measuring window, not a synchronisation
+    c1 = proc.cpu_times()
+    return ((c1.user - c0.user) + (c1.system - c0.system)) / seconds * 100
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
@@ -209,32 +243,17 @@ def main() -> None:
                    for n in range(args.apps)]
         proc = psutil.Process(mesh.proc.pid)
         cpu0 = proc.cpu_times()
-        t0 = time.perf_counter()
-        for n, d in enumerate(digests):
-            mesh.client.request("deploy", app=f"app{n}", digest=d, min=1, max=3,
-                                cpu=0.01, mem=64)
-        last = time.perf_counter()
+        deploys, after_last = deploy_all(mesh, digests)
         want = args.apps * 3
-
-        def all_ready() -> bool:
-            docs = mesh.client.request("status")["apps"]
-            return sum(1 for a in docs for i in a["instances"] if i["state"] == "Ready") == want
-
-        wait(all_ready, 300, interval=0.05)
-        done = time.perf_counter()
         cpu1 = proc.cpu_times()
         mesh_cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
         rss = proc.memory_info().rss / 1048576
         threads = proc.num_threads()
-        # settled: the pool's workers from the start burst have gone back (idle 5 s)
-        wait(lambda: proc.num_threads() <= 40, 30, interval=0.5)
+        settle(proc)
         settled_rss = proc.memory_info().rss / 1048576
         settled_threads = proc.num_threads()
         # steady state: what 300 healthy instances cost (samples every 1 s, probes every 2 s)
-        idle0 = proc.cpu_times()
-        time.sleep(10.0)  # a measuring window, not a synchronisation
-        idle1 = proc.cpu_times()
-        steady = ((idle1.user - idle0.user) + (idle1.system - idle0.system)) / 10.0 * 100
+        steady = steady_cpu(proc, 10.0)
         status_times = []
         for _ in range(10):
             t = time.perf_counter()
@@ -247,17 +266,17 @@ def main() -> None:
                             str(home.root)], check=True, env=ENV, capture_output=True)
             cli_times.append(time.perf_counter() - t)
         print(f"scale {args.apps} apps x 3 nodes = {want} workloads: deploys took "
-              f"{last - t0:.2f} s; all Ready {done - last:.2f} s after the last deploy "
-              f"({done - t0:.2f} s after the first)")
+              f"{deploys:.2f} s; all Ready {after_last:.2f} s after the last deploy "
+              f"({deploys + after_last:.2f} s after the first)")
         print(f"mesh CPU during the scale-up {mesh_cpu:.2f} s; mesh RSS {rss:.0f} MB with "
               f"{threads} threads when all Ready, settled {settled_rss:.0f} MB with "
               f"{settled_threads} threads; steady state {steady:.1f} % of a core")
         print(f"status over the socket p50 "
               f"{statistics.median(status_times) * 1000:.1f} ms; `mycelium status --json` "
               f"CLI wall p50 {statistics.median(cli_times) * 1000:.0f} ms")
-        result.update(scale_workloads=want, scale_deploys_s=round(last - t0, 2),
-                      scale_ready_after_last_deploy_s=round(done - last, 2),
-                      scale_ready_after_first_deploy_s=round(done - t0, 2),
+        result.update(scale_workloads=want, scale_deploys_s=round(deploys, 2),
+                      scale_ready_after_last_deploy_s=round(after_last, 2),
+                      scale_ready_after_first_deploy_s=round(deploys + after_last, 2),
                       mesh_cpu_scale_s=round(mesh_cpu, 2),
                       mesh_rss_mb=round(rss), mesh_threads=threads,
                       mesh_rss_settled_mb=round(settled_rss), mesh_threads_settled=settled_threads,

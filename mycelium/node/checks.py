@@ -12,10 +12,13 @@ applies them. Nothing here blocks an actor:
   (:mod:`.notify`); with ``watchdog`` a timer restarts it when ``WATCHDOG=1`` stops coming.
 
 Each check runs again ``interval`` after its previous result (never two at once), from the
-shared timers. The instance hears of a change — Ready, serving, a failure, a new kind of
-result, a new ``STATUS=`` — as one :class:`CheckReport` carrying the whole truth and a sequence
-number, so a report overtaken by a later one is simply dropped. Results that change nothing
-are reported at most every :data:`REFRESH` seconds (for ``last_check``'s ``at``): hundreds of
+shared timers; once the instance is Ready up to 2 % of the interval (≤ 50 ms,
+:func:`~.checkstate.early`) sooner, so that the checks of hundreds of instances come due
+together and run in one wake-up. The instance hears of a change — Ready, serving, a failure, a
+check whose outcome or detail differs from its own previous one, a new ``STATUS=`` — as one
+:class:`CheckReport` carrying the whole truth and a sequence number, so a report overtaken by a
+later one is simply dropped. Results that change nothing (checks taking turns included) are
+reported at most every :data:`REFRESH` seconds (for ``last_check``'s ``at``): hundreds of
 healthy instances cost no actor turns between them.
 """
 
@@ -39,7 +42,7 @@ from mycelium.spores.checks import CheckSpec
 from mycelium.states import InstanceState
 from supervisors.timers import TimerHandle, shared_timers
 
-from .checkstate import Book, effective_checks, watchdog_expired
+from .checkstate import Book, early, effective_checks, watchdog_expired
 from .notify import Notice, NotifySocket
 from .prober import shared_prober
 
@@ -110,6 +113,8 @@ class CheckEngine:
         self._last: CheckResult | None = None
         self._reported: tuple[Any, ...] | None = None
         self._reported_at = 0.0
+        self._outcomes: dict[str, tuple[bool, str]] = {}  # each check's last (ok, detail)
+        self._news = False  # a check's outcome changed since the last report
         self._status: str | None = None
         self._status_due = False
         self._failure: str | None = None
@@ -150,7 +155,8 @@ class CheckEngine:
               prefix: tuple[str, ...] = (), umask: int = -1) -> None:
         """The workload runs (``pid``, serving on ``url``): run the checks, start the deadline.
 
-        ``env`` (the workload's whole environment), ``cwd``, and the workload's confinement
+        ``env`` (exactly the environment the workload was spawned with, its
+        :attr:`~mycelium.node.process.Workload.env`), ``cwd``, and the workload's confinement
         (``prefix``: the command that drops to its uid and limits; ``umask``) are what exec
         checks run with: a check runs as the workload does, never as the mesh.
         """
@@ -199,12 +205,21 @@ class CheckEngine:
                     continue
                 self._running.add(spec.name)
                 delay = self._book.interval(spec) if spec is finished else 0.0
+                slack = 0.0
                 if delay and not self._book.ready:
                     delay = _STARTING.period(delay)
-                self._after(delay, functools.partial(self._run, spec))
+                elif delay:  # periodic: fire with the other instances' checks due about now,
+                    slack = early(delay)  # a little early, never late
+                self._after(delay - slack, functools.partial(self._run, spec), slack)
 
-    def _after(self, delay: float, callback: Callable[[], None]) -> None:
-        """A timer that :meth:`close` cancels (called with the lock held)."""
+    def _after(self, delay: float, callback: Callable[[], None], slack: float = 0.0) -> None:
+        """A timer that :meth:`close` cancels (called with the lock held).
+
+        ``slack`` lets the shared timers round the due time up (see
+        :meth:`~supervisors.timers.Timers.call_later`): the periodic checks of hundreds of
+        instances then run in batches, one wake-up of the timer and prober threads for many
+        checks instead of one each (which cost more than the checks themselves).
+        """
         handle: list[TimerHandle] = []
 
         def fire() -> None:
@@ -213,7 +228,7 @@ class CheckEngine:
                     self._timers.discard(handle[0])
             callback()
 
-        handle.append(shared_timers().call_later(delay, fire))
+        handle.append(shared_timers().call_later(delay, fire, slack))
         self._timers.add(handle[0])
 
     def _run(self, spec: CheckSpec) -> None:
@@ -256,6 +271,10 @@ class CheckEngine:
         """Count a result (the lock held): the book decides, the engine remembers."""
         self._book, decision = self._book.observe(result, time.monotonic())
         self._last = result
+        outcome = (result.ok, result.detail)
+        if self._outcomes.get(result.check) != outcome:  # not merely another check's turn
+            self._outcomes[result.check] = outcome
+            self._news = True
         if self._failure is None:
             self._failure = decision.restart or decision.launch_failed
 
@@ -324,17 +343,22 @@ class CheckEngine:
     # -- reporting -------------------------------------------------------------------------
 
     def _send(self) -> None:
-        """Tell the instance, if something changed or the last report is :data:`REFRESH` old."""
+        """Tell the instance, if something changed or the last report is :data:`REFRESH` old.
+
+        A result that only repeats its check's previous outcome changes nothing, even when
+        another check ran in between (else two checks taking turns would make every result a
+        report: an actor turn and a published instance each, per check and interval).
+        """
         with self._lock:
             if self._closed:
                 return
             last = self._last
             facts = (self._book.ready, self._book.serving, self._failure, self._status,
-                     None if last is None else (last.check, last.ok, last.detail))
+                     last is None)
             now = time.monotonic()
-            if facts == self._reported and now - self._reported_at < REFRESH:
+            if facts == self._reported and not self._news and now - self._reported_at < REFRESH:
                 return
-            self._reported, self._reported_at = facts, now
+            self._reported, self._reported_at, self._news = facts, now, False
             if self._book.ready or self._failure is not None:
                 self._started()
             self._seq += 1

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from mycelium.messages import CheckResult
 from mycelium.spores.checks import STARTUP_INTERVAL, CheckSpec
 
-__all__ = ["Book", "Decision", "Tally", "effective_checks", "tally", "watchdog_expired"]
+__all__ = ["Book", "Decision", "Tally", "early", "effective_checks", "tally", "watchdog_expired"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +127,10 @@ class Book:
         return spec.interval
 
     def hold(self) -> float:
-        """The shortest readiness interval: ``serving`` changes at most once per this long."""
-        return min((s.interval for s in self.specs if s.role == "readiness"), default=0.0)
+        """The shortest readiness interval (less what its check may run :func:`early`):
+        ``serving`` changes at most once per this long."""
+        return min((s.interval - early(s.interval) for s in self.specs if s.role == "readiness"),
+                   default=0.0)
 
     def observe(self, result: CheckResult, now: float) -> tuple[Book, Decision]:
         """Count ``result`` (at monotonic ``now``) and decide what the instance does.
@@ -163,6 +165,12 @@ class Book:
 
     def _decision(self) -> Decision:
         return Decision(serving=self.serving)
+
+
+def early(interval: float) -> float:
+    """How much sooner than ``interval`` a Ready instance's check may run again: 2 % of it, at
+    most 50 ms (the engine lets the checks of hundreds of instances come due together)."""
+    return min(interval * 0.02, 0.05)
 
 
 def watchdog_expired(last_ping: float, now: float, watchdog: float) -> bool:

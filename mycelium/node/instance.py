@@ -289,7 +289,7 @@ class AppInstance(SupervisedActor):
         _tell(ref, _Spawned(workload, url))
         workload.on_exit(lambda rc: _tell(ref, _Exited(rc)))
         if engine is not None:  # the manifest's checks decide Ready, serving and restarts
-            engine.start(workload.pid, workload.pgid, url, env, self._box.root / "app",
+            engine.start(workload.pid, workload.pgid, url, workload.env, self._box.root / "app",
                          *(() if confine is None else (confine.prefix, confine.umask)))
             return
         _LAUNCHING.enter()

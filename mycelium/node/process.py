@@ -125,11 +125,12 @@ class Workload:
     """
 
     def __init__(self, popen: subprocess.Popen[bytes], argv: Sequence[str],
-                 jail: Jail | None = None) -> None:
+                 jail: Jail | None = None, env: Mapping[str, str] | None = None) -> None:
         self._popen = popen
         #: Finds the processes that left the group (see :mod:`mycelium.node.containment`).
         self.jail = jail
         self.argv: tuple[str, ...] = tuple(argv)
+        self.env: Mapping[str, str] = dict(env or {})  # exactly the one it was started with
         self.pid: int = popen.pid
         self.pgid: int = popen.pid  # start_new_session: the leader of its own session and group
         try:  # a zombie still has its create time; only a vanished pid has none
@@ -413,7 +414,7 @@ def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str],
         raise ProcessError(f"cannot spawn {argv[0]}: {reason}") from exc
     finally:
         list(map(IO.close, logs))
-    workload = Workload(popen, argv, confine.jail)
+    workload = Workload(popen, argv, confine.jail, full_env)
     shared_reaper().watch(workload.pid, workload._reap)
     return workload
 

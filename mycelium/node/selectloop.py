@@ -59,10 +59,16 @@ class SelectLoop(Generic[W]):
         self._thread.start()
 
     def hand(self, item: W) -> None:
-        """Give the thread ``item`` (from any thread); ``on_handed`` gets it soon."""
+        """Give the thread ``item`` (from any thread); ``on_handed`` gets it soon.
+
+        Only the first item since the thread last took them writes the wake byte: the thread
+        takes every item handed until then, so a burst of hands costs one wake-up.
+        """
         with self._lock:
             self._handed.append(item)
-        self._wake()
+            first = len(self._handed) == 1
+        if first:
+            self._wake()
 
     def close(self) -> None:
         """End the loop (``on_close`` runs on the thread) and wait for the thread."""

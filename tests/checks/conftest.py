@@ -33,6 +33,8 @@ exec_checks_parallel = 2
 """
 
 FAST = {"interval": 0.2, "timeout": 0.5, "failures": 1}
+DUMP_ENV = ("import json, os; json.dump(dict(os.environ), open('check.tmp', 'w')); "
+            "os.replace('check.tmp', 'check.env')")  # an exec check that writes its environment
 MANIFESTS: dict[str, dict[str, Any]] = {
     "ready": {"name": "ready", "version": "1.0.0", "checks": [
         {"type": "http", "role": "readiness", "path": "/ready", **FAST}]},
@@ -44,6 +46,10 @@ MANIFESTS: dict[str, dict[str, Any]] = {
          "command": ["/bin/sh", "-c", "if [ -e unready ]; then echo not yet; exit 3; fi"],
          **FAST},
         {"type": "tcp", "role": "liveness", "interval": 0.5}]},
+    "envdump": {"name": "envdump", "version": "1.0.0",
+                "env": {"CHECKER_DUMP_ENV": "workload.env", "FROM_MANIFEST": "yes"},
+                "checks": [{"type": "exec", "role": "readiness", "name": "dump",
+                            "command": [sys.executable, "-c", DUMP_ENV], **FAST}]},
     "notify": {"name": "notify", "version": "1.0.0", "env": {"CHECKER_READY_DELAY": "0.3"},
                "checks": [{"type": "notify", "watchdog": 1.0}]},
     "slowready": {"name": "slowready", "version": "1.0.0", "env": {"CHECKER_READY_DELAY": "60"},

@@ -135,6 +135,39 @@ def test_at_most_exec_checks_parallel_run_at_once_on_a_node(tmp_path: Path) -> N
     assert peak == 2
 
 
+class _Counting(_Handler):
+    seen = 0
+
+    def do_GET(self) -> None:
+        type(self).seen += 1
+        super().do_GET()
+
+
+def test_checks_taking_turns_with_unchanged_outcomes_are_not_reported(tmp_path: Path) -> None:
+    """Reports cost the instance an actor turn each: an http and a tcp check passing over and
+    over must not make every result one (only Ready and each check's first outcome are news)."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Counting)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    fast = {"interval": 0.02, "timeout": 2.0, "failures": 3, "successes": 1}
+    checks = (CheckSpec(type="http", role="readiness", name="web", path="/200", **fast),
+              CheckSpec(type="tcp", role="liveness", name="port", **fast))
+    reports: list[CheckReport] = []
+    engine = CheckEngine(checks, health="/health", directory=tmp_path, node="turns-test",
+                         exec_parallel=1, startup_timeout=30.0, report=reports.append)
+    engine.start(os.getpid(), os.getpgid(0), f"http://127.0.0.1:{httpd.server_address[1]}",
+                 dict(os.environ), tmp_path)
+    try:
+        wait_for(lambda: any(r.ready for r in reports), 20, "Ready")
+        seen = _Counting.seen
+        wait_for(lambda: _Counting.seen >= seen + 30, 30, "30 more http checks")
+    finally:
+        engine.close()
+        httpd.shutdown()
+        httpd.server_close()
+    assert len(reports) <= 3, [(r.ready, r.last) for r in reports]
+    assert reports[-1].ready and reports[-1].serving and reports[-1].failure is None
+
+
 def test_sd_notify_datagrams_are_parsed_and_merged() -> None:
     n = parse_notice(b"READY=1\nSTATUS=Serving 3 clients\nbogus\nWATCHDOG=trigger")
     assert n == Notice(ready=True, status="Serving 3 clients")

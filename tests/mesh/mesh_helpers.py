@@ -54,12 +54,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = 
 class MeshProcess(UpProcess):
     """``mycelium up --home H --edge-port P --nodes N`` in the background."""
 
-    def __init__(self, home: Path, nodes: int = 3) -> None:
+    def __init__(self, home: Path, nodes: int = 3, env: dict[str, str] | None = None) -> None:
         self.home = home
         self.port = free_port()
         super().__init__(
             [sys.executable, "-m", "mycelium", "up", "--home", str(home), "--edge-port",
-             str(self.port), "--nodes", str(nodes)], ENV)
+             str(self.port), "--nodes", str(nodes)], ENV if env is None else env)
         self.client = ControlClient(Home(home))
         self.wait_line("mesh up", 60.0)
 
