@@ -1,8 +1,10 @@
 """A small, strict HTTP/1.1 parser for a proxy: pure functions over bytes, no I/O.
 
 Strict where laxness lets one message be read two ways (request smuggling): no whitespace
-before a header's colon, no obsolete line folding, one Content-Length, ``chunked`` last when
-Transfer-Encoding is present, never both. Header lines a proxy passes on are kept as the raw
+before a header's colon, no obsolete line folding, one Content-Length (identical repeats are
+merged into one, differing ones refused), ``chunked`` as the only transfer coding, never both,
+and a ``Host`` on every HTTP/1.1 request (RFC 9112 §3.2). Chunked bodies are re-framed by
+:mod:`mycelium.edge.chunked`. Header lines a proxy passes on are kept as the raw
 bytes received, so forwarding costs a join, not a re-serialisation.
 """
 
@@ -12,7 +14,6 @@ import re
 
 __all__ = [
     "HOP_BY_HOP",
-    "ChunkedReader",
     "ProtocolError",
     "RequestHead",
     "ResponseHead",
@@ -34,7 +35,6 @@ _FIELDS = re.compile(_FIELD + rb"(?:\r\n" + _FIELD + rb")*")
 _INTERESTING = HOP_BY_HOP | {b"content-length", b"host", b"expect", b"x-forwarded-for",
                              b"x-forwarded-host", b"x-forwarded-proto", b"x-mycelium-edge"}
 """The fields the proxy acts on (the block already passed :data:`_FIELDS`)."""
-_MAX_CHUNK_LINE = 4096
 
 
 class ProtocolError(Exception):
@@ -59,7 +59,7 @@ class _Head:
     """
 
     __slots__ = ("block", "chunked", "connection_tokens", "content_length", "expect",
-                 "forwarded_for", "host", "keep_alive", "minor", "special")
+                 "forwarded_for", "host", "keep_alive", "length_merged", "minor", "special")
 
     def __init__(self) -> None:
         self.block = b""
@@ -70,6 +70,7 @@ class _Head:
         self.minor = 1
         self.content_length: int | None = None
         self.chunked = False
+        self.length_merged = False
         self.connection_tokens: frozenset[bytes] = frozenset()
         self.keep_alive = True
 
@@ -101,7 +102,11 @@ class _Head:
         """The header lines to forward, CRLF-terminated each (``b""`` when none)."""
         if not self.special:
             return self.block + b"\r\n" if self.block else b""
-        lines = self.end_to_end(drop)
+        if self.length_merged:  # repeated identical lengths go on as one
+            lines = self.end_to_end(drop | {b"content-length"})
+            lines.append(b"Content-Length: %d" % (self.content_length or 0))
+        else:
+            lines = self.end_to_end(drop)
         return b"\r\n".join(lines) + b"\r\n" if lines else b""
 
 
@@ -129,8 +134,9 @@ class ResponseHead(_Head):
 
 
 _Fields = tuple[bool, bytes | None, tuple[bytes, ...], bytes | None, bool, int | None,
-                frozenset[bytes]]
-"""special, host, X-Forwarded-For values, expect, chunked, content length, Connection tokens."""
+                frozenset[bytes], bool]
+"""special, host, X-Forwarded-For values, expect, chunked, content length, Connection tokens,
+whether repeated Content-Length values were merged."""
 _CACHE: dict[bytes, _Fields] = {}
 _CACHE_SIZE = 1024
 _CACHE_MAX_BLOCK = 2048
@@ -158,7 +164,7 @@ def _parse_fields(head: _Head, block: bytes) -> None:
                 _CACHE.clear()
             _CACHE[block] = fields
     (head.special, head.host, head.forwarded_for, head.expect, head.chunked,
-     head.content_length, tokens) = fields
+     head.content_length, tokens, head.length_merged) = fields
     head.connection_tokens = tokens
     if head.minor == 0:
         head.keep_alive = b"keep-alive" in tokens
@@ -212,12 +218,14 @@ def _scan_fields(block: bytes) -> _Fields:
             expect = value
     if lengths and len(set(lengths)) != 1:
         raise ProtocolError("conflicting Content-Length values")
+    merged = len(lengths) > 1
+    special = special or merged
     chunked = False
     content_length: int | None = None
     if codings:
         if lengths:
             raise ProtocolError("both Content-Length and Transfer-Encoding")
-        if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
+        if codings != [b"chunked"]:  # the edge decodes no other coding, so it cannot frame one
             raise ProtocolError("unsupported transfer coding", 501)
         chunked = True
     elif lengths:
@@ -226,7 +234,7 @@ def _scan_fields(block: bytes) -> _Fields:
             raise ProtocolError("bad Content-Length")
         content_length = int(value)
     return (special, host, tuple(forwarded_for), expect, chunked, content_length,
-            frozenset(conn))
+            frozenset(conn), merged)
 
 
 def parse_request_head(data: bytes) -> RequestHead:
@@ -257,6 +265,8 @@ def parse_request_head(data: bytes) -> RequestHead:
     head.method = method.decode("ascii")
     head.target = target.decode("latin-1")
     _parse_fields(head, block)
+    if minor == 1 and head.host is None:
+        raise ProtocolError("HTTP/1.1 request without Host")  # RFC 9112 §3.2
     expect = head.expect
     if expect is not None:
         if expect.lower() != b"100-continue":
@@ -283,82 +293,3 @@ def parse_response_head(data: bytes) -> ResponseHead:
     head.status_line = status_line
     _parse_fields(head, block)
     return head
-
-
-class ChunkedReader:
-    """Walks a chunked body incrementally, passing it on raw or decoded.
-
-    Args:
-        decode: Pass on only the payload (for an HTTP/1.0 peer) instead of the raw framing.
-    """
-
-    __slots__ = ("decode", "done", "remaining", "state", "total")
-
-    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
-
-    def __init__(self, decode: bool = False) -> None:
-        self.decode = decode
-        self.state = self._SIZE
-        self.remaining = 0
-        self.total = 0
-        self.done = False
-
-    def feed(self, buf: bytearray) -> bytes:
-        """Consume what can be consumed from the front of ``buf``.
-
-        Returns:
-            The bytes to pass on (raw framing, or payload when decoding). ``done`` turns true
-            once the last chunk and the trailers were consumed; bytes after that stay in
-            ``buf``.
-
-        Raises:
-            ProtocolError: Malformed chunk framing.
-        """
-        out: list[bytes] = []
-        pos = 0
-        n = len(buf)
-        while pos < n and not self.done:
-            if self.state == self._DATA:
-                take = min(self.remaining, n - pos)
-                out.append(bytes(buf[pos:pos + take]))
-                pos += take
-                self.remaining -= take
-                if not self.remaining:
-                    self.state = self._DATA_END
-            elif self.state == self._DATA_END:
-                if n - pos < 2:
-                    break
-                if buf[pos:pos + 2] != b"\r\n":
-                    raise ProtocolError("missing CRLF after chunk data")
-                if not self.decode:
-                    out.append(b"\r\n")
-                pos += 2
-                self.state = self._SIZE
-            else:
-                eol = buf.find(b"\r\n", pos)
-                if eol < 0:
-                    if n - pos > _MAX_CHUNK_LINE:
-                        raise ProtocolError("chunk line too long")
-                    break
-                line = bytes(buf[pos:eol])
-                if self.state == self._SIZE:
-                    size_text = line.split(b";", 1)[0].strip()
-                    if not size_text or len(size_text) > 15 or any(
-                            c not in b"0123456789abcdefABCDEF" for c in size_text):
-                        raise ProtocolError("bad chunk size")
-                    size = int(size_text, 16)
-                    self.total += size
-                    if size:
-                        self.state, self.remaining = self._DATA, size
-                        if self.decode:
-                            pos = eol + 2
-                            continue
-                    else:
-                        self.state = self._TRAILER
-                elif not line:  # blank line closes the trailers
-                    self.done = True
-                if not self.decode:
-                    out.append(bytes(buf[pos:eol + 2]))
-                pos = eol + 2
-        del buf[:pos]
-        return b"".join(out)

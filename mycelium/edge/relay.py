@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+from mycelium.edge.chunked import ChunkedReader
 from mycelium.edge.config import EdgeConfig
-from mycelium.edge.http1 import ChunkedReader, ProtocolError, RequestHead, ResponseHead
+from mycelium.edge.http1 import ProtocolError, RequestHead, ResponseHead
 from mycelium.edge.upstream import Upstream, UpstreamPool
 from mycelium.edge.wire import Conduit
 
