@@ -28,14 +28,18 @@ class EdgeConfig:
         edge_id: Sent as ``X-Mycelium-Edge`` on every response, the edge's own errors included.
         connect_timeout: Seconds to open a TCP connection to an upstream; on expiry the next
             endpoint is tried, and 504 is answered if every try timed out.
-        read_timeout: Seconds the upstream may stay silent (for its response head, or between
-            two body reads) before the request fails with 504.
+        read_timeout: Seconds the upstream may take to send its response head before the
+            request fails with 504 (the body is bounded by ``stream_idle_timeout``).
         send_timeout: Seconds a client or upstream may refuse to accept our writes.
         header_timeout: Seconds a client has to deliver a whole request head, counted from
             the accept for a new connection and from its first byte on a kept-alive one
             (slowloris guard).
         body_timeout: Seconds a client may stay silent while sending a request body.
         keepalive_timeout: Seconds an idle client connection is kept open between requests.
+        stream_idle_timeout: Seconds a response body may stay silent once its head arrived
+            (an SSE stream may be quiet much longer than ``read_timeout``).
+        tunnel_idle_timeout: Seconds an upgraded connection may carry no byte either way.
+        tunnel_drain_timeout: Seconds a draining endpoint's tunnels stay open, then close.
         max_connections: Client connections held at once; beyond it a new connection is
             closed at once. The edge lowers it further to stay below the process's descriptor
             limit (see :func:`mycelium.edge.limits.connection_cap`).
@@ -74,6 +78,9 @@ class EdgeConfig:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     keepalive_timeout: float = 60.0
+    stream_idle_timeout: float = 300.0
+    tunnel_idle_timeout: float = 300.0
+    tunnel_drain_timeout: float = 30.0
     max_connections: int = 10_000
     max_header_bytes: int = 32 * 1024
     max_body_bytes: int | None = 64 * 1024 * 1024
@@ -103,9 +110,12 @@ class EdgeConfig:
         if not self.edge_id or any(c in self.edge_id for c in "\r\n"):
             raise EdgeConfigError("edge_id must be a non-empty single-line string")
         for name in ("connect_timeout", "read_timeout", "send_timeout", "header_timeout",
-                     "body_timeout", "keepalive_timeout", "fail_timeout", "eject_time"):
+                     "body_timeout", "keepalive_timeout", "fail_timeout", "eject_time",
+                     "stream_idle_timeout", "tunnel_idle_timeout"):
             if not getattr(self, name) > 0:
                 raise EdgeConfigError(f"edge {name} must be > 0, got {getattr(self, name)!r}")
+        if self.tunnel_drain_timeout < 0:
+            raise EdgeConfigError("edge tunnel_drain_timeout must be >= 0")
         if self.max_header_bytes < 1024:
             raise EdgeConfigError("edge max_header_bytes must be >= 1024")
         if self.max_body_bytes is not None and self.max_body_bytes < 0:
@@ -146,7 +156,9 @@ def edge_config(cfg: MeshConfig, *, host: str, port: int, edge_id: str,
         host=host, port=port, edge_id=edge_id, connect_timeout=e.connect_timeout,
         read_timeout=e.read_timeout, max_body_bytes=e.max_body or None,
         max_connections=e.max_connections, header_timeout=e.header_timeout,
-        keepalive_timeout=e.keepalive_timeout, eject_after=e.eject_after,
+        keepalive_timeout=e.keepalive_timeout, stream_idle_timeout=e.stream_idle_timeout,
+        tunnel_idle_timeout=e.tunnel_idle_timeout,
+        tunnel_drain_timeout=cfg.rollout.tunnel_drain_timeout, eject_after=e.eject_after,
         eject_time=e.eject_time, eject_max=e.eject_max,
         access_log_home=home if e.access_log else None, workers=e.workers,
         access_rotate_bytes=cfg.logs.rotate_bytes, access_keep=cfg.logs.keep, tls=tls)

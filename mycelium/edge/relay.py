@@ -167,7 +167,7 @@ async def relay_response(client: Conduit, req: RequestHead, up: Upstream, resp: 
                 if len(ubuf) == fed:  # nothing new arrived (e.g. while draining)
                     if up.eof:
                         raise ConnectionResetError("upstream closed mid-body")
-                    await up.wait_more(cfg.read_timeout)
+                    await up.wait_more(cfg.stream_idle_timeout)
                 data = reader.feed(ubuf)
                 fed = len(ubuf)
                 up.consumed()
@@ -190,7 +190,7 @@ async def relay_response(client: Conduit, req: RequestHead, up: Upstream, resp: 
                 if not ubuf:
                     if up.eof:
                         raise ConnectionResetError("upstream closed mid-body")
-                    await up.wait_data(cfg.read_timeout)
+                    await up.wait_data(cfg.stream_idle_timeout)
                     continue
                 take = min(remaining, len(ubuf))
                 client.write(bytes(ubuf[:take]) if take < len(ubuf) else bytes(ubuf))
@@ -205,7 +205,7 @@ async def relay_response(client: Conduit, req: RequestHead, up: Upstream, resp: 
             while not up.eof:
                 if client.must_drain:
                     await client.drain(cfg.send_timeout)
-                await up.wait_data(cfg.read_timeout)
+                await up.wait_data(cfg.stream_idle_timeout)
                 if ubuf:
                     client.write(bytes(ubuf))
                     sent += len(ubuf)

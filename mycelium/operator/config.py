@@ -94,6 +94,8 @@ class EdgeSection:
     max_connections: int = _key(10_000, 1, 10_000_000)
     header_timeout: float = _key(10.0, 0, 3600, lo_open=True)
     keepalive_timeout: float = _key(60.0, 0, 86_400, lo_open=True)
+    stream_idle_timeout: float = _key(300.0, 0, 86_400, lo_open=True)
+    tunnel_idle_timeout: float = _key(300.0, 0, 86_400, lo_open=True)
     access_log: bool = _key(False)
     eject_after: int = _key(5, 1, 1000)
     eject_time: float = _key(30.0, 0, 86_400, lo_open=True)
@@ -149,6 +151,7 @@ class RolloutSection:
     parallel: int = _key(1, 1, 1000)
     timeout: float = _key(DeployDefaults.TIMEOUT, 0, 86_400, lo_open=True)
     history_keep: int = _key(50, 1, 100_000)
+    tunnel_drain_timeout: float = _key(30.0, 0, 86_400)
 
 
 @dataclass(frozen=True, slots=True)
