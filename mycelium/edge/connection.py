@@ -21,10 +21,10 @@ __all__ = ["ClientConnection", "ConnectionHandler", "Exchange"]
 class Exchange:
     """A request on the fast path: sent on a pooled connection, answered from callbacks."""
 
-    __slots__ = ("app", "deadline", "ep", "order", "req", "started", "up")
+    __slots__ = ("app", "deadline", "ep", "order", "prefix", "req", "started", "up")
 
     def __init__(self, req: RequestHead, app: str, order: Sequence[Endpoint], ep: Endpoint,
-                 up: Upstream, started: float, deadline: float) -> None:
+                 up: Upstream, started: float, deadline: float, prefix: bytes = b"") -> None:
         self.req = req
         self.app = app
         self.order = order
@@ -32,6 +32,8 @@ class Exchange:
         self.up = up
         self.started = started
         self.deadline = deadline
+        self.prefix = prefix
+        """``/APP`` when routed by path prefix; empty when routed by host."""
 
 
 class ConnectionHandler(Protocol):

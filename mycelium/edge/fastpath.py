@@ -112,15 +112,16 @@ class FastPath:
         if up is None:
             self.slow.take(client, (req, order))
             return
+        prefix = b"/" + parts[0].encode()
         try:
-            up.write(state.upstream_head(client, req, parts[1], ep))
+            up.write(state.upstream_head(client, req, parts[1], ep, prefix))
         except ConnectionError:
             up.abort()
             self.slow.take(client, (req, order))
             return
         started = time.monotonic()
         client.exchange = Exchange(req, parts[0], order, ep, up, started,
-                                   self.loop.time() + self._read_timeout)
+                                   self.loop.time() + self._read_timeout, prefix)
         up.watcher = client.on_upstream
         self.metrics.active += 1
         if up.buf or up.eof:
@@ -163,7 +164,8 @@ class FastPath:
         body = bytes(ubuf[:length])
         del ubuf[:length]
         keep = req.keep_alive and not self.state.draining
-        head, keep, _ = response_head(req, resp, self._edge_line, keep)
+        head, keep, _ = response_head(req, resp, self._edge_line, keep,
+                                      (ex.prefix, ex.ep.address) if ex.prefix else None)
         self.balancer.succeeded(ex.ep)
         if resp.status >= 500 or self._failing:
             self.state.outcome(ex.app, ex.ep, resp.status < 500 or bool(ex.ep.digest),

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from mycelium.edge.prefix import rewrite_lines
+
 __all__ = [
     "HOP_BY_HOP",
     "ProtocolError",
@@ -33,7 +35,8 @@ _FIELD = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*"
 _FIELDS = re.compile(_FIELD + rb"(?:\r\n" + _FIELD + rb")*")
 """A whole header block: no space before a colon, no folding, no control characters."""
 _INTERESTING = HOP_BY_HOP | {b"content-length", b"host", b"expect", b"x-forwarded-for",
-                             b"x-forwarded-host", b"x-forwarded-proto", b"x-mycelium-edge"}
+                             b"x-forwarded-host", b"x-forwarded-proto", b"x-mycelium-edge",
+                             b"x-forwarded-prefix", b"location", b"content-location"}
 """The fields the proxy acts on (the block already passed :data:`_FIELDS`)."""
 
 
@@ -59,7 +62,8 @@ class _Head:
     """
 
     __slots__ = ("block", "chunked", "connection_tokens", "content_length", "expect",
-                 "forwarded_for", "host", "keep_alive", "length_merged", "minor", "special")
+                 "forwarded_for", "host", "keep_alive", "length_merged", "locates", "minor",
+                 "special")
 
     def __init__(self) -> None:
         self.block = b""
@@ -71,6 +75,7 @@ class _Head:
         self.content_length: int | None = None
         self.chunked = False
         self.length_merged = False
+        self.locates = False
         self.connection_tokens: frozenset[bytes] = frozenset()
         self.keep_alive = True
 
@@ -98,15 +103,25 @@ class _Head:
             out.append(line)
         return out
 
-    def forward_block(self, drop: frozenset[bytes]) -> bytes:
-        """The header lines to forward, CRLF-terminated each (``b""`` when none)."""
-        if not self.special:
+    def forward_block(self, drop: frozenset[bytes],
+                      relocate: tuple[bytes, bytes] | None = None) -> bytes:
+        """The header lines to forward, CRLF-terminated each (``b""`` when none).
+
+        Args:
+            drop: Fields not to forward (besides the hop-by-hop ones).
+            relocate: ``(prefix, upstream host:port)`` of an app reached under a path
+                prefix: its ``Location`` / ``Content-Location`` values are put back under it.
+        """
+        relocating = relocate is not None and self.locates
+        if not self.special and not relocating:
             return self.block + b"\r\n" if self.block else b""
         if self.length_merged:  # repeated identical lengths go on as one
             lines = self.end_to_end(drop | {b"content-length"})
             lines.append(b"Content-Length: %d" % (self.content_length or 0))
         else:
             lines = self.end_to_end(drop)
+        if relocate is not None and relocating:
+            rewrite_lines(lines, *relocate)
         return b"\r\n".join(lines) + b"\r\n" if lines else b""
 
 
@@ -134,9 +149,9 @@ class ResponseHead(_Head):
 
 
 _Fields = tuple[bool, bytes | None, tuple[bytes, ...], bytes | None, bool, int | None,
-                frozenset[bytes], bool]
+                frozenset[bytes], bool, bool]
 """special, host, X-Forwarded-For values, expect, chunked, content length, Connection tokens,
-whether repeated Content-Length values were merged."""
+whether repeated Content-Length values were merged, whether a (Content-)Location is present."""
 _CACHE: dict[bytes, _Fields] = {}
 _CACHE_SIZE = 1024
 _CACHE_MAX_BLOCK = 2048
@@ -164,7 +179,7 @@ def _parse_fields(head: _Head, block: bytes) -> None:
                 _CACHE.clear()
             _CACHE[block] = fields
     (head.special, head.host, head.forwarded_for, head.expect, head.chunked,
-     head.content_length, tokens, head.length_merged) = fields
+     head.content_length, tokens, head.length_merged, head.locates) = fields
     head.connection_tokens = tokens
     if head.minor == 0:
         head.keep_alive = b"keep-alive" in tokens
@@ -190,6 +205,7 @@ def _scan_fields(block: bytes) -> _Fields:
     host: bytes | None = None
     expect: bytes | None = None
     special = False
+    locates = False
     for line in block.split(b"\r\n"):
         colon = line.index(b":")
         lname = line[:colon].lower()
@@ -206,6 +222,9 @@ def _scan_fields(block: bytes) -> _Fields:
                 lengths.extend(v.strip() for v in value.split(b","))
             else:
                 lengths.append(value)
+            continue
+        if lname in (b"location", b"content-location"):
+            locates = True  # rewritten only for an app under a prefix (the caller decides)
             continue
         special = True
         if lname == b"transfer-encoding":
@@ -234,7 +253,7 @@ def _scan_fields(block: bytes) -> _Fields:
             raise ProtocolError("bad Content-Length")
         content_length = int(value)
     return (special, host, tuple(forwarded_for), expect, chunked, content_length,
-            frozenset(conn), merged)
+            frozenset(conn), merged, locates)
 
 
 def parse_request_head(data: bytes) -> RequestHead:

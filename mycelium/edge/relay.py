@@ -93,7 +93,8 @@ async def pump_body(client: Conduit, up: Upstream, req: RequestHead, cfg: EdgeCo
 
 
 def response_head(req: RequestHead, resp: ResponseHead, edge_line: bytes,
-                  keep: bool) -> tuple[bytes, bool, bool]:
+                  keep: bool, relocate: tuple[bytes, bytes] | None = None
+                  ) -> tuple[bytes, bool, bool]:
     """Build the response head for the client from the upstream's.
 
     Args:
@@ -101,6 +102,8 @@ def response_head(req: RequestHead, resp: ResponseHead, edge_line: bytes,
         resp: The upstream's response head.
         edge_line: The ``X-Mycelium-Edge`` header line.
         keep: Whether the edge wants to keep the client connection.
+        relocate: ``(prefix, upstream host:port)`` when the app is reached under a path
+            prefix: redirects that escape it are rewritten under it.
 
     Returns:
         ``(head bytes, keep, dechunk)``: ``keep`` turns false when the body is delimited by
@@ -123,13 +126,14 @@ def response_head(req: RequestHead, resp: ResponseHead, edge_line: bytes,
     elif req.minor == 0:
         framing += b"Connection: keep-alive\r\n"
     head = b"".join((b"HTTP/1.1", resp.status_line[8:], b"\r\n",
-                     resp.forward_block(_DROP_RESPONSE), edge_line, framing, b"\r\n"))
+                     resp.forward_block(_DROP_RESPONSE, relocate), edge_line, framing, b"\r\n"))
     return head, keep, dechunk
 
 
 async def relay_response(client: Conduit, req: RequestHead, up: Upstream, resp: ResponseHead,
                          pump: asyncio.Task[None] | None, cfg: EdgeConfig, edge_line: bytes,
-                         keep: bool, pool: UpstreamPool) -> tuple[bool, int]:
+                         keep: bool, pool: UpstreamPool,
+                         relocate: tuple[bytes, bytes] | None = None) -> tuple[bool, int]:
     """Send the response head and stream the body to the client; pool the upstream.
 
     Args:
@@ -142,12 +146,13 @@ async def relay_response(client: Conduit, req: RequestHead, up: Upstream, resp: 
         edge_line: The ``X-Mycelium-Edge`` header line.
         keep: Whether the client connection may stay open, as far as the edge is concerned.
         pool: Where a still-healthy upstream connection goes back.
+        relocate: See :func:`response_head`.
 
     Returns:
         Whether the client connection may carry another request, and how many body bytes
         were handed to the client (for the access log; a cut-off answer counts what went).
     """
-    head, keep, dechunk = response_head(req, resp, edge_line, keep)
+    head, keep, dechunk = response_head(req, resp, edge_line, keep, relocate)
     sent = 0
     bodyless = req.method == "HEAD" or resp.status in (204, 304)
     ubuf = up.buf

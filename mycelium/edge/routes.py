@@ -33,6 +33,8 @@ class Endpoint:
         weight: Its smooth weighted round-robin weight during a canary (0: plain round-robin).
         host: Parsed from ``url``.
         port: Parsed from ``url``.
+        address: ``host:port`` as bytes, lower-case (how the upstream names itself in an
+            absolute redirect).
     """
 
     url: str
@@ -41,6 +43,7 @@ class Endpoint:
     weight: int = 0
     host: str = field(init=False, compare=False, repr=False)
     port: int = field(init=False, compare=False, repr=False)
+    address: bytes = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         """Parse the URL once, so the proxy never parses it per request.
@@ -57,6 +60,7 @@ class Endpoint:
             raise EdgeConfigError(f"bad endpoint url {self.url!r}: want http://host:port")
         object.__setattr__(self, "host", parts.hostname)
         object.__setattr__(self, "port", port)
+        object.__setattr__(self, "address", f"{parts.hostname}:{port}".lower().encode())
 
 
 @dataclass(frozen=True, slots=True)

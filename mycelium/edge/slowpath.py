@@ -133,7 +133,8 @@ class SlowPath:
                 client.status = resp.status
                 keep, client.sent_bytes = await relay_response(
                     client, ex.req, up, resp, None, self.config, self.state.edge_line,
-                    ex.req.keep_alive and not self.state.draining, self.pool)
+                    ex.req.keep_alive and not self.state.draining, self.pool,
+                    (ex.prefix, ex.ep.address) if ex.prefix else None)
                 client.upstream = None  # pooled or closed by relay_response
             finally:
                 self.metrics.active -= 1
@@ -252,6 +253,7 @@ class SlowPath:
                      order: Sequence[Endpoint]) -> bool:
         """Send the request upstream (with retries) and stream the response back."""
         has_body = req.chunked or bool(req.content_length)
+        prefix = b"/" + app.encode()
         may_resend = not has_body and req.method in IDEMPOTENT
         pump: asyncio.Task[None] | None = None
         up: Upstream | None = None
@@ -283,7 +285,7 @@ class SlowPath:
             reused = up.reused
             started = time.monotonic()
             try:
-                up.write(self.state.upstream_head(client, req, target, ep))
+                up.write(self.state.upstream_head(client, req, target, ep, prefix))
                 if has_body:
                     if req.expect_continue:
                         client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -332,7 +334,8 @@ class SlowPath:
         client.status = resp.status
         keep, client.sent_bytes = await relay_response(
             client, req, up, resp, pump, self.config, self.state.edge_line,
-            req.keep_alive and not self.state.draining, self.pool)
+            req.keep_alive and not self.state.draining, self.pool,
+            (prefix, ep.address) if prefix else None)
         return keep
 
     def _pump_failed(self, client: ClientConnection, pump: asyncio.Task[None] | None,

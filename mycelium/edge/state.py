@@ -30,7 +30,7 @@ OutcomeSink = Callable[[str, Endpoint, bool, int], None]
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 """Methods that may be resent once bytes were sent (RFC 9110 §9.2.2), when bodyless."""
 DROP_REQUEST = frozenset({b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto",
-                          b"expect"})
+                          b"x-forwarded-prefix", b"expect"})
 """Request fields the edge replaces (the X-Forwarded-* set) or answers itself (Expect)."""
 _PROTO_HTTPS = b"X-Forwarded-Proto: https\r\n"
 _REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
@@ -167,11 +167,12 @@ class EdgeState:
                    client.instance, client.retries)
 
     def upstream_head(self, client: ClientConnection, req: RequestHead, target: str,
-                      ep: Endpoint) -> bytes:
+                      ep: Endpoint, prefix: bytes = b"") -> bytes:
         """Build the request head for the upstream: end-to-end fields + X-Forwarded-*.
 
-        The forwarded fields are added after the hop-by-hop ones were dropped, so a client's
-        ``Connection: X-Forwarded-For`` cannot remove them.
+        ``prefix`` (``/APP``, empty for an app reached by host) goes as
+        ``X-Forwarded-Prefix``. The forwarded fields are added after the hop-by-hop ones were
+        dropped, so a client's ``Connection: X-Forwarded-For`` cannot remove them.
         """
         named = req.connection_tokens
         host = req.host
@@ -186,6 +187,8 @@ class EdgeState:
             xff = peer
         if req.chunked:
             extra += b"Transfer-Encoding: chunked\r\n"
+        if prefix:
+            extra += b"X-Forwarded-Prefix: " + prefix + b"\r\n"
         return b"".join((
             f"{req.method} {target} HTTP/1.1\r\n".encode(), req.forward_block(DROP_REQUEST),
             extra, b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Host: ", host, b"\r\n",
