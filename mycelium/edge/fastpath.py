@@ -98,7 +98,7 @@ class FastPath:
         client.consumed()
         client.head_started = 0.0
         if (req.chunked or req.content_length or req.expect_continue or client.must_drain
-                or req.target.startswith("/_mycelium/")):
+                or req.upgrade is not None or req.target.startswith("/_mycelium/")):
             self.slow.take(client, (req, None))
             return
         parts = split_target(req.target)

@@ -36,7 +36,8 @@ _FIELDS = re.compile(_FIELD + rb"(?:\r\n" + _FIELD + rb")*")
 """A whole header block: no space before a colon, no folding, no control characters."""
 _INTERESTING = HOP_BY_HOP | {b"content-length", b"host", b"expect", b"x-forwarded-for",
                              b"x-forwarded-host", b"x-forwarded-proto", b"x-mycelium-edge",
-                             b"x-forwarded-prefix", b"location", b"content-location"}
+                             b"x-forwarded-prefix", b"location", b"content-location",
+                             b"http2-settings"}
 """The fields the proxy acts on (the block already passed :data:`_FIELDS`)."""
 
 
@@ -63,7 +64,7 @@ class _Head:
 
     __slots__ = ("block", "chunked", "connection_tokens", "content_length", "expect",
                  "forwarded_for", "host", "keep_alive", "length_merged", "locates", "minor",
-                 "special")
+                 "special", "upgrade")
 
     def __init__(self) -> None:
         self.block = b""
@@ -76,6 +77,8 @@ class _Head:
         self.chunked = False
         self.length_merged = False
         self.locates = False
+        self.upgrade: bytes | None = None
+        """The ``Upgrade`` value, if any (hop-by-hop: acted on, never forwarded as is)."""
         self.connection_tokens: frozenset[bytes] = frozenset()
         self.keep_alive = True
 
@@ -149,9 +152,10 @@ class ResponseHead(_Head):
 
 
 _Fields = tuple[bool, bytes | None, tuple[bytes, ...], bytes | None, bool, int | None,
-                frozenset[bytes], bool, bool]
+                frozenset[bytes], bool, bool, bytes | None]
 """special, host, X-Forwarded-For values, expect, chunked, content length, Connection tokens,
-whether repeated Content-Length values were merged, whether a (Content-)Location is present."""
+whether repeated Content-Length values were merged, whether a (Content-)Location is present,
+the Upgrade value."""
 _CACHE: dict[bytes, _Fields] = {}
 _CACHE_SIZE = 1024
 _CACHE_MAX_BLOCK = 2048
@@ -179,7 +183,7 @@ def _parse_fields(head: _Head, block: bytes) -> None:
                 _CACHE.clear()
             _CACHE[block] = fields
     (head.special, head.host, head.forwarded_for, head.expect, head.chunked,
-     head.content_length, tokens, head.length_merged, head.locates) = fields
+     head.content_length, tokens, head.length_merged, head.locates, head.upgrade) = fields
     head.connection_tokens = tokens
     if head.minor == 0:
         head.keep_alive = b"keep-alive" in tokens
@@ -206,6 +210,7 @@ def _scan_fields(block: bytes) -> _Fields:
     expect: bytes | None = None
     special = False
     locates = False
+    upgrade: bytes | None = None
     for line in block.split(b"\r\n"):
         colon = line.index(b":")
         lname = line[:colon].lower()
@@ -235,6 +240,8 @@ def _scan_fields(block: bytes) -> _Fields:
             forwarded_for.append(value)
         elif lname == b"expect":
             expect = value
+        elif lname == b"upgrade":
+            upgrade = value if upgrade is None else upgrade + b", " + value
     if lengths and len(set(lengths)) != 1:
         raise ProtocolError("conflicting Content-Length values")
     merged = len(lengths) > 1
@@ -253,7 +260,7 @@ def _scan_fields(block: bytes) -> _Fields:
             raise ProtocolError("bad Content-Length")
         content_length = int(value)
     return (special, host, tuple(forwarded_for), expect, chunked, content_length,
-            frozenset(conn), merged, locates)
+            frozenset(conn), merged, locates, upgrade)
 
 
 def parse_request_head(data: bytes) -> RequestHead:

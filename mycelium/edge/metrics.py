@@ -16,7 +16,7 @@ __all__ = ["BUCKETS", "GAUGES", "EdgeMetrics", "Snapshot", "combine", "counters_
 Snapshot = dict[str, Any]
 """An :class:`EdgeMetrics`' values as JSON-able data (see :meth:`EdgeMetrics.snapshot`)."""
 
-GAUGES = ("active", "connections")
+GAUGES = ("active", "connections", "tunnels")
 """Snapshot keys that are gauges (a process's values now), not counters."""
 
 BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -46,6 +46,7 @@ class EdgeMetrics:
         self.connections = 0
         self.refused = 0
         self.ejections: dict[str, int] = {}
+        self.tunnels: dict[str, int] = {}  # app → upgraded connections open now
         self.ejected: Mapping[str, int] = {}  # app → endpoints out of rotation now
         self.peers: Snapshot | None = None
         """The other edge worker processes' values, added when rendering (one attribute
@@ -57,7 +58,8 @@ class EdgeMetrics:
                 "retries": dict(self.retries), "upstream_failures": dict(self.upstream_failures),
                 "hist": {app: list(h) for app, h in self._hist.items()},
                 "ejections": dict(self.ejections), "refused": self.refused,
-                "active": self.active, "connections": self.connections}
+                "active": self.active, "connections": self.connections,
+                "tunnels": dict(self.tunnels)}
 
     def _load(self, snap: Snapshot) -> None:
         for key, n in snap.get("requests", {}).items():
@@ -70,6 +72,7 @@ class EdgeMetrics:
         self.refused = int(snap.get("refused", 0))
         self.active = int(snap.get("active", 0))
         self.connections = int(snap.get("connections", 0))
+        self.tunnels = dict(snap.get("tunnels", {}))
 
     def request(self, app: str, status: int) -> None:
         """Count one answered request of ``app`` (``""`` for the edge's own paths)."""
@@ -122,6 +125,10 @@ class EdgeMetrics:
                 "# TYPE mycelium_edge_upstream_failures_total counter"]
         for app, n in sorted(self.upstream_failures.items()):
             out.append(f'mycelium_edge_upstream_failures_total{{app="{_label(app)}"}} {n}')
+        out += ["# HELP mycelium_edge_tunnels Upgraded connections (WebSockets) open, by app.",
+                "# TYPE mycelium_edge_tunnels gauge"]
+        for app, n in sorted(self.tunnels.items()):
+            out.append(f'mycelium_edge_tunnels{{app="{_label(app)}"}} {n}')
         out += ["# HELP mycelium_edge_ejections_total Endpoints ejected as outliers, by app.",
                 "# TYPE mycelium_edge_ejections_total counter"]
         for app, n in sorted(self.ejections.items()):

@@ -126,5 +126,6 @@ class EdgeProxy:
         state = self.state
         state.balancer.forget(keep)
         state.pool.prune(keep)
+        state.tunnels.routes_changed(keep)
         state.ejector.forget({ep.url for route in state.routes.values()
                               for ep in route.endpoints})

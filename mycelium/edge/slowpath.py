@@ -20,6 +20,7 @@ from mycelium.edge.http1 import ProtocolError, RequestHead, ResponseHead, parse_
 from mycelium.edge.relay import abort_on_error, client_fault, pump_body, relay_response, settle
 from mycelium.edge.routes import APP_NAME, Endpoint, split_target
 from mycelium.edge.state import IDEMPOTENT, EdgeState
+from mycelium.edge.tunnel import Tunnel, switch_error, switch_head, upgrade_of
 from mycelium.edge.upstream import Upstream, read_response_head
 
 __all__ = ["Handoff", "SlowPath"]
@@ -254,6 +255,7 @@ class SlowPath:
         """Send the request upstream (with retries) and stream the response back."""
         has_body = req.chunked or bool(req.content_length)
         prefix = b"/" + app.encode()
+        asked = upgrade_of(req)
         may_resend = not has_body and req.method in IDEMPOTENT
         pump: asyncio.Task[None] | None = None
         up: Upstream | None = None
@@ -285,14 +287,14 @@ class SlowPath:
             reused = up.reused
             started = time.monotonic()
             try:
-                up.write(self.state.upstream_head(client, req, target, ep, prefix))
+                up.write(self.state.upstream_head(client, req, target, ep, prefix, asked))
                 if has_body:
                     if req.expect_continue:
                         client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                     pump = client.pump = self.loop.create_task(
                         pump_body(client, up, req, self.config))
                     pump.add_done_callback(abort_on_error(up))
-                resp = await read_response_head(up, self.config.read_timeout)
+                resp = await read_response_head(up, self.config.read_timeout, asked is not None)
             except TimeoutError:
                 up.abort()
                 if client_fault(pump) is None and pump is not None:
@@ -325,6 +327,8 @@ class SlowPath:
             reusable = req.keep_alive and not has_body
             self.state.error(client, 504 if timed_out else 502, failure, app, close=not reusable)
             return reusable
+        if resp.status == 101:
+            return await self._switch(client, app, ep, up, resp, asked)
         self.balancer.succeeded(ep)
         self.state.outcome(app, ep, resp.status < 500 or bool(ep.digest), len(order))
         self.metrics.observe(app, time.monotonic() - started)
@@ -337,6 +341,24 @@ class SlowPath:
             req.keep_alive and not self.state.draining, self.pool,
             (prefix, ep.address) if prefix else None)
         return keep
+
+    async def _switch(self, client: ClientConnection, app: str, ep: Endpoint, up: Upstream,
+                      resp: ResponseHead, asked: bytes | None) -> bool:
+        """Tunnel an upgraded connection after a 101 the edge asked for (else 502)."""
+        why = switch_error(resp, asked)
+        if why is not None:
+            up.abort()
+            self.metrics.upstream_failure(app)
+            self.state.error(client, 502, f"upstream {ep.url}: {why}", app, close=True)
+            return False
+        self.balancer.succeeded(ep)
+        self.metrics.request(app, 101)
+        client.status = 101
+        client.write(switch_head(resp, self.state.edge_line))
+        client.upstream = None  # the tunnel owns it now
+        await self.state.tunnels.run(Tunnel(client, up, app, ep, self.config.tunnel_idle_timeout,
+                                            self.config.send_timeout))
+        return False
 
     def _pump_failed(self, client: ClientConnection, pump: asyncio.Task[None] | None,
                      app: str) -> bool:

@@ -19,6 +19,7 @@ from mycelium.edge.http1 import RequestHead
 from mycelium.edge.limits import connection_cap, descriptor_limit
 from mycelium.edge.metrics import EdgeMetrics
 from mycelium.edge.routes import Endpoint, RouteTable
+from mycelium.edge.tunnel import Tunnels
 from mycelium.edge.upstream import UpstreamPool
 from supervisors.reports import Report, Reporter
 
@@ -30,7 +31,7 @@ OutcomeSink = Callable[[str, Endpoint, bool, int], None]
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 """Methods that may be resent once bytes were sent (RFC 9110 §9.2.2), when bodyless."""
 DROP_REQUEST = frozenset({b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto",
-                          b"x-forwarded-prefix", b"expect"})
+                          b"x-forwarded-prefix", b"expect", b"http2-settings"})
 """Request fields the edge replaces (the X-Forwarded-* set) or answers itself (Expect)."""
 _PROTO_HTTPS = b"X-Forwarded-Proto: https\r\n"
 _REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
@@ -70,6 +71,8 @@ class EdgeState:
         self.balancer = Balancer(config.max_fails, config.fail_timeout,
                                  ejected=self.ejector.ejected)
         self.metrics.ejected = self.ejector.out_per_app
+        self.tunnels = Tunnels(self.metrics.tunnels, config.tunnel_drain_timeout)
+        """The upgraded connections open now (WebSockets)."""
         self._reporter = reporter
         self._outcome_sink = outcome_sink
         self.answers = AnswerWindow()  # per digest, while an app runs a canary
@@ -167,12 +170,15 @@ class EdgeState:
                    client.instance, client.retries)
 
     def upstream_head(self, client: ClientConnection, req: RequestHead, target: str,
-                      ep: Endpoint, prefix: bytes = b"") -> bytes:
+                      ep: Endpoint, prefix: bytes = b"", upgrade: bytes | None = None
+                      ) -> bytes:
         """Build the request head for the upstream: end-to-end fields + X-Forwarded-*.
 
         ``prefix`` (``/APP``, empty for an app reached by host) goes as
-        ``X-Forwarded-Prefix``. The forwarded fields are added after the hop-by-hop ones were
-        dropped, so a client's ``Connection: X-Forwarded-For`` cannot remove them.
+        ``X-Forwarded-Prefix``; ``upgrade`` (protocols the edge will tunnel) goes as
+        ``Connection: upgrade`` + ``Upgrade``. The forwarded fields are added after the
+        hop-by-hop ones were dropped, so a client's ``Connection: X-Forwarded-For`` cannot
+        remove them.
         """
         named = req.connection_tokens
         host = req.host
@@ -189,6 +195,8 @@ class EdgeState:
             extra += b"Transfer-Encoding: chunked\r\n"
         if prefix:
             extra += b"X-Forwarded-Prefix: " + prefix + b"\r\n"
+        if upgrade is not None:
+            extra += b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n"
         return b"".join((
             f"{req.method} {target} HTTP/1.1\r\n".encode(), req.forward_block(DROP_REQUEST),
             extra, b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Host: ", host, b"\r\n",

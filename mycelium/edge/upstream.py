@@ -113,8 +113,12 @@ class UpstreamPool:
         self._pool.clear()
 
 
-async def read_response_head(up: Upstream, read_timeout: float) -> ResponseHead:
+async def read_response_head(up: Upstream, read_timeout: float,
+                             switch: bool = False) -> ResponseHead:
     """Read the upstream's final response head (skipping 1xx interim responses).
+
+    A 101 is a final answer only when ``switch`` (the edge asked the upstream to upgrade);
+    otherwise it is a protocol error (RFC 9110 §15.2.2: never sent unasked).
 
     Raises:
         TimeoutError: ``read_timeout`` passed in silence.
@@ -135,6 +139,8 @@ async def read_response_head(up: Upstream, read_timeout: float) -> ResponseHead:
         del buf[:end + 4]
         if 100 <= resp.status < 200:
             if resp.status == 101:
-                raise ProtocolError("upstream switched protocols")
+                if switch:
+                    return resp
+                raise ProtocolError("upstream switched protocols unasked")
             continue
         return resp
