@@ -73,6 +73,8 @@ class Plan:
     auto_promote: float = 0.0  # seconds of passing checks before promoting itself (0: never)
     secrets: int = 0  # counts secret changes: a new count rolls the same digest out
     env_secrets: tuple[str, ...] = ()  # secret names also given as env vars (never values)
+    hosts: tuple[str, ...] = ()
+    """Host names routed to the app with the path unchanged (exact or ``*.suffix``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,7 @@ class AppRoute:
 
     app: str
     endpoints: tuple[EndpointInfo, ...] = ()
+    hosts: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- any actor
@@ -227,6 +230,8 @@ class PublishPlan:
     who: str = ""  # ``user@host`` that asked, and the spore's version: for the history
     version: str = ""
     env_secrets: tuple[str, ...] = ()  # an apply file's: secret names also given as env vars
+    hosts: tuple[str, ...] | None = None
+    """The app's host names; ``None`` keeps the ones it has, ``()`` clears them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -276,6 +276,10 @@ def deploy_cmd(
     auto_promote: Annotated[float | None, typer.Option(
         "--auto-promote", help="Promote the canary after S seconds of passing checks")
     ] = None,
+    hosts: Annotated[list[str] | None, typer.Option(
+        "--host", help="A host name routed to APP with the path unchanged (exact, or "
+                       "*.suffix); repeatable; --host '' clears; none given keeps the app's")
+    ] = None,
 ) -> None:
     """Deploy or update APP: set its budget and publish its plan.
 
@@ -286,7 +290,7 @@ def deploy_cmd(
     deploy_app(lambda: ControlClient(home_of(home)).request, app_name, digest, n_min=n_min,
                n_max=n_max, max_instances=max_instances, cpu=cpu, mem=mem, warmup=warmup,
                wait=wait, timeout=timeout, canary=canary, canary_weight=canary_weight,
-               auto_promote=auto_promote)
+               auto_promote=auto_promote, hosts=hosts)
 
 
 @app.command("stop")

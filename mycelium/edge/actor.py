@@ -60,12 +60,17 @@ def route_table(message: EndpointsChanged,
                                           weight=ep.weight))
             except Exception as exc:
                 log.warning("edge: skipping endpoint %s of %s: %s", ep.url, app_route.app, exc)
-        table[app_route.app] = Route(app=app_route.app, endpoints=tuple(endpoints))
+        table[app_route.app] = Route(app=app_route.app, endpoints=tuple(endpoints),
+                                     hosts=app_route.hosts)
     if cache is not None:
         current = {r: table[r.app] for r in message.routes if r.app in table}
         cache.clear()
         cache.update(current)
-    return RouteTable(table)
+    try:
+        return RouteTable(table)
+    except EdgeConfigError as exc:  # the fabric keeps host names unique; never lose routes
+        log.warning("edge: host routes dropped: %s", exc)
+        return RouteTable({app: Route(route.app, route.endpoints) for app, route in table.items()})
 
 
 class EdgeActor(SupervisedActor):

@@ -14,7 +14,7 @@ import time
 from mycelium.edge.connection import ClientConnection, Exchange
 from mycelium.edge.http1 import ProtocolError, parse_request_head, parse_response_head
 from mycelium.edge.relay import response_head
-from mycelium.edge.routes import split_target
+from mycelium.edge.routes import route_target
 from mycelium.edge.slowpath import SlowPath
 from mycelium.edge.state import IDEMPOTENT, EdgeState
 from mycelium.edge.upstream import MAX_RESPONSE_HEAD
@@ -101,7 +101,7 @@ class FastPath:
                 or req.upgrade is not None or req.target.startswith("/_mycelium/")):
             self.slow.take(client, (req, None))
             return
-        parts = split_target(req.target)
+        parts = route_target(state.routes, req.host, req.target)
         route = state.routes.get(parts[0]) if parts is not None else None
         if parts is None or route is None or not route.endpoints:
             self.slow.take(client, (req, None))  # answers 400/404/503
@@ -112,7 +112,7 @@ class FastPath:
         if up is None:
             self.slow.take(client, (req, order))
             return
-        prefix = b"/" + parts[0].encode()
+        prefix = parts[2]
         try:
             up.write(state.upstream_head(client, req, parts[1], ep, prefix))
         except ConnectionError:

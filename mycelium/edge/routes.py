@@ -14,8 +14,9 @@ from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from mycelium.edge.errors import EdgeConfigError
+from mycelium.edge.hosts import HostMap
 
-__all__ = ["APP_NAME", "Endpoint", "Route", "RouteTable", "split_target"]
+__all__ = ["APP_NAME", "Endpoint", "Route", "RouteTable", "route_target", "split_target"]
 
 APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 """What an app name may look like; anything else in a path is answered 400."""
@@ -72,10 +73,12 @@ class Route:
         endpoints: The Ready endpoints, in a stable order (round-robin walks it).
         weighted: Whether its endpoints carry weights (a canary): the balancer then uses
             smooth weighted round-robin.
+        hosts: The host names the app owns (exact or ``*.suffix``, lower-case).
     """
 
     app: str
     endpoints: tuple[Endpoint, ...] = ()
+    hosts: tuple[str, ...] = ()
     weighted: bool = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -89,6 +92,8 @@ class Route:
         if not isinstance(self.endpoints, tuple):
             object.__setattr__(self, "endpoints", tuple(self.endpoints))
         object.__setattr__(self, "weighted", any(ep.weight > 0 for ep in self.endpoints))
+        if not isinstance(self.hosts, tuple):
+            object.__setattr__(self, "hosts", tuple(self.hosts))
 
 
 class RouteTable(Mapping[str, Route]):
@@ -97,11 +102,14 @@ class RouteTable(Mapping[str, Route]):
     Args:
         routes: The routes by app name; copied, so later changes to it are not seen.
 
+    Attributes:
+        hosts: The routes' host names, for :meth:`by_host`.
+
     Raises:
-        EdgeConfigError: A key differs from its route's app name.
+        EdgeConfigError: A key differs from its route's app name, or two apps own one host.
     """
 
-    __slots__ = ("_routes",)
+    __slots__ = ("_routes", "hosts")
 
     def __init__(self, routes: Mapping[str, Route] | None = None) -> None:
         copied = dict(routes or {})
@@ -109,6 +117,15 @@ class RouteTable(Mapping[str, Route]):
             if name != route.app:
                 raise EdgeConfigError(f"route key {name!r} differs from its app {route.app!r}")
         self._routes: Mapping[str, Route] = MappingProxyType(copied)
+        self.hosts = HostMap({name: route.hosts for name, route in copied.items()
+                              if route.hosts})
+
+    def by_host(self, host: bytes | None) -> Route | None:
+        """The route of the app that owns ``host`` (a raw ``Host`` value), if any."""
+        if host is None or not self.hosts:
+            return None
+        app = self.hosts.match(host)
+        return None if app is None else self._routes.get(app)
 
     def __getitem__(self, app: str) -> Route:
         return self._routes[app]
@@ -125,6 +142,24 @@ class RouteTable(Mapping[str, Route]):
 
     def __repr__(self) -> str:
         return f"RouteTable({dict(self._routes)!r})"
+
+
+def route_target(table: RouteTable, host: bytes | None,
+                 target: str) -> tuple[str, str, bytes] | None:
+    """Route a request: by its ``Host`` first, else by its first path segment.
+
+    Returns:
+        ``(app, upstream target, prefix)``: ``prefix`` is ``/APP`` for a path route (what
+        ``X-Forwarded-Prefix`` says), empty for a host route (the path goes on unchanged);
+        ``None`` when the target is not in origin form. The app is not validated.
+    """
+    route = table.by_host(host)
+    if route is not None and target.startswith("/"):
+        return route.app, target, b""
+    parts = split_target(target)
+    if parts is None:
+        return None
+    return parts[0], parts[1], b"/" + parts[0].encode()
 
 
 def split_target(target: str) -> tuple[str, str] | None:

@@ -18,7 +18,7 @@ from mycelium._logger import get_logger
 from mycelium.edge.connection import ClientConnection, Exchange
 from mycelium.edge.http1 import ProtocolError, RequestHead, ResponseHead, parse_request_head
 from mycelium.edge.relay import abort_on_error, client_fault, pump_body, relay_response, settle
-from mycelium.edge.routes import APP_NAME, Endpoint, split_target
+from mycelium.edge.routes import APP_NAME, Endpoint, route_target
 from mycelium.edge.state import IDEMPOTENT, EdgeState
 from mycelium.edge.tunnel import Tunnel, switch_error, switch_head, upgrade_of
 from mycelium.edge.upstream import Upstream, read_response_head
@@ -201,18 +201,19 @@ class SlowPath:
         ``order`` is given when the dispatcher already routed the request.
         """
         if order is not None:
-            app, target = split_target(req.target) or ("", "/")
-            return await self._proxy(client, req, app, target, order)
+            app, target, prefix = route_target(self.state.routes, req.host, req.target) or (
+                "", "/", b"")
+            return await self._proxy(client, req, app, target, order, prefix)
         has_body = req.chunked or bool(req.content_length)
         reusable = req.keep_alive and not has_body  # an unread body forces a close on errors
         target = req.target
         if target.startswith("/_mycelium/"):
             return self._own(client, req, reusable)
-        parts = split_target(target)
+        parts = route_target(self.state.routes, req.host, target)
         if parts is None:
             self.state.error(client, 400, "request target must start with /", "", close=True)
             return False
-        app, upstream_target = parts
+        app, upstream_target, prefix = parts
         if not APP_NAME.match(app):
             self.state.error(client, 400 if app else 404, f"bad app name {app[:64]!r}", "",
                         close=not reusable)
@@ -229,7 +230,8 @@ class SlowPath:
             self.state.error(client, 503, f"app {app!r} has no ready endpoint", app,
                         close=not reusable)
             return reusable
-        return await self._proxy(client, req, app, upstream_target, self.balancer.order(route))
+        return await self._proxy(client, req, app, upstream_target, self.balancer.order(route),
+                                 prefix)
 
     def _own(self, client: ClientConnection, req: RequestHead, reusable: bool) -> bool:
         """Serve the edge's own ``/_mycelium/...`` paths."""
@@ -251,10 +253,12 @@ class SlowPath:
         return reusable and not self.state.draining
 
     async def _proxy(self, client: ClientConnection, req: RequestHead, app: str, target: str,
-                     order: Sequence[Endpoint]) -> bool:
-        """Send the request upstream (with retries) and stream the response back."""
+                     order: Sequence[Endpoint], prefix: bytes) -> bool:
+        """Send the request upstream (with retries) and stream the response back.
+
+        ``prefix`` is ``/APP`` for a path route, empty for a host route.
+        """
         has_body = req.chunked or bool(req.content_length)
-        prefix = b"/" + app.encode()
         asked = upgrade_of(req)
         may_resend = not has_body and req.method in IDEMPOTENT
         pump: asyncio.Task[None] | None = None

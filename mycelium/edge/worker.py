@@ -78,11 +78,17 @@ def config_from_wire(data: Mapping[str, Any]) -> EdgeConfig:
     return EdgeConfig(**values)
 
 
-def routes_to_wire(table: RouteTable) -> dict[str, list[list[str | int]]]:
-    """A routing snapshot as JSON-able data (a canary's endpoints with digest and weight)."""
-    return {app: [[ep.url, ep.instance, ep.digest, ep.weight] if ep.digest or ep.weight
-                  else [ep.url, ep.instance] for ep in route.endpoints]
-            for app, route in table.items()}
+def routes_to_wire(table: RouteTable) -> dict[str, Any]:
+    """A routing snapshot as JSON-able data (a canary's endpoints with digest and weight; the
+    apps' host names under the key ``"\x00hosts"``, which no app name can be)."""
+    out: dict[str, Any] = {
+        app: [[ep.url, ep.instance, ep.digest, ep.weight] if ep.digest or ep.weight
+              else [ep.url, ep.instance] for ep in route.endpoints]
+        for app, route in table.items()}
+    hosts = {app: list(route.hosts) for app, route in table.items() if route.hosts}
+    if hosts:
+        out["\x00hosts"] = hosts
+    return out
 
 
 def routes_from_wire(data: Mapping[str, Any]) -> RouteTable:
@@ -91,8 +97,10 @@ def routes_from_wire(data: Mapping[str, Any]) -> RouteTable:
     Raises:
         EdgeConfigError: A bad app name or endpoint URL.
     """
-    return RouteTable({app: Route(app, tuple(Endpoint(*ep) for ep in eps))
-                       for app, eps in data.items()})
+    hosts = data.get("\x00hosts") or {}
+    return RouteTable({app: Route(app, tuple(Endpoint(*ep) for ep in eps),
+                                  tuple(hosts.get(app, ())))
+                       for app, eps in data.items() if app != "\x00hosts"})
 
 
 class _Channel:

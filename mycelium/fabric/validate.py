@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from mycelium.messages import PublishPlan, SetBudget
 
 __all__ = ["APP_NAME", "DIGEST", "check_app_name", "check_budget", "check_budget_fields",
-           "check_digest", "check_plan", "check_plan_fields"]
+           "check_digest", "check_hosts", "check_plan", "check_plan_fields", "host_names"]
 
 APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -101,3 +101,40 @@ def check_budget_fields(app: object, max_instances: object, cpu: object, mem: ob
     _number("max-instances", max_instances, minimum=1, integer=True)
     _number("cpu", cpu, minimum=0, integer=False)
     _number("mem", mem, minimum=1, integer=True)
+
+
+def host_names(hosts: object) -> tuple[str, ...]:
+    """``deploy --host`` values as the names an app owns: lower-case, deduplicated, sorted;
+    one empty value (``--host ''``) means none.
+
+    Raises:
+        BadPlan: not a list of host names (exact, or ``*.suffix``).
+    """
+    from mycelium.edge.hosts import valid_host_name  # imported late: deploy starts fast
+
+    if not isinstance(hosts, (list, tuple)) or not all(isinstance(h, str) for h in hosts):
+        raise BadPlan(f"hosts must be a list of host names, got {hosts!r}")
+    names = {h.strip().lower().rstrip(".") for h in hosts} - {""}
+    for name in sorted(names):
+        if not valid_host_name(name):
+            raise BadPlan(f"bad host name {name!r}: expected a DNS name or *.suffix")
+    return tuple(sorted(names))
+
+
+def check_hosts(app: str, hosts: tuple[str, ...], owners: dict[str, tuple[str, ...]]) -> None:
+    """Refuse a host name another app already owns (a name belongs to one app at most).
+
+    Args:
+        app: The app being published.
+        hosts: Its host names.
+        owners: Every other app's host names (the running plans, with a batch's changes).
+
+    Raises:
+        BadPlan: a name is taken, naming its owner.
+    """
+    for other, names in sorted(owners.items()):
+        if other == app:
+            continue
+        taken = sorted(set(names) & set(hosts))
+        if taken:
+            raise BadPlan(f"host {taken[0]!r} already belongs to app {other!r}")

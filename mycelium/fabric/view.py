@@ -31,7 +31,8 @@ def routes(plans: Mapping[str, Plan], instances: Iterable[InstanceInfo]) -> tupl
     for info in instances:
         if info.state == InstanceState.READY and info.serving and info.url and info.app in by_app:
             by_app[info.app].append(EndpointInfo(url=info.url, instance=info.id))
-    return tuple(AppRoute(app=app, endpoints=tuple(sorted(eps, key=lambda e: e.instance)))
+    return tuple(AppRoute(app=app, endpoints=tuple(sorted(eps, key=lambda e: e.instance)),
+                          hosts=plans[app].hosts)
                  for app, eps in sorted(by_app.items()))
 
 
@@ -115,6 +116,7 @@ def status_document(plans: Mapping[str, Plan], budgets: Mapping[str, Budget],
             "app": name,
             "digest": plan.digest if plan else None,
             "min": plan.min if plan else 0,
+            "hosts": list(plan.hosts) if plan else [],
             "max": plan.max if plan else 0,
             "desired": desired,
             "ready": sum(1 for i in insts if i.state == InstanceState.READY

@@ -21,7 +21,7 @@ import pykka
 from mycelium.defaults import DeployDefaults
 from mycelium.fabric import Names
 from mycelium.fabric.errors import BadPlan
-from mycelium.fabric.validate import check_app_name, check_budget, check_plan
+from mycelium.fabric.validate import check_app_name, check_budget, check_plan, host_names
 from mycelium.messages import (
     GetInfo,
     GetStatus,
@@ -75,7 +75,9 @@ def deploy_plan(req: Mapping[str, Any], digest: str, manifest_warmup: float,
     plan = check_plan(PublishPlan(app=app, digest=digest, min=given("min", DeployDefaults.MIN),
                                   max=n_max, warmup=given("warmup", manifest_warmup),
                                   timeout=given("rollout_timeout", rollout_timeout),
-                                  env_secrets=names))
+                                  env_secrets=names,
+                                  hosts=None if req.get("hosts") is None
+                                  else host_names(req["hosts"])))
     budget = check_budget(SetBudget(app=app, max_instances=given("max_instances", n_max),
                                     cpu=given("cpu", DeployDefaults.CPU),
                                     mem=given("mem", DeployDefaults.MEM)))
