@@ -139,7 +139,7 @@ def test_slow_start_serves_only_after_its_delay_and_stops_cleanly_while_starting
 
 
 def test_examples_are_executable_and_have_manifests() -> None:
-    for name in ("hello", "crashy", "slow-start"):
+    for name in ("hello", "crashy", "slow-start", "ws-echo"):
         script = EXAMPLES / name / name
         assert os.access(script, os.X_OK)
         # no site-packages for the examples: they start fast
