@@ -163,7 +163,7 @@ def publish_batch(request: Request, changes: Sequence[AppChange],
         plans.append({"app": c.app, "digest": digests.get(c.app) or c.digest, "min": s.min,
                       "max": s.max, "max_instances": s.max_instances, "cpu": s.cpu,
                       "mem": s.mem, "warmup": s.warmup, "timeout": s.timeout,
-                      "who": asker, **_canary(c),
+                      "who": asker, "hosts": list(s.hosts), **_canary(c),
                       "env_secrets": list(c.desired.env_secrets)})
     stops = [c.app for c in changes if c.action == "destroy"]
     named = {c.app for c in changes} | (set(running) if prune else set())

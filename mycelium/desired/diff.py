@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .model import MANIFEST_KEYS, SCALE_KEYS, SETTING_KEYS, DesiredApp, RunningApp, Settings
+from .model import COMPARED_KEYS, MANIFEST_KEYS, SCALE_KEYS, DesiredApp, RunningApp, Settings
 
 __all__ = ["ACTIONS", "AppChange", "Change", "diff", "same_spore"]
 
@@ -70,7 +70,8 @@ def same_spore(want: DesiredApp, have: RunningApp) -> bool:
 
 
 def _settings_changes(old: Settings, new: Settings) -> list[Change]:
-    return [Change(k, old.get(k), new.get(k)) for k in SETTING_KEYS if old.get(k) != new.get(k)]
+    return [Change(k, old.get(k), new.get(k)) for k in COMPARED_KEYS
+            if old.get(k) != new.get(k)]
 
 
 def _spore_changes(want: DesiredApp, have: RunningApp) -> list[Change]:

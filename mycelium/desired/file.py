@@ -15,7 +15,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +144,7 @@ class _Reader:
             binary, manifest_path = None, None
             sha, size = signed.binary_sha256, signed.binary_size
         settings = self._settings(name, table, float(manifest["warmup"]))
-        self._unsupported(name, table)
+        settings = replace(settings, hosts=self._unsupported(name, table))
         canary = self._canary(name, table.get("canary", 0))
         return DesiredApp(name=name, settings=settings, manifest=manifest, binary_sha256=sha,
                           binary_size=size, digest=digest, binary=binary, canary=canary,
@@ -248,7 +248,8 @@ class _Reader:
                 raise self.fail(app, key, f"bad {what} {item!r}: expected {pattern.pattern}")
         return list(value)
 
-    def _unsupported(self, app: str, table: Mapping[str, Any]) -> None:
+    def _unsupported(self, app: str, table: Mapping[str, Any]) -> tuple[str, ...]:
+        """Check the keys whose features live elsewhere; return the app's host names."""
         hosts = self._names(app, table, "hosts", HOST_NAME, "host name")
         secrets = self._names(app, table, "secrets", SECRET_NAME, "secret name")
         env_secrets = self._names(app, table, "env_secrets", SECRET_NAME, "secret name")
@@ -257,9 +258,7 @@ class _Reader:
                 if not self.secret_exists(app, name):
                     raise self.fail(app, key, f"secret {name!r} does not exist (set it "
                                     f"first: mycelium secret set {app} {name})")
-        if hosts:
-            raise self.fail(app, "hosts", "routing by host name is not supported by this mesh "
-                            "yet (the edge routes /APP/… only): leave hosts empty")
+        return tuple(sorted({h.rstrip(".") for h in hosts}))
 
     def _canary(self, app: str, value: object) -> tuple[int, int, float]:
         """``(instances, weight, auto_promote)`` from ``N`` or ``{instances, weight,

@@ -64,7 +64,7 @@ class DesiredOps:
             if doc.get("digest") is None:
                 continue  # stopped: its instances are still draining
             keys = ("app", "digest", "generation", "min", "max", "warmup", "timeout", "budget",
-                    "plan_status", "reason", "state", "ready", "env_secrets")
+                    "plan_status", "reason", "state", "ready", "env_secrets", "hosts")
             apps.append({key: doc.get(key) for key in keys}
                         | {"manifest": self._manifest(doc["digest"])})
         return {"apps": apps, "defaults": {"timeout": self._rollout_timeout}}

@@ -8,11 +8,14 @@ from typing import Any
 
 from mycelium.defaults import DeployDefaults
 
-__all__ = ["DEFAULTS", "MANIFEST_KEYS", "SCALE_KEYS", "SETTING_KEYS", "DesiredApp", "RunningApp",
-           "Settings"]
+__all__ = ["COMPARED_KEYS", "DEFAULTS", "MANIFEST_KEYS", "SCALE_KEYS", "SETTING_KEYS",
+           "DesiredApp", "RunningApp", "Settings"]
 
 SETTING_KEYS = ("min", "max", "max_instances", "cpu", "mem", "warmup", "timeout")
 """The deploy settings a file may give, in the order they are compared and printed."""
+
+COMPARED_KEYS = (*SETTING_KEYS, "hosts")
+"""Everything compared beside the spore: the numeric settings and the app's host names."""
 
 SCALE_KEYS = frozenset({"min", "max", "max_instances"})
 
@@ -37,6 +40,8 @@ class Settings:
     mem: int
     warmup: float
     timeout: float
+    hosts: tuple[str, ...] = ()
+    """Host names routed to the app (sorted, lower-case); a file without ``hosts`` has none."""
 
     def get(self, key: str) -> Any:
         """One setting by its file key."""
@@ -114,7 +119,8 @@ class RunningApp:
                             max_instances=int(budget.get("max_instances", doc["max"])),
                             cpu=float(budget.get("cpu", 0.1)), mem=int(budget.get("mem", 256)),
                             warmup=float(doc.get("warmup", 0.0)),
-                            timeout=float(doc.get("timeout", 60.0)))
+                            timeout=float(doc.get("timeout", 60.0)),
+                            hosts=tuple(doc.get("hosts") or ()))
         spore = doc.get("manifest")
         manifest = None if spore is None else {k: spore[k] for k in MANIFEST_KEYS if k in spore}
         return cls(name=str(doc["app"]), digest=str(doc["digest"]),

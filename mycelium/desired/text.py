@@ -131,4 +131,6 @@ def export_toml(apps: Sequence[RunningApp], header: str = "") -> str:
         out.append(f"[apps.{have.name}]{comment}")
         out.append(f"digest = {_toml_value(have.digest)}")
         out += [f"{key} = {_toml_value(have.settings.get(key))}" for key in SETTING_KEYS]
+        if have.settings.hosts:
+            out.append(f"hosts = [{', '.join(map(_toml_value, have.settings.hosts))}]")
     return "\n".join(out) + "\n"

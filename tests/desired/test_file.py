@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import tomllib
 from pathlib import Path
@@ -70,8 +71,8 @@ BAD = [
      "apps.hello.secrets", "secret 'DB_URL' does not exist"),
     ('[apps.hello]\nbinary = "B"\nmanifest = "M"\nenv_secrets = ["bad name"]\n', 4,
      "apps.hello.env_secrets", "bad secret name"),
-    ('[apps.hello]\nbinary = "B"\nmanifest = "M"\nhosts = ["a.example.com"]\n', 4,
-     "apps.hello.hosts", "not supported by this mesh yet"),
+    ('[apps.hello]\nbinary = "B"\nmanifest = "M"\nhosts = ["not a host"]\n', 4,
+     "apps.hello.hosts", "bad host name"),
     ('[apps.hello]\nbinary = "B"\nmanifest = "M"\ncanary = {instances = 1, bogus = 10}\n', 4,
      "apps.hello.canary", "unknown key 'bogus'"),
     ('[apps.hello]\nbinary = "B"\nmanifest = "M"\ncanary = -1\n', 4,
@@ -169,3 +170,21 @@ def test_an_exported_state_plans_as_unchanged(home: Home, tmp_path: Path) -> Non
     f = tmp_path / "exported.toml"
     f.write_text(export_toml([have]))
     assert [c.action for c in diff(load_desired(home, f).apps, {"hello": have})] == ["unchanged"]
+
+
+def test_hosts_are_read_compared_and_exported(home: Home, tmp_path: Path) -> None:
+    digest = publish(home, binary=HELLO, manifest={"name": "hello", "version": "3.0.0"})
+    f = write(tmp_path / "mesh.toml", f'[apps.hello]\ndigest = "{digest}"\n'
+              'hosts = ["b.example.com", "*.a.example.com"]\n')
+    (app,) = load_desired(home, f).apps
+    assert app.settings.hosts == ("*.a.example.com", "b.example.com")
+    running = RunningApp(name="hello", digest=digest, generation=1,
+                         settings=dataclasses.replace(app.settings, hosts=()))
+    (change,) = diff([app], {"hello": running})
+    assert change.action == "settings" and [c.field for c in change.changes] == ["hosts"]
+    same = dataclasses.replace(running, settings=app.settings)
+    assert diff([app], {"hello": same})[0].action == "unchanged"
+    exported = write(tmp_path / "export.toml", export_toml([same]))
+    assert 'hosts = ["*.a.example.com", "b.example.com"]' in exported.read_text()
+    assert diff(list(load_desired(home, exported).apps), {"hello": same})[0].action == \
+        "unchanged"
