@@ -79,7 +79,8 @@ def test_the_view_folds_in_what_only_the_log_knows() -> None:
 def test_apps_show_rollout_progress_per_node() -> None:
     status = {"nodes": [{"name": "node-1", "state": "up"}, {"name": "node-2", "state": "up"}],
               "apps": [{"app": "hello", "digest": "new", "previous": "old", "min": 1, "max": 2,
-                        "desired": 2, "ready": 3, "state": "updating", "instances": [
+                        "desired": 2, "ready": 3, "state": "updating",
+                        "hosts": ["hello.test"], "instances": [
                             {"id": "a", "node": "node-1", "digest": "old", "state": "Draining"},
                             {"id": "b", "node": "node-1", "digest": "new", "state": "Ready"},
                             {"id": "c", "node": "node-2", "digest": "old", "state": "Ready"},
@@ -87,6 +88,7 @@ def test_apps_show_rollout_progress_per_node() -> None:
                              "state": "Launching"}]}]}
     (app,) = build_view(None, status, LogIndex())["apps"]
     assert app["green_ready"] == 1 and app["previous"] == "old"
+    assert app["hosts"] == ["hello.test"]
     by_node = {n["node"]: [(i["colour"], i["state"]) for i in n["instances"]]
                for n in app["nodes"]}
     assert by_node == {"node-1": [("blue", "Draining"), ("green", "Ready")],

@@ -147,6 +147,7 @@ def apps_view(status: Mapping[str, Any]) -> list[dict[str, Any]]:
             "min": app.get("min"), "max": app.get("max"), "desired": app.get("desired"),
             "ready": app.get("ready"), "state": app.get("state"), "reason": app.get("reason"),
             "green_ready": green_ready, "canary": _canary_view(app.get("canary")),
+            "hosts": list(app.get("hosts") or []),
             "nodes": [{"node": n, "instances": insts} for n, insts in per_node.items()],
         })
     return out

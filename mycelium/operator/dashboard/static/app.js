@@ -117,7 +117,10 @@ function renderApps(apps) {
                          `${c.error_rate}% vs ${c.old_error_rate}%)`
                    : updating ? ` (green ${a.green_ready}/${a.desired})` : "";
     return el("tr", {"data-app": a.app},
-      el("td", {class: "name", text: a.app}),
+      el("td", {class: "name", text: a.app},
+        ...(a.hosts && a.hosts.length
+          ? [el("div", {class: "hosts muted", title: "host names routed to this app",
+                        text: a.hosts.join(" ")})] : [])),
       el("td", {}, el("span", {class: `badge a-${a.state}`, text: a.state, title: a.reason ?? ""})),
       el("td", {class: "digest", title: a.digest ?? "",
                 text: (a.digest ?? "").slice(0, 12) + (updating ? ` ← ${a.previous.slice(0, 12)}` : "")}),
