@@ -64,7 +64,7 @@ from .rollouts import MESSAGES, RolloutPort, Rollouts, reverted, with_next_secre
 from .slots import LocalSlots, SlotClaims
 from .state import Store
 from .switch import ClaimSwitch, ReleaseSwitch, Switches, SwitchGate
-from .validate import check_budget, check_hosts, check_plan, host_names
+from .validate import check_budget, check_hosts, check_plan, host_owners
 from .view import routes, status_document
 
 __all__ = ["SYNC_GRACE", "Fabric"]
@@ -250,10 +250,7 @@ class Fabric(SupervisedActor):
     def _check_publish(self, msg: PublishPlan,
                        owners: dict[str, tuple[str, ...]] | None = None) -> None:
         check_plan(msg)
-        if msg.hosts is not None:
-            if owners is None:
-                owners = {app: plan.hosts for app, plan in self._plans.items()}
-            check_hosts(msg.app, host_names(list(msg.hosts)), owners)
+        check_hosts(msg, host_owners(self._plans) if owners is None else owners)
         if msg.budget is not None:
             check_budget(msg.budget)
             if msg.budget.app != msg.app:
@@ -272,11 +269,7 @@ class Fabric(SupervisedActor):
         moved = moved_plans(self._plans, batch.expect)
         if moved:
             raise PlanMoved(moved_message(moved))
-        owners = {app: plan.hosts for app, plan in self._plans.items()
-                  if app not in batch.stops}
-        for msg in batch.plans:  # hosts the batch gives replace the apps' current ones
-            if msg.hosts is not None:
-                owners[msg.app] = tuple(msg.hosts)
+        owners = host_owners(self._plans, batch.plans, batch.stops)
         for msg in batch.plans:
             self._check_publish(msg, owners)
         for app in batch.stops:

@@ -9,10 +9,13 @@ from .errors import BadPlan
 
 TYPE_CHECKING = False  # not typing's: `mycelium deploy` checks its input here, and starts fast
 if TYPE_CHECKING:
-    from mycelium.messages import PublishPlan, SetBudget
+    from collections.abc import Mapping, Sequence
+
+    from mycelium.messages import Plan, PublishPlan, SetBudget
 
 __all__ = ["APP_NAME", "DIGEST", "check_app_name", "check_budget", "check_budget_fields",
-           "check_digest", "check_hosts", "check_plan", "check_plan_fields", "host_names"]
+           "check_digest", "check_hosts", "check_plan", "check_plan_fields", "host_names",
+           "host_owners"]
 
 APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -121,20 +124,30 @@ def host_names(hosts: object) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def check_hosts(app: str, hosts: tuple[str, ...], owners: dict[str, tuple[str, ...]]) -> None:
-    """Refuse a host name another app already owns (a name belongs to one app at most).
+def host_owners(plans: Mapping[str, Plan], publish: Sequence[PublishPlan] = (),
+                stops: Sequence[str] = ()) -> dict[str, tuple[str, ...]]:
+    """Every app's host names once ``publish`` and ``stops`` are applied over ``plans``."""
+    owners = {app: plan.hosts for app, plan in plans.items() if app not in stops}
+    for msg in publish:  # hosts a plan gives replace the app's current ones
+        if msg.hosts is not None:
+            owners[msg.app] = tuple(msg.hosts)
+    return owners
+
+
+def check_hosts(plan: PublishPlan, owners: Mapping[str, tuple[str, ...]]) -> None:
+    """Refuse host names that are not names, or that another app owns (one app per name).
 
     Args:
-        app: The app being published.
-        hosts: Its host names.
-        owners: Every other app's host names (the running plans, with a batch's changes).
+        plan: The plan being published (``hosts`` None: it keeps its names, nothing to check).
+        owners: Every app's host names (:func:`host_owners`).
 
     Raises:
-        BadPlan: a name is taken, naming its owner.
+        BadPlan: a bad name, or a name taken (naming its owner).
     """
+    if plan.hosts is None:
+        return
+    hosts = set(host_names(list(plan.hosts)))
     for other, names in sorted(owners.items()):
-        if other == app:
-            continue
-        taken = sorted(set(names) & set(hosts))
+        taken = sorted(set(names) & hosts) if other != plan.app else []
         if taken:
             raise BadPlan(f"host {taken[0]!r} already belongs to app {other!r}")

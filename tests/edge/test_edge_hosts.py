@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from mycelium.edge import EdgeConfigError, Endpoint, Route, RouteTable
 from mycelium.edge.hosts import HostMap, normalize_host
 from mycelium.fabric.errors import BadPlan
-from mycelium.fabric.validate import check_hosts, host_names
+from mycelium.fabric.validate import check_hosts, host_names, host_owners
+from mycelium.messages import PublishPlan
 from tests.edge.edge_helpers import echo_app
 from tests.meshkit import stopped_cleanly
 
@@ -51,9 +52,16 @@ def test_a_name_belongs_to_one_app():
     for bad in (["a b"], ["*"], ["*.*.x"], ["x..y"], [7]):
         with pytest.raises(BadPlan):
             host_names(bad)
-    check_hosts("a", ("x.com",), {"a": ("x.com",), "b": ("y.com",)})
+    def plan(app: str, hosts: tuple[str, ...] | None) -> PublishPlan:
+        return PublishPlan(app=app, digest="0" * 64, hosts=hosts)
+
+    check_hosts(plan("a", ("x.com",)), {"a": ("x.com",), "b": ("y.com",)})
+    check_hosts(plan("a", None), {"b": ("y.com",)})
     with pytest.raises(BadPlan, match="already belongs to app 'b'"):
-        check_hosts("a", ("y.com",), {"b": ("y.com",)})
+        check_hosts(plan("a", ("Y.com",)), {"b": ("y.com",)})
+    # a batch that moves a name from b to a is fine; stopping b frees its names
+    assert host_owners({}, [plan("a", ("y.com",)), plan("b", ())]) == {"a": ("y.com",),
+                                                                       "b": ()}
 
 
 def _get(port: int, path: str, host: str) -> tuple[int, dict, dict[str, str]]:
