@@ -144,7 +144,7 @@ class _Reader:
             binary, manifest_path = None, None
             sha, size = signed.binary_sha256, signed.binary_size
         settings = self._settings(name, table, float(manifest["warmup"]))
-        settings = replace(settings, hosts=self._unsupported(name, table))
+        settings = replace(settings, hosts=self._hosts_and_secrets(name, table))
         canary = self._canary(name, table.get("canary", 0))
         return DesiredApp(name=name, settings=settings, manifest=manifest, binary_sha256=sha,
                           binary_size=size, digest=digest, binary=binary, canary=canary,
@@ -248,8 +248,8 @@ class _Reader:
                 raise self.fail(app, key, f"bad {what} {item!r}: expected {pattern.pattern}")
         return list(value)
 
-    def _unsupported(self, app: str, table: Mapping[str, Any]) -> tuple[str, ...]:
-        """Check the keys whose features live elsewhere; return the app's host names."""
+    def _hosts_and_secrets(self, app: str, table: Mapping[str, Any]) -> tuple[str, ...]:
+        """Check the secrets the app names exist; return its host names (sorted, unique)."""
         hosts = self._names(app, table, "hosts", HOST_NAME, "host name")
         secrets = self._names(app, table, "secrets", SECRET_NAME, "secret name")
         env_secrets = self._names(app, table, "env_secrets", SECRET_NAME, "secret name")
