@@ -90,7 +90,8 @@ def next_plan(msg: PublishPlan, old: Plan | None, budget: Budget | None, generat
     plan = Plan(app=msg.app, digest=msg.digest, min=msg.min, max=msg.max,
                 warmup=float(msg.warmup), timeout=float(msg.timeout), generation=generation,
                 published_at=now, previous=previous, secrets=secrets,
-                env_secrets=tuple(msg.env_secrets))
+                env_secrets=tuple(msg.env_secrets), idle=msg.idle,
+                target_concurrency=msg.target_concurrency)
     if msg.budget is not None:
         budget = Budget(app=msg.app, max_instances=msg.budget.max_instances,
                         cpu=float(msg.budget.cpu), mem=msg.budget.mem)

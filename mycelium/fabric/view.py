@@ -31,7 +31,8 @@ def routes(plans: Mapping[str, Plan], instances: Iterable[InstanceInfo]) -> tupl
     for info in instances:
         if info.state == InstanceState.READY and info.serving and info.url and info.app in by_app:
             by_app[info.app].append(EndpointInfo(url=info.url, instance=info.id))
-    return tuple(AppRoute(app=app, endpoints=tuple(sorted(eps, key=lambda e: e.instance)))
+    return tuple(AppRoute(app=app, endpoints=tuple(sorted(eps, key=lambda e: e.instance)),
+                          hold=plans[app].min == 0)
                  for app, eps in sorted(by_app.items()))
 
 
@@ -70,7 +71,8 @@ def app_state(plan: Plan | None, desired: int, instances: list[InstanceInfo],
 
 
 def _instance_doc(info: InstanceInfo) -> dict[str, Any]:
-    return {"id": info.id, "node": info.node, "digest": info.digest, "state": info.state,
+    return {"id": info.id, "node": info.node, "child": info.child, "digest": info.digest,
+            "state": info.state,
             "pid": info.pid, "url": info.url, "restarts": info.restarts,
             "started_at": info.started_at, "ready_at": info.ready_at,
             "cpu_percent": info.cpu_percent, "rss_bytes": info.rss_bytes,
