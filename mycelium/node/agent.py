@@ -148,6 +148,7 @@ class Agent(SupervisedActor):
         self._apps: dict[str, _AppHere] = {}
         self._manifests: dict[str, SporeInfo] = {}
         self._counts: dict[str, int] = {}  # app → instances the fabric placed here
+        self._capacity = NodeCapacity(node, settings.cpu, settings.mem_mb)  # told the fabric
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -155,7 +156,7 @@ class Agent(SupervisedActor):
         """Adopt the app supervisors already running on this node, then sync with the fabric."""
         self._names.register(self.node, self.actor_ref)
         self._adopt()
-        self._tell_capacity()
+        self._names.tell("fabric", self._capacity)
         self._names.tell("fabric", SyncRequest(self.node))
 
     def on_stop(self) -> None:
@@ -165,10 +166,6 @@ class Agent(SupervisedActor):
     def on_failure(self, *_exc: object) -> None:
         """Unregister; the successor adopts the apps."""
         self._names.unregister(self.node, self.actor_ref)
-
-    def _tell_capacity(self) -> None:
-        self._names.tell("fabric", NodeCapacity(self.node, self._settings.cpu,
-                                                self._settings.mem_mb))
 
     def _apps_ref(self) -> pykka.ActorRef[Any]:
         ref = self._names.get(f"{self.node}/apps")
@@ -259,13 +256,12 @@ class Agent(SupervisedActor):
                     plan = self._plans.get(app)
                     if here.switching and plan is not None:
                         self._names.tell("fabric", ClaimSwitch(app, self.node, self._lease(plan)))
-                self._tell_capacity()
+                self._names.tell("fabric", self._capacity)
                 infos = tuple(i for h in self._apps.values() for i in h.infos.values())
                 self._names.tell("fabric", AgentSync(self.node, tuple(self._apps), infos))
             case GetInfo():
                 return {"name": self.node, "apps": sorted(self._apps),
-                        "used": dataclasses.asdict(usage((h.cpu, h.mem)
-                                                         for h in self._apps.values())),
+                        "used": dataclasses.asdict(self._usage()),
                         "capacity": {"cpu": self._settings.cpu, "mem": self._settings.mem_mb}}
             case Crash():
                 raise CrashRequested("crash requested")
@@ -286,12 +282,9 @@ class Agent(SupervisedActor):
 
     # -- placement and rollout -------------------------------------------------------------
 
-    def _used(self) -> dict[str, float]:
-        used = self._usage()
-        return {"cpu": used.cpu, "mem": used.mem}
-
     def _usage(self, besides: str | None = None) -> Any:
-        """What the apps here reserve: each app's budget times its instances here."""
+        """What the apps here reserve: each app's budget times its instances (the intensity
+        of an app supervisor is multiplied alike: each instance may restart as one would)."""
         return usage((h.cpu * self._counts.get(a, 1), h.mem * self._counts.get(a, 1))
                      for a, h in self._apps.items() if a != besides)
 
@@ -394,9 +387,7 @@ class Agent(SupervisedActor):
             # restarts (it reached its intensity) resumes the current plan's digest on the
             # agent's next reconcile, never the digest it was first placed with
             return Supervisor.start(
-                # its children are the node's `count` instances: each may restart as one would
-                SupFlags("one_for_one", intensity=backoff_intensity(s) * count,
-                         period=s.period),
+                SupFlags("one_for_one", intensity=backoff_intensity(s) * count, period=s.period),
                 [], path=f"mesh/nodes/{node}/apps/{app}", reporter=reporter)
 
         try:
