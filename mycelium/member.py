@@ -40,6 +40,7 @@ from mycelium.secrets import EtcdSecretStore, SecretStore
 from mycelium.spores import Limits, Repo, load_trusted
 from mycelium.spores.fetch import SporeServer, fetch
 from supervisors import ChildSpec
+from supervisors.reports import Reporter
 
 __all__ = ["Member", "cluster_fabric_child", "default_prefix"]
 
@@ -171,7 +172,8 @@ class Member:
             spores.stop()
 
     def fabric_child(self, names: Names, repo: Repo, parallel: int, *,
-                     history_keep: int = DEFAULT_KEEP) -> ChildSpec:
+                     history_keep: int = DEFAULT_KEEP,
+                     report: Reporter | None = None) -> ChildSpec:
         """The fabric with its etcd parts, on the etcd store joined by :meth:`open`."""
         if self.store is None:
             raise OperationFailed("the member has not joined the fabric")

@@ -14,19 +14,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from mycelium.defaults import DeployDefaults
+from mycelium.messages_scale import AppLoad, DrainNode, EdgeLoad, NodeCapacity, WakeApp
 from mycelium.rollout_messages import EdgeAnswers  # and registers the rollout messages
 from mycelium.states import InstanceState, PlanStatus
 from mycelium.wire import WireError, decode_message, from_wire, message_types, register, to_wire
 
 __all__ = [
-    "REPORTS", "AgentSync", "AppFailed", "AppRestarted", "AppRoute", "Budget", "CheckReport",
-    "CheckResult", "ClaimSlot", "ClaimSwitch", "Crash", "CrashRequested", "DeregisterEndpoint",
-    "Drain", "EndpointInfo", "EndpointsChanged", "FabricRestarted", "GetInfo", "GetPlans",
-    "GetStatus", "InstanceInfo", "InstanceStatus", "IsRouted", "KillEdgeWorker", "LastExit",
-    "Plan", "PlanChanged", "PlanVersion", "PlansSynced", "PublishBatch", "PublishPlan",
-    "RegisterEndpoint", "ReleaseSlot", "ReleaseSwitch", "ReloadCerts", "Resync",
-    "RolloutFailed", "SecretsChanged", "SetBudget", "SlotDeclined", "SlotReply", "StopApp",
-    "SyncRequest", "Tick", "WireError", "decode_message", "from_wire", "message_types", "to_wire",
+    "REPORTS", "AgentSync", "AppFailed", "AppLoad", "AppRestarted", "AppRoute", "Budget",
+    "CheckReport", "CheckResult", "ClaimSlot", "ClaimSwitch", "Crash", "CrashRequested",
+    "DeregisterEndpoint", "Drain", "DrainNode", "EdgeLoad", "EndpointInfo", "EndpointsChanged",
+    "FabricRestarted", "GetInfo", "GetPlans", "GetStatus", "InstanceInfo", "InstanceStatus",
+    "IsRouted", "KillEdgeWorker", "LastExit", "NodeCapacity", "Plan", "PlanChanged",
+    "PlanVersion", "PlansSynced", "PublishBatch", "PublishPlan", "RegisterEndpoint",
+    "ReleaseSlot", "ReleaseSwitch", "ReloadCerts", "Resync", "RolloutFailed", "SecretsChanged",
+    "SetBudget", "SlotDeclined", "SlotReply", "StopApp", "SyncRequest", "Tick", "WakeApp",
+    "WireError", "decode_message", "from_wire", "message_types", "to_wire",
 ]
 
 
@@ -75,6 +77,10 @@ class Plan:
     env_secrets: tuple[str, ...] = ()  # secret names also given as env vars (never values)
     hosts: tuple[str, ...] = ()
     """Host names routed to the app with the path unchanged (exact or ``*.suffix``)."""
+    idle: float | None = None
+    """With ``min`` 0: seconds without a request after which the last instance stops."""
+    target_concurrency: float | None = None
+    """Autoscaling: concurrent requests one instance should serve (None: a fixed count)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +170,8 @@ class AppRoute:
     app: str
     endpoints: tuple[EndpointInfo, ...] = ()
     hosts: tuple[str, ...] = ()
+    hold: bool = False
+    """Scaled to zero: with no endpoint the edge holds a request while an instance starts."""
 
 
 # --------------------------------------------------------------------------- any actor
@@ -232,6 +240,8 @@ class PublishPlan:
     env_secrets: tuple[str, ...] = ()  # an apply file's: secret names also given as env vars
     hosts: tuple[str, ...] | None = None
     """The app's host names; ``None`` keeps the ones it has, ``()`` clears them."""
+    idle: float | None = None  # scale to zero and autoscaling: see Plan
+    target_concurrency: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,6 +425,8 @@ class PlanChanged:
     app: str
     plan: Plan | None
     budget: Budget | None
+    count: int = 1
+    """How many instances of the app this node runs (the fabric's placement)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,8 +470,8 @@ class Drain:
 # --------------------------------------------------------------------------- wire form
 
 REPORTS: frozenset[type[Any]] = frozenset({
-    AgentSync, CheckReport, DeregisterEndpoint, EdgeAnswers, EndpointsChanged, InstanceStatus,
-    PlanChanged, PlansSynced, RegisterEndpoint, ReleaseSlot,
+    AgentSync, CheckReport, DeregisterEndpoint, EdgeAnswers, EdgeLoad, EndpointsChanged,
+    InstanceStatus, NodeCapacity, PlanChanged, PlansSynced, RegisterEndpoint, ReleaseSlot,
 })
 """Messages that state what exists — an instance's endpoint and state, an agent's apps and
 slots, what its health checks saw, what the edge answered per digest (a forged count would

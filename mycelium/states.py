@@ -57,3 +57,5 @@ class AppState(StrEnum):
     """Below ``min`` within the rollout's deadline."""
     DEGRADED = "degraded"
     """Below ``min`` after the rollout's deadline."""
+    IDLE = "idle"
+    """Scaled to zero (``--min 0``): no instance until a request arrives."""

@@ -31,7 +31,8 @@ def deploy_app(connect: Callable[[], Request], app_name: str, digest: str, *, n_
                n_max: int, max_instances: int | None, cpu: float, mem: int,
                warmup: float | None, wait: bool, timeout: float | None,
                canary: int | None = None, canary_weight: int | None = None,
-               auto_promote: float | None = None, hosts: list[str] | None = None) -> None:
+               auto_promote: float | None = None, hosts: list[str] | None = None,
+               idle: float | None = None, target_concurrency: float | None = None) -> None:
     """Check, publish, and (with ``wait``) follow until min Ready and no old digest is left.
 
     ``connect()`` is called once the input is known good, so that bad input is reported
@@ -48,6 +49,7 @@ def deploy_app(connect: Callable[[], Request], app_name: str, digest: str, *, n_
         check_app_name,
         check_budget_fields,
         check_plan_fields,
+        check_scale_fields,
         host_names,
     )
 
@@ -65,11 +67,14 @@ def deploy_app(connect: Callable[[], Request], app_name: str, digest: str, *, n_
                     "auto_promote": auto_promote}
         canary_fields(canaried)  # bad input before any connection
     names = None if hosts is None else list(host_names(hosts))
+    check_scale_fields(n_min, idle, target_concurrency)
+    scale = {k: v for k, v in (("idle", idle), ("target_concurrency", target_concurrency))
+             if v is not None}
     request = connect()
     started = time.monotonic()
     plan = request("deploy", app=app_name, digest=digest, min=n_min, max=n_max,
                    max_instances=max_instances, cpu=cpu, mem=mem, warmup=warmup,
-                   rollout_timeout=timeout, who=who(), **canaried,
+                   rollout_timeout=timeout, who=who(), **canaried, **scale,
                    **({} if names is None else {"hosts": names}))
     full, generation = plan["digest"], plan["generation"]
     timeout = float(plan["timeout"])  # the mesh's, when --timeout was not given

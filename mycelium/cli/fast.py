@@ -58,13 +58,14 @@ _SHAPES: dict[str, tuple[int, int, frozenset[str], frozenset[str]]] = {
                frozenset({"--home", "--node", "--instance", "--stream", "--tail", "--since"})),
     "deploy": (2, 2, frozenset({"--wait", "--no-wait"}),
                frozenset({"--home", "--min", "--max", "--max-instances", "--cpu", "--mem",
-                          "--warmup", "--timeout"})),
+                          "--warmup", "--timeout", "--idle", "--target-concurrency"})),
 }
 _INTEGER = frozenset("0123456789")
 _DEPLOY_INTS = {"--min": DeployDefaults.MIN, "--max": DeployDefaults.MAX,
                 "--mem": DeployDefaults.MEM}
 #: ``--timeout`` absent: None, the mesh applies its ``[rollout] timeout``
-_DEPLOY_FLOATS: dict[str, float | None] = {"--cpu": DeployDefaults.CPU, "--timeout": None}
+_DEPLOY_FLOATS: dict[str, float | None] = {"--cpu": DeployDefaults.CPU, "--timeout": None,
+                                           "--idle": None, "--target-concurrency": None}
 
 _OK_PREFIX = b'{"ok":true,"result":'
 """How the mesh's orjson encodes ``{"ok": True, "result": …}`` up to the result."""
@@ -281,7 +282,8 @@ def _deploy(connect: Callable[[], Callable[..., Any]], positional: list[str],
                max_instances=None if max_instances is None else _decimal(max_instances, 0, int),
                cpu=floats["--cpu"], mem=ints["--mem"],
                warmup=None if warmup is None else _decimal(warmup, 0.0, float),
-               wait="--no-wait" not in options, timeout=floats["--timeout"])
+               wait="--no-wait" not in options, timeout=floats["--timeout"],
+               idle=floats["--idle"], target_concurrency=floats["--target-concurrency"])
 
 
 def _decimal(text: str | bool | None, default: Any, kind: Callable[[str], Any]) -> Any:

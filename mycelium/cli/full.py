@@ -22,6 +22,7 @@ from . import (  # noqa: F401  (registers the commands on `app`)
     desired_cmds,
     history_cmds,
     mesh_cmds,
+    node_cmds,
     output_cmds,
     secret_cmds,
     spore_cmds,

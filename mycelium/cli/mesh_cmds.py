@@ -249,7 +249,8 @@ def deploy_cmd(
     n_min: Annotated[int, typer.Option(
         "--min", help="Ready instances below which the app is degraded")] = DeployDefaults.MIN,
     n_max: Annotated[int, typer.Option(
-        "--max", help="Instances wanted, at most one per node")] = DeployDefaults.MAX,
+        "--max", help="Instances wanted, spread over the nodes (several per node once "
+                      "every node that fits has one)")] = DeployDefaults.MAX,
     max_instances: Annotated[int | None, typer.Option(
         "--max-instances", help="Hard cap on instances mesh-wide (default: --max)")] = None,
     cpu: Annotated[float, typer.Option(
@@ -280,6 +281,12 @@ def deploy_cmd(
         "--host", help="A host name routed to APP with the path unchanged (exact, or "
                        "*.suffix); repeatable; --host '' clears; none given keeps the app's")
     ] = None,
+    idle: Annotated[float | None, typer.Option(
+        "--idle", help="With --min 0: seconds without a request before the last instance "
+                       "stops (default 300)")] = None,
+    target_concurrency: Annotated[float | None, typer.Option(
+        "--target-concurrency", help="Autoscale: concurrent requests per instance; desired "
+                                     "= clamp(ceil(in_flight / C), min, max)")] = None,
 ) -> None:
     """Deploy or update APP: set its budget and publish its plan.
 
@@ -290,7 +297,8 @@ def deploy_cmd(
     deploy_app(lambda: ControlClient(home_of(home)).request, app_name, digest, n_min=n_min,
                n_max=n_max, max_instances=max_instances, cpu=cpu, mem=mem, warmup=warmup,
                wait=wait, timeout=timeout, canary=canary, canary_weight=canary_weight,
-               auto_promote=auto_promote, hosts=hosts)
+               auto_promote=auto_promote, hosts=hosts, idle=idle,
+               target_concurrency=target_concurrency)
 
 
 @app.command("stop")

@@ -8,6 +8,7 @@ crashed edge closes its server before its supervisor starts the successor on the
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -18,12 +19,14 @@ from mycelium.messages import (
     AppRoute,
     Crash,
     CrashRequested,
+    EdgeLoad,
     EndpointsChanged,
     GetInfo,
     KillEdgeWorker,
     ReloadCerts,
     SyncRequest,
     Tick,
+    WakeApp,
 )
 from mycelium.rollout_messages import EdgeAnswers
 from supervisors import SupervisedActor
@@ -32,13 +35,22 @@ from supervisors.timers import TimerHandle, shared_timers
 
 from .config import EdgeConfig
 from .errors import EdgeConfigError, EdgeError
+from .load import LoadMeter
 from .routes import Endpoint, Route, RouteTable
 from .server import EdgeServer
 from .workers import EdgeWorkers
 
-__all__ = ["EdgeActor", "route_table"]
+__all__ = ["LOAD_PERIOD", "EdgeActor", "route_table"]
+
+LOAD_PERIOD = 0.5
+"""Seconds between two load reports to the fabric."""
 
 log = get_logger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _ReportLoad:
+    """Time for the next load report (a timer's, off the wire)."""
 
 
 def route_table(message: EndpointsChanged,
@@ -61,7 +73,7 @@ def route_table(message: EndpointsChanged,
             except Exception as exc:
                 log.warning("edge: skipping endpoint %s of %s: %s", ep.url, app_route.app, exc)
         table[app_route.app] = Route(app=app_route.app, endpoints=tuple(endpoints),
-                                     hosts=app_route.hosts)
+                                     hosts=app_route.hosts, hold=app_route.hold)
     if cache is not None:
         current = {r: table[r.app] for r in message.routes if r.app in table}
         cache.clear()
@@ -95,6 +107,8 @@ class EdgeActor(SupervisedActor):
         self._on_listening = on_listening
         self._cache: dict[AppRoute, Route] = {}
         self._report: TimerHandle | None = None
+        self._meter = LoadMeter()
+        self._load_timer: TimerHandle | None = None
 
     def on_start(self) -> None:
         """Bind the port (in this process, or in ``[edge] workers`` processes), register as
@@ -103,13 +117,21 @@ class EdgeActor(SupervisedActor):
         Raises:
             EdgeError: the port cannot be bound, or a worker did not start.
         """
+        names = self._names
+
+        def wake(app: str) -> None:  # from the edge's loop thread: a tell is thread-safe
+            names.tell("fabric", WakeApp(app))
+
+        config = dataclasses.replace(self._config, on_wake=wake)
         server: EdgeServer | EdgeWorkers
-        if self._config.workers:
-            server = EdgeWorkers(self._config, self._reporter)
+        if config.workers:
+            server = EdgeWorkers(config, self._reporter)
         else:
-            server = EdgeServer(self._config, self._reporter)
+            server = EdgeServer(config, self._reporter)
         server.start()
         self._server = server
+        self._meter = LoadMeter()
+        self._report_load()
         self._names.register("edge", self.actor_ref)
         self._names.tell("fabric", SyncRequest("edge"))
         if self._on_listening is not None:
@@ -133,10 +155,27 @@ class EdgeActor(SupervisedActor):
         """Release the port quickly for the successor."""
         self._close(0.5)
 
+    def _report_load(self) -> None:
+        """Every half second: the apps' in-flight means to the fabric (autoscaling, idling)."""
+        server = self._server
+        if server is None:
+            return
+        # worker processes keep their counters to themselves: no load to report from here
+        totals = server.load_totals() if isinstance(server, EdgeServer) else {}
+        loads = self._meter.sample(time.monotonic(), totals)
+        if loads:
+            self._names.tell("fabric", EdgeLoad(tuple(loads)))
+        ref = self.actor_ref
+        self._load_timer = shared_timers().call_later(
+            LOAD_PERIOD, lambda: ref.tell(_ReportLoad()) if ref.is_alive() else None)
+
     def _close(self, grace: float) -> None:
         if self._report is not None:
             shared_timers().cancel(self._report)
             self._report = None
+        if self._load_timer is not None:
+            shared_timers().cancel(self._load_timer)
+            self._load_timer = None
         self._names.unregister("edge", self.actor_ref)
         if self._server is not None:
             self._server.stop(grace=grace)
@@ -167,6 +206,8 @@ class EdgeActor(SupervisedActor):
             CrashRequested: on :class:`Crash`.
         """
         match message:
+            case _ReportLoad():
+                self._report_load()
             case EndpointsChanged():
                 if self._server is not None:
                     self._server.set_restarts(dict(message.restarts))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -98,6 +99,10 @@ class EdgeConfig:
     workers: int = 0
     event_loop: str = "auto"
     tls: TLSSettings | None = None
+    hold_timeout: float = 30.0
+    hold_max: int = 1000
+    on_wake: Callable[[str], None] | None = None
+    """Told an app's name when requests start waiting for it (scale from zero)."""
 
     def __post_init__(self) -> None:
         """Reject values that would make the edge hang or refuse everything.
@@ -125,6 +130,10 @@ class EdgeConfig:
         if self.event_loop not in ("auto", "uvloop", "asyncio"):
             raise EdgeConfigError(f"edge event_loop must be auto, uvloop or asyncio, "
                                   f"got {self.event_loop!r}")
+        if not self.hold_timeout > 0:
+            raise EdgeConfigError(f"edge hold_timeout must be > 0, got {self.hold_timeout!r}")
+        if self.hold_max < 1:
+            raise EdgeConfigError(f"edge hold_max must be >= 1, got {self.hold_max!r}")
         if self.upstream_keepalive < 0:
             raise EdgeConfigError("edge upstream_keepalive must be >= 0")
         if self.max_connections < 1:
@@ -161,4 +170,5 @@ def edge_config(cfg: MeshConfig, *, host: str, port: int, edge_id: str,
         tunnel_drain_timeout=cfg.rollout.tunnel_drain_timeout, eject_after=e.eject_after,
         eject_time=e.eject_time, eject_max=e.eject_max,
         access_log_home=home if e.access_log else None, workers=e.workers,
-        access_rotate_bytes=cfg.logs.rotate_bytes, access_keep=cfg.logs.keep, tls=tls)
+        access_rotate_bytes=cfg.logs.rotate_bytes, access_keep=cfg.logs.keep, tls=tls,
+        hold_timeout=e.hold_timeout, hold_max=e.hold_max)

@@ -100,6 +100,10 @@ class EdgeMetrics:
         hist[-2] += seconds
         hist[-1] += 1
 
+    def latency_totals(self) -> dict[str, tuple[int, float]]:
+        """app → (requests, seconds spent upstream) so far (read from any thread: a copy)."""
+        return {app: (int(h[-1]), h[-2]) for app, h in dict(self._hist).items()}
+
     def render(self) -> str:
         """Return the Prometheus text exposition (format 0.0.4), the peers' values added."""
         peers = self.peers

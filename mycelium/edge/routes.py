@@ -79,6 +79,8 @@ class Route:
     app: str
     endpoints: tuple[Endpoint, ...] = ()
     hosts: tuple[str, ...] = ()
+    hold: bool = False
+    """With no endpoint, hold a request while the app wakes (:mod:`mycelium.edge.hold`)."""
     weighted: bool = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:

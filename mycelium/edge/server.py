@@ -244,6 +244,7 @@ class EdgeServer:
             if loop is not None and not loop.is_closed():
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(proxy.prune, keep)
+                    loop.call_soon_threadsafe(proxy.state.holds.release, table)
 
     def answer_counts(self, timeout: float = 1.0) -> tuple[DigestAnswers, ...]:
         """Per-digest answers over the last window, of apps running a canary (none: empty).
@@ -302,6 +303,11 @@ class EdgeServer:
             raise EdgeError("edge loop did not answer") from None
 
     # -- read-only views --------------------------------------------------------------------------
+    def load_totals(self) -> dict[str, tuple[int, float]]:
+        """app → (requests, upstream seconds) so far (:class:`~mycelium.edge.load.LoadMeter`)."""
+        proxy = self._proxy
+        return {} if proxy is None else proxy.metrics.latency_totals()
+
     @property
     def routes(self) -> RouteTable:
         """The current routing snapshot."""

@@ -226,6 +226,15 @@ class SlowPath:
         if route is None:
             self.state.error(client, 404, f"unknown app {app!r}", "", close=not reusable)
             return reusable
+        if not route.endpoints and route.hold:  # scaled to zero: wait while it wakes
+            held = await self.state.holds.wait(app, lambda: self.state.routes)
+            if isinstance(held, int):
+                why = ("too many requests waiting" if held == 503 else
+                       f"no instance Ready within {self.state.holds.timeout:g}s")
+                self.state.error(client, held, f"app {app!r} is waking up: {why}", app,
+                                 close=not reusable)
+                return reusable
+            route = held
         if not route.endpoints:
             self.state.error(client, 503, f"app {app!r} has no ready endpoint", app,
                         close=not reusable)

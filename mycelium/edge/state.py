@@ -15,6 +15,7 @@ from mycelium.edge.balancer import Balancer
 from mycelium.edge.config import EdgeConfig
 from mycelium.edge.connection import ClientConnection
 from mycelium.edge.ejection import EjectionEvent, EjectionPolicy, Ejector
+from mycelium.edge.hold import Holds
 from mycelium.edge.http1 import RequestHead
 from mycelium.edge.limits import connection_cap, descriptor_limit
 from mycelium.edge.metrics import EdgeMetrics
@@ -88,6 +89,7 @@ class EdgeState:
         self.access = (AccessLog(home, config.access_rotate_bytes, config.access_keep,
                                  access_sink) if home is not None else None)
         """Where answered requests are logged, when ``[edge] access_log`` is on."""
+        self.holds = Holds(loop, config.hold_timeout, config.hold_max, config.on_wake)
 
     def outcome(self, app: str, ep: Endpoint, ok: bool, total: int) -> None:
         """Count one outcome of a request to ``ep`` towards its ejection (``ok``: not 5xx,

@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from mycelium.defaults import DeployDefaults
-from mycelium.messages import Budget, Plan, PlanVersion, PublishBatch, PublishPlan
+from mycelium.messages import Budget, Plan, PlanVersion, PublishBatch, PublishPlan, SetBudget
 
 from .errors import BadPlan, FabricError
+from .validate import check_budget
 
-__all__ = ["PlanMoved", "check_batch_shape", "moved_message", "moved_plans", "next_plan"]
+__all__ = ["PlanMoved", "budget_of", "check_batch", "check_batch_shape", "moved_message",
+           "moved_plans", "next_plan"]
 
 
 class PlanMoved(FabricError):
@@ -90,7 +92,8 @@ def next_plan(msg: PublishPlan, old: Plan | None, budget: Budget | None, generat
     plan = Plan(app=msg.app, digest=msg.digest, min=msg.min, max=msg.max,
                 warmup=float(msg.warmup), timeout=float(msg.timeout), generation=generation,
                 published_at=now, previous=previous, secrets=secrets,
-                env_secrets=tuple(msg.env_secrets),
+                env_secrets=tuple(msg.env_secrets), idle=msg.idle,
+                target_concurrency=msg.target_concurrency,
                 hosts=(old.hosts if old is not None else ()) if msg.hosts is None
                 else tuple(msg.hosts))
     if msg.budget is not None:
@@ -100,3 +103,29 @@ def next_plan(msg: PublishPlan, old: Plan | None, budget: Budget | None, generat
         budget = Budget(app=msg.app, max_instances=msg.max, cpu=DeployDefaults.CPU,
                         mem=DeployDefaults.MEM)
     return plan, budget
+
+
+def budget_of(msg: SetBudget) -> Budget:
+    """The budget a :class:`SetBudget` asks for, once checked.
+
+    Raises:
+        BadPlan: with the precise reason.
+    """
+    check_budget(msg)
+    return Budget(app=msg.app, max_instances=msg.max_instances, cpu=float(msg.cpu), mem=msg.mem)
+
+
+def check_batch(batch: PublishBatch, plans: Mapping[str, Plan]) -> None:
+    """What a batch must satisfy against the fabric's plans before any of it is checked further.
+
+    Raises:
+        BadPlan: a malformed batch, or a stop of an app without a plan.
+        PlanMoved: an expected plan moved since the batch was computed.
+    """
+    check_batch_shape(batch)
+    moved = moved_plans(plans, batch.expect)
+    if moved:
+        raise PlanMoved(moved_message(moved))
+    for app in batch.stops:
+        if app not in plans:
+            raise BadPlan(f"no plan for app {app!r}")

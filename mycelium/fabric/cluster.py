@@ -340,7 +340,7 @@ def start_cluster_fabric(names: Names, store: EtcdStore, nodes: tuple[str, ...],
     belongs to the member and stays open). Arguments as :class:`Fabric` and :class:`EtcdPeers`.
     """
     return Fabric.start(names, lambda: SharedStore(store), nodes, digest_known,
-                        parallel=parallel, slots=EtcdSlots(store, nodes),
+                        parallel=parallel, slots=EtcdSlots(store, nodes), many_per_node=False,
                         peers=EtcdPeers(store, nodes, advertise_host, prefetch),
                         rollouts=Rollouts(lambda: EtcdHistory(store.client, store.prefix),
                                           history_keep),

@@ -1,21 +1,18 @@
 """The fabric actor: the control plane of one mesh (Flow B's middle).
 
 It owns budgets, plans and the live instance view; persists plans and budgets in its
-:class:`~mycelium.fabric.state.Store`; grants slots through its
-:class:`~mycelium.fabric.slots.SlotClaims`; pushes :class:`EndpointsChanged` to the edge and
+:class:`~mycelium.fabric.state.Store`; grants slots through its :class:`SlotClaims`; places
+instances through its :class:`ScaleHooks`; pushes :class:`EndpointsChanged` to the edge and
 :class:`PlanChanged` to the agents. Its mailbox serialises :class:`ClaimSlot`, so
 ``max_instances`` is never exceeded. It never asks another actor (only tells), so no ask cycle
 can deadlock it. A restarted fabric recovers plans from its store and the rest by re-sync:
-agents answer :class:`FabricRestarted` with :class:`AgentSync`.
-
-The same actor runs one machine and each member of a multi-machine mesh: only its three
-collaborators differ (store, slot claims, :class:`~mycelium.fabric.peers.Peers`), see
-:func:`mycelium.fabric.cluster.start_cluster_fabric`.
+agents answer :class:`FabricRestarted` with :class:`AgentSync`. The same actor runs one machine
+and each member of a mesh of machines: only its collaborators differ (store, slot claims,
+:class:`~mycelium.fabric.peers.Peers`), see :func:`mycelium.fabric.cluster.start_cluster_fabric`.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,13 +51,17 @@ from mycelium.messages import (
 )
 from mycelium.states import InstanceState, PlanStatus
 from supervisors import SupervisedActor
+from supervisors.reports import Reporter
+from supervisors.timers import shared_timers
 
-from .batch import PlanMoved, check_batch_shape, moved_message, moved_plans, next_plan
+from .batch import PlanMoved, budget_of, check_batch, moved_message, next_plan
 from .canary import weighted_routes
 from .errors import BadPlan
 from .names import Names
 from .peers import NoPeers, PeerConnection, PeerEvents, Peers, PeerUpdate, fold_update
 from .rollouts import MESSAGES, RolloutPort, Rollouts, reverted, with_next_secrets
+from .scale_hooks import FabricParts, ScaleHooks
+from .scaler import DrainBook
 from .slots import LocalSlots, SlotClaims
 from .state import Store
 from .switch import ClaimSwitch, ReleaseSwitch, Switches, SwitchGate
@@ -99,13 +100,15 @@ class Fabric(SupervisedActor):
         slots: Grants slots (:class:`LocalSlots` by default: one machine).
         peers: The rest of the mesh (:class:`NoPeers` by default: one machine).
         rollouts: History and canaries; switches: who switches what (etcd: mesh-wide).
+        many_per_node, drains, report: see :class:`~mycelium.fabric.scale_hooks.ScaleHooks`.
     """
 
     def __init__(self, names: Names, store_factory: Callable[[], Store], nodes: tuple[str, ...],
                  digest_known: Callable[[str], bool] = lambda _d: True, *,
                  parallel: int = 1, slots: SlotClaims | None = None,
                  peers: Peers | None = None, rollouts: Rollouts | None = None,
-                 switches: Switches | None = None) -> None:
+                 switches: Switches | None = None, many_per_node: bool = True,
+                 drains: DrainBook | None = None, report: Reporter | None = None) -> None:
         super().__init__()
         self._names = names
         self._store_factory = store_factory
@@ -125,6 +128,9 @@ class Fabric(SupervisedActor):
         self._restarting: dict[str, dict[str, int]] = {}  # app → node → restarts of a failed slot
         self._switches: Switches = switches if switches is not None else SwitchGate()
         self._rollouts = rollouts if rollouts is not None else Rollouts()
+        self._scale = ScaleHooks(FabricParts(
+            names, nodes, lambda: self._plans, lambda: self._budgets, self._everything,
+            self._tell_self), many_per_node, drains, report)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -140,29 +146,25 @@ class Fabric(SupervisedActor):
             self._syncing = set(live)
             for node in live:
                 self._names.tell(node, FabricRestarted())
-            timer = threading.Timer(SYNC_GRACE, self._tell_self, (_SyncDeadline(),))
-            timer.daemon = True
-            timer.start()
+            shared_timers().call_later(SYNC_GRACE, lambda: self._tell_self(_SyncDeadline()))
         self._peers.start(self._plans.values(), lambda m: self._tell_self(_FromPeers(m)))
         self._rollouts.open(RolloutPort(lambda: self._plans, self._everything, self._publish,
                                         self._replace, self._rollout_failed, self._tell_self))
+        self._scale.start()
 
     def on_stop(self) -> None:
-        """Stop following the peers; close the store."""
+        """Stop following the peers and ticking, close the store (a successor starts anew)."""
+        self._scale.stop()
         self._peers.stop()
-        self._close()
-
-    def on_failure(self, *_exc: object) -> None:
-        """Stop following the peers (the successor follows anew); close the store."""
-        self._peers.stop()
-        self._close()
-
-    def _close(self) -> None:
         self._names.unregister("fabric", self.actor_ref)
         self._rollouts.close()
         if self._store is not None:
             self._store.close()
             self._store = None
+
+    def on_failure(self, *_exc: object) -> None:
+        """As :meth:`on_stop`."""
+        self.on_stop()
 
     def _tell_self(self, message: Any) -> None:
         if self.actor_ref.is_alive():
@@ -183,11 +185,13 @@ class Fabric(SupervisedActor):
                 self._instance(info)
             case ClaimSlot(app=app, node=node):
                 return self._claim(app, node)
+            case _ if self._scale.owns(message):
+                return self._scale.handle(message)
             case _FromPeers(message=peer_message):
                 self._peer_update(self._peers.handle(peer_message))
             case ReleaseSlot(app=app, node=node):
                 self._slots.release(app, node)
-                if app in self._plans:
+                if not self._scale.reassign() and app in self._plans:
                     self._broadcast(app)
             case SlotDeclined(app=app, node=node):
                 self._declined.setdefault(app, set()).add(node)
@@ -222,9 +226,8 @@ class Fabric(SupervisedActor):
                 return {"plans": [to_wire(p) for p in self._plans.values()],
                         "budgets": [to_wire(b) for b in self._budgets.values()]}
             case GetInfo():
-                return {"name": "fabric", "plans": len(self._plans),
-                        "instances": len(self._instances), "syncing": sorted(self._syncing),
-                        **self._peers.describe()}
+                return {"name": "fabric", "plans": len(self._plans), "instances": len(
+                    self._instances), "syncing": sorted(self._syncing), **self._peers.describe()}
             case Crash():
                 raise CrashRequested("crash requested")
             case _:
@@ -234,9 +237,7 @@ class Fabric(SupervisedActor):
     # -- plans and budgets -----------------------------------------------------------------
 
     def _set_budget(self, msg: SetBudget) -> Budget:
-        check_budget(msg)
-        budget = Budget(app=msg.app, max_instances=msg.max_instances, cpu=float(msg.cpu),
-                        mem=msg.mem)
+        budget = budget_of(msg)
         if self._budgets.get(msg.app) == budget:
             return budget  # unchanged: no write, no broadcast
         assert self._store is not None
@@ -265,16 +266,10 @@ class Fabric(SupervisedActor):
             PlanMoved: an expected plan moved since the batch was computed (exit 1).
             BadPlan: a plan of the batch is refused (exit 2).
         """
-        check_batch_shape(batch)
-        moved = moved_plans(self._plans, batch.expect)
-        if moved:
-            raise PlanMoved(moved_message(moved))
+        check_batch(batch, self._plans)
         owners = host_owners(self._plans, batch.plans, batch.stops)
         for msg in batch.plans:
             self._check_publish(msg, owners)
-        for app in batch.stops:
-            if app not in self._plans:
-                raise BadPlan(f"no plan for app {app!r}")
         writes = []
         for msg in batch.plans:
             self._generation += 1
@@ -336,6 +331,7 @@ class Fabric(SupervisedActor):
     def _forget(self, app: str) -> None:
         """A deleted plan takes effect: its instances drain and stop, nothing respawns."""
         del self._plans[app]
+        self._scale.forget(app)
         self._declined.pop(app, None)
         self._switches.forget(app)
         self._restarting.pop(app, None)
@@ -380,7 +376,7 @@ class Fabric(SupervisedActor):
             return SlotReply(False, "no plan")
         if self._syncing:
             return SlotReply(False, "fabric re-syncing")
-        reply = self._slots.claim(app, node, self._limit(plan))
+        reply = self._scale.claim(app, node) or self._slots.claim(app, node, self._limit(plan))
         if reply.granted:
             self._declined.get(app, set()).discard(node)
         return reply
@@ -423,6 +419,7 @@ class Fabric(SupervisedActor):
                     info.state, info.url, info.restarts, info.serving):
                 return  # a sample: the routes cannot have changed
         self._push_routes()
+        self._scale.instance_changed()
 
     def _push_routes(self) -> None:
         if self._syncing:
@@ -448,6 +445,8 @@ class Fabric(SupervisedActor):
             self._routes = self._endpoints()
             self._names.tell("edge", self._routes)
             return
+        if self._scale.sync_agent(who):
+            return
         for app in self._plans:
             self._names.tell(who, PlanChanged(app, self._plans[app], self._budgets.get(app)))
         self._names.tell(who, PlansSynced(tuple(sorted(self._plans))))
@@ -456,6 +455,7 @@ class Fabric(SupervisedActor):
                     infos: tuple[InstanceInfo, ...]) -> None:
         for app in apps:
             self._slots.adopt(app, node)
+        self._scale.adopt(node, infos)
         for info in infos:
             if info.state != InstanceState.STOPPED:
                 self._instances[info.id] = info
@@ -470,6 +470,8 @@ class Fabric(SupervisedActor):
             self._broadcast(app)
 
     def _broadcast(self, app: str) -> None:
+        if self._scale.reassign(force={app}):
+            return
         plan, budget = self._plans.get(app), self._budgets.get(app)
         # scaled down: the nodes beyond the limit give their slot back
         evicted = self._slots.evict(app, self._limit(plan)) if plan is not None else set()
@@ -486,15 +488,11 @@ class Fabric(SupervisedActor):
         live, gone = self._peers.nodes(local)
         restarting = {a: max(by_node.values()) for a, by_node in self._restarting.items()
                       if by_node}
-        doc = status_document(self._plans, self._budgets,  # desired counts live nodes only
-                              [*self._instances.values(), *self._peers.instances()],
-                              live, self._declined, app, restarting)
-        if gone:
-            doc["nodes"] = sorted([*doc["nodes"],
-                                   *({"name": n, "state": s} for n, s in gone.items())],
-                                  key=lambda n: str(n["name"]))
+        doc = status_document(self._plans, self._budgets, self._everything(), live,
+                              self._declined, app, restarting, gone)
         fabric = self._peers.store_doc()
         if fabric is not None:
             doc["fabric"] = fabric
         self._rollouts.decorate(doc, self._plans, self._everything())
+        self._scale.annotate(doc)
         return doc

@@ -130,6 +130,7 @@ class NoPeers:
         return None
 
 
+
 def fold_update(update: PeerUpdate, plans: dict[str, Plan], budgets: dict[str, Budget],
                 declined: dict[str, set[str]], generation: int) -> tuple[set[str], int]:
     """Fold the plans, budgets and freed slots other members changed into the fabric's maps.

@@ -13,9 +13,20 @@ if TYPE_CHECKING:
 
     from mycelium.messages import Plan, PublishPlan, SetBudget
 
-__all__ = ["APP_NAME", "DIGEST", "check_app_name", "check_budget", "check_budget_fields",
-           "check_digest", "check_hosts", "check_plan", "check_plan_fields", "host_names",
-           "host_owners"]
+__all__ = [
+    "APP_NAME",
+    "DIGEST",
+    "check_app_name",
+    "check_budget",
+    "check_budget_fields",
+    "check_digest",
+    "check_hosts",
+    "check_plan",
+    "check_plan_fields",
+    "check_scale_fields",
+    "host_names",
+    "host_owners",
+]
 
 APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -62,7 +73,24 @@ def check_plan(plan: PublishPlan) -> PublishPlan:
         BadPlan: with the precise reason.
     """
     check_plan_fields(plan.app, plan.digest, plan.min, plan.max, plan.warmup, plan.timeout)
+    check_scale_fields(plan.min, plan.idle, plan.target_concurrency)
     return plan
+
+
+def check_scale_fields(n_min: object, idle: object, target_concurrency: object) -> None:
+    """``--idle`` and ``--target-concurrency``: positive when given (``--idle`` only matters with
+    ``--min 0``).
+
+    Raises:
+        BadPlan: with the precise reason.
+    """
+    for name, value in (("idle", idle), ("target-concurrency", target_concurrency)):
+        if value is None:
+            continue
+        _number(name, value, minimum=0, integer=False)
+        if value <= 0:  # type: ignore[operator]  # a number by now
+            raise BadPlan(f"--{name} must be > 0, got {value!r}")
+
 
 
 def check_plan_fields(app: object, digest: object, n_min: object, n_max: object,

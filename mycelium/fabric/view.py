@@ -32,7 +32,7 @@ def routes(plans: Mapping[str, Plan], instances: Iterable[InstanceInfo]) -> tupl
         if info.state == InstanceState.READY and info.serving and info.url and info.app in by_app:
             by_app[info.app].append(EndpointInfo(url=info.url, instance=info.id))
     return tuple(AppRoute(app=app, endpoints=tuple(sorted(eps, key=lambda e: e.instance)),
-                          hosts=plans[app].hosts)
+                          hosts=plans[app].hosts, hold=plans[app].min == 0)
                  for app, eps in sorted(by_app.items()))
 
 
@@ -71,7 +71,8 @@ def app_state(plan: Plan | None, desired: int, instances: list[InstanceInfo],
 
 
 def _instance_doc(info: InstanceInfo) -> dict[str, Any]:
-    return {"id": info.id, "node": info.node, "digest": info.digest, "state": info.state,
+    return {"id": info.id, "node": info.node, "child": info.child, "digest": info.digest,
+            "state": info.state,
             "pid": info.pid, "url": info.url, "restarts": info.restarts,
             "started_at": info.started_at, "ready_at": info.ready_at,
             "cpu_percent": info.cpu_percent, "rss_bytes": info.rss_bytes,
@@ -93,9 +94,12 @@ def _rfc3339(epoch: float) -> str:
 def status_document(plans: Mapping[str, Plan], budgets: Mapping[str, Budget],
                     instances: Iterable[InstanceInfo], nodes: Mapping[str, str],
                     declined: Mapping[str, set[str]], app: str | None = None,
-                    restarting: Mapping[str, int] | None = None) -> dict[str, Any]:
+                    restarting: Mapping[str, int] | None = None,
+                    gone: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The ``status --json`` document (extra keys are additions, never changes).
 
+    ``nodes`` are the live nodes (desired counts are computed over them), ``gone`` the ones
+    listed too but not live (``lost``, ``down``: other members' nodes in etcd mode).
     ``restarting`` maps an app to the restart count of a slot whose instance failed and whose
     replacement is not Ready yet (it may be waiting out a backoff, so no instance shows it).
     """
@@ -133,5 +137,6 @@ def status_document(plans: Mapping[str, Plan], budgets: Mapping[str, Budget],
             doc["budget"] = {"max_instances": budget.max_instances, "cpu": budget.cpu,
                              "mem": budget.mem}
         apps.append(doc)
+    every = {**nodes, **(gone or {})}
     return {"apps": apps,
-            "nodes": [{"name": n, "state": s} for n, s in sorted(nodes.items())]}
+            "nodes": [{"name": n, "state": s} for n, s in sorted(every.items())]}

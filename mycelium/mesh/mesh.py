@@ -38,6 +38,7 @@ from supervisors.actor import actor_of
 from .backend import FabricBackend
 from .lock import HomeLock
 from .logsink import LogSink
+from .node_ops import node_handlers
 from .ops import ControlOps
 from .secret_ops import SecretOps
 from .sporesource import SporeSource
@@ -167,10 +168,11 @@ class Mesh:
             edge = edge_config(cfg, host=self.edge_host, port=self.edge_port,
                                edge_id=self.edge_id, home=self.home.root, tls=self.tls)
         fabric = self.backend.fabric_child(self.names, self.spores.repo, cfg.rollout.parallel,
-                                            history_keep=cfg.rollout.history_keep)
+                                            history_keep=cfg.rollout.history_keep,
+                                            report=self.log.report)
         return builder.children(fabric, edge, self._edge_listening, self.home.control_socket,
                                 {**self.ops.handlers(), **self._desired_ops(),
-                                 **self.secret_ops.handlers()},
+                                 **self.secret_ops.handlers(), **node_handlers(self.ops.fabric)},
                                 self.node_names, cfg.control)
 
     def _desired_ops(self) -> dict[str, Any]:

@@ -77,7 +77,9 @@ def deploy_plan(req: Mapping[str, Any], digest: str, manifest_warmup: float,
                                   timeout=given("rollout_timeout", rollout_timeout),
                                   env_secrets=names,
                                   hosts=None if req.get("hosts") is None
-                                  else host_names(req["hosts"])))
+                                  else host_names(req["hosts"]),
+                                  idle=req.get("idle"),
+                                  target_concurrency=req.get("target_concurrency")))
     budget = check_budget(SetBudget(app=app, max_instances=given("max_instances", n_max),
                                     cpu=given("cpu", DeployDefaults.CPU),
                                     mem=given("mem", DeployDefaults.MEM)))
@@ -262,6 +264,11 @@ def annotate_tree(tree: dict[str, Any], status: Mapping[str, Any]) -> None:
         for inst in app["instances"]:
             index.setdefault(f"{app['app']}@{inst['node']}", []).append(inst)
     _annotate(tree, index)
+    nodes = {str(n.get("name")): n for n in status.get("nodes") or ()}
+    for child in tree.get("children") or ():  # mesh/nodes/<node>: its capacity and state
+        for node in child.get("children") or () if child.get("id") == "nodes" else ():
+            if node.get("id") in nodes and "cpu" in nodes[node["id"]]:
+                node["capacity"] = nodes[node["id"]]
 
 
 def _annotate(node: dict[str, Any], index: dict[str, list[dict[str, Any]]]) -> None:
@@ -274,7 +281,8 @@ def _annotate(node: dict[str, Any], index: dict[str, list[dict[str, Any]]]) -> N
         digest = meta.get("digest")
         key = f"{meta.get('app')}@{meta.get('node')}"
         for inst in index.get(key, []):
-            if digest and inst["digest"] == digest:
-                node["instance"] = inst
+            if inst.get("child") == node.get("id") or (
+                    "child" not in inst and digest and inst["digest"] == digest):
+                node["instance"] = inst  # several per node: the child id tells them apart
     for child in node.get("children", []) or []:
         _annotate(child, index)

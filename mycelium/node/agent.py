@@ -11,7 +11,6 @@ message.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import time
@@ -36,11 +35,11 @@ from mycelium.messages import (
     GetInfo,
     InstanceInfo,
     InstanceStatus,
+    NodeCapacity,
     Plan,
     PlanChanged,
     PlansSynced,
     ReleaseSlot,
-    Resync,
     RolloutFailed,
     SlotDeclined,
     SlotReply,
@@ -59,13 +58,15 @@ from supervisors import (
 from supervisors.reports import Reporter
 from supervisors.timers import TimerHandle, shared_timers
 
+from .adoption import adopt_children, tell_quietly, teller
 from .drain import STOPS, remove_app, stop_instance
 from .instance import AppInstance, InstanceSpec
 from .output import OutputPolicy, read_last_exit
 from .placement import decline_reason, default_budget, usage
-from .rollout import ChildView, Fail, Start, Stop, WakeAt, is_green, step
+from .rollout import ChildView, Fail, Start, Stop, WakeAt, is_green
 from .serials import next_serial
 from .settings import NodeSettings, SporeInfo, backoff_intensity
+from .units import unit_actions, unit_child
 
 __all__ = ["Agent", "NodeSettings", "SporeInfo"]
 
@@ -83,6 +84,7 @@ class _AppHere:
     children: dict[str, ChildView] = field(default_factory=dict)
     infos: dict[str, InstanceInfo] = field(default_factory=dict)
     stopping: set[str] = field(default_factory=set)
+    units: dict[str, int] = field(default_factory=dict)  # child → which of the node's instances
     removing: bool = False
     switching: bool = False
     cpu: float = 0.0
@@ -145,6 +147,8 @@ class Agent(SupervisedActor):
         self._budgets: dict[str, Budget] = {}
         self._apps: dict[str, _AppHere] = {}
         self._manifests: dict[str, SporeInfo] = {}
+        self._counts: dict[str, int] = {}  # app → instances the fabric placed here
+        self._capacity = NodeCapacity(node, settings.cpu, settings.mem_mb)  # told the fabric
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -152,6 +156,7 @@ class Agent(SupervisedActor):
         """Adopt the app supervisors already running on this node, then sync with the fabric."""
         self._names.register(self.node, self.actor_ref)
         self._adopt()
+        self._names.tell("fabric", self._capacity)
         self._names.tell("fabric", SyncRequest(self.node))
 
     def on_stop(self) -> None:
@@ -178,12 +183,12 @@ class Agent(SupervisedActor):
             here.cpu = float(app_child.meta.get("cpu", 0.0))
             here.mem = int(app_child.meta.get("mem", 0))
             if app_child.ref is not None:
-                _adopt_children(here, app_child.ref)
+                adopt_children(here.children, here.units, app_child.ref)
 
     def _readopt(self, app: str, here: _AppHere) -> None:
         app_sup = self._app_sup(app)
         if app_sup is not None:
-            _adopt_children(here, app_sup)
+            adopt_children(here.children, here.units, app_sup)
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -194,18 +199,21 @@ class Agent(SupervisedActor):
             CrashRequested: on :class:`Crash`.
         """
         match message:
-            case PlanChanged(app=app, plan=plan, budget=budget):
-                if plan is None:
+            case PlanChanged(app=app, plan=plan, budget=budget, count=count):
+                if plan is None or count < 1:
                     self._plans.pop(app, None)
+                    self._counts.pop(app, None)
                     self._remove_app(app)
                 else:
                     self._plans[app] = plan
+                    self._counts[app] = count
                     if budget is not None:
                         self._budgets[app] = budget
                     self._reconcile(app)
             case PlansSynced(apps=apps):
                 for app in [a for a in self._apps if a not in apps]:
                     self._plans.pop(app, None)
+                    self._counts.pop(app, None)
                     self._remove_app(app)  # stopped while this agent was down
             case InstanceStatus(instance=info):
                 self._instance(info)
@@ -220,6 +228,7 @@ class Agent(SupervisedActor):
                     if gone:
                         here.children.pop(child, None)
                         here.infos.pop(child, None)
+                        here.units.pop(child, None)
                         self._reconcile(app)
                     else:  # it may still run: the next reconcile stops it again
                         self._wake_at(app, here, time.time() + _STOP_RETRY)
@@ -247,12 +256,12 @@ class Agent(SupervisedActor):
                     plan = self._plans.get(app)
                     if here.switching and plan is not None:
                         self._names.tell("fabric", ClaimSwitch(app, self.node, self._lease(plan)))
+                self._names.tell("fabric", self._capacity)
                 infos = tuple(i for h in self._apps.values() for i in h.infos.values())
                 self._names.tell("fabric", AgentSync(self.node, tuple(self._apps), infos))
             case GetInfo():
                 return {"name": self.node, "apps": sorted(self._apps),
-                        "used": dataclasses.asdict(usage((h.cpu, h.mem)
-                                                         for h in self._apps.values())),
+                        "used": dataclasses.asdict(self._usage()),
                         "capacity": {"cpu": self._settings.cpu, "mem": self._settings.mem_mb}}
             case Crash():
                 raise CrashRequested("crash requested")
@@ -273,6 +282,12 @@ class Agent(SupervisedActor):
 
     # -- placement and rollout -------------------------------------------------------------
 
+    def _usage(self, besides: str | None = None) -> Any:
+        """What the apps here reserve: each app's budget times its instances (the intensity
+        of an app supervisor is multiplied alike: each instance may restart as one would)."""
+        return usage((h.cpu * self._counts.get(a, 1), h.mem * self._counts.get(a, 1))
+                     for a, h in self._apps.items() if a != besides)
+
     def _reconcile(self, app: str) -> None:
         plan = self._plans.get(app)
         if plan is None:
@@ -284,21 +299,21 @@ class Agent(SupervisedActor):
         if here.removing:
             return
         views = [v for c, v in here.children.items() if c not in here.stopping]
-        stopping = [v for c, v in here.children.items() if c in here.stopping]
-        failed = here.failed == (plan.generation, plan.digest)
-        actions = step(plan, views, time.time(), stopping=stopping, failed=failed,
-                       node=self.node)
-        if (plan.status != PlanStatus.FAILED and any(isinstance(a, Start) for a in actions)
+        actions = unit_actions(plan, here.children, here.stopping, here.units,
+                               self._counts.get(app, 1), time.time(),
+                               failed=here.failed == (plan.generation, plan.digest),
+                               node=self.node)
+        if (plan.status != PlanStatus.FAILED and any(isinstance(a, Start) for _, a in actions)
                 and self.node not in plan.canary_nodes  # the fabric chose the canaries
                 and any(not is_green(plan, v) for v in views)
                 and not self._may_switch(app, here, plan)):
             # another node is switching this app: keep serving blue, ask again shortly
-            actions = [a for a in actions if not isinstance(a, (Start, WakeAt))]
-            actions.append(WakeAt(time.time() + _SWITCH_RETRY))
-        for action in actions:
+            actions = [a for a in actions if not isinstance(a[1], (Start, WakeAt))]
+            actions.append((0, WakeAt(time.time() + _SWITCH_RETRY)))
+        for unit, action in actions:
             match action:
                 case Start(digest=digest):
-                    self._start_child(app, here, digest, plan)
+                    self._start_child(app, here, digest, plan, unit)
                 case Stop(child=child):
                     self._stop_child(app, here, child)
                 case Fail(digest=digest, reason=reason):
@@ -314,7 +329,7 @@ class Agent(SupervisedActor):
         if here.wake is not None:
             shared_timers().cancel(here.wake)
         here.wake = shared_timers().call_later(when - time.time() + 0.001,
-                                               _teller(self.actor_ref, _Wake(app)))
+                                               teller(self.actor_ref, _Wake(app)))
 
     def _lease(self, plan: Plan) -> float:
         """How long the fabric keeps this node's switch if the node never releases it."""
@@ -343,8 +358,10 @@ class Agent(SupervisedActor):
 
     def _place(self, app: str, plan: Plan) -> None:
         budget = self._budgets.get(app) or default_budget(plan)
-        declined = decline_reason(usage((h.cpu, h.mem) for h in self._apps.values()), budget,
-                                  self._settings.cpu, self._settings.mem_mb)
+        count = self._counts.get(app, 1)
+        declined = decline_reason(self._usage(besides=app), dataclasses.replace(
+            budget, cpu=budget.cpu * count, mem=budget.mem * count),
+            self._settings.cpu, self._settings.mem_mb)
         if declined is not None:
             self._names.tell("fabric", SlotDeclined(app, self.node, declined))
             return
@@ -359,7 +376,7 @@ class Agent(SupervisedActor):
         if not isinstance(reply, SlotReply) or not reply.granted:
             return
         here = _AppHere(cpu=budget.cpu, mem=budget.mem)
-        spec = self._instance_spec(app, plan.digest, plan, budget)
+        spec = self._instance_spec(app, plan.digest, plan, budget, 0)
         if spec is None:
             self._names.tell("fabric", ReleaseSlot(app, self.node))
             return
@@ -370,7 +387,7 @@ class Agent(SupervisedActor):
             # restarts (it reached its intensity) resumes the current plan's digest on the
             # agent's next reconcile, never the digest it was first placed with
             return Supervisor.start(
-                SupFlags("one_for_one", intensity=backoff_intensity(s), period=s.period),
+                SupFlags("one_for_one", intensity=backoff_intensity(s) * count, period=s.period),
                 [], path=f"mesh/nodes/{node}/apps/{app}", reporter=reporter)
 
         try:
@@ -382,10 +399,11 @@ class Agent(SupervisedActor):
             names.tell("fabric", ReleaseSlot(app, node))
             return
         self._apps[app] = here
-        self._start_instance(app, here, spec, plan.secrets)
+        self._start_instance(app, here, spec, 0, plan.secrets)
+        self._reconcile(app)  # the node's other instances of the app
 
     def _instance_spec(self, app: str, digest: str, plan: Plan,
-                       budget: Budget | None) -> InstanceSpec | None:
+                       budget: Budget | None, unit: int) -> InstanceSpec | None:
         try:
             info = self._manifests.get(digest) or self._spore_info(digest)
         except Exception as exc:
@@ -395,7 +413,8 @@ class Agent(SupervisedActor):
         self._manifests[digest] = info
         s = self._settings
         # a new secrets count is a new child beside the old one (blue/green of one digest)
-        child = f"{app}@{self.node}:{digest[:12]}" + (f"~s{plan.secrets}" if plan.secrets else "")
+        child = unit_child(app, self.node, unit, digest) + (
+            f"~s{plan.secrets}" if plan.secrets else "")
         return InstanceSpec(
             app=app, node=self.node, digest=digest, child=child,
             spore=info.path, extract=self._extract, args=info.args, env=info.env,
@@ -410,7 +429,7 @@ class Agent(SupervisedActor):
                                 keep=s.output_keep),
             checks=tuple(info.checks), exec_parallel=s.exec_checks_parallel)
 
-    def _child_spec(self, spec: InstanceSpec, secrets: int) -> ChildSpec:
+    def _child_spec(self, spec: InstanceSpec, unit: int, secrets: int) -> ChildSpec:
         names, counter = self._names, itertools.count()
         previous: list[str] = []  # the slot's last instance: its end is the next one's last_exit
 
@@ -424,19 +443,20 @@ class Agent(SupervisedActor):
         return ChildSpec(id=spec.child, start=start, restart="transient",
                          shutdown=spec.stop_grace + 2.0, backoff=self._settings.backoff,
                          meta={"app": spec.app, "digest": spec.digest, "node": spec.node,
-                               "secrets": secrets})
+                               "secrets": secrets, "unit": unit})
 
-    def _start_child(self, app: str, here: _AppHere, digest: str, plan: Plan) -> None:
-        spec = self._instance_spec(app, digest, plan, self._budgets.get(app))
+    def _start_child(self, app: str, here: _AppHere, digest: str, plan: Plan,
+                     unit: int) -> None:
+        spec = self._instance_spec(app, digest, plan, self._budgets.get(app), unit)
         if spec is not None:
-            self._start_instance(app, here, spec, plan.secrets)
+            self._start_instance(app, here, spec, unit, plan.secrets)
 
-    def _start_instance(self, app: str, here: _AppHere, spec: InstanceSpec,
+    def _start_instance(self, app: str, here: _AppHere, spec: InstanceSpec, unit: int,
                         secrets: int) -> None:
         app_sup = self._app_sup(app)
         if app_sup is None:
             return
-        child = self._child_spec(spec, secrets)
+        child = self._child_spec(spec, unit, secrets)
         try:
             start_child(app_sup, child)
         except SupervisorError as exc:
@@ -444,6 +464,7 @@ class Agent(SupervisedActor):
             return
         here.children[child.id] = ChildView(child.id, spec.digest, InstanceState.LAUNCHING,
                                             time.time(), secrets=secrets)
+        here.units[child.id] = unit
 
     def _app_sup(self, app: str) -> pykka.ActorRef[Any] | None:
         for info in which_children(self._apps_ref()):
@@ -457,8 +478,9 @@ class Agent(SupervisedActor):
         url = info.url if info is not None and info.state == InstanceState.READY else None
         names, app_sup, grace = self._names, self._app_sup(app), self._grace()
         ref = self.actor_ref
-        STOPS().submit(lambda: stop_instance(names, app_sup, child, url, grace,
-                                           lambda gone: _tell(ref, _ChildGone(app, child, gone))))
+        STOPS().submit(lambda: stop_instance(
+            names, app_sup, child, url, grace,
+            lambda gone: tell_quietly(ref, _ChildGone(app, child, gone))))
 
     def _remove_app(self, app: str) -> None:
         here = self._apps.get(app)
@@ -471,28 +493,8 @@ class Agent(SupervisedActor):
         urls = [i.url for i in here.infos.values() if i.state == InstanceState.READY and i.url]
         grace = self._grace()
         STOPS().submit(lambda: remove_app(names, apps_ref, app_sup, app, urls, grace,
-                                        lambda: _tell(ref, _AppGone(app))))
+                                        lambda: tell_quietly(ref, _AppGone(app))))
 
     def _grace(self) -> float:
         """How long a drain waits for requests in flight."""
         return max(self._settings.drain_grace, self._settings.stop_grace)
-
-
-def _adopt_children(here: _AppHere, app_sup: pykka.ActorRef[Any]) -> None:
-    """View an app supervisor's instances as Launching and ask each to report again."""
-    now = time.time()
-    for kid in which_children(app_sup):
-        here.children[kid.id] = ChildView(kid.id, str(kid.meta.get("digest", "")),
-                                          InstanceState.LAUNCHING, now,
-                                          secrets=int(kid.meta.get("secrets", 0)))
-        if kid.ref is not None:
-            kid.ref.tell(Resync())
-
-
-def _teller(ref: Any, message: Any) -> Callable[[], None]:
-    return lambda: _tell(ref, message)
-
-
-def _tell(ref: Any, message: Any) -> None:
-    with contextlib.suppress(pykka.ActorDeadError):
-        ref.tell(message)

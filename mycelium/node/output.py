@@ -268,7 +268,7 @@ class Capture:
         self._tail: list[str] | None = None
         self._lock = threading.Lock()
         shared_watcher().add(id(self), self._tracked, policy.interval)
-        prune_instances(self._instances_dir, str(meta["app"]), str(meta["node"]), policy.keep)
+        prune_soon(self._instances_dir, str(meta["app"]), str(meta["node"]), policy.keep)
 
     @classmethod
     def of(cls, instance_dir: Path, instance: str, spec: Any,
@@ -312,6 +312,21 @@ def read_last_exit(instances_dir: Path, instance: str) -> LastExit | None:
                         tuple(str(line) for line in data.get("output_tail") or ()))
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
         return None
+
+
+_PRUNED: dict[tuple[str, str, str], float] = {}
+_PRUNE_EVERY = 1.0
+"""Seconds between two prunes of one app on one node: a node starting hundreds of instances
+of an app at once would otherwise look at every one of them for each start."""
+
+
+def prune_soon(instances_dir: Path, app: str, node: str, keep: int) -> list[str]:
+    """:func:`prune_instances`, at most once a second per app and node (see ``_PRUNE_EVERY``)."""
+    key, now = (str(instances_dir), app, node), time.monotonic()
+    if now - _PRUNED.get(key, -_PRUNE_EVERY) < _PRUNE_EVERY:
+        return []
+    _PRUNED[key] = now
+    return prune_instances(instances_dir, app, node, keep)
 
 
 def prune_instances(instances_dir: Path, app: str, node: str, keep: int) -> list[str]:

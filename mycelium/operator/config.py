@@ -104,6 +104,8 @@ class EdgeSection:
     tls_port: int = _key(8443, 0, 65535)
     certs: tuple[tuple[str, str], ...] = field(default_factory=tuple,
                                                metadata={"pairs": ("cert", "key")})
+    hold_timeout: float = _key(30.0, 0, 3600, lo_open=True)
+    hold_max: int = _key(1000, 1, 1_000_000)
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,11 @@ def _supervisor_label(node: Mapping[str, Any], now: float) -> Text:
     period_text = f"{period:g}s" if isinstance(period, int | float) else "?"
     label.append(f"  intensity {node.get('intensity', '?')}/{period_text}")
     _common(label, node, now)
+    room = node.get("capacity")
+    if isinstance(room, Mapping):
+        label.append(_room(room).replace(" (", "  ", 1).rstrip(")"), style="dim")
+        if room.get("state") not in (None, "up"):
+            label.append(f"  {room['state']}", style="yellow")
     return label
 
 
@@ -149,6 +154,15 @@ def render_tree(tree: Mapping[str, Any], *, color: bool = False, now: float | No
     return _to_text(tree_renderable(tree, now), color, width)
 
 
+def _room(node: Mapping[str, Any]) -> str:
+    """`` (cpu 0.3/2, mem 112/24000 MB)``: reserved/capacity, when the node reports them."""
+    cpu, mem = node.get("cpu"), node.get("mem_mb")
+    if not isinstance(cpu, Mapping) or not isinstance(mem, Mapping):
+        return ""
+    return (f" (cpu {cpu.get('reserved', 0):g}/{cpu.get('capacity', 0):g}, "
+            f"mem {mem.get('reserved', 0)}/{mem.get('capacity', 0)} MB)")
+
+
 def render_status(status: Mapping[str, Any]) -> str:
     """The ``status --json`` document as the plain lines ``mycelium status`` prints.
 
@@ -184,7 +198,7 @@ def render_status(status: Mapping[str, Any]) -> str:
                 line += f"  \"{i['status_text']}\""
             lines.append(line)
     nodes = status.get("nodes") or ()
-    lines.append("nodes: " + ", ".join(f"{n['name']} {n['state']}" for n in nodes))
+    lines.append("nodes: " + ", ".join(f"{n['name']} {n['state']}" + _room(n) for n in nodes))
     iso = status.get("isolation")
     if isinstance(iso, Mapping):
         lines.append(f"isolation: run_as {iso.get('run_as')}, limits: {iso.get('limits')}, "

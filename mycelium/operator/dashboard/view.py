@@ -120,9 +120,19 @@ def tree_view(node: Mapping[str, Any], index: LogIndex, parent: str = "") -> dic
     return entry
 
 
+def node_capacity(node: Mapping[str, Any]) -> str | None:
+    """``cpu 0.3/2 · mem 112/24000 MB`` (reserved/capacity) or None when not known."""
+    cpu, mem = node.get("cpu"), node.get("mem_mb")
+    if not isinstance(cpu, Mapping) or not isinstance(mem, Mapping):
+        return None
+    return (f"cpu {cpu.get('reserved', 0):g}/{cpu.get('capacity', 0):g} · "
+            f"mem {mem.get('reserved', 0)}/{mem.get('capacity', 0)} MB")
+
+
 def apps_view(status: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Each app with its numbers and, per node, its instances coloured blue (old) or green."""
     nodes = [str(n.get("name")) for n in status.get("nodes") or ()]
+    room = {str(n.get("name")): node_capacity(n) for n in status.get("nodes") or ()}
     out = []
     for app in status.get("apps") or ():
         digest, previous = app.get("digest"), app.get("previous")
@@ -148,7 +158,9 @@ def apps_view(status: Mapping[str, Any]) -> list[dict[str, Any]]:
             "ready": app.get("ready"), "state": app.get("state"), "reason": app.get("reason"),
             "green_ready": green_ready, "canary": _canary_view(app.get("canary")),
             "hosts": list(app.get("hosts") or []),
-            "nodes": [{"node": n, "instances": insts} for n, insts in per_node.items()],
+            "desired_reason": app.get("desired_reason"),
+            "nodes": [{"node": n, "instances": insts, "capacity": room.get(n)}
+                      for n, insts in per_node.items()],
         })
     return out
 

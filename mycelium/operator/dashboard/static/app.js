@@ -109,7 +109,8 @@ function renderApps(apps) {
   const nodes = apps[0].nodes.map(n => n.node);
   const head = el("tr", {}, el("th", {text: "app"}), el("th", {text: "state"}),
                   el("th", {text: "digest"}), el("th", {text: "min/max"}), el("th", {text: "Ready"}),
-                  ...nodes.map(n => el("th", {text: n})));
+                  ...apps[0].nodes.map(n => el("th", {text: n.node, title: n.capacity ?? ""},
+                    ...(n.capacity ? [el("div", {class: "muted", text: n.capacity})] : []))));
   const rows = apps.map(a => {
     const updating = a.previous && a.previous !== a.digest;
     const c = a.canary;
@@ -125,7 +126,8 @@ function renderApps(apps) {
       el("td", {class: "digest", title: a.digest ?? "",
                 text: (a.digest ?? "").slice(0, 12) + (updating ? ` ← ${a.previous.slice(0, 12)}` : "")}),
       el("td", {text: `${a.min}/${a.max}`}),
-      el("td", {class: "ready", text: `${a.ready}/${a.desired}${progress}`}),
+      el("td", {class: "ready", title: a.desired_reason ?? "",
+                text: `${a.ready}/${a.desired}${progress}`}),
       ...a.nodes.map(n => el("td", {"data-node": n.node},
         ...n.instances.map(i => el("div", {class: "inst-box", "data-instance": i.id ?? ""},
           el("span", {class: `inst ${i.colour} i-${i.state}${i.unready ? " unready" : ""}`,

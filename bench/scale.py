@@ -1,0 +1,301 @@
+"""Benchmark: scale to zero, many instances per node, autoscaling and drains (a real mesh).
+
+One command:
+
+    python bench/scale.py [--cold 50] [--instances 1000] [--clients 50]
+
+Measured like an operator would, through the edge and the control socket:
+- cold start: ``examples/hello`` deployed ``--min 0 --idle 0.3``; each round waits until the
+  app is idle (no instance), then times one request through the edge until its 200: p50/p99
+  over ``--cold`` rounds, beside the workload's own exec → first 200 (spawned directly);
+- many: ``--instances`` instances of one app on 3 nodes (a tiny C workload compiled here,
+  ``bench/workloads/tiny/tiny.c``): all Ready after the deploy, the mesh's RSS, ``status
+  --json`` through the CLI;
+- autoscale: hello with ``--target-concurrency 5``, 1 → ``--clients`` concurrent clients on
+  ``/slow?delay=0.1``: time to ``desired`` 10 and to 10 Ready; time back to ``min`` once the
+  load stops;
+- drain: 60 hello instances on 3 nodes (20 each), one node drained under load: failed
+  requests and the time the drain took.
+
+Prints figures and a final JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import psutil  # noqa: E402
+
+from bench._common import free_port, pct  # noqa: E402
+from mycelium.home import Home  # noqa: E402
+from mycelium.node.health import probe_health  # noqa: E402
+from mycelium.operator.control import ControlClient  # noqa: E402
+from mycelium.spores import keygen, publish  # noqa: E402
+
+HELLO = REPO / "examples" / "hello" / "hello"
+TINY_C = REPO / "bench" / "workloads" / "tiny" / "tiny.c"
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+class Mesh:
+    """``mycelium up --nodes 3`` in the background on a temporary home."""
+
+    def __init__(self, home: Path, config: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mycelium", "up", "--home", str(home), "--edge-port",
+             str(self.port), "--nodes", "3", "--config", str(config)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if "mesh up" in line:
+                break
+        else:
+            raise SystemExit("the mesh did not come up")
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        self.client = ControlClient(Home(home))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def app(self, app: str) -> dict[str, Any]:
+        for doc in self.client.request("status", app=app)["apps"]:
+            if doc["app"] == app:
+                return dict(doc)
+        return {"instances": [], "desired": 0}
+
+    def ready(self, app: str) -> int:
+        return sum(1 for i in self.app(app)["instances"] if i["state"] == "Ready")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mycelium", *args, "--home",
+                               str(self.home)], capture_output=True, text=True, env=ENV,
+                              check=False)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(180)
+
+
+def wait(predicate: Any, timeout: float = 60.0, interval: float = 0.0) -> Any:
+    """Poll until truthy (back to back for latency figures, ``interval`` for long waits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if interval:
+            time.sleep(interval)
+    raise SystemExit(f"timed out waiting for {predicate}")
+
+
+def get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            resp.read()
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def own_start(rounds: int = 10) -> list[float]:
+    """Seconds from exec of examples/hello to its first 200 (spawned directly)."""
+    times = []
+    for _ in range(rounds):
+        port = free_port()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([str(HELLO)], env={**os.environ, "PORT": str(port)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not probe_health(f"http://127.0.0.1:{port}/", timeout=1.0):
+            time.sleep(0.005)
+        times.append(time.perf_counter() - t0)
+        proc.terminate()
+        proc.wait()
+    return times
+
+
+class Clients:
+    """``n`` threads requesting ``url`` back to back; counts answers by status."""
+
+    def __init__(self, url: str, n: int) -> None:
+        self.url, self.statuses = url, {}  # type: ignore[var-annotated]
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
+        for t in self._threads:
+            t.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            status = get(self.url)
+            with self._lock:
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def stop(self) -> dict[int, int]:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+        return dict(self.statuses)
+
+
+def bench_cold(mesh: Mesh, home: Home, rounds: int) -> dict[str, Any]:
+    digest = publish(home, binary=HELLO, manifest={"name": "cold", "version": "1"})
+    mesh.client.request("deploy", app="cold", digest=digest, min=0, max=1, idle=0.3)
+    times = []
+    for _ in range(rounds):
+        wait(lambda: mesh.app("cold").get("state") == "idle"
+             and not mesh.app("cold")["instances"], 30, interval=0.02)
+        t0 = time.perf_counter()
+        status = get(f"{mesh.url}/cold/")
+        times.append(time.perf_counter() - t0)
+        if status != 200:
+            raise SystemExit(f"cold start answered {status}")
+    mesh.client.request("stop", app="cold")
+    direct = own_start()
+    out = {"cold_p50_ms": round(pct(times, 50) * 1000, 1),
+           "cold_p99_ms": round(pct(times, 99) * 1000, 1),
+           "hello_exec_to_200_p50_ms": round(statistics.median(direct) * 1000, 1)}
+    print(f"cold start through the edge ({rounds} rounds): p50 {out['cold_p50_ms']} ms, "
+          f"p99 {out['cold_p99_ms']} ms; hello's own exec → first 200 p50 "
+          f"{out['hello_exec_to_200_p50_ms']} ms")
+    return out
+
+
+def bench_many(mesh: Mesh, home: Home, tmp: Path, n: int) -> dict[str, Any]:
+    binary = tmp / "tiny"
+    subprocess.run(["gcc", "-O2", "-s", "-o", str(binary), str(TINY_C)], check=True)
+    digest = publish(home, binary=binary, manifest={"name": "tiny", "version": "1",
+                                                    "health": "/"})
+    t0 = time.perf_counter()
+    mesh.client.request("deploy", app="tiny", digest=digest, min=n, max=n, cpu=0.001, mem=8)
+    wait(lambda: mesh.ready("tiny") == n, 300, interval=0.1)
+    ready = time.perf_counter() - t0
+    rss = psutil.Process(mesh.proc.pid).memory_info().rss / 1048576
+    walls = []
+    for _ in range(5):
+        t = time.perf_counter()
+        mesh.cli("status", "--json")
+        walls.append(time.perf_counter() - t)
+    per_node: dict[str, int] = {}
+    for i in mesh.app("tiny")["instances"]:
+        per_node[i["node"]] = per_node.get(i["node"], 0) + 1
+    out = {"many_instances": n, "many_ready_s": round(ready, 2), "many_per_node": per_node,
+           "many_mesh_rss_mb": round(rss), "many_status_cli_p50_s":
+           round(statistics.median(walls), 3)}
+    print(f"{n} instances of one app on 3 nodes ({per_node}): all Ready {ready:.2f} s after "
+          f"the deploy; mesh RSS {rss:.0f} MB; `status --json` CLI p50 "
+          f"{statistics.median(walls):.3f} s")
+    t = time.perf_counter()
+    mesh.client.request("stop", app="tiny")
+    wait(lambda: not mesh.app("tiny")["instances"], 300, interval=0.2)
+    out["many_stop_s"] = round(time.perf_counter() - t, 2)
+    return out
+
+
+def bench_autoscale(mesh: Mesh, digest: str, clients: int) -> dict[str, Any]:
+    mesh.client.request("deploy", app="hello", digest=digest, min=1, max=20, cpu=0.01,
+                        mem=32, target_concurrency=5)
+    wait(lambda: mesh.ready("hello") == 1, 30, interval=0.02)
+    load = Clients(f"{mesh.url}/hello/slow?delay=0.1", clients)
+    t0 = time.perf_counter()
+    wait(lambda: mesh.app("hello")["desired"] >= 10, 30, interval=0.02)
+    to_desired = time.perf_counter() - t0
+    wait(lambda: mesh.ready("hello") >= 10, 30, interval=0.02)
+    to_ready = time.perf_counter() - t0
+    statuses = load.stop()
+    t1 = time.perf_counter()
+    wait(lambda: mesh.app("hello")["desired"] == 1 and mesh.ready("hello") == 1, 120,
+         interval=0.1)
+    back = time.perf_counter() - t1
+    out = {"autoscale_to_desired_10_s": round(to_desired, 2),
+           "autoscale_to_10_ready_s": round(to_ready, 2), "autoscale_back_to_min_s":
+           round(back, 1), "autoscale_statuses": statuses}
+    print(f"autoscale 1 → {clients} clients, C=5: desired ≥ 10 after {to_desired:.2f} s, "
+          f"10 Ready after {to_ready:.2f} s; back to min {back:.1f} s after the load stopped "
+          f"(answers {statuses})")
+    mesh.client.request("stop", app="hello")
+    wait(lambda: not mesh.app("hello")["instances"], 60, interval=0.1)
+    return out
+
+
+def bench_drain(mesh: Mesh, digest: str) -> dict[str, Any]:
+    mesh.client.request("deploy", app="hello", digest=digest, min=60, max=60, cpu=0.01,
+                        mem=32)
+    wait(lambda: mesh.ready("hello") == 60, 120, interval=0.1)
+    on_node: dict[str, int] = {}
+    for i in mesh.app("hello")["instances"]:
+        on_node[i["node"]] = on_node.get(i["node"], 0) + 1
+    node = max(on_node, key=lambda n: on_node[n])
+    load = Clients(f"{mesh.url}/hello/", 8)
+    time.sleep(1.0)  # a measuring window: load flowing before the drain
+    t0 = time.perf_counter()
+    result = mesh.cli("node", "drain", node, "--timeout", "120")
+    took = time.perf_counter() - t0
+    time.sleep(1.0)  # and after it
+    statuses = load.stop()
+    failed = sum(n for s, n in statuses.items() if s != 200)
+    out = {"drain_node_instances": on_node[node], "drain_s": round(took, 2),
+           "drain_exit": result.returncode, "drain_requests": sum(statuses.values()),
+           "drain_failed_requests": failed}
+    print(f"drain of {node} ({on_node[node]} instances) under load: {took:.2f} s, exit "
+          f"{result.returncode}; {sum(statuses.values())} requests, {failed} failed")
+    mesh.cli("node", "undrain", node)
+    mesh.client.request("stop", app="hello")
+    wait(lambda: not mesh.app("hello")["instances"], 120, interval=0.1)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cold", type=int, default=50)
+    parser.add_argument("--instances", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--only", choices=("cold", "autoscale", "drain", "many"), default=None,
+                        help="run one part only")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    home = Home(tmp / "home").ensure()
+    keygen(home)
+    config = tmp / "mycelium.toml"
+    # 1000 workloads on 2 cores: probe each every 5 s (1000 probes a second would be the load)
+    config.write_text("[instance]\nstop_grace = 1.0\nhealth_interval = 5.0\nhealth_timeout = 2.0\n")
+    digest = publish(home, binary=HELLO, manifest={"name": "hello", "version": "1.0.0"})
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "commit": commit,
+                              "load_at_start": round(os.getloadavg()[0], 2)}
+    mesh = Mesh(home.root, config)
+    try:
+        if args.only in (None, "cold"):
+            result.update(bench_cold(mesh, home, args.cold))
+        if args.only in (None, "autoscale"):
+            result.update(bench_autoscale(mesh, digest, args.clients))
+        if args.only in (None, "drain"):
+            result.update(bench_drain(mesh, digest))
+        if args.only in (None, "many"):
+            result.update(bench_many(mesh, home, tmp, args.instances))
+    finally:
+        mesh.stop()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

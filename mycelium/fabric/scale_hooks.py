@@ -1,0 +1,287 @@
+"""The fabric's scaling side: placement messages in, per-node counts out to the agents.
+
+:class:`ScaleHooks` is composed into the :class:`~mycelium.fabric.fabric.Fabric` and runs in its
+mailbox (it is never an actor of its own). It sees the fabric's plans, budgets and instances
+through :class:`FabricParts` (read-only callables), asks its :class:`~.scaler.Scaler` what each
+app wants and where, and tells each agent a :class:`~mycelium.messages.PlanChanged` whose
+``count`` is how many instances that node runs (0: the app leaves the node). Only what changed
+is told. A periodic tick re-decides the apps whose count moves by itself (scale to
+zero, autoscaling).
+
+With ``many_per_node`` False (a member of a multi-machine mesh, whose slots are claimed in
+etcd) it stays out of the way: every agent hears every plan with ``count`` 1, as before.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mycelium._logger import get_logger
+from mycelium.messages import (
+    Budget,
+    DrainNode,
+    EdgeLoad,
+    InstanceInfo,
+    NodeCapacity,
+    Plan,
+    PlanChanged,
+    PlansSynced,
+    SlotReply,
+    WakeApp,
+)
+from mycelium.states import AppState, InstanceState
+from supervisors.reports import Report, Reporter, emit
+from supervisors.timers import TimerHandle, shared_timers
+
+from .errors import BadPlan, FabricError
+from .names import Names
+from .scaler import DrainBook, MemoryDrains, Scaler
+
+__all__ = ["TICK", "DrainRefused", "FabricParts", "ScaleHooks"]
+
+log = get_logger(__name__)
+
+TICK = 0.25
+"""Seconds between two re-decisions of the apps that scale by themselves."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Tick:
+    """Time to re-decide scale to zero and autoscaling (a timer's, off the wire)."""
+
+
+_OWN = (NodeCapacity, EdgeLoad, WakeApp, DrainNode, _Tick)
+
+
+class DrainRefused(FabricError):
+    """A drain that cannot even start (no other node could take anything): exit 1."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FabricParts:
+    """What the hooks may see of their fabric: its names, nodes and read-only views."""
+
+    names: Names
+    nodes: tuple[str, ...]
+    plans: Callable[[], Mapping[str, Plan]]
+    budgets: Callable[[], Mapping[str, Budget]]
+    instances: Callable[[], list[InstanceInfo]]
+    tell_self: Callable[[Any], None]
+    """Puts a message into the fabric's mailbox (the tick; the fabric hands it back)."""
+
+
+class ScaleHooks:
+    """The fabric's placement and scaling (see the module docstring).
+
+    Args:
+        parts: The fabric's views.
+        many_per_node: Place centrally (True) or leave each node to claim one slot (False).
+        drains: Where drained nodes are kept.
+        report: Receives a supervision-log record per scale event.
+    """
+
+    def __init__(self, parts: FabricParts, many_per_node: bool, drains: DrainBook | None,
+                 report: Reporter | None) -> None:
+        self.parts = parts
+        self.many = many_per_node
+        self._report = report
+        self.scaler = Scaler(drains if drains is not None else MemoryDrains(), self._event)
+        self._told: dict[str, dict[str, int]] = {}
+        self._timer: TimerHandle | None = None
+        self._stopped = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start ticking (scale to zero and autoscaling move by themselves)."""
+        if self.many:
+            self._schedule()
+
+    def stop(self) -> None:
+        """Stop ticking."""
+        self._stopped = True
+        if self._timer is not None:
+            shared_timers().cancel(self._timer)
+            self._timer = None
+
+    def _schedule(self) -> None:
+        if not self._stopped:
+            self._timer = shared_timers().call_later(TICK, lambda: self.parts.tell_self(
+                _Tick()))
+
+    def _event(self, app: str, sentence: str) -> None:
+        log.info("fabric: %s %s", app, sentence)
+        emit(self._report, Report(ts=time.time(), event="scaled", supervisor="mesh/fabric",
+                                  child=app, reason=sentence, extra={"app": app}))
+
+    # -- messages --------------------------------------------------------------------------
+
+    def owns(self, message: Any) -> bool:
+        """Whether the message is one :meth:`handle` takes."""
+        return isinstance(message, _OWN)
+
+    def handle(self, message: Any) -> Any:
+        """Apply one scaling message (in the fabric's mailbox); the reply, if asked.
+
+        Raises:
+            BadPlan: an unknown node, or a drain in a mesh that places per node.
+            DrainRefused: nothing else could take the node's instances.
+        """
+        now = time.time()
+        match message:
+            case NodeCapacity(node=node, cpu=cpu, mem_mb=mem):
+                if self.scaler.placer.set_capacity(node, cpu, mem):
+                    self.reassign()
+            case EdgeLoad(loads=loads):
+                self.scaler.load(loads, now)
+            case WakeApp(app=app):
+                if self.many and self.scaler.wake(app, self.parts.plans().get(app), now):
+                    self._event(app, "woken by a held request: one instance starts")
+                    self.reassign()
+            case DrainNode(node=node, undrain=undrain):
+                return self._drain(node, undrain)
+            case _Tick():
+                self._schedule()
+                if any(p.min == 0 or p.target_concurrency is not None
+                       for p in self.parts.plans().values()):
+                    self.reassign()
+        return None
+
+    def _drain(self, node: str, undrain: bool) -> dict[str, Any]:
+        if node not in self.parts.nodes:
+            raise BadPlan(f"unknown node {node!r}: the nodes are "
+                          f"{', '.join(self.parts.nodes)}")
+        if not self.many:
+            raise BadPlan("this mesh places one instance per node per member: drain a node "
+                          "by stopping its member")
+        if not undrain:
+            runs = [i for i in self.parts.instances() if i.node == node
+                    and i.state != InstanceState.STOPPED]
+            others = [n for n in self.parts.nodes if n != node
+                      and n not in self.scaler.placer.drained_nodes()]
+            if runs and not others:
+                apps = sorted({i.app for i in runs})
+                raise DrainRefused(f"cannot drain {node}: no other open node for "
+                                   f"{', '.join(apps)}")
+        changed = self.scaler.drain(node, undrain)
+        self.reassign()
+        return {"node": node, "changed": changed, **self.node_view(node)}
+
+    def node_view(self, node: str) -> dict[str, Any]:
+        """The node's drain state and what is stuck on it."""
+        runs = any(i.node == node and i.state != InstanceState.STOPPED
+                   for i in self.parts.instances())
+        doc = self.scaler.node_doc(node, self.parts.budgets(), runs)
+        return {"state": doc.get("state", "up"), "stuck": doc.get("stuck", [])}
+
+    # -- placement -------------------------------------------------------------------------
+
+    def claim(self, app: str, node: str) -> SlotReply | None:
+        """An agent's slot claim: granted when the placement gives the node an instance (None:
+        the fabric does not place, its slot claims decide)."""
+        if not self.many:
+            return None
+        if self._told.get(app, {}).get(node, 0) > 0:
+            return SlotReply(True)
+        return SlotReply(False, "not placed on this node")
+
+    def forget(self, app: str) -> None:
+        """An app's plan is gone."""
+        self.scaler.forget(app)
+
+    def instance_changed(self) -> None:
+        """An instance changed state: drains and wakes may move on (nothing else does)."""
+        if self.scaler.placer.drained_nodes() or any(
+                p.min == 0 for p in self.parts.plans().values()):
+            self.reassign()
+
+    def adopt(self, node: str, infos: Iterable[InstanceInfo]) -> None:
+        """A re-synced agent runs these instances: they stay where they are."""
+        plans = self.parts.plans()
+        counts: dict[str, int] = {}
+        for info in infos:
+            plan = plans.get(info.app)
+            if plan is not None and info.state != InstanceState.STOPPED \
+                    and info.digest == plan.digest:
+                counts[info.app] = counts.get(info.app, 0) + 1
+        self.scaler.placer.adopt(node, counts)
+
+    def reassign(self, force: Iterable[str] = ()) -> bool:
+        """Re-decide every app's count and place it; tell the nodes whose count moved.
+
+        Returns False (and does nothing) where the fabric does not place (``many_per_node``
+        off): the caller then offers the plan to every node as before.
+        """
+        if not self.many:
+            return False
+        forced = set(force)
+        plans, budgets, instances = self.parts.plans(), self.parts.budgets(), \
+            self.parts.instances()
+        self.scaler.update(plans, budgets, self.scaler.ready_counts(plans, instances),
+                           time.time())
+        counts = self.scaler.assign(plans, budgets, self.parts.nodes, instances)
+        for app in sorted(set(plans) | set(self._told)):
+            plan = plans.get(app)
+            row = counts.get(app, {}) if plan is not None else {}
+            old = self._told.get(app, {})
+            if app not in forced and row == old:
+                continue
+            for node in self.parts.nodes:
+                n = row.get(node, 0)
+                if app in forced or n != old.get(node, 0):
+                    self.parts.names.tell(node, PlanChanged(app, plan, budgets.get(app), n)
+                                          if n and plan is not None
+                                          else PlanChanged(app, None, None))
+            if plan is None:
+                self._told.pop(app, None)
+            else:
+                self._told[app] = row
+        return True
+
+    def sync_agent(self, node: str) -> bool:
+        """A (re)started agent asks what it runs: its counts, then the list of them (False:
+        the fabric does not place, it offers every plan)."""
+        if not self.many:
+            return False
+        plans, budgets = self.parts.plans(), self.parts.budgets()
+        mine = sorted(a for a, row in self._told.items() if row.get(node, 0) > 0)
+        for app in mine:
+            self.parts.names.tell(node, PlanChanged(app, plans[app], budgets.get(app),
+                                                    self._told[app][node]))
+        self.parts.names.tell(node, PlansSynced(tuple(mine)))
+        return True
+
+    # -- status ----------------------------------------------------------------------------
+
+    def annotate(self, doc: dict[str, Any]) -> None:
+        """Add capacity, drain state, ``desired``/``desired_reason`` and ``idle`` to status."""
+        plans, budgets = self.parts.plans(), self.parts.budgets()
+        running: dict[str, dict[str, int]] = {}
+        for a in doc["apps"]:
+            for i in a["instances"]:
+                if i["state"] != InstanceState.STOPPED:
+                    here = running.setdefault(i["node"], {})
+                    here[a["app"]] = here.get(a["app"], 0) + 1
+        for node in doc["nodes"]:
+            extra = self.scaler.node_doc(node["name"], budgets, node["name"] in running,
+                                         None if self.many else running.get(node["name"], {}))
+            if node["state"] != "up":
+                extra.pop("state", None)
+            node.update(extra)
+        if not self.many:
+            return
+        for app in doc["apps"]:
+            plan = plans.get(app["app"])
+            extra = self.scaler.app_doc(app["app"], plan)
+            if "desired" in extra:
+                placed = sum(self._told.get(app["app"], {}).values())
+                extra["desired"] = min(extra["desired"], placed) if placed else 0
+            app.update(extra)
+            live = [i for i in app["instances"] if i["state"] != InstanceState.STOPPED]
+            if self.scaler.idle(app["app"], plan) and not live:
+                app["state"] = AppState.IDLE
