@@ -367,15 +367,16 @@ class AppInstance(SupervisedActor):
         return [] if self._capture is None else self._capture.exit_tail()
 
     def _fail(self, reason: str, **details: Any) -> None:
-        tail = self._exit_tail()
-        self.info = replace(self.info, last_exit=LastExit(self.info.id, reason,
-                                                          rfc3339(time.time()), tuple(tail)))
+        at = rfc3339(time.time())
         if self.info.state == InstanceState.READY:  # leave the routes before anything else
             gone = self._workload is not None and self._workload.exited
             self._set(state=InstanceState.STOPPED if gone else InstanceState.DRAINING,
                       reason=reason)
         else:
             self.info = replace(self.info, reason=reason)
+        # the output's tail (a read of the capture) only after: the shutdown's report has it
+        tail = self._exit_tail()
+        self.info = replace(self.info, last_exit=LastExit(self.info.id, reason, at, tuple(tail)))
         raise InstanceFailed(reason, {"app": self.spec.app, "pid": self.info.pid,
                                       "instance": self.info.id, "output_tail": tail, **details})
 
