@@ -11,8 +11,8 @@ from mycelium.node.sweeper import sweep_later, wait_swept
 def test_sweeps_run_in_order_on_another_thread() -> None:
     ran: list[tuple[int, str]] = []
     gate = threading.Event()
-    sweep_later(lambda: (gate.wait(10), ran.append((0, threading.current_thread().name))))
-    sweep_later(lambda: ran.append((1, threading.current_thread().name)))
+    sweep_later(lambda: (gate.wait(10), ran.append((0, threading.current_thread().name))), 0)
+    sweep_later(lambda: ran.append((1, threading.current_thread().name)), 0)
     assert not wait_swept(timeout=0.05)  # the first one waits on the gate: still pending
     gate.set()
     assert wait_swept(timeout=10)
@@ -29,4 +29,12 @@ def test_a_failing_sweep_is_logged_and_the_next_still_runs() -> None:
     sweep_later(boom)
     sweep_later(done.set)
     assert wait_swept(timeout=10)
+    assert done.is_set()
+
+
+def test_a_delayed_sweep_waits_and_wait_swept_runs_it_at_once() -> None:
+    done = threading.Event()
+    sweep_later(done.set, delay=60)
+    assert not done.wait(0.05)  # not before its delay
+    assert wait_swept(timeout=10)  # the shutdown does not wait out the delay
     assert done.is_set()
