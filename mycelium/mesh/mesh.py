@@ -28,6 +28,7 @@ from mycelium.home import Home
 from mycelium.node.isolation import Isolation
 from mycelium.node.leftovers import reap_home
 from mycelium.node.output import mesh_stopping
+from mycelium.node.sweeper import wait_swept
 from mycelium.operator import MeshConfig
 from mycelium.operator.logs import LOG_NAME
 from mycelium.secrets import Secrets, SecretValues, load_key
@@ -252,6 +253,7 @@ class Mesh:
             mesh_stopping(self.home.instances)  # these instances are "the last that ran"
             with contextlib.suppress(pykka.ActorDeadError):
                 root.stop(timeout=120)
+            wait_swept()  # what crashed instances left outside their groups is gone too
         self.backend.close()
         self.log.close()
         if root is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,15 +41,14 @@ def _status_uids(pid: str) -> tuple[bool, tuple[int, ...]]:
             text = fh.read()
     except OSError:
         return False, ()
-    alive = True
-    uids: tuple[int, ...] = ()
-    for line in text.splitlines():
-        if line.startswith(b"State:"):
-            alive = line.split()[1] not in (b"Z", b"X")
-        elif line.startswith(b"Uid:"):
-            uids = tuple(int(x) for x in line.split()[1:5])
-            break
-    return alive, uids
+    state = text.find(b"\nState:\t")
+    if state >= 0 and text[state + 8:state + 9] in (b"Z", b"X"):
+        return False, ()
+    at = text.find(b"\nUid:")
+    if at < 0:
+        return state >= 0, ()
+    line = text[at + 5:text.find(b"\n", at + 5)]
+    return True, tuple(int(x) for x in line.split()[:4])
 
 
 def _environ_has(pid: str, needle: bytes) -> bool:
@@ -59,17 +59,66 @@ def _environ_has(pid: str, needle: bytes) -> bool:
         return False
 
 
+def _scan_all() -> list[tuple[str, tuple[int, ...]]]:
+    """``(pid, uids)`` of every live process but this one: one read of /proc/*/status each."""
+    me = str(os.getpid())
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and entry != me:
+            alive, uids = _status_uids(entry)
+            if alive and uids:
+                found.append((entry, uids))
+    return found
+
+
+class _SharedScan:
+    """One scan of /proc for every thread that wants one at the same time.
+
+    A scan reads the status of every process on the machine (~50 ms on a loaded two-core
+    machine); a mass stop runs hundreds of jail stops at once, each polling for its members.
+    A caller gets a scan that *started after it asked* (so it sees what its signals did), but
+    callers that ask while one scan runs all share the next one.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._running = False
+        self._done = 0  # scans completed
+        self._result: list[tuple[str, tuple[int, ...]]] = []
+
+    def take(self) -> list[tuple[str, tuple[int, ...]]]:
+        with self._cond:
+            want = self._done + (2 if self._running else 1)
+            while self._done < want:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                self._cond.release()
+                try:
+                    result = _scan_all()
+                except BaseException:
+                    result = None
+                    raise
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    if result is not None:
+                        self._result, self._done = result, self._done + 1
+                    self._cond.notify_all()
+            return self._result
+
+
+_SHARED_SCAN = _SharedScan()
+
+
 def scan(match: Callable[[str, tuple[int, ...]], bool]) -> Iterator[int]:
     """Pids of live (not zombie) processes for which ``match(pid, uids)`` holds.
 
-    Never yields this process itself.
+    Never yields this process itself. Concurrent callers share one pass over /proc.
     """
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        alive, uids = _status_uids(entry)
-        if alive and uids and match(entry, uids):
+    for entry, uids in _SHARED_SCAN.take():
+        if match(entry, uids):
             yield int(entry)
 
 

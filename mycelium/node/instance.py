@@ -35,6 +35,7 @@ from mycelium.messages import (
     Resync,
     to_wire,
 )
+from mycelium.node.containment import Jail, stop_jail
 from mycelium.node.health import free_port
 from mycelium.node.isolation import Isolation
 from mycelium.node.process import Workload, describe_exit
@@ -47,9 +48,10 @@ from supervisors.timers import TimerHandle, shared_timers
 
 from . import credentials
 from .checks import CheckEngine, engine_for, report_changes
-from .launch import spawn_retrying
+from .launch import Launching, spawn_retrying
 from .output import Capture, OutputPolicy, rfc3339
 from .prober import shared_prober
+from .sweeper import sweep_later
 
 __all__ = ["RECORD_FILE", "AppInstance", "InstanceFailed", "InstanceSpec"]
 
@@ -66,33 +68,7 @@ _LAUNCHES = Singleton(lambda: WorkerPool(max_workers=8, keep_idle=1, name="mycel
 _CHECK_SLACK = 0.05
 
 
-class _Launching:
-    """How many instances are probing for their first 200 right now.
-
-    Each failed probe costs the mesh ~0.1 ms of CPU. One instance polls every 10 ms; hundreds
-    starting at once would burn cores the workloads need to start, so the period grows with
-    their number to keep the whole mesh near ``MAX_PROBE_RATE`` probes per second.
-    """
-
-    MAX_PROBE_RATE = 3000.0
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.count = 0
-
-    def enter(self) -> None:
-        with self._lock:
-            self.count += 1
-
-    def leave(self) -> None:
-        with self._lock:
-            self.count -= 1
-
-    def interval(self, base: float) -> float:
-        return max(base, self.count / self.MAX_PROBE_RATE)
-
-
-_LAUNCHING = _Launching()
+_LAUNCHING = Launching()
 
 
 class InstanceFailed(Exception):
@@ -230,10 +206,11 @@ class AppInstance(SupervisedActor):
         self._shutdown(self.spec.stop_grace, None)
 
     def on_failure(self, *_exc: object) -> None:
-        """The actor failed: make sure its process group is gone before the replacement."""
-        self._shutdown(1.0, self.info.reason)
+        """The actor failed: its process group is gone before the replacement starts; what left
+        the group is swept after (:mod:`.sweeper`: the replacement needs none of it)."""
+        self._shutdown(1.0, self.info.reason, later=True)
 
-    def _shutdown(self, grace: float, reason: str | None) -> None:
+    def _shutdown(self, grace: float, reason: str | None, later: bool = False) -> None:
         with self._spawn_lock:
             self._closing.set()
             spawned, capture, engine = self._spawned, self._capture, self._engine
@@ -245,15 +222,25 @@ class AppInstance(SupervisedActor):
             self._set(state=InstanceState.DRAINING)
         workload = self._workload or spawned
         if workload is not None:
-            workload.terminate(grace=grace)
+            workload.terminate(grace=grace, sweep=not later)
         if capture is not None:
             with contextlib.suppress(Exception):  # never let the record keep a stop from ending
                 capture.close(reason or self.info.reason or "shutdown")
         with contextlib.suppress(OSError):
             (self._dir / RECORD_FILE).unlink()
+        jail = None if workload is None else workload.jail
+        if later:
+            sweep_later(lambda: self._sweep(jail))
+        else:
+            self._sweep(None)  # terminate() swept the jail already
+        self._set(state=InstanceState.STOPPED, reason=reason)
+
+    def _sweep(self, jail: Jail | None) -> None:
+        """Stop what left the group, then free the directories and the uid (in that order)."""
+        if jail is not None and not stop_jail(jail, grace=0.5):
+            log.warning("%s: processes of the instance still alive after SIGKILL", self.info.id)
         shutil.rmtree(self._dir / "app", ignore_errors=True)
         self._box.release()  # nothing of it runs any more: its directories and uid go
-        self._set(state=InstanceState.STOPPED, reason=reason)
 
     # -- the launch tasks (on the launch pool) ------------------------------------------------
 
@@ -380,15 +367,16 @@ class AppInstance(SupervisedActor):
         return [] if self._capture is None else self._capture.exit_tail()
 
     def _fail(self, reason: str, **details: Any) -> None:
-        tail = self._exit_tail()
-        self.info = replace(self.info, last_exit=LastExit(self.info.id, reason,
-                                                          rfc3339(time.time()), tuple(tail)))
+        at = rfc3339(time.time())
         if self.info.state == InstanceState.READY:  # leave the routes before anything else
             gone = self._workload is not None and self._workload.exited
             self._set(state=InstanceState.STOPPED if gone else InstanceState.DRAINING,
                       reason=reason)
         else:
             self.info = replace(self.info, reason=reason)
+        # the output's tail (a read of the capture) only after: the shutdown's report has it
+        tail = self._exit_tail()
+        self.info = replace(self.info, last_exit=LastExit(self.info.id, reason, at, tuple(tail)))
         raise InstanceFailed(reason, {"app": self.spec.app, "pid": self.info.pid,
                                       "instance": self.info.id, "output_tail": tail, **details})
 

@@ -121,8 +121,17 @@ class _Tracked:
         self.base = stream.base()
         self.size = 0
         self.seen = time.time()  # every byte past base + size was written after this
+        self.lock = threading.Lock()  # the watcher's pass and the last look never overlap
+        self.closed = False
 
-    def poll(self) -> None:
+    def poll(self, last: bool = False) -> None:
+        """Index what was written since the last look (rotate if due); ``last``: then stop."""
+        with self.lock:
+            if not self.closed:
+                self.closed = last
+                self._poll()
+
+    def _poll(self) -> None:
         st = os.stat(self.stream.live)
         now = time.time()  # after the stat: this record's mtime never passes the next's start
         if st.st_size > self.size:  # written after the last look, by the file's mtime
@@ -213,19 +222,23 @@ class _Watcher:
     def remove(self, key: int) -> None:
         """Stop watching; a last look first, so that the index covers every byte."""
         with self._cond:
-            for tracked in self._tracked.pop(key, []):
-                with contextlib.suppress(OSError):
-                    tracked.poll()
+            tracked = self._tracked.pop(key, [])
+        for one in tracked:
+            with contextlib.suppress(OSError):
+                one.poll(last=True)
 
     def _run(self) -> None:
+        # The pass runs on a copy, outside the lock: a spawn (add) or a stop (remove) never
+        # waits for hundreds of stats; each stream's own lock keeps one look at a time.
         while True:
             with self._cond:
                 self._cond.wait(self.interval)
-                for tracked in [t for group in self._tracked.values() for t in group]:
-                    try:
-                        tracked.poll()
-                    except Exception:  # one odd file must not stop the others' capture
-                        log.exception("output of %s", tracked.stream.live)
+                tracked = [t for group in self._tracked.values() for t in group]
+            for one in tracked:
+                try:
+                    one.poll()
+                except Exception:  # one odd file must not stop the others' capture
+                    log.exception("output of %s", one.stream.live)
 
 
 shared_watcher = Singleton(_Watcher)

@@ -205,11 +205,16 @@ class Workload:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.pid, sig)
 
-    def terminate(self, grace: float = 5.0) -> int | None:
+    def terminate(self, grace: float = 5.0, sweep: bool = True) -> int | None:
         """Stop the whole group: SIGTERM, then SIGKILL after ``grace``; idempotent.
 
         Blocks until the main process is reaped and no process is left in the group (bounded by
         ``grace`` plus a few seconds for SIGKILL to land).
+
+        Args:
+            grace: How long the group has between SIGTERM and SIGKILL.
+            sweep: Also stop what left the group (its jail: a scan of ``/proc``); False leaves
+                that to the caller (``stop_jail(workload.jail, …)``), e.g. off a respawn path.
 
         Returns:
             The main process's return code (None only if it could not be reaped in time).
@@ -227,7 +232,8 @@ class Workload:
                     return self._returncode
             self._group_gone = True
         # then whatever left the group: one scan of /proc when nothing did
-        if self.jail is not None and not stop_jail(self.jail, grace=min(max(grace, 0.0), 0.5)):
+        jail = self.jail if sweep else None
+        if jail is not None and not stop_jail(jail, grace=min(max(grace, 0.0), 0.5)):
             log.warning("workload pid %s: processes of its instance still alive after SIGKILL",
                         self.pid)
         return self._returncode
