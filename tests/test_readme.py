@@ -199,7 +199,8 @@ def _quickstart(tour: Tour, out: str, _err: str) -> None:
 def _status(tour: Tour, out: str, _err: str) -> None:
     assert re.search(r"^hello\s+running\s.*ready 3/3", out, re.M), out
     assert len(re.findall(r"^\s+hello@node-\d#\d+\s.*\sReady\s", out, re.M)) == 3, out
-    assert "nodes: node-1 up, node-2 up, node-3 up" in out, out
+    # each node's line may add its capacity in use: "node-1 up (cpu 0.1/2, mem 256/… MB)"
+    assert re.search(r"^nodes: node-1 up\b.*, node-2 up\b.*, node-3 up\b", out, re.M), out
 
 
 def _tree(_tour: Tour, out: str, _err: str) -> None:

@@ -53,6 +53,7 @@ METRICS_EVERY = 0.5
 def config_to_wire(config: EdgeConfig) -> dict[str, Any]:
     """The config as JSON-able data (paths as strings)."""
     data = dataclasses.asdict(config)
+    data.pop("on_wake", None)  # the parent's hook: a worker holds no requests (yet)
     if data["access_log_home"] is not None:
         data["access_log_home"] = str(data["access_log_home"])
     if config.tls is not None:

@@ -49,6 +49,7 @@ from mycelium.output_files import (
 from mycelium.secrets.redact import redact_lines
 from mycelium.secrets.store import SecretValues
 from supervisors.singleton import Singleton
+from supervisors.timers import shared_timers
 
 from .serials import current_run
 
@@ -328,18 +329,38 @@ def read_last_exit(instances_dir: Path, instance: str) -> LastExit | None:
 
 
 _PRUNED: dict[tuple[str, str, str], float] = {}
+_PRUNE_DUE: set[tuple[str, str, str]] = set()  # a prune waits for the end of its second
+_PRUNE_LOCK = threading.Lock()
 _PRUNE_EVERY = 1.0
 """Seconds between two prunes of one app on one node: a node starting hundreds of instances
 of an app at once would otherwise look at every one of them for each start."""
 
 
 def prune_soon(instances_dir: Path, app: str, node: str, keep: int) -> list[str]:
-    """:func:`prune_instances`, at most once a second per app and node (see ``_PRUNE_EVERY``)."""
+    """:func:`prune_instances`, at most once a second per app and node (see ``_PRUNE_EVERY``).
+
+    A call inside the second does not drop the prune: it is done once the second is over (on
+    the shared timer), so retention never stays above ``keep`` after a burst of starts.
+    """
     key, now = (str(instances_dir), app, node), time.monotonic()
-    if now - _PRUNED.get(key, -_PRUNE_EVERY) < _PRUNE_EVERY:
-        return []
-    _PRUNED[key] = now
+    with _PRUNE_LOCK:
+        last = _PRUNED.get(key, -_PRUNE_EVERY)
+        if now - last < _PRUNE_EVERY:
+            if key not in _PRUNE_DUE:
+                _PRUNE_DUE.add(key)
+                shared_timers().call_later(last + _PRUNE_EVERY - now, lambda: _due(
+                    key, instances_dir, app, node, keep))
+            return []
+        _PRUNED[key] = now
     return prune_instances(instances_dir, app, node, keep)
+
+
+def _due(key: tuple[str, str, str], instances_dir: Path, app: str, node: str,
+         keep: int) -> None:
+    with _PRUNE_LOCK:
+        _PRUNE_DUE.discard(key)
+        _PRUNED[key] = time.monotonic()
+    prune_instances(instances_dir, app, node, keep)
 
 
 def prune_instances(instances_dir: Path, app: str, node: str, keep: int) -> list[str]:

@@ -210,6 +210,9 @@ def test_retention_and_ids_never_reused(tmp_path: Path, home: Path,
             assert cli(home, "kill", "chatty").returncode == 0
             wait_until(lambda c=current: mesh.ready("chatty", 1)[0]["id"] != c, 30)
         (last,) = [i["id"] for i in mesh.ready("chatty", 1)]
+        # the oldest is dropped when a new one starts (or once that second is over)
+        wait_until(lambda: cli(home, "output", "chatty", "--instance", ids[0]).returncode == 2,
+                   10)
         dropped = cli(home, "output", "chatty", "--instance", ids[0])
         assert dropped.returncode == 2 and "unknown instance" in dropped.stderr
         assert output(home, "chatty", "--instance", ids[2], "--tail", "1")
