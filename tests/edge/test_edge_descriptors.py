@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -21,6 +22,13 @@ class Pressure:
     """Holds ``count`` idle connections to the edge, reopening every one the edge closes."""
 
     def __init__(self, port: int, count: int) -> None:
+        # the client side needs its own descriptors: an in-process mesh of an earlier test may
+        # have set this process's limit (a mesh arms its own limits for its workloads)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = count + 512
+        if soft < want:
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
         self.port = port
         self.count = count
         self.sel = selectors.DefaultSelector()  # epoll: descriptors beyond 1024 are fine
