@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -154,11 +155,18 @@ def get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
 
 
 def kill_workloads(home: Path) -> list[int]:
-    """SIGKILL every process whose command line names ``home`` (a killed member's workloads)."""
+    """SIGKILL every process whose command line names ``home`` or, for a root member's isolated
+    workloads, its instances directory outside the home (a killed member's workloads)."""
+    from mycelium.node.isolation import fallback_instances_dir
+
+    homes = [Path(home).absolute()]  # ``home`` may also be a directory of member homes
+    with contextlib.suppress(OSError):
+        homes += [p for p in homes[0].iterdir() if p.is_dir()]
+    markers = (str(home), *(str(fallback_instances_dir(h)) for h in homes))
     pids = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if any(str(home) in part for part in proc.info["cmdline"] or ()):
+            if any(m in part for part in proc.info["cmdline"] or () for m in markers):
                 proc.kill()
                 pids.append(proc.info["pid"])
         except (psutil.Error, TypeError):
