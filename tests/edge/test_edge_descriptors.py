@@ -55,8 +55,9 @@ class Pressure:
         while not self.stop.is_set():
             for _ in range(min(200, self.count - self.open)):  # reopen in modest batches
                 self._connect()
-            if self.open >= self.count:
-                self.holding.set()
+            if self.open >= self.count or (self.closed_by_edge and
+                                           self.open + self.closed_by_edge >= self.count):
+                self.holding.set()  # all held, or the edge refuses the rest: it is full
             for key, _ in self.sel.select(0.3):
                 self._drop(key.fileobj)  # type: ignore[arg-type]
 
@@ -89,8 +90,6 @@ class Pressure:
         self.sel.close()
 
 
-@pytest.mark.xfail(strict=False, reason="passes alone and after the edge, checks, dashboard "
-                   "and desired suites, but not always inside the whole suite (cause open)")
 @pytest.mark.timeout(240)
 def test_1100_idle_connections_under_ulimit_1024_never_starve_probes_spawns_or_deploys(
         mesh_home: Path, hello_spores: tuple[Path, dict[str, str]]) -> None:
@@ -107,7 +106,7 @@ def test_1100_idle_connections_under_ulimit_1024_never_starve_probes_spawns_or_d
         before = mesh.ready("hello", 2)
         pressure = Pressure(mesh.port, 1100)
         try:
-            assert pressure.holding.wait(60), "could not open 1,100 connections"
+            assert pressure.holding.wait(120), "could not fill the edge with 1,100 connections"
             wait_until(lambda: pressure.closed_by_edge > 0, 30, "the edge refusing some")
             # every workload stays Ready while the edge is full
             assert {i["pid"] for i in mesh.ready("hello", 2)} == {i["pid"] for i in before}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import functools
 import ipaddress
+import shutil
 import ssl
 import tempfile
 from pathlib import Path
@@ -15,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 _DIR = Path(tempfile.mkdtemp(prefix="mycelium-tls-test-"))
+atexit.register(shutil.rmtree, _DIR, ignore_errors=True)  # the test run leaves no files behind
 
 
 def _name(cn: str) -> x509.Name:
