@@ -40,6 +40,18 @@ def log_reasons(home: Path, app: str) -> list[str]:
     return [str(r.get("reason")) for r in map(orjson.loads, out.splitlines())]
 
 
+def unready(mesh: MeshProcess, app: str, iid: str) -> dict[str, Any] | None:
+    """The instance once it is out of the routes (still running), else None."""
+    i = instance(mesh, app, iid)
+    return i if i is not None and not i["serving"] else None
+
+
+def replacement(mesh: MeshProcess, app: str, pid: int) -> dict[str, Any] | None:
+    """The app's Ready instance once it is another process than ``pid``, else None."""
+    insts = [i for i in mesh.app(app)["instances"] if i["state"] == "Ready"]
+    return insts[0] if insts and insts[0]["pid"] != pid else None
+
+
 @pytest.mark.timeout(120)
 def test_a_failing_readiness_check_takes_the_instance_out_of_the_routes_without_a_restart(
         mesh: MeshProcess, digests: dict[str, str]) -> None:
@@ -49,11 +61,8 @@ def test_a_failing_readiness_check_takes_the_instance_out_of_the_routes_without_
     assert first["serving"] and second["serving"]
     (workdir(mesh.home, first) / "unready").touch()
 
-    def unready() -> dict[str, Any] | None:
-        i = instance(mesh, "ready", first["id"])
-        return i if i is not None and not i["serving"] else None
-
-    out = wait_until(unready, 10, "the instance out of the routes")
+    out = wait_until(lambda: unready(mesh, "ready", first["id"]), 10,
+                     "the instance out of the routes")
     assert out["state"] == "Ready" and out["pid"] == first["pid"] and out["restarts"] == 0
     assert out["last_check"]["check"] == "http-readiness"
     assert out["last_check"]["ok"] is False and out["last_check"]["detail"] == "HTTP 503"
@@ -81,11 +90,7 @@ def test_failing_liveness_restarts_the_instance_with_the_check_and_its_detail(
     (before,) = mesh.ready("live", 1)
     (workdir(mesh.home, before) / "dead").touch()
 
-    def replaced() -> dict[str, Any] | None:
-        insts = [i for i in mesh.app("live")["instances"] if i["state"] == "Ready"]
-        return insts[0] if insts and insts[0]["pid"] != before["pid"] else None
-
-    after = wait_until(replaced, 20, "a replacement")
+    after = wait_until(lambda: replacement(mesh, "live", before["pid"]), 20, "a replacement")
     assert after["restarts"] == 1
     assert "liveness_failed: alive: HTTP 500" in log_reasons(mesh.home, "live")
 
@@ -97,11 +102,7 @@ def test_exec_readiness_and_tcp_liveness_checks(
     (inst,) = mesh.ready("exec", 1)
     (workdir(mesh.home, inst) / "unready").touch()
 
-    def unready() -> dict[str, Any] | None:
-        i = instance(mesh, "exec", inst["id"])
-        return i if i is not None and not i["serving"] else None
-
-    out = wait_until(unready, 10, "out of the routes")
+    out = wait_until(lambda: unready(mesh, "exec", inst["id"]), 10, "out of the routes")
     assert out["last_check"]["check"] == "file"
     assert out["last_check"]["detail"] == "exit code 3: not yet"
     assert get(mesh, "/exec/")[0] == 503
@@ -127,11 +128,8 @@ def test_notify_ready_status_text_and_the_watchdog(
 
     (workdir(mesh.home, inst) / "hang").touch()  # no more WATCHDOG=1
 
-    def replaced() -> dict[str, Any] | None:
-        insts = [i for i in mesh.app("notify")["instances"] if i["state"] == "Ready"]
-        return insts[0] if insts and insts[0]["pid"] != inst["pid"] else None
-
-    after = wait_until(replaced, 20, "a replacement after the watchdog")
+    after = wait_until(lambda: replacement(mesh, "notify", inst["pid"]), 20,
+                       "a replacement after the watchdog")
     assert after["restarts"] == 1
     assert "watchdog_timeout" in log_reasons(mesh.home, "notify")
 
