@@ -158,29 +158,37 @@ class EtcdClient:
             EtcdUnavailable: no endpoint answered.
         """
         body = json.dumps({"name": self._user, "password": self._password or ""}).encode()
+        status, payload, where, _ = self._post("/v3/auth/authenticate", body,
+                                               {"Content-Type": "application/json"})
+        try:
+            token = json.loads(payload).get("token") if status == 200 else None
+        except ValueError:
+            token = None
+        if not token:
+            raise EtcdAuthFailed(f"etcd {where} refused user {self._user!r}: wrong "
+                                 "user name or password (MYCELIUM_ETCD_PASSWORD), or "
+                                 "authentication is not enabled")
+        return str(token)
+
+    def _post(self, path: str, data: bytes,
+              headers: dict[str, str]) -> tuple[int, bytes, str, int]:
+        """POST to the first endpoint that answers: its status, body, ``host:port`` and index.
+
+        Raises:
+            EtcdUnavailable: no endpoint answered.
+        """
         errors = []
         for i in self._order():
             host, port = self.endpoints[i]
             conn = self._connect(host, port, self.timeout)
             try:
-                conn.request("POST", "/v3/auth/authenticate", body,
-                             {"Content-Type": "application/json"})
+                conn.request("POST", path, data, headers)
                 resp = conn.getresponse()
-                payload = resp.read()
+                return resp.status, resp.read(), f"{host}:{port}", i
             except (OSError, http.client.HTTPException) as exc:
                 errors.append(f"{host}:{port}: {exc or type(exc).__name__}")
-                continue
             finally:
                 conn.close()
-            try:
-                token = json.loads(payload).get("token") if resp.status == 200 else None
-            except ValueError:
-                token = None
-            if not token:
-                raise EtcdAuthFailed(f"etcd {host}:{port} refused user {self._user!r}: wrong "
-                                     "user name or password (MYCELIUM_ETCD_PASSWORD), or "
-                                     "authentication is not enabled")
-            return str(token)
         raise EtcdUnavailable("etcd unreachable (" + "; ".join(errors) + ")")
 
     def _order(self) -> list[int]:
@@ -193,31 +201,16 @@ class EtcdClient:
         Raises:
             EtcdUnavailable: no endpoint answered, or etcd refused the request.
         """
-        data = json.dumps(body).encode()
-        errors = []
-        for i in self._order():
-            host, port = self.endpoints[i]
-            conn = self._connect(host, port, self.timeout)
-            try:
-                conn.request("POST", f"/v3/{path}", data, self._headers())
-                resp = conn.getresponse()
-                payload = resp.read()
-            except (OSError, http.client.HTTPException) as exc:
-                errors.append(f"{host}:{port}: {exc or type(exc).__name__}")
-                continue
-            finally:
-                conn.close()
-            if (resp.status != 200 and self._user is not None and not _fresh
-                    and b"auth token" in payload):
-                self._token = None  # expired (etcd's simple tokens do): once more, fresh
-                return self.call(path, body, _fresh=True)
-            if resp.status != 200:
-                raise EtcdUnavailable(f"etcd {host}:{port} refused {path}: "
-                                      f"HTTP {resp.status} {payload[:200]!r}")
-            self._preferred = i
-            result: dict[str, Any] = json.loads(payload)
-            return result
-        raise EtcdUnavailable("etcd unreachable (" + "; ".join(errors) + ")")
+        status, payload, where, index = self._post(f"/v3/{path}", json.dumps(body).encode(),
+                                                   self._headers())
+        if status != 200 and self._user is not None and not _fresh and b"auth token" in payload:
+            self._token = None  # expired (etcd's simple tokens do): once more, fresh
+            return self.call(path, body, _fresh=True)
+        if status != 200:
+            raise EtcdUnavailable(f"etcd {where} refused {path}: HTTP {status} {payload[:200]!r}")
+        self._preferred = index
+        result: dict[str, Any] = json.loads(payload)
+        return result
 
     # -- key/value -------------------------------------------------------------------------
 

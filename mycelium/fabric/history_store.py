@@ -8,7 +8,6 @@ small, and one write per deployment event is what keeps it consistent.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -17,6 +16,7 @@ import orjson
 
 from .etcd_client import EtcdClient
 from .history import Deployment
+from .state import open_tables
 
 __all__ = ["EtcdHistory", "HistoryLog", "MemoryHistory", "SqliteHistory"]
 
@@ -71,13 +71,8 @@ class SqliteHistory:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS history (app TEXT PRIMARY KEY, body BLOB NOT NULL)")
+        self._db = open_tables(path, "history")
 
     def load(self, app: str) -> list[Deployment]:
         """The app's deployments."""

@@ -60,6 +60,22 @@ class Store(Protocol):
         ...
 
 
+
+def open_tables(path: Path, *tables: str) -> sqlite3.Connection:
+    """``path`` opened for durable writes (WAL, ``synchronous=FULL``, autocommit), with a
+    ``(app TEXT PRIMARY KEY, body BLOB)`` table of each name in ``tables``.
+
+    Raises:
+        sqlite3.Error: the database cannot be opened.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    for table in tables:
+        db.execute(f"CREATE TABLE IF NOT EXISTS {table} (app TEXT PRIMARY KEY, body BLOB NOT NULL)")
+    return db
+
 class SqliteStore:
     """The embedded default store: ``<home>/state/fabric.db``, WAL, ``synchronous=FULL``.
 
@@ -68,15 +84,8 @@ class SqliteStore:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS plans (app TEXT PRIMARY KEY, body BLOB NOT NULL)")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS budgets (app TEXT PRIMARY KEY, body BLOB NOT NULL)")
+        self._db = open_tables(path, "plans", "budgets")
 
     def load(self) -> StoredState:
         """Every plan and budget."""
