@@ -5,13 +5,16 @@ collaborators (:func:`start_cluster_fabric` assembles them):
 
 - :class:`SharedStore` keeps plans and budgets in etcd (the member's store, which outlives one
   life of the fabric actor);
-- :class:`EtcdSlots` claims slots in etcd transactions, so ``max_instances`` holds across
-  members, and a dead member's slots free themselves when its lease expires;
+- :class:`~.etcd_scale.EtcdScale` shares placement: one member at a time (elected through
+  etcd) places every instance over every member's nodes, many per node, and publishes the
+  counts each member's agents run; capacities, the edges' loads, wakes and drains travel
+  through etcd too, so ``max_instances``, drains, scale to zero and autoscaling hold across
+  members exactly as on one machine;
 - :class:`EtcdPeers` publishes the local instances under the member's lease and follows etcd:
   the other members' instances join the routes pushed to this member's edge and the status
   document (a node that disappears from etcd shows ``lost``); plans and budgets written by any
-  member reach this member's agents; a slot that frees itself offers its plan to the local
-  agents again, which is how instances are re-placed on live nodes.
+  member reach this member's agents (a dead member's nodes leave the placer's capacities with
+  its lease, which is how its instances are re-placed on live nodes).
 
 Every etcd call is best-effort inside the actor: while etcd is away the local workloads keep
 serving and the routes keep their last view; the store retries and republishes on return.
@@ -29,11 +32,12 @@ import orjson
 import pykka
 
 from mycelium._logger import get_logger
-from mycelium.messages import Budget, InstanceInfo, Plan, SlotReply, from_wire
+from mycelium.messages import Budget, InstanceInfo, Plan, from_wire
 from mycelium.states import InstanceState
 
 from .etcd import EtcdStore, EtcdUnavailable
 from .etcd_client import Event
+from .etcd_scale import EtcdScale
 from .etcd_switch import EtcdSwitches
 from .fabric import Fabric
 from .history import DEFAULT_KEEP
@@ -41,9 +45,10 @@ from .history_store import EtcdHistory
 from .names import Names
 from .peers import PeerConnection, PeerEvents, PeerUpdate
 from .rollouts import Rollouts
+from .slots import LocalSlots
 from .state import StoredState
 
-__all__ = ["EtcdPeers", "EtcdSlots", "SharedStore", "start_cluster_fabric"]
+__all__ = ["EtcdPeers", "SharedStore", "start_cluster_fabric"]
 
 log = get_logger(__name__)
 
@@ -77,69 +82,6 @@ class SharedStore:
 
     def close(self) -> None:
         """Nothing: the member closes the store when it stops."""
-
-
-class EtcdSlots:
-    """Slots as numbered etcd keys under the member's lease, claimed in transactions.
-
-    Args:
-        store: The member's joined etcd store.
-        nodes: This member's node names (only their slots are evicted or checked here).
-    """
-
-    def __init__(self, store: EtcdStore, nodes: tuple[str, ...]) -> None:
-        self._etcd = store
-        self._nodes = nodes
-        self._holders: dict[str, set[str]] = {}  # what this member's nodes believe they hold
-
-    def claim(self, app: str, node: str, limit: int) -> SlotReply:
-        """One of the app's ``limit`` slots across the mesh, or why not."""
-        try:
-            granted = self._etcd.claim_slot(app, node, limit)
-        except EtcdUnavailable as exc:
-            return SlotReply(False, f"etcd unavailable: {exc}")
-        if not granted:
-            return SlotReply(False, f"max_instances reached ({limit}) across the mesh")
-        self._holders.setdefault(app, set()).add(node)
-        return SlotReply(True)
-
-    def release(self, app: str, node: str) -> None:
-        """Give the slot back in etcd (later, if etcd is away)."""
-        with contextlib.suppress(EtcdUnavailable):
-            self._etcd.release_slot(app, node)
-        self._holders.get(app, set()).discard(node)
-
-    def adopt(self, app: str, node: str) -> None:
-        """The node's slot key lives on under the lease; remember it holds one."""
-        self._holders.setdefault(app, set()).add(node)
-
-    def evict(self, app: str, limit: int) -> set[str]:
-        """Release this member's slots numbered ``limit`` or more (scaled down)."""
-        try:
-            held = self._etcd.slots(app)
-        except EtcdUnavailable:
-            held = {}
-        evicted = {node for k, node in held.items() if k >= limit and node in self._nodes}
-        for node in evicted:
-            self.release(app, node)
-        return evicted
-
-    def lost(self) -> list[tuple[str, str]]:
-        """Slots our nodes held whose keys died with an expired lease and went to others.
-
-        The local instances holding them would exceed ``max_instances``: they must stop.
-        """
-        out = []
-        for app, holders in self._holders.items():
-            try:
-                held = set(self._etcd.slots(app).values())
-            except EtcdUnavailable:
-                continue
-            for node in sorted(holders - held):
-                if node in self._nodes:
-                    holders.discard(node)
-                    out.append((app, node))
-        return out
 
 
 class EtcdPeers:
@@ -340,7 +282,7 @@ def start_cluster_fabric(names: Names, store: EtcdStore, nodes: tuple[str, ...],
     belongs to the member and stays open). Arguments as :class:`Fabric` and :class:`EtcdPeers`.
     """
     return Fabric.start(names, lambda: SharedStore(store), nodes, digest_known,
-                        parallel=parallel, slots=EtcdSlots(store, nodes), many_per_node=False,
+                        parallel=parallel, slots=LocalSlots(), drains=EtcdScale(store),
                         peers=EtcdPeers(store, nodes, advertise_host, prefetch),
                         rollouts=Rollouts(lambda: EtcdHistory(store.client, store.prefix),
                                           history_keep),

@@ -390,8 +390,10 @@ class EtcdStore:
     # -- watches ---------------------------------------------------------------------------------
 
     def watch(self, callback: Callable[[list[Event]], None], *, retry: float = 0.5,
-              stop: threading.Event | None = None, start_revision: int = 0) -> threading.Thread:
-        """Follow every change in the mesh in a thread: ``callback(events)`` per batch.
+              stop: threading.Event | None = None, start_revision: int = 0,
+              under: str = "") -> threading.Thread:
+        """Follow every change in the mesh (or only under ``prefix + under``) in a thread:
+        ``callback(events)`` per batch.
 
         Starts at ``start_revision`` (0: the current one); after a broken stream it resumes
         where it stopped (retrying every ``retry`` seconds while etcd is away), so no change
@@ -405,7 +407,7 @@ class EtcdStore:
                 try:
                     if revision == 0:
                         revision = self.client.get_prefix(self.prefix + "members/")[1] + 1
-                    for batch in self.client.watch_prefix(self.prefix, revision, ended):
+                    for batch in self.client.watch_prefix(self.prefix + under, revision, ended):
                         if self._stop.is_set():
                             return
                         if batch:

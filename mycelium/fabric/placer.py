@@ -107,6 +107,27 @@ class Placer:
             else:
                 self.counts.setdefault(app, {})[node] = n
 
+    def take_over(self, published: Mapping[str, Mapping[str, int]]) -> None:
+        """Become the placer of a mesh: what the previous placer published runs, so it stays
+        where it is (a drained node's share is what it still holds until its replacements are
+        Ready)."""
+        self.counts = {}
+        for app, row in published.items():
+            for node, n in row.items():
+                drain = self._drains.get(node)
+                if drain is not None:
+                    drain.held[app] = n
+                elif n:
+                    self.counts.setdefault(app, {})[node] = n
+
+    def follow(self, published: Mapping[str, Mapping[str, int]]) -> None:
+        """Take another member's placement as it is (a member that does not place): a drained
+        node holds exactly what the placer still gives it."""
+        for drain in self._drains.values():
+            drain.held.clear()
+            drain.stuck.clear()
+        self.take_over(published)
+
     def reserved(self, node: str, budgets: Mapping[str, Budget]) -> tuple[float, int]:
         """The cpu and mem the apps placed on ``node`` reserve (held drain instances too)."""
         cpu, mem = 0.0, 0

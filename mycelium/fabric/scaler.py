@@ -132,6 +132,18 @@ class Scaler:
             self._drains.save(self.placer.drained_nodes())
         return changed
 
+    def adopt(self, app: str, plan: Plan | None, desired: int, now: float) -> None:
+        """Carry on another fabric's decision for ``app`` (this one places from now on): an
+        awake app stays awake, an autoscaled one starts from its count."""
+        if plan is None:
+            return
+        self.placer.want[app] = desired
+        if plan.min == 0 and desired > 0:
+            self._awake.setdefault(app, now)
+            self._last_request.setdefault(app, now)
+        if plan.target_concurrency is not None and desired > 0:
+            self._auto[app] = ScaleState(desired)
+
     def forget(self, app: str) -> None:
         """The app's plan is gone."""
         self.placer.forget(app)

@@ -1,10 +1,11 @@
 """How the fabric grants slots: the one place that bounds an app to ``max_instances``.
 
 A slot is a node's right to run one instance of an app. The fabric asks its :class:`SlotClaims`
-and never counts holders itself, so the same fabric logic serves one machine
-(:class:`LocalSlots`: a set per app, exact because the fabric's mailbox serialises every claim)
-and a mesh of machines (:class:`~mycelium.fabric.cluster.EtcdSlots`: numbered keys claimed in
-etcd transactions, so two members never both take the last slot).
+and never counts holders itself. :class:`LocalSlots` is a set per app, exact because the
+fabric's mailbox serialises every claim. Where the fabric places itself (many instances per
+node, one machine or a mesh of members), its placement answers a node's claim first: the slot
+is granted when the placement gave the node an instance, and these slots only remember who
+holds one (a mesh's single placer, elected in etcd, keeps ``max_instances`` across members).
 """
 
 from __future__ import annotations
