@@ -140,6 +140,12 @@ class MemberProcess(UpProcess):
         return [i for a in self.status()["apps"] if a["app"] == app
                 for i in a["instances"] if i["state"] == state]
 
+    def placeable(self, count: int) -> None:
+        """Wait until this member sees ``count`` nodes with their capacity: the placer places
+        only over nodes whose capacity it knows, and what it placed stays where it is."""
+        wait_for(lambda: sum("cpu" in n for n in self.status()["nodes"]) == count, 15.0,
+                 f"{count} nodes with their capacity")
+
     def nodes(self) -> dict[str, str]:
         """Node → state, as this member sees the mesh."""
         return {n["name"]: n["state"] for n in self.status()["nodes"]}

@@ -57,6 +57,7 @@ def test_members_place_route_fail_over_and_converge(
     members = {"a": a, "b": b}
     try:
         # placement across members; the spore published on a is fetched and verified by b
+        a.placeable(4)
         a.client.request("deploy", app="hello", digest=digest, min=1, max=3)
         ready = wait_for(lambda: len(r := b.instances("hello")) == 3 and r, 30.0, "3 Ready")
         placed = {i["node"] for i in ready}
@@ -135,6 +136,7 @@ def test_a_member_cut_off_past_its_lease_gives_back_what_was_replaced(
     b = MemberProcess(home_b, etcd.url, "b", ttl=TTL, edge=False)
     assert "mesh up: no edge, 2 nodes (b-1, b-2)" in b.wait_line("mesh up")
     try:
+        b.placeable(4)
         b.client.request("deploy", app="hello", digest=digest, min=1, max=2)  # b fetches it
         placed = wait_for(lambda: len(r := a.instances("hello")) == 2 and r, 30.0, "2 Ready")
         count = {m: sum(i["node"].startswith(m.prefix) for i in placed) for m in (a, b)}

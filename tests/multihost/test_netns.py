@@ -69,6 +69,7 @@ def test_a_member_cut_off_by_the_network(tmp_path: Path,
                           wrap=("ip", "netns", "exec", ns))
         members.append(b)
         # b's spore comes over the veth from a's spore server, verified by b's own trust
+        a.placeable(4)
         a.client.request("deploy", app="hello", digest=digest, min=1, max=3)
         wait_for(lambda: len(a.instances("hello")) == 3, 30.0, "3 Ready")
         assert Repo(b_home.repo).has(digest)
