@@ -211,11 +211,7 @@ class ScaleHooks:
             placer.capacity = {**mesh.capacity(), **{
                 n: c for n, c in placer.capacity.items() if n in self.parts.nodes}}
         if change.drains:
-            shared, here = set(mesh.drained()), set(placer.drained_nodes())
-            for node in sorted(shared - here):
-                placer.drain(node)
-            for node in sorted(here - shared):
-                placer.undrain(node)
+            self._sync_drains(mesh.drained())
         if change.loads:
             self.scaler.load(change.loads, now)
         if mesh.leader():
@@ -225,6 +221,15 @@ class ScaleHooks:
                 self._wake(app, now)
         if change.capacity or change.drains or change.placement or change.became_leader:
             self.reassign()
+
+    def _sync_drains(self, shared: Iterable[str]) -> None:
+        """Close and open nodes as the mesh's drains say."""
+        placer = self.scaler.placer
+        wanted, here = set(shared), set(placer.drained_nodes())
+        for node in sorted(wanted - here):
+            placer.drain(node)
+        for node in sorted(here - wanted):
+            placer.undrain(node)
 
     def _take_over(self, mesh: MeshScale, now: float) -> None:
         """This member was just elected placer: carry on the published decisions."""
@@ -238,6 +243,8 @@ class ScaleHooks:
             self.scaler.wake(app, plans.get(app), now)
 
     def _drain(self, node: str, undrain: bool) -> dict[str, Any]:
+        if self.mesh is not None:  # judged on etcd's drains, not on a watch that may lag
+            self._sync_drains(self.mesh.load())
         nodes = self._nodes()
         if node not in nodes:
             raise BadPlan(f"unknown node {node!r}: the nodes are {', '.join(nodes)}")

@@ -21,6 +21,7 @@ from mycelium.fabric.cluster import start_cluster_fabric
 from mycelium.fabric.errors import BadPlan
 from mycelium.fabric.etcd import EtcdStore, connect
 from mycelium.fabric.names import Names
+from mycelium.fabric.scale_hooks import DrainRefused
 from mycelium.fabric.switch import ClaimSwitch, ReleaseSwitch
 from mycelium.messages import (
     AppLoad,
@@ -28,12 +29,15 @@ from mycelium.messages import (
     DrainNode,
     EdgeLoad,
     GetStatus,
+    InstanceInfo,
     NodeCapacity,
     PublishPlan,
+    RegisterEndpoint,
     SetBudget,
     SlotReply,
     WakeApp,
 )
+from mycelium.states import InstanceState
 
 DIGEST = "a" * 64
 Fabrics = dict[str, tuple[pykka.ActorRef[Any], EtcdStore]]
@@ -108,8 +112,19 @@ def test_one_placer_places_many_per_node_over_every_member_within_capacity(
     doc = wait_for(lambda: (d := b.ask(GetStatus(None))) and any(
         n["name"] == "b-1" and n.get("stuck") for n in d["nodes"]) and d, 10, "b-1 stuck")
     assert _placed(etcd, "web")["b-1"] == 2
-    b.ask(DrainNode("b-1", undrain=True))
-    assert etcd.client().get("/mycelium/scale/drains/b-1") is None
+    # the last open node while it runs apps: refused (exit 1), nothing changed
+    b.tell(RegisterEndpoint(InstanceInfo("web@b-2#1", "web", "b-2", DIGEST,
+                                         InstanceState.READY, "web@b-2", url="http://x:1")))
+    wait_for(lambda: any(i["node"] == "b-2" for i in a.ask(GetStatus("web"))["apps"][0][
+        "instances"]), 10, "a sees b-2's instance")
+    for node in ("a-1", "a-2"):
+        b.ask(DrainNode(node))
+    with pytest.raises(DrainRefused, match="cannot drain b-2: no other open node for web"):
+        a.ask(DrainNode("b-2"))
+    assert etcd.client().get("/mycelium/scale/drains/b-2") is None
+    for node in ("a-1", "a-2", "b-1"):
+        b.ask(DrainNode(node, undrain=True))
+    assert not etcd.client().get_prefix("/mycelium/scale/drains/")[0]
 
 
 @pytest.mark.timeout(40)
