@@ -48,7 +48,7 @@ from .mesh_scale import MeshChange, MeshScale, Published
 from .names import Names
 from .scaler import DrainBook, MemoryDrains, Scaler
 
-__all__ = ["TICK", "DrainRefused", "FabricParts", "ScaleHooks"]
+__all__ = ["TICK", "DrainRefused", "FabricParts", "ScaleHooks", "node_order"]
 
 log = get_logger(__name__)
 
@@ -70,7 +70,7 @@ REASON_EVERY = 1.0
 """Seconds between two publications of an app whose only change is its reason's wording."""
 
 
-def _node_order(node: str) -> tuple[str, int, str]:
+def node_order(node: str) -> tuple[str, int, str]:
     """``a-2`` before ``a-10``: member prefix, then index."""
     prefix, _, index = node.rpartition("-")
     return (prefix, int(index), node) if index.isdigit() else (node, 0, node)
@@ -163,7 +163,7 @@ class ScaleHooks:
         if self.mesh is None:
             return self.parts.nodes
         return tuple(sorted(set(self.mesh.capacity()) | set(self.parts.nodes),
-                            key=_node_order))
+                            key=node_order))
 
     def handle(self, message: Any) -> Any:
         """Apply one scaling message (in the fabric's mailbox); the reply, if asked.

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mycelium.fabric.placer import Placer
-from mycelium.fabric.scale_hooks import _node_order
+from mycelium.fabric.scale_hooks import node_order
 from mycelium.messages import Budget, Plan
 
 NODES = ("a-1", "a-2", "b-1", "b-10", "b-2")
@@ -54,4 +54,4 @@ def test_a_new_placer_that_takes_over_moves_nothing(wants: dict[str, int],
 
 
 def test_nodes_are_ordered_by_member_then_index() -> None:
-    assert sorted(NODES, key=_node_order) == ["a-1", "a-2", "b-1", "b-2", "b-10"]
+    assert sorted(NODES, key=node_order) == ["a-1", "a-2", "b-1", "b-2", "b-10"]
