@@ -126,6 +126,8 @@ class ScaleHooks:
         move by themselves)."""
         if self.mesh is not None:
             self.mesh.start(self.parts.tell_self)
+            if self.mesh.leader():  # elected at once, or a restarted placer's fabric
+                self._take_over(self.mesh, time.time())
         if self.many:
             self._schedule()
 
