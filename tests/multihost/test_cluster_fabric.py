@@ -90,7 +90,8 @@ def test_one_placer_places_many_per_node_over_every_member_within_capacity(
     # spread first (one on each of the 4 nodes), then the first nodes take a second
     wait_for(lambda: _placed(etcd, "web") == {"a-1": 2, "a-2": 2, "b-1": 1, "b-2": 1}, 10,
              "6 instances over both members' nodes")
-    assert _granted(a, "web", "a-1") and _granted(b, "web", "b-2")
+    # each member grants its own nodes' claims once its watch brought the counts
+    wait_for(lambda: _granted(a, "web", "a-1") and _granted(b, "web", "b-2"), 10, "grants")
     doc = wait_for(lambda: (d := a.ask(GetStatus("web")))["apps"][0].get("desired") == 6 and d,
                    10, "desired 6 through either member")
     reserved = {n["name"]: n["cpu"]["reserved"] for n in doc["nodes"]}
