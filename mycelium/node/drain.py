@@ -34,10 +34,10 @@ from supervisors import (
 from supervisors.pool import WorkerPool
 from supervisors.singleton import Singleton
 
-from .sockets import established, port_of
+from .sockets import established, established_to, port_of
 
 __all__ = ["ROUTE_ACK_TIMEOUT", "STOPS", "remove_app", "stop_instance", "wait_idle",
-           "wait_unrouted"]
+           "wait_idle_all", "wait_unrouted"]
 
 log = get_logger(__name__)
 
@@ -95,9 +95,12 @@ def remove_app(names: Names, apps_ref: pykka.ActorRef[Any] | None,
             for kid in which_children(app_sup) if app_sup is not None else ():
                 if kid.ref is not None:
                     _tell(kid.ref, Drain())
+            # every instance at once: one grace for the app, not one per instance (an app
+            # leaving a node with 20 instances must not take 20 graces)
+            deadline = time.monotonic() + ROUTE_ACK_TIMEOUT
             for url in urls:
-                wait_unrouted(names, url, ROUTE_ACK_TIMEOUT)
-                wait_idle(names, url, grace)
+                wait_unrouted(names, url, max(0.0, deadline - time.monotonic()))
+            wait_idle_all(names, urls, grace)
             terminate_child(apps_ref, app)
     except (SupervisorError, pykka.ActorDeadError) as exc:
         log.info("removing %s: %s", app, exc)
@@ -127,6 +130,26 @@ def wait_idle(names: Names, url: str, timeout: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.01)  # polling the kernel's table: no event says a connection closed
+
+
+def wait_idle_all(names: Names, urls: list[str], timeout: float) -> bool:
+    """:func:`wait_idle` for several instances at once, within one ``timeout``."""
+    ports = [p for p in (port_of(u) for u in urls) if p is not None]
+    deadline = time.monotonic() + timeout
+    asked = 0.0
+    while ports:
+        edge = names.get("edge")
+        if edge is not None and time.monotonic() - asked >= 0.1:  # not 100 asks a second each
+            asked = time.monotonic()
+            for url in urls:  # each ask closes the pooled connections to that endpoint
+                with contextlib.suppress(Exception):
+                    edge.ask(IsRouted(url), timeout=1.0)
+        if established_to(ports) == 0:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def wait_unrouted(names: Names, url: str, timeout: float) -> bool:

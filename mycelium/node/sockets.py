@@ -7,7 +7,7 @@ in ``/proc/net/tcp`` and ``/proc/net/tcp6``; one read of each costs well under a
 
 from __future__ import annotations
 
-__all__ = ["ESTABLISHED", "established", "port_of"]
+__all__ = ["ESTABLISHED", "established", "established_to", "port_of"]
 
 ESTABLISHED = "01"
 """The state column's value for an established connection in ``/proc/net/tcp``."""
@@ -20,13 +20,20 @@ def established(port: int, tables: tuple[str, ...] = _TABLES) -> int:
 
     A table that cannot be read (no IPv6, not Linux) counts as empty.
     """
-    needle = f":{port:04X} "
+    return established_to([port], tables)
+
+
+def established_to(ports: list[int], tables: tuple[str, ...] = _TABLES) -> int:
+    """Established TCP connections to any of the local ``ports``, in one read of the tables
+    (an app leaving a node waits for all its instances at once)."""
+    needles = tuple(f":{port:04X} " for port in ports)
     count = 0
     for table in tables:
         try:
             with open(table, encoding="ascii") as f:
                 next(f, None)  # the header
-                count += sum(1 for line in f if _is_established_to(line, needle))
+                count += sum(1 for line in f if any(
+                    _is_established_to(line, needle) for needle in needles))
         except OSError:
             continue
     return count
