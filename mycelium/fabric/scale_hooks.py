@@ -156,10 +156,6 @@ class ScaleHooks:
         """Whether the message is one :meth:`handle` takes."""
         return isinstance(message, _OWN) or (self.mesh is not None and self.mesh.owns(message))
 
-    def _leads(self) -> bool:
-        """Whether this fabric decides (always, on one machine; the placer, in a mesh)."""
-        return self.mesh is None or self.mesh.leader()
-
     def _nodes(self) -> tuple[str, ...]:
         """The nodes placed over: this fabric's, and in a mesh every live member's."""
         if self.mesh is None:
