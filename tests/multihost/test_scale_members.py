@@ -36,8 +36,9 @@ class Members:
     def __init__(self, a: MemberProcess, b: MemberProcess, digests: dict[str, str]) -> None:
         self.a, self.b, self.digests = a, b, digests
 
-    def deploy(self, app: str, **settings: object) -> None:
-        self.a.client.request("deploy", app=app, digest=self.digests[app], **settings)
+    def deploy(self, app: str, digest: str | None = None, **settings: object) -> None:
+        self.a.client.request("deploy", app=app, digest=digest or self.digests[app],
+                              **settings)
 
     def ready(self, app: str) -> Counter[str]:
         return Counter(i["node"] for i in self.b.instances(app))
@@ -53,6 +54,8 @@ def members(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Members]:
     trust(home_b, keygen(home_a))
     digests = {app: publish(home_a, binary=HELLO, manifest={"name": app, "version": "1.0.0"})
                for app in ("hello", "lazy", "auto")}
+    digests["hello-v2"] = publish(home_a, binary=HELLO, manifest={
+        "name": "hello", "version": "2.0.0", "env": {"HELLO_VERSION": "2.0.0"}})
     started: list[MemberProcess] = []
     try:
         started.append(MemberProcess(home_a.root, etcd.url, "a", ttl=2.0))
@@ -136,6 +139,16 @@ def test_many_per_node_over_both_members_and_a_drain_under_load(members: Members
     assert unknown.stderr.count("\n") == 1
     undrained = cli(a.home, "node", "undrain", "a-1")
     assert undrained.returncode == 0 and "undrained a-1 (up)" in undrained.stdout
+
+    # a blue/green rollout replaces every instance, per instance, on both members
+    v2 = members.digests["hello-v2"]
+    with Load(f"{a.url}/hello/", f"{b.url}/hello/") as load:
+        members.deploy("hello", v2, min=6, max=6, cpu=0.1, mem=16)
+        wait_for(lambda: [i["digest"] for app in b.status()["apps"] if app["app"] == "hello"
+                          for i in app["instances"]] == [v2] * 6 and
+                 sum(members.ready("hello").values()) == 6, 60.0, "6 of v2, blue gone")
+    assert load.failed == []
+    assert members.ready("hello") == by_node  # the rollout moves nothing
     a.client.request("stop", app="hello")
     wait_for(lambda: not members.ready("hello"), 30.0, "hello stopped")
 
