@@ -20,6 +20,11 @@ Key layout under ``prefix`` (default ``/mycelium/``)::
     endpoints/<instance id>                InstanceInfo wire                           (lease)
     slots/<app>/<k>                        node name                                   (lease)
     left/<node>                            a node whose member left gracefully (no lease)
+    scale/…                                the shared placement (:mod:`.etcd_scale`)
+
+``slots/`` keys are what a member that claims per node would hold; a member's fabric places
+through the elected placer instead (:mod:`.etcd_scale`), and a returning member still cleans
+up the slot keys an older life left.
 """
 
 from __future__ import annotations
