@@ -19,6 +19,7 @@ class WorkloadDefaults:
     PATH = "/usr/local/bin:/usr/bin:/bin"
     NOFILE = 65536
     INSTANCES_DIR = "auto"
+    CGROUP = "auto"  # the mesh's own cgroup v2, if writable; "off"; or a delegated directory
 
 
 class DeployDefaults:

@@ -25,6 +25,7 @@ from mycelium.edge.limits import raise_nofile_limit
 from mycelium.edge.tls import TLSSettings
 from mycelium.fabric import Names
 from mycelium.home import Home
+from mycelium.node.cgroups import CgroupTree
 from mycelium.node.isolation import Isolation
 from mycelium.node.leftovers import reap_home
 from mycelium.node.output import mesh_stopping
@@ -142,7 +143,11 @@ class Mesh:
         self.isolation.arm_mesh()  # before any thread: they and the workloads inherit it
         raise_nofile_limit()  # client connections must never starve probes and spawns
         self.isolation.ensure_dirs(self.home.root)
-        reaped = reap_home(self.home, self.isolation.instances_dir, self.isolation.uids)
+        cgroups = CgroupTree.detect(self.home.root, self.config.node.cgroup)
+        self.isolation = dataclasses.replace(self.isolation, cgroups=cgroups)
+        self.ops.isolation = self.isolation.summary()
+        reaped = reap_home(self.home, self.isolation.instances_dir, self.isolation.uids,
+                           cgroups)
         self.log.start()
         if reaped:
             self.out(f"reaped {len(reaped)} workload(s) left by a previous mesh: "
@@ -258,6 +263,8 @@ class Mesh:
         self.log.close()
         if root is not None:
             self.isolation.forget_dirs()
+        if self.isolation.cgroups is not None:
+            self.isolation.cgroups.remove()  # every instance's went with it
         self.lock.release()
         self.stopped.set()
 

@@ -419,6 +419,7 @@ class Agent(SupervisedActor):
             app=app, node=self.node, digest=digest, child=child,
             spore=info.path, extract=self._extract, args=info.args, env=info.env,
             health=info.health, mem_mb=(budget.mem if budget else 256),
+            cpu=budget.cpu if budget else None,
             startup_timeout=min(plan.timeout, s.startup_deadline), probe_interval=s.probe_interval,
             health_interval=s.health_interval, health_timeout=s.health_timeout,
             health_failures=s.health_failures,

@@ -1,9 +1,14 @@
 """Containment: every process a workload starts belongs to its instance and dies with it.
 
 A process group is not enough: ``setsid`` leaves it, a double fork re-parents to PID 1, and
-``chdir /`` hides where it came from. This machine class has cgroup v1 only (no writable
-delegated cgroup v2), so an instance is tracked by what a process cannot shed:
+``chdir /`` hides where it came from. An instance is tracked by what a process cannot shed:
 
+- where the mesh can write a cgroup v2 directory, its **cgroup**
+  (:class:`~.cgroups.InstanceCgroup`): the workload joins it before it execs, the kernel keeps
+  every descendant in it, and ``cgroup.kill`` stops them all at once. A workload with a uid of
+  its own cannot write its way out (the cgroups are root's), so the cgroup alone is its jail;
+  one that shares the mesh's uid or is root could, so its uid/environment jail below is kept
+  beside the cgroup and stopped too;
 - under a root mesh with ``run_as = dynamic``, its **uid**: each instance has a uid of its own,
   a process cannot change it (no_new_privs forbids setuid binaries), so the instance's
   processes are exactly the processes of that uid (:class:`UidJail`);
@@ -11,10 +16,11 @@ delegated cgroup v2), so an instance is tracked by what a process cannot shed:
   is the instance's when its environment names the instance's private ``HOME``
   (:class:`TagJail`) — weaker: a process that execs itself with a cleared environment escapes.
 
-After a kill -9 of the mesh, the next ``up`` kills every process of this home's uid range, and
-every process whose ``HOME`` is inside this home's instances directory (:func:`reap_contained`).
-The mesh is not made a child subreaper: re-parented orphans would become zombies of the mesh
-that its per-pid reaper never collects, and the uid already finds them wherever they went.
+After a kill -9 of the mesh, the next ``up`` kills every process left in the home's cgroup,
+every process of this home's uid range, and every process whose ``HOME`` is inside this home's
+instances directory (:func:`reap_contained`). The mesh is not made a child subreaper:
+re-parented orphans would become zombies of the mesh that its per-pid reaper never collects,
+and the cgroup or the uid already finds them wherever they went.
 """
 
 from __future__ import annotations
@@ -137,6 +143,9 @@ class Jail:
         """Send ``sig`` to every live process of the instance; the pids signalled."""
         return kill_all(self.members(), sig)
 
+    def release(self) -> None:
+        """Once no process is left: give back what the jail holds (a cgroup's directory)."""
+
 
 @dataclass(frozen=True, slots=True)
 class UidJail(Jail):
@@ -185,8 +194,16 @@ def stop_jail(jail: Jail, grace: float, kill_wait: float = 5.0) -> bool:
     """SIGTERM every process of the jail, SIGKILL after ``grace``; True once none is left.
 
     SIGKILL is repeated until the scan finds nobody: a process forked between a scan and its
-    kill is caught by the next round.
+    kill is caught by the next round. Once none is left, the jail is released (a cgroup's
+    directory goes; releasing twice is harmless).
     """
+    if _stop(jail, grace, kill_wait):
+        jail.release()
+        return True
+    return False
+
+
+def _stop(jail: Jail, grace: float, kill_wait: float) -> bool:
     if not jail.signal(signal.SIGTERM):
         return True
     if wait_empty(jail, time.monotonic() + grace):

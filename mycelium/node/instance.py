@@ -48,7 +48,7 @@ from supervisors.timers import TimerHandle, shared_timers
 
 from . import credentials
 from .checks import CheckEngine, engine_for, report_changes
-from .launch import Launching, spawn_retrying
+from .launch import Launching, exit_reason, spawn_retrying
 from .output import Capture, OutputPolicy, rfc3339
 from .prober import shared_prober
 from .sweeper import sweep_later
@@ -99,6 +99,7 @@ class InstanceSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     health: str = "/health"
     mem_mb: int
+    cpu: float | None = None  # the budget's cores: the cgroup's cpu.max, where it has one
     startup_timeout: float
     probe_interval: float
     health_interval: float
@@ -266,7 +267,9 @@ class AppInstance(SupervisedActor):
                     box.uid, box.gid)
                 env.update(engine.environment(owner) if engine is not None else {})
                 workload = spawn_retrying([str(binary), *spec.args], self._box.root, env,
-                                          capture.paths, confine)
+                                          capture.paths, confine, None if spec.isolation
+                                          is None else spec.isolation.cgroups,
+                                          (spec.mem_mb, spec.cpu))
                 self._spawned = workload
         except Exception as exc:  # a bound notify socket is closed by the shutdown
             _tell(ref, _LaunchFailed(f"launch failed: {exc}"))
@@ -334,7 +337,8 @@ class AppInstance(SupervisedActor):
                     self._schedule()
             case _Exited(returncode=rc):
                 if not self._closing.is_set():
-                    self._fail(describe_exit(rc), returncode=rc)
+                    self._fail(exit_reason(self._workload, rc) if self._workload is not None
+                               else describe_exit(rc), returncode=rc)
             case _LaunchFailed(reason=reason):
                 if not self._closing.is_set():
                     self._fail(reason)

@@ -35,6 +35,7 @@ from pathlib import Path
 from mycelium.defaults import WorkloadDefaults
 from mycelium.errors import BadInput
 
+from .cgroups import CgroupTree
 from .sandboxfs import own, own_tree, private_files, write_credentials
 from .uids import UidPool, UidRange, claim_range
 
@@ -141,6 +142,7 @@ class Isolation:
         user: ``(uid, gid, groups)`` of a named ``run_as`` user, None otherwise.
         uids: This home's dynamic uid range (``run_as = dynamic`` under root), else None.
         setpriv: ``(setpriv, prlimit)`` paths, or None where util-linux is missing.
+        cgroups: The home's cgroup v2 tree (set by the mesh when it starts), else None.
     """
 
     run_as: str = "dynamic"
@@ -152,6 +154,7 @@ class Isolation:
     uids: UidRange | None = None
     tools: tuple[str, str] | None = None
     pool: UidPool | None = None
+    cgroups: CgroupTree | None = None
 
     @classmethod
     def resolve(cls, home_root: Path, *, run_as: str = "dynamic", path: str = DEFAULT_PATH,
@@ -194,6 +197,18 @@ class Isolation:
         """True when workloads keep root (``run_as = root`` under a root mesh)."""
         return os.geteuid() == 0 and self.uids is None and self.user is None
 
+    @property
+    def limits(self) -> str:
+        """``cgroup`` where the kernel enforces the memory budget, else ``sampled``."""
+        return "cgroup" if self.cgroups is not None and self.cgroups.limits else "sampled"
+
+    @property
+    def containment(self) -> str:
+        """How an instance's processes are found: ``cgroup``, ``uid`` or ``env``."""
+        if self.cgroups is not None:
+            return "cgroup"
+        return "uid" if self.uids is not None else "env"
+
     def summary(self) -> dict[str, object]:
         """The ``isolation`` section of ``status --json``."""
         if self.uids is not None:
@@ -204,7 +219,7 @@ class Isolation:
             who = "root" if self.as_root else "mesh-user"
         return {"run_as": who, "uids": None if self.uids is None else
                 [self.uids.first, self.uids.last], "instances_dir": str(self.instances_dir),
-                "limits": "sampled", "containment": "uid" if self.uids is not None else "env"}
+                "limits": self.limits, "containment": self.containment}
 
     def describe(self) -> str:
         """One line for ``up``'s output: who workloads run as and where their directories are."""
@@ -216,8 +231,8 @@ class Isolation:
             who = "root"
         else:
             who = f"the mesh's user (uid {os.geteuid()})"
-        return f"isolation: workloads run as {who}, limits: sampled, " \
-               f"instances in {self.instances_dir}"
+        return f"isolation: workloads run as {who}, limits: {self.limits}, " \
+               f"instances in {self.instances_dir}, containment: {self.containment}"
 
     @property
     def confined_uid(self) -> bool:

@@ -1,4 +1,5 @@
-"""What an instance's launch task does around the spawn: retry a busy binary, pace probes.
+"""What an instance's launch task does around the spawn: retry a busy binary, pace probes,
+put the workload in its cgroup.
 
 Plain functions with no actor state, used by :class:`~mycelium.node.instance.AppInstance`'s
 launch task (on the launch pool, never in an actor's turn).
@@ -6,13 +7,17 @@ launch task (on the launch pool, never in an actor's turn).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import threading
 import time
 from pathlib import Path
 
-from mycelium.node.process import Confinement, ProcessError, Workload, spawn
+from mycelium.node.cgroups import CgroupTree, InstanceCgroup
+from mycelium.node.containment import UidJail
+from mycelium.node.process import Confinement, ProcessError, Workload, describe_exit, spawn
 
-__all__ = ["Launching", "spawn_retrying"]
+__all__ = ["Launching", "exit_reason", "spawn_retrying"]
 
 
 class Launching:
@@ -42,13 +47,58 @@ class Launching:
 
 
 def spawn_retrying(argv: list[str], directory: Path, env: dict[str, str],
-                   output: tuple[Path, ...], confine: Confinement | None = None) -> Workload:
+                   output: tuple[Path, ...], confine: Confinement | None = None,
+                   cgroups: CgroupTree | None = None,
+                   budget: tuple[int | None, float | None] = (None, None)) -> Workload:
     """Spawn, retrying briefly on ETXTBSY.
 
     Another thread's fork may briefly hold a copy of the descriptor that wrote this binary (a
     sibling instance extracting while we fork), which makes exec fail with "Text file busy"
     until that child has exec'd; it clears within milliseconds.
+
+    With ``cgroups`` (and a ``confine``), the workload starts in a cgroup of its own named
+    after ``directory``, with ``budget`` (mem MB, cpu cores) as its limits where the tree
+    offers them; the cgroup becomes its jail (:mod:`.cgroups`).
     """
+    cgroup: InstanceCgroup | None = None
+    if cgroups is not None and confine is not None:
+        cgroup, confine = _in_cgroup(cgroups, directory.name, confine, budget)
+    try:
+        return _spawn(argv, directory, env, output, confine)
+    except BaseException:
+        if cgroup is not None:
+            with contextlib.suppress(OSError):
+                cgroup.release()
+        raise
+
+
+# -- the cgroup hook (see .cgroups) -----------------------------------------------------------
+
+def _in_cgroup(cgroups: CgroupTree, name: str, confine: Confinement,
+               budget: tuple[int | None, float | None]) -> tuple[InstanceCgroup, Confinement]:
+    """The instance's new cgroup, and ``confine`` with the prefix that joins it.
+
+    A workload with a uid of its own cannot leave its (root's) cgroup: the cgroup replaces its
+    uid jail. Any other keeps its jail beside the cgroup (it could write its way out).
+    """
+    also = None if isinstance(confine.jail, UidJail) else confine.jail
+    cgroup = cgroups.instance(name, budget[0], budget[1], also)
+    return cgroup, dataclasses.replace(
+        confine, prefix=(*cgroup.join_prefix(cgroups.sh), *confine.prefix), jail=cgroup)
+
+
+def exit_reason(workload: Workload, returncode: int) -> str:
+    """How the workload ended, in words; an OOM kill at its cgroup's ``memory.max`` is
+    ``mem_budget_exceeded`` (the sampler's reason for the same broken budget)."""
+    jail = workload.jail
+    if isinstance(jail, InstanceCgroup) and jail.mem_mb is not None and jail.oom_kills():
+        return (f"mem_budget_exceeded: killed by the kernel at memory.max {jail.mem_mb} MB "
+                f"({describe_exit(returncode)})")
+    return describe_exit(returncode)
+
+
+def _spawn(argv: list[str], directory: Path, env: dict[str, str], output: tuple[Path, ...],
+           confine: Confinement | None) -> Workload:
     for attempt in range(50):
         try:
             return spawn(argv, cwd=directory / "app", env=env, log_path=(output[0], output[1]),

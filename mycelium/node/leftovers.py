@@ -3,9 +3,9 @@
 A workload outlives a kill -9 of the mesh (it runs in its own session). Each instance keeps its
 workload's ProcessRecord in its directory while the workload runs; the next ``up`` on the home
 stops every recorded group that still runs (create time checked, so a reused pid is never
-touched), every process of this home's dynamic uid range, every process whose ``HOME`` is an
-instance's (see :mod:`.containment`) and any process still running inside an instance
-directory, before the tree starts.
+touched), every process left in this home's cgroup, every process of this home's dynamic uid
+range, every process whose ``HOME`` is an instance's (see :mod:`.containment`) and any process
+still running inside an instance directory, before the tree starts.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import psutil
 
 from mycelium.home import Home
 
+from .cgroups import CgroupTree
 from .containment import reap_contained
 from .instance import RECORD_FILE
 from .output import mesh_stopping, settle_home
@@ -51,8 +52,8 @@ def _reap_strays(dirs: tuple[Path, ...]) -> list[int]:
     return strays
 
 
-def reap_home(home: Home, workdirs: Path | None = None, uids: UidRange | None = None
-              ) -> list[int]:
+def reap_home(home: Home, workdirs: Path | None = None, uids: UidRange | None = None,
+              cgroups: CgroupTree | None = None) -> list[int]:
     """Stop every workload a previous mesh of this home left behind and clear their dirs;
     then begin this mesh's run of instance serials.
 
@@ -61,6 +62,8 @@ def reap_home(home: Home, workdirs: Path | None = None, uids: UidRange | None = 
         workdirs: Where the workloads' own directories are (``[node] instances_dir``; default
             and usually ``<home>/instances``).
         uids: This home's dynamic uid range, if workloads run under one.
+        cgroups: This home's cgroup v2 tree, if workloads run in one: whatever is left in its
+            instances' cgroups is killed and those cgroups removed.
 
     Returns:
         The pids that were still running and were stopped.
@@ -71,6 +74,8 @@ def reap_home(home: Home, workdirs: Path | None = None, uids: UidRange | None = 
             with contextlib.suppress(Exception):
                 records.append(ProcessRecord.from_dict(orjson.loads(record_file.read_bytes())))
     pids = reap_leftovers(records) if records else []
+    if cgroups is not None:
+        pids += [pid for pid in cgroups.reap() if pid not in pids]
     workdirs = home.instances if workdirs is None else workdirs
     pids += [pid for pid in reap_contained(uids, str(workdirs)) if pid not in pids]
     pids += [pid for pid in _reap_strays((home.instances, workdirs)) if pid not in pids]

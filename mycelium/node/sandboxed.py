@@ -83,7 +83,8 @@ class InstanceSandbox:
         box = self.sandbox
         if box is None:
             return {}
-        return {"uid": box.uid, "limits": "sampled", "dir": str(box.work)}
+        return {"uid": box.uid, "limits": self.isolation.limits if self.isolation else "sampled",
+                "dir": str(box.work)}
 
     def release(self) -> None:
         """Once no process of the instance is left: its directories go, its uid is free."""

@@ -120,6 +120,7 @@ class NodeSection:
     path: str = _key(WorkloadDefaults.PATH)
     nofile: int = _key(WorkloadDefaults.NOFILE, 16, 2**30)
     instances_dir: str = _key(WorkloadDefaults.INSTANCES_DIR)
+    cgroup: str = _key(WorkloadDefaults.CGROUP)
 
 
 @dataclass(frozen=True, slots=True)

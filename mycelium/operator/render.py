@@ -202,5 +202,6 @@ def render_status(status: Mapping[str, Any]) -> str:
     iso = status.get("isolation")
     if isinstance(iso, Mapping):
         lines.append(f"isolation: run_as {iso.get('run_as')}, limits: {iso.get('limits')}, "
-                     f"instances in {iso.get('instances_dir')}")
+                     f"instances in {iso.get('instances_dir')}"
+                     + (f", containment: {iso['containment']}" if iso.get("containment") else ""))
     return "\n".join(lines)
