@@ -215,15 +215,19 @@ class InstanceCgroup(Jail):
         """How many processes the kernel killed at ``memory.max`` (0 without the controller)."""
         return count(_read(self.path / "memory.events"), "oom_kill")
 
-    def join_prefix(self, sh: str) -> tuple[str, ...]:
+    def join_prefix(self, sh: str, pwd: bool = False) -> tuple[str, ...]:
         """A command prefix that moves itself into the cgroup, then execs the rest.
 
         Python cannot run safely between fork and exec in a threaded mesh, and ``subprocess``
         has no cgroup argument, so the child's first exec is ``sh``: it writes ``0`` (itself)
         to ``cgroup.procs`` and execs the rest with the same pid, before anything of the
-        workload runs. If the write fails the workload never starts (exit 2).
+        workload runs. If the write fails the workload never starts (exit 2). The shell
+        exports a ``PWD`` of its own; it is unset again unless the environment had one
+        (``pwd``), so the workload's environment stays exactly the one built for it.
         """
-        return (sh, "-c", 'echo 0 >"$0" || exit 2; exec "$@"', str(self.path / "cgroup.procs"))
+        unset = "" if pwd else "unset PWD; "
+        return (sh, "-c", f'echo 0 >"$0" || exit 2; {unset}exec "$@"',
+                str(self.path / "cgroup.procs"))
 
     def release(self) -> None:
         """Remove the cgroup (and any it made below itself) once it is empty."""

@@ -62,7 +62,7 @@ def spawn_retrying(argv: list[str], directory: Path, env: dict[str, str],
     """
     cgroup: InstanceCgroup | None = None
     if cgroups is not None and confine is not None:
-        cgroup, confine = _in_cgroup(cgroups, directory.name, confine, budget)
+        cgroup, confine = _in_cgroup(cgroups, directory.name, confine, budget, "PWD" in env)
     try:
         return _spawn(argv, directory, env, output, confine)
     except BaseException:
@@ -75,7 +75,8 @@ def spawn_retrying(argv: list[str], directory: Path, env: dict[str, str],
 # -- the cgroup hook (see .cgroups) -----------------------------------------------------------
 
 def _in_cgroup(cgroups: CgroupTree, name: str, confine: Confinement,
-               budget: tuple[int | None, float | None]) -> tuple[InstanceCgroup, Confinement]:
+               budget: tuple[int | None, float | None], pwd: bool
+               ) -> tuple[InstanceCgroup, Confinement]:
     """The instance's new cgroup, and ``confine`` with the prefix that joins it.
 
     A workload with a uid of its own cannot leave its (root's) cgroup: the cgroup replaces its
@@ -84,7 +85,7 @@ def _in_cgroup(cgroups: CgroupTree, name: str, confine: Confinement,
     also = None if isinstance(confine.jail, UidJail) else confine.jail
     cgroup = cgroups.instance(name, budget[0], budget[1], also)
     return cgroup, dataclasses.replace(
-        confine, prefix=(*cgroup.join_prefix(cgroups.sh), *confine.prefix), jail=cgroup)
+        confine, prefix=(*cgroup.join_prefix(cgroups.sh, pwd), *confine.prefix), jail=cgroup)
 
 
 def exit_reason(workload: Workload, returncode: int) -> str:
