@@ -91,7 +91,7 @@ def test_only_offered_controllers_get_files_and_memory_max_is_the_budget(
     assert ("memory.max" in files) == ("memory" in offered and bool(mem_mb))
     if "memory.max" in files:
         assert files["memory.max"] == str((mem_mb or 0) * 1024 * 1024)
-        assert list(files)[0] == "memory.oom.group"  # before the limit can bite
+        assert next(iter(files)) == "memory.oom.group"  # before the limit can bite
     assert ("cpu.max" in files) == ("cpu" in offered)
 
 

@@ -158,6 +158,7 @@ def test_a_spawn_that_fails_leaves_no_cgroup(tree: CgroupTree, tmp_path: Path) -
     directory = tmp_path / "bad@node-1#1"
     (directory / "app").mkdir(parents=True)
     with pytest.raises(ProcessError):
-        spawn_retrying(["./missing"], directory, {"PATH": "/bin"}, (directory / "o", directory / "e"),
+        spawn_retrying(["./missing"], directory, {"PATH": "/bin"},
+                       (directory / "o", directory / "e"),
                        Confinement(umask=0o077, jail=TagJail(os.geteuid(), "/nowhere")), tree)
     assert tree.leftovers() == []
