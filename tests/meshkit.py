@@ -65,6 +65,19 @@ def kill_leftovers(home: Path) -> list[int]:
     return pids
 
 
+def clear_cgroups(home: Path) -> list[int]:
+    """Last-resort cleanup: SIGKILL what is left in this home's cgroup v2 tree (processes that
+    left their instance in every other way) and remove the tree's directories."""
+    from mycelium.node.cgroups import CgroupTree
+
+    tree = CgroupTree.detect(Path(home))
+    if tree is None:
+        return []
+    pids = tree.reap()
+    tree.remove()
+    return pids
+
+
 class UpProcess:
     """A ``mycelium up`` subprocess whose merged stdout and stderr lines are collected.
 
@@ -134,6 +147,7 @@ def private_home(template: Path, target: Path) -> Iterator[Path]:
     shutil.copytree(template, target, symlinks=True)
     yield target
     leftovers = kill_leftovers(target)
+    leftovers += [pid for pid in clear_cgroups(target) if pid not in leftovers]
     outside = fallback_instances_dir(Path(target).absolute())  # where a root mesh put them
     shutil.rmtree(outside.parent, ignore_errors=True)
     assert not leftovers, f"workload processes survived the test: {leftovers}"

@@ -280,7 +280,7 @@ class CgroupTree:
             if not base.is_absolute() or not (base / "cgroup.controllers").is_file():
                 raise CgroupError(f"config: node.cgroup: {setting!r} is not a cgroup v2 "
                                   f"directory (use auto, off or the path of one)")
-        path = base / tree_name(home_root)
+        path = base / tree_name(Path(home_root).absolute())
         try:
             path.mkdir(exist_ok=True)
         except OSError as exc:
