@@ -162,7 +162,8 @@ def get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
 
 def kill_workloads(home: Path) -> list[int]:
     """SIGKILL every process whose command line names ``home`` or, for a root member's isolated
-    workloads, its instances directory outside the home (a killed member's workloads)."""
+    workloads, its instances directory outside the home (a killed member's workloads), and
+    whatever is left in their homes' cgroups (those cgroups are removed)."""
     from mycelium.node.isolation import fallback_instances_dir
 
     homes = [Path(home).absolute()]  # ``home`` may also be a directory of member homes
@@ -177,4 +178,8 @@ def kill_workloads(home: Path) -> list[int]:
                 pids.append(proc.info["pid"])
         except (psutil.Error, TypeError):
             continue
+    from tests.meshkit import clear_cgroups  # what left its instance stays in its cgroup
+
+    for member in homes:
+        pids += [pid for pid in clear_cgroups(member) if pid not in pids]
     return pids
