@@ -136,16 +136,18 @@ class Mesh:
             MeshLocked: a mesh already runs on this home.
             StartError: a part of the tree could not start (e.g. the edge port is taken).
             OperationFailed: the backend could not open (e.g. etcd unreachable).
+            CgroupError: ``[node] cgroup`` names no writable cgroup v2 directory.
         """
         self.home.ensure()
         self.lock.acquire()
+        # a bad [node] cgroup stops `up` here, before anything else was started
+        cgroups = CgroupTree.detect(self.home.root, self.config.node.cgroup)
+        self.isolation = dataclasses.replace(self.isolation, cgroups=cgroups)
+        self.ops.isolation = self.isolation.summary()
         limit_malloc_arenas()
         self.isolation.arm_mesh()  # before any thread: they and the workloads inherit it
         raise_nofile_limit()  # client connections must never starve probes and spawns
         self.isolation.ensure_dirs(self.home.root)
-        cgroups = CgroupTree.detect(self.home.root, self.config.node.cgroup)
-        self.isolation = dataclasses.replace(self.isolation, cgroups=cgroups)
-        self.ops.isolation = self.isolation.summary()
         reaped = reap_home(self.home, self.isolation.instances_dir, self.isolation.uids,
                            cgroups)
         self.log.start()
