@@ -38,7 +38,7 @@ from mycelium.messages import (
 from mycelium.node.containment import Jail, stop_jail
 from mycelium.node.health import free_port
 from mycelium.node.isolation import Isolation
-from mycelium.node.process import Workload, describe_exit
+from mycelium.node.process import Workload
 from mycelium.node.sandboxed import InstanceSandbox
 from mycelium.states import LIVE_STATES, InstanceState
 from supervisors import Latch, SupervisedActor
@@ -337,8 +337,7 @@ class AppInstance(SupervisedActor):
                     self._schedule()
             case _Exited(returncode=rc):
                 if not self._closing.is_set():
-                    self._fail(exit_reason(self._workload, rc) if self._workload is not None
-                               else describe_exit(rc), returncode=rc)
+                    self._fail(exit_reason(self._workload, rc), returncode=rc)
             case _LaunchFailed(reason=reason):
                 if not self._closing.is_set():
                     self._fail(reason)

@@ -88,10 +88,10 @@ def _in_cgroup(cgroups: CgroupTree, name: str, confine: Confinement,
         confine, prefix=(*cgroup.join_prefix(cgroups.sh, pwd), *confine.prefix), jail=cgroup)
 
 
-def exit_reason(workload: Workload, returncode: int) -> str:
+def exit_reason(workload: Workload | None, returncode: int) -> str:
     """How the workload ended, in words; an OOM kill at its cgroup's ``memory.max`` is
     ``mem_budget_exceeded`` (the sampler's reason for the same broken budget)."""
-    jail = workload.jail
+    jail = None if workload is None else workload.jail
     if isinstance(jail, InstanceCgroup) and jail.mem_mb is not None and jail.oom_kills():
         return (f"mem_budget_exceeded: killed by the kernel at memory.max {jail.mem_mb} MB "
                 f"({describe_exit(returncode)})")
