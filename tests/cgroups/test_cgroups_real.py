@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
-from mycelium.node.cgroups import CgroupTree, InstanceCgroup
+from mycelium.node.cgroups import CgroupError, CgroupTree, InstanceCgroup
 from mycelium.node.containment import Confinement, Jail, TagJail, UidJail
 from mycelium.node.launch import exit_reason, spawn_retrying
 from mycelium.node.process import ProcessError, Workload
@@ -162,3 +162,10 @@ def test_a_spawn_that_fails_leaves_no_cgroup(tree: CgroupTree, tmp_path: Path) -
                        (directory / "o", directory / "e"),
                        Confinement(umask=0o077, jail=TagJail(os.geteuid(), "/nowhere")), tree)
     assert tree.leftovers() == []
+
+
+def test_off_is_no_cgroup_and_a_path_that_is_no_cgroup_is_refused(tmp_path: Path) -> None:
+    assert CgroupTree.detect(tmp_path / "home", "off") is None
+    for bad in ("relative/dir", str(tmp_path)):
+        with pytest.raises(CgroupError, match=r"node\.cgroup"):
+            CgroupTree.detect(tmp_path / "home", bad)

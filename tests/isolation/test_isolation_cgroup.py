@@ -144,3 +144,23 @@ def test_a_configured_cgroup_that_is_none_is_refused(home: Path) -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.startswith("error: config: node.cgroup:"), done.stderr
     assert not tree_of(home).exists()
+
+
+def test_a_configured_delegated_cgroup_holds_the_home_s_cgroup(
+        home: Path, digests: dict[str, str]) -> None:
+    assert BASE is not None
+    delegated = BASE / f"delegated-{tree_name(home.absolute())[9:]}"
+    delegated.mkdir()
+    try:
+        config = home / "mycelium.toml"
+        config.write_text(config.read_text() + f'[node]\ncgroup = "{delegated}"\n')
+        mesh = MeshProcess(home, nodes=1)
+        with stopped_cleanly(mesh, home):
+            deploy(home, "escaper", digests["escaper"])
+            inst, found = escaped(mesh, home)
+            mine = delegated / tree_name(home.absolute()) / Path(inst["dir"]).parent.name
+            assert {inst["pid"], *(p.pid for p in found)} <= procs(mine)
+        assert_gone(found)
+        assert list(p for p in delegated.iterdir() if p.is_dir()) == []
+    finally:
+        delegated.rmdir()
