@@ -1,5 +1,6 @@
-"""What the mesh, dashboard, multihost and reliability suites share: a ``mycelium up``
-subprocess with its output collected, free ports, and the teardown that kills leftovers.
+"""What the mesh, dashboard, multihost and reliability suites share: a template home with
+spores published, a ``mycelium up`` subprocess with its output collected, free ports, and the
+teardown that kills leftovers.
 
 Imported as ``tests.meshkit`` (pytest puts the repository root on ``sys.path``).
 """
@@ -14,15 +15,31 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import psutil
 
+from mycelium.home import Home
+from mycelium.spores import keygen, publish
+
 REPO = Path(__file__).resolve().parents[1]
 
-__all__ = ["REPO", "UpProcess", "free_port", "kill_leftovers", "private_home", "repo_env",
-           "stopped_cleanly", "workload_pids"]
+__all__ = ["REPO", "UpProcess", "free_port", "kill_leftovers", "private_home", "published",
+           "repo_env", "stopped_cleanly", "workload_pids"]
+
+
+def published(root: Path, spores: Mapping[str, tuple[Path, Mapping[str, Any]]],
+              config: str | None = None) -> dict[str, str]:
+    """Make ``root`` a template home: a signing key, ``config`` as its mycelium.toml, and
+    every ``key: (binary, manifest)`` of ``spores`` published; returns each key's digest."""
+    template = Home(root).ensure()
+    keygen(template)
+    if config is not None:
+        (root / "mycelium.toml").write_text(config)
+    return {key: publish(template, binary=binary, manifest=manifest)
+            for key, (binary, manifest) in spores.items()}
 
 
 def repo_env() -> dict[str, str]:

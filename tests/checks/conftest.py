@@ -15,9 +15,7 @@ sys.path.insert(0, str(HERE.parent / "mesh"))
 
 from mesh_helpers import MeshProcess, digests, home  # noqa: E402, F401  (shared fixtures)
 
-from mycelium.home import Home  # noqa: E402
-from mycelium.spores import keygen, publish  # noqa: E402
-from tests.meshkit import stopped_cleanly  # noqa: E402
+from tests.meshkit import published, stopped_cleanly  # noqa: E402
 
 CHECKER = HERE / "workloads" / "checker"
 
@@ -63,12 +61,8 @@ MANIFESTS: dict[str, dict[str, Any]] = {
 def spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A template home with a key, the test config and every checker spore published."""
     root = tmp_path_factory.mktemp("checkstemplate") / "home"
-    template = Home(root).ensure()
-    keygen(template)
-    (root / "mycelium.toml").write_text(CONFIG)
-    published = {key: publish(template, binary=CHECKER, manifest=manifest)
-                 for key, manifest in MANIFESTS.items()}
-    return root, published
+    return root, published(root, {key: (CHECKER, manifest) for key, manifest in MANIFESTS.items()},
+                           CONFIG)
 
 
 @pytest.fixture

@@ -17,8 +17,7 @@ import pytest
 
 from mycelium.home import Home
 from mycelium.operator.control import ControlClient
-from mycelium.spores import keygen, publish
-from tests.meshkit import REPO, UpProcess, free_port, private_home, repo_env
+from tests.meshkit import REPO, UpProcess, free_port, private_home, published, repo_env
 
 HELLO = REPO / "examples" / "hello" / "hello"
 ENV = repo_env()
@@ -85,11 +84,8 @@ class EdgeMesh(UpProcess):
 def hello_spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A template home with a key and two apps of the hello workload published."""
     root = tmp_path_factory.mktemp("edge-template") / "home"
-    template = Home(root).ensure()
-    keygen(template)
-    digests = {name: publish(template, binary=HELLO, manifest={"name": name, "version": "1.0.0"})
-               for name in ("hello", "other")}
-    return root, digests
+    return root, published(root, {name: (HELLO, {"name": name, "version": "1.0.0"})
+                                  for name in ("hello", "other")})
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from mesh_helpers import REPO, digests, home, mesh  # noqa: F401  (shared fixtures)
 
-from mycelium.home import Home
-from mycelium.spores import keygen, publish
+from tests.meshkit import published
 
 TESTER = Path(__file__).resolve().parent / "workloads" / "tester"
 HELLO = REPO / "examples" / "hello" / "hello"
@@ -18,9 +17,7 @@ HELLO = REPO / "examples" / "hello" / "hello"
 def spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A template home with a key and every test spore published; returns (root, digests)."""
     root = tmp_path_factory.mktemp("template") / "home"
-    template = Home(root).ensure()
-    keygen(template)
-    manifests = {
+    return root, published(root, {
         "hello": (HELLO, {"name": "hello", "version": "1.0.0"}),
         "hello-v2": (HELLO, {"name": "hello", "version": "2.0.0",
                              "env": {"HELLO_VERSION": "2.0.0"}}),
@@ -31,7 +28,4 @@ def spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
                            "env": {"TESTER_MODE": "flaky", "TESTER_HEALTHY_FOR": "0.5"}}),
         "hog": (TESTER, {"name": "hog", "version": "1.0.0",
                          "env": {"TESTER_MODE": "hog", "TESTER_MB": "200"}}),
-    }
-    published = {key: publish(template, binary=binary, manifest=manifest)
-                 for key, (binary, manifest) in manifests.items()}
-    return root, published
+    })

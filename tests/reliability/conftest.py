@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,8 +15,7 @@ sys.path.insert(0, str(HERE))
 
 from mesh_helpers import digests, home, mesh  # noqa: E402, F401  (shared fixtures)
 
-from mycelium.home import Home  # noqa: E402
-from mycelium.spores import keygen, publish  # noqa: E402
+from tests.meshkit import published  # noqa: E402
 
 REL = HERE / "workloads" / "rel"
 SLOW_START = HERE.parents[1] / "examples" / "slow-start" / "slow-start"
@@ -40,9 +40,6 @@ parallel = 1
 def spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A template home with a key, the test config and every test spore published."""
     root = tmp_path_factory.mktemp("reltemplate") / "home"
-    template = Home(root).ensure()
-    keygen(template)
-    (root / "mycelium.toml").write_text(CONFIG)
     variants = {
         "v1": ("web", {"REL_VERSION": "1"}),
         "v2": ("web", {"REL_VERSION": "2"}),
@@ -53,9 +50,9 @@ def spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
         "crashy": ("crashy", {"REL_MODE": "crash"}),
         "steady": ("steady", {"REL_VERSION": "steady"}),
     }
-    published = {key: publish(template, binary=REL,
-                              manifest={"name": name, "version": f"1.0.{k}", "env": env})
-                 for k, (key, (name, env)) in enumerate(variants.items())}
-    published["slow"] = publish(template, binary=SLOW_START, manifest={
-        "name": "slow", "version": "1.0.0", "env": {"START_DELAY": "3"}})
-    return root, published
+    spores: dict[str, tuple[Path, dict[str, Any]]] = {
+        key: (REL, {"name": name, "version": f"1.0.{k}", "env": env})
+        for k, (key, (name, env)) in enumerate(variants.items())}
+    spores["slow"] = (SLOW_START, {"name": "slow", "version": "1.0.0",
+                                   "env": {"START_DELAY": "3"}})
+    return root, published(root, spores, CONFIG)

@@ -12,8 +12,7 @@ sys.path.insert(0, str(HERE.parent / "mesh"))
 
 from mesh_helpers import REPO, digests, home, mesh  # noqa: E402,F401  (shared fixtures)
 
-from mycelium.home import Home  # noqa: E402
-from mycelium.spores import keygen, publish  # noqa: E402
+from tests.meshkit import published  # noqa: E402
 
 HELLO = REPO / "examples" / "hello" / "hello"
 TESTER = HERE.parent / "mesh" / "workloads" / "tester"
@@ -23,13 +22,10 @@ TESTER = HERE.parent / "mesh" / "workloads" / "tester"
 def spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A template home with a key and hello (v1, v2) published; returns (root, digests)."""
     root = tmp_path_factory.mktemp("template") / "home"
-    template = Home(root).ensure()
-    keygen(template)
-    published = {
-        "hello": publish(template, binary=HELLO, manifest={"name": "hello", "version": "1.0.0"}),
-        "hello-v2": publish(template, binary=HELLO, manifest={
-            "name": "hello", "version": "2.0.0", "env": {"HELLO_VERSION": "2.0.0"}}),
-        "sleepy": publish(template, binary=TESTER, manifest={
-            "name": "sleepy", "version": "1.0.0", "env": {"TESTER_MODE": "unhealthy"}}),
-    }
-    return root, published
+    return root, published(root, {
+        "hello": (HELLO, {"name": "hello", "version": "1.0.0"}),
+        "hello-v2": (HELLO, {"name": "hello", "version": "2.0.0",
+                             "env": {"HELLO_VERSION": "2.0.0"}}),
+        "sleepy": (TESTER, {"name": "sleepy", "version": "1.0.0",
+                            "env": {"TESTER_MODE": "unhealthy"}}),
+    })
