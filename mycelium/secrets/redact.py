@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-__all__ = ["redact", "redact_lines"]
+__all__ = ["HIDDEN_TAIL", "redact", "redact_lines", "redact_or_hide"]
+
+HIDDEN_TAIL = "(output hidden: the app's secrets could not be read to hide them)"
+"""What stands for a workload's lines when its app's secrets cannot be opened to hide them."""
 
 
 def redact(text: str, values: Mapping[str, bytes]) -> str:
@@ -36,3 +39,16 @@ def redact_lines(lines: Iterable[str], values: Mapping[str, bytes]) -> list[str]
     """Each line redacted (see :func:`redact`). A value that spans two lines is not
     recognised in either: multi-line values are redacted only where a line holds them whole."""
     return [redact(line, values) for line in lines]
+
+
+def redact_or_hide(lines: list[str], values: Mapping[str, bytes] | None) -> list[str]:
+    """``lines`` redacted with ``values``; ``[HIDDEN_TAIL]`` when they could not be opened
+    (None).
+
+    For a record made where the values are not at hand (the ``up`` after a kill -9 of the mesh
+    records the ends its workloads left): a record that cannot be redacted keeps no line
+    rather than one that may show a value.
+    """
+    if not lines:
+        return lines
+    return [HIDDEN_TAIL] if values is None else redact_lines(lines, values)

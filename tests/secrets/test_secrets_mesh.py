@@ -18,7 +18,7 @@ import psutil
 import pytest
 from mesh_helpers import ENV, MeshProcess, cli, wait_until
 
-from mycelium.output_files import OUTPUT_DIR
+from mycelium.output_files import EXIT_FILE, OUTPUT_DIR
 from tests.meshkit import stopped_cleanly
 
 VALUE = "s3cr3t-Value-7f1e9a"
@@ -60,7 +60,8 @@ def no_value_leaked(mesh: MeshProcess, *values: str) -> None:
     for proc in psutil.process_iter(["pid", "cmdline"]):
         outputs[f"pid {proc.info['pid']}"] = " ".join(proc.info["cmdline"] or ())
     for path in home.rglob("*"):
-        if path.is_file() and not {"credentials", OUTPUT_DIR} & set(path.parts):
+        mesh_record = path.name == EXIT_FILE  # the mesh's record of an end, beside the output
+        if path.is_file() and (mesh_record or not {"credentials", OUTPUT_DIR} & set(path.parts)):
             outputs[str(path)] = path.read_bytes().decode("utf-8", "replace")
     for value in values:
         assert not [k for k, o in outputs.items() if value in o], f"{value} leaked"
@@ -295,3 +296,26 @@ def fetch_path(port: int, path: str) -> None:
         conn.getresponse().read()
     finally:
         conn.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_secret_printed_before_a_kill_9_of_the_mesh_is_hidden_in_the_next_ups_records(
+        home: Path, digests: dict[str, str]) -> None:
+    assert secret(home, "set", "plain", "DB_PASSWORD", stdin=VALUE.encode()).returncode == 0
+    first = MeshProcess(home)
+    try:
+        assert cli(home, "deploy", "plain", digests["plain"]).returncode == 0
+        printed = first.ready("plain", 1)[0]
+        fetch_path(first.port, "/plain/print")
+        wait_until(lambda: VALUE in cli(home, "output", "plain").stdout, 20, "the printed line")
+    finally:
+        first.kill9()  # the workload lives on; the next up stops it and records its end
+    second = MeshProcess(home)
+    with stopped_cleanly(second, home):
+        assert second.ready("plain", 1)[0]["id"] != printed["id"]
+        record = home / "instances" / printed["id"].replace("/", "_") / OUTPUT_DIR / EXIT_FILE
+        ended = orjson.loads(record.read_bytes())
+        assert ended["reason"] == "its mesh died (stopped at the next up)"
+        assert "connecting with password <secret DB_PASSWORD>" in ended["output_tail"], ended
+        assert VALUE in (record.parent / "stderr").read_text()  # its own output is its own ...
+        no_value_leaked(second, VALUE)  # ... the mesh's records of it hide the value
