@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -30,6 +31,28 @@ def secret(home: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedPr
     return subprocess.run([sys.executable, "-m", "mycelium", "secret", *args, "--home",
                            str(home)], input=stdin, capture_output=True, timeout=90, env=ENV,
                           check=False)
+
+
+TYPER = "import sys; from mycelium.cli.full import run; run(sys.argv[1:])"
+
+
+def secret_both_ways(home: Path, *args: str, stdin: bytes = b""
+                     ) -> tuple[subprocess.CompletedProcess[bytes], bool]:
+    """``secret <args>`` as the ``mycelium`` command runs it, and whether Typer served it."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "mycelium", "secret",
+                           *args, "--home", str(home)], input=stdin, capture_output=True,
+                          timeout=90, env=ENV, check=False)
+    lines = done.stderr.splitlines(keepends=True)
+    typer = any(ln.startswith(b"import time:") and ln.split(b"|")[-1].strip() == b"typer"
+                for ln in lines)
+    done.stderr = b"".join(ln for ln in lines if not ln.startswith(b"import time:"))
+    return done, typer
+
+
+def secret_typer(home: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """``secret <args>`` through the Typer application only."""
+    return subprocess.run([sys.executable, "-c", TYPER, "secret", *args, "--home", str(home)],
+                          input=stdin, capture_output=True, timeout=90, env=ENV, check=False)
 
 
 def fetch(port: int, app: str) -> tuple[int, dict[str, Any]]:
@@ -319,3 +342,37 @@ def test_a_secret_printed_before_a_kill_9_of_the_mesh_is_hidden_in_the_next_ups_
         assert "connecting with password <secret DB_PASSWORD>" in ended["output_tail"], ended
         assert VALUE in (record.parent / "stderr").read_text()  # its own output is its own ...
         no_value_leaked(second, VALUE)  # ... the mesh's records of it hide the value
+
+
+@pytest.mark.timeout(240)
+def test_secret_set_to_a_running_mesh_is_served_without_typer_and_says_the_same(
+        home: Path, digests: dict[str, str]) -> None:
+    # no mesh: the fast path gives way before it reads stdin, Typer's writes the home's store
+    stored, typer = secret_both_ways(home, "set", "plain", "TOKEN", stdin=b"first")
+    assert typer and stored.returncode == 0, stored.stderr
+    assert b"no mesh running: instances get it when they start" in stored.stdout
+    mesh = MeshProcess(home)
+    with stopped_cleanly(mesh, home):
+        assert cli(home, "deploy", "plain", digests["plain"], "--max", "3").returncode == 0
+        mesh.ready("plain", 3)
+        generation = mesh.app("plain")["generation"]
+        for args, stdin in [(("set", "plain", "lower"), b"x"), (("set", "Bad_App", "T"), b"x"),
+                            (("set", "plain", "TOKEN"), b""),
+                            (("set", "plain", "TOKEN"), b"x" * (64 * 1024 + 1))]:
+            quick, typer = secret_both_ways(home, *args, stdin=stdin)
+            full = secret_typer(home, *args, stdin=stdin)
+            assert not typer and quick.returncode == full.returncode == 2, args
+            assert quick.stderr == full.stderr and quick.stderr.startswith(b"error: "), args
+        assert mesh.app("plain")["generation"] == generation  # nothing changed
+        quick, typer = secret_both_ways(home, "set", "plain", "TOKEN", stdin=VALUE.encode())
+        full = secret_typer(home, "set", "plain", "TOKEN", stdin=NEW_VALUE.encode())
+        assert not typer and quick.returncode == full.returncode == 0, (quick, full)
+        said = {re.sub(rb"in [0-9.]+s", b"in Ts", done.stdout) for done in (quick, full)}
+        assert said == {b"secret TOKEN of plain set: 3/3 instances replaced in Ts\n"}
+        assert mesh.app("plain")["generation"] == generation + 2
+        quick, typer = secret_both_ways(home, "set", "plain", "TOKEN", "--no-wait",
+                                        "--timeout=5", stdin=b"third")
+        assert not typer and quick.returncode == 0
+        assert re.fullmatch(rb"secret TOKEN of plain set: rolling out \(generation \d+, not "
+                            rb"waiting\)\n", quick.stdout), quick.stdout
+        no_value_leaked(mesh, VALUE, NEW_VALUE)

@@ -31,6 +31,7 @@ from mycelium.secrets import (
     SecretKey,
     SecretKeyError,
     SecretsUnreadable,
+    check_app,
     check_name,
     check_value,
     export_key,
@@ -58,6 +59,19 @@ def test_a_name_is_accepted_exactly_when_it_matches_the_pattern(name: str) -> No
     else:
         with pytest.raises(BadSecret):
             check_name(name)
+
+
+@given(st.text(max_size=70))
+def test_an_app_name_is_what_a_manifest_accepts(app: str) -> None:
+    from mycelium.secrets.names import APP_RE
+    from mycelium.spores.manifest import NAME_RE
+
+    assert APP_RE.pattern == NAME_RE.pattern  # kept apart only for the CLI's start-up
+    if NAME_RE.fullmatch(app):
+        assert check_app(app) == app
+    else:
+        with pytest.raises(BadSecret):
+            check_app(app)
 
 
 def test_values_are_one_byte_to_64_kib_and_errors_never_show_them() -> None:
