@@ -15,6 +15,7 @@ import pwd
 import shlex
 import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -96,33 +97,38 @@ def _namespace_script(uid: int, stage: Path) -> str | None:
     ])
 
 
-class UnprivilegedMesh(MeshProcess):
-    """``mycelium up`` as ``user`` with a clean environment holding only ``extra`` beside
-    what Python needs, on a home ``user`` owns."""
+def as_user(user: pwd.struct_passwd, code: Path, base: Path, extra: dict[str, str],
+            argv: list[str]) -> list[str]:
+    """``argv`` (run with this interpreter) as ``user``, in a clean environment holding only
+    ``extra`` beside what Python and the CLI need, its home ``<base>/home``."""
+    tools = _tools()
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(base / "home"),
+           "USER": user.pw_name, "LANG": "C.UTF-8", "PYTHONPATH": str(code), **extra}
+    drop = [tools["setpriv"], f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+            "--clear-groups", "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
+            sys.executable, *argv]
+    stage = base / "stage"
+    stage.mkdir(exist_ok=True)
+    script = _namespace_script(user.pw_uid, stage)
+    if script is None:
+        return drop
+    return [tools["unshare"], "--mount", "--propagation", "private", "sh", "-c",
+            script + "\nexec " + shlex.join(drop)]
 
-    def __init__(self, home: Path, user: pwd.struct_passwd, code: Path, base: Path,
+
+class UnprivilegedMesh(MeshProcess):
+    """``mycelium up`` as ``user`` (see :func:`as_user`) on ``<base>/home``, which it owns."""
+
+    def __init__(self, user: pwd.struct_passwd, code: Path, base: Path,
                  extra: dict[str, str]) -> None:
-        tools = _tools()
-        self.home = home
+        self.home = base / "home"
         self.port = free_port()
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "USER": user.pw_name,
-               "LANG": "C.UTF-8", "PYTHONPATH": str(code), **extra}
-        up = [sys.executable, "-m", "mycelium", "up", "--home", str(home), "--edge-port",
-              str(self.port), "--nodes", "1"]
-        drop = [tools["setpriv"], f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
-                "--clear-groups", "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
-                *up]
-        stage = base / "stage"
-        stage.mkdir()
-        script = _namespace_script(user.pw_uid, stage)
-        if script is None:
-            argv = drop
-        else:
-            argv = [tools["unshare"], "--mount", "--propagation", "private", "sh", "-c",
-                    script + "\nexec " + shlex.join(drop)]
+        argv = as_user(user, code, base, extra, [
+            "-m", "mycelium", "up", "--home", str(self.home), "--edge-port", str(self.port),
+            "--nodes", "1"])
         UpProcess.__init__(self, argv, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
                            label="the unprivileged mesh")
-        self.client = ControlClient(Home(home))
+        self.client = ControlClient(Home(self.home))
         self.wait_line("mesh up", 60.0)
 
 
@@ -157,7 +163,7 @@ def test_a_mesh_that_is_not_root_runs_its_workloads_as_its_own_user_with_a_clean
     shutil.copytree(spores[0], home, symlinks=True)
     _chown_tree(home, nobody.pw_uid, nobody.pw_gid)
     code = _code_for(nobody.pw_uid, nobody.pw_gid, base)
-    mesh = UnprivilegedMesh(home, nobody, code, base, {MARKER: "leaked"})
+    mesh = UnprivilegedMesh(nobody, code, base, {MARKER: "leaked"})
     try:
         assert f"workloads run as the mesh's user (uid {nobody.pw_uid})" in mesh.wait_line(
             "isolation:")
@@ -187,3 +193,24 @@ def test_a_mesh_that_is_not_root_runs_its_workloads_as_its_own_user_with_a_clean
         exit_code = mesh.stop()
     assert exit_code == 0, "\n".join(mesh.lines[-30:])
     assert workload_pids(home) == []
+
+
+@pytest.mark.timeout(120)
+def test_a_tls_file_the_meshs_user_cannot_read_is_one_error_line_exit_2_and_changes_nothing(
+        spores: tuple[Path, dict[str, str]], nobody: pwd.struct_passwd, base: Path) -> None:
+    home = base / "home"
+    shutil.copytree(spores[0], home, symlinks=True)
+    _chown_tree(home, nobody.pw_uid, nobody.pw_gid)
+    hidden = base / "ca.pem"  # root's, 0600: nobody cannot read it (root could)
+    hidden.write_text("-----BEGIN CERTIFICATE-----\n")
+    hidden.chmod(0o600)
+    (home / "mycelium.toml").write_text(f'[fabric]\nca = "{hidden}"\n')
+    before = sorted(p.name for p in home.iterdir())
+    done = subprocess.run(as_user(nobody, _code_for(nobody.pw_uid, nobody.pw_gid, base), base,
+                                  {}, ["-m", "mycelium", "up", "--home", str(home), "--fabric",
+                                       f"etcds://127.0.0.1:{free_port()}", "--node-prefix", "a"]),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: [fabric] ca ") and "Permission denied" in done.stderr
+    assert sorted(p.name for p in home.iterdir()) == before
