@@ -376,3 +376,17 @@ def test_secret_set_to_a_running_mesh_is_served_without_typer_and_says_the_same(
         assert re.fullmatch(rb"secret TOKEN of plain set: rolling out \(generation \d+, not "
                             rb"waiting\)\n", quick.stdout), quick.stdout
         no_value_leaked(mesh, VALUE, NEW_VALUE)
+
+
+@pytest.mark.timeout(120)
+def test_a_check_that_prints_the_secret_leaves_no_value_in_status_or_the_log(
+        mesh: MeshProcess, digests: dict[str, str]) -> None:
+    home = mesh.home
+    assert secret(home, "set", "checked", "DB_PASSWORD", stdin=VALUE.encode()).returncode == 0
+    assert cli(home, "deploy", "checked", digests["checked"]).returncode == 0
+    said = "exit code 1: token <secret DB_PASSWORD>"
+    wait_until(lambda: any((i.get("last_check") or {}).get("detail") == said
+                           for i in mesh.app("checked")["instances"]), 30, "the check's detail")
+    wait_until(lambda: f"liveness_failed: careless: {said}" in cli(home, "logs").stdout, 30,
+               "the restart's reason in the log")
+    no_value_leaked(mesh, VALUE)

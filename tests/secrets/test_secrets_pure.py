@@ -244,6 +244,23 @@ def test_opened_values_never_show_in_a_repr_and_output_can_be_redacted(tmp_path:
     assert redact("nothing", {}) == "nothing"
 
 
+def test_a_check_report_hides_the_values_in_every_text_a_workload_wrote() -> None:
+    from mycelium.messages import CheckReport, CheckResult
+    from mycelium.secrets.redact import redact_report
+
+    said = f"exit code 1: token {VALUE.decode()}"
+    report = CheckReport(4, True, False, CheckResult("careless", False, 1.0, said),
+                         f"STATUS {VALUE.decode()}", f"liveness_failed: careless: {said}")
+    hidden = redact_report(report, {"TOKEN": VALUE})
+    assert VALUE.decode() not in repr(hidden)
+    assert hidden.last is not None and hidden.last.detail == "exit code 1: token <secret TOKEN>"
+    assert hidden.status_text == "STATUS <secret TOKEN>" and hidden.seq == 4
+    assert hidden.failure == "liveness_failed: careless: exit code 1: token <secret TOKEN>"
+    assert redact_report(report, {}) is report
+    bare = CheckReport(5, False, False, None, None, None)
+    assert redact_report(bare, {"TOKEN": VALUE}) == bare
+
+
 def test_the_dashboards_output_lines_hide_the_apps_secret_values(tmp_path: Path) -> None:
     from mycelium.mesh import LocalFabric, Mesh
     from mycelium.operator import MeshConfig
