@@ -240,6 +240,7 @@ class Mesh:
         """A workload's last lines as the dashboard shows them: its app's secret values hidden
         (nothing shown when they cannot be opened to hide them)."""
         from mycelium.secrets import redact
+        from mycelium.secrets.redact import HIDDEN_TAIL
 
         if not lines:
             return lines
@@ -249,7 +250,7 @@ class Mesh:
             try:
                 cached = self._tail_secrets[app] = (now, self.secret_values(app))
             except Exception:
-                return ["(output hidden: the app's secrets could not be read to hide them)"]
+                return [HIDDEN_TAIL]
         return [redact(line, cached[1]) for line in lines]
 
     def stop(self) -> None:

@@ -261,6 +261,35 @@ def test_a_check_report_hides_the_values_in_every_text_a_workload_wrote() -> Non
     assert redact_report(bare, {"TOKEN": VALUE}) == bare
 
 
+def test_the_end_recorded_for_a_dead_meshs_instance_hides_its_apps_values(
+        tmp_path: Path) -> None:
+    import orjson
+
+    from mycelium.node.output import settle_home
+    from mycelium.output_files import EXIT_FILE, META_FILE, OUTPUT_DIR
+    from mycelium.secrets.redact import HIDDEN_TAIL
+
+    def instance(name: str) -> Path:  # what a mesh killed with -9 leaves: no exit recorded
+        out = tmp_path / name / OUTPUT_DIR
+        out.mkdir(parents=True)
+        (out / META_FILE).write_bytes(orjson.dumps({"instance": name, "app": name[:3]}))
+        (out / "stderr").write_bytes(b"connecting with " + VALUE + b"\n")
+        return out
+
+    kept, unknown = instance("app@node-1#1"), instance("bad@node-1#2")
+
+    def secrets_of(app: str) -> dict[str, bytes]:
+        if app == "bad":
+            raise SecretsUnreadable("the key does not open them")
+        return {"TOKEN": VALUE}
+
+    assert sorted(settle_home(tmp_path, secrets_of)) == ["app@node-1#1", "bad@node-1#2"]
+    ended = orjson.loads((kept / EXIT_FILE).read_bytes())
+    assert ended["output_tail"] == ["connecting with <secret TOKEN>"]
+    assert orjson.loads((unknown / EXIT_FILE).read_bytes())["output_tail"] == [HIDDEN_TAIL]
+    assert settle_home(tmp_path, secrets_of) == []  # recorded once
+
+
 def test_the_dashboards_output_lines_hide_the_apps_secret_values(tmp_path: Path) -> None:
     from mycelium.mesh import LocalFabric, Mesh
     from mycelium.operator import MeshConfig
