@@ -1,4 +1,5 @@
-"""Benchmark: ``secret set`` on a 3-instance app → all 3 replaced and serving the new value.
+"""Benchmark: ``secret set`` on a 3-instance app → all 3 replaced and serving the new value,
+side by side with a plain ``deploy`` of a new version of the same app.
 
 One command:
 
@@ -12,7 +13,10 @@ DB_PASSWORD`` (``--wait``: it returns once every old instance is replaced) and r
 
 - *CLI*: from the command's start to its exit (3 new instances Ready, no old one left);
 - *last old*: from the command's start to the last response that still carried an old value
-  (after it, every request is served the new value).
+  (after it, every request is served the new value);
+- *deploy*: right after, ``mycelium deploy vault <digest of version 1.0.k> --max 3 --warmup W``
+  (a blue/green update of the same app to a new spore, the anchor), timed the same way; the
+  ratio is secret set over deploy (medians).
 
 Every non-2xx or failed request counts. Prints figures and a final JSON line. The goal: ≤ 1 s
 plus the app's warmup (``[rollout] parallel`` nodes switch at a time; with parallel 1 each of
@@ -53,12 +57,15 @@ def main() -> None:
     args = parser.parse_args()
     cli_s: list[float] = []
     last_old_s: list[float] = []
+    deploy_s: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "home"
         home = Home(root).ensure()
         keygen(home)
-        digest = publish(home, binary=SECRETIVE, manifest={
-            "name": "vault", "version": "1.0.0", "env_secrets": ["DB_PASSWORD"]})
+        versions = [publish(home, binary=SECRETIVE, manifest={
+            "name": "vault", "version": f"1.0.{k}", "env_secrets": ["DB_PASSWORD"]})
+            for k in range(args.rounds + 1)]
+        digest = versions[0]
         assert secret_set(root, "value-0").returncode == 0
         mesh = Mesh(root, f"[rollout]\nparallel = {args.parallel}\n")
         try:
@@ -80,23 +87,35 @@ def main() -> None:
                     last_old = load.stats.last_seen.get(old, started) - started
                     cli_s.append(took)
                     last_old_s.append(max(last_old, 0.0))
+                    started = time.monotonic()
+                    updated = cli(root, "deploy", "vault", versions[k], "--max", "3",
+                                  "--warmup", str(args.warmup))
+                    deploy_s.append(time.monotonic() - started)
+                    if updated.returncode != 0:
+                        raise SystemExit(f"deploy failed: {updated.stderr}")
+                    load.wait_requests(50)
                     print(f"round {k}: CLI {took:.2f} s, last old value served at "
-                          f"{last_old:.2f} s (warmup {args.warmup:g} s, parallel "
-                          f"{args.parallel})")
+                          f"{last_old:.2f} s; deploy {deploy_s[-1]:.2f} s (warmup "
+                          f"{args.warmup:g} s, parallel {args.parallel})")
                 load.wait_requests(100)
             stats = load.stats
         finally:
             mesh.stop()
     total = stats.ok + stats.failed
     print(f"requests: {total}, failed: {stats.failed} {dict(stats.errors)}")
+    ratio = statistics.median(cli_s) / statistics.median(deploy_s)
     print(f"secret set → 3 replaced: median {statistics.median(cli_s):.2f} s, "
           f"max {max(cli_s):.2f} s; last old value served: median "
-          f"{statistics.median(last_old_s):.2f} s")
+          f"{statistics.median(last_old_s):.2f} s; deploy of a new version: median "
+          f"{statistics.median(deploy_s):.2f} s; ratio {ratio:.2f}")
     print(json.dumps({"bench": "secrets", "instances": 3, "warmup_s": args.warmup,
                       "parallel": args.parallel, "rounds": args.rounds,
                       "cli_s": [round(t, 3) for t in cli_s],
                       "cli_median_s": round(statistics.median(cli_s), 3),
                       "last_old_s": [round(t, 3) for t in last_old_s],
+                      "deploy_s": [round(t, 3) for t in deploy_s],
+                      "deploy_median_s": round(statistics.median(deploy_s), 3),
+                      "ratio": round(ratio, 3),
                       "requests": total, "failed": stats.failed}))
 
 

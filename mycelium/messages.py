@@ -27,7 +27,8 @@ __all__ = [
     "IsRouted", "KillEdgeWorker", "LastExit", "NodeCapacity", "Plan", "PlanChanged",
     "PlanVersion", "PlansSynced", "PublishBatch", "PublishPlan", "RegisterEndpoint",
     "ReleaseSlot", "ReleaseSwitch", "ReloadCerts", "Resync", "RolloutFailed", "SecretsChanged",
-    "SetBudget", "SlotDeclined", "SlotReply", "StopApp", "SyncRequest", "Tick", "WakeApp",
+    "SetBudget", "SlotDeclined", "SlotReply", "StopApp", "SwitchFreed", "SyncRequest", "Tick",
+    "WakeApp",
     "WireError", "decode_message", "from_wire", "message_types", "to_wire",
 ]
 
@@ -401,10 +402,18 @@ class ClaimSwitch:
 
 @dataclass(frozen=True, slots=True)
 class ReleaseSwitch:
-    """``node`` finished switching ``app`` (its blue is gone) or dropped the app."""
+    """``node`` finished switching ``app`` (its blue left the routes) or dropped the app."""
 
     app: str
     node: str
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchFreed:
+    """To a node the fabric refused a switch of ``app``: a holder released it, claim again now
+    (rather than at the node's next retry)."""
+
+    app: str
 
 
 # --------------------------------------------------------------------------- from the fabric

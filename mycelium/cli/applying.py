@@ -235,6 +235,8 @@ def follow(request: Request, changes: Sequence[AppChange], digests: dict[str, st
                 if doc is not None and c.action == "update":
                     progress(c.app, full, doc, phases[c.app], on_line)
                 _judge_rollout(out, judge(doc, full, generations.get(c.app, 0)))
+                if out.result == "ok" and doc is not None and not _replaced(c, doc):
+                    out.result = "waiting"  # the same digest: the old instances are not gone
                 canary = (doc or {}).get("canary")
                 if not out.done and canary is not None and canary["digest"] == full \
                         and canary["ready"] >= canary["count"]:
@@ -250,6 +252,16 @@ def follow(request: Request, changes: Sequence[AppChange], digests: dict[str, st
         if all(o.done for o in outcomes.values()):
             return [outcomes[c.app] for c in todo]
         time.sleep(0.05)
+
+
+def _replaced(change: AppChange, doc: dict[str, Any]) -> bool:
+    """Whether a rollout in place (:attr:`AppChange.rolls_in_place`) replaced every instance
+    that ran when the mesh was read (any other change: True)."""
+    if not change.rolls_in_place or change.running is None:
+        return True
+    before = set(change.running.instances)
+    return not any(i["id"] in before and i["state"] != InstanceState.STOPPED
+                   for i in doc["instances"])
 
 
 def _judge_rollout(out: Outcome, view: Any) -> None:

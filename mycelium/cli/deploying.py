@@ -230,8 +230,8 @@ def progress(app_name: str, full: str, doc: dict[str, Any], seen: dict[str, int]
                  if not (k in (2, 3) and not had_blue)]
         moves.append((phase, node, lines))
         seen[node] = max(before, phase)
-    # Seen in the same poll, a node further along moved first (one node finishes its switch
-    # before the next one starts): print it first, so that the lines keep the real order.
+    # Seen in the same poll, a node further along moved first (a node's blue drains before
+    # the next node starts its green): print it first, so that the lines keep the real order.
     for _phase, _node, lines in sorted(moves, key=lambda move: (-move[0], move[1])):
         for line in lines:
             emit(line)

@@ -1,8 +1,8 @@
-"""The CLI's fast path: ``status``, ``kill``, ``stop``, ``deploy``, ``plan``, ``output``
-without Typer.
+"""The CLI's fast path: ``status``, ``kill``, ``stop``, ``deploy``, ``plan``, ``output``,
+``secret set`` without Typer.
 
 Typer and click cost ~100 ms of imports, more than a ``status`` request takes. This module
-serves the common, fully valid command lines of six commands with a tiny parser and the
+serves the common, fully valid command lines of seven commands with a tiny parser and the
 standard library (os, sys, socket, json; the light :class:`ControlClient`):
 
 - ``status [APP] [--json] [--home H]``
@@ -13,6 +13,8 @@ standard library (os, sys, socket, json; the light :class:`ControlClient`):
   [--warmup F] [--timeout F] [--wait | --no-wait] [--home H]``, numbers in plain decimal
 - ``output APP [--node N] [--instance I] [--stream S] [--tail N] [--since D] [--follow | -f]
   [--json] [--home H]`` (it reads the home's files: :func:`mycelium.operator.output.run`)
+- ``secret set APP NAME [--wait | --no-wait] [--timeout F] [--home H]`` to a running mesh (with
+  none, it gives way before reading stdin: the Typer path writes the home's store)
 
 Options may come before or after the argument, ``--opt=value`` too, each at most once. Anything
 else — ``--help``, ``--debug`` or ``MYCELIUM_DEBUG=1``, an unknown or repeated option, an empty
@@ -59,6 +61,7 @@ _SHAPES: dict[str, tuple[int, int, frozenset[str], frozenset[str]]] = {
     "deploy": (2, 2, frozenset({"--wait", "--no-wait"}),
                frozenset({"--home", "--min", "--max", "--max-instances", "--cpu", "--mem",
                           "--warmup", "--timeout", "--idle", "--target-concurrency"})),
+    "secret set": (2, 2, frozenset({"--wait", "--no-wait"}), frozenset({"--home", "--timeout"})),
 }
 _INTEGER = frozenset("0123456789")
 _DEPLOY_INTS = {"--min": DeployDefaults.MIN, "--max": DeployDefaults.MAX,
@@ -81,12 +84,14 @@ def parse(args: list[str]) -> tuple[str, list[str], dict[str, str | bool]] | Non
     Returns:
         ``None`` for anything outside the shapes in the module's docstring.
     """
-    if not args or args[0] not in _SHAPES:
+    words = 2 if args[:2] == ["secret", "set"] else 1  # the one command of two words
+    command = " ".join(args[:words])
+    if not args or command not in _SHAPES or command.count(" ") != words - 1:
         return None
-    least, most, flags, valued = _SHAPES[args[0]]
+    least, most, flags, valued = _SHAPES[command]
     positional: list[str] = []
     options: dict[str, str | bool] = {}
-    rest = iter(args[1:])
+    rest = iter(args[words:])
     for token in rest:
         if not token.startswith("-"):
             positional.append(token)
@@ -106,7 +111,7 @@ def parse(args: list[str]) -> tuple[str, list[str], dict[str, str | bool]] | Non
             return None
     if not least <= len(positional) <= most:
         return None
-    return args[0], positional, options
+    return command, positional, options
 
 
 class _Home:
@@ -199,6 +204,8 @@ def run_fast(args: list[str]) -> int | None:
             _plan(client, positional[0], options)
         elif command == "output":
             _output(positional[0], options)
+        elif command == "secret set":
+            _secret_set(client, positional, options)
         else:
             c = client()
             stop_app(lambda op, **fields: _request(c, op, **fields), positional[0])
@@ -284,6 +291,28 @@ def _deploy(connect: Callable[[], Callable[..., Any]], positional: list[str],
                warmup=None if warmup is None else _decimal(warmup, 0.0, float),
                wait="--no-wait" not in options, timeout=floats["--timeout"],
                idle=floats["--idle"], target_concurrency=floats["--target-concurrency"])
+
+
+def _secret_set(client: Callable[[], ControlClient], positional: list[str],
+                options: dict[str, str | bool]) -> None:
+    """``secret set APP NAME`` to a running mesh: checked as the Typer command checks it, but
+    the value is read only once a mesh answered (with none, nothing was read: give way)."""
+    from mycelium.operator.client import NoMesh
+    from mycelium.secrets.names import MAX_VALUE, check_app, check_name, check_value
+
+    from .secret_rollout import instance_ids, send_set
+
+    if "--wait" in options and "--no-wait" in options:
+        raise _Decline("--wait and --no-wait")
+    timeout = _decimal(options.get("--timeout"), 60.0, float)
+    name_app, name = check_app(positional[0]), check_name(positional[1])
+    request = _requester(client())
+    try:
+        before = instance_ids(request, name_app)
+    except NoMesh:
+        raise _Decline("no mesh") from None
+    value = check_value(sys.stdin.buffer.read(MAX_VALUE + 1))
+    send_set(request, name_app, name, value, before, "--no-wait" not in options, timeout)
 
 
 def _decimal(text: str | bool | None, default: Any, kind: Callable[[str], Any]) -> Any:

@@ -1,16 +1,15 @@
 """``mycelium secret set|list|rm`` and ``secret key export|import`` (docs/reference.md#secrets).
 
-Where a secret goes: when a mesh runs on the home, through its control socket — the mesh seals
-it into its own store (the home's, or etcd for a member) and rolls the app out blue/green;
-when none runs, straight into the home's store (the next ``up`` delivers it). A value is read
-from stdin only, never from the command line (which every user of the machine can read).
+Where a secret goes: when a mesh runs on the home, through its control socket
+(:mod:`.secret_rollout`, which the fast path's ``secret set`` shares) — the mesh seals it into
+its own store (the home's, or etcd for a member) and rolls the app out blue/green; when none
+runs, straight into the home's store (the next ``up`` delivers it). A value is read from stdin
+only, never from the command line (which every user of the machine can read).
 """
 
 from __future__ import annotations
 
-import base64
 import sys
-import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -32,6 +31,7 @@ from mycelium.secrets import (
 )
 
 from .app import HomeOption, app, home_of, out
+from .secret_rollout import follow, instance_ids, send_set
 
 __all__ = ["secret_app"]
 
@@ -84,11 +84,8 @@ def set_cmd(name_app: AppArg, name: NameArg, home: HomeOption = None,
         out(f"secret {name} of {name_app} set in {h.root} (no mesh running: instances get it "
             "when they start)")
         return
-    before = _instance_ids(client, name_app)
-    result = client.request("secret_set", app=name_app, name=name,
-                            value_b64=base64.b64encode(value).decode())
-    del value
-    _report(client, name_app, f"secret {name} of {name_app} set", result, before, wait, timeout)
+    send_set(client.request, name_app, name, value, instance_ids(client.request, name_app),
+             wait, timeout)
 
 
 @secret_app.command("rm")
@@ -107,10 +104,10 @@ def rm_cmd(name_app: AppArg, name: NameArg, home: HomeOption = None,
             raise OperationFailed(f"app {name_app} has no secret {name}")
         out(f"secret {name} of {name_app} removed from {h.root}")
         return
-    before = _instance_ids(client, name_app)
+    before = instance_ids(client.request, name_app)
     result = client.request("secret_rm", app=name_app, name=name)
-    _report(client, name_app, f"secret {name} of {name_app} removed", result, before, wait,
-            timeout)
+    follow(client.request, name_app, f"secret {name} of {name_app} removed", result, before,
+           wait, timeout)
 
 
 @secret_app.command("list")
@@ -157,49 +154,3 @@ def key_import_cmd(home: HomeOption = None,
 def _rfc3339(ts: Any) -> str:
     return datetime.fromtimestamp(float(ts), UTC).isoformat(timespec="seconds").replace(
         "+00:00", "Z")
-
-
-def _instance_ids(client: ControlClient, name_app: str) -> set[str]:
-    doc = _app_doc(client, name_app)
-    return set() if doc is None else {i["id"] for i in doc["instances"]}
-
-
-def _app_doc(client: ControlClient, name_app: str) -> dict[str, Any] | None:
-    for doc in client.request("status", app=name_app)["apps"]:
-        if doc["app"] == name_app:
-            return dict(doc)
-    return None
-
-
-def _report(client: ControlClient, name_app: str, what: str, result: dict[str, Any],
-            before: set[str], wait: bool, timeout: float) -> None:
-    """Say what happened; with ``wait``, follow the rollout until no old instance is left.
-
-    Raises:
-        OperationFailed: the rollout failed or did not finish within ``timeout``.
-    """
-    if not result.get("rollout"):
-        out(f"{what} (the app is not deployed: its instances get it when they start)")
-        return
-    generation = int(result["generation"])
-    if not wait:
-        out(f"{what}: rolling out (generation {generation}, not waiting)")
-        return
-    started = time.monotonic()
-    while True:
-        doc = _app_doc(client, name_app)
-        if doc is None:
-            raise OperationFailed(f"{what}, but the app was stopped during its rollout")
-        if doc.get("generation", 0) > generation and doc.get("plan_status") == "failed":
-            raise OperationFailed(f"{what}, but its rollout failed: {doc.get('reason')}")
-        live = [i for i in doc["instances"] if i["state"] != "Stopped"]
-        old = [i for i in live if i["id"] in before]
-        ready = sum(1 for i in live if i["id"] not in before and i["state"] == "Ready")
-        if not old and ready >= max(doc["min"], 1 if doc["desired"] else 0):
-            out(f"{what}: {ready}/{doc['desired']} instances replaced in "
-                f"{time.monotonic() - started:.2f}s")
-            return
-        if time.monotonic() - started > timeout:
-            raise OperationFailed(f"{what}, but its rollout did not finish within {timeout:g}s "
-                                  f"({ready} new Ready, {len(old)} old left)")
-        time.sleep(0.02)

@@ -10,7 +10,8 @@ compared one by one. Each app gets one action:
 - ``update``: another spore (a blue/green rollout), or the plan's own spore whose rollout
   failed and which runs below ``min`` (a retry);
 - ``scale``: only ``min``, ``max`` or ``max_instances`` differ;
-- ``settings``: other deploy settings differ (scale ones may too);
+- ``settings``: other deploy settings differ (scale ones may too); a new ``env_secrets`` is
+  one, and rolls the app out blue/green on the same spore;
 - ``unchanged``; and, with ``prune``, ``destroy`` for a running app the file does not name.
 """
 
@@ -58,6 +59,14 @@ class AppChange:
     def changing(self) -> bool:
         """True unless the action is ``unchanged``."""
         return self.action != "unchanged"
+
+    @property
+    def rolls_in_place(self) -> bool:
+        """Whether the change rolls the app out on the spore it runs (blue/green onto new
+        ``env_secrets``): its new instances differ from the old ones only by their ids, so it
+        is over once none of :attr:`RunningApp.instances` is left."""
+        return (self.action in ("scale", "settings") and self.running is not None
+                and any(c.field == "env_secrets" for c in self.changes))
 
 
 def same_spore(want: DesiredApp, have: RunningApp) -> bool:

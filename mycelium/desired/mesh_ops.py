@@ -1,7 +1,8 @@
 """The mesh's side of ``plan``/``apply``/``export``: two control ops.
 
 - ``desired``: every planned app with its plan (digest, generation, min, max, warmup, timeout,
-  status), budget and the running spore's manifest — what a file is compared with.
+  status), budget, the running spore's manifest — what a file is compared with — and the ids
+  of its live instances (a rollout of the same spore is over once none of them is left).
 - ``apply``: a batch of plans and stops, checked like ``deploy``'s (digest known and
   verified, the spore's ``name`` is the app), then sent to the fabric as ONE
   :class:`~mycelium.messages.PublishBatch`, applied all or nothing, and only if every app's
@@ -22,6 +23,7 @@ from mycelium.fabric.errors import BadPlan
 from mycelium.fabric.validate import check_app_name
 from mycelium.mesh.rollout_ops import canary_fields
 from mycelium.messages import PlanVersion, PublishBatch, PublishPlan
+from mycelium.states import InstanceState
 
 if TYPE_CHECKING:  # the mesh passes its own in
     from mycelium.mesh.sporesource import SporeSource
@@ -57,16 +59,19 @@ class DesiredOps:
     # -- desired ---------------------------------------------------------------------------
 
     def desired(self, _req: dict[str, Any]) -> dict[str, Any]:
-        """Every planned app (plan, budget, the signed manifest of its digest) and the mesh's
-        defaults for what a file may leave out (``[rollout] timeout``)."""
+        """Every planned app (plan, budget, the signed manifest of its digest, its live
+        instances' ids) and the mesh's defaults for what a file may leave out (``[rollout]
+        timeout``)."""
         apps = []
         for doc in self._status()["apps"]:
             if doc.get("digest") is None:
                 continue  # stopped: its instances are still draining
             keys = ("app", "digest", "generation", "min", "max", "warmup", "timeout", "budget",
                     "plan_status", "reason", "state", "ready", "env_secrets", "hosts")
+            live = [i["id"] for i in doc.get("instances") or ()
+                    if i["state"] != InstanceState.STOPPED]
             apps.append({key: doc.get(key) for key in keys}
-                        | {"manifest": self._manifest(doc["digest"])})
+                        | {"manifest": self._manifest(doc["digest"]), "instances": live})
         return {"apps": apps, "defaults": {"timeout": self._rollout_timeout}}
 
     def _manifest(self, digest: str) -> dict[str, Any] | None:

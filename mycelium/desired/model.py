@@ -105,6 +105,8 @@ class RunningApp:
     reason: str | None = None
     ready: int = 0
     env_secrets: tuple[str, ...] = ()
+    instances: tuple[str, ...] = ()
+    """The ids of its live instances when the mesh was read."""
 
     @property
     def version(self) -> str:
@@ -130,4 +132,5 @@ class RunningApp:
                    binary_size=int((spore or {}).get("binary_size", 0)),
                    status=str(doc.get("plan_status") or "active"), reason=doc.get("reason"),
                    ready=int(doc.get("ready") or 0),
-                   env_secrets=tuple(str(n) for n in doc.get("env_secrets") or ()))
+                   env_secrets=tuple(str(n) for n in doc.get("env_secrets") or ()),
+                   instances=tuple(str(i) for i in doc.get("instances") or ()))

@@ -64,7 +64,7 @@ from .scale_hooks import FabricParts, ScaleHooks
 from .scaler import DrainBook
 from .slots import LocalSlots, SlotClaims
 from .state import Store
-from .switch import ClaimSwitch, ReleaseSwitch, Switches, SwitchGate
+from .switch import ClaimSwitch, ReleaseSwitch, SwitchBook, Switches, SwitchGate
 from .validate import check_budget, check_hosts, check_plan, host_owners
 from .view import routes, status_document
 
@@ -124,9 +124,9 @@ class Fabric(SupervisedActor):
         self._syncing: set[str] = set()
         self._routes: EndpointsChanged | None = None
         self._generation = 0
-        self._parallel = parallel
         self._restarting: dict[str, dict[str, int]] = {}  # app → node → restarts of a failed slot
-        self._switches: Switches = switches if switches is not None else SwitchGate()
+        self._switches = SwitchBook(switches if switches is not None else SwitchGate(),
+                                    parallel, names.tell)
         self._rollouts = rollouts if rollouts is not None else Rollouts()
         self._scale = ScaleHooks(FabricParts(
             names, nodes, lambda: self._plans, lambda: self._budgets, self._everything,
@@ -210,7 +210,7 @@ class Fabric(SupervisedActor):
             case AgentSync(node=node, apps=apps, instances=infos):
                 self._agent_sync(node, apps, infos)
             case ClaimSwitch(app=app, node=node, lease=lease):
-                return self._switches.claim(app, node, self._parallel, time.time(), lease)
+                return self._switches.claim(app, node, lease)
             case ReleaseSwitch(app=app, node=node):
                 self._switches.release(app, node)
             case RolloutFailed():

@@ -27,7 +27,7 @@ from mycelium.fabric import Names
 from mycelium.home import Home
 from mycelium.node.cgroups import CgroupTree
 from mycelium.node.isolation import Isolation
-from mycelium.node.leftovers import reap_home
+from mycelium.node.leftovers import reap_home, record_leftover_ends
 from mycelium.node.output import mesh_stopping
 from mycelium.node.sweeper import wait_swept
 from mycelium.operator import MeshConfig
@@ -160,7 +160,10 @@ class Mesh:
                        "unisolated from the mesh and from each other")
             self.out(warning)
             self.log.note("warning", warning)
-        self.backend.open(self.spores.repo, self.out)
+        try:
+            self.backend.open(self.spores.repo, self.out)
+        finally:  # the ends the reaped instances left, their tails redacted (hidden on failure)
+            record_leftover_ends(self.home, self.secret_values)
         self._root = Supervisor.start(ROOT_FLAGS, self._children(), path="mesh",
                                       reporter=self.log.report)
         root = actor_of(self._root)
@@ -237,6 +240,7 @@ class Mesh:
         """A workload's last lines as the dashboard shows them: its app's secret values hidden
         (nothing shown when they cannot be opened to hide them)."""
         from mycelium.secrets import redact
+        from mycelium.secrets.redact import HIDDEN_TAIL
 
         if not lines:
             return lines
@@ -246,7 +250,7 @@ class Mesh:
             try:
                 cached = self._tail_secrets[app] = (now, self.secret_values(app))
             except Exception:
-                return ["(output hidden: the app's secrets could not be read to hide them)"]
+                return [HIDDEN_TAIL]
         return [redact(line, cached[1]) for line in lines]
 
     def stop(self) -> None:

@@ -22,7 +22,7 @@ import pykka
 
 from mycelium._logger import get_logger
 from mycelium.fabric.names import Names
-from mycelium.fabric.switch import ClaimSwitch, ReleaseSwitch
+from mycelium.fabric.switch import ClaimSwitch, ReleaseSwitch, SwitchFreed
 from mycelium.messages import (
     AgentSync,
     AppFailed,
@@ -63,7 +63,7 @@ from .drain import STOPS, remove_app, stop_instance
 from .instance import AppInstance, InstanceSpec
 from .output import OutputPolicy, read_last_exit
 from .placement import decline_reason, default_budget, usage
-from .rollout import ChildView, Fail, Start, Stop, WakeAt, is_green
+from .rollout import ChildView, Fail, Start, Stop, WakeAt, is_green, switched
 from .serials import next_serial
 from .settings import NodeSettings, SporeInfo, backoff_intensity
 from .units import unit_actions, unit_child
@@ -217,7 +217,7 @@ class Agent(SupervisedActor):
                     self._remove_app(app)  # stopped while this agent was down
             case InstanceStatus(instance=info):
                 self._instance(info)
-            case _Wake(app=app):
+            case _Wake(app=app) | SwitchFreed(app=app):  # a timer; a switch to claim now
                 if app in self._apps:
                     self._apps[app].wake = None
                     self._reconcile(app)
@@ -321,8 +321,8 @@ class Agent(SupervisedActor):
                     self._names.tell("fabric", RolloutFailed(app, digest, self.node, reason))
                 case WakeAt(when=when):
                     self._wake_at(app, here, when)
-        if here.switching and all(is_green(plan, v) for v in here.children.values()):
-            here.switching = False  # every blue is gone: the next node may switch
+        if here.switching and switched(plan, here.children, here.stopping):
+            here.switching = False  # every blue left the routes: the next node may switch
             self._names.tell("fabric", ReleaseSwitch(app, self.node))
 
     def _wake_at(self, app: str, here: _AppHere, when: float) -> None:

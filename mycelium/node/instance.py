@@ -40,6 +40,7 @@ from mycelium.node.health import free_port
 from mycelium.node.isolation import Isolation
 from mycelium.node.process import Workload
 from mycelium.node.sandboxed import InstanceSandbox
+from mycelium.secrets.redact import redact_report
 from mycelium.states import LIVE_STATES, InstanceState
 from supervisors import Latch, SupervisedActor
 from supervisors.pool import WorkerPool
@@ -260,8 +261,8 @@ class AppInstance(SupervisedActor):
                 env, confine = self._box.enter(
                     self.info.id, own, spec.env, {**spec.extra_env, **credentials.environment(
                         values, spec.env_secrets)}, {**spec.credentials, **values})
-                self._engine = engine = engine_for(spec, self._box.root,
-                                                   lambda r: _tell(ref, r))
+                self._engine = engine = engine_for(spec, self._box.root, lambda r: _tell(
+                    ref, redact_report(r, values)))  # its words may quote a secret
                 box = self._box.sandbox
                 owner = None if box is None or box.uid is None or box.gid is None else (
                     box.uid, box.gid)

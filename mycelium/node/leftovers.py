@@ -5,7 +5,9 @@ workload's ProcessRecord in its directory while the workload runs; the next ``up
 stops every recorded group that still runs (create time checked, so a reused pid is never
 touched), every process left in this home's cgroup, every process of this home's dynamic uid
 range, every process whose ``HOME`` is an instance's (see :mod:`.containment`) and any process
-still running inside an instance directory, before the tree starts.
+still running inside an instance directory, before the tree starts. Their ends are recorded
+once the mesh's secrets can be opened (:func:`record_leftover_ends`): a recorded tail hides the
+app's secret values.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import os
 import shutil
 import signal
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import orjson
@@ -29,7 +32,7 @@ from .process import ProcessRecord, reap_leftovers
 from .serials import begin_run
 from .uids import UidRange
 
-__all__ = ["reap_home"]
+__all__ = ["reap_home", "record_leftover_ends"]
 
 
 def _reap_strays(dirs: tuple[Path, ...]) -> list[int]:
@@ -55,7 +58,8 @@ def _reap_strays(dirs: tuple[Path, ...]) -> list[int]:
 def reap_home(home: Home, workdirs: Path | None = None, uids: UidRange | None = None,
               cgroups: CgroupTree | None = None) -> list[int]:
     """Stop every workload a previous mesh of this home left behind and clear their dirs;
-    then begin this mesh's run of instance serials.
+    then begin this mesh's run of instance serials. Their ends are recorded later, by
+    :func:`record_leftover_ends`.
 
     Args:
         home: The mesh home.
@@ -88,8 +92,22 @@ def reap_home(home: Home, workdirs: Path | None = None, uids: UidRange | None = 
             if directory != home.instances:
                 with contextlib.suppress(OSError):
                     child.rmdir()
-    if home.instances.is_dir():
-        settle_home(home.instances)  # their output stays readable, their end is recorded
     begin_run(home.instances)
     mesh_stopping(home.instances, False)
     return pids
+
+
+def record_leftover_ends(home: Home, secrets_of: Callable[[str], Mapping[str, bytes]]
+                         ) -> list[str]:
+    """Record the end of each instance :func:`reap_home` stopped (or found dead); their
+    output, all of it, stays readable. Call it before the tree starts.
+
+    Args:
+        home: The mesh home.
+        secrets_of: An app's secret values (the mesh's store, open by now): hidden in each
+            recorded output tail; when it raises, that app's tails are not kept at all.
+
+    Returns:
+        The instance directories whose end was recorded.
+    """
+    return settle_home(home.instances, secrets_of) if home.instances.is_dir() else []

@@ -25,7 +25,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from mycelium.output_files import (
     parse_instance_dir,
     rfc3339,
 )
-from mycelium.secrets.redact import redact_lines
+from mycelium.secrets.redact import redact_lines, redact_or_hide
 from mycelium.secrets.store import SecretValues
 from supervisors.singleton import Singleton
 from supervisors.timers import shared_timers
@@ -386,10 +386,19 @@ def prune_instances(instances_dir: Path, app: str, node: str, keep: int) -> list
     return dropped
 
 
-def settle_home(instances_dir: Path) -> list[str]:
+def settle_home(instances_dir: Path,
+                secrets_of: Callable[[str], Mapping[str, bytes]]) -> list[str]:
     """Record the end of instances a dead mesh left without one (the next ``up`` calls this,
-    after their workloads were stopped). Their output, all of it, stays readable."""
+    after their workloads were stopped). Their output, all of it, stays readable.
+
+    Args:
+        instances_dir: The home's instance directories.
+        secrets_of: An app's secret values, hidden in the recorded tail as an exit recorded by
+            a live mesh hides them (when it raises, the tail is replaced by one line that says
+            it is hidden).
+    """
     settled = []
+    opened: dict[str, Mapping[str, bytes] | None] = {}  # by app, once each
     with contextlib.suppress(OSError):
         for entry in os.scandir(instances_dir):
             directory = Path(entry.path) / OUTPUT_DIR
@@ -398,10 +407,17 @@ def settle_home(instances_dir: Path) -> list[str]:
             ends = [os.stat(p).st_mtime for p in (directory / s for s in STREAMS) if p.exists()]
             with contextlib.suppress(OSError, orjson.JSONDecodeError):
                 meta = orjson.loads((directory / META_FILE).read_bytes())
+                app = str(meta.get("app", entry.name.split("@", 1)[0]))
+                if app not in opened:
+                    try:
+                        opened[app] = secrets_of(app)
+                    except Exception:  # whatever failed: its tails are hidden, not shown
+                        opened[app] = None
                 _write_json(directory / EXIT_FILE, {
                     "instance": str(meta.get("instance", entry.name)),
                     "reason": "its mesh died (stopped at the next up)",
                     "at": rfc3339(max(ends, default=time.time())),
-                    "output_tail": output_tail(directory), "shutdown": False})
+                    "output_tail": redact_or_hide(output_tail(directory), opened[app]),
+                    "shutdown": False})
                 settled.append(entry.name)
     return settled

@@ -17,13 +17,14 @@ report, a timer), so the whole rollout is a reconciliation with no hidden state:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from mycelium.messages import Plan
 from mycelium.states import InstanceState, PlanStatus
 
-__all__ = ["Action", "ChildView", "Fail", "Start", "Stop", "WakeAt", "is_green", "step"]
+__all__ = ["Action", "ChildView", "Fail", "Start", "Stop", "WakeAt", "is_green", "step",
+           "switched"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,17 @@ Action = Start | Stop | Fail | WakeAt
 def is_green(plan: Plan, child: ChildView) -> bool:
     """Whether ``child`` runs what ``plan`` wants: its digest with its secrets count."""
     return child.digest == plan.digest and child.secrets == plan.secrets
+
+
+def switched(plan: Plan, children: Mapping[str, ChildView], stopping: Collection[str]) -> bool:
+    """Whether a node's switch of the app is over: every child it keeps runs ``plan``.
+
+    A blue being stopped no longer counts: it has left the routes (its drain begins there), so
+    the next node may start its green while this blue finishes its requests in flight and
+    exits — the bound of ``[rollout] parallel`` is on nodes serving both versions at once, and a
+    drain's grace (seconds, for a slow request) stays off the rollout's critical path.
+    """
+    return all(is_green(plan, v) for c, v in children.items() if c not in stopping)
 
 
 def step(plan: Plan, children: Iterable[ChildView], now: float, *,

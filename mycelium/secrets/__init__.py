@@ -9,19 +9,18 @@ spawns an instance and writes them into the instance's credentials directory
 
 from __future__ import annotations
 
+import importlib
+
 from .errors import BadSecret, SecretKeyError, SecretsError, SecretsUnreadable
-from .key import SecretKey, export_key, import_key, key_path, load_key
-from .names import MAX_VALUE, NAME_RE, check_name, check_value
+from .names import MAX_VALUE, NAME_RE, check_app, check_name, check_value
 from .redact import redact
-from .store import (
-    EtcdSecretStore,
-    HomeStore,
-    Sealed,
-    Secrets,
-    SecretStore,
-    SecretValues,
-    check_app,
-)
+
+TYPE_CHECKING = False  # not typing's: the CLI's fast path imports this package
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .key import SecretKey, export_key, import_key, key_path, load_key
+    from .store import EtcdSecretStore, HomeStore, Sealed, Secrets, SecretStore, SecretValues
 
 __all__ = [
     "MAX_VALUE",
@@ -48,10 +47,27 @@ __all__ = [
     "redact",
 ]
 
+_HOMES = {"SecretKey": "key", "export_key": "key", "import_key": "key", "key_path": "key",
+          "load_key": "key", "EtcdSecretStore": "store", "HomeStore": "store",
+          "Sealed": "store", "Secrets": "store", "SecretStore": "store",
+          "SecretValues": "store"}
+"""Where the sealing and storing names live: loaded on first use (PEP 562), so that what only
+checks names (the CLI's fast ``secret set``) does not load PyNaCl and the home's store."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"mycelium.secrets.{module}"), name)
+
 
 def home_secrets(home: object) -> Secrets:
     """The :class:`Secrets` of a home's own store and key (a single-machine mesh, or no mesh)."""
     from mycelium.home import Home
+
+    from .key import load_key
+    from .store import HomeStore, Secrets
 
     assert isinstance(home, Home)
     return Secrets(HomeStore(home), lambda create: load_key(home, create=create))

@@ -24,11 +24,10 @@ from typing import Any, Protocol
 import orjson
 
 from mycelium.home import Home
-from mycelium.spores.manifest import NAME_RE as APP_RE
 
-from .errors import BadSecret, SecretsError
+from .errors import SecretsError
 from .key import SecretKey
-from .names import check_name, check_value
+from .names import check_app, check_name, check_value
 
 __all__ = [
     "EtcdSecretStore",
@@ -58,17 +57,6 @@ class Sealed:
 
     box: bytes = field(repr=False)
     updated_at: float
-
-
-def check_app(app: object) -> str:
-    """``app`` if it is a valid app name.
-
-    Raises:
-        BadSecret: anything else.
-    """
-    if not isinstance(app, str) or not APP_RE.fullmatch(app):
-        raise BadSecret(f"bad app name {app!r}: expected ^[a-z0-9][a-z0-9-]{{0,62}}$")
-    return app
 
 
 class SecretStore(Protocol):

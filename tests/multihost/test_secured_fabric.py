@@ -158,6 +158,35 @@ def test_bad_tls_files_and_a_wrong_password_are_one_error_line_exit_2_and_change
         cluster.stop()
 
 
+@pytest.mark.timeout(120)
+def test_an_unreadable_or_invalid_tls_file_is_one_error_line_exit_2_and_changes_nothing(
+        tmp_path: Path, homes: tuple[Path, Path, dict[str, str]]) -> None:
+    home_a, _home_b, _digests = homes
+    certs = make_certs(tmp_path / "pki")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n")
+    directory = tmp_path / "a-directory.pem"
+    directory.mkdir()
+    url = f"etcds://127.0.0.1:{free_port()}"  # nothing listens: the files fail first
+    cases = {"ca": {"ca": garbage}, "ca ": {"ca": directory},
+             "cert": {"cert": garbage}, "cert ": {"key": directory},
+             "cert  ": {"key": certs.ca}}  # a certificate where its key should be
+    def listing() -> list[str]:
+        return sorted(p.name for p in home_a.iterdir() if p.name != "mycelium.toml")
+
+    before = listing()
+    for expected, bad in cases.items():
+        files = {"ca": certs.ca, "cert": certs.client_cert, "key": certs.client_key, **bad}
+        (home_a / "mycelium.toml").write_text(
+            "[fabric]\n" + "".join(f'{k} = "{v}"\n' for k, v in files.items()))
+        done = run(home_a, "up", "--fabric", url, "--node-prefix", "a")
+        text = done.stderr.decode()
+        assert done.returncode == 2, (bad, text)
+        assert text.count("\n") == 1 and text.startswith(f"error: [fabric] {expected.strip()} ")
+        assert done.stdout == b""
+        assert listing() == before, bad
+
+
 @pytest.mark.timeout(180)
 def test_a_three_member_etcd_cluster_that_loses_a_member_keeps_the_mesh_working(
         tmp_path: Path, homes: tuple[Path, Path, dict[str, str]]) -> None:

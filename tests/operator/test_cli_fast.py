@@ -379,6 +379,10 @@ def _without_samples(out: bytes) -> object:
                                                     {"--no-wait": True, "--min": "2"})),
     (["deploy", "a"], None), (["deploy", "a", "b", "--wait=1"], None),
     (["kill", "a", "--node", "n", "--node", "m"], None), (["status", "--home="], None),
+    (["secret", "set", "a", "B", "--no-wait", "--timeout=5"],
+     ("secret set", ["a", "B"], {"--no-wait": True, "--timeout": "5"})),
+    (["secret", "set", "a"], None), (["secret", "rm", "a", "B"], None),
+    (["secret", "list", "a"], None), (["secret set", "a", "B"], None),
 ])
 def test_the_parser_takes_only_the_plain_shapes(
         args: list[str], parsed: tuple[str, list[str], dict[str, str | bool]] | None) -> None:

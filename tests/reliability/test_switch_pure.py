@@ -27,6 +27,41 @@ def test_a_lost_holder_loses_the_switch_after_its_lease_and_stop_forgets() -> No
     assert gate.holders("web") == []
 
 
+def test_a_node_refused_a_switch_is_told_once_when_a_holder_releases_it() -> None:
+    from mycelium.fabric.switch import SwitchBook, SwitchFreed
+
+    told: list[tuple[str, object]] = []
+    book = SwitchBook(SwitchGate(), 1, lambda node, message: told.append((node, message)))
+    assert book.claim("web", "node-1", 10.0)
+    assert not book.claim("web", "node-2", 10.0)
+    assert not book.claim("web", "node-3", 10.0)
+    assert not book.claim("web", "node-2", 10.0)  # asked again: still told once
+    book.release("api", "node-1")  # another app's release frees nothing of web's
+    assert told == []
+    book.release("web", "node-1")
+    assert told == [("node-2", SwitchFreed("web")), ("node-3", SwitchFreed("web"))]
+    assert book.claim("web", "node-2", 10.0)
+    assert not book.claim("web", "node-3", 10.0)
+    book.forget("web")  # the app was stopped: its waiters are forgotten with it
+    book.release("web", "node-2")
+    assert len(told) == 2
+
+
+def test_a_nodes_switch_ends_once_every_blue_it_keeps_is_being_stopped() -> None:
+    from mycelium.messages import Plan
+    from mycelium.node.rollout import ChildView, switched
+
+    plan = Plan(app="web", digest="e" * 64, min=1, max=1, warmup=0.0, timeout=10.0,
+                generation=2, published_at=0.0, previous="b" * 64, secrets=1)
+    blue = ChildView("blue", "b" * 64, "Ready", 0.0, 0.5)
+    green = ChildView("green", "e" * 64, "Ready", 1.0, 1.2, secrets=1)
+    old_secrets = ChildView("old", "e" * 64, "Ready", 0.0, 0.5, secrets=0)
+    assert not switched(plan, {"blue": blue, "green": green}, ())
+    assert switched(plan, {"blue": blue, "green": green}, {"blue"})  # draining: it left
+    assert not switched(plan, {"old": old_secrets, "green": green}, ())  # same digest, old count
+    assert switched(plan, {"green": green}, ())
+
+
 def test_chaos_summary_percentiles() -> None:
     doc = chaos_summary(4, [0.3, 0.1, 0.2, 0.4])
     assert doc == {"kills": 4, "recoveries": 4, "slowest_ms": 400.0, "p50_ms": 200.0,

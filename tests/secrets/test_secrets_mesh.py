@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ import psutil
 import pytest
 from mesh_helpers import ENV, MeshProcess, cli, wait_until
 
-from mycelium.output_files import OUTPUT_DIR
+from mycelium.output_files import EXIT_FILE, OUTPUT_DIR
 from tests.meshkit import stopped_cleanly
 
 VALUE = "s3cr3t-Value-7f1e9a"
@@ -30,6 +31,28 @@ def secret(home: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedPr
     return subprocess.run([sys.executable, "-m", "mycelium", "secret", *args, "--home",
                            str(home)], input=stdin, capture_output=True, timeout=90, env=ENV,
                           check=False)
+
+
+TYPER = "import sys; from mycelium.cli.full import run; run(sys.argv[1:])"
+
+
+def secret_both_ways(home: Path, *args: str, stdin: bytes = b""
+                     ) -> tuple[subprocess.CompletedProcess[bytes], bool]:
+    """``secret <args>`` as the ``mycelium`` command runs it, and whether Typer served it."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "mycelium", "secret",
+                           *args, "--home", str(home)], input=stdin, capture_output=True,
+                          timeout=90, env=ENV, check=False)
+    lines = done.stderr.splitlines(keepends=True)
+    typer = any(ln.startswith(b"import time:") and ln.split(b"|")[-1].strip() == b"typer"
+                for ln in lines)
+    done.stderr = b"".join(ln for ln in lines if not ln.startswith(b"import time:"))
+    return done, typer
+
+
+def secret_typer(home: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """``secret <args>`` through the Typer application only."""
+    return subprocess.run([sys.executable, "-c", TYPER, "secret", *args, "--home", str(home)],
+                          input=stdin, capture_output=True, timeout=90, env=ENV, check=False)
 
 
 def fetch(port: int, app: str) -> tuple[int, dict[str, Any]]:
@@ -60,7 +83,8 @@ def no_value_leaked(mesh: MeshProcess, *values: str) -> None:
     for proc in psutil.process_iter(["pid", "cmdline"]):
         outputs[f"pid {proc.info['pid']}"] = " ".join(proc.info["cmdline"] or ())
     for path in home.rglob("*"):
-        if path.is_file() and not {"credentials", OUTPUT_DIR} & set(path.parts):
+        mesh_record = path.name == EXIT_FILE  # the mesh's record of an end, beside the output
+        if path.is_file() and (mesh_record or not {"credentials", OUTPUT_DIR} & set(path.parts)):
             outputs[str(path)] = path.read_bytes().decode("utf-8", "replace")
     for value in values:
         assert not [k for k, o in outputs.items() if value in o], f"{value} leaked"
@@ -295,3 +319,74 @@ def fetch_path(port: int, path: str) -> None:
         conn.getresponse().read()
     finally:
         conn.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_secret_printed_before_a_kill_9_of_the_mesh_is_hidden_in_the_next_ups_records(
+        home: Path, digests: dict[str, str]) -> None:
+    assert secret(home, "set", "plain", "DB_PASSWORD", stdin=VALUE.encode()).returncode == 0
+    first = MeshProcess(home)
+    try:
+        assert cli(home, "deploy", "plain", digests["plain"]).returncode == 0
+        printed = first.ready("plain", 1)[0]
+        fetch_path(first.port, "/plain/print")
+        wait_until(lambda: VALUE in cli(home, "output", "plain").stdout, 20, "the printed line")
+    finally:
+        first.kill9()  # the workload lives on; the next up stops it and records its end
+    second = MeshProcess(home)
+    with stopped_cleanly(second, home):
+        assert second.ready("plain", 1)[0]["id"] != printed["id"]
+        record = home / "instances" / printed["id"].replace("/", "_") / OUTPUT_DIR / EXIT_FILE
+        ended = orjson.loads(record.read_bytes())
+        assert ended["reason"] == "its mesh died (stopped at the next up)"
+        assert "connecting with password <secret DB_PASSWORD>" in ended["output_tail"], ended
+        assert VALUE in (record.parent / "stderr").read_text()  # its own output is its own ...
+        no_value_leaked(second, VALUE)  # ... the mesh's records of it hide the value
+
+
+@pytest.mark.timeout(240)
+def test_secret_set_to_a_running_mesh_is_served_without_typer_and_says_the_same(
+        home: Path, digests: dict[str, str]) -> None:
+    # no mesh: the fast path gives way before it reads stdin, Typer's writes the home's store
+    stored, typer = secret_both_ways(home, "set", "plain", "TOKEN", stdin=b"first")
+    assert typer and stored.returncode == 0, stored.stderr
+    assert b"no mesh running: instances get it when they start" in stored.stdout
+    mesh = MeshProcess(home)
+    with stopped_cleanly(mesh, home):
+        assert cli(home, "deploy", "plain", digests["plain"], "--max", "3").returncode == 0
+        mesh.ready("plain", 3)
+        generation = mesh.app("plain")["generation"]
+        for args, stdin in [(("set", "plain", "lower"), b"x"), (("set", "Bad_App", "T"), b"x"),
+                            (("set", "plain", "TOKEN"), b""),
+                            (("set", "plain", "TOKEN"), b"x" * (64 * 1024 + 1))]:
+            quick, typer = secret_both_ways(home, *args, stdin=stdin)
+            full = secret_typer(home, *args, stdin=stdin)
+            assert not typer and quick.returncode == full.returncode == 2, args
+            assert quick.stderr == full.stderr and quick.stderr.startswith(b"error: "), args
+        assert mesh.app("plain")["generation"] == generation  # nothing changed
+        quick, typer = secret_both_ways(home, "set", "plain", "TOKEN", stdin=VALUE.encode())
+        full = secret_typer(home, "set", "plain", "TOKEN", stdin=NEW_VALUE.encode())
+        assert not typer and quick.returncode == full.returncode == 0, (quick, full)
+        said = {re.sub(rb"in [0-9.]+s", b"in Ts", done.stdout) for done in (quick, full)}
+        assert said == {b"secret TOKEN of plain set: 3/3 instances replaced in Ts\n"}
+        assert mesh.app("plain")["generation"] == generation + 2
+        quick, typer = secret_both_ways(home, "set", "plain", "TOKEN", "--no-wait",
+                                        "--timeout=5", stdin=b"third")
+        assert not typer and quick.returncode == 0
+        assert re.fullmatch(rb"secret TOKEN of plain set: rolling out \(generation \d+, not "
+                            rb"waiting\)\n", quick.stdout), quick.stdout
+        no_value_leaked(mesh, VALUE, NEW_VALUE)
+
+
+@pytest.mark.timeout(120)
+def test_a_check_that_prints_the_secret_leaves_no_value_in_status_or_the_log(
+        mesh: MeshProcess, digests: dict[str, str]) -> None:
+    home = mesh.home
+    assert secret(home, "set", "checked", "DB_PASSWORD", stdin=VALUE.encode()).returncode == 0
+    assert cli(home, "deploy", "checked", digests["checked"]).returncode == 0
+    said = "exit code 1: token <secret DB_PASSWORD>"
+    wait_until(lambda: any((i.get("last_check") or {}).get("detail") == said
+                           for i in mesh.app("checked")["instances"]), 30, "the check's detail")
+    wait_until(lambda: f"liveness_failed: careless: {said}" in cli(home, "logs").stdout, 30,
+               "the restart's reason in the log")
+    no_value_leaked(mesh, VALUE)

@@ -31,6 +31,7 @@ from mycelium.secrets import (
     SecretKey,
     SecretKeyError,
     SecretsUnreadable,
+    check_app,
     check_name,
     check_value,
     export_key,
@@ -58,6 +59,19 @@ def test_a_name_is_accepted_exactly_when_it_matches_the_pattern(name: str) -> No
     else:
         with pytest.raises(BadSecret):
             check_name(name)
+
+
+@given(st.text(max_size=70))
+def test_an_app_name_is_what_a_manifest_accepts(app: str) -> None:
+    from mycelium.secrets.names import APP_RE
+    from mycelium.spores.manifest import NAME_RE
+
+    assert APP_RE.pattern == NAME_RE.pattern  # kept apart only for the CLI's start-up
+    if NAME_RE.fullmatch(app):
+        assert check_app(app) == app
+    else:
+        with pytest.raises(BadSecret):
+            check_app(app)
 
 
 def test_values_are_one_byte_to_64_kib_and_errors_never_show_them() -> None:
@@ -228,6 +242,52 @@ def test_opened_values_never_show_in_a_repr_and_output_can_be_redacted(tmp_path:
     assert redact_lines(["a", VALUE.decode()], {"TOKEN": VALUE, "T": b"pure"}) == [
         "a", "<secret TOKEN>"]
     assert redact("nothing", {}) == "nothing"
+
+
+def test_a_check_report_hides_the_values_in_every_text_a_workload_wrote() -> None:
+    from mycelium.messages import CheckReport, CheckResult
+    from mycelium.secrets.redact import redact_report
+
+    said = f"exit code 1: token {VALUE.decode()}"
+    report = CheckReport(4, True, False, CheckResult("careless", False, 1.0, said),
+                         f"STATUS {VALUE.decode()}", f"liveness_failed: careless: {said}")
+    hidden = redact_report(report, {"TOKEN": VALUE})
+    assert VALUE.decode() not in repr(hidden)
+    assert hidden.last is not None and hidden.last.detail == "exit code 1: token <secret TOKEN>"
+    assert hidden.status_text == "STATUS <secret TOKEN>" and hidden.seq == 4
+    assert hidden.failure == "liveness_failed: careless: exit code 1: token <secret TOKEN>"
+    assert redact_report(report, {}) is report
+    bare = CheckReport(5, False, False, None, None, None)
+    assert redact_report(bare, {"TOKEN": VALUE}) == bare
+
+
+def test_the_end_recorded_for_a_dead_meshs_instance_hides_its_apps_values(
+        tmp_path: Path) -> None:
+    import orjson
+
+    from mycelium.node.output import settle_home
+    from mycelium.output_files import EXIT_FILE, META_FILE, OUTPUT_DIR
+    from mycelium.secrets.redact import HIDDEN_TAIL
+
+    def instance(name: str) -> Path:  # what a mesh killed with -9 leaves: no exit recorded
+        out = tmp_path / name / OUTPUT_DIR
+        out.mkdir(parents=True)
+        (out / META_FILE).write_bytes(orjson.dumps({"instance": name, "app": name[:3]}))
+        (out / "stderr").write_bytes(b"connecting with " + VALUE + b"\n")
+        return out
+
+    kept, unknown = instance("app@node-1#1"), instance("bad@node-1#2")
+
+    def secrets_of(app: str) -> dict[str, bytes]:
+        if app == "bad":
+            raise SecretsUnreadable("the key does not open them")
+        return {"TOKEN": VALUE}
+
+    assert sorted(settle_home(tmp_path, secrets_of)) == ["app@node-1#1", "bad@node-1#2"]
+    ended = orjson.loads((kept / EXIT_FILE).read_bytes())
+    assert ended["output_tail"] == ["connecting with <secret TOKEN>"]
+    assert orjson.loads((unknown / EXIT_FILE).read_bytes())["output_tail"] == [HIDDEN_TAIL]
+    assert settle_home(tmp_path, secrets_of) == []  # recorded once
 
 
 def test_the_dashboards_output_lines_hide_the_apps_secret_values(tmp_path: Path) -> None:
