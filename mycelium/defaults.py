@@ -9,7 +9,7 @@ in its configured one.
 
 from __future__ import annotations
 
-__all__ = ["DeployDefaults", "WorkloadDefaults"]
+__all__ = ["DeployDefaults", "WorkloadDefaults", "usable_cpus"]
 
 
 class WorkloadDefaults:
@@ -36,3 +36,14 @@ class DeployDefaults:
     TIMEOUT = 60.0
     """``--timeout`` when ``[rollout] timeout`` is not configured: the rollout's health
     deadline in seconds."""
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one, else the
+    machine's count): the default of ``[edge] workers``, one proxy process per core."""
+    import os  # here, not at the top: the fast path imports this module for its constants
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)

@@ -160,8 +160,7 @@ class EdgeActor(SupervisedActor):
         server = self._server
         if server is None:
             return
-        # worker processes keep their counters to themselves: no load to report from here
-        totals = server.load_totals() if isinstance(server, EdgeServer) else {}
+        totals = server.load_totals()  # worker processes: their last metrics, summed
         loads = self._meter.sample(time.monotonic(), totals)
         if loads:
             self._names.tell("fabric", EdgeLoad(tuple(loads)))

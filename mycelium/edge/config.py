@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mycelium.defaults import usable_cpus
 from mycelium.edge.errors import EdgeConfigError
 from mycelium.edge.tls import TLSSettings
 
 if TYPE_CHECKING:
+    from mycelium.edge.hold import HoldGate
     from mycelium.operator.config import MeshConfig
 
 __all__ = ["ACCESS_LOG_NAME", "EdgeConfig", "edge_config"]
@@ -63,7 +65,8 @@ class EdgeConfig:
         access_rotate_bytes: Size at which the access log rotates.
         access_keep: Rotated access log files kept.
         reuse_port: Bind with ``SO_REUSEPORT`` (edge worker processes share the port).
-        workers: Edge worker processes; 0 runs the edge in the mesh's own process.
+        workers: Edge worker processes (default: the CPUs this process may use); 0 runs the
+            edge in the mesh's own process (a thread: for tests).
         event_loop: ``"auto"`` (uvloop when installed, else asyncio), ``"uvloop"`` or
             ``"asyncio"``.
         tls: The TLS listener (its port, certificate pairs, the HTTPS redirect), or
@@ -96,13 +99,15 @@ class EdgeConfig:
     access_rotate_bytes: int = 10 * 1024 * 1024
     access_keep: int = 5
     reuse_port: bool = False
-    workers: int = 0
+    workers: int = field(default_factory=usable_cpus)
     event_loop: str = "auto"
     tls: TLSSettings | None = None
     hold_timeout: float = 30.0
     hold_max: int = 1000
     on_wake: Callable[[str], None] | None = None
     """Told an app's name when requests start waiting for it (scale from zero)."""
+    hold_gate: HoldGate | None = None
+    """In an edge worker: where held requests ask the edge actor for their place."""
 
     def __post_init__(self) -> None:
         """Reject values that would make the edge hang or refuse everything.

@@ -281,6 +281,14 @@ class EdgeServer:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(proxy.state.ejector.mirror, failing, out)
 
+    def answer_hold(self, ticket: int, admitted: bool) -> None:
+        """The edge actor's answer to a held request's :class:`~mycelium.edge.hold.HoldGate`
+        question (an edge worker's)."""
+        proxy, loop = self._proxy, self._loop
+        if proxy is not None and loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(proxy.state.holds.answer, ticket, admitted)
+
     def set_peer_metrics(self, peers: Snapshot | None) -> None:
         """Add the other edge workers' values to what ``/_mycelium/metrics`` shows."""
         if self._proxy is not None:

@@ -89,7 +89,8 @@ class EdgeState:
         self.access = (AccessLog(home, config.access_rotate_bytes, config.access_keep,
                                  access_sink) if home is not None else None)
         """Where answered requests are logged, when ``[edge] access_log`` is on."""
-        self.holds = Holds(loop, config.hold_timeout, config.hold_max, config.on_wake)
+        self.holds = Holds(loop, config.hold_timeout, config.hold_max, config.on_wake,
+                           config.hold_gate)
 
     def outcome(self, app: str, ep: Endpoint, ok: bool, total: int) -> None:
         """Count one outcome of a request to ``ep`` towards its ejection (``ok``: not 5xx,

@@ -14,6 +14,10 @@ The parent talks to it over its stdin and stdout, one JSON object per line:
   them to the one ``access.jsonl``, no re-encoding);
 - parent → worker, also: ``{"peers": {...}}``, the other workers' counters summed, which its
   ``/_mycelium/metrics`` adds to its own, so any worker shows the whole edge;
+- a request held for an app scaled to zero asks for its place, ``{"hold": [app, ticket]}``;
+  the parent answers ``{"admit": [ticket, true|false]}`` (``hold_max`` counts over every
+  worker, and the parent wakes the app once per wave) and is told ``{"unhold": [app,
+  ticket]}`` when it stops waiting; the release itself comes with the routing snapshot;
 - ejection is decided by the parent for all workers: a worker sends
   ``{"outcome": [app, url, instance, ok, total]}`` for each failure (and each success of a
   failing endpoint) and mirrors ``{"ejections": {"failing": {url: n}, "out": {url: [app,
@@ -53,7 +57,8 @@ METRICS_EVERY = 0.5
 def config_to_wire(config: EdgeConfig) -> dict[str, Any]:
     """The config as JSON-able data (paths as strings)."""
     data = dataclasses.asdict(config)
-    data.pop("on_wake", None)  # the parent's hook: a worker holds no requests (yet)
+    data.pop("on_wake", None)  # the parent's hooks: a worker's held requests ask it instead
+    data.pop("hold_gate", None)
     if data["access_log_home"] is not None:
         data["access_log_home"] = str(data["access_log_home"])
     if config.tls is not None:
@@ -124,6 +129,19 @@ class _Channel:
                 pass  # the parent is gone; stdin's EOF stops us
 
 
+class _HoldGate:
+    """Held requests ask the parent for their place (see :mod:`mycelium.edge.hold`)."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
+
+    def ask(self, app: str, ticket: int) -> None:
+        self._channel.send({"hold": [app, ticket]})
+
+    def leave(self, app: str, ticket: int) -> None:
+        self._channel.send({"unhold": [app, ticket]})
+
+
 class _AccessSink:
     """Access log lines go to the parent, framed: a header line, then the bytes."""
 
@@ -156,8 +174,9 @@ def main() -> int:
     if not first:
         return 0
     hello = orjson.loads(first)
-    config = dataclasses.replace(config_from_wire(hello["config"]), reuse_port=True, workers=0)
     channel = _Channel()
+    config = dataclasses.replace(config_from_wire(hello["config"]), reuse_port=True, workers=0,
+                                 hold_gate=_HoldGate(channel))
     def outcome(app: str, ep: Endpoint, ok: bool, total: int) -> None:
         channel.send({"outcome": [app, ep.url, ep.instance, ok, total]})
 
@@ -186,6 +205,9 @@ def main() -> int:
                     _report(channel)(Report(ts=time.time(), event="certs_reload_failed",
                                             supervisor="mesh/edge", child="edge",
                                             reason=str(exc)))
+            elif "admit" in message:
+                ticket, admitted = message["admit"]
+                server.answer_hold(int(ticket), bool(admitted))
             elif "ejections" in message:
                 shared = message["ejections"]
                 server.mirror_ejections(shared["failing"], shared["out"])

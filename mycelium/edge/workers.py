@@ -34,6 +34,7 @@ from mycelium._logger import get_logger
 from mycelium.edge.config import ACCESS_LOG_NAME, EdgeConfig
 from mycelium.edge.ejection import EjectionEvent, EjectionPolicy, Ejector
 from mycelium.edge.errors import EdgeError
+from mycelium.edge.hold import HoldLedger
 from mycelium.edge.metrics import Snapshot, combine, counters_only
 from mycelium.edge.routes import Endpoint, RouteTable
 from mycelium.edge.tls import CertStore
@@ -114,6 +115,7 @@ class EdgeWorkers:
         self._ejector = Ejector(EjectionPolicy(config.eject_after, config.eject_time,
                                                config.eject_max))
         self._ejections: dict[str, int] = {}  # app → ejections so far (the metric)
+        self._holds = HoldLedger(config.hold_max)  # held requests over every worker
         self._access: SupervisionLog | None = None
         if config.access_log_home is not None:  # the workers' lines, written here: one file
             self._access = SupervisionLog(config.access_log_home, config.access_rotate_bytes,
@@ -213,6 +215,12 @@ class EdgeWorkers:
             elif "answers" in message:
                 with self._lock:
                     self._answers[worker.index] = message["answers"]
+            elif "hold" in message:
+                self._hold_asked(worker, proc, *message["hold"])
+            elif "unhold" in message:
+                app, ticket = message["unhold"]
+                with self._lock:
+                    self._holds.leave(worker.index, str(app), int(ticket))
             elif "outcome" in message:
                 self._outcome(*message["outcome"])
             elif "access_bytes" in message:
@@ -222,6 +230,7 @@ class EdgeWorkers:
                         self._access.write_lines(data)
         code = proc.wait()
         with self._lock:  # what it counted still counts; its gauges are gone with it
+            self._holds.forget(worker.index)
             self._retired = combine(self._retired, counters_only(self._latest.pop(worker.index,
                                                                                  {})))
         worker.status = "stopped" if self._stopping else "restarting"
@@ -346,6 +355,24 @@ class EdgeWorkers:
                 peers = combine(combine(total, self._latest.get(other.index, {}), -1),
                                 {"ejections": self._ejections})
                 self._write(other.proc.stdin, orjson.dumps({"peers": peers}) + b"\n")
+
+    # -- held requests, counted here for every worker -------------------------------------
+    def _hold_asked(self, worker: _Worker, proc: subprocess.Popen[bytes], app: str,
+                    ticket: int) -> None:
+        """A worker's request for a sleeping app wants to wait: admit it (or not), and wake
+        the app for the first request of a wave."""
+        with self._lock:  # every write to a worker's stdin holds the lock: whole lines
+            admitted, wake = self._holds.ask(worker.index, str(app), int(ticket))
+            if proc.stdin is not None:
+                self._write(proc.stdin, orjson.dumps({"admit": [ticket, admitted]}) + b"\n")
+        if wake and self.config.on_wake is not None:
+            self.config.on_wake(str(app))
+
+    def load_totals(self) -> dict[str, tuple[int, float]]:
+        """app → (requests, upstream seconds) so far, over every worker (their last metrics,
+        at most ``METRICS_EVERY`` old; :class:`~mycelium.edge.load.LoadMeter`)."""
+        hist = self.metrics().get("hist", {})
+        return {app: (int(h[-1]), float(h[-2])) for app, h in hist.items() if len(h) >= 2}
 
     # -- ejection, decided here for every worker -----------------------------------------
     def _outcome(self, app: str, url: str, instance: str, ok: bool, total: int) -> None:

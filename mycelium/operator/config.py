@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from mycelium.defaults import DeployDefaults, WorkloadDefaults
+from mycelium.defaults import DeployDefaults, WorkloadDefaults, usable_cpus
 from mycelium.errors import BadInput
 from mycelium.home import Home
 from mycelium.operator.control_server import IDLE_TIMEOUT, MAX_CONNECTIONS
@@ -55,9 +55,10 @@ def _key(default: Any, lo: float | None = None, hi: float | None = None,
     return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open})
 
 
-def _computed(factory: Any, lo: float | None = None, hi: float | None = None) -> Any:
+def _computed(factory: Any, lo: float | None = None, hi: float | None = None,
+              *, lo_open: bool = True) -> Any:
     """A config field whose default depends on the machine."""
-    return field(default_factory=factory, metadata={"lo": lo, "hi": hi, "lo_open": True})
+    return field(default_factory=factory, metadata={"lo": lo, "hi": hi, "lo_open": lo_open})
 
 
 def _optional() -> Any:
@@ -100,7 +101,7 @@ class EdgeSection:
     eject_after: int = _key(5, 1, 1000)
     eject_time: float = _key(30.0, 0, 86_400, lo_open=True)
     eject_max: int = _key(50, 0, 100)
-    workers: int = _key(0, 0, 256)
+    workers: int = _computed(usable_cpus, 0, 256, lo_open=False)
     tls_port: int = _key(8443, 0, 65535)
     certs: tuple[tuple[str, str], ...] = field(default_factory=tuple,
                                                metadata={"pairs": ("cert", "key")})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -59,8 +59,11 @@ def event_loop_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-WORKERS = int(os.environ.get("MYCELIUM_TEST_EDGE_WORKERS", "0") or 0)
-"""``MYCELIUM_TEST_EDGE_WORKERS=N`` runs the suite's edges as N worker processes instead."""
+WORKERS = int(os.environ.get("MYCELIUM_TEST_EDGE_WORKERS", "2") or 0)
+"""The suite's edges are 2 worker processes, as ``mycelium up`` runs them by default (2, not
+the machine's cores, so that every test sees more than one worker on any machine);
+``MYCELIUM_TEST_EDGE_WORKERS=N`` runs them as N, and 0 as the in-process edge thread. A test
+about the in-process edge itself asks ``edges(..., workers=0)``."""
 
 
 class WorkersEdge(EdgeWorkers):
@@ -71,6 +74,10 @@ class WorkersEdge(EdgeWorkers):
         version = super().set_routes(table)
         assert self.wait_applied(version, timeout=10.0)
         return version
+
+    def set_restarts(self, restarts: Mapping[str, int]) -> None:
+        super().set_restarts(restarts)  # sent with the next snapshot, as the edge actor does
+        self.set_routes(self.routes)
 
     @property
     def url(self) -> str:
@@ -93,17 +100,18 @@ def transport() -> str:
 def edges(event_loop_kind: str, transport: str) -> Iterator[Callable[..., EdgeServer]]:
     started: list[Any] = []
 
-    def start(routes: RouteTable | None = None, **config: Any) -> EdgeServer:
+    def start(routes: RouteTable | None = None, *, workers: int = WORKERS,
+              **config: Any) -> EdgeServer:
         config.setdefault("edge_id", "edge-test")
         config.setdefault("event_loop", event_loop_kind)
         if transport == "tls":
             cert, key = default_pair()
             config.setdefault("tls", TLSSettings(port=0, pairs=(CertPair(cert, key),)))
         server: Any
-        if WORKERS:
-            server = WorkersEdge(EdgeConfig(port=0, workers=WORKERS, **config))
+        if workers:
+            server = WorkersEdge(EdgeConfig(port=0, workers=workers, **config))
         else:
-            server = EdgeServer(EdgeConfig(port=0, **config))
+            server = EdgeServer(EdgeConfig(port=0, workers=0, **config))
         server.start()
         started.append(server)
         if routes is not None:

@@ -8,6 +8,7 @@ import http.client
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -134,6 +135,19 @@ def request(edge: EdgeServer, method: str, path: str, body: bytes | None = None,
         return resp.status, resp.headers, resp.read()
     finally:
         conn.close()
+
+
+def settled_metrics(edge: EdgeServer, *lines: str, timeout: float = 10.0) -> str:
+    """``/_mycelium/metrics`` once it shows every one of ``lines``: worker processes share
+    their counters every half second, so the whole edge's counts arrive a moment late."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, _, body = request(edge, "GET", "/_mycelium/metrics")
+        text = body.decode()
+        if status == 200 and all(line in text for line in lines):
+            return text
+        assert time.monotonic() < deadline, f"metrics never showed {lines}: {text}"
+        time.sleep(0.05)  # polls a condition with a deadline
 
 
 def http_conn(edge: EdgeServer, timeout: float = 10.0) -> http.client.HTTPConnection:

@@ -71,8 +71,8 @@ def test_raising_the_descriptor_limit_reaches_the_hard_limit():
 
 @pytest.mark.timeout(30)
 def test_beyond_max_connections_new_connections_are_closed_at_once(upstreams, edges):
-    up = upstreams()
-    edge = edges(table(hello=[up.url]), max_connections=5, header_timeout=30.0)
+    up = upstreams()  # one process: its connection gauge is exact at once
+    edge = edges(table(hello=[up.url]), max_connections=5, header_timeout=30.0, workers=0)
     held = [socket.create_connection(("127.0.0.1", edge.port), timeout=10) for _ in range(5)]
     try:
         wait_for(lambda: "mycelium_edge_connections 5" in metrics(edge, held))
@@ -89,6 +89,24 @@ def test_beyond_max_connections_new_connections_are_closed_at_once(upstreams, ed
     finally:
         for s in held:
             s.close()
+
+
+@pytest.mark.timeout(30)
+def test_max_connections_bounds_each_worker_process(upstreams, edges):
+    up = upstreams()
+    edge = edges(table(hello=[up.url]), max_connections=3, header_timeout=30.0, workers=2)
+    socks = [socket.create_connection(("127.0.0.1", edge.port), timeout=10) for _ in range(16)]
+    try:
+        served = 0
+        for s in socks:  # the kernel spread them over both workers; each holds 3 at most
+            s.sendall(b"GET /hello/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            with contextlib.suppress(ConnectionResetError):  # refused at once
+                served += s.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        assert 3 <= served <= 2 * 3
+    finally:
+        for s in socks:
+            s.close()
+    wait_for(lambda: request(edge, "GET", "/hello/")[0] == 200)  # room again once closed
 
 
 def metrics(edge, held: list[socket.socket]) -> str:  # type: ignore[no-untyped-def]
