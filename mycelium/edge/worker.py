@@ -12,6 +12,7 @@ The parent talks to it over its stdin and stdout, one JSON object per line:
   ``{"metrics": {...}}`` every ``METRICS_EVERY`` seconds (its counters), and
   ``{"access_bytes": n}`` followed by n bytes of encoded access log lines (the parent writes
   them to the one ``access.jsonl``, no re-encoding);
+- parent → worker ``{"reload_certs": n}`` (re-read the TLS pairs), answered ``{"certs": n}``;
 - parent → worker, also: ``{"peers": {...}}``, the other workers' counters summed, which its
   ``/_mycelium/metrics`` adds to its own, so any worker shows the whole edge;
 - a request held for an app scaled to zero asks for its place, ``{"hold": [app, ticket]}``;
@@ -205,6 +206,7 @@ def main() -> int:
                     _report(channel)(Report(ts=time.time(), event="certs_reload_failed",
                                             supervisor="mesh/edge", child="edge",
                                             reason=str(exc)))
+                channel.send({"certs": message["reload_certs"]})
             elif "admit" in message:
                 ticket, admitted = message["admit"]
                 server.answer_hold(int(ticket), bool(admitted))

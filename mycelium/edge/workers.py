@@ -47,6 +47,9 @@ __all__ = ["EdgeWorkers", "restart_delay"]
 
 log = get_logger(__name__)
 
+RELOAD_WAIT = 5.0
+"""Seconds a certificate reload waits for every worker to confirm it."""
+
 SUPERVISOR = "mesh/edge"
 """The ``supervisor`` of the workers' supervision-log records: the edge actor's path."""
 
@@ -74,6 +77,7 @@ class _Worker:
     restarts: int = 0
     failures: int = 0
     applied: int = -1
+    certs: int = 0  # the last certificate reload it confirmed
     started_at: float = 0.0
     listening: threading.Event = field(default_factory=threading.Event)
 
@@ -105,6 +109,7 @@ class EdgeWorkers:
         self._routes = RouteTable()
         self._restarts: dict[str, int] = {}
         self._version = 0
+        self._certs = 0  # certificate reloads asked so far
         self._snapshot = b""
         self._snapshot_data: dict[str, Any] | None = None
         self._stopping = False
@@ -181,6 +186,7 @@ class EdgeWorkers:
         worker.proc = proc
         worker.listening.clear()
         worker.applied = -1
+        worker.certs = self._certs  # it reads the pairs as they are now
         worker.status = "starting"
         worker.started_at = time.time()
         config = config_to_wire(self.config)
@@ -207,6 +213,10 @@ class EdgeWorkers:
             elif "applied" in message:
                 with self._lock:
                     worker.applied = int(message["applied"])
+                    self._applied.notify_all()
+            elif "certs" in message:
+                with self._lock:
+                    worker.certs = int(message["certs"])
                     self._applied.notify_all()
             elif "report" in message:
                 self._report_dict(message["report"])
@@ -288,10 +298,19 @@ class EdgeWorkers:
         if tls is None:
             raise EdgeError("the edge has no TLS listener (up --tls-cert … --tls-key …)")
         CertStore(tls.pairs)
+        deadline = time.monotonic() + RELOAD_WAIT
         with self._lock:
+            self._certs += 1
+            line = orjson.dumps({"reload_certs": self._certs}) + b"\n"
             for worker in self._workers:
                 if worker.proc is not None and worker.proc.stdin is not None:
-                    self._write(worker.proc.stdin, b'{"reload_certs":true}\n')
+                    self._write(worker.proc.stdin, line)
+            # back once every running worker uses them: the next handshake gets the new ones
+            while any(w.status == "running" and w.certs < self._certs for w in self._workers):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break  # a stuck worker: the supervisor's business, not the caller's
+                self._applied.wait(left)
 
     @property
     def tls_port(self) -> int | None:
