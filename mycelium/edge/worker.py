@@ -87,7 +87,8 @@ def config_from_wire(data: Mapping[str, Any]) -> EdgeConfig:
 
 def routes_to_wire(table: RouteTable) -> dict[str, Any]:
     """A routing snapshot as JSON-able data (a canary's endpoints with digest and weight; the
-    apps' host names under the key ``"\x00hosts"``, which no app name can be)."""
+    apps' host names under the key ``"\x00hosts"`` and the apps whose requests are held while
+    they wake under ``"\x00hold"``, keys no app name can be)."""
     out: dict[str, Any] = {
         app: [[ep.url, ep.instance, ep.digest, ep.weight] if ep.digest or ep.weight
               else [ep.url, ep.instance] for ep in route.endpoints]
@@ -95,6 +96,9 @@ def routes_to_wire(table: RouteTable) -> dict[str, Any]:
     hosts = {app: list(route.hosts) for app, route in table.items() if route.hosts}
     if hosts:
         out["\x00hosts"] = hosts
+    hold = [app for app, route in table.items() if route.hold]
+    if hold:
+        out["\x00hold"] = hold
     return out
 
 
@@ -105,9 +109,10 @@ def routes_from_wire(data: Mapping[str, Any]) -> RouteTable:
         EdgeConfigError: A bad app name or endpoint URL.
     """
     hosts = data.get("\x00hosts") or {}
+    hold = set(data.get("\x00hold") or ())
     return RouteTable({app: Route(app, tuple(Endpoint(*ep) for ep in eps),
-                                  tuple(hosts.get(app, ())))
-                       for app, eps in data.items() if app != "\x00hosts"})
+                                  tuple(hosts.get(app, ())), hold=app in hold)
+                       for app, eps in data.items() if not app.startswith("\x00")})
 
 
 class _Channel:

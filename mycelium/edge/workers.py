@@ -36,6 +36,8 @@ from mycelium.edge.ejection import EjectionEvent, EjectionPolicy, Ejector
 from mycelium.edge.errors import EdgeError
 from mycelium.edge.hold import HoldLedger
 from mycelium.edge.metrics import Snapshot, combine, counters_only
+from mycelium.edge.poolreports import exit_reason, report_from_wire, restart_delay
+from mycelium.edge.pushclock import PushClock
 from mycelium.edge.routes import Endpoint, RouteTable
 from mycelium.edge.tls import CertStore
 from mycelium.edge.worker import config_to_wire, routes_to_wire
@@ -52,19 +54,6 @@ RELOAD_WAIT = 5.0
 
 SUPERVISOR = "mesh/edge"
 """The ``supervisor`` of the workers' supervision-log records: the edge actor's path."""
-
-
-def restart_delay(consecutive: int) -> float:
-    """Seconds before restarting a worker that died ``consecutive`` times in a row (≥ 1)."""
-    return min(5.0, 0.05 * 2 ** max(0, consecutive - 1))
-
-
-def _exit_reason(code: int) -> str:
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-code).name}"
-        return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 @dataclass
@@ -110,6 +99,7 @@ class EdgeWorkers:
         self._restarts: dict[str, int] = {}
         self._version = 0
         self._certs = 0  # certificate reloads asked so far
+        self._pushes = PushClock()
         self._snapshot = b""
         self._snapshot_data: dict[str, Any] | None = None
         self._stopping = False
@@ -213,6 +203,9 @@ class EdgeWorkers:
             elif "applied" in message:
                 with self._lock:
                     worker.applied = int(message["applied"])
+                    running = [w.applied for w in self._workers if w.status == "running"]
+                    if running:
+                        self._pushes.served(min(running), time.monotonic())
                     self._applied.notify_all()
             elif "certs" in message:
                 with self._lock:
@@ -248,7 +241,7 @@ class EdgeWorkers:
             self._applied.notify_all()
         if self._stopping:
             return
-        reason = _exit_reason(code)
+        reason = exit_reason(code)
         self._report("child_terminated", worker.id, reason, pid=proc.pid)
         worker.failures += 1
         time.sleep(restart_delay(worker.failures))  # this slot's own thread: nobody waits on it
@@ -334,8 +327,15 @@ class EdgeWorkers:
             for worker in self._workers:
                 if worker.proc is not None and worker.proc.stdin is not None:
                     self._write(worker.proc.stdin, self._snapshot)
+            self._pushes.sent(self._version, time.monotonic())
             self._share_ejections()
             return self._version
+
+    def push_seconds(self) -> list[float]:
+        """Seconds from sending each recent snapshot until every running worker applied it:
+        how fast a route change reaches the whole edge (:class:`PushClock`)."""
+        with self._lock:
+            return self._pushes.seconds()
 
     def wait_applied(self, version: int, timeout: float) -> bool:
         """Wait until every running worker applied ``version`` (or a later one)."""
@@ -495,10 +495,6 @@ class EdgeWorkers:
                                   child=child, reason=reason, extra=extra))
 
     def _report_dict(self, data: dict[str, Any]) -> None:
-        if self._reporter is None:
-            return
-        with contextlib.suppress(Exception):  # a worker's malformed report costs the report
-            self._reporter(Report(ts=float(data["ts"]), event=str(data["event"]),
-                                  supervisor=str(data["supervisor"]), child=data.get("child"),
-                                  reason=data.get("reason"), delay=data.get("delay"),
-                                  extra=dict(data.get("extra") or {})))
+        report = report_from_wire(data)  # a worker's malformed report costs the report
+        if self._reporter is not None and report is not None:
+            self._reporter(report)

@@ -16,7 +16,7 @@ import pytest
 from edge_helpers import table
 from edge_mesh import EdgeMesh, cli, wait_until
 
-from mycelium.edge import EdgeConfig
+from mycelium.edge import EdgeConfig, Route, RouteTable
 from mycelium.edge.metrics import EdgeMetrics, combine, counters_only
 from mycelium.edge.worker import (
     config_from_wire,
@@ -60,6 +60,8 @@ def test_config_and_routes_survive_the_wire(tmp_path: Path):
     assert config_from_wire(config_to_wire(config)) == config
     routes = table(hello=["http://127.0.0.1:1", "http://127.0.0.1:2"], other=[])
     assert routes_from_wire(routes_to_wire(routes)) == routes
+    asleep = RouteTable({**routes, "idle": Route("idle", (), hold=True)})  # scaled to zero
+    assert routes_from_wire(routes_to_wire(asleep)) == asleep
 
 
 def test_restart_delays_grow_and_are_capped():
