@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -81,6 +82,103 @@ def test_sigkill_of_one_upstream_under_load_costs_no_request(edges):
         assert errors == []
         assert len(statuses) >= seen + 300 and set(statuses) == {200}
     finally:
+        for proc, _ in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+class Tripwire:
+    """A listener on a dead endpoint's port: counts the connections the edge still makes
+    there (each is closed at once, which the edge retries elsewhere, as a refusal)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(128)
+        self.hits = 0
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.hits += 1
+            conn.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(5)
+
+
+@pytest.mark.timeout(60)
+def test_a_killed_endpoint_leaves_every_worker_at_once_and_no_request_fails(edges):
+    """kill -9 of an upstream under load through a 2-worker edge, the test acting as the
+    fabric: once the snapshot without it reached every worker, no worker connects to it again
+    (max_fails and eject_after are high: neither passive health nor ejection may hide a
+    worker that still routes there)."""
+    procs = [start_backend() for _ in range(3)]
+    tripwire: Tripwire | None = None
+    stop = threading.Event()
+    try:
+        urls = [f"http://127.0.0.1:{port}" for _, port in procs]
+        edge = edges(table(hello=urls), workers=2, max_fails=1000, eject_after=1000)
+        done: list[int] = []  # per thread: requests answered
+        errors: list[str] = []
+
+        def load(n: int) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=10)
+            try:
+                while not stop.is_set():
+                    conn.request("GET", "/hello/")
+                    resp = conn.getresponse()
+                    resp.read()
+                    if resp.status != 200:
+                        errors.append(f"status {resp.status}")
+                    done[n] += 1
+            except Exception as exc:
+                errors.append(repr(exc))
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=load, args=(n,)) for n in range(6)]
+        done.extend(0 for _ in threads)
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+
+        def wait_each(more: int) -> None:
+            """Until every load thread answered ``more`` requests beyond now."""
+            goal = [n + more for n in done]
+            while any(n < g for n, g in zip(done, goal, strict=True)) and not errors:
+                assert time.monotonic() < deadline, "the load stalled"
+                time.sleep(0.005)  # polls a condition with a deadline
+
+        wait_each(30)
+        victim, port = procs[0]
+        os.killpg(victim.pid, signal.SIGKILL)  # the fabric sees the exit, then pushes
+        victim.wait(5)
+        tripwire = Tripwire(port)
+        edge.set_routes(table(hello=urls[1:]))  # returns once every worker applied it
+        wait_each(1)  # what was routed before the swap is answered
+        after = tripwire.hits
+        wait_each(50)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        assert errors == []
+        assert tripwire.hits == after, "a worker still routed to the removed endpoint"
+        assert edge.push_seconds(), "the push to every worker was timed"
+    finally:
+        stop.set()
+        if tripwire is not None:
+            tripwire.close()
         for proc, _ in procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
