@@ -66,6 +66,12 @@ def run_backend(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
+def run_busy() -> None:
+    """A CPU-bound process: the same noise next to nginx, to tell a CPU share from the GIL."""
+    while True:
+        sum(range(1000))
+
+
 def run_naive(port: int, backend: int) -> None:
     """The naive proxy: one shared ClientSession, copy status and body."""
     import aiohttp
@@ -97,7 +103,8 @@ def run_edge(port: int, backend: int, loop: str, gil_noise: int,
     (the mesh's stand-in), or with ``workers = 0`` an EdgeServer on a thread of this process.
 
     ``gil_noise`` busy Python threads in THIS process stand in for mesh actors that never
-    sleep (with worker processes they cannot slow the proxy); with ``access_home`` the edge
+    sleep (with worker processes they cannot slow the proxy); they run only between SIGUSR1
+    and SIGUSR2, while this variant is measured; with ``access_home`` the edge
     writes its access log to ``<access_home>/logs/``. A thread pushes a new routing snapshot
     every 0.1 s, as deploys and kills elsewhere in the mesh would, and at exit the seconds each
     push took to reach every worker are written to ``push_file``.
@@ -105,12 +112,17 @@ def run_edge(port: int, backend: int, loop: str, gil_noise: int,
     sys.path.insert(0, str(HERE.parent.parent))
     import threading
 
+    noisy = threading.Event()  # SIGUSR1: the busy threads run; SIGUSR2: they pause
+
     def busy() -> None:
-        while True:
-            sum(range(1000))
+        while noisy.wait():
+            while noisy.is_set():
+                sum(range(1000))
 
     for _ in range(gil_noise):
         threading.Thread(target=busy, daemon=True).start()
+    signal.signal(signal.SIGUSR1, lambda *_: noisy.set())
+    signal.signal(signal.SIGUSR2, lambda *_: noisy.clear())
     from mycelium.edge import EdgeConfig, EdgeServer, Endpoint, Route, RouteTable
     from mycelium.edge.workers import EdgeWorkers
 
@@ -214,6 +226,24 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def _noise_on(name: str, pids: dict[str, int], me: list[str],
+              threads: int) -> list[subprocess.Popen[bytes]]:
+    """Start the noise of a ``*-noise`` variant: the mesh process's busy threads, or for
+    nginx as many busy processes beside it."""
+    if name == "edge-noise":
+        os.kill(pids[name], signal.SIGUSR1)
+    if name == "nginx-noise":
+        return [spawn([*me, "--role", "busy"]) for _ in range(threads)]
+    return []
+
+
+def _noise_off(name: str, pids: dict[str, int], procs: list[subprocess.Popen[bytes]]) -> None:
+    if name == "edge-noise":
+        os.kill(pids[name], signal.SIGUSR2)
+    for proc in procs:
+        stop(proc)
+
+
 GOALS = {  # name: (limit, "min" or "max")
     "edge_vs_nginx_rps": (0.9, "min"),
     "edge_vs_nginx_p99": (1.2, "max"),
@@ -245,7 +275,7 @@ def main() -> None:
                         help="edge worker processes, and nginx worker_processes (default: the "
                              "usable CPUs, as [edge] workers); 0 runs the edge in-process "
                              "against a 1-worker nginx")
-    parser.add_argument("--role", choices=["backend", "naive", "edge"])
+    parser.add_argument("--role", choices=["backend", "naive", "edge", "busy"])
     parser.add_argument("--port", type=int)
     parser.add_argument("--backend", type=int)
     parser.add_argument("--access-home", help=argparse.SUPPRESS)
@@ -255,6 +285,8 @@ def main() -> None:
         return run_backend(args.port)
     if args.role == "naive":
         return run_naive(args.port, args.backend)
+    if args.role == "busy":
+        return run_busy()
     if args.role == "edge":
         return run_edge(args.port, args.backend, args.loop, args.gil_noise, args.access_home,
                         args.workers or 0, args.push_file)
@@ -305,14 +337,20 @@ def main() -> None:
                 pids[name] = procs[-1].pid
             for port in targets.values():  # warm up every path once
                 wrk(f"http://127.0.0.1:{port}/hello/", 1.0, args.connections)
+            if args.gil_noise:  # the control: nginx with the same noise in a process beside it
+                targets["nginx-noise"], pids["nginx-noise"] = targets["nginx"], pids["nginx"]
             results: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
             names = list(targets)
             for r in range(args.rounds):
                 k = r % len(names)
                 for name in names[k:] + names[:k]:
+                    noise = _noise_on(name, pids, me, args.gil_noise)
                     cpu0, bcpu0 = cpu_seconds(pids[name]), cpu_seconds(backend_pid)
-                    res = wrk(f"http://127.0.0.1:{targets[name]}/hello/", args.duration,
-                              args.connections)
+                    try:
+                        res = wrk(f"http://127.0.0.1:{targets[name]}/hello/", args.duration,
+                                  args.connections)
+                    finally:
+                        _noise_off(name, pids, noise)
                     n = max(res["requests"], 1.0)
                     res["proxy_cpu_us"] = (cpu_seconds(pids[name]) - cpu0) / n * 1e6
                     res["backend_cpu_us"] = (cpu_seconds(backend_pid) - bcpu0) / n * 1e6
@@ -355,6 +393,8 @@ def main() -> None:
     if "edge-noise" in results:
         ratios["noise_vs_quiet_rps"] = per_round("rps", "edge-noise", "edge")
         ratios["noise_vs_quiet_p99"] = per_round("p99_ms", "edge-noise", "edge")
+        ratios["nginx_noise_vs_quiet_rps"] = per_round("rps", "nginx-noise", "nginx")
+        ratios["nginx_noise_vs_quiet_p99"] = per_round("p99_ms", "nginx-noise", "nginx")
     if "edge-log" in results:
         ratios["log_vs_quiet_rps"] = per_round("rps", "edge-log", "edge")
     if pushes:
