@@ -344,13 +344,13 @@ def main() -> None:
             for r in range(args.rounds):
                 k = r % len(names)
                 for name in names[k:] + names[:k]:
-                    noise = _noise_on(name, pids, me, args.gil_noise)
+                    beside = _noise_on(name, pids, me, args.gil_noise)
                     cpu0, bcpu0 = cpu_seconds(pids[name]), cpu_seconds(backend_pid)
                     try:
                         res = wrk(f"http://127.0.0.1:{targets[name]}/hello/", args.duration,
                                   args.connections)
                     finally:
-                        _noise_off(name, pids, noise)
+                        _noise_off(name, pids, beside)
                     n = max(res["requests"], 1.0)
                     res["proxy_cpu_us"] = (cpu_seconds(pids[name]) - cpu0) / n * 1e6
                     res["backend_cpu_us"] = (cpu_seconds(backend_pid) - bcpu0) / n * 1e6
