@@ -11,6 +11,7 @@ bytes received, so forwarding costs a join, not a re-serialisation.
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 from mycelium.edge.prefix import rewrite_lines
 
@@ -159,6 +160,11 @@ the Upgrade value."""
 _CACHE: dict[bytes, _Fields] = {}
 _CACHE_SIZE = 1024
 _CACHE_MAX_BLOCK = 2048
+_H = TypeVar("_H", bound=_Head)
+_REQUESTS: dict[bytes, RequestHead] = {}
+"""Whole request heads seen lately → their parse (never mutated once parsed)."""
+_RESPONSES: dict[bytes, ResponseHead] = {}
+"""Whole response heads seen lately → their parse."""
 
 
 def _parse_fields(head: _Head, block: bytes) -> None:
@@ -263,8 +269,22 @@ def _scan_fields(block: bytes) -> _Fields:
             frozenset(conn), merged, locates, upgrade)
 
 
+def _remember(cache: dict[bytes, _H], data: bytes, head: _H) -> _H:
+    """Keep a parsed head for the next identical one (bounded: at most ``_CACHE_SIZE``
+    heads of at most ``_CACHE_MAX_BLOCK`` bytes each)."""
+    if len(data) <= _CACHE_MAX_BLOCK:
+        if len(cache) >= _CACHE_SIZE:
+            cache.clear()
+        cache[data] = head
+    return head
+
+
 def parse_request_head(data: bytes) -> RequestHead:
     """Parse a request head (without the final blank line).
+
+    A parsed head is never changed afterwards, and a client sends the same head again and
+    again (one keep-alive connection polling one path, a load balancer's probes), so a head
+    identical to a recent one is answered from a bounded cache: the same object.
 
     Args:
         data: Bytes from the request line up to, excluding, ``\\r\\n\\r\\n``.
@@ -272,6 +292,13 @@ def parse_request_head(data: bytes) -> RequestHead:
     Raises:
         ProtocolError: Not a well-formed HTTP/1.0 or HTTP/1.1 request head.
     """
+    head = _REQUESTS.get(data)
+    if head is not None:
+        return head
+    return _remember(_REQUESTS, data, _parse_request(data))
+
+
+def _parse_request(data: bytes) -> RequestHead:
     first, _, block = data.partition(b"\r\n")
     parts = first.split(b" ")
     if len(parts) != 3:
@@ -302,11 +329,19 @@ def parse_request_head(data: bytes) -> RequestHead:
 
 
 def parse_response_head(data: bytes) -> ResponseHead:
-    """Parse an upstream's response head (without the final blank line).
+    """Parse an upstream's response head (without the final blank line); an upstream repeats
+    its heads too (changing its ``Date`` once a second), so they are cached the same way.
 
     Raises:
         ProtocolError: Not a well-formed HTTP/1.x status line and header block.
     """
+    head = _RESPONSES.get(data)
+    if head is not None:
+        return head
+    return _remember(_RESPONSES, data, _parse_response(data))
+
+
+def _parse_response(data: bytes) -> ResponseHead:
     status_line, _, block = data.partition(b"\r\n")
     if not status_line.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")) or len(status_line) < 12:
         raise ProtocolError("malformed status line")

@@ -111,7 +111,7 @@ class RouteTable(Mapping[str, Route]):
         EdgeConfigError: A key differs from its route's app name, or two apps own one host.
     """
 
-    __slots__ = ("_routes", "hosts")
+    __slots__ = ("_routed", "_routes", "hosts")
 
     def __init__(self, routes: Mapping[str, Route] | None = None) -> None:
         copied = dict(routes or {})
@@ -121,6 +121,8 @@ class RouteTable(Mapping[str, Route]):
         self._routes: Mapping[str, Route] = MappingProxyType(copied)
         self.hosts = HostMap({name: route.hosts for name, route in copied.items()
                               if route.hosts})
+        self._routed: dict[tuple[bytes | None, str], tuple[str, str, bytes] | None] = {}
+        """:func:`route_target`'s answers for this snapshot (a new snapshot starts empty)."""
 
     def by_host(self, host: bytes | None) -> Route | None:
         """The route of the app that owns ``host`` (a raw ``Host`` value), if any."""
@@ -146,6 +148,11 @@ class RouteTable(Mapping[str, Route]):
         return f"RouteTable({dict(self._routes)!r})"
 
 
+_ROUTED_SIZE = 1024
+_ROUTED_MAX_TARGET = 2048
+"""Bounds of the answers a snapshot remembers (entries, target length)."""
+
+
 def route_target(table: RouteTable, host: bytes | None,
                  target: str) -> tuple[str, str, bytes] | None:
     """Route a request: by its ``Host`` first, else by its first path segment.
@@ -155,13 +162,22 @@ def route_target(table: RouteTable, host: bytes | None,
         ``X-Forwarded-Prefix`` says), empty for a host route (the path goes on unchanged);
         ``None`` when the target is not in origin form. The app is not validated.
     """
+    key = (host, target)
+    routed = table._routed
+    if key in routed:  # clients repeat their requests: each snapshot remembers its answers
+        return routed[key]
+    answer: tuple[str, str, bytes] | None
     route = table.by_host(host)
     if route is not None and target.startswith("/"):
-        return route.app, target, b""
-    parts = split_target(target)
-    if parts is None:
-        return None
-    return parts[0], parts[1], b"/" + parts[0].encode()
+        answer = route.app, target, b""
+    else:
+        parts = split_target(target)
+        answer = None if parts is None else (parts[0], parts[1], b"/" + parts[0].encode())
+    if len(target) <= _ROUTED_MAX_TARGET:
+        if len(routed) >= _ROUTED_SIZE:
+            routed.clear()
+        routed[key] = answer
+    return answer
 
 
 def split_target(target: str) -> tuple[str, str] | None:

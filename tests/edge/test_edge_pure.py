@@ -179,3 +179,28 @@ def test_metrics_exposition():
     assert 'mycelium_edge_upstream_latency_seconds_bucket{app="hello",le="10.0"} 1' in text
     assert 'mycelium_edge_upstream_latency_seconds_bucket{app="hello",le="+Inf"} 2' in text
     assert 'mycelium_app_restarts{app="we\\"ird"} 1' in text
+
+
+def test_identical_heads_are_parsed_once_and_bad_ones_always_refused():
+    from mycelium.edge.http1 import ProtocolError, parse_request_head, parse_response_head
+
+    head = b"GET /hello/x HTTP/1.1\r\nHost: a\r\nX-Cached: yes"
+    assert parse_request_head(head) is parse_request_head(bytes(head))  # the cache's object
+    assert parse_request_head(head + b"2").block.endswith(b"yes2")
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2"
+    assert parse_response_head(resp) is parse_response_head(bytes(resp))
+    for _ in range(2):  # an error is never remembered as a head
+        with pytest.raises(ProtocolError):
+            parse_request_head(b"GET /x HTTP/1.1\r\nHost : a")
+
+
+def test_each_snapshot_remembers_its_own_routing_answers():
+    from mycelium.edge.routes import route_target
+
+    old = RouteTable({"hello": Route("hello", (Endpoint("http://127.0.0.1:1", "h#1"),))})
+    new = RouteTable({"hello": Route("hello", (Endpoint("http://127.0.0.1:1", "h#1"),),
+                                     hosts=("example.com",))})
+    assert route_target(old, b"example.com", "/hello/a") == ("hello", "/a", b"/hello")
+    assert route_target(old, b"example.com", "/hello/a") == ("hello", "/a", b"/hello")
+    assert route_target(new, b"example.com", "/hello/a") == ("hello", "/hello/a", b"")
+    assert route_target(old, None, "*") is None and route_target(old, None, "*") is None
