@@ -215,8 +215,11 @@ class EdgeActor(SupervisedActor):
                 server = self._server
                 if server is None:
                     return False
-                if any(ep.url == url for route in server.routes.values()
-                       for ep in route.endpoints):
+                if isinstance(server, EdgeWorkers):  # until no worker serves an older snapshot
+                    if server.may_route(url):
+                        return True
+                elif any(ep.url == url for route in server.routes.values()
+                         for ep in route.endpoints):
                     return True
                 # gone: also close idle keep-alive connections that requests finishing since the
                 # last push handed back to the pool, so that what stays open is in flight

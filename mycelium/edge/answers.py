@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from mycelium.rollout_messages import DigestAnswers
 
-__all__ = ["WINDOW", "AnswerWindow"]
+__all__ = ["WINDOW", "AnswerWindow", "sum_answers"]
 
 WINDOW = 30
 """Seconds of answers counted."""
@@ -75,3 +76,16 @@ class AnswerWindow:
                 total.errors += tally.errors
         return tuple(sorted((DigestAnswers(t.app, digest, t.answered, t.errors)
                              for digest, t in totals.items()), key=lambda a: (a.app, a.digest)))
+
+
+def sum_answers(rows: Iterable[Sequence[Sequence[Any]]]) -> tuple[DigestAnswers, ...]:
+    """Edge workers' per-digest rows (``[app, digest, answered, errors]`` each, one list per
+    worker) summed into one count per (app, digest), sorted."""
+    totals: dict[tuple[str, str], list[int]] = {}
+    for worker_rows in rows:
+        for app, digest, answered, errors in worker_rows:
+            total = totals.setdefault((str(app), str(digest)), [0, 0])
+            total[0] += int(answered)
+            total[1] += int(errors)
+    return tuple(DigestAnswers(app, digest, n, bad)
+                 for (app, digest), (n, bad) in sorted(totals.items()))

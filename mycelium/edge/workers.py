@@ -1,12 +1,11 @@
 """The edge's worker processes: started, fed, watched and restarted by the edge actor.
 
-With ``[edge] workers = N`` the proxy runs in N OS processes (``python -m
-mycelium.edge.worker``) that share the edge port with ``SO_REUSEPORT``: each binds its own
-listening socket and the kernel spreads new connections over them. That was chosen over one
-listening socket passed to every worker because each worker then has its own accept queue (no
-thundering herd, no worker starved by a busy one) and binds by itself, so a restarted worker
-needs nothing from its parent but its config. The pool first binds (without listening) a
-socket of its own to the port, which reserves it and makes ``port = 0`` pick one port for all.
+The proxy runs in ``[edge] workers`` OS processes (``python -m mycelium.edge.worker``) that
+share the edge port with ``SO_REUSEPORT``: each binds its own listening socket and the kernel
+spreads new connections over them; chosen over one inherited listening socket because each
+worker then has its own accept queue (no thundering herd) and a restarted worker needs nothing
+from its parent but its config. The pool first binds (without listening) a socket of its own
+to the port, which reserves it and makes ``port = 0`` pick one port for all.
 
 Every routing snapshot gets a version and is written to every worker's stdin; a worker
 answers with the version it applied, so the pool knows which workers serve which snapshot. A
@@ -31,6 +30,7 @@ from typing import IO, Any
 import orjson
 
 from mycelium._logger import get_logger
+from mycelium.edge.answers import sum_answers
 from mycelium.edge.config import ACCESS_LOG_NAME, EdgeConfig
 from mycelium.edge.ejection import EjectionEvent, EjectionPolicy, Ejector
 from mycelium.edge.errors import EdgeError
@@ -327,9 +327,16 @@ class EdgeWorkers:
             for worker in self._workers:
                 if worker.proc is not None and worker.proc.stdin is not None:
                     self._write(worker.proc.stdin, self._snapshot)
-            self._pushes.sent(self._version, time.monotonic())
+            self._pushes.sent(self._version, time.monotonic(), frozenset(
+                ep.url for route in table.values() for ep in route.endpoints))
             self._share_ejections()
             return self._version
+
+    def may_route(self, url: str) -> bool:
+        """Whether some running worker may still route to ``url`` (a draining instance waits
+        until none does)."""
+        with self._lock:
+            return self._pushes.may_route(url)
 
     def push_seconds(self) -> list[float]:
         """Seconds from sending each recent snapshot until every running worker applied it:
@@ -350,15 +357,8 @@ class EdgeWorkers:
 
     def answer_counts(self) -> tuple[DigestAnswers, ...]:
         """Per-digest answers over the last window, summed over the workers (a canary's)."""
-        totals: dict[tuple[str, str], list[int]] = {}
         with self._lock:
-            for rows in self._answers.values():
-                for app, digest, answered, errors in rows:
-                    total = totals.setdefault((str(app), str(digest)), [0, 0])
-                    total[0] += int(answered)
-                    total[1] += int(errors)
-        return tuple(DigestAnswers(app, digest, n, bad)
-                     for (app, digest), (n, bad) in sorted(totals.items()))
+            return sum_answers(list(self._answers.values()))
 
     def _metrics(self, worker: _Worker, snap: Snapshot) -> None:
         """Keep a worker's metrics; send every worker the sum of the others' (and the
@@ -390,8 +390,8 @@ class EdgeWorkers:
     def load_totals(self) -> dict[str, tuple[int, float]]:
         """app → (requests, upstream seconds) so far, over every worker (their last metrics,
         at most ``METRICS_EVERY`` old; :class:`~mycelium.edge.load.LoadMeter`)."""
-        hist = self.metrics().get("hist", {})
-        return {app: (int(h[-1]), float(h[-2])) for app, h in hist.items() if len(h) >= 2}
+        return {app: (int(h[-1]), float(h[-2]))
+                for app, h in self.metrics().get("hist", {}).items() if len(h) >= 2}
 
     # -- ejection, decided here for every worker -----------------------------------------
     def _outcome(self, app: str, url: str, instance: str, ok: bool, total: int) -> None:
