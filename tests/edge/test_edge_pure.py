@@ -204,3 +204,15 @@ def test_each_snapshot_remembers_its_own_routing_answers():
     assert route_target(old, b"example.com", "/hello/a") == ("hello", "/a", b"/hello")
     assert route_target(new, b"example.com", "/hello/a") == ("hello", "/hello/a", b"")
     assert route_target(old, None, "*") is None and route_target(old, None, "*") is None
+
+
+def test_the_edge_runs_one_worker_process_per_usable_cpu_by_default():
+    import os
+
+    from mycelium.defaults import usable_cpus
+    from mycelium.operator.config import MeshConfig
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert usable_cpus() == cpus >= 1
+    assert EdgeConfig().workers == MeshConfig().edge.workers == usable_cpus()
+    assert EdgeConfig(workers=0).workers == 0  # the in-process thread stays for tests
