@@ -13,7 +13,7 @@ import time
 
 import pytest
 from aiohttp import web
-from edge_helpers import echo_app, raw_exchange, request, table
+from edge_helpers import echo_app, http_conn, raw_exchange, request, table
 
 from mycelium.edge import EdgeConfig, EdgeServer
 
@@ -47,12 +47,22 @@ def hang_up_on_second_request(conn: socket.socket, head: bytes) -> None:
 def test_a_dropped_pooled_connection_is_resent_for_get_but_not_for_post(raw_upstreams, edges):
     up = raw_upstreams(hang_up_on_second_request)
     edge = edges(table(hello=[up.url]))
-    assert request(edge, "GET", "/hello/a")[::2] == (200, b"first")  # pools connection 1
-    assert request(edge, "GET", "/hello/b")[::2] == (200, b"first")  # dropped → resent on 2
-    assert up.accepted == 2
-    status, headers, _ = request(edge, "POST", "/hello/c")  # on pooled 2, dropped: no resend
-    assert status == 502 and headers["X-Mycelium-Edge"] == "edge-test"
-    assert up.accepted == 2
+    conn = http_conn(edge)  # one client connection: one worker process, one upstream pool
+
+    def ask(method: str, path: str) -> tuple[int, str | None, bytes]:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        return resp.status, resp.headers["X-Mycelium-Edge"], resp.read()
+
+    try:
+        assert ask("GET", "/hello/a")[::2] == (200, b"first")  # pools connection 1
+        assert ask("GET", "/hello/b")[::2] == (200, b"first")  # dropped → resent on 2
+        assert up.accepted == 2
+        status, edge_id, _ = ask("POST", "/hello/c")  # on pooled 2, dropped: no resend
+        assert status == 502 and edge_id == "edge-test"
+        assert up.accepted == 2
+    finally:
+        conn.close()
 
 
 @pytest.mark.timeout(20)
