@@ -81,11 +81,17 @@ def test_a_stopped_instance_is_ejected_within_a_few_requests_and_returns_after_e
             for _ in range(30):
                 assert client.get() == 200
             assert client.failed == failed and victim["id"] not in client.served
-            metrics = http.client.HTTPConnection("127.0.0.1", mesh.port, timeout=10)
-            metrics.request("GET", "/_mycelium/metrics")
-            text = metrics.getresponse().read().decode()
-            metrics.close()
-            assert 'mycelium_edge_ejections_total{app="hello"} 1' in text
+
+            def metrics() -> str:
+                conn = http.client.HTTPConnection("127.0.0.1", mesh.port, timeout=10)
+                try:
+                    conn.request("GET", "/_mycelium/metrics")
+                    return conn.getresponse().read().decode()
+                finally:
+                    conn.close()
+
+            line = 'mycelium_edge_ejections_total{app="hello"} 1'  # workers share it every 0.5 s
+            wait_until(lambda: line in metrics(), 10, "the ejection counted in the metrics")
         finally:
             os.kill(victim["pid"], signal.SIGCONT)
         (returned,) = wait_until(lambda: supervision_records(mesh_home, "endpoint_returned"),
