@@ -166,8 +166,10 @@ def connect(edge: EdgeServer, timeout: float = 5.0) -> socket.socket:
     return socket.create_connection(("127.0.0.1", edge.port), timeout=timeout)
 
 
-def raw_exchange(edge: EdgeServer | int, data: bytes, timeout: float = 5.0) -> bytes:
-    """Send raw bytes, read until the edge closes (or times out); return what came back.
+def raw_exchange(edge: EdgeServer | int, data: bytes, timeout: float = 5.0,
+                 complete: Callable[[bytes], bool] | None = None) -> bytes:
+    """Send raw bytes, read until the edge closes (or times out, or ``complete`` says what
+    came so far is all that is awaited: a kept-alive connection); return what came back.
 
     ``edge`` is an edge (over TLS when it has TLS) or a plain port."""
     sock = (socket.create_connection(("127.0.0.1", edge), timeout=timeout)
@@ -181,6 +183,8 @@ def raw_exchange(edge: EdgeServer | int, data: bytes, timeout: float = 5.0) -> b
                 if not chunk:
                     break
                 out += chunk
+                if complete is not None and complete(out):
+                    break
         return out
 
 

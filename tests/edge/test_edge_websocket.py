@@ -179,7 +179,7 @@ def test_requests_that_may_not_upgrade_are_proxied_plain(raw_upstreams, edges, r
     rec = Recorder(_PLAIN)
     up = raw_upstreams(rec)
     edge = edges(table(r=[up.url]))
-    out = raw_exchange(edge.port, req)
+    out = raw_exchange(edge.port, req, complete=lambda out: out.endswith(b"\r\n\r\nok"))
     assert out.startswith(b"HTTP/1.1 200 "), out
     (head,) = rec.heads
     lower = head.lower()
