@@ -15,9 +15,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.x509.oid import ExtensionOID
-
 from mycelium.edge.errors import EdgeConfigError
 
 __all__ = ["CIPHERS", "CertPair", "CertStore", "TLSConfigError", "TLSListener", "TLSSettings",
@@ -108,6 +105,9 @@ def cert_names(pem: bytes) -> tuple[str, ...]:
     Raises:
         ValueError: not a PEM certificate.
     """
+    from cryptography import x509  # here: an edge without TLS (every worker) never pays it
+    from cryptography.x509.oid import ExtensionOID
+
     cert = x509.load_pem_x509_certificate(pem)
     try:
         san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
