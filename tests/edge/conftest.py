@@ -60,10 +60,13 @@ def event_loop_kind(request: pytest.FixtureRequest) -> str:
 
 
 WORKERS = int(os.environ.get("MYCELIUM_TEST_EDGE_WORKERS", "2") or 0)
-"""The suite's edges are 2 worker processes, as ``mycelium up`` runs them by default (2, not
-the machine's cores, so that every test sees more than one worker on any machine);
-``MYCELIUM_TEST_EDGE_WORKERS=N`` runs them as N, and 0 as the in-process edge thread. A test
-about the in-process edge itself asks ``edges(..., workers=0)``."""
+"""The suite's edges are 2 worker processes on the loop ``mycelium up`` uses by default
+(uvloop when installed; 2, not the machine's cores, so that every test sees more than one
+worker on any machine) and the in-process edge thread on the other loop, asyncio: every test
+runs against both edges, at half the worker start-ups. ``MYCELIUM_TEST_EDGE_WORKERS=N`` runs
+them as N, 0 in-process only. A test about either edge itself asks ``edges(..., workers=…)``."""
+DEFAULT_LOOP = LOOPS[-1]
+"""The loop of ``event_loop = "auto"``: uvloop when installed, else asyncio."""
 
 
 class WorkersEdge(EdgeWorkers):
@@ -100,7 +103,9 @@ def transport() -> str:
 def edges(event_loop_kind: str, transport: str) -> Iterator[Callable[..., EdgeServer]]:
     started: list[Any] = []
 
-    def start(routes: RouteTable | None = None, *, workers: int = WORKERS,
+    default = WORKERS if event_loop_kind == DEFAULT_LOOP else 0
+
+    def start(routes: RouteTable | None = None, *, workers: int = default,
               **config: Any) -> EdgeServer:
         config.setdefault("edge_id", "edge-test")
         config.setdefault("event_loop", event_loop_kind)

@@ -14,9 +14,10 @@ from aiohttp import web
 from edge_helpers import dead_url, echo_app, request, settled_metrics, table
 
 
-def metric(edge, line_start: str) -> float:
-    _, _, body = request(edge, "GET", "/_mycelium/metrics")
-    for line in body.decode().splitlines():
+def value(text: str, line_start: str) -> float:
+    """A series' value in one metrics answer (0 when absent): one answer, as the edge's
+    workers each show the others' counters as of their last share, 0.5 s apart at most."""
+    for line in text.splitlines():
         if line.startswith(line_start):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
@@ -30,8 +31,8 @@ def test_connect_failure_is_retried_on_the_next_endpoint_even_for_post(upstreams
             status, _, body = request(edge, method, "/hello/r", body=b"data")
             assert status == 200, body
             assert json.loads(body)["body_len"] == 4
-    settled_metrics(edge, 'mycelium_edge_requests_total{app="hello",code="200"} 4')
-    assert metric(edge, 'mycelium_edge_retries_total{app="hello"}') >= 2
+    text = settled_metrics(edge, 'mycelium_edge_requests_total{app="hello",code="200"} 4')
+    assert value(text, 'mycelium_edge_retries_total{app="hello"}') >= 2  # the same answer's
 
 
 def test_post_is_never_retried_once_sent_but_get_is(raw_upstreams, edges):
@@ -64,8 +65,8 @@ def test_passive_health_skips_a_refusing_endpoint(upstreams, edges):
         assert request(edge, "GET", "/hello/")[0] == 200
     # one failure took the dead endpoint out; no request tried it again (passive health is
     # each worker process's own: one failure per worker at most)
-    settled_metrics(edge, 'mycelium_edge_requests_total{app="hello",code="200"} 10')
-    failures = metric(edge, 'mycelium_edge_upstream_failures_total{app="hello"}')
+    text = settled_metrics(edge, 'mycelium_edge_requests_total{app="hello",code="200"} 10')
+    failures = value(text, 'mycelium_edge_upstream_failures_total{app="hello"}')
     assert 1 <= failures <= max(1, edge.config.workers)
 
 
