@@ -25,9 +25,10 @@ def ip(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def netns() -> Iterator[tuple[str, str, str, str]]:
     """A namespace joined to the host by a veth pair: (namespace, host veth, host IP, ns IP)."""
-    tag = f"{os.getpid() % 10000}{os.urandom(2).hex()}"
+    salt = os.urandom(2)
+    tag = f"{os.getpid() % 10000}{salt.hex()}"
     ns, host_if, ns_if = f"myc{tag}", f"mh{tag}", f"mn{tag}"
-    subnet = int(tag[:4]) % 250 + 1
+    subnet = (os.getpid() + int.from_bytes(salt, "big")) % 250 + 1
     host_ip, ns_ip = f"10.213.{subnet}.1", f"10.213.{subnet}.2"
     if shutil.which("ip") is None or ip("netns", "add", ns).returncode != 0:
         message = "network namespaces are not available here (needs root and iproute2)"
