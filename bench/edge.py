@@ -153,16 +153,20 @@ def run_edge(port: int, backend: int, loop: str, gil_noise: int,
     server.stop(1.0)
 
 
-NGINX_CONF = """
+# What every nginx of the benches shares; each adds its own upstream and server, then "}".
+NGINX_PRELUDE = """
 worker_processes {workers};
 daemon off;
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
-events {{ worker_connections 1024; }}
+events {{ worker_connections {connections}; }}
 http {{
   access_log off;
   client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
   fastcgi_temp_path {tmp}/f; uwsgi_temp_path {tmp}/u; scgi_temp_path {tmp}/s;
+"""
+
+NGINX_CONF = NGINX_PRELUDE + """\
   upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}
   server {{
     listen 127.0.0.1:{port};
@@ -316,7 +320,8 @@ def main() -> None:
             conf = Path(tmp) / "nginx.conf"
             targets["nginx"] = free_port()
             conf.write_text(NGINX_CONF.format(tmp=tmp, backend=backend_port,
-                                              port=targets["nginx"], workers=max(1, workers)))
+                                              port=targets["nginx"], workers=max(1, workers),
+                                              connections=1024))
             procs.append(spawn(["nginx", "-c", str(conf), "-p", tmp]))
             wait_port(targets["nginx"], procs[-1])
             pids["nginx"] = procs[-1].pid

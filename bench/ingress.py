@@ -29,18 +29,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
-from edge import free_port, spawn, stop, wait_port  # noqa: E402  (bench/edge.py's helpers)
+from edge import NGINX_PRELUDE, free_port, spawn, stop, wait_port  # noqa: E402  (bench/edge.py)
 
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/f; uwsgi_temp_path {tmp}/u; scgi_temp_path {tmp}/s;
+NGINX_CONF = NGINX_PRELUDE + """\
   map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
   server {{
     listen 127.0.0.1:{port};
@@ -186,7 +177,8 @@ def main() -> None:
                                 "--backend", str(backend)]))
             wait_port(edge_port, procs[-1])
             conf = Path(tmp) / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(tmp=tmp, backend=backend, port=nginx_port))
+            conf.write_text(NGINX_CONF.format(tmp=tmp, workers=1, connections=4096, backend=backend,
+                                              port=nginx_port))
             procs.append(spawn(["nginx", "-c", str(conf), "-p", tmp]))
             wait_port(nginx_port, procs[-1])
             ratios, rates = [], {"edge": [], "nginx": []}

@@ -28,18 +28,9 @@ HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent.parent))
 
-from edge import free_port, run_backend, spawn, stop, wait_port, wrk  # noqa: E402
+from edge import NGINX_PRELUDE, free_port, run_backend, spawn, stop, wait_port, wrk  # noqa: E402
 
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/f; uwsgi_temp_path {tmp}/u; scgi_temp_path {tmp}/s;
+NGINX_CONF = NGINX_PRELUDE + """\
   upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}
   server {{
     listen 127.0.0.1:{port} ssl;
@@ -120,7 +111,8 @@ def main() -> None:
             procs.append(spawn([*me, "--role", "backend", "--port", str(backend_port)]))
             wait_port(backend_port, procs[-1])
             conf = Path(tmp) / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(tmp=tmp, backend=backend_port, port=nginx_port,
+            conf.write_text(NGINX_CONF.format(tmp=tmp, workers=1, connections=4096,
+                                              backend=backend_port, port=nginx_port,
                                               cert=certs.cert, key=certs.key))
             procs.append(spawn(["nginx", "-c", str(conf), "-p", tmp]))
             wait_port(nginx_port, procs[-1])
