@@ -25,7 +25,6 @@ import platform
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,14 +32,11 @@ _ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(_ROOT), *(p for p in sys.path
                              if Path(p or ".").resolve() != Path(__file__).resolve().parent)]
 
-from bench._common import pct  # noqa: E402 - after the sys.path fix above
+from bench.isolation import OWN, scratch, summary  # noqa: E402 - after the sys.path fix above
 from mycelium.node.cgroups import CgroupTree  # noqa: E402
 from mycelium.node.isolation import Isolation  # noqa: E402
 from mycelium.node.launch import spawn_retrying  # noqa: E402
 from mycelium.node.sandboxed import confinement  # noqa: E402
-
-OWN = {"PORT": "0", "MYCELIUM_APP": "bench", "MYCELIUM_NODE": "node-1",
-       "MYCELIUM_DIGEST": "0" * 64, "MYCELIUM_INSTANCE": "bench@node-1#1"}
 
 
 def run(iso: Isolation, tree: CgroupTree | None, tag: str, n: int, argv: list[str],
@@ -67,21 +63,12 @@ def run(iso: Isolation, tree: CgroupTree | None, tag: str, n: int, argv: list[st
     return times
 
 
-def summary(times: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(pct(times, 50) * 1000, 3), "p95_ms": round(pct(times, 95) * 1000, 3),
-            "max_ms": round(max(times) * 1000, 3)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spawns", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="mycelium-bench-cg-"))
-    os.chmod(tmp, 0o711)
-    iso = Isolation.resolve(tmp / "home", instances_dir=str(tmp / "instances"))
-    iso.ensure_dirs(tmp / "home")
-    iso.arm_mesh()  # as `up` does: workloads inherit no_new_privs and the limits
+    tmp, iso = scratch("mycelium-bench-cg-")
     tree = CgroupTree.detect(tmp / "home")
     if tree is None:
         sys.exit("error: no writable cgroup v2 on this machine")

@@ -85,8 +85,21 @@ def run_on(iso: Isolation, n: int, argv: list[str], stop: bool) -> list[float]:
 
 
 def summary(times: list[float]) -> dict[str, float]:
+    """p50, p95 and max of ``times`` (seconds) in milliseconds."""
     return {"p50_ms": round(pct(times, 50) * 1000, 3), "p95_ms": round(pct(times, 95) * 1000, 3),
             "max_ms": round(max(times) * 1000, 3)}
+
+
+def scratch(prefix: str, arm: bool = True) -> tuple[Path, Isolation]:
+    """A temporary directory with an isolated home and instances directory in it; the process
+    armed as ``up`` arms the mesh (workloads inherit no_new_privs and the limits) if ``arm``."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(tmp, 0o711)
+    iso = Isolation.resolve(tmp / "home", instances_dir=str(tmp / "instances"))
+    iso.ensure_dirs(tmp / "home")
+    if arm:
+        iso.arm_mesh()
+    return tmp, iso
 
 
 def main() -> None:
@@ -101,12 +114,7 @@ def main() -> None:
     ballast = bytearray(args.ballast_mb * 1024 * 1024)
     for i in range(0, len(ballast), 4096):
         ballast[i] = 1
-    tmp = Path(tempfile.mkdtemp(prefix="mycelium-bench-iso-"))
-    os.chmod(tmp, 0o711)
-    iso = Isolation.resolve(tmp / "home", instances_dir=str(tmp / "instances"))
-    iso.ensure_dirs(tmp / "home")
-    if not args.wrapper:
-        iso.arm_mesh()  # as `up` does: workloads inherit no_new_privs and the limits
+    tmp, iso = scratch("mycelium-bench-iso-", arm=not args.wrapper)
     rounds: list[dict[str, dict[str, dict[str, float]]]] = []
     try:
         for r in range(args.rounds):
