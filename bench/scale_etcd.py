@@ -25,7 +25,6 @@ line at the end.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import shutil
@@ -46,6 +45,7 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench._common import free_port  # noqa: E402
+from bench.multihost import start_etcd, wait  # noqa: E402  (its etcd and its polling)
 from mycelium.home import Home  # noqa: E402
 from mycelium.operator.control import ControlClient  # noqa: E402
 from mycelium.spores import keygen, publish, trust  # noqa: E402
@@ -53,17 +53,6 @@ from mycelium.spores import keygen, publish, trust  # noqa: E402
 HELLO = REPO / "examples" / "hello" / "hello"
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 CONFIG = "[instance]\nstop_grace = 1.0\n"
-
-
-def wait(predicate: Any, timeout: float, what: str) -> Any:
-    """Poll every 50 ms until truthy; exit after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 class Up:
@@ -172,27 +161,6 @@ def local_round(root: Path, n: int, clients: int) -> dict[str, Any]:
         return out
     finally:
         mesh.stop()
-
-
-def start_etcd(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    cport, pport = free_port(), free_port()
-    c, p = f"http://127.0.0.1:{cport}", f"http://127.0.0.1:{pport}"
-    proc = subprocess.Popen(
-        ["etcd", "--name", "b", "--data-dir", str(root / "etcd"), "--listen-client-urls", c,
-         "--advertise-client-urls", c, "--listen-peer-urls", p,
-         "--initial-advertise-peer-urls", p, "--initial-cluster", f"b={p}",
-         "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def up() -> bool:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", cport, timeout=1)
-            conn.request("POST", "/v3/maintenance/status", b"{}")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-
-    wait(up, 20, "etcd")
-    return proc, f"etcd://127.0.0.1:{cport}"
 
 
 def etcd_round(root: Path, n: int, clients: int) -> dict[str, Any]:
