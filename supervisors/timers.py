@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 
 Callback = Callable[[], object]
 
+MAX_WAIT = 3600.0
+"""The longest single wait of the thread: a wait beyond ``threading.TIMEOUT_MAX`` (~292 years;
+a "never" of ``1e10`` seconds) raises OverflowError, which would end the thread, and with it
+every later timer of the process (a backoff restart, a health check, an output prune). A timer
+due later than this is simply waited for in several steps."""
+
 
 def _nothing() -> None:
     return None
@@ -70,12 +76,13 @@ class Timers:
         """
         handle = TimerHandle(callback)
         due = time.monotonic() + max(0.0, delay)
-        if slack > 0:
+        if slack > 0 and math.isfinite(due):
             due = math.ceil(due / slack) * slack
         entry = (due, next(self._seq), handle)
         with self._cond:
             heapq.heappush(self._heap, entry)
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
+                # first use, or (never expected) the thread died: a timer must still fire
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
             elif self._heap[0] is entry:  # due before everything else: wake the thread sooner
@@ -110,7 +117,8 @@ class Timers:
         while True:
             with self._cond:
                 while not self._closed and (not self._heap or self._heap[0][0] > time.monotonic()):
-                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                    self._cond.wait(min(self._heap[0][0] - time.monotonic(), MAX_WAIT)
+                                    if self._heap else None)
                 if self._closed:
                     return
                 _, _, handle = heapq.heappop(self._heap)

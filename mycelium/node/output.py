@@ -22,10 +22,9 @@ import contextlib
 import ctypes
 import errno
 import os
-import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,14 +42,14 @@ from mycelium.output_files import (
     TAIL_LINES,
     Stream,
     output_tail,
-    parse_instance_dir,
     rfc3339,
 )
-from mycelium.secrets.redact import redact_lines, redact_or_hide
+from mycelium.secrets.redact import redact_lines
 from mycelium.secrets.store import SecretValues
 from supervisors.singleton import Singleton
-from supervisors.timers import shared_timers
 
+from .inotify import open_inotify
+from .retention import Prunes, prune_instances, settle_home, write_json
 from .serials import current_run
 
 __all__ = ["EXIT_FILE", "META_FILE", "OUTPUT_DIR", "Capture", "OutputPolicy", "prune_instances",
@@ -71,12 +70,6 @@ class OutputPolicy:
     files: int = 5
     keep: int = 5
     interval: float = 0.25
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(orjson.dumps(dict(data)))
-    os.replace(tmp, path)
 
 
 def _collapse(fd: int, length: int) -> bool:
@@ -125,11 +118,16 @@ class _Tracked:
         self.lock = threading.Lock()  # the watcher's pass and the last look never overlap
         self.closed = False
 
-    def poll(self, last: bool = False) -> None:
-        """Index what was written since the last look (rotate if due); ``last``: then stop."""
+    def poll(self, last: bool = False, quiet_since: float = 0.0) -> None:
+        """Index what was written since the last look (rotate if due); ``last``: then stop.
+
+        ``quiet_since``: nothing was written to the stream before that time since the last
+        look (the watcher's previous inotify drain saw no write of it).
+        """
         with self.lock:
             if not self.closed:
                 self.closed = last
+                self.seen = max(self.seen, quiet_since)
                 self._poll()
 
     def _poll(self) -> None:
@@ -206,40 +204,81 @@ def _write_text(path: Path, text: str) -> None:
 
 
 class _Watcher:
-    """The process's one thread that indexes and rotates every live stream."""
+    """The process's one thread that indexes and rotates every live stream, and prunes.
+
+    Each pass looks only at the streams the kernel says were written since the previous pass
+    (:mod:`.inotify`; every stream where it cannot say), and runs the prunes that are due.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._tracked: dict[int, list[_Tracked]] = {}
+        self._watches: dict[int, _Tracked] = {}  # inotify watch descriptor → its stream
+        self._unwatched: set[_Tracked] = set()  # looked at on every pass
+        self._notify = open_inotify()
+        self._drained = time.time()  # every write before this had its event read
         self.interval = OutputPolicy().interval
+        self.prunes = Prunes()
         self._thread = threading.Thread(target=self._run, name="mycelium-output", daemon=True)
         self._thread.start()
 
     def add(self, key: int, tracked: list[_Tracked], interval: float) -> None:
+        watched = {}
+        for one in tracked:
+            if self._notify is not None:
+                with contextlib.suppress(OSError):  # not watched: looked at on every pass
+                    watched[self._notify.watch(one.stream.live)] = one
         with self._cond:
             self._tracked[key] = tracked
+            self._watches.update(watched)
+            self._unwatched.update(t for t in tracked if t not in watched.values())
             self.interval = min(self.interval, interval)
 
     def remove(self, key: int) -> None:
         """Stop watching; a last look first, so that the index covers every byte."""
         with self._cond:
             tracked = self._tracked.pop(key, [])
+            wds = [wd for wd, one in self._watches.items() if one in tracked]
+            for wd in wds:
+                del self._watches[wd]
+            self._unwatched.difference_update(tracked)
+        for wd in wds:
+            assert self._notify is not None
+            self._notify.unwatch(wd)
         for one in tracked:
             with contextlib.suppress(OSError):
                 one.poll(last=True)
 
+    def wake(self) -> None:
+        """Run a pass now (a prune was asked for)."""
+        with self._cond:
+            self._cond.notify()
+
+    def _looks(self) -> tuple[list[_Tracked], float]:
+        """The streams to look at in this pass, and since when the others were quiet."""
+        with self._cond:
+            if self._notify is None:
+                return [t for group in self._tracked.values() for t in group], 0.0
+            quiet_since, self._drained = self._drained, time.time()
+            changed = self._notify.changed()  # after the time: a later write is in the next
+            if changed is None:  # the kernel's queue overflowed: look at every stream
+                return [t for group in self._tracked.values() for t in group], 0.0
+            due = [self._watches[wd] for wd in changed if wd in self._watches]
+            return due + list(self._unwatched), quiet_since
+
     def _run(self) -> None:
-        # The pass runs on a copy, outside the lock: a spawn (add) or a stop (remove) never
-        # waits for hundreds of stats; each stream's own lock keeps one look at a time.
+        # The pass runs outside the lock: a spawn (add) or a stop (remove) never waits for the
+        # looks; each stream's own lock keeps one look at a time.
         while True:
             with self._cond:
                 self._cond.wait(self.interval)
-                tracked = [t for group in self._tracked.values() for t in group]
+            tracked, quiet_since = self._looks()
             for one in tracked:
                 try:
-                    one.poll()
+                    one.poll(quiet_since=quiet_since)
                 except Exception:  # one odd file must not stop the others' capture
                     log.exception("output of %s", one.stream.live)
+            self.prunes.run_due()
 
 
 shared_watcher = Singleton(_Watcher)
@@ -271,18 +310,19 @@ class Capture:
                  secrets: Mapping[str, bytes] | None = None) -> None:
         self._secrets = SecretValues(secrets or {})
         self.instance = str(meta["instance"])
+        self._app, self._node = str(meta["app"]), str(meta["node"])
         self.directory = instance_dir / OUTPUT_DIR
         self.directory.mkdir(parents=True, exist_ok=True)
         self._instances_dir = instance_dir.parent
         self.policy = policy
         self.paths = tuple(self.directory / name for name in STREAMS)
-        _write_json(self.directory / META_FILE, {**meta, "started_at": time.time()})
+        write_json(self.directory / META_FILE, {**meta, "started_at": time.time()})
         self._tracked = [_Tracked(Stream(self.directory, name), policy) for name in STREAMS]
         self._exit: dict[str, Any] | None = None
         self._tail: list[str] | None = None
         self._lock = threading.Lock()
         shared_watcher().add(id(self), self._tracked, policy.interval)
-        prune_soon(self._instances_dir, str(meta["app"]), str(meta["node"]), policy.keep)
+        prune_soon(self._instances_dir, self._app, self._node, policy.keep)
 
     @classmethod
     def of(cls, instance_dir: Path, instance: str, spec: Any,
@@ -309,11 +349,14 @@ class Capture:
         with self._lock:
             if self._exit is None:
                 shared_watcher().remove(id(self))
+                stopping = self._instances_dir in _STOPPING
                 self._exit = {"instance": self.instance, "reason": reason,
                               "at": rfc3339(time.time()), "output_tail": tail,
-                              "shutdown": self._instances_dir in _STOPPING}
+                              "shutdown": stopping}
                 with contextlib.suppress(OSError):
-                    _write_json(self.directory / EXIT_FILE, self._exit)
+                    write_json(self.directory / EXIT_FILE, self._exit)
+                if not stopping:  # a down stops only the newest: nothing beyond keep ends
+                    prune_soon(self._instances_dir, self._app, self._node, self.policy.keep)
             return dict(self._exit)
 
 
@@ -328,96 +371,14 @@ def read_last_exit(instances_dir: Path, instance: str) -> LastExit | None:
         return None
 
 
-_PRUNED: dict[tuple[str, str, str], float] = {}
-_PRUNE_DUE: set[tuple[str, str, str]] = set()  # a prune waits for the end of its second
-_PRUNE_LOCK = threading.Lock()
-_PRUNE_EVERY = 1.0
-"""Seconds between two prunes of one app on one node: a node starting hundreds of instances
-of an app at once would otherwise look at every one of them for each start."""
+def prune_soon(instances_dir: Path, app: str, node: str, keep: int) -> None:
+    """:func:`prune_instances` soon, on the output watcher's thread (see :class:`_Prunes`).
 
-
-def prune_soon(instances_dir: Path, app: str, node: str, keep: int) -> list[str]:
-    """:func:`prune_instances`, at most once a second per app and node (see ``_PRUNE_EVERY``).
-
-    A call inside the second does not drop the prune: it is done once the second is over (on
-    the shared timer), so retention never stays above ``keep`` after a burst of starts.
+    Asked when an instance starts (it may push an ended one beyond ``keep``) and when one ends
+    (it may be beyond ``keep`` already: a blue that stops after its green started).
     """
-    key, now = (str(instances_dir), app, node), time.monotonic()
-    with _PRUNE_LOCK:
-        last = _PRUNED.get(key, -_PRUNE_EVERY)
-        if now - last < _PRUNE_EVERY:
-            if key not in _PRUNE_DUE:
-                _PRUNE_DUE.add(key)
-                shared_timers().call_later(last + _PRUNE_EVERY - now, lambda: _due(
-                    key, instances_dir, app, node, keep))
-            return []
-        _PRUNED[key] = now
-    return prune_instances(instances_dir, app, node, keep)
+    watcher = shared_watcher()
+    watcher.prunes.want((Path(instances_dir), app, node), keep)
+    watcher.wake()
 
 
-def _due(key: tuple[str, str, str], instances_dir: Path, app: str, node: str,
-         keep: int) -> None:
-    with _PRUNE_LOCK:
-        _PRUNE_DUE.discard(key)
-        _PRUNED[key] = time.monotonic()
-    prune_instances(instances_dir, app, node, keep)
-
-
-def prune_instances(instances_dir: Path, app: str, node: str, keep: int) -> list[str]:
-    """Drop the output of ``app``'s instances on ``node`` beyond the newest ``keep``.
-
-    A directory is only removed once its instance ended (its exit is recorded), so a live one
-    (a blue beside its green) is never touched. Returns the dropped directory names.
-    """
-    mine = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(instances_dir):
-            parsed = parse_instance_dir(entry.name)
-            if parsed is not None and parsed[0] == app and parsed[1] == node:
-                mine.append((parsed[2], entry.name))
-    mine.sort(reverse=True)
-    dropped = []
-    for _serial, name in mine[max(keep, 1):]:
-        path = Path(instances_dir) / name
-        ended = (path / OUTPUT_DIR / EXIT_FILE).exists() or not (path / OUTPUT_DIR).exists()
-        if ended and not (path / "process.json").exists():
-            shutil.rmtree(path, ignore_errors=True)
-            dropped.append(name)
-    return dropped
-
-
-def settle_home(instances_dir: Path,
-                secrets_of: Callable[[str], Mapping[str, bytes]]) -> list[str]:
-    """Record the end of instances a dead mesh left without one (the next ``up`` calls this,
-    after their workloads were stopped). Their output, all of it, stays readable.
-
-    Args:
-        instances_dir: The home's instance directories.
-        secrets_of: An app's secret values, hidden in the recorded tail as an exit recorded by
-            a live mesh hides them (when it raises, the tail is replaced by one line that says
-            it is hidden).
-    """
-    settled = []
-    opened: dict[str, Mapping[str, bytes] | None] = {}  # by app, once each
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(instances_dir):
-            directory = Path(entry.path) / OUTPUT_DIR
-            if not (directory / META_FILE).exists() or (directory / EXIT_FILE).exists():
-                continue
-            ends = [os.stat(p).st_mtime for p in (directory / s for s in STREAMS) if p.exists()]
-            with contextlib.suppress(OSError, orjson.JSONDecodeError):
-                meta = orjson.loads((directory / META_FILE).read_bytes())
-                app = str(meta.get("app", entry.name.split("@", 1)[0]))
-                if app not in opened:
-                    try:
-                        opened[app] = secrets_of(app)
-                    except Exception:  # whatever failed: its tails are hidden, not shown
-                        opened[app] = None
-                _write_json(directory / EXIT_FILE, {
-                    "instance": str(meta.get("instance", entry.name)),
-                    "reason": "its mesh died (stopped at the next up)",
-                    "at": rfc3339(max(ends, default=time.time())),
-                    "output_tail": redact_or_hide(output_tail(directory), opened[app]),
-                    "shutdown": False})
-                settled.append(entry.name)
-    return settled

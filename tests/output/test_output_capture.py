@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mycelium.node.inotify import open_inotify
 from mycelium.node.output import Capture, OutputPolicy, prune_instances, read_last_exit
 from mycelium.node.process import Workload, spawn
 from mycelium.operator.output import Follower, OutputLine, kept_instances, read_output
@@ -103,20 +104,54 @@ def test_tail_reads_backwards_not_everything(instances: Path) -> None:
     assert numbers(tail) == [29_997, 29_998, 29_999]
 
 
-@pytest.mark.xfail(strict=False, reason="the trailing prune on the shared timer did not run "
-                   "within 10 s once inside the whole suite (cause open; passes alone)")
 def test_only_the_last_keep_instances_are_kept(instances: Path) -> None:
     policy = OutputPolicy(keep=2, interval=0.005)
     for serial in (1, 2, 3):
         capture, workload = start(instances, serial, policy, 10)
         assert workload.wait(30) == 0
         capture.close("exit code 0")
-    deadline = time.monotonic() + 10  # the prune after a burst runs when its second is over
+    deadline = time.monotonic() + 10  # the watcher prunes once the burst's second is over
     while [k.serial for k in kept_instances(instances, "app")] != [2, 3] \
             and time.monotonic() < deadline:
         time.sleep(0.02)
     assert [k.serial for k in kept_instances(instances, "app")] == [2, 3]
     assert prune_instances(instances, "app", "node-1", 1) == ["app@node-1#2"]
+
+
+def test_a_blue_that_ends_after_its_green_started_is_pruned_once_it_ended(
+        instances: Path) -> None:
+    policy = OutputPolicy(keep=1, interval=0.005)
+    blue, blue_workload = start(instances, 1, policy, 10)
+    green, green_workload = start(instances, 2, policy, 10)  # blue still running: kept
+    assert green_workload.wait(30) == 0 and blue_workload.wait(30) == 0
+    green.close("exit code 0")
+    blue.close("exit code 0")  # its end, not a later start, lets it go
+    deadline = time.monotonic() + 10
+    while [k.serial for k in kept_instances(instances, "app")] != [2] \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [k.serial for k in kept_instances(instances, "app")] == [2]
+
+
+def test_inotify_names_exactly_the_files_written_since_the_last_drain(tmp_path: Path) -> None:
+    notify = open_inotify()
+    assert notify is not None  # Linux
+    try:
+        quiet, busy = tmp_path / "quiet", tmp_path / "busy"
+        quiet.touch()
+        busy.touch()
+        wq, wb = notify.watch(quiet), notify.watch(busy)
+        assert notify.changed() == set()
+        with open(busy, "ab") as fh:
+            fh.write(b"x\n")  # the event is queued before write() returns
+        assert notify.changed() == {wb}
+        assert notify.changed() == set()
+        notify.unwatch(wq)
+        with open(quiet, "ab") as fh:
+            fh.write(b"y\n")
+        assert notify.changed() == set()
+    finally:
+        notify.close()
 
 
 def test_the_workload_never_blocks_without_a_reader(instances: Path) -> None:

@@ -74,3 +74,14 @@ def test_a_failing_callback_is_logged_with_its_traceback_and_the_thread_goes_on(
 
 def test_the_process_has_one_shared_timers() -> None:
     assert shared_timers() is shared_timers()
+
+
+def test_a_timer_due_in_centuries_does_not_stop_the_thread(timers: Timers) -> None:
+    # a wait beyond threading.TIMEOUT_MAX raises OverflowError: it once ended the thread, and
+    # every later timer of the process silently never fired
+    done = threading.Event()
+    timers.call_later(1e12, lambda: None)
+    timers.call_later(math.inf, lambda: None, slack=0.05)
+    timers.call_later(0.05, done.set)
+    assert done.wait(5)
+    assert timers.running and timers.pending == 2
