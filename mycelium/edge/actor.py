@@ -58,15 +58,24 @@ def route_table(message: EndpointsChanged,
     """The edge's routing snapshot for a fabric push (bad entries are skipped and logged).
 
     ``cache`` maps the fabric's unchanged per-app routes to the Route built last time, so a push
-    after one instance changed re-parses one app's endpoints, not the whole mesh's.
+    after one instance changed re-parses one app's endpoints, not the whole mesh's, and of
+    that app only the endpoints that are new.
     """
     table: dict[str, Route] = {}
+    before = {} if cache is None else {route.app: route for route in cache.values()}
     for app_route in message.routes:
         if cache is not None and app_route in cache:
             table[app_route.app] = cache[app_route]
             continue
+        # an app with 1,000 endpoints of which one changed parses one URL, not 1,000
+        known = {(e.url, e.instance, e.digest, e.weight): e
+                 for e in (before[app_route.app].endpoints if app_route.app in before else ())}
         endpoints = []
         for ep in app_route.endpoints:
+            same = known.get((ep.url, ep.instance, ep.digest, ep.weight))
+            if same is not None:
+                endpoints.append(same)
+                continue
             try:
                 endpoints.append(Endpoint(url=ep.url, instance=ep.instance, digest=ep.digest,
                                           weight=ep.weight))

@@ -60,6 +60,7 @@ from .errors import BadPlan
 from .names import Names
 from .peers import NoPeers, PeerConnection, PeerEvents, Peers, PeerUpdate, fold_update
 from .rollouts import MESSAGES, RolloutPort, Rollouts, reverted, with_next_secrets
+from .route_push import PushRoutes, RoutePush, moves_routes
 from .scale_hooks import FabricParts, ScaleHooks
 from .scaler import DrainBook
 from .slots import LocalSlots, SlotClaims
@@ -122,12 +123,12 @@ class Fabric(SupervisedActor):
         self._peers: Peers = peers if peers is not None else NoPeers()
         self._declined: dict[str, set[str]] = {}
         self._syncing: set[str] = set()
-        self._routes: EndpointsChanged | None = None
         self._generation = 0
         self._restarting: dict[str, dict[str, int]] = {}  # app → node → restarts of a failed slot
         self._switches = SwitchBook(switches if switches is not None else SwitchGate(),
                                     parallel, names.tell)
         self._rollouts = rollouts if rollouts is not None else Rollouts()
+        self._push = RoutePush(names, self._endpoints, self._tell_self, lambda: bool(self._syncing))
         self._scale = ScaleHooks(FabricParts(
             names, nodes, lambda: self._plans, lambda: self._budgets, self._everything,
             self._tell_self), many_per_node, drains, report)
@@ -183,6 +184,8 @@ class Fabric(SupervisedActor):
             case RegisterEndpoint(instance=info) | InstanceStatus(instance=info) | \
                     DeregisterEndpoint(instance=info):
                 self._instance(info)
+            case PushRoutes():
+                self._push.due()
             case ClaimSlot(app=app, node=node):
                 return self._claim(app, node)
             case _ if self._scale.owns(message):
@@ -316,7 +319,7 @@ class Fabric(SupervisedActor):
         self._budgets[plan.app] = budget
         self._declined.pop(plan.app, None)
         self._broadcast(plan.app)
-        self._push_routes()
+        self._push.now()
         self._rollouts.schedule()
 
     def _stop_app(self, app: str) -> dict[str, Any]:
@@ -336,7 +339,7 @@ class Fabric(SupervisedActor):
         self._switches.forget(app)
         self._restarting.pop(app, None)
         self._broadcast(app)
-        self._push_routes()
+        self._push.now()
 
     def _secrets_changed(self, app: str) -> dict[str, Any]:
         """A new generation of the same digest with the next secrets count: a blue/green
@@ -362,7 +365,7 @@ class Fabric(SupervisedActor):
         self._store.save(new, None)
         self._plans[msg.app] = new
         self._broadcast(msg.app)
-        self._push_routes()  # a canary's weights leave the routes
+        self._push.now()  # a canary's weights leave the routes
 
     # -- slots -----------------------------------------------------------------------------
 
@@ -398,7 +401,7 @@ class Fabric(SupervisedActor):
         for app in sorted(changed):
             self._broadcast(app)
         if update.routes or update.plans:
-            self._push_routes()
+            self._push.now()
         self._rollouts.schedule()
 
     # -- instances and routes ----------------------------------------------------------------
@@ -410,24 +413,17 @@ class Fabric(SupervisedActor):
             self._restarting.setdefault(info.app, {})[info.node] = info.restarts + 1
         elif info.state == InstanceState.READY:
             self._restarting.get(info.app, {}).pop(info.node, None)
+        old = self._instances.get(info.id)
         if info.state == InstanceState.STOPPED:
             self._instances.pop(info.id, None)
         else:
-            old = self._instances.get(info.id)
             self._instances[info.id] = info
             if old is not None and (old.state, old.url, old.restarts, old.serving) == (
                     info.state, info.url, info.restarts, info.serving):
                 return  # a sample: the routes cannot have changed
-        self._push_routes()
+        if moves_routes(old, info):
+            self._push.soon()  # once per burst of reports (route_push.py)
         self._scale.instance_changed()
-
-    def _push_routes(self) -> None:
-        if self._syncing:
-            return
-        message = self._endpoints()
-        if message != self._routes:
-            self._routes = message
-            self._names.tell("edge", message)
 
     def _everything(self) -> list[InstanceInfo]:
         return [*self._instances.values(), *self._peers.instances()]
@@ -442,8 +438,7 @@ class Fabric(SupervisedActor):
 
     def _sync(self, who: str) -> None:
         if who == "edge":
-            self._routes = self._endpoints()
-            self._names.tell("edge", self._routes)
+            self._push.resend()
             return
         if self._scale.sync_agent(who):
             return
@@ -465,7 +460,7 @@ class Fabric(SupervisedActor):
                 self._after_sync()
 
     def _after_sync(self) -> None:
-        self._push_routes()
+        self._push.now()
         for app in self._plans:
             self._broadcast(app)
 

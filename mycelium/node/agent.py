@@ -59,6 +59,7 @@ from supervisors.reports import Reporter
 from supervisors.timers import TimerHandle, shared_timers
 
 from .adoption import adopt_children, tell_quietly, teller
+from .agent_self import SETTLE_GAP, AppGone, ChildGone, Settle, Wake
 from .drain import STOPS, remove_app, stop_instance
 from .instance import AppInstance, InstanceSpec
 from .output import OutputPolicy, read_last_exit
@@ -91,29 +92,8 @@ class _AppHere:
     mem: int = 0
     wake: TimerHandle | None = None
     failed: tuple[int, str] | None = None  # (plan generation, digest) reported failed here
-
-
-# Private messages of the agent to itself (from its stop tasks and timers), off the wire on
-# purpose: only this process knows when one of its children is gone.
-@dataclass(frozen=True, slots=True)
-class _ChildGone:
-    """A stop finished; ``gone`` False: the child may still be there (stop it again)."""
-
-    app: str
-    child: str
-    gone: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class _Wake:
-    """A rollout's timer (:class:`WakeAt`) for one app fired: reconcile it again."""
-
-    app: str
-
-
-@dataclass(frozen=True, slots=True)
-class _AppGone:
-    app: str
+    settling: bool = False  # a Settle is on its way
+    settled_at: float = -1.0  # monotonic time of the last Settle
 
 
 class Agent(SupervisedActor):
@@ -217,11 +197,16 @@ class Agent(SupervisedActor):
                     self._remove_app(app)  # stopped while this agent was down
             case InstanceStatus(instance=info):
                 self._instance(info)
-            case _Wake(app=app) | SwitchFreed(app=app):  # a timer; a switch to claim now
+            case Settle(app=app):
+                if app in self._apps and self._apps[app].settling:
+                    self._apps[app].settling = False
+                    self._apps[app].settled_at = time.monotonic()
+                    self._reconcile(app)
+            case Wake(app=app) | SwitchFreed(app=app):  # a timer; a switch to claim now
                 if app in self._apps:
                     self._apps[app].wake = None
                     self._reconcile(app)
-            case _ChildGone(app=app, child=child, gone=gone):
+            case ChildGone(app=app, child=child, gone=gone):
                 here = self._apps.get(app)
                 if here is not None:
                     here.stopping.discard(child)
@@ -232,7 +217,7 @@ class Agent(SupervisedActor):
                         self._reconcile(app)
                     else:  # it may still run: the next reconcile stops it again
                         self._wake_at(app, here, time.time() + _STOP_RETRY)
-            case _AppGone(app=app):
+            case AppGone(app=app):
                 self._apps.pop(app, None)
                 self._names.tell("fabric", ReleaseSwitch(app, self.node))
                 self._names.tell("fabric", ReleaseSlot(app, self.node))
@@ -277,8 +262,13 @@ class Agent(SupervisedActor):
         here.children[info.child] = dataclasses.replace(view, state=info.state,
                                                         ready_at=info.ready_at)
         here.infos[info.child] = info
-        if info.state != view.state:
-            self._reconcile(info.app)
+        if info.state != view.state and not here.settling:  # once per burst of reports
+            here.settling = True
+            wait = here.settled_at + SETTLE_GAP - time.monotonic()
+            if wait > 0:  # reports keep coming: at most every SETTLE_GAP
+                shared_timers().call_later(wait, teller(self.actor_ref, Settle(info.app)))
+            else:
+                self.actor_ref.tell(Settle(info.app))
 
     # -- placement and rollout -------------------------------------------------------------
 
@@ -329,7 +319,7 @@ class Agent(SupervisedActor):
         if here.wake is not None:
             shared_timers().cancel(here.wake)
         here.wake = shared_timers().call_later(when - time.time() + 0.001,
-                                               teller(self.actor_ref, _Wake(app)))
+                                               teller(self.actor_ref, Wake(app)))
 
     def _lease(self, plan: Plan) -> float:
         """How long the fabric keeps this node's switch if the node never releases it."""
@@ -480,7 +470,7 @@ class Agent(SupervisedActor):
         ref = self.actor_ref
         STOPS().submit(lambda: stop_instance(
             names, app_sup, child, url, grace,
-            lambda gone: tell_quietly(ref, _ChildGone(app, child, gone))))
+            lambda gone: tell_quietly(ref, ChildGone(app, child, gone))))
 
     def _remove_app(self, app: str) -> None:
         here = self._apps.get(app)
@@ -493,7 +483,7 @@ class Agent(SupervisedActor):
         urls = [i.url for i in here.infos.values() if i.state == InstanceState.READY and i.url]
         grace = self._grace()
         STOPS().submit(lambda: remove_app(names, apps_ref, app_sup, app, urls, grace,
-                                        lambda: tell_quietly(ref, _AppGone(app))))
+                                        lambda: tell_quietly(ref, AppGone(app))))
 
     def _grace(self) -> float:
         """How long a drain waits for requests in flight."""

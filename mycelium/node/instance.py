@@ -49,6 +49,7 @@ from supervisors.timers import TimerHandle, shared_timers
 
 from . import credentials
 from .checks import CheckEngine, engine_for, report_changes
+from .execgate import EXEC_GATE
 from .launch import Launching, exit_reason, spawn_retrying
 from .output import Capture, OutputPolicy, rfc3339
 from .prober import shared_prober
@@ -249,7 +250,8 @@ class AppInstance(SupervisedActor):
     def _launch(self) -> None:
         spec, ref = self.spec, self.actor_ref
         try:
-            binary = spec.extract(spec.spore, self._box.root / "app")
+            with EXEC_GATE.writing():  # never while a fork may copy its descriptor
+                binary = spec.extract(spec.spore, self._box.root / "app")
             port = free_port(spec.host)
             own = {"PORT": str(port), "MYCELIUM_APP": spec.app, "MYCELIUM_NODE": spec.node,
                    "MYCELIUM_DIGEST": spec.digest, "MYCELIUM_INSTANCE": self.info.id}

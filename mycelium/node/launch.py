@@ -17,6 +17,8 @@ from mycelium.node.cgroups import CgroupTree, InstanceCgroup
 from mycelium.node.containment import UidJail
 from mycelium.node.process import Confinement, ProcessError, Workload, describe_exit, spawn
 
+from .execgate import EXEC_GATE
+
 __all__ = ["Launching", "exit_reason", "spawn_retrying"]
 
 
@@ -102,8 +104,9 @@ def _spawn(argv: list[str], directory: Path, env: dict[str, str], output: tuple[
            confine: Confinement | None) -> Workload:
     for attempt in range(50):
         try:
-            return spawn(argv, cwd=directory / "app", env=env, log_path=(output[0], output[1]),
-                         confine=confine)
+            with EXEC_GATE.spawning():  # never while a binary is being written (execgate.py)
+                return spawn(argv, cwd=directory / "app", env=env,
+                             log_path=(output[0], output[1]), confine=confine)
         except ProcessError as exc:
             if "busy" not in str(exc) or attempt == 49:
                 raise
