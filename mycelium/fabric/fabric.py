@@ -89,6 +89,9 @@ class _FromPeers:
     message: PeerEvents | PeerConnection
 
 
+_REPORTS = (RegisterEndpoint, InstanceStatus, DeregisterEndpoint, PushRoutes)
+
+
 class Fabric(SupervisedActor):
     """The control-plane actor (registered as ``fabric``).
 
@@ -180,6 +183,8 @@ class Fabric(SupervisedActor):
             BadPlan: a refused plan or budget (the asker gets it; the fabric keeps running).
             CrashRequested: on :class:`Crash`.
         """
+        if not isinstance(message, _REPORTS):
+            self._push.flush()  # nobody hears Ready before the edge is told
         match message:
             case RegisterEndpoint(instance=info) | InstanceStatus(instance=info) | \
                     DeregisterEndpoint(instance=info):

@@ -93,9 +93,15 @@ class RoutePush:
                 self._tell_self(PushRoutes())
 
     def due(self) -> None:
-        """:class:`PushRoutes`' turn came."""
-        self._due = False
-        self.now()
+        """:class:`PushRoutes`' turn came (nothing to do if a flush was first)."""
+        if self._due:
+            self._due = False
+            self.now()
+
+    def flush(self) -> None:
+        """Send a stale table now: before the fabric answers anyone, so that whatever it says
+        is Ready is also on its way to the edge (``deploy`` returns, then a request goes)."""
+        self.due()
 
     def resend(self) -> None:
         """Send the table whatever was sent before (a restarted edge asked for it)."""
