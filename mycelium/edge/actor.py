@@ -42,7 +42,7 @@ from .workers import EdgeWorkers
 
 __all__ = ["LOAD_PERIOD", "EdgeActor", "route_table"]
 
-LOAD_PERIOD = 0.5
+LOAD_PERIOD = 0.25
 """Seconds between two load reports to the fabric."""
 
 log = get_logger(__name__)

@@ -1,4 +1,5 @@
-"""How busy each app is at the edge: mean concurrent requests over the last second.
+"""How busy each app is at the edge: mean concurrent requests over the last second (or over
+the last half second, when that is more).
 
 By Little's law the mean number of requests in flight over a window is the time they spent
 upstream within it divided by its length; the edge already sums each app's upstream time
@@ -14,10 +15,15 @@ from collections.abc import Mapping
 
 from mycelium.messages import AppLoad
 
-__all__ = ["WINDOW", "LoadMeter"]
+__all__ = ["SHORT", "WINDOW", "LoadMeter"]
 
 WINDOW = 1.0
 """Seconds the in-flight mean is taken over."""
+
+SHORT = 0.5
+"""Seconds of the short mean: the larger of the two is reported, so that a step up in load
+shows within half a second (autoscaling goes up at once) while a drop still takes the whole
+window (and the scaler's quiet period) to show."""
 
 
 class LoadMeter:
@@ -41,10 +47,14 @@ class LoadMeter:
             self._samples.popleft()
         start, base = self._samples[0]
         span = max(now - start, 1e-6)
+        s_start, s_base = next(((t, tot) for t, tot in reversed(self._samples)
+                                if now - t >= SHORT), self._samples[0])
+        s_span = max(now - s_start, 1e-6)
         out = []
         for app, (count, seconds) in totals.items():
-            b_seconds = base.get(app, (0, 0.0))[1]
-            in_flight = round(max(0.0, seconds - b_seconds) / span, 3) if start < now else 0.0
+            mean = max(0.0, seconds - base.get(app, (0, 0.0))[1]) / span
+            short = max(0.0, seconds - s_base.get(app, (0, 0.0))[1]) / s_span
+            in_flight = round(max(mean, short), 3) if start < now else 0.0
             arrived = count - previous.get(app, (0, 0.0))[0]
             report = (in_flight, arrived)
             if arrived or in_flight or self._last.get(app, (0.0, 0)) != report:

@@ -180,6 +180,8 @@ class ScaleHooks:
                     self.reassign()
             case EdgeLoad(loads=loads):
                 self.scaler.load(loads if mesh is None else mesh.publish_load(loads), now)
+                if any(p.target_concurrency is not None for p in self.parts.plans().values()):
+                    self.reassign()  # a step up in load is acted on now, not at the next tick
             case WakeApp(app=app):
                 if mesh is not None and not mesh.leader():
                     mesh.wake(app)  # the placer wakes it, once for every member's edge

@@ -1,0 +1,94 @@
+"""The parts that keep a mass start linear: which reports move the routes, and the exec gate
+that keeps a binary being written from being exec'd (no mesh, no sleeps)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mycelium.fabric.route_push import moves_routes
+from mycelium.messages import InstanceInfo
+from mycelium.node.execgate import ExecGate
+from mycelium.states import InstanceState
+
+pytestmark = pytest.mark.timeout(30)
+
+STATES = list(InstanceState)
+
+
+def info(state: InstanceState, restarts: int = 0, serving: bool = True,
+         url: str | None = "http://127.0.0.1:9") -> InstanceInfo:
+    return InstanceInfo(id="tiny@node-1#1", app="tiny", node="node-1", digest="d",
+                        state=state, child="tiny", url=url, restarts=restarts,
+                        serving=serving)
+
+
+def routed(i: InstanceInfo | None) -> bool:
+    return i is not None and i.state == InstanceState.READY and i.serving and i.url is not None
+
+
+@given(st.one_of(st.none(), st.builds(info, st.sampled_from(STATES), st.integers(0, 3),
+                                      st.booleans())),
+       st.builds(info, st.sampled_from(STATES), st.integers(0, 3), st.booleans()))
+def test_a_report_moves_the_routes_exactly_when_an_endpoint_or_a_restart_total_moves(
+        old: InstanceInfo | None, new: InstanceInfo) -> None:
+    total_before = 0 if old is None else old.restarts
+    total_after = 0 if new.state == InstanceState.STOPPED else new.restarts
+    assert moves_routes(old, new) == (routed(old) or routed(new)
+                                      or total_before != total_after)
+
+
+def test_launching_reports_of_a_fresh_instance_compute_no_table() -> None:
+    assert not moves_routes(None, info(InstanceState.LAUNCHING))
+    assert moves_routes(info(InstanceState.LAUNCHING), info(InstanceState.READY))
+    assert moves_routes(info(InstanceState.READY), info(InstanceState.STOPPED))
+    assert moves_routes(None, info(InstanceState.LAUNCHING, restarts=2))  # the total moves
+
+
+def test_writers_and_spawners_never_overlap_and_neither_side_starves() -> None:
+    gate = ExecGate()
+    lock = threading.Lock()
+    inside = {"writing": 0, "spawning": 0}
+    overlaps: list[dict[str, int]] = []
+    done = {"writing": 0, "spawning": 0}
+
+    def work(kind: str, rounds: int) -> None:
+        side = gate.writing if kind == "writing" else gate.spawning
+        for _ in range(rounds):
+            with side():
+                with lock:
+                    inside[kind] += 1
+                    if inside["writing"] and inside["spawning"]:
+                        overlaps.append(dict(inside))
+                with lock:
+                    inside[kind] -= 1
+                    done[kind] += 1
+
+    threads = [threading.Thread(target=work, args=(kind, 300))
+               for kind in ("writing", "spawning") for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert not any(t.is_alive() for t in threads)  # no deadlock, nobody starved for good
+    assert overlaps == []
+    assert done == {"writing": 1200, "spawning": 1200}
+
+
+def test_one_side_runs_concurrently_with_itself() -> None:
+    gate = ExecGate()
+    both_in = threading.Barrier(2, timeout=5)
+
+    def spawner() -> None:
+        with gate.spawning():
+            both_in.wait()  # two spawns at once: the barrier opens only if both got in
+
+    threads = [threading.Thread(target=spawner) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not both_in.broken
