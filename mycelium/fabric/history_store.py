@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
-from .etcd_client import EtcdClient
 from .history import Deployment
 from .state import open_tables
+
+if TYPE_CHECKING:  # a single-host mesh never loads the etcd client (http.client, email: ~2 MB)
+    from .etcd_client import EtcdClient
 
 __all__ = ["EtcdHistory", "HistoryLog", "MemoryHistory", "SqliteHistory"]
 
