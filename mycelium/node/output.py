@@ -5,10 +5,12 @@ directory (see :mod:`mycelium.output_files` for the layout). A write to a file n
 blocks on a reader and never raises EPIPE, so the workload is never harmed by logging, also
 while no mesh runs (after a ``kill -9`` of the mesh its writes simply land in the file).
 
-One watcher thread per process looks at every live stream every ``interval`` seconds (a
-``stat``; it never reads the bytes): when a stream grew it appends to the stream's index the
-new byte range, the time of its previous look and the file's mtime — each line's timestamp is
-interpolated from those — and once the live file holds ``max_bytes`` it rotates it. Rotation
+One watcher thread per process looks, every ``interval`` seconds, at each live stream that
+was written since its previous pass (the kernel says which: :mod:`.inotify`; a ``stat``, it
+never reads the bytes): when a stream grew it appends to the stream's index the new byte
+range, the time it was last known unchanged and the file's mtime — each line's timestamp is
+interpolated from those — and once the live file holds ``max_bytes`` it rotates it. The same
+thread prunes old instances' output (:mod:`.retention`). Rotation
 copies the file's head into a segment and then removes that head from the live file with
 ``fallocate(FALLOC_FL_COLLAPSE_RANGE)``: the kernel does that under the inode lock the
 workload's appends take, so no write is lost or misplaced (an ``O_APPEND`` write always goes
