@@ -36,7 +36,6 @@ from mycelium.messages import (
     to_wire,
 )
 from mycelium.node.containment import Jail, stop_jail
-from mycelium.node.health import free_port
 from mycelium.node.isolation import Isolation
 from mycelium.node.process import Workload
 from mycelium.node.sandboxed import InstanceSandbox
@@ -50,7 +49,7 @@ from supervisors.timers import TimerHandle, shared_timers
 from . import credentials
 from .checks import CheckEngine, engine_for, report_changes
 from .execgate import EXEC_GATE
-from .launch import Launching, exit_reason, spawn_retrying
+from .launch import Launching, exit_reason, spawn_retrying, workload_port
 from .output import Capture, OutputPolicy, rfc3339
 from .prober import shared_prober
 from .sweeper import sweep_later
@@ -252,7 +251,7 @@ class AppInstance(SupervisedActor):
         try:
             with EXEC_GATE.writing():  # never while a fork may copy its descriptor
                 binary = spec.extract(spec.spore, self._box.root / "app")
-            port = free_port(spec.host)
+            port = workload_port(spec.host)
             own = {"PORT": str(port), "MYCELIUM_APP": spec.app, "MYCELIUM_NODE": spec.node,
                    "MYCELIUM_DIGEST": spec.digest, "MYCELIUM_INSTANCE": self.info.id}
             with self._spawn_lock:  # either spawned before a stop, or never

@@ -9,17 +9,66 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import random
+import socket
 import threading
 import time
 from pathlib import Path
 
 from mycelium.node.cgroups import CgroupTree, InstanceCgroup
 from mycelium.node.containment import UidJail
+from mycelium.node.health import free_port
 from mycelium.node.process import Confinement, ProcessError, Workload, describe_exit, spawn
 
 from .execgate import EXEC_GATE
 
-__all__ = ["Launching", "exit_reason", "spawn_retrying"]
+__all__ = ["Launching", "exit_reason", "spawn_retrying", "workload_port"]
+
+_PORTS_LOCK = threading.Lock()
+_HANDED: dict[int, float] = {}  # port → when it was handed out (monotonic)
+_HANDED_FOR = 10.0  # seconds a handed-out port is not handed out again
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_LOW = _ephemeral_low()
+
+
+def workload_port(host: str) -> int:
+    """A free TCP port for a workload, below the kernel's ephemeral range when there is room.
+
+    A port the kernel picks by binding port 0 comes from the ephemeral range, the same range
+    every outgoing connection's local port comes from: between its pick and the workload's own
+    bind, one of the mesh's hundreds of probe connections a second could take it, and the
+    workload failed to bind and exited (4-10 crashes in a start of 1,000). Below that range
+    only explicit binds compete; a port is never handed out twice within ``_HANDED_FOR``.
+    """
+    if _LOW - 10000 < 1000:
+        return free_port(host)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    now = time.monotonic()
+    with _PORTS_LOCK:
+        for port, at in list(_HANDED.items()):
+            if now - at > _HANDED_FOR:
+                del _HANDED[port]
+        for _ in range(64):
+            port = random.randrange(10000, _LOW)
+            if port in _HANDED:
+                continue
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+            _HANDED[port] = now
+            return port
+    return free_port(host)
 
 
 class Launching:

@@ -3,7 +3,9 @@ that keeps a binary being written from being exec'd (no mesh, no sleeps)."""
 
 from __future__ import annotations
 
+import socket
 import threading
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 from mycelium.fabric.route_push import moves_routes
 from mycelium.messages import InstanceInfo
 from mycelium.node.execgate import ExecGate
+from mycelium.node.launch import workload_port
 from mycelium.states import InstanceState
 
 pytestmark = pytest.mark.timeout(30)
@@ -92,3 +95,13 @@ def test_one_side_runs_concurrently_with_itself() -> None:
     for t in threads:
         t.join(10)
     assert not both_in.broken
+
+
+def test_workload_ports_come_from_below_the_ephemeral_range_and_never_twice() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [workload_port("127.0.0.1") for _ in range(200)]
+    assert len(set(ports)) == 200
+    if low > 11000:  # room below the range: outgoing connections never take these
+        assert all(10000 <= p < low for p in ports)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", ports[-1]))  # it was free
