@@ -51,7 +51,7 @@ from supervisors.reports import Report
 __all__ = ["config_from_wire", "config_to_wire", "routes_from_wire", "routes_to_wire"]
 
 _STOP_GRACE = 5.0
-METRICS_EVERY = 0.5
+METRICS_EVERY = 0.25
 """Seconds between two metrics reports of a worker to its parent."""
 
 
