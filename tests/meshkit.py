@@ -26,8 +26,8 @@ from mycelium.spores import keygen, publish
 
 REPO = Path(__file__).resolve().parents[1]
 
-__all__ = ["REPO", "UpProcess", "free_port", "kill_leftovers", "private_home", "published",
-           "repo_env", "stopped_cleanly", "workload_pids"]
+__all__ = ["REPO", "UpProcess", "edge_worker_pids", "free_port", "kill_leftovers",
+           "private_home", "published", "repo_env", "stopped_cleanly", "workload_pids"]
 
 
 def published(root: Path, spores: Mapping[str, tuple[Path, Mapping[str, Any]]],
@@ -73,8 +73,28 @@ def workload_pids(home: Path) -> list[int]:
     return pids
 
 
+def edge_worker_pids(home: Path) -> list[int]:
+    """Every live edge worker process of this home (its command line names the home's run
+    directory): after a kill -9 of the mesh they keep serving until adopted or stopped."""
+    marker = str(Path(home) / "run")
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            cmdline = proc.info["cmdline"] or ()
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and "mycelium.edge.worker" in \
+                    cmdline and marker in cmdline:
+                pids.append(proc.info["pid"])
+        except (psutil.Error, TypeError):
+            continue
+    return pids
+
+
 def kill_leftovers(home: Path) -> list[int]:
-    """Last-resort cleanup for a failed test: SIGKILL every workload of this home."""
+    """Last-resort cleanup for a failed test: SIGKILL every workload of this home (and its
+    edge workers, which a test that killed the mesh may have left serving: not counted)."""
+    for pid in edge_worker_pids(home):
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
     pids = workload_pids(home)
     for pid in pids:
         with contextlib.suppress(OSError):

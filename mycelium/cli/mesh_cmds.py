@@ -19,7 +19,7 @@ import typer
 from mycelium.defaults import DeployDefaults
 from mycelium.errors import BadInput, OperationFailed
 from mycelium.home import Home
-from mycelium.operator.client import ControlClient
+from mycelium.operator.client import ControlClient, NoMesh
 
 from .app import HomeOption, app, home_of, out
 from .cert_cmds import reload_on_hup, tls_settings
@@ -211,9 +211,23 @@ def _dashboard_config(cfg: Any, ui_port: int | None, edge_port: int) -> Any:
 
 @app.command("down")
 def down_cmd(home: HomeOption = None) -> None:
-    """Ask the running mesh to shut down gracefully; return once it is down."""
+    """Ask the running mesh to shut down gracefully; return once it is down.
+
+    With no mesh running, stop what a killed one left (edge workers, workloads), if anything.
+    """
     h = home_of(home)
-    ControlClient(h).request("down")
+    try:
+        ControlClient(h).request("down")
+    except NoMesh:
+        from mycelium.mesh.leftover_ops import stop_left_behind
+        from mycelium.operator import load_config
+
+        left = stop_left_behind(h, load_config(None, home=h))
+        if not left:
+            raise
+        out(f"mesh at {h.root} is down (a killed mesh left {len(left.workers)} edge "
+            f"worker(s) and {len(left.workloads)} workload(s) running: stopped)")
+        return
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if not _locked(h):

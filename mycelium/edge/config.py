@@ -71,6 +71,9 @@ class EdgeConfig:
             ``"asyncio"``.
         tls: The TLS listener (its port, certificate pairs, the HTTPS redirect), or
             ``None`` for plain HTTP only.
+        run_dir: Where edge workers record themselves for the next mesh of the home
+            (``<home>/run``; see :mod:`mycelium.edge.handover`), None: never adopted.
+        orphan_timeout: Seconds a worker whose mesh died waits to be adopted before exiting.
     """
 
     host: str = "127.0.0.1"
@@ -108,6 +111,11 @@ class EdgeConfig:
     """Told an app's name when requests start waiting for it (scale from zero)."""
     hold_gate: HoldGate | None = None
     """In an edge worker: where held requests ask the edge actor for their place."""
+    run_dir: Path | None = None
+    orphan_timeout: float = 600.0
+    on_handover: Callable[[tuple[str, ...]], None] | None = None
+    """Called once the workers no longer route to a previous mesh's instances, with the URLs
+    they did route to (the mesh then drains and reaps those instances)."""
 
     def __post_init__(self) -> None:
         """Reject values that would make the edge hang or refuse everything.
@@ -121,7 +129,7 @@ class EdgeConfig:
             raise EdgeConfigError("edge_id must be a non-empty single-line string")
         for name in ("connect_timeout", "read_timeout", "send_timeout", "header_timeout",
                      "body_timeout", "keepalive_timeout", "fail_timeout", "eject_time",
-                     "stream_idle_timeout", "tunnel_idle_timeout"):
+                     "stream_idle_timeout", "tunnel_idle_timeout", "orphan_timeout"):
             if not getattr(self, name) > 0:
                 raise EdgeConfigError(f"edge {name} must be > 0, got {getattr(self, name)!r}")
         if self.tunnel_drain_timeout < 0:
@@ -176,4 +184,5 @@ def edge_config(cfg: MeshConfig, *, host: str, port: int, edge_id: str,
         eject_time=e.eject_time, eject_max=e.eject_max,
         access_log_home=home if e.access_log else None, workers=e.workers,
         access_rotate_bytes=cfg.logs.rotate_bytes, access_keep=cfg.logs.keep, tls=tls,
-        hold_timeout=e.hold_timeout, hold_max=e.hold_max)
+        hold_timeout=e.hold_timeout, hold_max=e.hold_max,
+        run_dir=home / "run" if e.workers else None, orphan_timeout=e.orphan_timeout)

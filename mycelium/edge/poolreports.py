@@ -18,8 +18,11 @@ def restart_delay(consecutive: int) -> float:
     return min(5.0, 0.05 * 2 ** max(0, consecutive - 1))
 
 
-def exit_reason(code: int) -> str:
-    """A worker's exit status in words (``killed by SIGKILL``, ``exit code 1``)."""
+def exit_reason(code: int | None) -> str:
+    """A worker's exit status in words (``killed by SIGKILL``, ``exit code 1``; None: an
+    adopted worker, not our child, whose status is not ours to read)."""
+    if code is None:
+        return "exited (an adopted worker: its exit status is not ours to read)"
     if code < 0:
         with contextlib.suppress(ValueError):
             return f"killed by {signal.Signals(-code).name}"

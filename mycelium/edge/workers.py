@@ -11,6 +11,10 @@ Every routing snapshot gets a version and is written to every worker's stdin; a 
 answers with the version it applied, so the pool knows which workers serve which snapshot. A
 worker that dies is reported (``child_terminated``), restarted after a short growing delay
 and fed the latest snapshot (``child_restarted``); the others keep serving meanwhile.
+
+Workers outlive a killed mesh: a pool with ``run_dir`` first adopts the orphans a killed mesh
+of its home left (:mod:`mycelium.edge.adoption`; ``child_adopted``) and serves their last
+snapshot beside its own routes until its own instances take over (:mod:`.handover`).
 """
 
 from __future__ import annotations
@@ -24,23 +28,25 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import IO, Any
 
 import orjson
 
 from mycelium._logger import get_logger
+from mycelium.edge.adoption import AdoptedWorker, Takeover
 from mycelium.edge.answers import sum_answers
 from mycelium.edge.config import ACCESS_LOG_NAME, EdgeConfig
 from mycelium.edge.ejection import EjectionEvent, EjectionPolicy, Ejector
 from mycelium.edge.errors import EdgeError
+from mycelium.edge.handover import worker_stderr
 from mycelium.edge.hold import HoldLedger
 from mycelium.edge.metrics import Snapshot, combine, counters_only
 from mycelium.edge.poolreports import exit_reason, report_from_wire, restart_delay
 from mycelium.edge.pushclock import PushClock
 from mycelium.edge.routes import Endpoint, RouteTable
+from mycelium.edge.slots import WorkerSlot, hold_port, wire_config, worker_env
 from mycelium.edge.tls import CertStore
-from mycelium.edge.worker import config_to_wire, routes_to_wire
+from mycelium.edge.worker import routes_to_wire
 from mycelium.operator.logs import SupervisionLog
 from mycelium.rollout_messages import DigestAnswers
 from supervisors.reports import Report, Reporter
@@ -54,25 +60,6 @@ RELOAD_WAIT = 5.0
 
 SUPERVISOR = "mesh/edge"
 """The ``supervisor`` of the workers' supervision-log records: the edge actor's path."""
-
-
-@dataclass
-class _Worker:
-    """One slot of the pool (``worker-N``) and the process in it now."""
-
-    index: int
-    proc: subprocess.Popen[bytes] | None = None
-    status: str = "starting"
-    restarts: int = 0
-    failures: int = 0
-    applied: int = -1
-    certs: int = 0  # the last certificate reload it confirmed
-    started_at: float = 0.0
-    listening: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def id(self) -> str:
-        return f"worker-{self.index}"
 
 
 class EdgeWorkers:
@@ -89,7 +76,7 @@ class EdgeWorkers:
             raise EdgeError("EdgeWorkers needs [edge] workers >= 1")
         self.config = config
         self._reporter = reporter
-        self._workers = [_Worker(i) for i in range(1, config.workers + 1)]
+        self._workers = [WorkerSlot(i) for i in range(1, config.workers + 1)]
         self._lock = threading.Lock()
         self._holder: socket.socket | None = None
         self._tls_holder: socket.socket | None = None
@@ -111,6 +98,7 @@ class EdgeWorkers:
                                                config.eject_max))
         self._ejections: dict[str, int] = {}  # app → ejections so far (the metric)
         self._holds = HoldLedger(config.hold_max)  # held requests over every worker
+        self._takeover = Takeover(config.run_dir, config.on_handover)  # of a killed mesh's
         self._access: SupervisionLog | None = None
         if config.access_log_home is not None:  # the workers' lines, written here: one file
             self._access = SupervisionLog(config.access_log_home, config.access_rotate_bytes,
@@ -126,18 +114,20 @@ class EdgeWorkers:
         tls = self.config.tls
         if tls is not None:
             CertStore(tls.pairs)  # a bad pair fails here, before any worker starts
-        holder = self._hold(self.config.port)
+        holder = hold_port(self.config.host, self.config.port)
         self._holder = holder
         self._port = holder.getsockname()[1]
         if tls is not None:
             try:
-                self._tls_holder = self._hold(tls.port)
+                self._tls_holder = hold_port(self.config.host, tls.port)
             except EdgeError:
                 self.stop(grace=0.0)
                 raise
             self._tls_port = self._tls_holder.getsockname()[1]
+        self._adopt_orphans()
         for worker in self._workers:
-            self._spawn(worker)
+            if worker.proc is None:
+                self._spawn(worker)
         threading.Thread(target=self._release_ejections, name="edge-ejections",
                          daemon=True).start()
         deadline = time.monotonic() + timeout
@@ -145,33 +135,36 @@ class EdgeWorkers:
             if not worker.listening.wait(max(0.0, deadline - time.monotonic())):
                 self.stop(grace=1.0)
                 raise EdgeError(f"edge {worker.id} did not start within {timeout} s")
+        self._takeover.started(self.wait_applied)
 
-    def _hold(self, port: int) -> socket.socket:
-        """Bind ``port`` with SO_REUSEPORT and keep it: the workers bind it too.
+    # -- adoption ---------------------------------------------------------------------------
+    def _wire_config(self) -> dict[str, Any]:
+        return wire_config(self.config, self._port, self._tls_port)
 
-        Raises:
-            EdgeError: The port cannot be bound.
-        """
-        holder = socket.socket(socket.AF_INET6 if ":" in self.config.host else socket.AF_INET)
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            holder.bind((self.config.host, port))
-        except OSError as exc:
-            holder.close()
-            raise EdgeError(f"edge cannot listen on {self.config.host}:{port}: "
-                            f"{exc.strerror}") from None
-        return holder
+    def _adopt_orphans(self) -> None:
+        """Adopt the workers a killed mesh of this home left serving (see
+        :mod:`mycelium.edge.handover`); they serve its last snapshot until ours take over."""
+        free = [w for w in self._workers if w.proc is None]
+        adopted = self._takeover.adopt(self._wire_config(), len(free), self.config.port != 0)
+        for (record, proc, answer), worker in zip(adopted, free, strict=False):
+            worker.adopt(proc, record.create_time, int(answer.get("version", -1)))
+            self._report("child_adopted", worker.id, "left serving by a killed mesh",
+                         pid=record.pid)
+            assert proc.stdout is not None
+            threading.Thread(target=self._read, args=(worker, proc, proc.stdout),
+                             name=f"edge-{worker.id}", daemon=True).start()
+        if self._takeover.legacy:  # a slot started now serves the legacy routes at once
+            self._snapshot_data = self._takeover.legacy.snapshot()
+            self._version = int(self._snapshot_data["version"])
 
-    def _spawn(self, worker: _Worker) -> None:
+    def _spawn(self, worker: WorkerSlot) -> None:
         """Start the process of ``worker`` and its reader thread (lock not needed: one slot
         is only ever respawned by its own reader thread)."""
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (os.path.dirname(os.path.dirname(os.path.dirname(
-                os.path.abspath(__file__)))), os.environ.get("PYTHONPATH", "")) if p)}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mycelium.edge.worker"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, env=env, start_new_session=True)
+        with worker_stderr(self.config.run_dir) as stderr:  # the run dir names it: see `ps`
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mycelium.edge.worker", str(self.config.run_dir or "")],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=worker_env(),
+                start_new_session=True)
         assert proc.stdin is not None and proc.stdout is not None
         worker.proc = proc
         worker.listening.clear()
@@ -179,17 +172,15 @@ class EdgeWorkers:
         worker.certs = self._certs  # it reads the pairs as they are now
         worker.status = "starting"
         worker.started_at = time.time()
-        config = config_to_wire(self.config)
-        config["port"] = self._port
-        if config.get("tls") is not None:
-            config["tls"]["port"] = self._tls_port
+        config = self._wire_config()
         with self._lock:  # the latest snapshot rides along: it serves no request without it
             self._write(proc.stdin, orjson.dumps({"config": config,
                                                   "snapshot": self._snapshot_data}) + b"\n")
         threading.Thread(target=self._read, args=(worker, proc, proc.stdout),
                          name=f"edge-{worker.id}", daemon=True).start()
 
-    def _read(self, worker: _Worker, proc: subprocess.Popen[bytes], out: IO[bytes]) -> None:
+    def _read(self, worker: WorkerSlot, proc: subprocess.Popen[bytes] | AdoptedWorker,
+              out: IO[bytes]) -> None:
         """Follow one worker's messages; when it dies, report and restart it."""
         for line in out:
             try:
@@ -267,7 +258,8 @@ class EdgeWorkers:
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5.0)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5.0)
             for pipe in (proc.stdin, proc.stdout):
                 if pipe is not None:
                     with contextlib.suppress(OSError):
@@ -319,18 +311,26 @@ class EdgeWorkers:
         """Send a new routing snapshot to every worker; returns its version."""
         with self._lock:
             self._routes = table
-            self._version += 1
-            self._snapshot_data = {"version": self._version, "routes": routes_to_wire(table),
-                                   "restarts": self._restarts}
-            self._snapshot = orjson.dumps(self._snapshot_data) + b"\n"
-            self._ejector.forget({ep.url for route in table.values() for ep in route.endpoints})
-            for worker in self._workers:
-                if worker.proc is not None and worker.proc.stdin is not None:
-                    self._write(worker.proc.stdin, self._snapshot)
-            self._pushes.sent(self._version, time.monotonic(), frozenset(
-                ep.url for route in table.values() for ep in route.endpoints))
-            self._share_ejections()
-            return self._version
+            return self._push(table)
+
+    def _push(self, table: RouteTable) -> int:
+        """Send ``table`` with the legacy routes a killed mesh's workers still need merged in
+        (lock held; :mod:`.handover`); hand over once none is left."""
+        sent, handed = self._takeover.legacy.push(table, time.monotonic())
+        self._version += 1
+        self._snapshot_data = {"version": self._version, "routes": routes_to_wire(sent),
+                               "restarts": self._restarts}
+        self._snapshot = orjson.dumps(self._snapshot_data) + b"\n"
+        self._ejector.forget({ep.url for route in sent.values() for ep in route.endpoints})
+        for worker in self._workers:
+            if worker.proc is not None and worker.proc.stdin is not None:
+                self._write(worker.proc.stdin, self._snapshot)
+        self._pushes.sent(self._version, time.monotonic(), frozenset(
+            ep.url for route in sent.values() for ep in route.endpoints))
+        self._share_ejections()
+        if handed is not None:
+            self._takeover.hand_over(handed, self._version, self.wait_applied)
+        return self._version
 
     def may_route(self, url: str) -> bool:
         """Whether some running worker may still route to ``url`` (a draining instance waits
@@ -360,7 +360,7 @@ class EdgeWorkers:
         with self._lock:
             return sum_answers(list(self._answers.values()))
 
-    def _metrics(self, worker: _Worker, snap: Snapshot) -> None:
+    def _metrics(self, worker: WorkerSlot, snap: Snapshot) -> None:
         """Keep a worker's metrics; send every worker the sum of the others' (and the
         retired workers')."""
         with self._lock:
@@ -376,8 +376,8 @@ class EdgeWorkers:
                 self._write(other.proc.stdin, orjson.dumps({"peers": peers}) + b"\n")
 
     # -- held requests, counted here for every worker -------------------------------------
-    def _hold_asked(self, worker: _Worker, proc: subprocess.Popen[bytes], app: str,
-                    ticket: int) -> None:
+    def _hold_asked(self, worker: WorkerSlot, proc: subprocess.Popen[bytes] | AdoptedWorker,
+                    app: str, ticket: int) -> None:
         """A worker's request for a sleeping app wants to wait: admit it (or not), and wake
         the app for the first request of a wave."""
         with self._lock:  # every write to a worker's stdin holds the lock: whole lines
@@ -411,6 +411,8 @@ class EdgeWorkers:
         while not self._stopping:
             time.sleep(0.1)  # the pool's own timer thread; nothing waits on it
             with self._lock:
+                if self._takeover.legacy.expired(time.monotonic()):
+                    self._push(self._routes)  # waited long enough for our own instances
                 events = self._ejector.release(time.monotonic())
                 if events:
                     self._share_ejections()
@@ -459,11 +461,11 @@ class EdgeWorkers:
         Raises:
             EdgeError: No worker is running.
         """
-        for worker in self._workers:
-            if worker.status == "running" and worker.proc is not None:
-                os.kill(worker.proc.pid, sig)
-                return worker.proc.pid
-        raise EdgeError("no edge worker is running")
+        running = [w.proc for w in self._workers if w.status == "running" and w.proc]
+        if not running:
+            raise EdgeError("no edge worker is running")
+        running[0].send_signal(sig)
+        return running[0].pid
 
     # -- views ------------------------------------------------------------------------------
     @property
@@ -484,9 +486,7 @@ class EdgeWorkers:
 
     def describe(self) -> list[dict[str, Any]]:
         """Each worker as a tree node: ``{id, type: "worker", pid, status, restarts, ...}``."""
-        return [{"id": w.id, "type": "worker", "pid": w.proc.pid if w.proc else None,
-                 "status": w.status, "restarts": w.restarts, "started_at": w.started_at,
-                 "routes_version": w.applied, "meta": {}} for w in self._workers]
+        return [w.describe() for w in self._workers]
 
     # -- reports ------------------------------------------------------------------------------
     def _report(self, event: str, child: str, reason: str | None, **extra: Any) -> None:

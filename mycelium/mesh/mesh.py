@@ -1,10 +1,12 @@
 """The lifecycle of one running mesh (``mycelium up``): the parts composed, started, stopped.
 
 :class:`Mesh` holds no policy of its own. It locks the home (:class:`~.lock.HomeLock`), reaps
-what a previous mesh left, starts the supervision log (:class:`~.logsink.LogSink`), lets its
-:class:`~.backend.FabricBackend` run its steps before the tree, starts the root supervisor with
-the children :class:`~.tree.TreeBuilder` builds (the control socket serving
-:class:`~.ops.ControlOps`), optionally serves the dashboard, and undoes all of it in reverse.
+what a previous mesh left (at once, or, when its edge workers still serve and ours adopt
+them, once our instances took over: :mod:`mycelium.edge.handover`), starts the supervision
+log (:class:`~.logsink.LogSink`), lets its :class:`~.backend.FabricBackend` run its steps
+before the tree, starts the root supervisor with the children :class:`~.tree.TreeBuilder`
+builds (the control socket serving :class:`~.ops.ControlOps`), optionally serves the
+dashboard, and undoes all of it in reverse.
 """
 
 from __future__ import annotations
@@ -21,14 +23,21 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from mycelium.edge.config import edge_config
+from mycelium.edge.handover import live_records, stop_orphans
 from mycelium.edge.limits import raise_nofile_limit
 from mycelium.edge.tls import TLSSettings
 from mycelium.fabric import Names
 from mycelium.home import Home
 from mycelium.node.cgroups import CgroupTree
 from mycelium.node.isolation import Isolation
-from mycelium.node.leftovers import reap_home, record_leftover_ends
+from mycelium.node.leftovers import (
+    Leftovers,
+    reap_home,
+    record_leftover_ends,
+    survey_home,
+)
 from mycelium.node.output import mesh_stopping
+from mycelium.node.sockets import established_to, port_of
 from mycelium.node.sweeper import wait_swept
 from mycelium.operator import MeshConfig
 from mycelium.operator.logs import LOG_NAME
@@ -119,6 +128,9 @@ class Mesh:
             nofile=config.node.nofile, instances_dir=config.node.instances_dir)
         self.ops.isolation = self.isolation.summary()
         self._tail_secrets: dict[str, tuple[float, SecretValues]] = {}
+        #: what a killed mesh left serving through its edge workers, reaped at the hand-over
+        self._leftovers: Leftovers | None = None
+        self._leftovers_lock = threading.Lock()
 
     def secrets(self) -> Secrets:
         """The mesh's secrets: its backend's store (once open), sealed under the home's key."""
@@ -148,12 +160,15 @@ class Mesh:
         self.isolation.arm_mesh()  # before any thread: they and the workloads inherit it
         raise_nofile_limit()  # client connections must never starve probes and spawns
         self.isolation.ensure_dirs(self.home.root)
-        reaped = reap_home(self.home, self.isolation.instances_dir, self.isolation.uids,
-                           cgroups)
+        reaped = self._leftovers_at_start(cgroups)
         self.log.start()
         if reaped:
             self.out(f"reaped {len(reaped)} workload(s) left by a previous mesh: "
                      f"{' '.join(map(str, reaped))}")
+        elif self._leftovers is not None and self._leftovers.pids:
+            self.out(f"adopting the edge workers of a previous mesh: its "
+                     f"{len(self._leftovers.pids)} workload process(es) serve until ours "
+                     f"take over")
         self.out(self.isolation.describe())
         if self.isolation.as_root:
             warning = ("warning: [node] run_as = root: workloads run as root, "
@@ -163,12 +178,55 @@ class Mesh:
         try:
             self.backend.open(self.spores.repo, self.out)
         finally:  # the ends the reaped instances left, their tails redacted (hidden on failure)
-            record_leftover_ends(self.home, self.secret_values)
+            if self._leftovers is None:  # (those serving until ours take over: at the reap)
+                record_leftover_ends(self.home, self.secret_values)
         self._root = Supervisor.start(ROOT_FLAGS, self._children(), path="mesh",
                                       reporter=self.log.report)
         root = actor_of(self._root)
         if isinstance(root, SupervisedActor):
             root.watch(self._root_exited)
+
+    def _leftovers_at_start(self, cgroups: CgroupTree | None) -> list[int]:
+        """Reap what a killed mesh left, now, or (when its edge workers still serve and ours
+        will adopt them) only once our instances took over; the pids reaped now."""
+        run_dir = self.home.root / "run"
+        orphans = live_records(run_dir)
+        adopting = bool(orphans) and self.backend.with_edge and self.config.edge.workers > 0 \
+            and self.edge_port != 0
+        if orphans and not adopting:
+            stop_orphans(run_dir, orphans)  # no edge of ours will adopt them: they go first
+        iso = self.isolation
+        if not adopting:
+            return reap_home(self.home, iso.instances_dir, iso.uids, cgroups)
+        leftovers = survey_home(self.home, iso.instances_dir, iso.uids, cgroups)
+        if iso.pool is not None:
+            for uid in leftovers.uids:
+                iso.pool.reserve(uid, "a previous mesh's instance")
+        self._leftovers = leftovers
+        return []
+
+    def _handover(self, urls: tuple[str, ...]) -> None:
+        """The edge no longer routes to the old instances: let their requests finish (up to
+        the drain grace), then reap them (called once, from the edge's thread)."""
+        deadline = time.monotonic() + max(self.config.instance.stop_grace, 5.0)
+        ports = sorted({p for p in map(port_of, urls) if p is not None})
+        while ports and established_to(ports) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the kernel's table: no event says a connection closed
+        reaped = self._reap_leftovers()
+        if reaped:
+            self.out(f"reaped {len(reaped)} workload(s) left by a previous mesh, once ours "
+                     f"took over: {' '.join(map(str, reaped))}")
+
+    def _reap_leftovers(self) -> list[int]:
+        with self._leftovers_lock:
+            leftovers, self._leftovers = self._leftovers, None
+        if leftovers is None:
+            return []
+        reaped = leftovers.reap(self.secret_values)
+        if self.isolation.pool is not None:
+            for uid in leftovers.uids:
+                self.isolation.pool.release(uid)
+        return reaped
 
     def _children(self) -> list[Any]:
         cfg = self.config
@@ -176,8 +234,10 @@ class Mesh:
                               self.home.instances, self.log.report, self.secret_values)
         edge = None
         if self.backend.with_edge:
-            edge = edge_config(cfg, host=self.edge_host, port=self.edge_port,
-                               edge_id=self.edge_id, home=self.home.root, tls=self.tls)
+            edge = dataclasses.replace(
+                edge_config(cfg, host=self.edge_host, port=self.edge_port,
+                            edge_id=self.edge_id, home=self.home.root, tls=self.tls),
+                on_handover=self._handover)
         fabric = self.backend.fabric_child(self.names, self.spores.repo, cfg.rollout.parallel,
                                             history_keep=cfg.rollout.history_keep,
                                             report=self.log.report)
@@ -265,6 +325,7 @@ class Mesh:
             with contextlib.suppress(pykka.ActorDeadError):
                 root.stop(timeout=120)
             wait_swept()  # what crashed instances left outside their groups is gone too
+        self._reap_leftovers()  # stopped before our instances took over: theirs go too
         self.backend.close()
         self.log.close()
         if root is not None:

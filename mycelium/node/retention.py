@@ -14,7 +14,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +108,8 @@ def prune_instances(instances_dir: Path, app: str, node: str, keep: int) -> list
     return dropped
 
 
-def settle_home(instances_dir: Path,
-                secrets_of: Callable[[str], Mapping[str, bytes]]) -> list[str]:
+def settle_home(instances_dir: Path, secrets_of: Callable[[str], Mapping[str, bytes]],
+                names: Collection[str] | None = None) -> list[str]:
     """Record the end of instances a dead mesh left without one (the next ``up`` calls this,
     after their workloads were stopped). Their output, all of it, stays readable.
 
@@ -118,11 +118,14 @@ def settle_home(instances_dir: Path,
         secrets_of: An app's secret values, hidden in the recorded tail as an exit recorded by
             a live mesh hides them (when it raises, the tail is replaced by one line that says
             it is hidden).
+        names: Only these instance directories (a takeover's old instances), else all.
     """
     settled = []
     opened: dict[str, Mapping[str, bytes] | None] = {}  # by app, once each
     with contextlib.suppress(OSError):
         for entry in os.scandir(instances_dir):
+            if names is not None and entry.name not in names:
+                continue
             directory = Path(entry.path) / OUTPUT_DIR
             if not (directory / META_FILE).exists() or (directory / EXIT_FILE).exists():
                 continue

@@ -116,6 +116,11 @@ class UidPool:
                     return uid
         raise BadInput(f"every dynamic uid of {self.uids.first}-{self.uids.last} is in use")
 
+    def reserve(self, uid: int, owner: str) -> None:
+        """Keep ``uid`` out of the pool (a previous mesh's instance still runs under it)."""
+        with self._lock:
+            self._taken.setdefault(uid, owner)
+
     def release(self, uid: int) -> None:
         """Give ``uid`` back (no-op if it was not taken)."""
         with self._lock:

@@ -102,6 +102,7 @@ class EdgeSection:
     eject_time: float = _key(30.0, 0, 86_400, lo_open=True)
     eject_max: int = _key(50, 0, 100)
     workers: int = _computed(usable_cpus, 0, 256, lo_open=False)
+    orphan_timeout: float = _key(600.0, 0, 86_400, lo_open=True)
     tls_port: int = _key(8443, 0, 65535)
     certs: tuple[tuple[str, str], ...] = field(default_factory=tuple,
                                                metadata={"pairs": ("cert", "key")})

@@ -52,9 +52,10 @@ def cli(home: Path, *args: str, timeout: float = 90.0) -> subprocess.CompletedPr
 class EdgeMesh(UpProcess):
     """``mycelium up`` on ``home`` with its own edge port, optionally under ``nofile``."""
 
-    def __init__(self, home: Path, nodes: int = 2, nofile: int | None = None) -> None:
+    def __init__(self, home: Path, nodes: int = 2, nofile: int | None = None,
+                 port: int | None = None) -> None:
         self.home = home
-        self.port = free_port()
+        self.port = free_port() if port is None else port
         args = ["up", "--home", str(home), "--edge-port", str(self.port), "--nodes", str(nodes)]
         if nofile is None:
             argv = [sys.executable, "-m", "mycelium", *args]

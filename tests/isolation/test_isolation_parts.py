@@ -88,6 +88,14 @@ def test_a_released_uid_is_the_last_to_come_back() -> None:
     assert pool.acquire("again") == a
 
 
+def test_a_reserved_uid_is_never_handed_out_until_released() -> None:
+    pool = UidPool(UidRange(10, 12))
+    pool.reserve(11, "a previous mesh's instance")  # still running: the next up keeps it out
+    assert [pool.acquire("a"), pool.acquire("b")] == [10, 12]
+    pool.release(11)
+    assert pool.acquire("c") == 11
+
+
 def test_the_environment_is_built_in_order(tmp_path: Path) -> None:
     iso = Isolation(locale={"LANG": "C.UTF-8"}, tools=None)
     root = tmp_path / "i"

@@ -94,7 +94,7 @@ def test_members_place_route_fail_over_and_converge(
         # the member comes back: it reaps what it left, rejoins, and the mesh converges
         back = MemberProcess(victim.home, etcd.url, victim.prefix, ttl=TTL)
         members[victim.prefix] = back
-        assert any("reaped" in line for line in back.lines)
+        back.wait_line("reaped", 60.0)  # at once, or at the takeover if it adopted its edge
         wait_for(lambda: set(back.nodes().values()) == {"up"}, 10.0, "every node up")
         # what runs stays where it is; one more instance goes to the returned member's node
         a.client.request("deploy", app="hello", digest=digest, min=4, max=4)
