@@ -25,8 +25,8 @@ from typing import Any
 
 from mycelium.errors import BadInput
 
-__all__ = ["WIRE", "Codec", "WireError", "decode_message", "from_wire", "message_types",
-           "register", "to_wire"]
+__all__ = ["WIRE", "Codec", "WireError", "decode_message", "from_wire", "is_local", "local",
+           "message_types", "register", "to_wire"]
 
 Check = Callable[[Any, str], Any]
 """Checks one wire value (``where`` names it in errors) and returns its Python value."""
@@ -145,6 +145,25 @@ register = WIRE.register
 message_types = WIRE.message_types
 decode_message = WIRE.decode_message
 from_wire = WIRE.from_wire
+
+_LOCAL: set[type[Any]] = set()
+_Message = typing.TypeVar("_Message", bound=type[Any])
+
+
+def local(cls: _Message) -> _Message:
+    """Mark ``cls`` as a message an actor only ever sends itself: it stays off the wire.
+
+    Such a message may carry live objects, and no message from outside may pose as one (a
+    stop task's "the child is gone", a fabric's "push the routes now"); it is never registered,
+    so :func:`from_wire` refuses its name.
+    """
+    _LOCAL.add(cls)
+    return cls
+
+
+def is_local(cls: type[Any]) -> bool:
+    """True if ``cls`` was marked with :func:`local`."""
+    return cls in _LOCAL
 
 
 def to_wire(obj: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -48,8 +49,32 @@ def repo_env() -> dict[str, str]:
         p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
 
 
+_HANDED: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago, never the same twice in a run.
+
+    Taken above the kernel's ephemeral range when there is room there: a port the kernel picks
+    for a bind to port 0 comes from that range, the one every outgoing connection's local port
+    comes from, so between this pick and the mesh's bind a client of a load test could take it
+    ("Address already in use"). Workloads take theirs below the range (``launch.workload_port``).
+    """
+    try:
+        high = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        high = 65535
+    for _ in range(64 if high <= 64535 else 0):
+        port = random.randrange(high + 1, 65536)
+        if port in _HANDED:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

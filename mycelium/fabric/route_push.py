@@ -19,6 +19,7 @@ from typing import Any
 
 from mycelium.messages import EndpointsChanged, InstanceInfo
 from mycelium.states import InstanceState
+from mycelium.wire import local
 from supervisors.timers import shared_timers
 
 from .names import Names
@@ -46,6 +47,7 @@ def moves_routes(old: InstanceInfo | None, new: InstanceInfo) -> bool:
     return _routed(old) or _routed(new) or before != after
 
 
+@local
 @dataclass(frozen=True, slots=True)
 class PushRoutes:
     """The fabric to itself: send the routes now (off the wire: only it knows they are stale)."""

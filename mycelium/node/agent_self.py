@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mycelium.wire import local
+
 __all__ = ["SETTLE_GAP", "AppGone", "ChildGone", "Settle", "Wake"]
 
 SETTLE_GAP = 0.05
@@ -15,6 +17,7 @@ SETTLE_GAP = 0.05
 (a report after a quiet spell is reconciled at once)."""
 
 
+@local
 @dataclass(frozen=True, slots=True)
 class ChildGone:
     """A stop finished; ``gone`` False: the child may still be there (stop it again)."""
@@ -24,6 +27,7 @@ class ChildGone:
     gone: bool = True
 
 
+@local
 @dataclass(frozen=True, slots=True)
 class Wake:
     """A rollout's timer (:class:`~.rollout.WakeAt`) for one app fired: reconcile it again."""
@@ -31,6 +35,7 @@ class Wake:
     app: str
 
 
+@local
 @dataclass(frozen=True, slots=True)
 class AppGone:
     """An app's supervisor and all its instances are gone from this node."""
@@ -38,6 +43,7 @@ class AppGone:
     app: str
 
 
+@local
 @dataclass(frozen=True, slots=True)
 class Settle:
     """Instances of the app changed state: reconcile it once the reports queued until now are

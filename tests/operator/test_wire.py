@@ -37,7 +37,7 @@ from mycelium.messages import (
     message_types,
     to_wire,
 )
-from mycelium.wire import Codec
+from mycelium.wire import Codec, is_local
 
 ROOT = Path(mycelium.__file__).resolve().parent
 
@@ -89,8 +89,9 @@ def test_every_message_an_actor_exchanges_is_on_the_wire_or_private() -> None:
     exchanged = _exchanged_classes()
     assert {"mycelium.messages.ClaimSwitch", "mycelium.messages.IsRouted",
             "mycelium.messages.ReleaseSwitch", "mycelium.messages.AgentSync"} <= set(exchanged)
-    # private messages an actor sends itself carry live objects: they stay off the wire
-    public = {q: c for q, c in exchanged.items() if not c.__name__.startswith("_")}
+    # messages an actor sends itself (private, or marked local) stay off the wire
+    public = {q: c for q, c in exchanged.items()
+              if not c.__name__.startswith("_") and not is_local(c)}
     missing = [q for q, c in public.items() if message_types().get(c.__name__) is not c]
     assert missing == []
 
