@@ -321,7 +321,9 @@ def extract(spore_path: Path | str, dest_dir: Path | str, trusted: frozenset[str
             if pos != end or sha.hexdigest() != verified.manifest.binary_sha256:
                 raise SporeError("the spore changed during extraction (binary hash mismatch)")
             os.fchmod(out, 0o755)
-            os.fsync(out)
+            # not fsynced: an instance's copy is rebuilt from the repo whenever it is needed
+            # again (a machine crash leaves no instance to run it), and a mass start would
+            # otherwise queue one fsync per instance behind the fabric's plan writes
             os.close(out)
             out = -1
             os.replace(tmp, target)
