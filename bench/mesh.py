@@ -32,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,56 +41,17 @@ sys.path.insert(0, str(REPO))
 
 import psutil  # noqa: E402
 
-from bench._common import free_port, pct  # noqa: E402
+from bench._common import ENV, HELLO, Up, free_port, head_commit, pct, wait  # noqa: E402
 from mycelium.home import Home  # noqa: E402
 from mycelium.node.health import probe_health  # noqa: E402
-from mycelium.operator.control import ControlClient  # noqa: E402
 from mycelium.spores import keygen, publish  # noqa: E402
 
-HELLO = REPO / "examples" / "hello" / "hello"
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
+class Mesh(Up):
+    """``mycelium up --nodes 3 --config CONFIG`` on ``home`` (what bench/checks.py runs too)."""
 
-class Mesh:
     def __init__(self, home: Path, config: Path) -> None:
-        self.home = home
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mycelium", "up", "--home", str(home), "--edge-port",
-             str(self.port), "--nodes", "3", "--config", str(config)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if "mesh up" in line:
-                break
-        else:
-            raise SystemExit("the mesh did not come up")
-        # keep reading its log: a full pipe would block the mesh's writes (and its shutdown)
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-        self.client = ControlClient(Home(home))
-
-    def app(self, app: str) -> dict[str, Any]:
-        for doc in self.client.request("status", app=app)["apps"]:
-            if doc["app"] == app:
-                return dict(doc)
-        return {"instances": []}
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(120)
-
-
-def wait(predicate: Any, timeout: float = 60.0, interval: float = 0.0) -> Any:
-    """Poll until truthy: back to back for latency figures, with ``interval`` for long waits
-    (a whole-mesh ``status`` every few ms would itself load the mesh being measured)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if interval:
-            time.sleep(interval)
-    raise SystemExit(f"timed out waiting for {predicate}")
+        super().__init__(home, "--nodes", "3", "--config", str(config))
 
 
 def workload_start_to_healthy(rounds: int = 10) -> float:
@@ -194,8 +154,7 @@ def main() -> None:
     print(f"examples/hello start-to-healthy (direct spawn): {own_start * 1000:.1f} ms")
 
     mesh = Mesh(home.root, config)
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True, check=False).stdout.strip()
+    commit = head_commit()
     result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "commit": commit,
                               "load_at_start": round(os.getloadavg()[0], 2),
                               "backoff_base": args.backoff_base,

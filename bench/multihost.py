@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,29 +46,9 @@ HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._common import HELLO, Up, free_port, wait  # noqa: E402
 from mycelium.home import Home  # noqa: E402
-from mycelium.operator.control import ControlClient  # noqa: E402
 from mycelium.spores import keygen, publish, trust  # noqa: E402
-
-HELLO = REPO / "examples" / "hello" / "hello"
-
-
-def free_port() -> int:
-    """A port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait(pred: Any, timeout: float, what: str, interval: float = 0.02) -> Any:
-    """Poll ``pred`` until truthy; raise after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with_value = pred()
-        if with_value:
-            return with_value
-        time.sleep(interval)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def start_etcd(root: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -90,29 +69,19 @@ def start_etcd(root: Path) -> tuple[subprocess.Popen[bytes], str]:
         except OSError:
             return False
 
-    wait(up, 20, "etcd")
+    wait(up, 20, "etcd", interval=0.02)
     return proc, f"etcd://127.0.0.1:{cport}"
 
 
-class Member:
-    """``mycelium up --fabric`` in the background."""
+class Member(Up):
+    """``mycelium up --fabric`` in the background: 2 nodes named ``PREFIX-n``."""
 
     def __init__(self, home: Path, etcd: str, prefix: str, ttl: float) -> None:
-        self.home, self.prefix, self.port = home, prefix, free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mycelium", "up", "--home", str(home), "--fabric", etcd,
-             "--node-prefix", prefix, "--nodes", "2", "--lease-ttl", str(ttl),
-             "--edge-port", str(self.port)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if "mesh up" in line:
-                break
-        threading.Thread(target=lambda: [None for _ in self.proc.stdout or ()],
-                         daemon=True).start()
-        self.client = ControlClient(Home(home))
+        super().__init__(home, "--fabric", etcd, "--node-prefix", prefix, "--nodes", "2",
+                         "--lease-ttl", str(ttl))
+        self.prefix = prefix
 
-    def ready(self) -> list[dict[str, Any]]:
+    def hello_ready(self) -> list[dict[str, Any]]:
         """Ready hello instances as this member sees the mesh."""
         doc = self.client.request("status")
         return [i for a in doc["apps"] if a["app"] == "hello" for i in a["instances"]
@@ -128,12 +97,6 @@ class Member:
             except (psutil.Error, TypeError):
                 continue
         self.proc.wait(10)
-
-    def stop(self) -> None:
-        """SIGTERM and wait."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(60)
 
 
 def client_loop(port: int, stop: threading.Event, log: list[tuple[float, int]]) -> None:
@@ -169,10 +132,11 @@ def one_round(root: Path, ttl: float, clients: int) -> dict[str, float]:
     try:
         members = [Member(a_home.root, url, "a", ttl), Member(b_home.root, url, "b", ttl)]
         a, b = members
+        # the placer places only over the nodes it knows
         wait(lambda: sum("cpu" in n for n in a.client.request("status")["nodes"]) == 4, 20,
-             "every node's capacity at the placer")  # it places only over nodes it knows
+             "every node's capacity at the placer", interval=0.02)
         a.client.request("deploy", app="hello", digest=digest, min=1, max=3)
-        placed = wait(lambda: len(r := b.ready()) == 3 and r, 30, "3 Ready")
+        placed = wait(lambda: len(r := b.hello_ready()) == 3 and r, 30, "3 Ready", interval=0.02)
         held = {m.prefix: sum(i["node"].startswith(m.prefix) for i in placed) for m in members}
         victim = a if held["a"] >= held["b"] else b
         survivor = b if victim is a else a
@@ -186,13 +150,14 @@ def one_round(root: Path, ttl: float, clients: int) -> dict[str, float]:
         victim.kill_machine()
 
         def gone() -> bool:
-            return not any(i["node"].startswith(victim.prefix) for i in survivor.ready())
+            return not any(i["node"].startswith(victim.prefix) for i in survivor.hello_ready())
 
-        wait(gone, ttl + 10, "endpoints to leave")
+        wait(gone, ttl + 10, "endpoints to leave", interval=0.02)
         t_gone = time.monotonic()
         try:
-            wait(lambda: len(r := survivor.ready()) == 3
-                 and all(i["node"].startswith(survivor.prefix) for i in r), 30, "re-placement")
+            wait(lambda: len(r := survivor.hello_ready()) == 3
+                 and all(i["node"].startswith(survivor.prefix) for i in r), 30, "re-placement",
+                 interval=0.02)
         except SystemExit:
             print(json.dumps(survivor.client.request("status"), indent=1)[:3000])
             raise

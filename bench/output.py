@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,46 +38,33 @@ sys.path.insert(0, str(REPO))
 import orjson  # noqa: E402
 import psutil  # noqa: E402
 
-from bench._common import free_port, pct  # noqa: E402
+from bench._common import ENV, Up, head_commit, pct, wait  # noqa: E402
 from mycelium.home import Home  # noqa: E402
-from mycelium.operator.control import ControlClient  # noqa: E402
 from mycelium.operator.output import kept_instances, read_output  # noqa: E402
 from mycelium.output_files import INDEX_RECORD, Stream  # noqa: E402
 from mycelium.spores import keygen, publish  # noqa: E402
 
 WRITER = REPO / "bench" / "workloads" / "output-writer"
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-class Mesh:
+class Mesh(Up):
+    """``mycelium up --nodes N`` on ``home``, with the figures this benchmark reads from it."""
+
     def __init__(self, home: Path, nodes: int) -> None:
-        self.home = home
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mycelium", "up", "--home", str(home), "--edge-port",
-             str(free_port()), "--nodes", str(nodes)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if "mesh up" in line:
-                break
-        else:
-            raise SystemExit("the mesh did not come up")
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-        self.client = ControlClient(Home(home))
+        super().__init__(home, "--nodes", str(nodes))
         self.ps = psutil.Process(self.proc.pid)
 
     def cpu(self) -> float:
         t = self.ps.cpu_times()
         return t.user + t.system
 
-    def ready(self, count: int, timeout: float = 300.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def all_ready(self, count: int, timeout: float = 300.0) -> None:
+        """Wait until ``count`` instances (over every app) are Ready."""
+        def ready() -> bool:
             docs = self.client.request("status")["apps"]
-            if sum(1 for a in docs for i in a["instances"] if i["state"] == "Ready") >= count:
-                return
-            time.sleep(0.1)
-        raise SystemExit(f"not {count} Ready in time")
+            return sum(1 for a in docs for i in a["instances"] if i["state"] == "Ready") >= count
+
+        wait(ready, timeout, f"{count} Ready", interval=0.1)
 
     def stop_all(self) -> None:
         for doc in self.client.request("status")["apps"]:
@@ -88,10 +74,6 @@ class Mesh:
             if not any(a["instances"] for a in self.client.request("status")["apps"]):
                 return
             time.sleep(0.2)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(120)
 
 
 def wait_for(path: Path, timeout: float) -> dict[str, Any]:
@@ -133,7 +115,7 @@ def follow_latency(mesh: Mesh, home: Home, seconds: float) -> list[float]:
     digest = publish(home, binary=WRITER, manifest={"name": "ticker", "version": "1", "env": {
         "OUT_MODE": "tick", "TICK_INTERVAL": "0.02"}})
     mesh.client.request("deploy", app="ticker", digest=digest, min=1, max=1)
-    mesh.ready(1, 60)
+    mesh.all_ready(1, 60)
     proc = subprocess.Popen([sys.executable, "-m", "mycelium", "output", "ticker", "-f",
                              "--json", "--home", str(home.root)], stdout=subprocess.PIPE,
                             env=ENV)
@@ -193,7 +175,7 @@ def scale_cpu(mesh: Mesh, home: Home, apps: int, interval: float, tag: str) -> f
     for n, d in enumerate(digests):
         mesh.client.request("deploy", app=f"{tag}{n}", digest=d, min=1, max=3, cpu=0.01,
                             mem=64)
-    mesh.ready(apps * 3)
+    mesh.all_ready(apps * 3)
     deadline = time.monotonic() + 30
     while mesh.ps.num_threads() > 40 and time.monotonic() < deadline:
         time.sleep(0.5)  # the start burst's pool workers go back first
@@ -214,8 +196,7 @@ def main() -> None:
     home = Home(tmp / "home").ensure()
     keygen(home)
     (home.root / "mycelium.toml").write_text("[logs]\noutput_max_mb = 100\noutput_files = 20\n")
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True, check=False).stdout.strip()
+    commit = head_commit()
     result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "commit": commit,
                               "load_at_start": round(os.getloadavg()[0], 2)}
     mesh = Mesh(home.root, nodes=1)

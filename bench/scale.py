@@ -25,15 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -42,77 +39,19 @@ sys.path.insert(0, str(REPO))
 
 import psutil  # noqa: E402
 
-from bench._common import free_port, pct  # noqa: E402
+from bench._common import HELLO, Up, free_port, get, head_commit, pct, wait  # noqa: E402
 from mycelium.home import Home  # noqa: E402
 from mycelium.node.health import probe_health  # noqa: E402
-from mycelium.operator.control import ControlClient  # noqa: E402
 from mycelium.spores import keygen, publish  # noqa: E402
 
-HELLO = REPO / "examples" / "hello" / "hello"
 TINY_C = REPO / "bench" / "workloads" / "tiny" / "tiny.c"
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-class Mesh:
-    """``mycelium up --nodes 3`` in the background on a temporary home."""
+class Mesh(Up):
+    """``mycelium up --nodes 3 --config CONFIG`` in the background on a temporary home."""
 
     def __init__(self, home: Path, config: Path) -> None:
-        self.home = home
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mycelium", "up", "--home", str(home), "--edge-port",
-             str(self.port), "--nodes", "3", "--config", str(config)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if "mesh up" in line:
-                break
-        else:
-            raise SystemExit("the mesh did not come up")
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-        self.client = ControlClient(Home(home))
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def app(self, app: str) -> dict[str, Any]:
-        for doc in self.client.request("status", app=app)["apps"]:
-            if doc["app"] == app:
-                return dict(doc)
-        return {"instances": [], "desired": 0}
-
-    def ready(self, app: str) -> int:
-        return sum(1 for i in self.app(app)["instances"] if i["state"] == "Ready")
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "mycelium", *args, "--home",
-                               str(self.home)], capture_output=True, text=True, env=ENV,
-                              check=False)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(180)
-
-
-def wait(predicate: Any, timeout: float = 60.0, interval: float = 0.0) -> Any:
-    """Poll until truthy (back to back for latency figures, ``interval`` for long waits)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if interval:
-            time.sleep(interval)
-    raise SystemExit(f"timed out waiting for {predicate}")
-
-
-def get(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
-            resp.read()
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
+        super().__init__(home, "--nodes", "3", "--config", str(config))
 
 
 def own_start(rounds: int = 10) -> list[float]:
@@ -278,8 +217,7 @@ def main() -> None:
     # 1000 workloads on 2 cores: probe each every 5 s (1000 probes a second would be the load)
     config.write_text("[instance]\nstop_grace = 1.0\nhealth_interval = 5.0\nhealth_timeout = 2.0\n")
     digest = publish(home, binary=HELLO, manifest={"name": "hello", "version": "1.0.0"})
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True, check=False).stdout.strip()
+    commit = head_commit()
     result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "commit": commit,
                               "load_at_start": round(os.getloadavg()[0], 2)}
     mesh = Mesh(home.root, config)

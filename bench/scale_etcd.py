@@ -30,13 +30,10 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -44,36 +41,20 @@ HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._common import free_port  # noqa: E402
-from bench.multihost import start_etcd, wait  # noqa: E402  (its etcd and its polling)
+from bench._common import HELLO, Up, get, head_commit, wait  # noqa: E402
+from bench.multihost import start_etcd  # noqa: E402  (its etcd)
 from mycelium.home import Home  # noqa: E402
-from mycelium.operator.control import ControlClient  # noqa: E402
 from mycelium.spores import keygen, publish, trust  # noqa: E402
 
-HELLO = REPO / "examples" / "hello" / "hello"
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 CONFIG = "[instance]\nstop_grace = 1.0\n"
 
 
-class Up:
-    """``mycelium up`` in the background (one machine, or an etcd member)."""
+class Mesh(Up):
+    """``mycelium up`` in the background (one machine, or an etcd member) with ``CONFIG``."""
 
-    def __init__(self, home: Path, *extra: str) -> None:
-        self.home, self.port = home, free_port()
+    def __init__(self, home: Path, *args: str) -> None:
         (home / "mycelium.toml").write_text(CONFIG)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mycelium", "up", "--home", str(home), "--edge-port",
-             str(self.port), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, env=ENV)
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if "mesh up" in line:
-                break
-        else:
-            raise SystemExit(f"{home.name}: the mesh did not come up")
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-        self.client = ControlClient(Home(home))
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(home, *args)
 
     def by_node(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -85,28 +66,7 @@ class Up:
 
     def placeable(self, count: int) -> None:
         wait(lambda: sum("cpu" in n for n in self.client.request("status")["nodes"]) == count,
-             30, "every node's capacity")
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "mycelium", *args, "--home",
-                               str(self.home)], capture_output=True, text=True, env=ENV,
-                              check=False)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(180)
-
-
-def get(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
-            resp.read()
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
+             30, "every node's capacity", interval=0.02)
 
 
 class Clients:
@@ -132,7 +92,7 @@ class Clients:
         return list(self.log)
 
 
-def drain(asker: Up, node: str, urls: list[str]) -> dict[str, Any]:
+def drain(asker: Mesh, node: str, urls: list[str]) -> dict[str, Any]:
     """Drain ``node`` through ``asker`` under load; the figures."""
     load = Clients(urls)
     time.sleep(1.0)  # a measuring window: load flowing before the drain
@@ -150,12 +110,12 @@ def local_round(root: Path, n: int, clients: int) -> dict[str, Any]:
     home = Home(root / "local").ensure()
     keygen(home)
     digest = publish(home, binary=HELLO, manifest={"name": "hello", "version": "1.0.0"})
-    mesh = Up(home.root, "--nodes", "2")
+    mesh = Mesh(home.root, "--nodes", "2")
     try:
         mesh.client.request("deploy", app="hello", digest=digest, min=n, max=n, cpu=0.01,
                             mem=16)
         wait(lambda: mesh.by_node() == {"node-1": n // 2, "node-2": n - n // 2}, 180,
-             f"{n} Ready")
+             f"{n} Ready", interval=0.02)
         out = drain(mesh, "node-1", [f"{mesh.url}/hello/"] * clients)
         out["after"] = mesh.by_node()
         return out
@@ -168,16 +128,17 @@ def etcd_round(root: Path, n: int, clients: int) -> dict[str, Any]:
     a_home, b_home = Home(root / "a").ensure(), Home(root / "b").ensure()
     trust(b_home, keygen(a_home))
     digest = publish(a_home, binary=HELLO, manifest={"name": "hello", "version": "1.0.0"})
-    members: list[Up] = []
+    members: list[Mesh] = []
     try:
         for home, prefix in ((a_home, "a"), (b_home, "b")):
-            members.append(Up(home.root, "--fabric", url, "--node-prefix", prefix, "--nodes",
+            members.append(Mesh(home.root, "--fabric", url, "--node-prefix", prefix, "--nodes",
                               "1", "--lease-ttl", "2"))
         a, b = members
         a.placeable(2)
         a.client.request("deploy", app="hello", digest=digest, min=n, max=n, cpu=0.01,
                          mem=16)
-        wait(lambda: b.by_node() == {"a-1": n // 2, "b-1": n - n // 2}, 180, f"{n} Ready")
+        wait(lambda: b.by_node() == {"a-1": n // 2, "b-1": n - n // 2}, 180, f"{n} Ready",
+             interval=0.02)
         urls = [f"{m.url}/hello/" for m in (a, b)] * (clients // 2)
         out = drain(b, "a-1", urls)  # asked through the member that does not own a-1
         out["after"] = b.by_node()
@@ -198,8 +159,7 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("etcd") is None:
         raise SystemExit("etcd is not installed (apt-get install etcd-server)")
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True, check=False).stdout.strip()
+    commit = head_commit()
     rounds: dict[str, list[dict[str, Any]]] = {"local": [], "etcd": []}
     for r in range(args.rounds):
         for mode, run in (("local", local_round), ("etcd", etcd_round)):
