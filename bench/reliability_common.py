@@ -1,11 +1,11 @@
-"""Shared by bench/rollout.py and bench/chaos.py: a real ``mycelium up`` on a temp home, the
-published example spores, and the steady load of tests/reliability (keep-alive clients)."""
+"""Shared by bench/rollout.py, bench/secrets.py, bench/chaos.py and bench/canary.py: a real
+``mycelium up`` on a temp home, the published example spores, timed rollouts and the steady
+load of tests/reliability (keep-alive clients)."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,11 +18,13 @@ sys.path.insert(0, str(REPO / "tests" / "reliability"))
 
 from load import Load  # noqa: E402
 
+from bench._common import free_port  # noqa: E402
 from mycelium.home import Home  # noqa: E402
 from mycelium.operator.client import ControlClient  # noqa: E402
 from mycelium.spores import keygen, publish  # noqa: E402
 
-__all__ = ["REPO", "Load", "Mesh", "cli", "publish_examples"]
+__all__ = ["ENV", "REPO", "Load", "Mesh", "cli", "print_requests", "publish_examples",
+           "timed_deploy"]
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 HELLO = REPO / "examples" / "hello" / "hello"
@@ -50,15 +52,34 @@ def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           cwd=REPO)
 
 
+def timed_deploy(root: Path, app: str, digest: str, warmup: float) -> float:
+    """``mycelium deploy APP DIGEST --max 3 --warmup W`` (a rollout): seconds it took.
+
+    Raises:
+        SystemExit: the deploy failed (its stderr says why).
+    """
+    started = time.monotonic()
+    result = cli(root, "deploy", app, digest, "--max", "3", "--warmup", str(warmup))
+    took = time.monotonic() - started
+    if result.returncode != 0:
+        raise SystemExit(f"deploy failed: {result.stderr}")
+    return took
+
+
+def print_requests(load: Load) -> int:
+    """Print the load's requests and failures (by error); returns how many it sent."""
+    total = load.stats.ok + load.stats.failed
+    print(f"requests: {total}, failed: {load.stats.failed} {dict(load.stats.errors)}")
+    return total
+
+
 class Mesh:
     """``mycelium up --nodes 3`` on ``root`` with a free edge port, until :meth:`stop`."""
 
     def __init__(self, root: Path, config: str = "") -> None:
         if config:
             (root / "mycelium.toml").write_text(config)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        self.port = free_port()
         self.root = root
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mycelium", "up", "--home", str(root), "--edge-port",

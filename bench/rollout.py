@@ -17,10 +17,9 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-from reliability_common import Load, Mesh, cli, publish_examples
+from reliability_common import Load, Mesh, cli, print_requests, publish_examples, timed_deploy
 
 
 def main() -> None:
@@ -41,12 +40,7 @@ def main() -> None:
                 load.wait_requests(100)
                 for k in range(args.rounds):
                     digest = digests["v2" if k % 2 == 0 else "v1"]
-                    started = time.monotonic()
-                    result = cli(root, "deploy", "hello", digest, "--max", "3",
-                                 "--warmup", str(args.warmup))
-                    took = time.monotonic() - started
-                    if result.returncode != 0:
-                        raise SystemExit(f"deploy failed: {result.stderr}")
+                    took = timed_deploy(root, "hello", digest, args.warmup)
                     times.append(took)
                     print(f"round {k + 1}: 3 nodes switched in {took:.2f} s "
                           f"(warmup {args.warmup:g} s, parallel {args.parallel})")
@@ -54,8 +48,7 @@ def main() -> None:
             stats = load.stats
         finally:
             mesh.stop()
-    total = stats.ok + stats.failed
-    print(f"requests: {total}, failed: {stats.failed} {dict(stats.errors)}")
+    total = print_requests(load)
     print(f"rollout time: median {statistics.median(times):.2f} s, max {max(times):.2f} s")
     print(json.dumps({"bench": "rollout", "nodes": 3, "warmup_s": args.warmup,
                       "parallel": args.parallel, "rounds": args.rounds,

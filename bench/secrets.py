@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from reliability_common import ENV, REPO, Load, Mesh, cli
+from reliability_common import ENV, REPO, Load, Mesh, print_requests, timed_deploy
 
 from mycelium.home import Home
 from mycelium.spores import keygen, publish
@@ -69,10 +69,7 @@ def main() -> None:
         assert secret_set(root, "value-0").returncode == 0
         mesh = Mesh(root, f"[rollout]\nparallel = {args.parallel}\n")
         try:
-            deployed = cli(root, "deploy", "vault", digest, "--max", "3", "--warmup",
-                           str(args.warmup))
-            if deployed.returncode != 0:
-                raise SystemExit(f"deploy failed: {deployed.stderr}")
+            timed_deploy(root, "vault", digest, args.warmup)
             mesh.ready("vault", 3)
             with Load(mesh.port, "vault") as load:
                 load.wait_requests(100)
@@ -87,12 +84,7 @@ def main() -> None:
                     last_old = load.stats.last_seen.get(old, started) - started
                     cli_s.append(took)
                     last_old_s.append(max(last_old, 0.0))
-                    started = time.monotonic()
-                    updated = cli(root, "deploy", "vault", versions[k], "--max", "3",
-                                  "--warmup", str(args.warmup))
-                    deploy_s.append(time.monotonic() - started)
-                    if updated.returncode != 0:
-                        raise SystemExit(f"deploy failed: {updated.stderr}")
+                    deploy_s.append(timed_deploy(root, "vault", versions[k], args.warmup))
                     load.wait_requests(50)
                     print(f"round {k}: CLI {took:.2f} s, last old value served at "
                           f"{last_old:.2f} s; deploy {deploy_s[-1]:.2f} s (warmup "
@@ -101,8 +93,7 @@ def main() -> None:
             stats = load.stats
         finally:
             mesh.stop()
-    total = stats.ok + stats.failed
-    print(f"requests: {total}, failed: {stats.failed} {dict(stats.errors)}")
+    total = print_requests(load)
     ratio = statistics.median(cli_s) / statistics.median(deploy_s)
     print(f"secret set → 3 replaced: median {statistics.median(cli_s):.2f} s, "
           f"max {max(cli_s):.2f} s; last old value served: median "
