@@ -39,6 +39,7 @@ from pathlib import Path
 from mycelium.errors import BadInput
 
 from .containment import Jail, kill_all
+from .procfs import poll_until
 
 __all__ = ["CPU_PERIOD", "PIDS_MAX", "CgroupError", "CgroupTree", "InstanceCgroup", "count",
            "cpu_max", "limit_files", "locate", "mounts", "own_cgroup", "tree_name"]
@@ -51,7 +52,6 @@ _MIN_QUOTA = 1_000
 PIDS_MAX = 4096
 #: The controllers a limit needs, in the order they are enabled.
 LIMIT_CONTROLLERS = ("cpu", "memory", "pids")
-_POLL = 0.005
 
 
 class CgroupError(BadInput):
@@ -359,12 +359,5 @@ class CgroupTree:
 
 def wait_unpopulated(group: InstanceCgroup, deadline: float) -> bool:
     """Poll ``cgroup.events`` until nothing is left in the cgroup; False past the deadline."""
-    delay = _POLL
-    while group.populated():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 2, 0.05)
-    return True
+    return poll_until(lambda: not group.populated(), deadline)
 

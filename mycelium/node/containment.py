@@ -33,11 +33,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from .procfs import poll_until
 from .uids import UidRange
 
 __all__ = ["Confinement", "Jail", "TagJail", "UidJail", "kill_all", "reap_contained", "scan"]
-
-_POLL = 0.005
 
 
 def _status_uids(pid: str) -> tuple[bool, tuple[int, ...]]:
@@ -180,14 +179,7 @@ def kill_all(pids: list[int], sig: int) -> list[int]:
 
 def wait_empty(jail: Jail, deadline: float) -> bool:
     """Poll until the jail has no live process; False if the deadline passed first."""
-    delay = _POLL
-    while jail.members():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 2, 0.05)
-    return True
+    return poll_until(lambda: not jail.members(), deadline)
 
 
 def stop_jail(jail: Jail, grace: float, kill_wait: float = 5.0) -> bool:

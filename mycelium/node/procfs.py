@@ -1,7 +1,9 @@
 """Reading /proc for the process supervision: one process's stat, its children, a group's life.
 
 Cheap, event-free reads (no scan of every process except where the group has no other
-witness), shared by :mod:`mycelium.node.process` and its leftovers' reaping.
+witness), shared by :mod:`mycelium.node.process` and its leftovers' reaping; and the one
+backing-off poll that every "wait until these processes are gone" uses (a process group, a
+jail, a cgroup: the stop paths have no event to wait on).
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 
 import psutil
 
-__all__ = ["children", "group_alive", "read_stat", "wait_group_gone"]
+__all__ = ["children", "group_alive", "poll_until", "read_stat", "wait_group_gone"]
 
-#: How often a stop re-checks whether the process group is empty (no event exists for that).
+#: How often a stop first re-checks whether its processes are gone (no event exists for that);
+#: the period doubles from there up to 50 ms.
 GROUP_POLL = 0.005
 
 
@@ -79,13 +83,22 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def wait_group_gone(pgid: int, deadline: float) -> bool:
-    """Poll (no event exists for it) until the group is empty; False if the deadline passed."""
+def poll_until(done: Callable[[], bool], deadline: float) -> bool:
+    """Poll ``done`` until it is true (True), or until ``deadline`` (monotonic) passed (False).
+
+    The period starts at :data:`GROUP_POLL`, so a stop that is quick is seen quickly, and
+    doubles up to 50 ms, so a slow one does not spin.
+    """
     delay = GROUP_POLL
-    while group_alive(pgid):
+    while not done():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
         time.sleep(min(delay, remaining))
         delay = min(delay * 2, 0.05)
     return True
+
+
+def wait_group_gone(pgid: int, deadline: float) -> bool:
+    """Poll (no event exists for it) until the group is empty; False if the deadline passed."""
+    return poll_until(lambda: not group_alive(pgid), deadline)
