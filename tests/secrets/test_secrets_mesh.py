@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,23 @@ def secret(home: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedPr
     return subprocess.run([sys.executable, "-m", "mycelium", "secret", *args, "--home",
                            str(home)], input=stdin, capture_output=True, timeout=90, env=ENV,
                           check=False)
+
+
+def set_value(home: Path, app: str) -> None:
+    """``mycelium secret set APP DB_PASSWORD`` with :data:`VALUE`; it must succeed."""
+    done = secret(home, "set", app, "DB_PASSWORD", stdin=VALUE.encode())
+    assert done.returncode == 0, done.stderr
+
+
+@contextlib.contextmanager
+def killed_at_the_end(home: Path) -> Iterator[MeshProcess]:
+    """A mesh on ``home`` that is killed with SIGKILL when the block ends (its workloads live
+    on, for the next ``up`` on the same home to find)."""
+    mesh = MeshProcess(home)
+    try:
+        yield mesh
+    finally:
+        mesh.kill9()
 
 
 TYPER = "import sys; from mycelium.cli.full import run; run(sys.argv[1:])"
@@ -164,7 +182,7 @@ class Load:
 def test_setting_and_removing_a_secret_of_a_running_app_rolls_it_out_with_no_failed_request(
         mesh: MeshProcess, digests: dict[str, str]) -> None:
     home = mesh.home
-    assert secret(home, "set", "plain", "DB_PASSWORD", stdin=VALUE.encode()).returncode == 0
+    set_value(home, "plain")
     assert cli(home, "deploy", "plain", digests["plain"], "--max", "3").returncode == 0
     old = {i["id"] for i in mesh.ready("plain", 3)}
     generation = mesh.app("plain")["generation"]
@@ -222,7 +240,7 @@ def test_bad_secret_input_exits_2_with_one_error_line_and_changes_nothing(
 def test_a_secrets_rollout_that_fails_rolls_back_to_the_instances_still_running(
         mesh: MeshProcess, digests: dict[str, str]) -> None:
     home = mesh.home
-    assert secret(home, "set", "vault", "DB_PASSWORD", stdin=VALUE.encode()).returncode == 0
+    set_value(home, "vault")
     deployed = cli(home, "deploy", "vault", digests["vault"], "--max", "2", "--timeout", "3")
     assert deployed.returncode == 0, deployed.stderr
     old = {i["id"] for i in mesh.ready("vault", 2)}
@@ -249,15 +267,12 @@ def test_a_secrets_rollout_that_fails_rolls_back_to_the_instances_still_running(
 @pytest.mark.timeout(180)
 def test_the_next_up_after_a_kill_9_removes_the_dead_instances_credentials(
         home: Path, digests: dict[str, str]) -> None:
-    assert secret(home, "set", "vault", "DB_PASSWORD", stdin=VALUE.encode()).returncode == 0
-    first = MeshProcess(home)
-    try:
+    set_value(home, "vault")
+    with killed_at_the_end(home) as first:
         assert cli(home, "deploy", "vault", digests["vault"], "--max", "2").returncode == 0
         first.ready("vault", 2)
         dirs = {Path(fetch(first.port, "vault")[1]["dir"]) for _ in range(10)}
         assert dirs and all(d.is_dir() for d in dirs)
-    finally:
-        first.kill9()
     assert all(d.is_dir() for d in dirs)  # a dead mesh cannot clean up ...
     second = MeshProcess(home)
     with stopped_cleanly(second, home):
@@ -280,7 +295,7 @@ def test_an_apply_files_env_secrets_must_exist_and_become_environment_variables(
     missing = cli(home, "apply", str(desired))
     assert missing.returncode == 2 and "DB_PASSWORD" in missing.stderr, missing.stderr
     assert mesh.status()["apps"] == []
-    assert secret(home, "set", "plain", "DB_PASSWORD", stdin=VALUE.encode()).returncode == 0
+    set_value(home, "plain")
     applied = cli(home, "apply", str(desired))
     assert applied.returncode == 0, applied.stderr
     mesh.ready("plain", 2)
@@ -300,7 +315,7 @@ def test_an_apply_files_env_secrets_must_exist_and_become_environment_variables(
 def test_a_workload_that_prints_its_secret_and_crashes_leaves_no_value_in_the_mesh(
         mesh: MeshProcess, digests: dict[str, str]) -> None:
     home = mesh.home
-    assert secret(home, "set", "plain", "DB_PASSWORD", stdin=VALUE.encode()).returncode == 0
+    set_value(home, "plain")
     assert cli(home, "deploy", "plain", digests["plain"]).returncode == 0
     first = mesh.ready("plain", 1)[0]
     with contextlib.suppress(OSError):
@@ -327,15 +342,13 @@ def fetch_path(port: int, path: str) -> None:
 @pytest.mark.timeout(180)
 def test_a_secret_printed_before_a_kill_9_of_the_mesh_is_hidden_in_the_next_ups_records(
         home: Path, digests: dict[str, str]) -> None:
-    assert secret(home, "set", "plain", "DB_PASSWORD", stdin=VALUE.encode()).returncode == 0
-    first = MeshProcess(home)
-    try:
+    set_value(home, "plain")
+    # the workload outlives the killed mesh; the next up stops it and records its end
+    with killed_at_the_end(home) as first:
         assert cli(home, "deploy", "plain", digests["plain"]).returncode == 0
         printed = first.ready("plain", 1)[0]
         fetch_path(first.port, "/plain/print")
         wait_until(lambda: VALUE in cli(home, "output", "plain").stdout, 20, "the printed line")
-    finally:
-        first.kill9()  # the workload lives on; the next up stops it and records its end
     second = MeshProcess(home)
     with stopped_cleanly(second, home):
         assert second.ready("plain", 1)[0]["id"] != printed["id"]
@@ -385,7 +398,7 @@ def test_secret_set_to_a_running_mesh_is_served_without_typer_and_says_the_same(
 def test_a_check_that_prints_the_secret_leaves_no_value_in_status_or_the_log(
         mesh: MeshProcess, digests: dict[str, str]) -> None:
     home = mesh.home
-    assert secret(home, "set", "checked", "DB_PASSWORD", stdin=VALUE.encode()).returncode == 0
+    set_value(home, "checked")
     assert cli(home, "deploy", "checked", digests["checked"]).returncode == 0
     said = "exit code 1: token <secret DB_PASSWORD>"
     wait_until(lambda: any((i.get("last_check") or {}).get("detail") == said

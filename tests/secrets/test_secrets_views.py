@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from mesh_helpers import ENV, MeshProcess, cli, wait_until
-from test_secrets_mesh import VALUE, fetch_path, no_value_leaked, secret
+from test_secrets_mesh import VALUE, fetch_path, no_value_leaked, set_value
 
 from mycelium.home import Home
 from mycelium.messages import GetInfo, GetPlans, GetStatus
@@ -61,7 +61,7 @@ class DashboardMesh(MeshProcess):
 @pytest.mark.timeout(180)
 def test_the_dashboard_access_log_and_repl_answers_never_show_a_value(
         home: Path, digests: dict[str, str]) -> None:
-    assert secret(home, "set", "plain", "DB_PASSWORD", stdin=VALUE.encode()).returncode == 0
+    set_value(home, "plain")
     mesh = DashboardMesh(home)
     with stopped_cleanly(mesh, home):
         assert cli(home, "deploy", "plain", digests["plain"], "--max", "2").returncode == 0
