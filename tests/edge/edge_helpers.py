@@ -51,37 +51,57 @@ class Upstream:
         self.thread.join(5)
 
 
+class Listener:
+    """A listening socket on 127.0.0.1 (``port`` 0: a free one) whose connections a daemon
+    thread hands to ``on_conn`` one by one, until :meth:`close`."""
+
+    def __init__(self, on_conn: Callable[[socket.socket], None], port: int = 0) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(128)
+        self.port: int = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._accept, args=(on_conn,), daemon=True)
+        self.thread.start()
+
+    def _accept(self, on_conn: Callable[[socket.socket], None]) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            on_conn(conn)
+
+    def close(self) -> None:
+        """Stop accepting (the accepting thread ends with the socket)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(5)
+
+
 class RawUpstream:
     """A socket server that answers each connection with ``handler(conn, request_head)``."""
 
     def __init__(self, handler: Callable[[socket.socket, bytes], None]) -> None:
         self.handler = handler
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
         self.accepted = 0
         self.requests: list[bytes] = []
         self._threads: list[threading.Thread] = []
         self._conns: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
+        self.listener = Listener(self._accepted)
+        self.port = self.listener.port
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            self._conns.append(conn)
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self._threads.append(t)
-            t.start()
+    def _accepted(self, conn: socket.socket) -> None:
+        self.accepted += 1
+        self._conns.append(conn)
+        t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+        self._threads.append(t)
+        t.start()
 
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(10)
@@ -99,13 +119,10 @@ class RawUpstream:
             conn.close()
 
     def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
+        self.listener.close()
         for conn in self._conns:
             with contextlib.suppress(OSError):
                 conn.close()
-        self.thread.join(5)
         for t in self._threads:
             t.join(5)
 

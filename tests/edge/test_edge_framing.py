@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from tests.edge.edge_helpers import raw_exchange, table
+from tests.edge.edge_helpers import Listener, raw_exchange, table
 
 _OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 
@@ -22,21 +22,14 @@ class Recorder:
 
     def __init__(self) -> None:
         self.seen: list[bytes] = []
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.threads: list[threading.Thread] = []
-        self.acceptor = threading.Thread(target=self._accept, daemon=True)
-        self.acceptor.start()
+        self.listener = Listener(self._accepted)
+        self.url = f"http://127.0.0.1:{self.listener.port}"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            t.start()
-            self.threads.append(t)
+    def _accepted(self, conn: socket.socket) -> None:
+        t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+        t.start()
+        self.threads.append(t)
 
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(5)
@@ -65,10 +58,7 @@ class Recorder:
         return True
 
     def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        self.acceptor.join(5)
+        self.listener.close()
         for t in self.threads:
             t.join(5)
 

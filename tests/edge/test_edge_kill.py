@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import http.client
 import os
 import signal
@@ -11,9 +11,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
-from edge_helpers import table
+from edge_helpers import Listener, table
 
 BACKEND = """
 import sys
@@ -42,6 +43,23 @@ def start_backend() -> tuple[subprocess.Popen[bytes], int]:
             time.sleep(0.02)  # polls a condition with a deadline
 
 
+def load(port: int, stop: threading.Event, answered: Callable[[int], None],
+         errors: list[str]) -> None:
+    """GET /hello/ on one keep-alive connection until ``stop``, each status to ``answered``;
+    an exception (a request the edge failed) ends it, in ``errors``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        while not stop.is_set():
+            conn.request("GET", "/hello/")
+            resp = conn.getresponse()
+            resp.read()
+            answered(resp.status)
+    except Exception as exc:
+        errors.append(repr(exc))
+    finally:
+        conn.close()
+
+
 @pytest.mark.timeout(40)
 def test_sigkill_of_one_upstream_under_load_costs_no_request(edges):
     procs = [start_backend(), start_backend()]
@@ -51,20 +69,8 @@ def test_sigkill_of_one_upstream_under_load_costs_no_request(edges):
         errors: list[str] = []
         stop = threading.Event()
 
-        def load() -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=10)
-            try:
-                while not stop.is_set():
-                    conn.request("GET", "/hello/")
-                    resp = conn.getresponse()
-                    resp.read()
-                    statuses.append(resp.status)
-            except Exception as exc:
-                errors.append(repr(exc))
-            finally:
-                conn.close()
-
-        workers = [threading.Thread(target=load) for _ in range(8)]
+        workers = [threading.Thread(target=load, args=(edge.port, stop, statuses.append, errors))
+                   for _ in range(8)]
         for w in workers:
             w.start()
         deadline = time.monotonic() + 10
@@ -93,28 +99,15 @@ class Tripwire:
     there (each is closed at once, which the edge retries elsewhere, as a refusal)."""
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(128)
         self.hits = 0
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
+        self.listener = Listener(self._hit, port)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.hits += 1
-            conn.close()
+    def _hit(self, conn: socket.socket) -> None:
+        self.hits += 1
+        conn.close()
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        self.thread.join(5)
+        self.listener.close()
 
 
 @pytest.mark.timeout(60)
@@ -132,22 +125,14 @@ def test_a_killed_endpoint_leaves_every_worker_at_once_and_no_request_fails(edge
         done: list[int] = []  # per thread: requests answered
         errors: list[str] = []
 
-        def load(n: int) -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=10)
-            try:
-                while not stop.is_set():
-                    conn.request("GET", "/hello/")
-                    resp = conn.getresponse()
-                    resp.read()
-                    if resp.status != 200:
-                        errors.append(f"status {resp.status}")
-                    done[n] += 1
-            except Exception as exc:
-                errors.append(repr(exc))
-            finally:
-                conn.close()
+        def answered(n: int, status: int) -> None:
+            if status != 200:
+                errors.append(f"status {status}")
+            done[n] += 1
 
-        threads = [threading.Thread(target=load, args=(n,)) for n in range(6)]
+        threads = [threading.Thread(target=load, args=(edge.port, stop,
+                                                       functools.partial(answered, n), errors))
+                   for n in range(6)]
         done.extend(0 for _ in threads)
         for t in threads:
             t.start()
