@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,11 @@ import pytest
 from mycelium.fabric.etcd_client import EtcdClient, EtcdUnavailable
 from mycelium.home import Home
 from mycelium.operator.control import ControlClient
+from mycelium.spores import keygen, trust
 from tests.meshkit import UpProcess, free_port
 
-__all__ = ["EtcdServer", "MemberProcess", "etcd_binary", "free_port", "get", "kill_workloads",
-           "wait_for"]
+__all__ = ["EtcdServer", "MemberProcess", "answers", "etcd_binary", "free_port", "get",
+           "kill_workloads", "two_homes", "wait_for"]
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):  # type: ignore[no-untyped-def]
@@ -160,6 +162,17 @@ def get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
         return exc.code, {}
 
 
+def answers(url: str, field: str, n: int) -> set[str]:
+    """``field`` of the JSON bodies of ``n`` GETs of ``url`` (which instances, which nodes
+    answered); each GET must answer 200."""
+    out = set()
+    for _ in range(n):
+        status, body = get(url)
+        assert status == 200, status
+        out.add(body[field])
+    return out
+
+
 def kill_workloads(home: Path) -> list[int]:
     """SIGKILL every process whose command line names ``home`` or, for a root member's isolated
     workloads, its instances directory outside the home (a killed member's workloads), and
@@ -183,3 +196,16 @@ def kill_workloads(home: Path) -> list[int]:
     for member in homes:
         pids += [pid for pid in clear_cgroups(member) if pid not in pids]
     return pids
+
+
+@contextlib.contextmanager
+def two_homes(root: Path) -> Iterator[tuple[Home, Home]]:
+    """Home ``root/a`` (with the signing key) and home ``root/b`` (trusting a's key only); at
+    the end every workload of both is killed (a member a test killed leaves its workloads)."""
+    a, b = Home(root / "a").ensure(), Home(root / "b").ensure()
+    trust(b, keygen(a))
+    try:
+        yield a, b
+    finally:
+        for home in (a, b):
+            kill_workloads(home.root)

@@ -7,10 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from etcd_helpers import EtcdServer, MemberProcess, get, kill_workloads, wait_for
+from etcd_helpers import EtcdServer, MemberProcess, answers, two_homes, wait_for
 
-from mycelium.home import Home
-from mycelium.spores import keygen, publish, trust
+from mycelium.spores import publish
 
 CHECKER = Path(__file__).resolve().parents[1] / "checks" / "workloads" / "checker"
 
@@ -18,23 +17,16 @@ CHECKER = Path(__file__).resolve().parents[1] / "checks" / "workloads" / "checke
 @pytest.fixture
 def homes(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
     """Home a (publishes the checker with a readiness check) and home b (trusts a's key)."""
-    a, b = Home(tmp_path / "a").ensure(), Home(tmp_path / "b").ensure()
-    trust(b, keygen(a))
-    digest = publish(a, binary=CHECKER, manifest={"name": "ready", "version": "1.0.0",
-                     "checks": [{"type": "http", "role": "readiness", "path": "/ready",
-                                 "interval": 0.2, "timeout": 0.5, "failures": 1}]})
-    yield a.root, b.root, digest
-    for root in (a.root, b.root):
-        kill_workloads(root)
+    with two_homes(tmp_path) as (a, b):
+        digest = publish(a, binary=CHECKER, manifest={"name": "ready", "version": "1.0.0",
+                         "checks": [{"type": "http", "role": "readiness", "path": "/ready",
+                                     "interval": 0.2, "timeout": 0.5, "failures": 1}]})
+        yield a.root, b.root, digest
 
 
 def answered(edge: str, n: int) -> set[str]:
-    out = set()
-    for _ in range(n):
-        status, body = get(f"{edge}/ready/")
-        assert status == 200, status
-        out.add(body["instance"])
-    return out
+    """The instances that answered ``n`` GETs of the app through ``edge``."""
+    return answers(f"{edge}/ready/", "instance", n)
 
 
 @pytest.mark.timeout(90)

@@ -14,7 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from etcd_helpers import EtcdServer, MemberProcess, free_port, get, kill_workloads, wait_for
+from etcd_helpers import (
+    EtcdServer,
+    MemberProcess,
+    answers,
+    free_port,
+    get,
+    kill_workloads,
+    two_homes,
+    wait_for,
+)
 
 from mycelium.fabric import Names
 from mycelium.fabric.switch import ClaimSwitch
@@ -22,7 +31,7 @@ from mycelium.home import Home
 from mycelium.member import Member
 from mycelium.mesh import LocalFabric
 from mycelium.operator.control import ControlError
-from mycelium.spores import Limits, Repo, keygen, publish, trust
+from mycelium.spores import Limits, Repo, publish
 
 HELLO = Path(__file__).resolve().parents[2] / "examples" / "hello" / "hello"
 TTL = 2.0
@@ -31,21 +40,14 @@ TTL = 2.0
 @pytest.fixture
 def homes(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
     """Home a (publishes hello, signed by a's key) and home b (trusts a's key only)."""
-    a, b = Home(tmp_path / "a").ensure(), Home(tmp_path / "b").ensure()
-    trust(b, keygen(a))
-    digest = publish(a, binary=HELLO, manifest={"name": "hello", "version": "1.0.0"})
-    yield a.root, b.root, digest
-    for root in (a.root, b.root):
-        kill_workloads(root)
+    with two_homes(tmp_path) as (a, b):
+        digest = publish(a, binary=HELLO, manifest={"name": "hello", "version": "1.0.0"})
+        yield a.root, b.root, digest
 
 
 def seen_nodes(edge: str, n: int) -> set[str]:
-    out = set()
-    for _ in range(n):
-        status, body = get(f"{edge}/hello/")
-        assert status == 200, status
-        out.add(body["node"])
-    return out
+    """The nodes that answered ``n`` GETs of hello through ``edge``."""
+    return answers(f"{edge}/hello/", "node", n)
 
 
 @pytest.mark.timeout(90)

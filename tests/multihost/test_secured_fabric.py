@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from etcd_helpers import get, kill_workloads, wait_for
+from etcd_helpers import get, two_homes, wait_for
 from etcd_secure import Certs, EtcdCluster, make_certs
 
 from mycelium.fabric.etcd_client import EtcdClient
 from mycelium.home import Home
 from mycelium.operator.control import ControlClient
-from mycelium.spores import keygen, publish, trust
+from mycelium.spores import publish
 from tests.meshkit import UpProcess, free_port
 
 SECRETIVE = Path(__file__).resolve().parents[1] / "secrets" / "workloads" / "secretive"
@@ -62,14 +62,11 @@ def tls_config(home: Path, certs: Certs, ca: Path | None = None) -> None:
 @pytest.fixture
 def homes(tmp_path: Path) -> Iterator[tuple[Path, Path, dict[str, str]]]:
     """Home a (publishes, signs) and home b (trusts a's key); the digests by name."""
-    a, b = Home(tmp_path / "a").ensure(), Home(tmp_path / "b").ensure()
-    trust(b, keygen(a))
-    digests = {"vault": publish(a, binary=SECRETIVE, manifest={
-                   "name": "vault", "version": "1.0.0", "env_secrets": ["DB_PASSWORD"]}),
-               "hello": publish(a, binary=HELLO, manifest={"name": "hello", "version": "1"})}
-    yield a.root, b.root, digests
-    for root in (a.root, b.root):
-        kill_workloads(root)
+    with two_homes(tmp_path) as (a, b):
+        digests = {"vault": publish(a, binary=SECRETIVE, manifest={
+                       "name": "vault", "version": "1.0.0", "env_secrets": ["DB_PASSWORD"]}),
+                   "hello": publish(a, binary=HELLO, manifest={"name": "hello", "version": "1"})}
+        yield a.root, b.root, digests
 
 
 @pytest.mark.timeout(180)
