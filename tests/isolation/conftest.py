@@ -14,8 +14,7 @@ sys.path.insert(0, str(HERE))
 
 from mesh_helpers import digests, home, mesh  # noqa: E402, F401  (shared fixtures)
 
-from mycelium.home import Home  # noqa: E402
-from mycelium.spores import keygen, publish  # noqa: E402
+from tests.meshkit import published  # noqa: E402
 
 PROBE = HERE / "workloads" / "probe"
 ESCAPER = HERE / "workloads" / "escaper"
@@ -28,20 +27,15 @@ health_interval = 0.2
 backoff_base = 0.05
 """
 
+
 @pytest.fixture(scope="session")
 def spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A template home with a key, a small config and the isolation spores published."""
     root = tmp_path_factory.mktemp("isotemplate") / "home"
-    template = Home(root).ensure()
-    keygen(template)
-    (root / "mycelium.toml").write_text(CONFIG)
-    manifests = {
+    return root, published(root, {
         "probe": (PROBE, {"name": "probe", "version": "1", "env": {"FROM_MANIFEST": "yes"}}),
         "other": (PROBE, {"name": "other", "version": "1"}),
         "escaper": (ESCAPER, {"name": "escaper", "version": "1"}),
         "escaper-v2": (ESCAPER, {"name": "escaper", "version": "2",
                                  "env": {"ESCAPER_VERSION": "2"}}),
-    }
-    published = {key: publish(template, binary=binary, manifest=manifest)
-                 for key, (binary, manifest) in manifests.items()}
-    return root, published
+    }, CONFIG)

@@ -156,12 +156,21 @@ def base(nobody: pwd.struct_passwd) -> Iterator[Path]:
         assert not leftovers, f"workload processes survived the test: {leftovers}"
 
 
-@pytest.mark.timeout(180)
-def test_a_mesh_that_is_not_root_runs_its_workloads_as_its_own_user_with_a_clean_env(
-        spores: tuple[Path, dict[str, str]], nobody: pwd.struct_passwd, base: Path) -> None:
+@pytest.fixture
+def nobody_home(spores: tuple[Path, dict[str, str]], nobody: pwd.struct_passwd,
+                base: Path) -> Path:
+    """A copy of the template home at ``base/home``, all of it ``nobody``'s."""
     home = base / "home"
     shutil.copytree(spores[0], home, symlinks=True)
     _chown_tree(home, nobody.pw_uid, nobody.pw_gid)
+    return home
+
+
+@pytest.mark.timeout(180)
+def test_a_mesh_that_is_not_root_runs_its_workloads_as_its_own_user_with_a_clean_env(
+        spores: tuple[Path, dict[str, str]], nobody: pwd.struct_passwd, base: Path,
+        nobody_home: Path) -> None:
+    home = nobody_home
     code = _code_for(nobody.pw_uid, nobody.pw_gid, base)
     mesh = UnprivilegedMesh(nobody, code, base, {MARKER: "leaked"})
     try:
@@ -197,10 +206,8 @@ def test_a_mesh_that_is_not_root_runs_its_workloads_as_its_own_user_with_a_clean
 
 @pytest.mark.timeout(120)
 def test_a_tls_file_the_meshs_user_cannot_read_is_one_error_line_exit_2_and_changes_nothing(
-        spores: tuple[Path, dict[str, str]], nobody: pwd.struct_passwd, base: Path) -> None:
-    home = base / "home"
-    shutil.copytree(spores[0], home, symlinks=True)
-    _chown_tree(home, nobody.pw_uid, nobody.pw_gid)
+        nobody: pwd.struct_passwd, base: Path, nobody_home: Path) -> None:
+    home = nobody_home
     hidden = base / "ca.pem"  # root's, 0600: nobody cannot read it (root could)
     hidden.write_text("-----BEGIN CERTIFICATE-----\n")
     hidden.chmod(0o600)

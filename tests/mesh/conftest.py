@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mesh_helpers import REPO, digests, home, mesh  # noqa: F401  (shared fixtures)
+from mesh_helpers import HELLO_SPORES, TESTER, digests, home, mesh  # noqa: F401  (shared fixtures)
 
 from tests.meshkit import published
-
-TESTER = Path(__file__).resolve().parent / "workloads" / "tester"
-HELLO = REPO / "examples" / "hello" / "hello"
 
 
 @pytest.fixture(scope="session")
@@ -18,9 +15,7 @@ def spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
     """A template home with a key and every test spore published; returns (root, digests)."""
     root = tmp_path_factory.mktemp("template") / "home"
     return root, published(root, {
-        "hello": (HELLO, {"name": "hello", "version": "1.0.0"}),
-        "hello-v2": (HELLO, {"name": "hello", "version": "2.0.0",
-                             "env": {"HELLO_VERSION": "2.0.0"}}),
+        **HELLO_SPORES,
         "hello-bad": (TESTER, {"name": "hello", "version": "3.0.0",
                                "env": {"TESTER_MODE": "unhealthy"}}),
         "tester": (TESTER, {"name": "tester", "version": "1.0.0"}),

@@ -24,10 +24,20 @@ from tests.meshkit import (
     workload_pids,
 )
 
-__all__ = ["ENV", "REPO", "MeshProcess", "cli", "kill_leftovers", "wait_until", "workload_pids"]
+__all__ = ["ENV", "HELLO", "HELLO_SPORES", "REPO", "TESTER", "MeshProcess", "cli",
+           "kill_leftovers", "wait_until", "workload_pids"]
 
 ENV = repo_env()
 ENV.pop("MYCELIUM_HOME", None)
+HELLO = REPO / "examples" / "hello" / "hello"
+#: The test workload of the mesh tests (its behaviour chosen by TESTER_MODE).
+TESTER = Path(__file__).resolve().parent / "workloads" / "tester"
+#: hello in two versions, for the templates of the mesh and scale tests (``published()``).
+HELLO_SPORES: dict[str, tuple[Path, dict[str, Any]]] = {
+    "hello": (HELLO, {"name": "hello", "version": "1.0.0"}),
+    "hello-v2": (HELLO, {"name": "hello", "version": "2.0.0",
+                         "env": {"HELLO_VERSION": "2.0.0"}}),
+}
 
 
 def cli(home: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
