@@ -21,7 +21,8 @@ from typing import Any
 from mycelium.home import Home
 from mycelium.operator.control import ControlClient
 
-__all__ = ["ENV", "HELLO", "REPO", "Up", "free_port", "get", "head_commit", "pct", "wait"]
+__all__ = ["ENV", "HELLO", "REPO", "Clients", "Up", "free_port", "get", "head_commit",
+           "hello_start_times", "pct", "wait"]
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -73,6 +74,50 @@ def head_commit() -> str:
     """The short commit the benchmark ran on (for its JSON line)."""
     return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True, check=False).stdout.strip()
+
+
+def hello_start_times(rounds: int, path: str, poll: float) -> list[float]:
+    """Seconds from the exec of examples/hello (spawned directly, no mesh) to its first 200 on
+    ``path``, polled every ``poll`` s, ``rounds`` times: the workload's own share of a start."""
+    # imported here: mycelium.node is heavy, and the benches that only want a port skip it
+    from mycelium.node.health import probe_health
+
+    times = []
+    for _ in range(rounds):
+        port = free_port()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([str(HELLO)], env={**os.environ, "PORT": str(port)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not probe_health(f"http://127.0.0.1:{port}{path}", timeout=1.0):
+            time.sleep(poll)
+        times.append(time.perf_counter() - t0)
+        proc.terminate()
+        proc.wait()
+    return times
+
+
+class Clients:
+    """One thread per url, each requesting it back to back; (time, status) of every answer."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.log: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(u,), daemon=True)
+                         for u in urls]
+        for t in self._threads:
+            t.start()
+
+    def _run(self, url: str) -> None:
+        while not self._stop.is_set():
+            status = get(url)
+            self.log.append((time.monotonic(), status))
+
+    def stop(self) -> list[tuple[float, int]]:
+        """Stop the threads; every answer, in order."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(40)
+        return list(self.log)
 
 
 class Up:

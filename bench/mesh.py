@@ -41,9 +41,8 @@ sys.path.insert(0, str(REPO))
 
 import psutil  # noqa: E402
 
-from bench._common import ENV, HELLO, Up, free_port, head_commit, pct, wait  # noqa: E402
+from bench._common import ENV, HELLO, Up, head_commit, hello_start_times, pct, wait  # noqa: E402
 from mycelium.home import Home  # noqa: E402
-from mycelium.node.health import probe_health  # noqa: E402
 from mycelium.spores import keygen, publish  # noqa: E402
 
 
@@ -52,22 +51,6 @@ class Mesh(Up):
 
     def __init__(self, home: Path, config: Path) -> None:
         super().__init__(home, "--nodes", "3", "--config", str(config))
-
-
-def workload_start_to_healthy(rounds: int = 10) -> float:
-    """Median seconds from exec of examples/hello to its first 200 on /health."""
-    times = []
-    for _ in range(rounds):
-        port = free_port()
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([str(HELLO)], env={**os.environ, "PORT": str(port)},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not probe_health(f"http://127.0.0.1:{port}/health", timeout=1.0):
-            time.sleep(0.01)  # the same polling period as the mesh's startup probe
-        times.append(time.perf_counter() - t0)
-        proc.terminate()
-        proc.wait()
-    return statistics.median(times)
 
 
 def bench_kills(mesh: Mesh, kills: int, reset_after: float) -> dict[str, Any]:
@@ -150,7 +133,8 @@ def main() -> None:
                       f"backoff_cap = {max(args.backoff_base, 30.0)}\n"
                       f"reset_after = {args.reset_after}\n")
     digest = publish(home, binary=HELLO, manifest={"name": "hello", "version": "1.0.0"})
-    own_start = workload_start_to_healthy()
+    # polled every 10 ms, the same period as the mesh's startup probe
+    own_start = statistics.median(hello_start_times(10, "/health", 0.01))
     print(f"examples/hello start-to-healthy (direct spawn): {own_start * 1000:.1f} ms")
 
     mesh = Mesh(home.root, config)

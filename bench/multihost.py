@@ -73,6 +73,15 @@ def start_etcd(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"etcd://127.0.0.1:{cport}"
 
 
+def member_homes(root: Path) -> tuple[Home, Home, str]:
+    """Home ``root/a`` (a signing key, hello published) and home ``root/b`` (trusting a's
+    key); returns them and hello's digest."""
+    a_home, b_home = Home(root / "a").ensure(), Home(root / "b").ensure()
+    trust(b_home, keygen(a_home))
+    return a_home, b_home, publish(a_home, binary=HELLO, manifest={"name": "hello",
+                                                                   "version": "1.0.0"})
+
+
 class Member(Up):
     """``mycelium up --fabric`` in the background: 2 nodes named ``PREFIX-n``."""
 
@@ -125,9 +134,7 @@ def rate(log: list[tuple[float, int]], start: float, end: float) -> tuple[float,
 def one_round(root: Path, ttl: float, clients: int) -> dict[str, float]:
     """One failure; returns the round's figures."""
     etcd, url = start_etcd(root)
-    a_home, b_home = Home(root / "a").ensure(), Home(root / "b").ensure()
-    trust(b_home, keygen(a_home))
-    digest = publish(a_home, binary=HELLO, manifest={"name": "hello", "version": "1.0.0"})
+    a_home, b_home, digest = member_homes(root)
     members: list[Member] = []
     try:
         members = [Member(a_home.root, url, "a", ttl), Member(b_home.root, url, "b", ttl)]

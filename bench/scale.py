@@ -29,8 +29,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,17 @@ sys.path.insert(0, str(REPO))
 
 import psutil  # noqa: E402
 
-from bench._common import HELLO, Up, free_port, get, head_commit, pct, wait  # noqa: E402
+from bench._common import (  # noqa: E402
+    HELLO,
+    Clients,
+    Up,
+    get,
+    head_commit,
+    hello_start_times,
+    pct,
+    wait,
+)
 from mycelium.home import Home  # noqa: E402
-from mycelium.node.health import probe_health  # noqa: E402
 from mycelium.spores import keygen, publish  # noqa: E402
 
 TINY_C = REPO / "bench" / "workloads" / "tiny" / "tiny.c"
@@ -52,46 +60,6 @@ class Mesh(Up):
 
     def __init__(self, home: Path, config: Path) -> None:
         super().__init__(home, "--nodes", "3", "--config", str(config))
-
-
-def own_start(rounds: int = 10) -> list[float]:
-    """Seconds from exec of examples/hello to its first 200 (spawned directly)."""
-    times = []
-    for _ in range(rounds):
-        port = free_port()
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([str(HELLO)], env={**os.environ, "PORT": str(port)},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not probe_health(f"http://127.0.0.1:{port}/", timeout=1.0):
-            time.sleep(0.005)
-        times.append(time.perf_counter() - t0)
-        proc.terminate()
-        proc.wait()
-    return times
-
-
-class Clients:
-    """``n`` threads requesting ``url`` back to back; counts answers by status."""
-
-    def __init__(self, url: str, n: int) -> None:
-        self.url, self.statuses = url, {}  # type: ignore[var-annotated]
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
-        for t in self._threads:
-            t.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            status = get(self.url)
-            with self._lock:
-                self.statuses[status] = self.statuses.get(status, 0) + 1
-
-    def stop(self) -> dict[int, int]:
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
-        return dict(self.statuses)
 
 
 def bench_cold(mesh: Mesh, home: Home, rounds: int) -> dict[str, Any]:
@@ -107,7 +75,7 @@ def bench_cold(mesh: Mesh, home: Home, rounds: int) -> dict[str, Any]:
         if status != 200:
             raise SystemExit(f"cold start answered {status}")
     mesh.client.request("stop", app="cold")
-    direct = own_start()
+    direct = hello_start_times(10, "/", 0.005)
     out = {"cold_p50_ms": round(pct(times, 50) * 1000, 1),
            "cold_p99_ms": round(pct(times, 99) * 1000, 1),
            "hello_exec_to_200_p50_ms": round(statistics.median(direct) * 1000, 1)}
@@ -152,13 +120,13 @@ def bench_autoscale(mesh: Mesh, digest: str, clients: int) -> dict[str, Any]:
     mesh.client.request("deploy", app="hello", digest=digest, min=1, max=20, cpu=0.01,
                         mem=32, target_concurrency=5)
     wait(lambda: mesh.ready("hello") == 1, 30, interval=0.02)
-    load = Clients(f"{mesh.url}/hello/slow?delay=0.1", clients)
+    load = Clients([f"{mesh.url}/hello/slow?delay=0.1"] * clients)
     t0 = time.perf_counter()
     wait(lambda: mesh.app("hello")["desired"] >= 10, 30, interval=0.02)
     to_desired = time.perf_counter() - t0
     wait(lambda: mesh.ready("hello") >= 10, 30, interval=0.02)
     to_ready = time.perf_counter() - t0
-    statuses = load.stop()
+    statuses = dict(Counter(s for _, s in load.stop()))
     t1 = time.perf_counter()
     wait(lambda: mesh.app("hello")["desired"] == 1 and mesh.ready("hello") == 1, 120,
          interval=0.1)
@@ -182,13 +150,13 @@ def bench_drain(mesh: Mesh, digest: str) -> dict[str, Any]:
     for i in mesh.app("hello")["instances"]:
         on_node[i["node"]] = on_node.get(i["node"], 0) + 1
     node = max(on_node, key=lambda n: on_node[n])
-    load = Clients(f"{mesh.url}/hello/", 8)
+    load = Clients([f"{mesh.url}/hello/"] * 8)
     time.sleep(1.0)  # a measuring window: load flowing before the drain
     t0 = time.perf_counter()
     result = mesh.cli("node", "drain", node, "--timeout", "120")
     took = time.perf_counter() - t0
     time.sleep(1.0)  # and after it
-    statuses = load.stop()
+    statuses = dict(Counter(s for _, s in load.stop()))
     failed = sum(n for s, n in statuses.items() if s != 200)
     out = {"drain_node_instances": on_node[node], "drain_s": round(took, 2),
            "drain_exit": result.returncode, "drain_requests": sum(statuses.values()),

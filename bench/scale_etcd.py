@@ -32,7 +32,6 @@ import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -41,10 +40,10 @@ HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._common import HELLO, Up, get, head_commit, wait  # noqa: E402
-from bench.multihost import start_etcd  # noqa: E402  (its etcd)
+from bench._common import HELLO, Clients, Up, head_commit, wait  # noqa: E402
+from bench.multihost import member_homes, start_etcd  # noqa: E402  (its etcd, its homes)
 from mycelium.home import Home  # noqa: E402
-from mycelium.spores import keygen, publish, trust  # noqa: E402
+from mycelium.spores import keygen, publish  # noqa: E402
 
 CONFIG = "[instance]\nstop_grace = 1.0\n"
 
@@ -67,29 +66,6 @@ class Mesh(Up):
     def placeable(self, count: int) -> None:
         wait(lambda: sum("cpu" in n for n in self.client.request("status")["nodes"]) == count,
              30, "every node's capacity", interval=0.02)
-
-
-class Clients:
-    """Threads requesting their url back to back; (time, status) of every answer."""
-
-    def __init__(self, urls: list[str]) -> None:
-        self.log: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(u,), daemon=True)
-                         for u in urls]
-        for t in self._threads:
-            t.start()
-
-    def _run(self, url: str) -> None:
-        while not self._stop.is_set():
-            status = get(url)
-            self.log.append((time.monotonic(), status))
-
-    def stop(self) -> list[tuple[float, int]]:
-        self._stop.set()
-        for t in self._threads:
-            t.join(40)
-        return list(self.log)
 
 
 def drain(asker: Mesh, node: str, urls: list[str]) -> dict[str, Any]:
@@ -125,9 +101,7 @@ def local_round(root: Path, n: int, clients: int) -> dict[str, Any]:
 
 def etcd_round(root: Path, n: int, clients: int) -> dict[str, Any]:
     etcd, url = start_etcd(root)
-    a_home, b_home = Home(root / "a").ensure(), Home(root / "b").ensure()
-    trust(b_home, keygen(a_home))
-    digest = publish(a_home, binary=HELLO, manifest={"name": "hello", "version": "1.0.0"})
+    a_home, b_home, digest = member_homes(root)
     members: list[Mesh] = []
     try:
         for home, prefix in ((a_home, "a"), (b_home, "b")):
