@@ -352,6 +352,7 @@ def test_a_secret_printed_before_a_kill_9_of_the_mesh_is_hidden_in_the_next_ups_
     second = MeshProcess(home)
     with stopped_cleanly(second, home):
         assert second.ready("plain", 1)[0]["id"] != printed["id"]
+        second.wait_line("reaped", 60)  # before it serves, or once it took over the edge
         record = home / "instances" / printed["id"].replace("/", "_") / OUTPUT_DIR / EXIT_FILE
         ended = orjson.loads(record.read_bytes())
         assert ended["reason"] == "its mesh died (stopped at the next up)"
