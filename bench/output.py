@@ -88,7 +88,11 @@ def wait_for(path: Path, timeout: float) -> dict[str, Any]:
 
 def blast(mesh: Mesh, home: Home, tmp: Path, name: str, rate: float, seconds: float,
           to: str) -> dict[str, Any]:
-    report = tmp / f"{name}.json"
+    reports = tmp / "reports"  # the workload runs as a uid of its own: a place it can write
+    reports.mkdir(exist_ok=True)
+    os.chmod(tmp, 0o711)
+    os.chmod(reports, 0o1777)
+    report = reports / f"{name}.json"
     digest = publish(home, binary=WRITER, manifest={"name": name, "version": "1", "env": {
         "OUT_MODE": "blast", "BLAST_RATE": str(rate), "BLAST_SECONDS": str(seconds),
         "BLAST_TO": to, "BLAST_REPORT": str(report)}})
