@@ -1,4 +1,4 @@
-"""Shared by bench/rollout.py, bench/secrets.py, bench/chaos.py and bench/canary.py: a real
+"""Shared by bench/rollout.py, bench/secret_delivery.py, bench/chaos.py and bench/canary.py: a real
 ``mycelium up`` on a temp home, the published example spores, timed rollouts and the steady
 load of tests/reliability (keep-alive clients)."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ sys.path.insert(0, str(REPO / "tests" / "reliability"))
 
 from load import Load  # noqa: E402
 
+from bench._common import free_port  # noqa: E402
 from mycelium.home import Home  # noqa: E402
 from mycelium.operator.client import ControlClient  # noqa: E402
 from mycelium.spores import keygen, publish  # noqa: E402
@@ -79,12 +79,7 @@ class Mesh:
     def __init__(self, root: Path, config: str = "") -> None:
         if config:
             (root / "mycelium.toml").write_text(config)
-        # a free port inline, not bench._common.free_port: a bench script that imports
-        # mycelium.node gets bench/secrets.py for the stdlib's ``secrets``, and that imports
-        # this module while bench._common is still loading
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        self.port = free_port()
         self.root = root
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mycelium", "up", "--home", str(root), "--edge-port",

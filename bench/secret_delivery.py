@@ -3,7 +3,7 @@ side by side with a plain ``deploy`` of a new version of the same app.
 
 One command:
 
-    python bench/secrets.py [--rounds 5] [--warmup 0] [--parallel 1]
+    python bench/secret_delivery.py [--rounds 5] [--warmup 0] [--parallel 1]
 
 A real ``mycelium up --nodes 3``; the test workload ``tests/secrets/workloads/secretive`` as
 app ``vault`` with ``--max 3`` and ``--warmup W``; two keep-alive clients GET ``/vault/``
