@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .procfs import poll_until
+from .procfs import environ_has, poll_until
 from .uids import UidRange
 
 __all__ = ["Confinement", "Jail", "TagJail", "UidJail", "kill_all", "reap_contained", "scan"]
@@ -54,14 +54,6 @@ def _status_uids(pid: str) -> tuple[bool, tuple[int, ...]]:
         return state >= 0, ()
     line = text[at + 5:text.find(b"\n", at + 5)]
     return True, tuple(int(x) for x in line.split()[:4])
-
-
-def _environ_has(pid: str, needle: bytes) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as fh:
-            return needle in b"\0" + fh.read()
-    except OSError:
-        return False
 
 
 def _scan_all() -> list[tuple[str, tuple[int, ...]]]:
@@ -164,7 +156,7 @@ class TagJail(Jail):
     home: str
 
     def match(self, pid: str, uids: tuple[int, ...]) -> bool:
-        return self.uid in uids[:2] and _environ_has(pid, f"\0HOME={self.home}\0".encode())
+        return self.uid in uids[:2] and environ_has(pid, f"\0HOME={self.home}\0".encode())
 
 
 def kill_all(pids: list[int], sig: int) -> list[int]:
@@ -219,7 +211,7 @@ class _Leftovers(Jail):
     def match(self, pid: str, uids: tuple[int, ...]) -> bool:
         if self.uids is not None and any(u in self.uids for u in uids[:2]):
             return True
-        return _environ_has(pid, self.prefix)
+        return environ_has(pid, self.prefix)
 
 
 def reap_contained(uids: UidRange | None, instances_dir: str) -> list[int]:

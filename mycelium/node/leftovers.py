@@ -38,6 +38,7 @@ from .containment import Jail, kill_all, reap_contained, scan, wait_empty
 from .instance import RECORD_FILE
 from .output import mesh_stopping, settle_home
 from .process import ProcessRecord, reap_leftovers
+from .procfs import environ_has
 from .serials import begin_run
 from .uids import UidRange
 
@@ -236,7 +237,7 @@ def survey_home(home: Home, workdirs: Path | None = None, uids: UidRange | None 
     owners: set[int] = set()
     candidates = {r.pid for r in records} | {p for g in groups for p in g.procs()}
     candidates |= set(scan(lambda pid, ids: (uids is not None and any(u in uids for u in ids[:2]))
-                           or _environ_has(pid, prefix)))
+                           or environ_has(pid, prefix)))
     for proc in psutil.process_iter(["pid", "cwd"]):
         cwd = proc.info.get("cwd")
         if cwd and (cwd + os.sep).startswith(roots):
@@ -252,9 +253,3 @@ def survey_home(home: Home, workdirs: Path | None = None, uids: UidRange | None 
                      home.instances, groups)
 
 
-def _environ_has(pid: str, needle: bytes) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as fh:
-            return needle in b"\0" + fh.read()
-    except OSError:
-        return False

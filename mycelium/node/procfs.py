@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 import psutil
 
-__all__ = ["children", "group_alive", "poll_until", "read_stat", "wait_group_gone"]
+__all__ = ["children", "environ_has", "group_alive", "poll_until", "read_stat",
+           "wait_group_gone"]
 
 #: How often a stop first re-checks whether its processes are gone (no event exists for that);
 #: the period doubles from there up to 50 ms.
@@ -102,3 +103,13 @@ def poll_until(done: Callable[[], bool], deadline: float) -> bool:
 def wait_group_gone(pgid: int, deadline: float) -> bool:
     """Poll (no event exists for it) until the group is empty; False if the deadline passed."""
     return poll_until(lambda: not group_alive(pgid), deadline)
+
+
+def environ_has(pid: str, needle: bytes) -> bool:
+    """True if process ``pid``'s environment contains ``needle`` (False if it is gone or
+    unreadable); a needle that starts with NUL also matches the first variable."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return needle in b"\0" + fh.read()
+    except OSError:
+        return False
