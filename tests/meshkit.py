@@ -27,8 +27,9 @@ from mycelium.spores import keygen, publish
 
 REPO = Path(__file__).resolve().parents[1]
 
-__all__ = ["REPO", "UpProcess", "edge_worker_pids", "free_port", "kill_leftovers",
-           "private_home", "published", "repo_env", "stopped_cleanly", "workload_pids"]
+__all__ = ["REPO", "UpProcess", "edge_worker_pids", "forget_machine_state", "free_port",
+           "kill_leftovers", "private_home", "published", "repo_env", "stopped_cleanly",
+           "workload_pids"]
 
 
 def published(root: Path, spores: Mapping[str, tuple[Path, Mapping[str, Any]]],
@@ -204,15 +205,27 @@ def private_home(template: Path, target: Path) -> Iterator[Path]:
     Raises:
         AssertionError: at teardown, naming the workloads that had to be killed.
     """
-    from mycelium.node.isolation import fallback_instances_dir
-
     shutil.copytree(template, target, symlinks=True)
     yield target
     leftovers = kill_leftovers(target)
     leftovers += [pid for pid in clear_cgroups(target) if pid not in leftovers]
-    outside = fallback_instances_dir(Path(target).absolute())  # where a root mesh put them
-    shutil.rmtree(outside.parent, ignore_errors=True)
+    forget_machine_state(target)
     assert not leftovers, f"workload processes survived the test: {leftovers}"
+
+
+def forget_machine_state(home: Path) -> None:
+    """Remove what a root mesh of ``home`` kept outside it: its instances directory under
+    /var/lib/mycelium and its claim of a uid range (the mesh keeps both for the home's next
+    ``up``; a test's home is gone after the test)."""
+    from mycelium.node.isolation import STATE_ROOT, fallback_instances_dir
+
+    home = Path(home).absolute()
+    shutil.rmtree(fallback_instances_dir(home).parent, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        for claim in (STATE_ROOT / "uid-ranges").iterdir():
+            with contextlib.suppress(OSError):
+                if claim.read_text().strip() == str(home):
+                    claim.unlink()
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from mycelium.fabric.etcd_client import EtcdClient, EtcdUnavailable
 from mycelium.home import Home
 from mycelium.operator.control import ControlClient
 from mycelium.spores import keygen, trust
-from tests.meshkit import UpProcess, free_port
+from tests.meshkit import UpProcess, forget_machine_state, free_port
 
 __all__ = ["EtcdServer", "MemberProcess", "answers", "etcd_binary", "free_port", "get",
            "kill_workloads", "two_homes", "wait_for"]
@@ -209,3 +209,4 @@ def two_homes(root: Path) -> Iterator[tuple[Home, Home]]:
     finally:
         for home in (a, b):
             kill_workloads(home.root)
+            forget_machine_state(home.root)

@@ -24,7 +24,7 @@ from etcd_helpers import EtcdServer, MemberProcess, etcd_binary, kill_workloads,
 
 from mycelium.home import Home
 from mycelium.spores import keygen, publish, trust
-from tests.meshkit import repo_env
+from tests.meshkit import forget_machine_state, repo_env
 
 HELLO = Path(__file__).resolve().parents[2] / "examples" / "hello" / "hello"
 ENV = repo_env()
@@ -67,6 +67,7 @@ def members(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Members]:
             m.stop()
         for home in (home_a, home_b):
             kill_workloads(home.root)
+            forget_machine_state(home.root)
         etcd.kill()
 
 
