@@ -195,17 +195,23 @@ def test_kill9_of_the_mesh_under_load_fails_no_request_and_the_next_up_adopts_th
     assert not list((worker_home / "run").glob("edge-*.json"))
 
 
+def _killed_with_hello(home: Path, digest: str) -> tuple[EdgeMesh, list[int]]:
+    """A 1-node mesh on ``home`` serving hello, then killed with SIGKILL: the dead mesh (its
+    port) and its edge workers' pids, as its tree showed them."""
+    mesh = EdgeMesh(home, nodes=1)
+    try:
+        deployed = cli(home, "deploy", "hello", digest)
+        assert deployed.returncode == 0, deployed.stderr
+        mesh.ready("hello", 1)
+        return mesh, [w["pid"] for w in _edge_workers(mesh)]
+    finally:
+        mesh.kill9()
+
+
 @pytest.mark.timeout(180)
 def test_down_after_a_kill9_stops_the_orphaned_workers_and_the_workloads(
         worker_home: Path, hello_spores: tuple[Path, dict[str, str]]) -> None:
-    mesh = EdgeMesh(worker_home, nodes=1)
-    try:
-        deployed = cli(worker_home, "deploy", "hello", hello_spores[1]["hello"])
-        assert deployed.returncode == 0, deployed.stderr
-        mesh.ready("hello", 1)
-        workers = [w["pid"] for w in _edge_workers(mesh)]
-    finally:
-        mesh.kill9()
+    mesh, workers = _killed_with_hello(worker_home, hello_spores[1]["hello"])
     status = http.client.HTTPConnection("127.0.0.1", mesh.port, timeout=10)
     status.request("GET", "/hello/")
     assert status.getresponse().status == 200  # still served with no mesh
@@ -222,13 +228,7 @@ def test_down_after_a_kill9_stops_the_orphaned_workers_and_the_workloads(
 @pytest.mark.timeout(180)
 def test_a_down_during_the_takeover_leaves_nothing_running(
         worker_home: Path, hello_spores: tuple[Path, dict[str, str]]) -> None:
-    mesh = EdgeMesh(worker_home, nodes=1)
-    try:
-        deployed = cli(worker_home, "deploy", "hello", hello_spores[1]["hello"])
-        assert deployed.returncode == 0, deployed.stderr
-        mesh.ready("hello", 1)
-    finally:
-        mesh.kill9()
+    mesh, _ = _killed_with_hello(worker_home, hello_spores[1]["hello"])
     workers = edge_worker_pids(worker_home)
     mesh = EdgeMesh(worker_home, nodes=1, port=mesh.port)  # adopts, then at once:
     down = cli(worker_home, "down")
