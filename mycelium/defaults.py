@@ -36,6 +36,9 @@ class DeployDefaults:
     TIMEOUT = 60.0
     """``--timeout`` when ``[rollout] timeout`` is not configured: the rollout's health
     deadline in seconds."""
+    SCALE_DOWN_AFTER = 30.0
+    """``[scale] down_after``: seconds an autoscaled app (``--target-concurrency``) stays
+    below its target before it scales down, in one step."""
 
 
 def usable_cpus() -> int:

@@ -34,6 +34,7 @@ from mycelium.fabric.cluster import start_cluster_fabric
 from mycelium.fabric.etcd import DEFAULT_TTL, EtcdStore, EtcdUnavailable, MemberConflict, connect
 from mycelium.fabric.etcd_client import EtcdAuthFailed
 from mycelium.fabric.history import DEFAULT_KEEP
+from mycelium.fabric.scaling import SCALE_DOWN_AFTER
 from mycelium.home import Home
 from mycelium.mesh import KillScope
 from mycelium.secrets import EtcdSecretStore, SecretStore
@@ -57,12 +58,13 @@ def default_prefix() -> str:
 
 def cluster_fabric_child(names: Names, store: EtcdStore, nodes: tuple[str, ...], repo: Repo,
                          advertise_host: str, prefetch: Callable[[str], None],
-                         parallel: int, history_keep: int = DEFAULT_KEEP) -> ChildSpec:
+                         parallel: int, history_keep: int = DEFAULT_KEEP,
+                         down_after: float = SCALE_DOWN_AFTER) -> ChildSpec:
     """The member's ``fabric`` child: the fabric with its etcd parts (the one place that
     assembles them)."""
     return ChildSpec("fabric", lambda: start_cluster_fabric(
         names, store, nodes, repo.has, parallel=parallel, advertise_host=advertise_host,
-        prefetch=prefetch, history_keep=history_keep))
+        prefetch=prefetch, history_keep=history_keep, down_after=down_after))
 
 
 class Member:
@@ -172,13 +174,13 @@ class Member:
             spores.stop()
 
     def fabric_child(self, names: Names, repo: Repo, parallel: int, *,
-                     history_keep: int = DEFAULT_KEEP,
+                     history_keep: int = DEFAULT_KEEP, down_after: float = SCALE_DOWN_AFTER,
                      report: Reporter | None = None) -> ChildSpec:
         """The fabric with its etcd parts, on the etcd store joined by :meth:`open`."""
         if self.store is None:
             raise OperationFailed("the member has not joined the fabric")
         return cluster_fabric_child(names, self.store, self._nodes, repo, self.advertise_host,
-                                    self.prefetch, parallel, history_keep)
+                                    self.prefetch, parallel, history_keep, down_after)
 
     def secret_store(self) -> SecretStore:
         """The mesh's secrets in etcd (ciphertext only; every member opens them with its own

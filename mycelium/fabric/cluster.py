@@ -45,6 +45,7 @@ from .history_store import EtcdHistory
 from .names import Names
 from .peers import PeerConnection, PeerEvents, PeerUpdate
 from .rollouts import Rollouts
+from .scaling import SCALE_DOWN_AFTER
 from .slots import LocalSlots
 from .state import StoredState
 
@@ -275,7 +276,8 @@ def start_cluster_fabric(names: Names, store: EtcdStore, nodes: tuple[str, ...],
                          digest_known: Callable[[str], bool] = lambda _d: True, *,
                          parallel: int = 1, advertise_host: str = "127.0.0.1",
                          prefetch: Callable[[str], None] | None = None,
-                         history_keep: int = DEFAULT_KEEP) -> pykka.ActorRef[Any]:
+                         history_keep: int = DEFAULT_KEEP,
+                         down_after: float = SCALE_DOWN_AFTER) -> pykka.ActorRef[Any]:
     """Start a member's fabric: the ordinary :class:`Fabric` with its etcd parts.
 
     Each call builds fresh collaborators (a restarted fabric re-reads etcd; the store itself
@@ -286,4 +288,4 @@ def start_cluster_fabric(names: Names, store: EtcdStore, nodes: tuple[str, ...],
                         peers=EtcdPeers(store, nodes, advertise_host, prefetch),
                         rollouts=Rollouts(lambda: EtcdHistory(store.client, store.prefix),
                                           history_keep),
-                        switches=EtcdSwitches(store.client, store.prefix))
+                        switches=EtcdSwitches(store.client, store.prefix), down_after=down_after)

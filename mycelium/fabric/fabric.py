@@ -63,6 +63,7 @@ from .rollouts import MESSAGES, RolloutPort, Rollouts, reverted, with_next_secre
 from .route_push import PushRoutes, RoutePush, moves_routes
 from .scale_hooks import FabricParts, ScaleHooks
 from .scaler import DrainBook
+from .scaling import SCALE_DOWN_AFTER
 from .slots import LocalSlots, SlotClaims
 from .state import Store
 from .switch import ClaimSwitch, ReleaseSwitch, SwitchBook, Switches, SwitchGate
@@ -104,7 +105,7 @@ class Fabric(SupervisedActor):
         slots: Grants slots (:class:`LocalSlots` by default: one machine).
         peers: The rest of the mesh (:class:`NoPeers` by default: one machine).
         rollouts: History and canaries; switches: who switches what (etcd: mesh-wide).
-        many_per_node, drains, report: see :class:`~mycelium.fabric.scale_hooks.ScaleHooks`.
+        many_per_node, drains, report, down_after: see :class:`~.scale_hooks.ScaleHooks`.
     """
 
     def __init__(self, names: Names, store_factory: Callable[[], Store], nodes: tuple[str, ...],
@@ -112,7 +113,8 @@ class Fabric(SupervisedActor):
                  parallel: int = 1, slots: SlotClaims | None = None,
                  peers: Peers | None = None, rollouts: Rollouts | None = None,
                  switches: Switches | None = None, many_per_node: bool = True,
-                 drains: DrainBook | None = None, report: Reporter | None = None) -> None:
+                 drains: DrainBook | None = None, report: Reporter | None = None,
+                 down_after: float = SCALE_DOWN_AFTER) -> None:
         super().__init__()
         self._names = names
         self._store_factory = store_factory
@@ -134,7 +136,7 @@ class Fabric(SupervisedActor):
         self._push = RoutePush(names, self._endpoints, self._tell_self, lambda: bool(self._syncing))
         self._scale = ScaleHooks(FabricParts(
             names, nodes, lambda: self._plans, lambda: self._budgets, self._everything,
-            self._tell_self), many_per_node, drains, report)
+            self._tell_self), many_per_node, drains, report, down_after)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ from .errors import BadPlan, FabricError
 from .mesh_scale import MeshChange, MeshScale, Published
 from .names import Names
 from .scaler import DrainBook, MemoryDrains, Scaler
+from .scaling import SCALE_DOWN_AFTER
 
 __all__ = ["TICK", "DrainRefused", "FabricParts", "ScaleHooks", "node_order"]
 
@@ -104,15 +105,18 @@ class ScaleHooks:
         drains: Where drained nodes are kept; a :class:`MeshScale` makes the hooks one
             member's share of a mesh's placement.
         report: Receives a supervision-log record per scale event.
+        down_after: Seconds an autoscaled app stays below target before it scales down
+            (``[scale] down_after``).
     """
 
     def __init__(self, parts: FabricParts, many_per_node: bool, drains: DrainBook | None,
-                 report: Reporter | None) -> None:
+                 report: Reporter | None, down_after: float = SCALE_DOWN_AFTER) -> None:
         self.parts = parts
         self.many = many_per_node
         self.mesh: MeshScale | None = drains if isinstance(drains, MeshScale) else None
         self._report = report
-        self.scaler = Scaler(drains if drains is not None else MemoryDrains(), self._event)
+        self.scaler = Scaler(drains if drains is not None else MemoryDrains(), self._event,
+                             down_after)
         self._told: dict[str, dict[str, int]] = {}  # app → own node → count told
         self._rows: dict[str, dict[str, int]] = {}  # app → node → count, every node
         self._published: dict[str, tuple[Published, float]] = {}

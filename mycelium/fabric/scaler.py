@@ -25,7 +25,7 @@ from mycelium.messages import AppLoad, Budget, InstanceInfo, Plan
 from mycelium.states import InstanceState
 
 from .placer import Placer
-from .scaling import ScaleState, autoscale
+from .scaling import SCALE_DOWN_AFTER, ScaleState, autoscale
 
 __all__ = ["DrainBook", "FileDrains", "MemoryDrains", "Scaler"]
 
@@ -97,8 +97,10 @@ class Scaler:
         on_scale: Told each scale event (the supervision log).
     """
 
-    def __init__(self, drains: DrainBook, on_scale: ScaleEvent | None = None) -> None:
+    def __init__(self, drains: DrainBook, on_scale: ScaleEvent | None = None,
+                 down_after: float = SCALE_DOWN_AFTER) -> None:
         self._drains = drains
+        self._down_after = down_after
         self.placer = Placer(drains.load())
         self._on_scale = on_scale or (lambda _app, _why: None)
         self._auto: dict[str, ScaleState] = {}
@@ -187,7 +189,7 @@ class Scaler:
             return limit, f"fixed: min(max {plan.max}, max_instances {limit})"
         state, reason = autoscale(self._auto.get(app, ScaleState(max(low, 1))),
                                   self._in_flight.get(app, 0.0), now, low=low, high=limit,
-                                  target=plan.target_concurrency)
+                                  target=plan.target_concurrency, down_after=self._down_after)
         self._auto[app] = state
         return state.desired, reason
 

@@ -13,11 +13,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from mycelium.defaults import DeployDefaults
+
 __all__ = ["SCALE_DOWN_AFTER", "NodeRoom", "ScaleState", "autoscale", "place"]
 
 _EPSILON = 1e-9  # cpu shares are floats: 0.1 * 3 must fit into 0.3
 
-SCALE_DOWN_AFTER = 30.0
+SCALE_DOWN_AFTER = DeployDefaults.SCALE_DOWN_AFTER
 """Seconds an autoscaled app stays below its target before it scales down (in one step)."""
 
 

@@ -25,6 +25,7 @@ from mycelium.fabric.history import DEFAULT_KEEP
 from mycelium.fabric.history_store import HistoryLog, SqliteHistory
 from mycelium.fabric.rollouts import Rollouts
 from mycelium.fabric.scaler import DrainBook, FileDrains
+from mycelium.fabric.scaling import SCALE_DOWN_AFTER
 from mycelium.home import Home
 from mycelium.secrets import HomeStore, SecretStore
 from mycelium.spores import Repo
@@ -74,7 +75,7 @@ class FabricBackend(Protocol):
         """Steps after the tree stopped (idempotent)."""
 
     def fabric_child(self, names: Names, repo: Repo, parallel: int, *,
-                     history_keep: int = DEFAULT_KEEP,
+                     history_keep: int = DEFAULT_KEEP, down_after: float = SCALE_DOWN_AFTER,
                      report: Reporter | None = None) -> ChildSpec:
         """The tree's ``fabric`` child.
 
@@ -83,6 +84,8 @@ class FabricBackend(Protocol):
             repo: The spore repo (a plan for a digest it lacks is refused, or fetched).
             parallel: Instances replaced at a time in a rollout (``[rollout] parallel``).
             history_keep: Deployments kept per app (``[rollout] history_keep``).
+            down_after: Seconds below target before an autoscaled app scales down
+                (``[scale] down_after``).
             report: The supervision log's reporter (the fabric's scale events).
         """
 
@@ -104,11 +107,13 @@ class FabricBackend(Protocol):
 def local_fabric_child(names: Names, store: Callable[[], SqliteStore], nodes: tuple[str, ...],
                        repo: Repo, parallel: int, history: Callable[[], HistoryLog] | None = None,
                        history_keep: int = DEFAULT_KEEP, drains: DrainBook | None = None,
-                       report: Reporter | None = None) -> ChildSpec:
+                       report: Reporter | None = None,
+                       down_after: float = SCALE_DOWN_AFTER) -> ChildSpec:
     """The single-machine ``fabric`` child (the one place that constructs a :class:`Fabric`)."""
     return ChildSpec("fabric", lambda: Fabric.start(
         names, store, nodes, repo.has, parallel=parallel,
-        rollouts=Rollouts(history, history_keep), drains=drains, report=report))
+        rollouts=Rollouts(history, history_keep), drains=drains, report=report,
+        down_after=down_after))
 
 
 class LocalFabric:
@@ -146,14 +151,14 @@ class LocalFabric:
         """Nothing to leave."""
 
     def fabric_child(self, names: Names, repo: Repo, parallel: int, *,
-                     history_keep: int = DEFAULT_KEEP,
+                     history_keep: int = DEFAULT_KEEP, down_after: float = SCALE_DOWN_AFTER,
                      report: Reporter | None = None) -> ChildSpec:
         """A :class:`Fabric` on the home's SQLite store (its history in the same file, drained
         nodes in ``drained.json``)."""
         db = self.db
         return local_fabric_child(names, lambda: SqliteStore(db), self._nodes, repo, parallel,
                                   lambda: SqliteHistory(db), history_keep,
-                                  FileDrains(db.parent / "drained.json"), report)
+                                  FileDrains(db.parent / "drained.json"), report, down_after)
 
     def fetch(self, digest: str) -> None:
         """No other place has spores: a missing digest stays missing."""

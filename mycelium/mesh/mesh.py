@@ -240,6 +240,7 @@ class Mesh:
                 on_handover=self._handover)
         fabric = self.backend.fabric_child(self.names, self.spores.repo, cfg.rollout.parallel,
                                             history_keep=cfg.rollout.history_keep,
+                                            down_after=cfg.scale.down_after,
                                             report=self.log.report)
         return builder.children(fabric, edge, self._edge_listening, self.home.control_socket,
                                 {**self.ops.handlers(), **self._desired_ops(),

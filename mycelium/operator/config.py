@@ -35,6 +35,7 @@ __all__ = [
     "NodeSection",
     "RestartSection",
     "RolloutSection",
+    "ScaleSection",
     "SporesSection",
     "UiSection",
     "load_config",
@@ -160,6 +161,13 @@ class RolloutSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ScaleSection:
+    """``[scale]``: autoscaling (``deploy --target-concurrency``)."""
+
+    down_after: float = _key(DeployDefaults.SCALE_DOWN_AFTER, 0, 86_400, lo_open=True)
+
+
+@dataclass(frozen=True, slots=True)
 class ControlSection:
     """``[control]``: the control socket's bounds (idle connections cost no thread)."""
 
@@ -223,6 +231,7 @@ class MeshConfig:
     instance: InstanceSection = field(default_factory=InstanceSection)
     restart: RestartSection = field(default_factory=RestartSection)
     rollout: RolloutSection = field(default_factory=RolloutSection)
+    scale: ScaleSection = field(default_factory=ScaleSection)
     control: ControlSection = field(default_factory=ControlSection)
     spores: SporesSection = field(default_factory=SporesSection)
     logs: LogsSection = field(default_factory=LogsSection)

@@ -1,14 +1,19 @@
 """Autoscaling end to end: concurrent clients through the edge raise ``desired``; once the
-load is gone it drops back to ``min`` in one step (after the quiet period)."""
+load is gone it drops back to ``min`` in one step (after the quiet period, ``[scale]
+down_after``: 4 s here, so the test does not wait out the default 30 s)."""
 
 from __future__ import annotations
 
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from mesh_helpers import MeshProcess, cli, wait_until
+from mesh_helpers import MeshProcess, cli, stopped_cleanly, wait_until
+
+DOWN_AFTER = 4.0
 
 
 def _clients(url: str, n: int, stop: threading.Event) -> list[threading.Thread]:
@@ -22,9 +27,19 @@ def _clients(url: str, n: int, stop: threading.Event) -> list[threading.Thread]:
     return threads
 
 
-@pytest.mark.timeout(150)
+@pytest.fixture
+def quick_mesh(home: Path) -> Iterator[MeshProcess]:
+    """The 3-node mesh with a 4 s scale-down quiet period (``<home>/mycelium.toml``)."""
+    (home / "mycelium.toml").write_text(f"[scale]\ndown_after = {DOWN_AFTER}\n")
+    proc = MeshProcess(home)
+    with stopped_cleanly(proc, home):
+        yield proc
+
+
+@pytest.mark.timeout(120)
 def test_desired_follows_in_flight_and_comes_back_to_min(
-        mesh: MeshProcess, digests: dict[str, str]) -> None:
+        quick_mesh: MeshProcess, digests: dict[str, str]) -> None:
+    mesh = quick_mesh
     result = cli(mesh.home, "deploy", "hello", digests["hello"], "--min", "1", "--max", "6",
                  "--mem", "16", "--target-concurrency", "2")
     assert result.returncode == 0, result.stderr
@@ -43,8 +58,8 @@ def test_desired_follows_in_flight_and_comes_back_to_min(
     stopped = time.monotonic()
     held = mesh.app("hello")
     assert held["desired"] >= 3  # not at once: the quiet period first
-    down = wait_until(lambda: (a := mesh.app("hello"))["desired"] == 1 and a, 60, "scale down")
-    assert time.monotonic() - stopped >= 25
+    down = wait_until(lambda: (a := mesh.app("hello"))["desired"] == 1 and a, 30, "scale down")
+    assert time.monotonic() - stopped >= DOWN_AFTER - 0.5
     assert down["desired_reason"].startswith("scaled down")
     mesh.ready("hello", 1)
     logs = cli(mesh.home, "logs", "--app", "hello").stdout
