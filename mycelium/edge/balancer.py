@@ -56,6 +56,8 @@ class Balancer:
         """
         eps = route.endpoints
         n = len(eps)
+        if n == 1 and not self._down_until and not self._ejected:
+            return eps  # one endpoint, nothing skipped: no rotation to keep
         if route.weighted:  # a canary: smooth weighted round-robin
             i = self._weighted(route)
         else:
@@ -108,8 +110,8 @@ class Balancer:
 
     def succeeded(self, endpoint: Endpoint) -> None:
         """Record a success: the endpoint is back in rotation with a clean slate."""
-        key = (endpoint.host, endpoint.port)
-        if self._down_until or self._fails:
+        if self._down_until or self._fails:  # else nothing to clean (the usual case)
+            key = (endpoint.host, endpoint.port)
             self._down_until.pop(key, None)
             self._fails.pop(key, None)
 

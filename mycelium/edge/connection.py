@@ -45,9 +45,6 @@ class ConnectionHandler(Protocol):
     def dispatch(self, client: ClientConnection) -> None:
         """Bytes or EOF arrived while nobody works on ``client``, or a task handed it back."""
 
-    def upstream_ready(self, client: ClientConnection) -> None:
-        """The upstream of ``client.exchange`` got bytes or closed."""
-
     def lost(self, client: ClientConnection) -> None:
         """The client is gone; ``client.exchange`` (if any) must be let go."""
 
@@ -81,6 +78,9 @@ class ClientConnection(Conduit):
         self.routed_app: str | None = None
         self.instance: str | None = None
         self.retries = 0
+        self.sent_head: tuple[RequestHead, str, bytes, bytes] | None = None
+        """The fast path's last upstream request head, for which request, target and prefix
+        (a keep-alive client repeats its request, so the head is built once)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register the connection; requests are dispatched as bytes arrive."""
@@ -102,10 +102,6 @@ class ClientConnection(Conduit):
         if self.task is None and self.exchange is None:
             self.handler.dispatch(self)
         return keep_open and not self.tls  # TLS has no half-close: asyncio warns on True
-
-    def on_upstream(self) -> None:
-        """The fast path's upstream got bytes or closed (the upstream's ``watcher``)."""
-        self.handler.upstream_ready(self)
 
     def resume(self) -> None:
         """A task finished its request: go back to callbacks (serves a pipelined request)."""

@@ -12,9 +12,15 @@ from __future__ import annotations
 import time
 
 from mycelium.edge.connection import ClientConnection, Exchange
-from mycelium.edge.http1 import ProtocolError, parse_request_head, parse_response_head
+from mycelium.edge.http1 import (
+    ProtocolError,
+    RequestHead,
+    ResponseHead,
+    parse_request_head,
+    parse_response_head,
+)
 from mycelium.edge.relay import response_head
-from mycelium.edge.routes import route_target
+from mycelium.edge.routes import route_request
 from mycelium.edge.slowpath import SlowPath
 from mycelium.edge.state import IDEMPOTENT, EdgeState
 from mycelium.edge.upstream import MAX_RESPONSE_HEAD
@@ -43,6 +49,9 @@ class FastPath:
         self._edge_line = state.edge_line
         self.access = state.access
         self._failing = state.ejector.failing  # empty: a success changes no ejection count
+        self._ready = self.upstream_ready  # the upstream's watcher (bound once, not per request)
+        self._sent: tuple[ResponseHead, RequestHead, bool, bytes] | None = None
+        """The last response head sent: for which response, request and keep-alive."""
 
     # -- the connection's callbacks ---------------------------------------------------------------
     def opened(self, client: ClientConnection) -> None:
@@ -86,10 +95,10 @@ class FastPath:
             elif not client.head_started:
                 client.head_started = self.loop.time()
             return
-        if end > self._max_head or buf.startswith(b"\r\n"):
+        if end > self._max_head:
             self.slow.take(client, None)
             return
-        try:
+        try:  # (a head after a blank line, which the slow path skips, fails here too)
             req = parse_request_head(bytes(buf[:end]))
         except ProtocolError:
             self.slow.take(client, None)  # re-parses and answers the error
@@ -97,14 +106,16 @@ class FastPath:
         del buf[:end + 4]
         client.consumed()
         client.head_started = 0.0
-        if (req.chunked or req.content_length or req.expect_continue or client.must_drain
-                or req.upgrade is not None or req.target.startswith("/_mycelium/")):
+        if not req.plain or client.must_drain or req.target.startswith("/_mycelium/"):
             self.slow.take(client, (req, None))
             return
-        parts = route_target(state.routes, req.host, req.target)
-        route = state.routes.get(parts[0]) if parts is not None else None
-        if parts is None or route is None or not route.endpoints:
-            self.slow.take(client, (req, None))  # answers 400/404/503
+        routed = route_request(state.routes, req.host, req.target)
+        if routed is None:
+            self.slow.take(client, (req, None))  # answers 400
+            return
+        app, target, prefix, route = routed
+        if route is None or not route.endpoints:
+            self.slow.take(client, (req, None))  # answers 404/503
             return
         order = self.balancer.order(route)
         ep = order[0]
@@ -112,17 +123,23 @@ class FastPath:
         if up is None:
             self.slow.take(client, (req, order))
             return
-        prefix = parts[2]
+        sent = client.sent_head  # a keep-alive client repeats its request: its head too
+        if sent is not None and sent[0] is req and sent[1] == target and sent[2] == prefix:
+            head = sent[3]
+        else:
+            head = state.upstream_head(client, req, target, ep, prefix)
+            if req.host is not None and b"host" not in req.connection_tokens:
+                client.sent_head = (req, target, prefix, head)  # (else it names the endpoint)
         try:
-            up.write(state.upstream_head(client, req, parts[1], ep, prefix))
+            up.write(head)
         except ConnectionError:
             up.abort()
             self.slow.take(client, (req, order))
             return
-        started = time.monotonic()
-        client.exchange = Exchange(req, parts[0], order, ep, up, started,
+        client.exchange = Exchange(req, app, order, ep, up, time.monotonic(),
                                    self.loop.time() + self._read_timeout, prefix)
-        up.watcher = client.on_upstream
+        up.watcher = self._ready
+        up.watched = client
         self.metrics.active += 1
         if up.buf or up.eof:
             self.upstream_ready(client)
@@ -157,32 +174,40 @@ class FastPath:
             length = resp.content_length
         else:
             length = -1
-        if resp.status < 200 or length < 0 or len(ubuf) - end - 4 < length:
+        stop = end + 4 + length
+        if resp.status < 200 or length < 0 or len(ubuf) < stop:
             self._to_task(client, ex)
             return
-        del ubuf[:end + 4]
-        body = bytes(ubuf[:length])
-        del ubuf[:length]
         keep = req.keep_alive and not self.state.draining
-        head, keep, _ = response_head(req, resp, self._edge_line, keep,
-                                      (ex.prefix, ex.ep.address) if ex.prefix else None)
-        self.balancer.succeeded(ex.ep)
-        if resp.status >= 500 or self._failing:
-            self.state.outcome(ex.app, ex.ep, resp.status < 500 or bool(ex.ep.digest),
-                               len(ex.order))
-        self.metrics.observe(ex.app, time.monotonic() - ex.started)
-        self.metrics.request(ex.app, resp.status)
-        if ex.ep.digest:
-            self.state.answers.count(ex.app, ex.ep.digest, resp.status)
+        sent = self._sent  # clients repeat requests and upstreams answers: so the heads
+        if sent is not None and sent[0] is resp and sent[1] is req and sent[2] == keep:
+            head = sent[3]
+        else:
+            wanted = keep
+            head, keep, _ = response_head(req, resp, self._edge_line, keep,
+                                          (ex.prefix, ex.ep.address) if ex.prefix else None)
+            if not resp.locates:  # (else the endpoint's address is part of it)
+                self._sent = (resp, req, wanted, head)
+        out = head + ubuf[end + 4:stop] if length else head
+        del ubuf[:stop]
+        ep = ex.ep
+        status = resp.status
+        self.balancer.succeeded(ep)
+        if status >= 500 or self._failing:
+            self.state.outcome(ex.app, ep, status < 500 or bool(ep.digest), len(ex.order))
+        elapsed = time.monotonic() - ex.started
+        self.metrics.answered(ex.app, status, elapsed)
+        if ep.digest:
+            self.state.answers.count(ex.app, ep.digest, status)
         self.detach(client, pool=resp.keep_alive and not up.eof and not ubuf)
         try:
-            client.write(head + body if body else head)
+            client.write(out)
         except ConnectionError:
             return
         access = self.access
         if access is not None:
-            access.add(client.peer, req.method, req.host, req.target, resp.status, length,
-                       (time.monotonic() - ex.started) * 1000, ex.app, ex.ep.instance, 0)
+            access.add(client.peer, req.method, req.host, req.target, status, length,
+                       elapsed * 1000, ex.app, ep.instance, 0)
         if not keep:
             client.close()
             return
@@ -199,7 +224,7 @@ class FastPath:
         client.exchange = None
         self.metrics.active -= 1
         up = ex.up
-        up.watcher = None
+        up.watcher = up.watched = None
         if pool:
             self.pool.release(up, self.state.draining)
         else:
@@ -233,7 +258,7 @@ class FastPath:
         """Continue a fast exchange in a task (streaming bodies, interim responses)."""
         client.exchange = None
         self.metrics.active -= 1
-        ex.up.watcher = None
+        ex.up.watcher = ex.up.watched = None
         self.slow.take(client, ex)
 
     def _failed(self, client: ClientConnection, ex: Exchange, why: str) -> None:

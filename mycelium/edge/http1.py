@@ -130,15 +130,21 @@ class _Head:
 
 
 class RequestHead(_Head):
-    """A parsed request head. ``target`` is the decoded request target."""
+    """A parsed request head. ``target`` is the decoded request target.
 
-    __slots__ = ("expect_continue", "method", "target")
+    Attributes:
+        plain: No body, no ``Expect``, no ``Upgrade``: nothing to stream or negotiate (what
+            the fast path can send in one write and answer from callbacks).
+    """
+
+    __slots__ = ("expect_continue", "method", "plain", "target")
 
     def __init__(self) -> None:
         super().__init__()
         self.method = ""
         self.target = ""
         self.expect_continue = False
+        self.plain = False
 
 
 class ResponseHead(_Head):
@@ -325,6 +331,8 @@ def _parse_request(data: bytes) -> RequestHead:
         if expect.lower() != b"100-continue":
             raise ProtocolError("unsupported Expect", 417)
         head.expect_continue = minor == 1
+    head.plain = not (head.chunked or head.content_length or head.expect_continue
+                      or head.upgrade is not None)
     return head
 
 

@@ -39,10 +39,6 @@ class RedirectingHandler:
         """A client connected."""
         self._inner.opened(client)
 
-    def upstream_ready(self, client: ClientConnection) -> None:
-        """The upstream of a request the inner handler serves got bytes."""
-        self._inner.upstream_ready(client)
-
     def lost(self, client: ClientConnection) -> None:
         """The client is gone."""
         self._inner.lost(client)

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 from mycelium.edge.errors import EdgeConfigError
 from mycelium.edge.hosts import HostMap
 
-__all__ = ["APP_NAME", "Endpoint", "Route", "RouteTable", "route_target", "split_target"]
+__all__ = ["APP_NAME", "Endpoint", "Route", "RouteTable", "route_request", "route_target",
+           "split_target"]
 
 APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 """What an app name may look like; anything else in a path is answered 400."""
@@ -111,7 +112,7 @@ class RouteTable(Mapping[str, Route]):
         EdgeConfigError: A key differs from its route's app name, or two apps own one host.
     """
 
-    __slots__ = ("_routed", "_routes", "hosts")
+    __slots__ = ("_requests", "_routed", "_routes", "hosts")
 
     def __init__(self, routes: Mapping[str, Route] | None = None) -> None:
         copied = dict(routes or {})
@@ -123,6 +124,8 @@ class RouteTable(Mapping[str, Route]):
                               if route.hosts})
         self._routed: dict[tuple[bytes | None, str], tuple[str, str, bytes] | None] = {}
         """:func:`route_target`'s answers for this snapshot (a new snapshot starts empty)."""
+        self._requests: dict[tuple[bytes | None, str], Routed | None] = {}
+        """:func:`route_request`'s answers for this snapshot."""
 
     def by_host(self, host: bytes | None) -> Route | None:
         """The route of the app that owns ``host`` (a raw ``Host`` value), if any."""
@@ -178,6 +181,32 @@ def route_target(table: RouteTable, host: bytes | None,
             routed.clear()
         routed[key] = answer
     return answer
+
+
+Routed = tuple[str, str, bytes, "Route | None"]
+"""``(app, upstream target, prefix, the app's route or None)``: see :func:`route_request`."""
+_MISS = object()
+
+
+def route_request(table: RouteTable, host: bytes | None, target: str) -> Routed | None:
+    """:func:`route_target` and the app's route in one lookup (the fast path's).
+
+    Returns:
+        ``(app, upstream target, prefix, route)``, ``route`` ``None`` when no such app is
+        routed; ``None`` when the target is not in origin form.
+    """
+    key = (host, target)
+    requests = table._requests
+    answer = requests.get(key, _MISS)
+    if answer is not _MISS:
+        return answer  # type: ignore[return-value]  # the sentinel is ruled out above
+    parts = route_target(table, host, target)
+    routed = None if parts is None else (*parts, table._routes.get(parts[0]))
+    if len(target) <= _ROUTED_MAX_TARGET:
+        if len(requests) >= _ROUTED_SIZE:
+            requests.clear()
+        requests[key] = routed
+    return routed
 
 
 def split_target(target: str) -> tuple[str, str] | None:

@@ -7,7 +7,6 @@ connect and a slow-start, and leaves TIME_WAIT sockets behind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from mycelium.edge.http1 import ProtocolError, ResponseHead, parse_response_head
 from mycelium.edge.routes import Endpoint
@@ -19,32 +18,15 @@ MAX_RESPONSE_HEAD = 64 * 1024
 
 
 class Upstream(Conduit):
-    """A connection to one endpoint; ``reused`` once it served a request before."""
+    """A connection to one endpoint; ``reused`` once it served a request before.
+
+    The fast path follows it with :meth:`Conduit.watch` while it waits for a response.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, key: tuple[str, int]) -> None:
         super().__init__(loop)
         self.key = key
         self.reused = False
-        self.watcher: Callable[[], None] | None = None  # the fast path's callback
-
-    def data_received(self, data: bytes) -> None:
-        """Buffer, then tell the fast path (if it is waiting on this connection)."""
-        super().data_received(data)
-        if self.watcher is not None:
-            self.watcher()
-
-    def eof_received(self) -> bool:
-        """Note EOF and tell the fast path."""
-        keep_open = super().eof_received()
-        if self.watcher is not None:
-            self.watcher()
-        return keep_open
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Mark gone and tell the fast path."""
-        super().connection_lost(exc)
-        if self.watcher is not None:
-            self.watcher()
 
 
 class UpstreamPool:
@@ -92,7 +74,9 @@ class UpstreamPool:
 
     def release(self, up: Upstream, draining: bool = False) -> None:
         """Return a healthy upstream connection to the pool (or close it)."""
-        conns = self._pool.setdefault(up.key, [])
+        conns = self._pool.get(up.key)
+        if conns is None:
+            conns = self._pool[up.key] = []
         if draining or len(conns) >= self.keepalive:
             up.close()
             return

@@ -9,6 +9,8 @@ send buffer is full.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["Conduit"]
 
@@ -23,6 +25,8 @@ class Conduit(asyncio.Protocol):
         eof: The peer sent EOF or the connection is gone.
         closed: The connection is gone (``connection_lost`` ran).
         transport: The transport, once connected.
+        watcher: Called with ``watched`` after each event (bytes, EOF, loss) while set: how
+            a callback-driven consumer (the fast path) follows a connection without a task.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -33,8 +37,11 @@ class Conduit(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._drainer: asyncio.Future[None] | None = None
-        self._write_paused = False
+        self.must_drain = False
+        """The send buffer is over its high-water mark: writers must await :meth:`drain`."""
         self._read_paused = False
+        self.watcher: Callable[[Any], None] | None = None
+        self.watched: Any = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -42,21 +49,25 @@ class Conduit(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
 
     def data_received(self, data: bytes) -> None:
-        """Buffer ``data``, wake a reader, pause reading past the high-water mark."""
-        self.buf += data
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-        if len(self.buf) > _HIGH_WATER and not self._read_paused and self.transport is not None:
+        """Buffer ``data``, wake a reader, pause reading past the high-water mark; then tell
+        the watcher."""
+        buf = self.buf
+        buf += data
+        if self._waiter is not None:
+            self._wake()
+        if len(buf) > _HIGH_WATER and not self._read_paused and self.transport is not None:
             self._read_paused = True
             self.transport.pause_reading()
+        watcher = self.watcher
+        if watcher is not None:
+            watcher(self.watched)
 
     def eof_received(self) -> bool:
         """Note the half-close and keep the transport open for our writes."""
         self.eof = True
         self._wake()
+        if self.watcher is not None:
+            self.watcher(self.watched)
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -69,14 +80,16 @@ class Conduit(asyncio.Protocol):
             self._drainer = None
             if not drainer.done():
                 drainer.set_result(None)
+        if self.watcher is not None:
+            self.watcher(self.watched)
 
     def pause_writing(self) -> None:
         """The transport's send buffer is full: writers must await :meth:`drain`."""
-        self._write_paused = True
+        self.must_drain = True
 
     def resume_writing(self) -> None:
         """The send buffer drained: release a waiting writer."""
-        self._write_paused = False
+        self.must_drain = False
         drainer = self._drainer
         if drainer is not None:
             self._drainer = None
@@ -84,6 +97,11 @@ class Conduit(asyncio.Protocol):
                 drainer.set_result(None)
 
     # -- for the proxy ------------------------------------------------------------------------
+    def watch(self, watcher: Callable[[Any], None] | None, watched: Any = None) -> None:
+        """Call ``watcher(watched)`` after each event from now on (``None``: stop)."""
+        self.watcher = watcher
+        self.watched = watched
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None:
@@ -132,14 +150,10 @@ class Conduit(asyncio.Protocol):
         Raises:
             ConnectionResetError: The connection is gone.
         """
-        if self.closed or self.transport is None or self.transport.is_closing():
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
             raise ConnectionResetError("connection closed")
-        self.transport.write(data)
-
-    @property
-    def must_drain(self) -> bool:
-        """The send buffer is over its high-water mark."""
-        return self._write_paused
+        transport.write(data)
 
     async def drain(self, timeout: float) -> None:
         """Wait until the send buffer is below its low-water mark.
@@ -148,7 +162,7 @@ class Conduit(asyncio.Protocol):
             TimeoutError: The peer did not read for ``timeout`` seconds.
             ConnectionResetError: The connection is gone.
         """
-        if self._write_paused and not self.closed:
+        if self.must_drain and not self.closed:
             drainer = self.loop.create_future()
             self._drainer = drainer
             timer = self.loop.call_later(timeout, _expire, drainer)
