@@ -20,7 +20,7 @@ MAX_RESPONSE_HEAD = 64 * 1024
 class Upstream(Conduit):
     """A connection to one endpoint; ``reused`` once it served a request before.
 
-    The fast path follows it with :meth:`Conduit.watch` while it waits for a response.
+    The fast path follows it through its ``watcher`` while it waits for a response.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, key: tuple[str, int]) -> None:

@@ -26,7 +26,9 @@ class Conduit(asyncio.Protocol):
         closed: The connection is gone (``connection_lost`` ran).
         transport: The transport, once connected.
         watcher: Called with ``watched`` after each event (bytes, EOF, loss) while set: how
-            a callback-driven consumer (the fast path) follows a connection without a task.
+            a callback-driven consumer (the fast path) follows a connection without a task
+            (one bound method for every connection, not a closure per request).
+        watched: What ``watcher`` is called with.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -97,11 +99,6 @@ class Conduit(asyncio.Protocol):
                 drainer.set_result(None)
 
     # -- for the proxy ------------------------------------------------------------------------
-    def watch(self, watcher: Callable[[Any], None] | None, watched: Any = None) -> None:
-        """Call ``watcher(watched)`` after each event from now on (``None``: stop)."""
-        self.watcher = watcher
-        self.watched = watched
-
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None:
