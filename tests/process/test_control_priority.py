@@ -26,9 +26,9 @@ ROOT = Facts(nice=0, lowest=-20, session_leader=True, autogroup_nice=0)
 STAND_IN = r"""
 import json, os, sys, tempfile, threading
 from pathlib import Path
-from mycelium.priority import lower_control_plane
+from mycelium.priority import data_plane_priority, lower_control_plane
 from mycelium.node.checks import run_exec
-from mycelium.node.process import spawn
+from mycelium.node.process import ProcessError, spawn
 
 def nice(pid, tid=None):
     stat = Path(f"/proc/{pid}/task/{tid or pid}/stat").read_text()
@@ -42,13 +42,19 @@ plan = lower_control_plane(int(sys.argv[1]))
 later = threading.Event()
 thread = threading.Thread(target=later.wait)
 thread.start()
+with data_plane_priority():  # one thread steps back for a spawn; the others stay
+    during = [nice(os.getpid(), threading.get_native_id()), nice(os.getpid(), thread.native_id)]
 with tempfile.TemporaryDirectory() as tmp:
+    try:  # a spawn that fails puts the thread back too
+        spawn([f"{tmp}/missing"], Path(tmp), {}, Path(tmp) / "out.log")
+    except ProcessError:
+        pass
     workload = spawn(["sleep", "30"], Path(tmp), {}, Path(tmp) / "out.log")
     ok, check = run_exec(["sh", "-c", "cut -d' ' -f19 /proc/self/stat"], Path(tmp),
                          {"PATH": os.defpath}, 5.0)
     print(json.dumps({
         "why": plan.why, "threads": [nice(os.getpid(), t) for t in os.listdir("/proc/self/task")],
-        "autogroup": autogroup(os.getpid()), "workload": nice(workload.pid),
+        "during": during, "autogroup": autogroup(os.getpid()), "workload": nice(workload.pid),
         "workload_autogroup": autogroup(workload.pid), "check": check}))
     workload.terminate(grace=0.5)
 later.set()
@@ -117,7 +123,8 @@ def test_the_mesh_runs_below_its_children_which_keep_the_original_nice() -> None
     if plan(5, Facts(me, -20, True, 0)).threads is None or os.geteuid() != 0:
         pytest.skip("needs root at a nice below 19")
     got = stand_in(5)
-    assert set(got["threads"]) == {min(19, me + 5)}
+    assert set(got["threads"]) == {min(19, me + 5)}  # after a failed spawn too
+    assert got["during"] == [me, min(19, me + 5)]  # the nice is the spawning thread's alone
     assert got["autogroup"][1] == 5
     assert got["workload"] == me and got["check"] == f"exit code 0: {me}"
     name, nice = got["workload_autogroup"]
@@ -128,7 +135,7 @@ def test_the_mesh_runs_below_its_children_which_keep_the_original_nice() -> None
 def test_control_nice_zero_changes_nothing() -> None:
     me = os.getpriority(os.PRIO_PROCESS, 0)
     got = stand_in(0)
-    assert set(got["threads"]) == {me}
+    assert set(got["threads"]) == {me} and got["during"] == [me, me]
     assert got["workload"] == me and got["check"] == f"exit code 0: {me}"
     assert got["why"] == ""
 
