@@ -127,13 +127,13 @@ class Up:
     pipe would block the mesh's writes, and its shutdown).
     """
 
-    def __init__(self, home: Path, *args: str) -> None:
+    def __init__(self, home: Path, *args: str, own_session: bool = False) -> None:
         self.home, self.port = home, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
+        self.proc = subprocess.Popen(  # own_session: it leads a session, as under systemd
             [sys.executable, "-m", "mycelium", "up", "--home", str(home), "--edge-port",
              str(self.port), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, env=ENV)
+            text=True, env=ENV, start_new_session=own_session)
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if "mesh up" in line:

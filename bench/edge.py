@@ -98,13 +98,16 @@ def run_naive(port: int, backend: int) -> None:
 
 
 def run_edge(port: int, backend: int, loop: str, gil_noise: int,
-             access_home: str | None, workers: int, push_file: str | None) -> None:
+             access_home: str | None, workers: int, push_file: str | None,
+             control_nice: int) -> None:
     """The edge, as the mesh runs it: ``workers`` edge worker processes fed by this process
     (the mesh's stand-in), or with ``workers = 0`` an EdgeServer on a thread of this process.
 
     ``gil_noise`` busy Python threads in THIS process stand in for mesh actors that never
     sleep (with worker processes they cannot slow the proxy); they run only between SIGUSR1
-    and SIGUSR2, while this variant is measured; with ``access_home`` the edge
+    and SIGUSR2, while this variant is measured. Then this process lowers its CPU priority as
+    ``mycelium up`` does (``[mesh] control_nice``: :mod:`mycelium.priority`; the busy threads
+    included), while the workers it starts keep the original one. With ``access_home`` the edge
     writes its access log to ``<access_home>/logs/``. A thread pushes a new routing snapshot
     every 0.1 s, as deploys and kills elsewhere in the mesh would, and at exit the seconds each
     push took to reach every worker are written to ``push_file``.
@@ -125,6 +128,9 @@ def run_edge(port: int, backend: int, loop: str, gil_noise: int,
     signal.signal(signal.SIGUSR2, lambda *_: noisy.clear())
     from mycelium.edge import EdgeConfig, EdgeServer, Endpoint, Route, RouteTable
     from mycelium.edge.workers import EdgeWorkers
+    from mycelium.priority import lower_control_plane
+
+    lower_control_plane(control_nice, in_process_edge=workers == 0)
 
     config = EdgeConfig(port=port, edge_id="bench-edge", event_loop=loop, workers=workers,
                         access_log_home=Path(access_home) if access_home else None)
@@ -279,6 +285,9 @@ def main() -> None:
                         help="edge worker processes, and nginx worker_processes (default: the "
                              "usable CPUs, as [edge] workers); 0 runs the edge in-process "
                              "against a 1-worker nginx")
+    parser.add_argument("--control-nice", type=int, default=None,
+                        help="[mesh] control_nice of the mesh's stand-in (default: the "
+                             "shipped default; 0 leaves its priority alone)")
     parser.add_argument("--role", choices=["backend", "naive", "edge", "busy"])
     parser.add_argument("--port", type=int)
     parser.add_argument("--backend", type=int)
@@ -293,14 +302,16 @@ def main() -> None:
         return run_busy()
     if args.role == "edge":
         return run_edge(args.port, args.backend, args.loop, args.gil_noise, args.access_home,
-                        args.workers or 0, args.push_file)
+                        args.workers or 0, args.push_file, args.control_nice)
     missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None]
     if missing:
         raise SystemExit(f"missing {' '.join(missing)}: run `apt-get install -y wrk nginx`")
     sys.path.insert(0, str(HERE.parent.parent))
     from mycelium.defaults import usable_cpus
+    from mycelium.priority import DEFAULT_CONTROL_NICE
 
     workers = usable_cpus() if args.workers is None else args.workers
+    control_nice = DEFAULT_CONTROL_NICE if args.control_nice is None else args.control_nice
     me = [sys.executable, str(HERE)]
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
@@ -336,6 +347,7 @@ def main() -> None:
                 procs.append(spawn([*me, "--role", "edge", "--port", str(targets[name]),
                                     "--backend", str(backend_port), "--loop", args.loop,
                                     "--gil-noise", str(noise), "--workers", str(workers),
+                                    "--control-nice", str(control_nice),
                                     "--push-file", f"{tmp}/{name}.push",
                                     *(["--access-home", home] if home else [])]))
                 wait_port(targets[name], procs[-1])
@@ -420,7 +432,8 @@ def main() -> None:
               f" {goal['limit']:g}  {'met' if goal['met'] else 'MISSED'}")
     print(json.dumps({"bench": "edge", "cores": os.cpu_count(), "workers": workers,
                       "duration_s": args.duration, "edge_loop": args.loop,
-                      "gil_noise": args.gil_noise, "rounds": args.rounds,
+                      "gil_noise": args.gil_noise, "control_nice": control_nice,
+                      "rounds": args.rounds,
                       "connections": args.connections, "pushes": len(pushes),
                       "summary": summary, "ratios": ratios, "goals": goals}))
 

@@ -2,7 +2,7 @@
 
 One command:
 
-    python bench/mesh.py [--kills 20] [--apps 100] [--backoff-base 0.01]
+    python bench/mesh.py [--kills 20] [--apps 100] [--backoff-base 0.01] [--own-session]
 
 Measured through the control socket and the edge, like an operator would:
 - exit detection: ``kill -9`` of a workload → its endpoint is gone from ``status`` (polled
@@ -49,8 +49,8 @@ from mycelium.spores import keygen, publish  # noqa: E402
 class Mesh(Up):
     """``mycelium up --nodes 3 --config CONFIG`` on ``home`` (what bench/checks.py runs too)."""
 
-    def __init__(self, home: Path, config: Path) -> None:
-        super().__init__(home, "--nodes", "3", "--config", str(config))
+    def __init__(self, home: Path, config: Path, own_session: bool = False) -> None:
+        super().__init__(home, "--nodes", "3", "--config", str(config), own_session=own_session)
 
 
 def bench_kills(mesh: Mesh, kills: int, reset_after: float) -> dict[str, Any]:
@@ -123,6 +123,9 @@ def main() -> None:
     parser.add_argument("--apps", type=int, default=100)
     parser.add_argument("--backoff-base", type=float, default=0.01)
     parser.add_argument("--reset-after", type=float, default=0.5)
+    parser.add_argument("--own-session", action="store_true",
+                        help="start the mesh in a session of its own, as systemd does (then "
+                             "[mesh] control_nice also lowers its session's autogroup)")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-mesh-"))
@@ -137,12 +140,13 @@ def main() -> None:
     own_start = statistics.median(hello_start_times(10, "/health", 0.01))
     print(f"examples/hello start-to-healthy (direct spawn): {own_start * 1000:.1f} ms")
 
-    mesh = Mesh(home.root, config)
+    mesh = Mesh(home.root, config, args.own_session)
     commit = head_commit()
     result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "commit": commit,
                               "load_at_start": round(os.getloadavg()[0], 2),
                               "backoff_base": args.backoff_base,
                               "reset_after": args.reset_after,
+                              "own_session": args.own_session,
                               "hello_start_to_healthy_ms": round(own_start * 1000, 1)}
     try:
         # deploy 3/3 through the CLI (wall time, includes the CLI's own start-up)

@@ -48,6 +48,7 @@ from mycelium.edge.slots import WorkerSlot, hold_port, wire_config, worker_env
 from mycelium.edge.tls import CertStore
 from mycelium.edge.worker import routes_to_wire
 from mycelium.operator.logs import SupervisionLog
+from mycelium.priority import data_plane_priority
 from mycelium.rollout_messages import DigestAnswers
 from supervisors.reports import Report, Reporter
 
@@ -160,8 +161,8 @@ class EdgeWorkers:
     def _spawn(self, worker: WorkerSlot) -> None:
         """Start the process of ``worker`` and its reader thread (lock not needed: one slot
         is only ever respawned by its own reader thread)."""
-        with worker_stderr(self.config.run_dir) as stderr:  # the run dir names it: see `ps`
-            proc = subprocess.Popen(
+        with worker_stderr(self.config.run_dir) as stderr, data_plane_priority():
+            proc = subprocess.Popen(  # the run dir names it (see `ps`); the mesh's first nice
                 [sys.executable, "-m", "mycelium.edge.worker", str(self.config.run_dir or "")],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=worker_env(),
                 start_new_session=True)

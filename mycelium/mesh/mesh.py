@@ -41,6 +41,7 @@ from mycelium.node.sockets import established_to, port_of
 from mycelium.node.sweeper import wait_swept
 from mycelium.operator import MeshConfig
 from mycelium.operator.logs import LOG_NAME
+from mycelium.priority import Plan, lower_control_plane
 from mycelium.secrets import Secrets, SecretValues, load_key
 from mycelium.spores import Limits
 from supervisors import Exit, SupervisedActor, Supervisor
@@ -131,6 +132,8 @@ class Mesh:
         #: what a killed mesh left serving through its edge workers, reaped at the hand-over
         self._leftovers: Leftovers | None = None
         self._leftovers_lock = threading.Lock()
+        #: what ``[mesh] control_nice`` did to the mesh's CPU priority (:meth:`start`)
+        self.priority = Plan(None, None, os.getpriority(os.PRIO_PROCESS, 0))
 
     def secrets(self) -> Secrets:
         """The mesh's secrets: its backend's store (once open), sealed under the home's key."""
@@ -158,6 +161,8 @@ class Mesh:
         self.ops.isolation = self.isolation.summary()
         limit_malloc_arenas()
         self.isolation.arm_mesh()  # before any thread: they and the workloads inherit it
+        in_process_edge = self.backend.with_edge and self.config.edge.workers == 0
+        self.priority = lower_control_plane(self.config.mesh.control_nice, in_process_edge)
         raise_nofile_limit()  # client connections must never starve probes and spawns
         self.isolation.ensure_dirs(self.home.root)
         reaped = self._leftovers_at_start(cgroups)
@@ -170,6 +175,8 @@ class Mesh:
                      f"{len(self._leftovers.pids)} workload process(es) serve until ours "
                      f"take over")
         self.out(self.isolation.describe())
+        if self.priority.why:  # asked for, but the children could not keep their nice
+            self.log.note("info", self.priority.why)
         if self.isolation.as_root:
             warning = ("warning: [node] run_as = root: workloads run as root, "
                        "unisolated from the mesh and from each other")

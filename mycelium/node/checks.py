@@ -38,6 +38,7 @@ from typing import Any
 
 from mycelium._logger import get_logger
 from mycelium.messages import CheckReport, CheckResult, InstanceInfo
+from mycelium.priority import data_plane_priority
 from mycelium.spores.checks import CheckSpec
 from mycelium.states import InstanceState
 from supervisors.timers import TimerHandle, shared_timers
@@ -398,9 +399,10 @@ def run_exec(command: list[str], cwd: Path, env: Mapping[str, str],
     is killed, and after the check whatever it left running in the group is killed too.
     """
     try:
-        proc = subprocess.Popen(command, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True, umask=umask)
+        with data_plane_priority():  # a check runs at the mesh's original nice
+            proc = subprocess.Popen(command, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True, umask=umask)
     except OSError as exc:
         return False, f"cannot run {command[0]}: {exc.strerror or exc}"
     timed_out = False

@@ -33,6 +33,7 @@ from mycelium.node.procfs import group_alive as _group_alive
 from mycelium.node.procfs import read_stat as _read_stat
 from mycelium.node.procfs import wait_group_gone as _wait_group_gone
 from mycelium.node.reaper import shared_reaper
+from mycelium.priority import data_plane_priority
 from supervisors.callbacks import call_logged
 
 __all__ = ["Confinement", "ProcessError", "ProcessRecord", "Workload", "describe_exit",
@@ -343,11 +344,13 @@ def _popen_retrying(argv: list[str], cwd: Path, env: dict[str, str], confine: Co
     deadline = time.monotonic() + _TXTBSY_WAIT
     while True:
         try:
-            return subprocess.Popen(
-                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-                stderr=err_file, close_fds=True, start_new_session=True, umask=confine.umask,
-                preexec_fn=confine.preexec, user=confine.user, group=confine.group,
-                extra_groups=None if confine.extra_groups is None else list(confine.extra_groups))
+            with data_plane_priority():  # the workload runs at the mesh's original nice
+                return subprocess.Popen(
+                    argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
+                    stderr=err_file, close_fds=True, start_new_session=True,
+                    umask=confine.umask, preexec_fn=confine.preexec, user=confine.user,
+                    group=confine.group, extra_groups=None if confine.extra_groups is None
+                    else list(confine.extra_groups))
         except OSError as exc:
             if exc.errno != errno.ETXTBSY or time.monotonic() >= deadline:
                 raise

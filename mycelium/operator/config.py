@@ -23,6 +23,7 @@ from mycelium.defaults import DeployDefaults, WorkloadDefaults, usable_cpus
 from mycelium.errors import BadInput
 from mycelium.home import Home
 from mycelium.operator.control_server import IDLE_TIMEOUT, MAX_CONNECTIONS
+from mycelium.priority import DEFAULT_CONTROL_NICE
 
 __all__ = [
     "ConfigError",
@@ -78,9 +79,12 @@ def _total_mem_mb() -> int:
 
 @dataclass(frozen=True, slots=True)
 class MeshSection:
-    """``[mesh]``: how many node agents ``mycelium up`` starts (``--nodes``)."""
+    """``[mesh]``: how many node agents ``mycelium up`` starts (``--nodes``), and how many
+    nice steps its own threads run below the edge workers and workloads (``control_nice``,
+    0 = off; :mod:`mycelium.priority`)."""
 
     nodes: int = _key(3, 1, 256)
+    control_nice: int = _key(DEFAULT_CONTROL_NICE, 0, 19)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@ edge, bad input refused with exit 2 and nothing changed."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import urllib.request
@@ -11,6 +12,19 @@ from pathlib import Path
 import orjson
 import pytest
 from mesh_helpers import ENV, MeshProcess, cli
+
+from mycelium.priority import DEFAULT_CONTROL_NICE, plan, read_facts
+from tests.meshkit import edge_worker_pids
+
+
+def nice_of(pid: int, tid: int | str | None = None) -> int | None:
+    """The nice of a process (or of one of its threads) from /proc: field 19 of its stat;
+    None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/task/{tid or pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[16])
 
 
 def get(url: str) -> tuple[int, dict[str, str], bytes]:
@@ -36,6 +50,14 @@ def test_deploy_on_three_nodes_serves_round_robin_through_the_edge(
     assert "deployed hello" in result.stdout
     ready = mesh.ready("hello", 3)
     assert sorted(i["node"] for i in ready) == ["node-1", "node-2", "node-3"]
+
+    # the control plane runs below its data plane: the mesh's threads, not its children
+    me = os.getpriority(os.PRIO_PROCESS, 0)
+    lowered = plan(DEFAULT_CONTROL_NICE, read_facts()).threads  # same rights as the mesh
+    assert {nice_of(mesh.proc.pid, tid) for tid in os.listdir(f"/proc/{mesh.proc.pid}/task")} \
+        - {None} == {me if lowered is None else lowered}
+    assert {nice_of(i["pid"]) for i in ready} == {me}
+    assert {nice_of(pid) for pid in edge_worker_pids(mesh.home)} == {me}
 
     seen = set()
     for _ in range(6):
