@@ -65,9 +65,14 @@ class Prunes:
         self._wanted: dict[PruneKey, int] = {}
         self._last: dict[PruneKey, float] = {}
 
-    def want(self, key: PruneKey, keep: int) -> None:
+    def want(self, key: PruneKey, keep: int) -> bool:
+        """Note the wish; True if it is new and may run at once (worth waking the watcher:
+        a wish already noted, or inside its second, is run by a later pass anyway)."""
         with self._lock:
+            fresh = key not in self._wanted
             self._wanted[key] = keep
+            return fresh and (time.monotonic() - self._last.get(key, -_PRUNE_EVERY)
+                              >= _PRUNE_EVERY)
 
     def run_due(self) -> None:
         """Run every wish whose second is over (on the watcher's thread)."""

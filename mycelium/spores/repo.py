@@ -79,6 +79,10 @@ class Repo:
             raise UnknownSpore(f"digest prefix {text!r} is ambiguous ({len(matches)} spores)")
         return matches[0]
 
+    def location(self, digest: str) -> Path:
+        """Where the spore file of ``digest`` is or would be (nothing is read nor checked)."""
+        return self._file(digest)
+
     def path(self, digest: str) -> Path:
         """The spore file of ``digest``, after re-checking that its sha256 is its name.
 

@@ -147,3 +147,15 @@ def test_an_exit_tail_shows_under_its_log_line() -> None:
     assert "child_terminated" in lines[0] and 'reason="exit code 3"' in lines[0]
     assert lines[1:] == ["    | last words", "    | \\x1b[31mred"]
     assert "\n" not in format_record({**record, "event": "started"})
+
+
+def test_a_prune_wish_wakes_the_watcher_only_when_new_and_due(tmp_path: Path) -> None:
+    from mycelium.node.retention import Prunes
+
+    prunes = Prunes()
+    key = (tmp_path, "web", "node-1")
+    assert prunes.want(key, 3)  # new, never run: wake the watcher
+    assert not prunes.want(key, 3)  # already noted: the pass that runs the first runs it
+    assert prunes.want((tmp_path, "api", "node-1"), 3)  # another app's is its own
+    prunes.run_due()  # nothing to prune in an empty directory; both ran just now
+    assert not prunes.want(key, 3)  # inside its second: a later pass runs it

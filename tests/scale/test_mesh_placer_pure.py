@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from mycelium.fabric.placer import Placer
 from mycelium.fabric.scale_hooks import node_order
+from mycelium.fabric.scaling import NodeRoom, place
 from mycelium.messages import Budget, Plan
 
 NODES = ("a-1", "a-2", "b-1", "b-10", "b-2")
@@ -55,3 +56,42 @@ def test_a_new_placer_that_takes_over_moves_nothing(wants: dict[str, int],
 
 def test_nodes_are_ordered_by_member_then_index() -> None:
     assert sorted(NODES, key=node_order) == ["a-1", "a-2", "b-1", "b-2", "b-10"]
+
+
+def _assign_summing_every_time(placer: Placer, plans: dict[str, Plan],
+                               budgets: dict[str, Budget]) -> dict[str, dict[str, int]]:
+    """The placement as first written: the reservations summed again for every app and node."""
+    for app in sorted(plans, key=lambda a: (plans[a].published_at, a)):
+        budget, current = budgets[app], placer.counts.get(app, {})
+        rooms = []
+        for node in NODES:
+            cpu, mem = placer.capacity[node]
+            used_cpu, used_mem = placer.reserved(node, budgets)
+            mine = current.get(node, 0)
+            rooms.append(NodeRoom(node, cpu - used_cpu + mine * budget.cpu,
+                                  mem - used_mem + mine * budget.mem, True))
+        placer.counts[app] = place(rooms, placer.want.get(app, 0), current, budget.cpu,
+                                   budget.mem)
+    return {app: {n: c for n, c in row.items() if c} for app, row in placer.counts.items()}
+
+
+@given(st.lists(st.tuples(st.integers(0, 9), st.sampled_from([0.05, 0.1, 0.25, 0.3]),
+                          st.sampled_from([16, 64, 200])), min_size=1, max_size=8),
+       st.lists(st.tuples(st.integers(0, 7), st.integers(0, 9)), max_size=4))
+def test_placing_sums_each_node_once_and_places_as_summing_every_time(
+        apps: list[tuple[int, float, int]], changes: list[tuple[int, int]]) -> None:
+    """A pass sums a node's reservations again only once a count on it moved: the counts are
+    exactly those of summing them for every app, through a first placement and rescales."""
+    plans = {f"app{i}": _plan(f"app{i}", n, float(i)) for i, (n, _c, _m) in enumerate(apps)}
+    budgets = {f"app{i}": Budget(f"app{i}", 50, cpu, mem) for i, (_n, cpu, mem) in
+               enumerate(apps)}
+    cached, summing = _placer(), _placer()
+    for placer in (cached, summing):
+        placer.want.update({f"app{i}": n for i, (n, _c, _m) in enumerate(apps)})
+    assert cached.assign(plans, budgets, NODES, {}) == \
+        _assign_summing_every_time(summing, plans, budgets)
+    for index, n in changes:  # rescales: some counts move, the rest stay
+        app = f"app{index % len(apps)}"
+        cached.want[app] = summing.want[app] = n
+        assert cached.assign(plans, budgets, NODES, {}) == \
+            _assign_summing_every_time(summing, plans, budgets)

@@ -214,3 +214,31 @@ def test_verify_of_a_file_inside_the_repo_checks_its_name(tmp_path: Path, home: 
     os.chmod(path, 0o644)
     path.write_bytes(write_spore(tmp_path / "b.spore", key, b"b").read_bytes())
     assert_one_error(run_cli("verify", path, "--home", home.root), 1, "does not match its name")
+
+
+def test_a_spores_info_is_verified_once_until_its_file_or_the_trust_changes(
+        home: Home, binary: Path) -> None:
+    from mycelium.mesh.sporesource import SporeSource
+    from mycelium.spores import Limits
+
+    digest = publish(home, binary=binary, manifest={"name": "hello", "version": "1"})
+    source = SporeSource(home, Limits())
+    first = source.info(digest)
+    again = source.info(digest)
+    assert again == first and again.env is not first.env  # each caller its own env
+    spore = Repo(home.repo).location(digest)
+    data = bytearray(spore.read_bytes())
+    data[len(data) // 2] ^= 0x01  # rewritten in place: another ctime, verified anew
+    os.chmod(spore, 0o600)
+    spore.write_bytes(bytes(data))
+    with pytest.raises(SporeError):
+        source.info(digest)
+    spore.write_bytes(bytes(data[:len(data) // 2]))  # a shorter file
+    with pytest.raises(SporeError):
+        source.info(digest)
+    data[len(data) // 2] ^= 0x01
+    spore.write_bytes(bytes(data))
+    assert source.info(digest) == first  # the original bytes again: verified, the same
+    (home.trusted / "default.pub").unlink()  # the signer is no longer trusted
+    with pytest.raises(SporeError, match="not trusted"):
+        source.info(digest)
