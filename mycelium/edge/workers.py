@@ -159,8 +159,7 @@ class EdgeWorkers:
             self._version = int(self._snapshot_data["version"])
 
     def _spawn(self, worker: WorkerSlot) -> None:
-        """Start the process of ``worker`` and its reader thread (lock not needed: one slot
-        is only ever respawned by its own reader thread)."""
+        """Start ``worker``'s process and reader thread (no lock: a slot's respawns are its own)."""
         with worker_stderr(self.config.run_dir) as stderr, data_plane_priority():
             proc = subprocess.Popen(  # the run dir names it (see `ps`); the mesh's first nice
                 [sys.executable, "-m", "mycelium.edge.worker", str(self.config.run_dir or "")],
