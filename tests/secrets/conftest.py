@@ -26,10 +26,11 @@ def spores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
     manifests = {
         "vault": {"name": "vault", "version": "1.0.0", "env_secrets": ["DB_PASSWORD"]},
         "plain": {"name": "plain", "version": "1.0.0"},
-        # a careless liveness check: prints the secret, then fails (restarts, with a reason)
+        # a careless liveness check: prints the secret, then fails (restarts after 3, so the
+        # failing detail shows in status for ~0.6 s before: a poll cannot miss it)
         "checked": {"name": "checked", "version": "1.0.0", "checks": [
             {"type": "exec", "role": "liveness", "name": "careless", "interval": 0.3,
-             "failures": 1, "command": [
+             "failures": 3, "command": [
                  "sh", "-c", 'echo "token $(cat "$CREDENTIALS_DIRECTORY/DB_PASSWORD")"; exit 1'
              ]}]},
     }
