@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -233,6 +234,7 @@ def main() -> None:
         t = time.perf_counter()
     finally:
         mesh.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # the home, its spores and instances
     result["shutdown_s"] = round(time.perf_counter() - t, 2) if "t" in dir() else None
     result["load_at_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
