@@ -82,14 +82,8 @@ class EdgeMetrics:
     def answered(self, app: str, status: int, seconds: float) -> None:
         """:meth:`request` and :meth:`observe` in one call (the fast path's)."""
         key = (app, status)
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
-        hist = self._hist.get(app)
-        if hist is None:
-            hist = self._hist[app] = [0.0] * (len(BUCKETS) + 3)
-        hist[bisect_left(BUCKETS, seconds)] += 1
-        hist[-2] += seconds
-        hist[-1] += 1
+        self.requests[key] = self.requests.get(key, 0) + 1
+        self.observe(app, seconds)
 
     def retry(self, app: str) -> None:
         """Count one retry of a request on another endpoint."""
