@@ -2,7 +2,7 @@
 
 One command (as root, on a machine with a writable cgroup v2):
 
-    python bench/cgroups.py [--spawns 200] [--rounds 3]
+    python bench/cgroups.py [--spawns 200] [--rounds 3] [--gap 0]
 
 Two ways to start the same trivial workload, in the same run, rounds alternating the order,
 both as an isolated instance starts (a dynamic uid, its directories, the built env, ``setpriv``):
@@ -14,6 +14,9 @@ both as an isolated instance starts (a dynamic uid, its directories, the built e
 "Spawn cost" is from the start of the spawn (directories and cgroup included) until
 ``/bin/true`` has run (its exit ends the exec chain); "stop cost" is ``terminate()`` of a running
 ``sleep`` plus giving its directories, uid and cgroup back. Medians over rounds, then one JSON line.
+``--gap S`` pauses S seconds between spawns. A move into a cgroup waits for an RCU grace period
+unless another move came just before, so back to back (the default) hides what a launch
+seconds after the last one pays; ``--gap 0.05`` shows it.
 """
 
 from __future__ import annotations
@@ -40,10 +43,11 @@ from mycelium.node.sandboxed import confinement  # noqa: E402
 
 
 def run(iso: Isolation, tree: CgroupTree | None, tag: str, n: int, argv: list[str],
-        stop: bool) -> list[float]:
+        stop: bool, gap: float) -> list[float]:
     """``n`` spawns as an instance does (in a cgroup when ``tree``); seconds each."""
     times = []
     for i in range(n):
+        time.sleep(gap)  # a pause between launches, not a synchronisation
         root = iso.instances_dir / f"{tag}{i}"
         (root / "app").mkdir(parents=True)
         t0 = time.perf_counter()
@@ -67,6 +71,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spawns", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--gap", type=float, default=0.0,
+                        help="seconds between spawns (0.05: as launches come)")
     args = parser.parse_args()
     tmp, iso = scratch("mycelium-bench-cg-")
     tree = CgroupTree.detect(tmp / "home")
@@ -81,7 +87,7 @@ def main() -> None:
                 for what, argv, stop in (("spawn", ["/bin/true"], False),
                                          ("stop", ["/bin/sleep", "60"], True)):
                     times = run(iso, tree if mode == "cgroup" else None, f"r{r}{mode}{what}",
-                                args.spawns, argv, stop)
+                                args.spawns, argv, stop, args.gap)
                     result[mode][what] = summary(times)
                     for leftover in iso.instances_dir.iterdir():
                         shutil.rmtree(leftover, ignore_errors=True)
@@ -109,6 +115,7 @@ def main() -> None:
     uname = platform.uname()
     print(json.dumps({"bench": "cgroups", "machine": f"{uname.machine} {os.cpu_count()} cpu "
                       f"{uname.release}", "spawns": args.spawns, "rounds": args.rounds,
+                      "gap_s": args.gap,
                       "median": med, "spawn_p50_ratio": round(
                           med["cgroup"]["spawn"]["p50_ms"] / med["uid"]["spawn"]["p50_ms"], 2),
                       "stop_p50_ratio": round(
