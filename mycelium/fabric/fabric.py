@@ -6,9 +6,9 @@ instances through its :class:`ScaleHooks`; pushes :class:`EndpointsChanged` to t
 :class:`PlanChanged` to the agents. Its mailbox serialises :class:`ClaimSlot`, so
 ``max_instances`` is never exceeded. It never asks another actor (only tells), so no ask cycle
 can deadlock it. A restarted fabric recovers plans from its store and the rest by re-sync:
-agents answer :class:`FabricRestarted` with :class:`AgentSync`. The same actor runs one machine
-and each member of a mesh of machines: only its collaborators differ (store, slot claims,
-:class:`~mycelium.fabric.peers.Peers`), see :func:`mycelium.fabric.cluster.start_cluster_fabric`.
+every agent, even one that restarted meanwhile, answers :class:`FabricRestarted` with
+:class:`AgentSync`. One machine and each member of a mesh of machines run this actor with other
+collaborators (store, slots, :class:`~mycelium.fabric.peers.Peers`): see ``start_cluster_fabric``.
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ from .scaling import SCALE_DOWN_AFTER
 from .slots import LocalSlots, SlotClaims
 from .state import Store
 from .switch import ClaimSwitch, ReleaseSwitch, SwitchBook, Switches, SwitchGate
-from .validate import check_budget, check_hosts, check_plan, host_owners
+from .sync_wait import SyncWait
+from .validate import check_publish, host_owners
 from .view import routes, status_document
 
 __all__ = ["SYNC_GRACE", "Fabric"]
@@ -127,13 +128,13 @@ class Fabric(SupervisedActor):
         self._slots: SlotClaims = slots if slots is not None else LocalSlots()
         self._peers: Peers = peers if peers is not None else NoPeers()
         self._declined: dict[str, set[str]] = {}
-        self._syncing: set[str] = set()
+        self._wait = SyncWait()
         self._generation = 0
         self._restarting: dict[str, dict[str, int]] = {}  # app → node → restarts of a failed slot
         self._switches = SwitchBook(switches if switches is not None else SwitchGate(),
                                     parallel, names.tell)
         self._rollouts = rollouts if rollouts is not None else Rollouts()
-        self._push = RoutePush(names, self._endpoints, self._tell_self, lambda: bool(self._syncing))
+        self._push = RoutePush(names, self._endpoints, self._tell_self, lambda: bool(self._wait))
         self._scale = ScaleHooks(FabricParts(
             names, nodes, lambda: self._plans, lambda: self._budgets, self._everything,
             self._tell_self), many_per_node, drains, report, down_after)
@@ -149,7 +150,7 @@ class Fabric(SupervisedActor):
         self._names.register("fabric", self.actor_ref)
         live = [n for n in self._nodes if self._names.get(n) is not None]
         if live:
-            self._syncing = set(live)
+            self._wait.begin(self._nodes)
             for node in live:
                 self._names.tell(node, FabricRestarted())
             shared_timers().call_later(SYNC_GRACE, lambda: self._tell_self(_SyncDeadline()))
@@ -228,16 +229,17 @@ class Fabric(SupervisedActor):
             case _ if isinstance(message, MESSAGES):
                 return self._rollouts.handle(message)
             case _SyncDeadline():
-                self._syncing.clear()
-                self._after_sync()
+                if self._wait:
+                    self._end_wait()
             case GetStatus(app=app):
                 return self.status(app)
             case GetPlans():
                 return {"plans": [to_wire(p) for p in self._plans.values()],
                         "budgets": [to_wire(b) for b in self._budgets.values()]}
             case GetInfo():
-                return {"name": "fabric", "plans": len(self._plans), "instances": len(
-                    self._instances), "syncing": sorted(self._syncing), **self._peers.describe()}
+                return {"name": "fabric", "plans": len(self._plans),
+                        "instances": len(self._instances), "syncing": sorted(self._wait.waiting),
+                        **self._peers.describe()}
             case Crash():
                 raise CrashRequested("crash requested")
             case _:
@@ -258,17 +260,6 @@ class Fabric(SupervisedActor):
             self._broadcast(msg.app)
         return budget
 
-    def _check_publish(self, msg: PublishPlan,
-                       owners: dict[str, tuple[str, ...]] | None = None) -> None:
-        check_plan(msg)
-        check_hosts(msg, host_owners(self._plans) if owners is None else owners)
-        if msg.budget is not None:
-            check_budget(msg.budget)
-            if msg.budget.app != msg.app:
-                raise BadPlan(f"budget for {msg.budget.app!r} sent with the plan of {msg.app!r}")
-        if not self._digest_known(msg.digest):
-            raise BadPlan(f"unknown digest {msg.digest}: publish the spore first")
-
     def _publish_batch(self, batch: PublishBatch) -> dict[str, Any]:
         """All of the batch or nothing: every check runs before one write of all of it.
 
@@ -279,7 +270,7 @@ class Fabric(SupervisedActor):
         check_batch(batch, self._plans)
         owners = host_owners(self._plans, batch.plans, batch.stops)
         for msg in batch.plans:
-            self._check_publish(msg, owners)
+            check_publish(msg, self._plans, self._digest_known, owners)
         writes = []
         for msg in batch.plans:
             self._generation += 1
@@ -302,7 +293,7 @@ class Fabric(SupervisedActor):
         return {"plans": [to_wire(plan) for plan, _ in writes], "stopped": list(batch.stops)}
 
     def _publish(self, msg: PublishPlan) -> Plan:
-        self._check_publish(msg)
+        check_publish(msg, self._plans, self._digest_known)
         self._generation += 1
         plan, budget = next_plan(msg, self._plans.get(msg.app), self._budgets.get(msg.app),
                                  self._generation, time.time())
@@ -384,7 +375,7 @@ class Fabric(SupervisedActor):
         plan = self._plans.get(app)
         if plan is None:
             return SlotReply(False, "no plan")
-        if self._syncing:
+        if self._wait:
             return SlotReply(False, "fabric re-syncing")
         reply = self._scale.claim(app, node) or self._slots.claim(app, node, self._limit(plan))
         if reply.granted:
@@ -447,6 +438,9 @@ class Fabric(SupervisedActor):
         if who == "edge":
             self._push.resend()
             return
+        if self._wait.asked(who):  # its plans once the wait is over; it may have missed
+            self._names.tell(who, FabricRestarted())  # the question (it started since)
+            return
         if self._scale.sync_agent(who):
             return
         for app in self._plans:
@@ -458,13 +452,17 @@ class Fabric(SupervisedActor):
         for app in apps:
             self._slots.adopt(app, node)
         self._scale.adopt(node, infos)
-        for info in infos:
+        for info in infos:  # an instance's own report (it is told to resync) is newer
             if info.state != InstanceState.STOPPED:
-                self._instances[info.id] = info
-        if node in self._syncing:
-            self._syncing.discard(node)
-            if not self._syncing:
-                self._after_sync()
+                self._instances.setdefault(info.id, info)
+        if self._wait.answered(node):
+            self._end_wait()
+
+    def _end_wait(self) -> None:
+        again = self._wait.end()
+        self._after_sync()
+        for node in again:  # a restarted agent's plans, and the list it keeps (PlansSynced)
+            self._sync(node)
 
     def _after_sync(self) -> None:
         self._push.now()

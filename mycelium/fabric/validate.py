@@ -9,7 +9,7 @@ from .errors import BadPlan
 
 TYPE_CHECKING = False  # not typing's: `mycelium deploy` checks its input here, and starts fast
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from mycelium.messages import Plan, PublishPlan, SetBudget
 
@@ -23,6 +23,7 @@ __all__ = [
     "check_hosts",
     "check_plan",
     "check_plan_fields",
+    "check_publish",
     "check_scale_fields",
     "host_names",
     "host_owners",
@@ -179,3 +180,22 @@ def check_hosts(plan: PublishPlan, owners: Mapping[str, tuple[str, ...]]) -> Non
         taken = sorted(set(names) & hosts) if other != plan.app else []
         if taken:
             raise BadPlan(f"host {taken[0]!r} already belongs to app {other!r}")
+
+
+def check_publish(msg: PublishPlan, plans: Mapping[str, Plan],
+                  digest_known: Callable[[str], bool],
+                  owners: Mapping[str, tuple[str, ...]] | None = None) -> None:
+    """Refuse a plan to publish over ``plans``: its fields, its host names (``owners``, by
+    default those of ``plans``), its budget's, and a digest the repository does not hold.
+
+    Raises:
+        BadPlan: the first reason.
+    """
+    check_plan(msg)
+    check_hosts(msg, host_owners(plans) if owners is None else owners)
+    if msg.budget is not None:
+        check_budget(msg.budget)
+        if msg.budget.app != msg.app:
+            raise BadPlan(f"budget for {msg.budget.app!r} sent with the plan of {msg.app!r}")
+    if not digest_known(msg.digest):
+        raise BadPlan(f"unknown digest {msg.digest}: publish the spore first")

@@ -11,11 +11,11 @@ import pykka
 
 from mycelium.messages import Resync
 from mycelium.states import InstanceState
-from supervisors import which_children
+from supervisors import SupervisorNotRunning, which_children
 
 from .rollout import ChildView
 
-__all__ = ["adopt_children", "tell_quietly", "teller"]
+__all__ = ["adopt_children", "resync_all", "tell_quietly", "teller"]
 
 
 def adopt_children(children: dict[str, ChildView], units: dict[str, int],
@@ -33,6 +33,26 @@ def adopt_children(children: dict[str, ChildView], units: dict[str, int],
         units[kid.id] = int(kid.meta.get("unit", 0))
         if kid.ref is not None:
             kid.ref.tell(Resync())
+
+
+def resync_all(apps_sup: pykka.ActorRef[Any]) -> None:
+    """Ask every instance under a node's ``apps`` supervisor to report again.
+
+    An instance reports to the fabric and to its agent at once, so a restarted fabric hears
+    each instance from the instance itself, whatever the agent had heard by then (an app
+    supervisor that is restarting is skipped: its instances report when they start).
+    """
+    for app_sup in _refs(apps_sup):
+        for kid in _refs(app_sup):
+            tell_quietly(kid, Resync())
+
+
+def _refs(sup: pykka.ActorRef[Any]) -> list[pykka.ActorRef[Any]]:
+    """The running children of ``sup`` (none if it is not running)."""
+    try:
+        return [c.ref for c in which_children(sup) if c.ref is not None]
+    except SupervisorNotRunning:
+        return []
 
 
 def teller(ref: Any, message: Any) -> Callable[[], None]:

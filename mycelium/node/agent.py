@@ -24,7 +24,6 @@ from mycelium._logger import get_logger
 from mycelium.fabric.names import Names
 from mycelium.fabric.switch import ClaimSwitch, ReleaseSwitch, SwitchFreed
 from mycelium.messages import (
-    AgentSync,
     AppFailed,
     AppRestarted,
     Budget,
@@ -58,12 +57,13 @@ from supervisors import (
 from supervisors.reports import Reporter
 from supervisors.timers import TimerHandle, shared_timers
 
-from .adoption import adopt_children, tell_quietly, teller
-from .agent_self import SETTLE_GAP, AppGone, ChildGone, Settle, Wake
+from .adoption import adopt_children, resync_all, tell_quietly, teller
+from .agent_self import SETTLE_GAP, AnswerDue, AppGone, ChildGone, Settle, Wake
 from .drain import STOPS, remove_app, stop_instance
 from .instance import AppInstance, InstanceSpec
 from .output import OutputPolicy, read_last_exit
 from .placement import decline_reason, default_budget, usage
+from .resync import ANSWER_WAIT, SyncAnswer
 from .rollout import ChildView, Fail, Start, Stop, WakeAt, is_green, switched
 from .serials import next_serial
 from .settings import NodeSettings, SporeInfo, backoff_intensity
@@ -129,6 +129,7 @@ class Agent(SupervisedActor):
         self._manifests: dict[str, SporeInfo] = {}
         self._counts: dict[str, int] = {}  # app → instances the fabric placed here
         self._capacity = NodeCapacity(node, settings.cpu, settings.mem_mb)  # told the fabric
+        self._answer = SyncAnswer(node, lambda m: names.tell("fabric", m))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -242,8 +243,13 @@ class Agent(SupervisedActor):
                     if here.switching and plan is not None:
                         self._names.tell("fabric", ClaimSwitch(app, self.node, self._lease(plan)))
                 self._names.tell("fabric", self._capacity)
-                infos = tuple(i for h in self._apps.values() for i in h.infos.values())
-                self._names.tell("fabric", AgentSync(self.node, tuple(self._apps), infos))
+                apps_ref = self._names.get(f"{self.node}/apps")
+                if apps_ref is not None:  # the new fabric hears every instance from itself
+                    resync_all(apps_ref)
+                if not self._answer.owe(self._apps):  # not every instance has reported
+                    shared_timers().call_later(ANSWER_WAIT, teller(self.actor_ref, AnswerDue()))
+            case AnswerDue():
+                self._answer.answer(self._apps, force=True)
             case GetInfo():
                 return {"name": self.node, "apps": sorted(self._apps),
                         "used": dataclasses.asdict(self._usage()),
@@ -262,6 +268,7 @@ class Agent(SupervisedActor):
         here.children[info.child] = dataclasses.replace(view, state=info.state,
                                                         ready_at=info.ready_at)
         here.infos[info.child] = info
+        self._answer.answer(self._apps)  # the last report a restarted fabric waits for
         if info.state != view.state and not here.settling:  # once per burst of reports
             here.settling = True
             wait = here.settled_at + SETTLE_GAP - time.monotonic()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from mycelium.wire import local
 
-__all__ = ["SETTLE_GAP", "AppGone", "ChildGone", "Settle", "Wake"]
+__all__ = ["SETTLE_GAP", "AnswerDue", "AppGone", "ChildGone", "Settle", "Wake"]
 
 SETTLE_GAP = 0.05
 """Seconds between two :class:`Settle` reconciles of one app while its reports keep coming
@@ -52,3 +52,10 @@ class Settle:
     a long one at most every :data:`SETTLE_GAP`."""
 
     app: str
+
+
+@local
+@dataclass(frozen=True, slots=True)
+class AnswerDue:
+    """The wait for the instances' reports after a fabric restart is over: answer the fabric
+    with what the agent knows (:class:`~.resync.SyncAnswer`)."""
